@@ -1,0 +1,313 @@
+"""``fscale models``, ``fscale panels``, ``fscale health`` and ``fscale config``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from ..engine.errors import ExitCode, UsageError
+from .common import guarded, load_settings_for_cli, print_json, run, split_list, stderr_console
+
+models_app = typer.Typer(help="The model catalogue (built-in + config.toml).", no_args_is_help=False,
+                         invoke_without_command=True)
+panels_app = typer.Typer(help="Named panels of models.", invoke_without_command=True)
+config_app = typer.Typer(help="Where the configuration lives and what it says.", no_args_is_help=True)
+
+
+def _stdout_console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _model_rows(settings: Any) -> list[dict[str, Any]]:
+    from ..engine.health import HealthStore
+
+    health = HealthStore(settings)
+    rows = []
+    for m in settings.models.values():
+        provider = settings.providers.get(m.provider)
+        rows.append({
+            "alias": m.alias, "provider": m.provider, "id": m.id, "tier": m.tier,
+            "family": m.family, "cost": m.cost,
+            "usable": bool(provider and provider.usable(settings.env)),
+            "health": health.verdict(m.alias) or (health.entries().get(m.alias) or {}).get("status"),
+            "source": "builtin" if m.builtin else "config",
+        })
+    return rows
+
+
+@models_app.callback()
+@guarded
+def models(ctx: typer.Context,
+           as_json: bool = typer.Option(False, "--json", help="Print a JSON list on stdout."),
+           usable_only: bool = typer.Option(False, "--usable", help="Only models whose provider has a key.")) -> None:
+    """List the catalogue: alias, provider, id, tier, family, cost, usable, health.
+
+    Examples:
+
+      fscale models
+
+      fscale models --json | jq -r '.[] | select(.usable) | .alias'
+
+      fscale models refresh
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = load_settings_for_cli()
+    rows = [r for r in _model_rows(settings) if r["usable"] or not usable_only]
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("alias", "provider", "tier", "family", "cost", "usable", "health", "id"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["alias"], r["provider"], r["tier"], r["family"], f"{r['cost']:g}",
+                      "yes" if r["usable"] else "[dim]no key[/dim]", r["health"] or "-", r["id"])
+    _stdout_console().print(table)
+
+
+@models_app.command("refresh")
+@guarded
+def models_refresh(as_json: bool = typer.Option(False, "--json", help="Print the report as JSON.")) -> None:
+    """Ask each usable provider's /models which catalogue entries are gone.
+
+    Example:
+
+      fscale models refresh --json
+    """
+    from ..engine.session import Engine
+
+    async def go() -> dict[str, Any]:
+        async with Engine() as engine:
+            return await engine.refresh_catalogue()
+
+    report = run(go())
+    if as_json:
+        print_json(report)
+        return
+    if not report:
+        sys.stderr.write("fscale: no usable provider to ask (set a key or declare one in config.toml)\n")
+        return
+    for name, info in report.items():
+        if "error" in info:
+            sys.stdout.write(f"{name}: could not list models: {info['error']}\n")
+            continue
+        gone = ", ".join(info["gone"]) or "none"
+        sys.stdout.write(f"{name}: {info['listed']} listed, {info['catalogued']} catalogued, gone: {gone}\n")
+
+
+@panels_app.callback()
+@guarded
+def panels(ctx: typer.Context,
+           as_json: bool = typer.Option(False, "--json", help="Print the panels as JSON.")) -> None:
+    """List named panels. Subcommands show, set and rm edit them in config.toml.
+
+    Examples:
+
+      fscale panels
+
+      fscale panels set fast3 llama-3.1-8b,gemma-2-9b,qwen2.5-7b
+
+      fscale scale "Spam?" -a SPAM,HAM --panel fast3
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = load_settings_for_cli()
+    user = settings.user_config.get("panels", {}) or {}
+    data = {name: {"members": members, "source": "config" if name in user else "builtin"}
+            for name, members in settings.panels.items()}
+    if as_json:
+        print_json(data)
+        return
+    for name, info in data.items():
+        sys.stdout.write(f"{name:<16} {', '.join(info['members'])}  [{info['source']}]\n")
+
+
+@panels_app.command("show")
+@guarded
+def panels_show(name: str = typer.Argument(..., help="Panel name."),
+                as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show one panel's members with their tier, family and provider.
+
+    Example:
+
+      fscale panels show nim
+    """
+    from ..engine.registry import Registry
+
+    settings = load_settings_for_cli()
+    registry = Registry(settings)
+    members = [registry.model(a) for a in registry.panel(name)]
+    rows = [{"alias": m.alias, "provider": m.provider, "id": m.id, "tier": m.tier, "family": m.family}
+            for m in members]
+    if as_json:
+        print_json({"name": name, "members": rows})
+        return
+    for r in rows:
+        sys.stdout.write(f"{r['alias']:<22} {r['tier']:<9} {r['family']:<10} {r['provider']}:{r['id']}\n")
+
+
+@panels_app.command("set")
+@guarded
+def panels_set(name: str = typer.Argument(..., help="Panel name."),
+               members: str = typer.Argument(..., help="Model aliases, comma-separated.")) -> None:
+    """Create or replace a panel in config.toml.
+
+    Example:
+
+      fscale panels set default fast-a,fast-b,slow-c
+    """
+    from ..engine.config import update_user_config
+
+    settings = load_settings_for_cli()
+    aliases = split_list(members) or ()
+    if not aliases:
+        raise UsageError("a panel needs at least one model")
+    unknown = [a for a in aliases if a not in settings.models]
+    if unknown:
+        raise UsageError(f"unknown model(s): {', '.join(unknown)} (see 'fscale models')")
+    update_user_config(settings.paths, lambda doc: doc.setdefault("panels", {}).__setitem__(name, list(aliases)))
+    sys.stderr.write(f"fscale: panel {name} = {', '.join(aliases)} (written to {settings.paths.config_file})\n")
+
+
+@panels_app.command("rm")
+@guarded
+def panels_rm(name: str = typer.Argument(..., help="Panel name.")) -> None:
+    """Remove a panel from config.toml (a built-in panel of that name comes back).
+
+    Example:
+
+      fscale panels rm fast3
+    """
+    from ..engine.config import update_user_config
+
+    settings = load_settings_for_cli()
+    if name not in (settings.user_config.get("panels") or {}):
+        if name in settings.panels:
+            raise UsageError(f"panel {name!r} is built in; it can be overridden with 'panels set' but not removed")
+        raise UsageError(f"unknown panel {name!r}")
+    update_user_config(settings.paths, lambda doc: doc.get("panels", {}).pop(name, None))
+    sys.stderr.write(f"fscale: panel {name} removed from {settings.paths.config_file}\n")
+
+
+@guarded
+def health(
+    models: str = typer.Option(None, "--models", "-m", help="Models to probe, comma-separated (default: every usable model)."),
+    panel: str = typer.Option(None, "--panel", "-p", help="Probe one panel's members."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list on stdout."),
+) -> None:
+    """Probe models concurrently: ok / slow / rate_limited / dead / unavailable / error.
+
+    Dead (HTTP 410) and unavailable (404) verdicts are remembered in the state directory and
+    later calls substitute those models. Exit code 0 when at least one model is ok, 4 otherwise.
+
+    Examples:
+
+      fscale health
+
+      fscale health --models llama-3.1-8b,gemma-2-9b --json
+    """
+    from ..engine.registry import NO_PROVIDER_HELP, Registry
+    from ..engine.session import Engine
+    from .render import EventPrinter
+
+    settings = load_settings_for_cli()
+    registry = Registry(settings)
+    if models:
+        targets = [registry.model(a) for a in split_list(models) or ()]
+    elif panel:
+        targets = [registry.model(a) for a in registry.panel(panel)]
+    else:
+        targets = [m for m in settings.models.values() if registry.usable(m)]
+    if not targets:
+        from ..engine.errors import NoProviderError
+
+        raise NoProviderError(NO_PROVIDER_HELP)
+    printer = EventPrinter(stderr_console(), quiet=as_json)
+
+    async def go() -> list[Any]:
+        out = []
+        async with Engine(settings) as engine:
+            async for probe in engine.health_events(targets):
+                printer(probe)
+                out.append(probe)
+        return out
+
+    results = run(go())
+    order = {m.alias: i for i, m in enumerate(targets)}
+    results.sort(key=lambda p: order[p.model])
+    if as_json:
+        print_json([{"model": p.model, "status": p.status,
+                     "latency_s": None if p.latency_s is None else round(p.latency_s, 4),
+                     "detail": p.detail} for p in results])
+    else:
+        for p in results:
+            sys.stdout.write(f"{p.model}\t{p.status}\n")
+    ok = any(p.status in ("ok", "slow") for p in results)
+    raise typer.Exit(int(ExitCode.DECIDED if ok else ExitCode.ALL_FAILED))
+
+
+@config_app.command("path")
+@guarded
+def config_path(all_dirs: bool = typer.Option(False, "--all", help="Also print the data, state and cache directories.")) -> None:
+    """Print the path of config.toml (FSCALE_HOME moves everything).
+
+    Example:
+
+      $EDITOR "$(fscale config path)"
+    """
+    from ..engine.paths import Paths
+
+    paths = Paths.resolve()
+    sys.stdout.write(f"{paths.config_file}\n")
+    if all_dirs:
+        for which in ("data", "state", "cache"):
+            sys.stdout.write(f"{which}\t{getattr(paths, which + '_dir')}\n")
+
+
+@config_app.command("show")
+@guarded
+def config_show(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Show every setting, its value and where it came from (flag > env > config > default).
+
+    Example:
+
+      FSCALE_K=5 fscale config show
+    """
+    from ..engine.config import SETTINGS
+
+    settings = load_settings_for_cli()
+    values = {name: {"value": settings.get(name), "source": settings.source(name),
+                     "env": SETTINGS[name].env, "help": SETTINGS[name].help} for name in SETTINGS}
+    providers = {
+        name: {"type": p.type, "base_url": p.base_url, "api_key_env": p.api_key_env,
+               "key_set": bool(p.api_key(settings.env)), "rpm": p.rpm,
+               "source": "builtin" if p.builtin else "config"}
+        for name, p in settings.providers.items()
+    }
+    if as_json:
+        print_json({"config_file": str(settings.paths.config_file), "settings": values,
+                    "providers": providers})
+        return
+    out = sys.stdout
+    out.write(f"config file: {settings.paths.config_file}"
+              f"{'' if settings.paths.config_file.exists() else ' (not created yet)'}\n\n")
+    for name, info in values.items():
+        out.write(f"{name:<18} = {info['value']!s:<10} ({info['source']}; env {info['env']})\n")
+    out.write("\nproviders:\n")
+    for name, p in providers.items():
+        key = "" if not p["api_key_env"] else f", key {p['api_key_env']} {'set' if p['key_set'] else 'not set'}"
+        out.write(f"  {name:<10} {p['type']:<7} {p['base_url'] or '-'} (rpm {p['rpm'] or '-'}{key}; {p['source']})\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")
+    app.add_typer(panels_app, name="panels")
+    app.command("health")(health)
+    app.add_typer(config_app, name="config")

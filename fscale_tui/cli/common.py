@@ -1,0 +1,155 @@
+"""What every one-shot command shares: error handling, stdin/context reading, output.
+
+Contract: stdout is data (the answer, or one JSON object per result with ``--json``); people
+read stderr. Errors are one line on stderr and a documented exit code (design §10); a
+traceback only with ``--debug``. This module must not import textual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import stat
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+
+from ..engine.errors import ExitCode, FscaleError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEBUG = {"on": False}
+
+
+def stderr_console():
+    """A rich console on stderr; rich itself honours NO_COLOR and non-TTY output."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: ExitCode) -> None:
+    """Print one clear line on stderr and exit with ``code``."""
+    sys.stderr.write(f"fscale: error: {message}\n")
+    raise typer.Exit(int(code))
+
+
+def flush_storage_warnings() -> None:
+    from ..engine import storage
+
+    for message in storage.warnings:
+        sys.stderr.write(f"fscale: {message}\n")
+    storage.warnings.clear()
+
+
+def guarded(fn: F) -> F:
+    """Turn engine errors, Ctrl-C and crashes into one line on stderr and an exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except FscaleError as exc:
+            flush_storage_warnings()
+            if DEBUG["on"]:
+                raise
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            sys.stderr.write("fscale: interrupted\n")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except BrokenPipeError:
+            # The reader of our stdout went away (e.g. `| head`): not an error of ours.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(0) from None
+        except Exception as exc:
+            if DEBUG["on"]:
+                raise
+            fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+                 ExitCode.INTERNAL_ERROR)
+        finally:
+            flush_storage_warnings()
+
+    return wrapper  # type: ignore[return-value]
+
+
+def run(coro: Any) -> Any:
+    """``asyncio.run`` that maps Ctrl-C to exit code 130."""
+    return asyncio.run(coro)
+
+
+def stdin_has_data() -> bool:
+    """True when stdin is a pipe or a file (not a terminal, /dev/null or a closed fd).
+
+    Reading a terminal or an inherited socket would block a script forever, so only pipes
+    and regular files count as piped input.
+    """
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
+
+
+def read_text_file(path: str, what: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{what} {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path!r} is a directory") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} {path!r} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UsageError(f"{what} {path!r} cannot be read: {exc.strerror}") from None
+
+
+def resolve_context(context: str | None, context_file: str | None, *, use_stdin: bool = True) -> str | None:
+    """--context TEXT, --context-file PATH ('-' = stdin), or piped stdin, in that order."""
+    if context is not None and context_file is not None:
+        raise UsageError("give --context or --context-file, not both")
+    if context is not None:
+        return context
+    if context_file is not None:
+        return read_text_file(context_file, "context file")
+    if use_stdin and stdin_has_data():
+        data = sys.stdin.read()
+        return data if data.strip() else None
+    return None
+
+
+def split_list(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = tuple(x.strip() for x in value.split(",") if x.strip())
+    return items or None
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def load_settings_for_cli():
+    from ..engine.config import load_settings
+
+    return load_settings()
+
+
+def not_yet_available(app: typer.Typer, name: str, summary: str) -> None:
+    """Register a placeholder for a command whose engine part has not landed yet (exit 2)."""
+
+    def placeholder(args: list[str] = typer.Argument(None, hidden=True)) -> None:
+        fail(f"'{name}' is not yet available in this version", ExitCode.USAGE_ERROR)
+
+    placeholder.__doc__ = f"{summary} (not yet available)"
+    app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(placeholder)

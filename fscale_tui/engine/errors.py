@@ -1,0 +1,65 @@
+"""Errors and exit codes shared by the engine and its views (design §10)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; scripts rely on them, so they never change meaning."""
+
+    DECIDED = 0
+    INTERNAL_ERROR = 1
+    USAGE_ERROR = 2
+    NO_DECISION = 3  # tie, abstention, or no valid vote
+    ALL_FAILED = 4  # every member / provider failed, or none is usable
+    INTERRUPTED = 130
+
+
+class FscaleError(Exception):
+    """An error with a one-line message meant for the user, and the exit code it maps to."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL_ERROR
+
+    def __init__(self, message: str, exit_code: ExitCode | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class UsageError(FscaleError):
+    """Bad input from the user: unknown model, bad file, bad option combination."""
+
+    exit_code = ExitCode.USAGE_ERROR
+
+
+class ConfigError(FscaleError):
+    """config.toml is invalid (the message names the file and the key)."""
+
+    exit_code = ExitCode.USAGE_ERROR
+
+
+class NoProviderError(FscaleError):
+    """No provider can be used (no key set, no local models installed)."""
+
+    exit_code = ExitCode.ALL_FAILED
+
+
+class ProviderError(Exception):
+    """One HTTP call to a provider failed after its retries.
+
+    ``kind`` is one of: ``rate_limited`` (429), ``dead`` (410), ``unavailable`` (404),
+    ``auth`` (401/403), ``server`` (5xx), ``timeout``, ``network`` (connection errors, streams
+    cut mid-way), ``malformed`` (a 200 whose body is not a chat completion), ``bad_request``.
+    Messages never contain API keys.
+    """
+
+    def __init__(self, kind: str, message: str, *, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.args[0]}"

@@ -1,0 +1,85 @@
+"""Model health: probes, and the verdicts shared by every process through the state directory.
+
+``dead`` (HTTP 410, end of life) holds until that catalogue entry changes (its provider, id or
+base URL); ``unavailable`` (404) and ``rate_limited`` (429) hold for a TTL (``health_ttl``,
+5 minutes by default, or the server's Retry-After). Later processes skip such models and
+substitute them instead of wasting calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import storage
+from .config import ModelConfig, Settings
+
+DOWN = ("dead", "unavailable", "rate_limited")
+PROBE_MESSAGES = [{"role": "user", "content": "Reply with the single word OK."}]
+
+
+def fingerprint(model: ModelConfig, settings: Settings) -> str:
+    provider = settings.providers.get(model.provider)
+    base = provider.base_url if provider else ""
+    return hashlib.sha256(f"{model.provider}|{model.id}|{base}".encode()).hexdigest()[:16]
+
+
+def status_for_error(kind: str) -> str:
+    return kind if kind in DOWN else "error"
+
+
+@dataclass
+class HealthStore:
+    settings: Settings
+
+    @property
+    def path(self) -> Path:
+        return self.settings.paths.state_dir / "health.json"
+
+    def __post_init__(self) -> None:
+        self._cache: dict[str, Any] | None = None
+
+    def entries(self, refresh: bool = False) -> dict[str, Any]:
+        if self._cache is None or refresh:
+            self._cache = storage.read_json(self.path)
+        return self._cache
+
+    def verdict(self, alias: str, now: float | None = None) -> str | None:
+        """The standing down-verdict for a model, or None if it may be used."""
+        entry = self.entries().get(alias)
+        model = self.settings.models.get(alias)
+        if not entry or model is None or entry.get("status") not in DOWN:
+            return None
+        if entry.get("fingerprint") != fingerprint(model, self.settings):
+            return None  # the catalogue entry changed: the old verdict no longer applies
+        expires = entry.get("expires_at")
+        if expires is not None and (now or time.time()) >= expires:
+            return None
+        return entry["status"]
+
+    def is_down(self, alias: str) -> bool:
+        return self.verdict(alias) is not None
+
+    def record(self, model: ModelConfig, status: str, *, latency_s: float | None = None,
+               detail: str = "", retry_after: float | None = None) -> None:
+        """Persist one verdict (under the cross-process lock)."""
+        now = time.time()
+        if status == "dead":
+            expires = None
+        elif status in DOWN:
+            expires = now + (retry_after if status == "rate_limited" and retry_after
+                             else float(self.settings.get("health_ttl")))
+        else:
+            expires = None
+        entry = {"status": status, "checked_at": now, "expires_at": expires,
+                 "latency_s": latency_s, "detail": detail[:200],
+                 "fingerprint": fingerprint(model, self.settings)}
+
+        def change(doc: dict[str, Any]) -> None:
+            doc[model.alias] = entry
+
+        storage.update_json(self.path, change)
+        self.entries()[model.alias] = entry

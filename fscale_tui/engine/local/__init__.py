@@ -1,0 +1,1 @@
+"""Embedded local models (the ``[local]`` extra): llama.cpp servers for small GGUF models."""

@@ -1,0 +1,1 @@
+"""Textual screens, one per view (Ask, Generate, Health, Ratings, Panels, History)."""
