@@ -20,7 +20,7 @@ anything else                  404 (405 for a known path with the wrong method)
 Extra control endpoints (not recorded as requests), handy when the server runs
 in another process (``python -m tests.oai_server``):
 
-``GET  /_stub/stats``   ``{"total": n, "models": {id: {"count": c, "cancelled": k}}}``
+``GET  /_stub/stats``   ``{"total": n, "models": {id: {"count": c, "cancelled": k}}, "connections_opened": n}``
 ``POST /_stub/reset``   same as :meth:`StubOpenAIServer.reset`
 ``POST /_stub/script``  body in the script.json format (see ``main``); merges
 
@@ -640,6 +640,8 @@ class StubOpenAIServer:
             self._records.append(rec)
 
     def _finish(self, rec: RequestRecord, *, cancelled: bool = False, status: int | None = None) -> None:
+        # Called right *before* the final (synchronous, non-blocking) transport.write so
+        # that a client which has just received the response always sees t_end set.
         with self._lock:
             if status is not None:
                 rec.status = status
@@ -690,7 +692,7 @@ class StubOpenAIServer:
             model="",
             path=req.path,
             method=req.method,
-            body=_try_json(req.body),
+            body=_json_object(req.body),
             headers=req.headers,
             t_start=t_start,
             t_end=None,
@@ -699,8 +701,8 @@ class StubOpenAIServer:
             stream=False,
         )
         self._record(rec)
-        conn._write_simple(status, body, req.keep_alive)
         self._finish(rec)
+        conn._write_simple(status, body, req.keep_alive)
 
     def _control(self, conn: _Conn, req: _Request) -> None:
         ka = req.keep_alive
@@ -741,8 +743,8 @@ class StubOpenAIServer:
             rec.status = 400
             self._record(rec)
             msg = "request body is not a JSON object" if not isinstance(body, dict) else "missing 'model'"
-            conn._write_simple(400, _error_json(400, msg), req.keep_alive)
             self._finish(rec)
+            conn._write_simple(400, _error_json(400, msg), req.keep_alive)
             return
 
         beh = self._next_behaviour(model)
@@ -771,8 +773,8 @@ class StubOpenAIServer:
             raise
         except Exception as e:  # noqa: BLE001 -- never kill the loop
             if not conn.closed:
-                conn._write_simple(500, _error_json(500, f"stub internal error: {e!r}"), False)
                 self._finish(rec, status=500)
+                conn._write_simple(500, _error_json(500, f"stub internal error: {e!r}"), False)
         finally:
             conn.busy = False
             conn.task = None
@@ -800,19 +802,19 @@ class StubOpenAIServer:
                 payload = beh.error_body.encode()
             else:
                 payload = _error_json(status, f"stub error {status} for model {rec.model}")
-            conn._write_simple(status, payload, req.keep_alive, extra=extra)
             self._finish(rec)
+            conn._write_simple(status, payload, req.keep_alive, extra=extra)
             return
         if beh.malformed:
             payload = b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"index": 0, "mess'
-            conn._write_simple(200, payload, req.keep_alive)
             self._finish(rec)
+            conn._write_simple(200, payload, req.keep_alive)
             return
         try:
             text = self._reply_text(beh, body)
         except Exception as e:  # noqa: BLE001
-            conn._write_simple(500, _error_json(500, f"reply_fn raised {e!r}"), req.keep_alive)
             self._finish(rec, status=500)
+            conn._write_simple(500, _error_json(500, f"reply_fn raised {e!r}"), req.keep_alive)
             return
         msg: dict[str, Any] = {"role": "assistant", "content": None if beh.null_content else text}
         if beh.reasoning_content is not None:
@@ -828,8 +830,8 @@ class StubOpenAIServer:
         }
         if beh.usage:
             obj["usage"] = _usage(body, "" if beh.null_content else text, beh)
-        conn._write_simple(200, _dumps(obj).encode(), req.keep_alive)
         self._finish(rec)
+        conn._write_simple(200, _dumps(obj).encode(), req.keep_alive)
 
     async def _respond_stream(self, conn: _Conn, req: _Request, rec: RequestRecord, beh: Behaviour, body: dict) -> None:
         tr = conn.transport
@@ -840,8 +842,8 @@ class StubOpenAIServer:
         try:
             text = self._reply_text(beh, body)
         except Exception as e:  # noqa: BLE001
-            conn._write_simple(500, _error_json(500, f"reply_fn raised {e!r}"), req.keep_alive)
             self._finish(rec, status=500)
+            conn._write_simple(500, _error_json(500, f"reply_fn raised {e!r}"), req.keep_alive)
             return
 
         events = _sse_events(rec.model, beh, text, body)
@@ -873,8 +875,8 @@ class StubOpenAIServer:
             tr.write(b"%x\r\n%b\r\n" % (len(data), data))
             if not is_done:
                 n_data += 1
-        tr.write(b"0\r\n\r\n")
         self._finish(rec)
+        tr.write(b"0\r\n\r\n")
         if not req.keep_alive:
             conn._close()
 
@@ -922,6 +924,11 @@ def _sse_events(model: str, beh: Behaviour, text: str, body: dict) -> list:
     out.append(chunk({}, "stop", _usage(body, "" if beh.null_content else text, beh) if beh.usage else None))
     out.append(_DONE)
     return out
+
+
+def _json_object(b: bytes) -> dict | None:
+    v = _try_json(b)
+    return v if isinstance(v, dict) else None
 
 
 def _try_json(b: bytes) -> Any:

@@ -339,12 +339,13 @@ def test_cancel_detected_when_raw_socket_closes(srv):
 
 
 def test_cancel_detected_between_stream_chunks(srv, client):
-    srv.script("drip", Behaviour(reply="one two three", chunk_delay=1.0))
+    srv.script("drip", Behaviour(reply="one two three", chunk_delay=3.0))
     with client.stream("POST", CHAT, json={"model": "drip", "messages": [], "stream": True}) as r:
         first = next(line for line in r.iter_lines() if line.startswith("data: "))
         assert json.loads(first[6:])["choices"][0]["delta"]["content"]
         # leaving the block without reading the rest closes the connection
-    assert srv.wait_until(lambda: srv.cancelled("drip") == 1, timeout=2.0)
+    # noticed while sleeping between chunks, not only when the next write is due
+    assert srv.wait_until(lambda: srv.cancelled("drip") == 1, timeout=1.5)
     assert srv.requests[0].t_end is None
 
 
@@ -445,8 +446,14 @@ def test_standalone_mode(tmp_path):
                 got.append(r.json()["choices"][0]["message"]["content"] if r.status_code == 200 else r.status_code)
             assert got == ["first", 429, "last", "last"]
             assert ask(c, "unscripted").json()["choices"][0]["message"]["content"] == "DEFAULT"
-            stats = c.get(base.removesuffix("/v1") + "/_stub/stats").json()
+            root = base.removesuffix("/v1")
+            stats = c.get(root + "/_stub/stats").json()
             assert stats["models"]["solo"]["count"] == 4
+            # runtime re-scripting of the separate process
+            assert c.post(root + "/_stub/script", json={"solo": {"reply": "rescripted"}}).status_code == 200
+            assert ask(c, "solo").json()["choices"][0]["message"]["content"] == "rescripted"
+            assert c.post(root + "/_stub/reset").status_code == 200
+            assert c.get(root + "/_stub/stats").json()["total"] == 0
     finally:
         proc.terminate()
         try:
@@ -457,3 +464,24 @@ def test_standalone_mode(tmp_path):
         proc.stdout.close()
         proc.stderr.close()
     assert rc == 0
+
+
+def test_cancel_detected_when_async_task_is_cancelled(srv):
+    """The product cancels slow asyncio tasks; httpx must drop the connection and we must see it."""
+    srv.script("slow", Behaviour(latency=3.0))
+    srv.script("quick", Behaviour(reply="fast"))
+
+    async def race():
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=10) as c:
+            body = {"messages": []}
+            slow = asyncio.create_task(c.post(CHAT, json={"model": "slow", **body}))
+            quick = await c.post(CHAT, json={"model": "quick", **body})
+            await asyncio.sleep(0.05)
+            slow.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+            return quick.json()["choices"][0]["message"]["content"]
+
+    assert asyncio.run(race()) == "fast"
+    assert srv.wait_until(lambda: srv.cancelled("slow") == 1, timeout=1.5)
+    assert srv.cancelled("quick") == 0

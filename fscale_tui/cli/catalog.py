@@ -10,10 +10,12 @@ import typer
 from ..engine.errors import ExitCode, UsageError
 from .common import guarded, load_settings_for_cli, print_json, run, split_list, stderr_console
 
-models_app = typer.Typer(help="The model catalogue (built-in + config.toml).", no_args_is_help=False,
-                         invoke_without_command=True)
-panels_app = typer.Typer(help="Named panels of models.", invoke_without_command=True)
-config_app = typer.Typer(help="Where the configuration lives and what it says.", no_args_is_help=True)
+# Group help comes from the callbacks' docstrings (they carry the examples).
+models_app = typer.Typer(invoke_without_command=True)
+panels_app = typer.Typer(invoke_without_command=True)
+config_app = typer.Typer(no_args_is_help=True, help=(
+    "Where the configuration lives and what it says.\n\n"
+    "Examples:\n\n  fscale config path\n\n  fscale config show --json"))
 
 
 def _stdout_console():

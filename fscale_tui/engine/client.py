@@ -148,7 +148,7 @@ class ChatClient:
         self._runtimes: dict[str, _ProviderRuntime] = {}
         self.http = httpx.AsyncClient(
             transport=transport,
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=128),
+            limits=httpx.Limits(max_connections=128, max_keepalive_connections=16),
             timeout=httpx.Timeout(60.0, connect=10.0),
             follow_redirects=False,
         )

@@ -33,6 +33,7 @@ The rules, in the order they are applied:
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -189,6 +190,13 @@ _NEGATIONS = frozenset(
 # "no doubt it is SAFE" and "not only SAFE" affirm rather than negate.
 _NOT_NEGATING_NEXT = frozenset({"doubt", "only", "just", "question"})
 _NEGATION_WINDOW = 4  # words before the label
+# A negated opinion verb negates the whole clause, however long: "I don't think the code is
+# SAFE", "I do not believe this review is POSITIVE".
+_NEGATED_OPINION_RE = re.compile(
+    r"(?:\b(?:not|never)|n['’]t)\s+(?:really\s+)?(?:think|believe|consider|feel|say|expect|"
+    r"seem|appear|sure)\b",
+    re.IGNORECASE,
+)
 
 # Text between two mentions that makes them one option list: only punctuation/whitespace and
 # list words ("SAFE or VULNERABLE", "A, B, C, or D", "SAFE/UNSAFE", "option A or option B"), on
@@ -199,7 +207,13 @@ _JOIN_GAP_RE = re.compile(
     rf"{_GAP_PUNCT}*(?:(?:or|nor|and|vs\.?|versus|either|options?|choices?)\b{_GAP_PUNCT}*)*",
     re.IGNORECASE,
 )
+# A group is only an option list if some gap really lists: "IS X" in "the answer is X" (with a
+# label IS) or "safe (SAFE)" are adjacent mentions, not a list.
+_CONNECTOR_RE = re.compile(r"[,/|&]|\b(?:or|nor|and|vs|versus)\b", re.IGNORECASE)
 _MAX_GAP = 40
+# How far back on a line an answer marker still governs a label; also bounds regex work on
+# very long single-line replies.
+_MARKER_REACH = 200
 
 
 @dataclass(frozen=True)
@@ -249,8 +263,13 @@ def _compile(labels: tuple[str, ...]) -> _LabelSet | None:
     )
 
 
+# Context kept on each side of a mention. Every rule looks at most this far, and bounding the
+# slices keeps a pathological single-line reply with thousands of mentions linear.
+_WINDOW = 200
+
+
 class _Mention:
-    __slots__ = ("idx", "start", "end", "ls", "le", "prefix", "suffix", "upper",
+    __slots__ = ("idx", "start", "end", "ls", "le", "prefix", "suffix", "whole_line", "upper",
                  "line_start", "echo", "negated", "explicit", "eligible")
 
     def __init__(self, idx: int, start: int, end: int, ls: int, le: int, text: str) -> None:
@@ -259,8 +278,10 @@ class _Mention:
         self.end = end
         self.ls = ls  # start of the mention's line
         self.le = le  # end of the mention's line
-        self.prefix = text[ls:start]
-        self.suffix = text[end:le]
+        self.prefix = text[max(ls, start - _WINDOW):start]
+        self.suffix = text[end:min(le, end + _WINDOW)]
+        # Only when the whole line is in view can the label be "alone on its line".
+        self.whole_line = start - ls <= _WINDOW and le - end <= _WINDOW
         self.upper = text[start:end].isupper()
         self.line_start = False
         self.echo = False
@@ -274,6 +295,8 @@ def _negated_before(clause: str) -> bool:
     m = _CLAUSE_BREAK_RE.match(clause)
     if m:
         clause = clause[m.end():]
+    if _NEGATED_OPINION_RE.search(clause):
+        return True
     words = _WORD_RE.findall(clause)[-_NEGATION_WINDOW:]
     for i, word in enumerate(words):
         w = word.lower()
@@ -287,14 +310,18 @@ def _negated_before(clause: str) -> bool:
 def _mark_echo_groups(text: str, mentions: list[_Mention]) -> None:
     """Mentions of >= 2 different labels joined into one option list are echoes, not votes."""
     group = [mentions[0]]
+    listed = False  # some gap in the group holds a connector
     for prev, cur in zip(mentions, mentions[1:]):
         gap = text[prev.end:cur.start]
         if len(gap) <= _MAX_GAP and _JOIN_GAP_RE.fullmatch(gap):
             group.append(cur)
+            listed = listed or bool(_CONNECTOR_RE.search(gap))
             continue
+        if listed:
+            _flag_if_mixed(group)
+        group, listed = [cur], False
+    if listed:
         _flag_if_mixed(group)
-        group = [cur]
-    _flag_if_mixed(group)
 
 
 def _mark_option_lines(text: str, mentions: list[_Mention]) -> None:
@@ -328,9 +355,9 @@ def _is_explicit(m: _Mention, spec: _LabelSet) -> bool:
         return True
     if spec.ambiguous[m.idx] and not m.upper:
         return False  # "(a)"/"(i)" mid-sentence are enumerations in prose
-    if _BOLD_PREFIX_RE.search(prefix) and _BOLD_SUFFIX_RE.match(suffix):
+    if _BOLD_PREFIX_RE.search(prefix[-12:]) and _BOLD_SUFFIX_RE.match(suffix):
         return True
-    if _PAREN_PREFIX_RE.search(prefix) and _PAREN_SUFFIX_RE.match(suffix):
+    if _PAREN_PREFIX_RE.search(prefix[-12:]) and _PAREN_SUFFIX_RE.match(suffix):
         return True
     # "B is correct" -- but "I was right" is the pronoun, so not for A/I.
     return not spec.ambiguous[m.idx] and bool(_CORRECT_SUFFIX_RE.match(suffix))
@@ -357,13 +384,18 @@ def extract_label(text: str, labels: Sequence[str]) -> str | None:
         return None
 
     mentions: list[_Mention] = []
+    newlines: list[int] | None = None
     for match in spec.regex.finditer(text):
+        if newlines is None:
+            # Line boundaries once, then bisect: rfind/find per mention would be quadratic on a
+            # long line full of mentions.
+            newlines = [i for i, ch in enumerate(text) if ch == "\n"] if "\n" in text else []
         idx = int(match.lastgroup[1:])
         start, end = match.span()
-        ls = text.rfind("\n", 0, start) + 1
-        le = text.find("\n", end)
-        if le < 0:
-            le = len(text)
+        k = bisect_left(newlines, start)
+        ls = newlines[k - 1] + 1 if k else 0
+        k = bisect_left(newlines, end, k)
+        le = newlines[k] if k < len(newlines) else len(text)
         m = _Mention(idx, start, end, ls, le, text)
         if spec.determiner[idx] and not m.upper and _DETERMINER_FOLLOW_RE.match(m.suffix):
             continue  # "no issues found": the determiner, not the label NO
@@ -372,7 +404,7 @@ def extract_label(text: str, labels: Sequence[str]) -> str | None:
         return None
 
     for m in mentions:
-        if _DECOR_PREFIX_RE.fullmatch(m.prefix):
+        if m.whole_line and _DECOR_PREFIX_RE.fullmatch(m.prefix):
             sep = _STRICT_LINE_SEP_SUFFIX_RE if spec.strict[m.idx] else _LINE_SEP_SUFFIX_RE
             m.line_start = bool(_ALONE_SUFFIX_RE.fullmatch(m.suffix) or sep.match(m.suffix))
     _mark_echo_groups(text, mentions)
@@ -394,11 +426,11 @@ def extract_label(text: str, labels: Sequence[str]) -> str | None:
             continue
         m.explicit = _is_explicit(m, spec)
         if not m.explicit and not spec.strict[m.idx]:
-            marker = _MARKER_ANYWHERE_RE.match(m.prefix)
+            marker = _MARKER_ANYWHERE_RE.match(m.prefix[-_MARKER_REACH:])
             # The first affirmative label after "Final answer:" on its line ("Final answer: it
             # is VULNERABLE. A SAFE variant would…"). Only the first: once the marker has been
             # answered, later labels on the line are commentary.
-            m.explicit = bool(marker) and m.ls + marker.end() >= last_explicit_end
+            m.explicit = bool(marker) and m.start - len(m.prefix[-_MARKER_REACH:]) + marker.end() >= last_explicit_end
         if m.explicit:
             last_explicit_end = m.end
         m.eligible = m.explicit or not spec.strict[m.idx]

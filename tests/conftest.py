@@ -1,0 +1,103 @@
+"""Shared fixtures: a temporary FSCALE_HOME for every test and a real loopback OpenAI server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from tests.oai_server import Behaviour, StubOpenAIServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Environment variables that would make a test depend on the developer's machine.
+HERMETIC_UNSET = ["NVIDIA_API_KEY", "GITHUB_TOKEN", "FSCALE_K", "FSCALE_PANEL", "FSCALE_TIE_BREAK",
+                  "FSCALE_DEBUG", "NO_COLOR"]
+
+
+@pytest.fixture(autouse=True)
+def fscale_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own FSCALE_HOME; no test reads or writes the real user dirs."""
+    home = tmp_path / "fscale-home"
+    home.mkdir()
+    monkeypatch.setenv("FSCALE_HOME", str(home))
+    for name in HERMETIC_UNSET:
+        monkeypatch.delenv(name, raising=False)
+    # Fast retries keep failure tests quick; the backoff shape is tested separately.
+    monkeypatch.setenv("FSCALE_RETRY_BASE", "0.01")
+    return home
+
+
+@pytest.fixture(scope="session")
+def _server_session() -> Iterator[StubOpenAIServer]:
+    with StubOpenAIServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def server(_server_session: StubOpenAIServer) -> Iterator[StubOpenAIServer]:
+    """The loopback server, reset to a clean script for each test."""
+    _server_session.reset()
+    yield _server_session
+    _server_session.reset()
+
+
+#: alias -> (provider model id, tier, family)
+STUB_MODELS = {
+    "fast-a": ("vendor-a/fast", "fast", "a"),
+    "fast-b": ("vendor-b/fast", "fast", "b"),
+    "fast-c": ("vendor-c/fast", "fast", "c"),
+    "fast-d": ("vendor-d/fast", "fast", "d"),
+    "fast-a2": ("vendor-a/fast-2", "fast", "a"),
+    "slow-c": ("vendor-c/slow", "slow", "c"),
+    "think-e": ("vendor-e/think", "thinking", "e"),
+}
+
+
+def write_config(home: Path, server: StubOpenAIServer, *, rpm: float | None = None,
+                 panels: dict[str, list[str]] | None = None, models: dict | None = None,
+                 extra: dict | None = None, api_key_env: str | None = None) -> Path:
+    provider: dict = {"base_url": server.base_url}
+    if rpm is not None:
+        provider["rpm"] = rpm
+    if api_key_env:
+        provider["api_key_env"] = api_key_env
+    doc: dict = {
+        "providers": {"stub": provider},
+        "models": {alias: {"provider": "stub", "id": mid, "tier": tier, "family": fam, "cost": 0.1}
+                   for alias, (mid, tier, fam) in (models or STUB_MODELS).items()},
+        "panels": panels or {"default": ["fast-a", "fast-b", "slow-c"]},
+    }
+    for key, value in (extra or {}).items():
+        doc[key] = value
+    path = home / "config.toml"
+    path.write_text(tomli_w.dumps(doc))
+    return path
+
+
+@pytest.fixture
+def stub_config(fscale_home: Path, server: StubOpenAIServer) -> Path:
+    return write_config(fscale_home, server)
+
+
+def mid(alias: str) -> str:
+    """The provider model id of a stub alias."""
+    return STUB_MODELS[alias][0]
+
+
+def run_cli(*args: str, input: str | None = None, env: dict | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``python -m fscale_tui`` in a subprocess with the test's environment."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "fscale_tui", *args], input=input,
+                          capture_output=True, text=True, env=full_env, timeout=timeout,
+                          stdin=None if input is not None else subprocess.DEVNULL, cwd=REPO)
+
+
+__all__ = ["Behaviour", "StubOpenAIServer", "write_config", "mid", "run_cli", "STUB_MODELS"]
