@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["scale", "scale_batch", "__version__"]
+__all__ = ["scale", "scale_batch", "generate", "generate_batch", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("scale", "scale_batch"):
+    if name in ("scale", "scale_batch", "generate", "generate_batch"):
         from . import api
 
         return getattr(api, name)

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .engine.config import Settings
 from .engine.errors import UsageError
 from .engine.session import Engine
 from .engine.vote import ScaleRequest, ScaleResult
 
-__all__ = ["scale", "scale_batch", "ScaleResult", "ScaleRequest"]
+if TYPE_CHECKING:
+    from .engine.generate import GenerateRequest, GenerateResult
+
+__all__ = ["scale", "scale_batch", "ScaleResult", "ScaleRequest", "generate", "generate_batch",
+           "GenerateResult", "GenerateRequest"]
 
 
 def _run(coro: Any) -> Any:
@@ -77,5 +81,88 @@ def scale_batch(items: Iterable[dict[str, Any]], *, k: int | None = None, panel:
             async for index, outcome in engine.scale_batch(requests, concurrency=concurrency):
                 out[index] = outcome
         return out  # type: ignore[return-value]
+
+    return _run(go())
+
+
+# -- generate ------------------------------------------------------------------------------------
+_GENERATE_FIELDS = ("context", "k", "strategy", "judges", "models", "panel", "judge_models",
+                    "max_tokens", "temperature", "max_steps", "width", "gold", "seed", "verifier",
+                    "early_stop", "candidates", "candidate_models", "id")
+
+
+def _generate_request(question: str, **fields: Any) -> "GenerateRequest":
+    from .engine.generate import GenerateRequest
+
+    given = {k: v for k, v in fields.items() if v is not None}
+    for key in ("models", "judge_models", "candidates", "candidate_models"):
+        if key in given:
+            given[key] = tuple(given[key]) or None
+    return GenerateRequest(question=question, **given)
+
+
+def generate(question: str, *, context: str | None = None, k: int | None = None,
+             strategy: str = "judge", judges: int | None = None,
+             models: Sequence[str] | None = None, panel: str | None = None,
+             judge_models: Sequence[str] | None = None, max_tokens: int | None = None,
+             temperature: float | None = None, max_steps: int | None = None,
+             width: int | None = None, gold: str | None = None, seed: int | None = None,
+             verifier: str | None = None, early_stop: bool | None = None,
+             candidates: Sequence[str] | None = None,
+             candidate_models: Sequence[str] | None = None,
+             settings: Settings | None = None) -> "GenerateResult":
+    """Generate k candidates and select one (strategy: judge, vote, weighted, usc, tournament,
+    beam, dvts). Returns a GenerateResult: output, all_outputs, winner_model, judge_votes,
+    total_calls, elapsed_s (and coverage / correct when ``gold`` is given). ``candidates``
+    (with optional ``candidate_models``) skips generation: only the selection runs."""
+    from .engine.generate import generate as run_generate
+
+    request = _generate_request(question, context=context, k=k, strategy=strategy, judges=judges,
+                                models=models, panel=panel, judge_models=judge_models,
+                                max_tokens=max_tokens, temperature=temperature,
+                                max_steps=max_steps, width=width, gold=gold, seed=seed,
+                                verifier=verifier, early_stop=early_stop,
+                                candidates=candidates, candidate_models=candidate_models)
+
+    async def go() -> "GenerateResult":
+        async with Engine(settings) as engine:
+            return await run_generate(engine, request)
+
+    return _run(go())
+
+
+def generate_batch(items: Iterable[dict[str, Any]], *, concurrency: int | None = None,
+                   settings: Settings | None = None, **defaults: Any) -> list["GenerateResult | Exception"]:
+    """Generate for many items (dicts with question and optional context, id, gold, k,
+    strategy, models, ...); keyword arguments are defaults for every item.
+
+    Returns one entry per item in input order: a GenerateResult, or the exception that item
+    raised (a bad item never stops the batch).
+    """
+    from .engine.generate import generate_batch as run_batch
+
+    unknown = set(defaults) - set(_GENERATE_FIELDS)
+    if unknown:
+        raise UsageError(f"unknown option(s) for generate_batch: {', '.join(sorted(unknown))}")
+    requests: list[Any] = []
+    for item in items:
+        try:
+            fields = {**defaults, **{k: v for k, v in item.items() if k in _GENERATE_FIELDS}}
+            if not isinstance(item.get("question"), str):
+                raise KeyError("question")
+            req = _generate_request(item["question"], **fields)
+            req.validate()
+            requests.append(req)
+        except (KeyError, TypeError, AttributeError) as exc:
+            requests.append(UsageError(f"bad item: missing or invalid {exc}"))
+        except UsageError as exc:
+            requests.append(exc)
+
+    async def go() -> list[Any]:
+        out: list[Any] = [None] * len(requests)
+        async with Engine(settings) as engine:
+            async for index, outcome in run_batch(engine, requests, concurrency=concurrency):
+                out[index] = outcome
+        return out
 
     return _run(go())

@@ -30,6 +30,12 @@ def fscale_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         monkeypatch.delenv(name, raising=False)
     # Fast retries keep failure tests quick; the backoff shape is tested separately.
     monkeypatch.setenv("FSCALE_RETRY_BASE", "0.01")
+    # Shadow challengers add a request per call; tests that count requests expect none.
+    # Challenger tests turn it back on explicitly.
+    monkeypatch.setenv("FSCALE_CHALLENGER", "0")
+    # The embedded local models (the [local] extra) would otherwise become the default panel
+    # when no key is set; tests of local models (tests/test_local*.py) turn them back on.
+    monkeypatch.setenv("FSCALE_LOCAL", "off")
     return home
 
 

@@ -437,7 +437,8 @@ class StubOpenAIServer:
         self._scripts: dict[str, list[Behaviour]] = {}
         self._counters: dict[str, int] = {}
         self._default = Behaviour()
-        self._models: list[str] | None = list(models) if models is not None else None
+        self._initial_models: list[str] | None = list(models) if models is not None else None
+        self._models: list[str] | None = self._initial_models
         self._records: list[RequestRecord] = []
         self._conns: set[_Conn] = set()
         self._connections_opened = 0
@@ -552,7 +553,10 @@ class StubOpenAIServer:
             self._default = behaviour_from_dict(behaviour)
 
     def reset(self) -> None:
+        """Clear scripts, the default behaviour, records and per-model counters; the
+        /v1/models list goes back to what the constructor was given."""
         with self._lock:
+            self._models = self._initial_models
             self._scripts.clear()
             self._counters.clear()
             self._default = Behaviour()

@@ -95,7 +95,6 @@ def test_verify_reads_draft_from_stdin(server, stub_config, tmp_path):
     (["scale", "q?", "-a", "YES,NO", "--tie-break", "coin"], 2, "tie-break"),
     (["verify", "--source", "/nope"], 2, "does not exist"),
     (["panels", "show", "nope"], 2, "unknown panel"),
-    (["generate", "x"], 2, "not yet available"),
 ])
 def test_bad_input_is_one_line_and_exit_2(server, stub_config, args, code, needle):
     proc = run_cli(*args)

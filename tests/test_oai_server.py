@@ -242,10 +242,12 @@ def test_models_endpoint(srv, client):
     assert [m["id"] for m in data["data"]] == ["b-model", "a-model"]
     assert all(m["object"] == "model" and m["owned_by"] == "stub" for m in data["data"])
     srv.set_models(["x", "y", "z"])
-    try:
-        assert [m["id"] for m in client.get("/models").json()["data"]] == ["x", "y", "z"]
-    finally:
-        srv.set_models(None)  # back to "scripted ids" for the other tests (module-scoped server)
+    assert [m["id"] for m in client.get("/models").json()["data"]] == ["x", "y", "z"]
+    srv.reset()  # back to the constructor's list (here: the scripted ids, none now)
+    assert client.get("/models").json()["data"] == []
+    with StubOpenAIServer(models=["fixed"]) as other:
+        other.script("scripted", Behaviour())
+        assert [m["id"] for m in httpx.get(other.base_url + "/models").json()["data"]] == ["fixed"]
 
 
 # --------------------------------------------------------------------------- #

@@ -148,6 +148,10 @@ def test_yes_never_matches_yesterday():
 def test_longest_label_wins_at_same_position():
     assert extract_label("The code is NOT SAFE", ["SAFE", "NOT_SAFE"]) == "NOT_SAFE"
     assert extract_label("The code is safe", ["SAFE", "NOT_SAFE"]) == "SAFE"
+    labels = ["SAFE", "SAFE WITH CAVEATS", "VULNERABLE"]
+    assert extract_label("Answer: SAFE WITH CAVEATS", labels) == "SAFE WITH CAVEATS"
+    assert extract_label("Answer: safe with caveats.", labels) == "SAFE WITH CAVEATS"
+    assert extract_label("Answer: SAFE", labels) == "SAFE"
 
 
 def test_label_inside_identifier_or_compound_is_not_a_mention():
@@ -202,6 +206,21 @@ def test_last_explicit_statement_wins():
 def test_explicit_statement_beats_later_incidental_mention():
     text = "Final answer: VULNERABLE\n\nA safe version would use bound parameters."
     assert extract_label(text, SV) == "VULNERABLE"
+
+
+def test_emphasis_in_later_commentary_does_not_flip_a_stated_answer():
+    text = ("**Answer: VULNERABLE**\n\nThe code passes `user_id` straight into the query. "
+            "A **safe** implementation would use parameters.")
+    assert extract_label(text, SV) == "VULNERABLE"
+    # ...but emphasis in prose still beats plain incidental mentions.
+    assert extract_label("It is **SAFE** here; VULNERABLE code looks different.", SV) == "SAFE"
+
+
+def test_option_list_followed_by_bare_answer_line():
+    text = ("Looking at the options:\n- A) 12: too small\n- B) 14: correct\n"
+            "- C) 16: too big\n- D) 18: too big\n\n**B**")
+    assert extract_label(text, LETTERS) == "B"
+    assert extract_label("A) 12\n\nB) 14\n\nC) 16", LETTERS) is None
 
 
 def test_first_label_after_answer_marker_on_its_line_is_explicit():
@@ -473,6 +492,12 @@ def filler_for(labels):
         .map(" ".join)
 
 
+def assume_template_has_no_label(labels, template):
+    """Fixed words of a template ("The code is {}") must not themselves be labels (e.g. IS)."""
+    words = {w.casefold() for w in re.findall(r"[A-Za-z]+", template)}
+    assume(not words & {label.casefold() for label in labels})
+
+
 def random_casing(data, label):
     flips = data.draw(st.lists(st.booleans(), min_size=len(label), max_size=len(label)))
     return "".join(c.lower() if f else c for c, f in zip(label, flips))
@@ -547,6 +572,7 @@ def test_prop_label_embedded_in_longer_word_never_matches(data):
     word = before + label + after
     assume(word.casefold() not in {lab.casefold() for lab in labels})
     template = data.draw(st.sampled_from(["Answer: {}", "{}", "The code is {}.", "**{}**"]))
+    assume_template_has_no_label(labels, template)
     assert extract_label(template.format(word), labels) is None
 
 
@@ -583,6 +609,7 @@ def test_prop_negated_only_mention_is_no_vote(data):
     filler = data.draw(filler_for(labels))
     negation = data.draw(st.sampled_from(["not", "is not", "isn't", "never", "no longer",
                                           "cannot be considered"]))
+    assume_template_has_no_label(labels, f"The code {negation}")
     assert extract_label(f"{filler}\nThe code {negation} {label}.", labels) is None
 
 

@@ -128,10 +128,10 @@ def resolve_context(context: str | None, context_file: str | None, *, use_stdin:
 
 
 def split_list(value: str | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    items = tuple(x.strip() for x in value.split(",") if x.strip())
-    return items or None
+    """``"a, b,c"`` -> ``("a", "b", "c")``; the same rule the TUI uses."""
+    from ..engine.requests import split_labels
+
+    return split_labels(value)
 
 
 def print_json(obj: Any) -> None:

@@ -1,11 +1,264 @@
-"""``fscale generate``: best-of-k and test-time search strategies (not yet available)."""
+"""``fscale generate``: best-of-k with cross-evaluation, and test-time search strategies.
+
+stdout is data (the selected output, or one JSON object per result with ``--json``); the
+candidates, judge votes and search steps are shown on stderr as they happen.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from typing import Any
+
 import typer
 
-from .common import not_yet_available
+from ..engine.errors import ExitCode, UsageError
+from .common import (guarded, print_json, read_text_file, resolve_context, run, split_list,
+                     stderr_console)
+
+SELECT = "Choosing models"
+STRATEGY = "Strategy"
+OUTPUT = "Output"
+
+
+def _short(text: str | None, width: int = 60) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[:width - 1] + "…"
+
+
+class GeneratePrinter:
+    """One line per candidate, judge vote and search step on stderr; silent when ``quiet``."""
+
+    def __init__(self, console: Any, quiet: bool = False) -> None:
+        self.console = console
+        self.quiet = quiet
+
+    def __call__(self, event: Any) -> None:
+        from rich.markup import escape
+
+        from ..engine.events import (CandidateFailed, CandidateGenerated, GenerateStarted,
+                                     Generated, JudgeVoted, StepScored)
+
+        if self.quiet:
+            return
+        c = self.console
+        if isinstance(event, GenerateStarted):
+            judges = f"; judges {', '.join(event.judges)}" if event.judges else ""
+            c.print(f"[dim]generate ({event.strategy}, k={event.k}): "
+                    f"{', '.join(event.generators)}{judges}[/dim]")
+        elif isinstance(event, CandidateGenerated):
+            ans = f" answer={escape(event.answer)}" if event.answer else ""
+            c.print(f"  [green]✎[/green] #{event.index} {event.model:<20} {event.latency_s:6.2f}s"
+                    f"{ans}  [dim]{escape(_short(event.text))}[/dim]")
+        elif isinstance(event, CandidateFailed):
+            c.print(f"  [red]✗[/red] #{event.index} {event.model:<20} [red]{escape(event.error)}[/red]")
+        elif isinstance(event, JudgeVoted):
+            where = f"[{escape(event.match)}] " if event.match else ""
+            if event.error:
+                c.print(f"  [red]✗[/red] judge {event.judge:<16} {where}[red]{escape(event.error)}[/red]")
+            elif event.score is not None or (event.choice_index is not None and len(event.order) == 1):
+                score = "-" if event.score is None else f"{event.score:.2f}"
+                c.print(f"  [cyan]⚖[/cyan] {event.judge:<16} scores #{event.choice_index} "
+                        f"({event.choice_model}) {score}")
+            elif event.choice_index is None:
+                c.print(f"  [yellow]⚖[/yellow] {event.judge:<16} {where}[yellow]no valid choice[/yellow]"
+                        f"  [dim]{escape(_short(event.raw))}[/dim]")
+            else:
+                order = ",".join(f"#{i}" for i in event.order)
+                c.print(f"  [cyan]⚖[/cyan] {event.judge:<16} {where}→ #{event.choice_index} "
+                        f"({event.choice_model})  [dim]saw {order}[/dim]")
+        elif isinstance(event, StepScored):
+            score = "-" if event.score is None else f"{event.score:.2f}"
+            mark = "✓" if event.completed else ("•" if event.kept else "·")
+            c.print(f"  [dim]{mark} step {event.iteration + 1} beam {event.beam} {event.model:<16} "
+                    f"score {score}  {escape(_short(event.step, 50))}[/dim]")
+        elif isinstance(event, Generated):
+            c.print(summary(event.result))
+
+
+def summary(result: Any) -> str:
+    """One line: who won, by which rule, at what cost (and gold checks when given)."""
+    stats = f"{result.total_calls} calls, {result.elapsed_s:.2f}s"
+    gold = ""
+    if result.gold is not None:
+        gold = f"; gold {result.gold}: selected {'✓' if result.correct else '✗'}, " \
+               f"coverage {'✓' if result.coverage else '✗'}"
+    if result.status == "all_failed":
+        return f"[red]→ no output: every generator failed[/red]; {stats}"
+    ans = f" answer={result.answer}" if result.answer else ""
+    head = (f"[bold]→ #{result.winner_index} {result.winner_model}[/bold]{ans} "
+            f"({result.selected_by})")
+    if result.status != "decided":
+        head = f"[yellow]→ no decision[/yellow], fallback #{result.winner_index} " \
+               f"{result.winner_model} ({result.selected_by})"
+    return f"{head}; {stats}{gold}"
+
+
+def _request(question: str, opts: dict[str, Any]) -> Any:
+    from ..engine.generate import GenerateRequest
+
+    fields = {k: v for k, v in opts.items() if v is not None}
+    req = GenerateRequest(question=question, **fields)
+    req.validate()
+    return req
+
+
+def _run_one(request: Any, *, as_json: bool, quiet: bool) -> int:
+    from ..engine.events import Generated
+    from ..engine.generate import generate_events
+    from ..engine.session import Engine
+
+    printer = GeneratePrinter(stderr_console(), quiet=quiet or as_json)
+
+    async def go() -> Any:
+        async with Engine() as engine:
+            result = None
+            async for event in generate_events(engine, request):
+                printer(event)
+                if isinstance(event, Generated):
+                    result = event.result
+            return result
+
+    result = run(go())
+    if as_json:
+        print_json(result.to_dict())
+    elif result.output is not None and result.status == "decided":
+        sys.stdout.write(result.output.rstrip("\n") + "\n")
+    return int(result.exit_code)
+
+
+ITEM_FIELDS = {"context": str, "id": str, "gold": str, "k": int, "strategy": str, "judges": int,
+               "panel": str, "max_tokens": int, "max_steps": int, "width": int, "seed": int,
+               "temperature": float, "verifier": str}
+
+
+def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
+    text = read_text_file(path, "batch file")
+    items: list[Any] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            if not isinstance(obj.get("question"), str):
+                raise ValueError("no question")
+            opts = dict(defaults)
+            for key, kind in ITEM_FIELDS.items():
+                if obj.get(key) is not None:
+                    opts[key] = kind(obj[key])
+            for key in ("models", "judge_models"):
+                if obj.get(key):
+                    value = obj[key]
+                    opts[key] = tuple(split_list(value) or ()) if isinstance(value, str) else tuple(value)
+            if opts.get("models") and obj.get("panel"):
+                opts["models"] = None
+            items.append(_request(obj["question"], opts))
+        except (ValueError, TypeError, UsageError) as exc:
+            items.append(UsageError(f"line {lineno}: {exc}"))
+    if not items:
+        raise UsageError(f"batch file {path!r} has no items")
+    return items
+
+
+def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool) -> int:
+    from ..engine.generate import generate_batch
+    from ..engine.session import Engine
+
+    items = _batch_requests(path, defaults)
+    console = stderr_console()
+
+    async def go() -> list[str]:
+        statuses: list[str] = []
+        pending: dict[int, dict[str, Any]] = {}
+        next_out = 0
+        async with Engine() as engine:
+            async for index, outcome in generate_batch(engine, items, concurrency=concurrency):
+                if isinstance(outcome, Exception):
+                    obj = {"index": index, "id": getattr(items[index], "id", None),
+                           "status": "error", "output": None, "error": str(outcome)}
+                    statuses.append("error")
+                else:
+                    obj = {"index": index, **outcome.to_dict()}
+                    statuses.append(outcome.status)
+                    if not quiet:
+                        console.print(f"[dim]item {index}:[/dim] " + summary(outcome))
+                pending[index] = obj
+                while next_out in pending:  # input order, as soon as the next one is ready
+                    print_json(pending.pop(next_out))
+                    next_out += 1
+        return statuses
+
+    statuses = run(go())
+    if all(s == "decided" for s in statuses):
+        return int(ExitCode.DECIDED)
+    if all(s in ("all_failed", "error") for s in statuses):
+        return int(ExitCode.ALL_FAILED)
+    return int(ExitCode.NO_DECISION)
+
+
+@guarded
+def generate(
+    question: str = typer.Argument(None, help="The task every generator answers.", show_default=False),
+    k: int = typer.Option(None, "-k", help="Candidates (beam/dvts: N beams). Default: the panel size / 3 (4 for beam, dvts).", rich_help_panel=SELECT),
+    strategy: str = typer.Option("judge", "--strategy", "-s", help="judge | vote | weighted | usc | tournament | beam | dvts.", rich_help_panel=STRATEGY),
+    judges: int = typer.Option(None, "--judges", "-j", help="judge: number of judges (default k); weighted: verifier calls per candidate (1); tournament: judgments per match (2).", rich_help_panel=STRATEGY),
+    models: str = typer.Option(None, "--models", "-m", help="Generator models, comma-separated (cycled when k is larger).", rich_help_panel=SELECT),
+    panel: str = typer.Option(None, "--panel", "-p", help="Named panel of generators (see 'fscale panels').", rich_help_panel=SELECT),
+    judge_models: str = typer.Option(None, "--judge-models", help="Judge / verifier models, comma-separated (default: chosen outside the generators' families).", rich_help_panel=SELECT),
+    context: str = typer.Option(None, "--context", "-c", help="Context text (goes in the system message)."),
+    context_file: str = typer.Option(None, "--context-file", "-f", help="Read the context from a file ('-' = stdin)."),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="Reply length limit per call.", envvar="FSCALE_MAX_TOKENS"),
+    temperature: float = typer.Option(None, "--temperature", "-t", help="Sampling temperature (default: 0 for distinct judge-strategy models, 0.7 for samples).", rich_help_panel=STRATEGY),
+    max_steps: int = typer.Option(None, "--max-steps", help="beam/dvts: search iterations (default 8).", rich_help_panel=STRATEGY),
+    width: int = typer.Option(None, "--width", help="beam/dvts: M, expansions per kept beam (default 2).", rich_help_panel=STRATEGY),
+    verifier: str = typer.Option(None, "--verifier", help="weighted: score (1-10, default) | yes (P(yes) from logprobs).", rich_help_panel=STRATEGY),
+    seed: int = typer.Option(None, "--seed", help="Make the judges' shuffles reproducible.", rich_help_panel=STRATEGY),
+    gold: str = typer.Option(None, "--gold", help="Expected answer: also report coverage and whether the selection is correct.", rich_help_panel=OUTPUT),
+    batch: str = typer.Option(None, "--batch", help="JSONL file of items ('-' = stdin): one JSON result per line.", rich_help_panel=OUTPUT),
+    concurrency: int = typer.Option(None, "--concurrency", help="Batch items in flight at once.", rich_help_panel=OUTPUT),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.", rich_help_panel=OUTPUT),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Nothing on stderr but errors.", rich_help_panel=OUTPUT),
+) -> None:
+    """Generate k answers and select the best: judges from other families, or another strategy.
+
+    [b]judge[/b] (default): k candidates from different families; judges from other families see them shuffled, under neutral labels; majority wins.
+    [b]vote[/b]: self-consistency over final answers. [b]weighted[/b]: verifier scores summed per answer.
+    [b]usc[/b]: one call picks the most consistent. [b]tournament[/b]: pairwise knockout, sides swapped.
+    [b]beam[/b] / [b]dvts[/b]: step-wise search scored by an LLM judge.
+    stdout gets the selected output (JSON with --json); candidates and votes go to stderr.
+
+    Examples:
+
+      fscale generate "Write a regex for ISO dates" -k 3 --json | jq .output
+
+      fscale generate "What is 17*23?" -s vote -k 5 --gold 391
+
+      cat notes.md | fscale generate "Summarise in one sentence" -s tournament -k 4
+
+      fscale generate --batch items.jsonl -s beam -k 4 --width 2 --max-steps 6 > results.jsonl
+
+    Exit codes: 0 selected, 2 usage error, 3 no decision (no valid judge vote or final answer;
+    the fallback is in the JSON), 4 every generator failed / no provider, 130 interrupted.
+    """
+    opts: dict[str, Any] = {
+        "k": k, "strategy": strategy, "judges": judges, "models": split_list(models),
+        "panel": panel, "judge_models": split_list(judge_models), "max_tokens": max_tokens,
+        "temperature": temperature, "max_steps": max_steps, "width": width, "gold": gold,
+        "seed": seed, "verifier": verifier,
+    }
+    if batch is not None:
+        if question is not None:
+            raise UsageError("give a question or --batch, not both")
+        if context is not None or context_file is not None:
+            raise UsageError("with --batch, give each item its own \"context\"")
+        raise typer.Exit(_run_batch(batch, opts, concurrency=concurrency, quiet=quiet))
+    if question is None:
+        raise UsageError("missing QUESTION (or --batch FILE); see 'fscale generate --help'")
+    request = _request(question, {**opts, "context": resolve_context(context, context_file)})
+    raise typer.Exit(_run_one(request, as_json=as_json, quiet=quiet))
 
 
 def register(app: typer.Typer) -> None:
-    not_yet_available(app, "generate", "Generate k answers and let judges from other families pick the best")
+    app.command("generate")(generate)

@@ -1,14 +1,346 @@
-"""Learning from deployment: evolve, feedback, ratings, history (not yet available)."""
+"""``fscale history``, ``fscale ratings``, ``fscale feedback`` and ``fscale evolve``.
+
+Learning from deployment (design §7): every scale call is logged in the data directory and
+rated; feedback on a call id outweighs consensus; evolve turns ratings into the panel that
+``scale`` uses. stdout is data (tables, diffs, or JSON with ``--json``); notes go to stderr.
+"""
 
 from __future__ import annotations
 
+import sys
+import time
+from typing import Any
+
 import typer
 
-from .common import not_yet_available
+from ..engine.errors import UsageError
+from .common import guarded, load_settings_for_cli, print_json, split_list
+
+history_app = typer.Typer(invoke_without_command=True)
+
+
+def _store(settings: Any) -> Any:
+    from ..engine.learning.calllog import LearningStore
+
+    return LearningStore.for_settings(settings)
+
+
+def _stdout_console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    dt = max(0.0, time.time() - ts)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if dt >= size:
+            return f"{dt / size:.0f}{unit} ago"
+    return f"{dt:.0f}s ago"
+
+
+# -- history -----------------------------------------------------------------------------------
+@history_app.callback()
+@guarded
+def history(ctx: typer.Context,
+            limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many recent calls."),
+            as_json: bool = typer.Option(False, "--json", help="Print a JSON list on stdout.")) -> None:
+    """Past calls from the call log, newest first: id, time, decision, members, feedback.
+
+    Every scale call is logged in the data directory (turn it off with log_calls = false;
+    keep only hashes with log_text = false or 'scale --no-log').
+
+    Examples:
+
+      fscale history --limit 5
+
+      fscale history show 20250101-120000-1a2b3c4d --json
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    with _store(load_settings_for_cli()) as store:
+        rows = store.recent(limit)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        sys.stderr.write("fscale: the call log is empty (run 'fscale scale ...' first)\n")
+        return
+    for r in rows:
+        answer = r["answer"] if r["answer"] is not None else f"({r['status']})"
+        fb = f"  feedback: {','.join(r['feedback'])}" if r["feedback"] else ""
+        q = (r["question"] or f"#{r['question_hash']}").replace("\n", " ")
+        q = q if len(q) <= 48 else q[:47] + "…"
+        sys.stdout.write(f"{r['id']}  {r['time']}  {r['kind']:<8} {answer:<14} "
+                         f"[{', '.join(r['members'])}]  {q}{fb}\n")
+
+
+@history_app.command("show")
+@guarded
+def history_show(call_id: str = typer.Argument(..., metavar="ID", help="A call id (see 'fscale history')."),
+                 as_json: bool = typer.Option(False, "--json", help="Print the call as JSON.")) -> None:
+    """One logged call: question, every reply (members and challenger), decision, feedback.
+
+    Example:
+
+      fscale history show 20250101-120000-1a2b3c4d
+    """
+    with _store(load_settings_for_cli()) as store:
+        item = store.get(call_id)
+    if as_json:
+        print_json(item)
+        return
+    out = sys.stdout
+    out.write(f"id:        {item['id']}  ({item['kind']}, {item['time']})\n")
+    out.write(f"question:  {item['question'] if item['question'] is not None else '(not stored) #' + str(item['question_hash'])}\n")
+    if item["context_hash"]:
+        ctx = item["context"]
+        shown = "(not stored)" if ctx is None else (ctx if len(ctx) <= 200 else ctx[:199] + "…")
+        out.write(f"context:   {shown}  #{item['context_hash']}\n")
+    out.write(f"labels:    {', '.join(item['labels'])}\n")
+    conf = f"{item['confidence']:.0%}" if item["confidence"] is not None else "-"
+    out.write(f"decision:  {item['answer'] if item['answer'] is not None else '-'}  "
+              f"({item['status']}, confidence {conf})\n")
+    for r in item["replies"]:
+        lat = f"{r['latency_s']:.2f}s" if r["latency_s"] is not None else "-"
+        what = r["answer"] if r["answer"] is not None else (r["error"] or r["status"])
+        raw = (r["raw"] or "").strip().replace("\n", " ")
+        raw = raw if len(raw) <= 60 else raw[:59] + "…"
+        out.write(f"  {r['role']:<10} {r['model']:<24} {str(what):<14} {r['status']:<10} {lat:>7}  {raw}\n")
+    for f in item["feedback"]:
+        out.write(f"feedback:  {f['kind']} {f['label'] or ''} {f['prefer'] or ''} "
+                  f"{('over ' + f['over']) if f['over'] else ''}\n")
+
+
+@history_app.command("export")
+@guarded
+def history_export(
+    out: str = typer.Argument(..., metavar="FILE", help="Where to write the replay JSONL."),
+    replay: bool = typer.Option(False, "--replay", help="Write replay lines for a 'type = \"replay\"' provider."),
+    limit: int = typer.Option(100000, "--limit", "-n", min=1, help="At most this many recent calls."),
+) -> None:
+    """Export logged calls as a replay file: every member's reply, keyed by prompt hash.
+
+    A provider declared with type = "replay" and path = FILE then answers those prompts
+    offline, exactly as the models did (calls logged with --no-log have no text and are skipped).
+
+    Example:
+
+      fscale history export --replay replay.jsonl
+    """
+    from pathlib import Path
+
+    from ..engine.replay import replay_lines_from_calls, write_replay_file
+
+    if not replay:
+        raise UsageError("say what to export: --replay (the only format so far)")
+    settings = load_settings_for_cli()
+    with _store(settings) as store:
+        calls = [store.get(row["id"]) for row in store.recent(limit)]
+    ids = {m.alias: m.id for m in settings.models.values()}
+    written = write_replay_file(Path(out), replay_lines_from_calls(calls, ids))
+    sys.stderr.write(f"fscale: wrote {written} replay lines from {len(calls)} calls to {out}\n")
+
+
+# -- ratings -----------------------------------------------------------------------------------
+def text_plot(series: dict[str, list[float]], *, width: int = 64, height: int = 14) -> list[str]:
+    """A small line chart in plain characters: one marker letter per model."""
+    series = {k: v for k, v in series.items() if v}
+    if not series:
+        return []
+    lo = min(min(v) for v in series.values())
+    hi = max(max(v) for v in series.values())
+    if hi - lo < 1e-9:
+        hi, lo = hi + 1, lo - 1
+    grid = [[" "] * width for _ in range(height)]
+    markers = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    legend = []
+    for n, (model, values) in enumerate(series.items()):
+        mark = markers[n % len(markers)]
+        legend.append(f"{mark} = {model} ({values[-1]:.0f})")
+        for x in range(width):
+            # Each model's own history is stretched over the width (x = share of its updates).
+            i = min(len(values) - 1, round(x * (len(values) - 1) / max(1, width - 1)))
+            y = round((values[i] - lo) / (hi - lo) * (height - 1))
+            grid[height - 1 - y][x] = mark
+    lines = []
+    for row, cells in enumerate(grid):
+        label = hi - row * (hi - lo) / (height - 1)
+        lines.append(f"{label:7.0f} |" + "".join(cells))
+    lines.append(" " * 8 + "+" + "-" * width)
+    lines.append(" " * 9 + "oldest → newest update of each model")
+    return lines + legend
+
+
+@guarded
+def ratings(
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list on stdout."),
+    plot: bool = typer.Option(False, "--plot", help="Draw each model's rating history in the terminal."),
+    models: str = typer.Option(None, "--models", "-m", help="Only these models (comma-separated)."),
+) -> None:
+    """Model ratings learnt from logged calls: rating ± uncertainty, calls, agreement, feedback.
+
+    Ratings are Elo with expected scores: each reply plays the leave-one-out majority of the
+    other replies (zero-sum, so agreeing with a majority you are part of earns nothing on
+    balance); user feedback ('fscale feedback') counts 4× as much. 'fscale evolve' turns them
+    into a panel.
+
+    Examples:
+
+      fscale ratings
+
+      fscale ratings --plot --models fast-a,fast-b
+
+      fscale ratings --json | jq '.[0]'
+    """
+    wanted = split_list(models)
+    with _store(load_settings_for_cli()) as store:
+        table = store.ratings()
+        hist = store.history(wanted) if plot else {}
+    rows = sorted(table.values(), key=lambda r: (-r.rating, r.model))
+    if wanted:
+        rows = [r for r in rows if r.model in wanted]
+    if as_json:
+        print_json([r.to_dict() for r in rows])
+        return
+    if not rows:
+        sys.stderr.write("fscale: no ratings yet: they are learnt from logged 'scale' calls\n")
+        return
+    if plot:
+        series = {m: [rating for _, rating in hist.get(m, [])] for m in [r.model for r in rows]}
+        for line in text_plot(series):
+            sys.stdout.write(line + "\n")
+        return
+    from rich.table import Table
+
+    tbl = Table(box=None, pad_edge=False)
+    for col in ("model", "rating", "±", "calls", "agreement", "feedback", "last seen"):
+        tbl.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        agree = f"{r.agreement:.0%} of {r.agree + r.disagree}" if r.agreement is not None else "-"
+        tbl.add_row(r.model, f"{r.rating:.0f}", f"{r.sigma:.0f}", str(r.calls), agree,
+                    str(r.feedback), _ago(r.last_seen))
+    _stdout_console().print(tbl)
+
+
+# -- feedback ----------------------------------------------------------------------------------
+@guarded
+def feedback(
+    call_id: str = typer.Argument(..., metavar="ID", help="The call's id (from --json output or 'fscale history')."),
+    confirm: bool = typer.Option(False, "--confirm", help="The decision was right."),
+    reject: bool = typer.Option(False, "--reject", help="The decision was wrong (with two labels, the other one was right)."),
+    override: str = typer.Option(None, "--override", metavar="LABEL", help="The right label was LABEL."),
+    prefer: str = typer.Option(None, "--prefer", metavar="MODEL", help="MODEL's answer was the better one."),
+    over: str = typer.Option(None, "--over", metavar="MODEL", help="With --prefer: better than MODEL's (default: than everyone who disagreed)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rating changes as JSON."),
+) -> None:
+    """Tell fscale whether a past call was right; every model that answered it is re-rated.
+
+    Feedback counts 4× a consensus game and reaches the shadow challenger too. It is recorded
+    in the call log ('fscale history show ID'). An unknown id is an error (exit 2).
+
+    Examples:
+
+      fscale feedback 20250101-120000-1a2b3c4d --confirm
+
+      fscale feedback 20250101-120000-1a2b3c4d --override VULNERABLE
+
+      fscale feedback 20250101-120000-1a2b3c4d --prefer fast-a --over fast-b
+    """
+    given = [name for name, on in (("--confirm", confirm), ("--reject", reject),
+                                   ("--override", override is not None),
+                                   ("--prefer", prefer is not None)) if on]
+    if len(given) != 1:
+        raise UsageError("give exactly one of --confirm, --reject, --override LABEL, --prefer MODEL"
+                         + (f" (got {', '.join(given)})" if given else ""))
+    if over is not None and prefer is None:
+        raise UsageError("--over only goes with --prefer")
+    kind = given[0].lstrip("-")
+    with _store(load_settings_for_cli()) as store:
+        outcome = store.add_feedback(call_id, kind, label=override, prefer=prefer, over=over)
+    if as_json:
+        print_json(outcome)
+        return
+    for model, delta in sorted(outcome["changes"].items(), key=lambda kv: -kv[1]):
+        sys.stdout.write(f"{model:<28} {delta:+8.1f}\n")
+    what = outcome["truth"] or outcome["wrong"] or ", ".join(">".join(p) for p in outcome["pairs"])
+    sys.stderr.write(f"fscale: feedback '{kind}' ({what}) recorded for {call_id}\n")
+
+
+# -- evolve ------------------------------------------------------------------------------------
+@guarded
+def evolve(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show the proposal (the default)."),
+    apply: bool = typer.Option(False, "--apply", help="Write the proposed panel to config.toml."),
+    panel: str = typer.Option(None, "--panel", "-p", help="Panel to evolve (default: the default panel setting)."),
+    min_calls: int = typer.Option(30, "--min-calls", min=0, help="Logged calls a model needs to earn a seat."),
+    size: int = typer.Option(None, "--size", min=1, help="Seats (default: the current panel's size)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the proposal as JSON."),
+) -> None:
+    """Propose the champion panel from ratings, show the diff, and with --apply write it.
+
+    The best-rated usable models with at least --min-calls logged calls, one per family
+    first; a member keeps its seat unless a candidate is clearly better rated. After --apply,
+    'fscale scale' (and --panel NAME) use the new panel.
+
+    Examples:
+
+      fscale evolve
+
+      fscale evolve --apply --min-calls 50
+
+      fscale evolve --panel fast3 --apply --json
+    """
+    from ..engine.learning.evolve import apply_panel, propose_panel
+    from ..engine.registry import Registry
+    from ..engine.health import HealthStore
+
+    if dry_run and apply:
+        raise UsageError("give --dry-run or --apply, not both")
+    settings = load_settings_for_cli()
+    name = panel or settings.get("panel")
+    health = HealthStore(settings)
+    registry = Registry(settings, is_down=health.is_down)
+    current = registry.panel(name)
+    with _store(settings) as store:
+        table = store.ratings()
+    candidates = [m.alias for m in settings.models.values() if registry.available(m)]
+    proposal = propose_panel(table, current, candidates=candidates,
+                             family_of=lambda a: settings.models[a].family if a in settings.models else a,
+                             size=size, min_calls=min_calls, name=name)
+    if apply and proposal.changed:
+        apply_panel(settings, proposal)
+    if as_json:
+        print_json(proposal.to_dict())
+    else:
+        _print_diff(proposal)
+    if not apply:
+        sys.stderr.write("fscale: dry run: nothing written (use --apply to write the panel to config.toml)\n")
+    elif proposal.applied:
+        sys.stderr.write(f"fscale: panel {name!r} written to {settings.paths.config_file}\n")
+    else:
+        sys.stderr.write(f"fscale: panel {name!r} is already the champion panel: nothing to write\n")
+
+
+def _print_diff(p: Any) -> None:
+    out = sys.stdout
+    out.write(f"panel {p.name}: {', '.join(p.current)}  →  {', '.join(p.proposed)}"
+              f"   (models need ≥ {p.min_calls} calls)\n")
+    rows = [("-", m) for m in p.removed] + [("+", m) for m in p.added] + \
+           [("=", m) for m in p.proposed if m in p.current]
+    for sign, m in rows:
+        e = p.evidence(m)
+        agree = f"{e['agreement']:.0%}" if e["agreement"] is not None else "-"
+        out.write(f"  {sign} {m:<28} rating {e['rating']:7.1f} ±{e['sigma']:<4.0f} calls {e['calls']:<6} "
+                  f"agreement {agree:>4}  feedback {e['feedback']}\n")
+    if not p.changed:
+        out.write("  (no change)\n")
 
 
 def register(app: typer.Typer) -> None:
-    not_yet_available(app, "evolve", "Propose (and apply) the champion panel from ratings")
-    not_yet_available(app, "feedback", "Confirm, reject or override a past call's decision")
-    not_yet_available(app, "ratings", "Model ratings from consensus and feedback")
-    not_yet_available(app, "history", "Past calls from the call log")
+    app.add_typer(history_app, name="history")
+    app.command("ratings")(ratings)
+    app.command("feedback")(feedback)
+    app.command("evolve")(evolve)

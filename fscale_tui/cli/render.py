@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.events import (Cancelled, Decided, Event, MemberSubstituted, ProbeResult,
+from ..engine.events import (Cancelled, ChallengerAnswered, Decided, Event, MemberSubstituted, ProbeResult,
                              VoteFailed, VoteReceived, VoteStarted)
 
 STATUS_STYLE = {"ok": "green", "slow": "yellow", "rate_limited": "yellow", "dead": "red",
@@ -36,6 +36,10 @@ class EventPrinter:
             c.print(f"  [dim]⊘ {event.model} cancelled ({event.reason})[/dim]")
         elif isinstance(event, Decided):
             c.print(summary(event.result))
+        elif isinstance(event, ChallengerAnswered):
+            v = event.vote
+            what = v.answer or v.error or v.status
+            c.print(f"  [dim]◇ challenger {v.model}: {what} (not part of the decision)[/dim]")
         elif isinstance(event, ProbeResult):
             style = STATUS_STYLE.get(event.status, "")
             lat = f"{event.latency_s:6.2f}s" if event.latency_s is not None else "      -"

@@ -1,13 +1,292 @@
-"""profile, route and calibrate (not yet available)."""
+"""``fscale profile``, ``fscale route`` and ``fscale calibrate`` (design §8).
+
+stdout is data (tables, or one JSON object with ``--json``); progress bars and explanations go
+to stderr. State lives in ``<data>/routing/`` (``fscale profile --path`` prints it).
+"""
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import typer
 
-from .common import not_yet_available
+from ..engine.errors import ExitCode, UsageError
+from .common import guarded, load_settings_for_cli, print_json, run, split_list, stderr_console
+
+SELECT = "Choosing models"
+CLUSTERS = "Clusters"
+OUTPUT = "Output"
+
+
+def _stdout_console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+class _Progress:
+    """A rich progress bar on stderr (only on a terminal, never with --json/--quiet)."""
+
+    def __init__(self, label: str, enabled: bool) -> None:
+        self.console = stderr_console()
+        self.enabled = enabled and self.console.is_terminal
+        self.label = label
+        self.bar: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self.bar = Progress("[progress.description]{task.description}", BarColumn(),
+                                MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
+                                transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=None)
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _select_models(settings: Any, models: str | None, panel: str | None) -> list[Any]:
+    from ..engine.registry import Registry
+
+    names = split_list(models)
+    if names and panel:
+        raise UsageError("give --models or --panel, not both")
+    if not names and not panel:
+        raise UsageError("which models? give --models a,b,c or --panel NAME")
+    return Registry(settings).select(models=names, panel=panel)
+
+
+def _print_profile(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    console = _stdout_console()
+    table = Table(box=None, pad_edge=False)
+    for col in ("model", "items", "accuracy", "stability", "no answer", "latency p50", "cost"):
+        table.add_column(col)
+    for m, r in sorted(report["models"].items(), key=lambda kv: -kv[1]["accuracy"]):
+        stab = "-" if r["stability"] is None else f"{r['stability']:.1%}"
+        lat = "-" if r["latency_median_s"] is None else f"{r['latency_median_s']:.3f}s"
+        cost = "-" if r["cost"] is None else f"{r['cost']:g}"
+        table.add_row(m, str(r["items"]), f"{r['accuracy']:.1%}", stab, f"{r['no_answer_rate']:.1%}",
+                      lat, cost)
+    console.print(table)
+    pairs = [p for p in report["error_correlation"].values() if p["phi"] is not None]
+    if pairs:
+        pairs.sort(key=lambda p: p["phi"])
+        console.print("\nerror correlation (lowest first: the most complementary pairs)")
+        for p in pairs[:8]:
+            console.print(f"  {p['models'][0]} × {p['models'][1]}: {p['phi']:+.3f} (n={p['items']})")
+    if report.get("clusters"):
+        c = report["clusters"]
+        console.print(f"\nper-cluster error profile Ψ over {c['k']} clusters: see --json (clusters.psi)")
+
+
+@guarded
+def profile(
+    tasks: str = typer.Argument(None, help="Labelled task file (JSONL: id, question, answers, label, context?, category?).",
+                                show_default=False),
+    models: str = typer.Option(None, "--models", "-m", help="Models to profile, comma-separated aliases.", rich_help_panel=SELECT),
+    panel: str = typer.Option(None, "--panel", "-p", help="Profile every member of a panel.", rich_help_panel=SELECT),
+    trials: int = typer.Option(1, "--trials", "-n", help="Times each model answers each task (stability needs ≥ 2)."),
+    resume: bool = typer.Option(False, "--resume", help="Skip the trials already stored (adding a model profiles only it)."),
+    fit_clusters: str = typer.Option(None, "--fit-clusters", help="Fit the prompt clusters on this training task file first.", rich_help_panel=CLUSTERS),
+    clusters: int = typer.Option(20, "--clusters", "-K", help="Number of K-means clusters for --fit-clusters.", rich_help_panel=CLUSTERS),
+    embedding: str = typer.Option("hashed-tfidf", "--embedding", help="hashed-tfidf (no download) or sentence-transformers:<model> (if installed).", rich_help_panel=CLUSTERS),
+    concurrency: int = typer.Option(None, "--concurrency", help="Requests in flight at once."),
+    path: bool = typer.Option(False, "--path", help="Print the routing state directory and exit.", rich_help_panel=OUTPUT),
+    as_json: bool = typer.Option(False, "--json", help="Print the profile report as one JSON object.", rich_help_panel=OUTPUT),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.", rich_help_panel=OUTPUT),
+) -> None:
+    """Profile models on a labelled task file: accuracy, stability, latency, cost,
+    no-answer rate, pairwise error correlation and the per-cluster error profile Ψ.
+
+    Results are stored in the data directory and feed 'fscale route' and '-k auto'.
+    With no TASKS it prints what is stored.
+
+    Examples:
+
+      fscale profile --fit-clusters train.jsonl --clusters 20
+
+      fscale profile val.jsonl --models fast-a,fast-b,slow-c --trials 3
+
+      fscale profile val.jsonl --models new-model --resume --json
+    """
+    from ..engine.routing.profile import ProfileStore, run_profile, summarize
+    from ..engine.routing.router import ClusterModel, routing_dir
+    from ..engine.routing.tasks import load_tasks
+
+    settings = load_settings_for_cli()
+    directory = routing_dir(settings)
+    if path:
+        sys.stdout.write(f"{directory}\n")
+        return
+    console = stderr_console()
+    if fit_clusters is not None:
+        if clusters < 1:
+            raise UsageError("--clusters must be at least 1")
+        train = load_tasks(fit_clusters)
+        cm = ClusterModel.fit([t.text for t in train], clusters, embedding=embedding)
+        cm.meta["source"] = fit_clusters
+        cm.save(directory)
+        if not quiet and not as_json:
+            console.print(f"fitted {cm.k} clusters ({embedding}) on {len(train)} prompts of {fit_clusters}")
+        if tasks is None:
+            if as_json:
+                print_json({"clusters": cm.k, "embedding": embedding, "prompts": len(train)})
+            return
+    cluster_model = ClusterModel.load(directory)
+    keys = None
+    names: list[str]
+    counts: dict[str, int] = {}
+    if tasks is not None:
+        items = load_tasks(tasks)
+        chosen = _select_models(settings, models, panel)
+        names = [m.alias for m in chosen]
+        keys = [t.key for t in items]
+        from ..engine.session import Engine
+
+        async def go() -> dict[str, int]:
+            async with Engine(settings) as engine:
+                with _Progress("profile", not (quiet or as_json)) as progress:
+                    return await run_profile(engine, items, chosen, trials=trials, resume=resume,
+                                             on_progress=progress, concurrency=concurrency)
+
+        counts = run(go())
+        if not quiet and not as_json:
+            console.print(f"asked {counts['asked']} ({counts['failed']} failed), "
+                          f"skipped {counts['skipped']} already profiled")
+    else:
+        names = split_list(models) or ProfileStore.for_settings(settings).models()
+    report = summarize(ProfileStore.for_settings(settings), names, settings, cluster_model, keys)
+    report["calls"] = counts
+    if as_json:
+        print_json(report)
+    elif report["models"]:
+        _print_profile(report)
+    else:
+        console.print("nothing profiled yet: fscale profile TASKS.jsonl --models a,b")
+    if counts and counts["asked"] and counts["failed"] == counts["asked"]:
+        raise typer.Exit(int(ExitCode.ALL_FAILED))
+
+
+@guarded
+def route(
+    question: str = typer.Argument(..., help="The question to route."),
+    context: str = typer.Option(None, "--context", "-c", help="Context text (part of what is embedded)."),
+    lam: float = typer.Option(0.0, "--lambda", "-l", help="Cost weight λ: score = expected error + λ·cost."),
+    models: str = typer.Option(None, "--models", "-m", help="Only consider these models.", rich_help_panel=SELECT),
+    as_json: bool = typer.Option(False, "--json", help="Print the choice and the ranking as JSON.", rich_help_panel=OUTPUT),
+) -> None:
+    """Say which model a question would be routed to, and why.
+
+    The question's cluster is found from the fitted clusters; each profiled model's error rate
+    on that cluster (Ψ) plus λ·cost ranks the models. stdout gets the model alias (or JSON).
+
+    Examples:
+
+      fscale route "What is the derivative of x^3?" --lambda 0.05
+
+      fscale route "Is this clause enforceable?" --json | jq .ranking
+    """
+    from ..engine.routing.profile import load_router
+    from ..engine.routing.router import describe
+
+    settings = load_settings_for_cli()
+    router = load_router(settings, models=split_list(models))
+    if router is None:
+        raise UsageError("no profiled model: run 'fscale profile --fit-clusters TRAIN.jsonl' and "
+                         "'fscale profile VAL.jsonl --models …' first")
+    text = question if not context else f"{question}\n\n{context}"
+    choice = router.route(text, lam)
+    if as_json:
+        print_json({**choice.to_dict(), "lambda": lam, "clusters_fitted": router.clusters is not None})
+        return
+    if router.clusters is None:
+        stderr_console().print("[yellow]no clusters fitted: every question is one cluster "
+                               "(fscale profile --fit-clusters TRAIN.jsonl)[/yellow]")
+    stderr_console().print(describe(choice, lam))
+    sys.stdout.write(choice.model + "\n")
+
+
+@guarded
+def calibrate(
+    tasks: str = typer.Argument(..., help="Labelled calibration task file (JSONL)."),
+    alpha: float = typer.Option(0.1, "--alpha", help="Target risk: at most this share of answered items wrong."),
+    delta: float = typer.Option(0.1, "--delta", help="The guarantee holds with probability ≥ 1 − δ (δ split over the stages)."),
+    stages: str = typer.Option("route:3,strong", "--stages", help="Cheapest first: route:N, a panel name, or a+b+c."),
+    signal: str = typer.Option("weighted", "--signal", help="Confidence: agreement | votes | weighted."),
+    lam: float = typer.Option(0.0, "--lambda", "-l", help="Cost weight λ for route:N stages."),
+    concurrency: int = typer.Option(None, "--concurrency", help="Items in flight at once."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Report without storing the thresholds."),
+    as_json: bool = typer.Option(False, "--json", help="Print the calibration report as JSON.", rich_help_panel=OUTPUT),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.", rich_help_panel=OUTPUT),
+) -> None:
+    """Calibrate the '-k auto' cascade: one confidence threshold per stage such that, with
+    probability ≥ 1 − δ, at most α of the answered items are wrong (Trust or Escalate:
+    fixed-sequence testing with exact Clopper–Pearson bounds, δ/stages per stage).
+
+    Prints, per stage, the threshold, the share of items it answers (coverage) and the
+    empirical risk among them; stores the thresholds for 'fscale scale -k auto'.
+
+    Examples:
+
+      fscale calibrate cal.jsonl --alpha 0.1 --delta 0.1 --stages route:3,strong
+
+      fscale calibrate cal.jsonl --alpha 0.2 --stages cheap,strong --signal agreement --json
+    """
+    from ..engine.routing.cascade import calibrate_on_tasks
+    from ..engine.routing.tasks import load_tasks
+    from ..engine.session import Engine
+
+    settings = load_settings_for_cli()
+    items = load_tasks(tasks)
+    stage_list = [s for s in (split_list(stages) or ())]
+
+    async def go() -> Any:
+        async with Engine(settings) as engine:
+            with _Progress("calibrate", not (quiet or as_json)) as progress:
+                return await calibrate_on_tasks(engine, items, stage_list, alpha=alpha, delta=delta,
+                                                signal=signal, lam=lam, on_progress=progress,
+                                                concurrency=concurrency)
+
+    report = run(go())
+    stored = None
+    if not dry_run:
+        stored = str(report.cascade.save(settings))
+    out = report.to_dict() | {"stored": stored}
+    if as_json:
+        print_json(out)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("stage", "threshold", "reached", "answered", "coverage", "risk", "upper bound"):
+        table.add_column(col)
+    for r in out["stages"]:
+        thr = "never answers" if r["threshold"] is None else f"{r['threshold']:.4f}"
+        risk = "-" if r["risk"] is None else f"{r['risk']:.1%}"
+        ub = "-" if r["upper_bound"] is None else f"{r['upper_bound']:.1%}"
+        table.add_row(r["stage"], thr, str(r["reached"]), str(r["accepted"]), f"{r['coverage']:.1%}", risk, ub)
+    console = _stdout_console()
+    console.print(table)
+    risk = "-" if out["risk"] is None else f"{out['risk']:.1%}"
+    console.print(f"total: coverage {out['coverage']:.1%}, empirical risk {risk} (α = {alpha:g}, "
+                  f"δ = {delta:g}, signal {signal}), {out['calls_per_item']:.2f} calls per item")
+    if stored:
+        stderr_console().print(f"stored in {stored}")
 
 
 def register(app: typer.Typer) -> None:
-    not_yet_available(app, "profile", "Profile models on a labelled task file")
-    not_yet_available(app, "route", "Explain which model a question would be routed to")
-    not_yet_available(app, "calibrate", "Calibrate cascade thresholds for a risk level")
+    app.command("profile")(profile)
+    app.command("route")(route)
+    app.command("calibrate")(calibrate)

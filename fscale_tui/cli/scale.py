@@ -9,53 +9,95 @@ from typing import Any
 import typer
 
 from ..engine.errors import ExitCode, UsageError
+from ..engine.requests import parse_k, scale_request, verify_request
 from .common import (guarded, print_json, read_text_file, resolve_context, run, split_list,
                      stderr_console, stdin_has_data)
 
 SELECT = "Choosing models"
 OUTPUT = "Output"
+LEARNING = "Learning"
 
-DEFAULT_VERIFY_QUESTION = (
-    "Does the Output contain any claim that is not supported by the Source? "
-    "Answer YES if at least one claim is unsupported or contradicted, NO if every claim is supported."
-)
-
-
-def _parse_k(k: str | None) -> int | None:
-    if k is None:
+def _engine_settings(learning: dict[str, bool] | None) -> Any:
+    """Settings with --no-challenger / --no-log applied (None = nothing to override)."""
+    if not learning:
         return None
-    if k == "auto":
-        raise UsageError("-k auto (routing + calibrated cascade) is not yet available")
-    try:
-        value = int(k)
-    except ValueError:
-        raise UsageError(f"-k must be a number or 'auto', not {k!r}") from None
-    if value < 1:
-        raise UsageError("-k must be at least 1")
-    return value
+    from .common import load_settings_for_cli
+
+    return load_settings_for_cli().with_overrides(**learning)
 
 
-def _run_one(request: Any, *, as_json: bool, quiet: bool) -> int:
+def _learning_flags(no_challenger: bool, no_log: bool) -> dict[str, bool]:
+    flags: dict[str, bool] = {}
+    if no_challenger:
+        flags["challenger"] = False
+    if no_log:
+        flags["log_text"] = False
+    return flags
+
+
+def _run_one(request: Any, *, as_json: bool, quiet: bool,
+             learning: dict[str, bool] | None = None) -> int:
     from ..engine.events import Decided
     from ..engine.session import Engine
     from .render import EventPrinter
 
     printer = EventPrinter(stderr_console(), quiet=quiet or as_json)
 
+    def emit(result: Any) -> None:
+        # The decision goes to stdout the moment it is known; the call then finishes its
+        # bookkeeping (the shadow challenger's grace period, the call log) before exiting.
+        if as_json:
+            print_json(result.to_dict())
+        elif result.answer is not None:
+            sys.stdout.write(result.answer + "\n")
+            sys.stdout.flush()
+
     async def go() -> Any:
-        async with Engine() as engine:
+        async with Engine(_engine_settings(learning)) as engine:
             result = None
             async for event in engine.scale_events(request):
                 printer(event)
                 if isinstance(event, Decided):
                     result = event.result
+                    emit(result)
             return result
 
     result = run(go())
+    return int(result.exit_code)
+
+
+def _run_auto(question: str, labels: tuple[str, ...], context: str | None, *, as_json: bool,
+              quiet: bool) -> int:
+    """-k auto: route + calibrated cascade (engine/routing/cascade.py)."""
+    from ..engine.routing.cascade import run_auto
+    from ..engine.session import Engine
+    from .render import EventPrinter
+
+    console = stderr_console()
+    printer = EventPrinter(console, quiet=quiet or as_json)
+
+    async def go() -> Any:
+        async with Engine() as engine:
+            return await run_auto(engine, question, labels, context, on_event=printer)
+
+    result, note = run(go())
     if as_json:
         print_json(result.to_dict())
-    elif result.answer is not None:
-        sys.stdout.write(result.answer + "\n")
+    else:
+        if not quiet:
+            if note:
+                console.print(f"[yellow]note: {note}[/yellow]")
+            for st in result.stages:
+                verdict = "answers" if st.accepted else "escalates" if st is not result.stages[-1] else "abstains"
+                thr = "-" if st.threshold is None else f"{st.threshold:.3f}"
+                console.print(f"  stage {st.spec} ({', '.join(st.models)}): {st.answer or 'no answer'} "
+                              f"confidence {st.confidence:.3f} vs threshold {thr} → {verdict}")
+            if result.abstained:
+                console.print(f"[yellow]→ abstained: no stage was confident[/yellow]; {result.calls_made} calls")
+            else:
+                console.print(f"[bold]→ {result.answer}[/bold]; {result.calls_made} calls")
+        if result.answer is not None:
+            sys.stdout.write(result.answer + "\n")
     return int(result.exit_code)
 
 
@@ -94,7 +136,8 @@ def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
     return items
 
 
-def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool) -> int:
+def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool,
+               learning: dict[str, bool] | None = None) -> int:
     from ..engine.session import Engine
 
     items = _batch_requests(path, defaults)
@@ -115,7 +158,7 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
             progress.start()
             task = progress.add_task("scale", total=len(items))
         try:
-            async with Engine() as engine:
+            async with Engine(_engine_settings(learning)) as engine:
                 async for index, outcome in engine.scale_batch(items, concurrency=concurrency):
                     if isinstance(outcome, Exception):
                         item = items[index]
@@ -149,7 +192,7 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
 def scale(
     question: str = typer.Argument(None, help="The question every model answers.", show_default=False),
     answers: str = typer.Option(None, "--answers", "-a", help="Allowed labels, comma-separated, e.g. YES,NO."),
-    k: str = typer.Option(None, "-k", help="Number of models from the default panel.", rich_help_panel=SELECT),
+    k: str = typer.Option(None, "-k", help="Number of models from the default panel, or 'auto' (route + calibrated cascade, see 'fscale calibrate').", rich_help_panel=SELECT),
     panel: str = typer.Option(None, "--panel", "-p", help="Named panel (see 'fscale panels').", rich_help_panel=SELECT),
     models: str = typer.Option(None, "--models", "-m", help="Explicit models, comma-separated aliases.", rich_help_panel=SELECT),
     context: str = typer.Option(None, "--context", "-c", help="Context text (goes in the system message)."),
@@ -159,6 +202,8 @@ def scale(
     concurrency: int = typer.Option(None, "--concurrency", help="Batch items in flight at once.", rich_help_panel=OUTPUT),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.", rich_help_panel=OUTPUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Nothing on stderr but errors.", rich_help_panel=OUTPUT),
+    no_challenger: bool = typer.Option(False, "--no-challenger", help="Do not ask a shadow challenger outside the panel.", rich_help_panel=LEARNING),
+    no_log: bool = typer.Option(False, "--no-log", help="Keep no text of this call in the call log (hashes, votes and the decision only).", rich_help_panel=LEARNING),
 ) -> None:
     """Ask several models the same question; the majority label wins.
 
@@ -173,27 +218,37 @@ def scale(
 
       fscale scale --batch items.jsonl -a YES,NO > results.jsonl
 
+      fscale scale "Is 91 prime?" -a YES,NO -k auto --json   # route + cascade; exit 3 = abstained
+
     Exit codes: 0 decided, 2 usage error, 3 no decision (tie or no valid vote),
     4 every member failed / no provider usable, 130 interrupted.
     """
-    from ..engine.vote import ScaleRequest
-
     labels = split_list(answers)
-    kk = _parse_k(k)
+    if k is not None and k.strip() == "auto" and batch is None:
+        if question is None:
+            raise UsageError("missing QUESTION; see 'fscale scale --help'")
+        if not labels:
+            raise UsageError("missing --answers, e.g. --answers YES,NO")
+        if models or panel:
+            raise UsageError("-k auto chooses the models itself: drop --models/--panel")
+        raise typer.Exit(_run_auto(question, labels, resolve_context(context, context_file),
+                                   as_json=as_json, quiet=quiet))
+    kk = parse_k(k)
     if batch is not None:
         if question is not None:
             raise UsageError("give a question or --batch, not both")
         defaults = {"answers": labels, "models": split_list(models), "panel": panel, "k": kk,
                     "tie_break": tie_break}
-        raise typer.Exit(_run_batch(batch, defaults, concurrency=concurrency, quiet=quiet))
+        raise typer.Exit(_run_batch(batch, defaults, concurrency=concurrency, quiet=quiet,
+                                    learning=_learning_flags(no_challenger, no_log)))
     if question is None:
         raise UsageError("missing QUESTION (or --batch FILE); see 'fscale scale --help'")
     if not labels:
         raise UsageError("missing --answers, e.g. --answers YES,NO")
-    request = ScaleRequest(question=question, answers=labels,
-                           context=resolve_context(context, context_file),
-                           models=split_list(models), panel=panel, k=kk, tie_break=tie_break)
-    raise typer.Exit(_run_one(request, as_json=as_json, quiet=quiet))
+    request = scale_request(question, labels, context=resolve_context(context, context_file),
+                            models=split_list(models), panel=panel, k=kk, tie_break=tie_break)
+    raise typer.Exit(_run_one(request, as_json=as_json, quiet=quiet,
+                              learning=_learning_flags(no_challenger, no_log)))
 
 
 @guarded
@@ -207,6 +262,8 @@ def verify(
     tie_break: str = typer.Option(None, "--tie-break", help="none | rating | order.", envvar="FSCALE_TIE_BREAK"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.", rich_help_panel=OUTPUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Nothing on stderr but errors.", rich_help_panel=OUTPUT),
+    no_challenger: bool = typer.Option(False, "--no-challenger", help="Do not ask a shadow challenger outside the panel.", rich_help_panel=LEARNING),
+    no_log: bool = typer.Option(False, "--no-log", help="Keep no text of this call in the call log (hashes, votes and the decision only).", rich_help_panel=LEARNING),
 ) -> None:
     """Check a draft against its source: does it make unsupported claims? (YES/NO)
 
@@ -217,8 +274,6 @@ def verify(
 
       cat draft.md | fscale verify --source paper.txt --json
     """
-    from ..engine.vote import ScaleRequest
-
     src = read_text_file(source, "source file")
     if draft_file is not None:
         draft = read_text_file(draft_file, "draft file")
@@ -226,13 +281,10 @@ def verify(
         draft = sys.stdin.read()
     else:
         raise UsageError("no draft: pipe it on stdin or give --draft FILE")
-    if not draft.strip():
-        raise UsageError("the draft is empty")
-    request = ScaleRequest(question=question or DEFAULT_VERIFY_QUESTION, answers=("YES", "NO"),
-                           context=f"Source:\n{src}\n\nOutput:\n{draft}",
-                           models=split_list(models), panel=panel, k=_parse_k(k),
-                           tie_break=tie_break)
-    raise typer.Exit(_run_one(request, as_json=as_json, quiet=quiet))
+    request = verify_request(src, draft, question=question, models=split_list(models),
+                             panel=panel, k=parse_k(k), tie_break=tie_break)
+    raise typer.Exit(_run_one(request, as_json=as_json, quiet=quiet,
+                              learning=_learning_flags(no_challenger, no_log)))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,11 +1,52 @@
-"""``fscale tui``: the Textual app (not yet available). Textual is imported only here, lazily."""
+"""``fscale tui``: the Textual app. Textual is imported only inside the command, lazily,
+so one-shot commands never pay for it."""
 
 from __future__ import annotations
 
 import typer
 
-from .common import not_yet_available
+from .common import guarded
+
+SCREEN_NAMES = ("ask", "generate", "health", "ratings", "panels", "history")
+
+
+@guarded
+def tui(
+    screen: str = typer.Option("ask", "--screen", "-s",
+                               help=f"Screen to open first: {', '.join(SCREEN_NAMES)}."),
+    exit_when_ready: bool = typer.Option(False, "--exit-when-ready", hidden=True,
+                                         help="Start headless, exit once the first screen is "
+                                              "mounted and print the start-up time (benchmarks)."),
+) -> None:
+    """Interactive terminal UI: live votes, health, panels, history (F1 for keys).
+
+    State (last question, panel, pane sizes, theme) is kept in the state directory
+    ('fscale config path --all').
+
+    Example:
+
+      fscale tui --screen health
+    """
+    import time
+
+    from ..engine.errors import UsageError
+
+    if screen not in SCREEN_NAMES:
+        raise UsageError(f"--screen must be one of {', '.join(SCREEN_NAMES)}")
+    t0 = time.perf_counter()
+    from ..app import FscaleApp
+
+    app = FscaleApp(start=screen, exit_when_ready=exit_when_ready)
+    code = app.run(headless=exit_when_ready)
+    app.state.update()
+    if exit_when_ready:
+        import sys
+
+        ready = app.ready_after if app.ready_after is not None else float("nan")
+        sys.stdout.write(f"import_s={app.started_at - t0:.4f} ready_s={ready:.4f} "
+                         f"ready_epoch={app.ready_epoch:.6f}\n")
+    raise typer.Exit(int(code or 0))
 
 
 def register(app: typer.Typer) -> None:
-    not_yet_available(app, "tui", "Interactive terminal UI: live votes, health, ratings, panels, history")
+    app.command("tui")(tui)

@@ -78,3 +78,77 @@ class ProbeResult(Event):
     status: str  # ok | slow | rate_limited | dead | unavailable | error | skipped
     latency_s: float | None
     detail: str = ""
+
+
+# -- generate (best-of-k, self-consistency, judges, step-wise search) --------------------------
+@dataclass(frozen=True)
+class GenerateStarted(Event):
+    """A generate call began: who writes candidates and who judges them."""
+
+    strategy: str
+    generators: tuple[str, ...]
+    judges: tuple[str, ...]
+    k: int
+
+
+@dataclass(frozen=True)
+class CandidateGenerated(Event):
+    model: str
+    index: int  # the candidate's position in the result's ``all_outputs``
+    text: str
+    latency_s: float
+    answer: str | None = None  # normalised final answer, when one can be extracted
+
+
+@dataclass(frozen=True)
+class CandidateFailed(Event):
+    model: str
+    index: int
+    error: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class JudgeVoted(Event):
+    """One judge's ballot, already mapped back from its shuffled order to candidate indices."""
+
+    judge: str
+    choice_model: str | None  # the model whose candidate was chosen (None = no valid choice)
+    raw: str | None
+    choice_index: int | None = None
+    order: tuple[int, ...] = ()  # candidate indices in the order this judge saw them
+    latency_s: float = 0.0
+    score: float | None = None  # verifier / step score in [0, 1] (weighted, beam, dvts)
+    match: str = ""  # tournament: "round 1: #0 vs #1"
+    error: str | None = None  # the call failed (then choice_index is None)
+
+
+@dataclass(frozen=True)
+class StepScored(Event):
+    """Beam search / DVTS: one partial solution extended by a step and scored."""
+
+    iteration: int
+    beam: int
+    model: str
+    step: str
+    score: float | None
+    completed: bool
+    kept: bool = False
+
+
+@dataclass(frozen=True)
+class Generated(Event):
+    """The final result of a generate call."""
+
+    result: Any  # GenerateResult
+
+
+@dataclass(frozen=True)
+class ChallengerAnswered(Event):
+    """The shadow challenger's vote, after ``Decided`` (never part of the decision).
+
+    The decision is announced the moment it is known; the challenger gets at most
+    ``challenger_grace`` seconds more, and this event closes the call's stream.
+    """
+
+    vote: Any  # vote.Vote

@@ -24,6 +24,9 @@ The rules, in the order they are applied:
    line with punctuation (``B) …``, ``SAFE: …``), and for multi-letter labels the first label
    after an answer marker on its line (``Final answer: the code is SAFE``). The *last* explicit
    statement wins; without one, the last incidental (un-negated, non-echo) mention wins.
+   One refinement: bold/parenthesised labels *inside running prose* ("a **safe** version
+   would…") are weaker than a stated answer, so commentary after ``Answer: X`` cannot flip it;
+   they still beat plain mentions.
 7. **Single-character labels** (``A``–``J``, ``1``–``5``) count only in explicit forms, so the
    article "a" or the pronoun "I" in running prose is never a vote.
 8. **No usable answer is ``None``** (no vote), which is never confused with a label such as
@@ -177,26 +180,26 @@ _DETERMINER_FOLLOW_RE = re.compile(
 )
 
 # Clause boundaries limit how far back a negation reaches ("not X, but SAFE" is SAFE).
-_CLAUSE_BREAK_RE = re.compile(
-    r".*(?:[.;:!?,—–]|\b(?:but|however|although|though|whereas|while|and|so|therefore|thus|"
-    r"hence|because|yet|instead)\b)",
-    re.IGNORECASE | re.DOTALL,
+_CLAUSE_BREAKS = frozenset(
+    ". ; : ! ? , — – but however although though whereas while and so therefore thus hence "
+    "because yet instead".split()
 )
-_WORD_RE = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)?")
+# Words and clause punctuation, in one C-level pass; the negation scope is then walked backwards
+# in Python over a handful of tokens.
+_TOKEN_RE = re.compile(r"[A-Za-z]+(?:['’][A-Za-z]+)?|[.;:!?,—–]")
+_HAS_ALNUM_RE = re.compile(r"[^\W_]")
 _NEGATIONS = frozenset(
     "not no never neither nor none cannot non hardly isnt arent wasnt werent dont doesnt didnt "
     "cant wont shouldnt couldnt wouldnt".split()
 )
 # "no doubt it is SAFE" and "not only SAFE" affirm rather than negate.
 _NOT_NEGATING_NEXT = frozenset({"doubt", "only", "just", "question"})
-_NEGATION_WINDOW = 4  # words before the label
 # A negated opinion verb negates the whole clause, however long: "I don't think the code is
 # SAFE", "I do not believe this review is POSITIVE".
-_NEGATED_OPINION_RE = re.compile(
-    r"(?:\b(?:not|never)|n['’]t)\s+(?:really\s+)?(?:think|believe|consider|feel|say|expect|"
-    r"seem|appear|sure)\b",
-    re.IGNORECASE,
+_OPINION_VERBS = frozenset(
+    "think believe consider feel say expect seem appear sure".split()
 )
+_NEGATION_WINDOW = 4  # words before the label
 
 # Text between two mentions that makes them one option list: only punctuation/whitespace and
 # list words ("SAFE or VULNERABLE", "A, B, C, or D", "SAFE/UNSAFE", "option A or option B"), on
@@ -249,8 +252,12 @@ def _compile(labels: tuple[str, ...]) -> _LabelSet | None:
         alternatives.append(f"(?P<g{i}>{body})")
     # Word boundaries that also treat "_" and "-" inside identifiers/compounds as part of the
     # word ("is_safe", "non-compliant", "SAFE-ish") while letting markdown ("__SAFE__") through.
+    # The leading lookahead on the possible first characters is only a speed-up (about 3x): it
+    # fails most positions before the lookbehinds and the alternation are tried.
+    firsts = "".join(sorted({re.escape(c.strip()[0]) for c in canonical}))
     regex = re.compile(
-        r"(?<![^\W_])(?<![^\W_][_\-])(?:" + "|".join(alternatives) + r")(?![^\W_])(?![_\-][^\W_])",
+        rf"(?=[{firsts}])(?<![^\W_])(?<![^\W_][_\-])(?:" + "|".join(alternatives)
+        + r")(?![^\W_])(?![_\-][^\W_])",
         re.IGNORECASE,
     )
     upper = [c.strip().upper() for c in canonical]
@@ -263,6 +270,13 @@ def _compile(labels: tuple[str, ...]) -> _LabelSet | None:
     )
 
 
+# How a mention opens its line: not at all, as the whole line ("SAFE", "(B)") or leading a line
+# of text ("B) 14", "SAFE: no input reaches the query").
+_NOT_AT_LINE_START, _ALONE, _LEADING = 0, 1, 2
+# Strength of a mention. Emphasis inside running prose ("a **safe** version would…") is
+# explicit but weaker than a stated answer, so explanation after "Answer: X" cannot flip it.
+_INCIDENTAL, _WEAK, _STRONG = 0, 1, 2
+
 # Context kept on each side of a mention. Every rule looks at most this far, and bounding the
 # slices keeps a pathological single-line reply with thousands of mentions linear.
 _WINDOW = 200
@@ -270,7 +284,7 @@ _WINDOW = 200
 
 class _Mention:
     __slots__ = ("idx", "start", "end", "ls", "le", "prefix", "suffix", "whole_line", "upper",
-                 "line_start", "echo", "negated", "explicit", "eligible")
+                 "line_start", "echo", "negated", "strength", "eligible")
 
     def __init__(self, idx: int, start: int, end: int, ls: int, le: int, text: str) -> None:
         self.idx = idx
@@ -283,26 +297,31 @@ class _Mention:
         # Only when the whole line is in view can the label be "alone on its line".
         self.whole_line = start - ls <= _WINDOW and le - end <= _WINDOW
         self.upper = text[start:end].isupper()
-        self.line_start = False
+        self.line_start = _NOT_AT_LINE_START
         self.echo = False
         self.negated = False
-        self.explicit = False
+        self.strength = _INCIDENTAL
         self.eligible = False
 
 
-def _negated_before(clause: str) -> bool:
+def _negated_before(prefix: str) -> bool:
     """A negation word among the last few words of the clause preceding the label."""
-    m = _CLAUSE_BREAK_RE.match(clause)
-    if m:
-        clause = clause[m.end():]
-    if _NEGATED_OPINION_RE.search(clause):
-        return True
-    words = _WORD_RE.findall(clause)[-_NEGATION_WINDOW:]
-    for i, word in enumerate(words):
-        w = word.lower()
-        if w in _NEGATIONS or w.endswith(("n't", "n’t")):
-            nxt = words[i + 1].lower() if i + 1 < len(words) else ""
-            if nxt not in _NOT_NEGATING_NEXT:
+    clause: list[str] = []
+    for token in reversed(_TOKEN_RE.findall(prefix)):
+        token = token.lower()
+        if token in _CLAUSE_BREAKS:
+            break
+        clause.append(token)
+    clause.reverse()
+    n = len(clause)
+    for i, word in enumerate(clause):
+        if word in _NEGATIONS or word.endswith(("n't", "n’t")):
+            following = clause[i + 1:i + 3]
+            nxt = following[0] if following else ""
+            if nxt in _OPINION_VERBS or (nxt == "really" and following[1:] and
+                                         following[1] in _OPINION_VERBS):
+                return True
+            if i >= n - _NEGATION_WINDOW and nxt not in _NOT_NEGATING_NEXT:
                 return True
     return False
 
@@ -315,7 +334,10 @@ def _mark_echo_groups(text: str, mentions: list[_Mention]) -> None:
         gap = text[prev.end:cur.start]
         if len(gap) <= _MAX_GAP and _JOIN_GAP_RE.fullmatch(gap):
             group.append(cur)
-            listed = listed or bool(_CONNECTOR_RE.search(gap))
+            # A label spelled like a connector ("OR") can itself be the "or" of the list.
+            listed = listed or bool(_CONNECTOR_RE.search(gap)) \
+                or bool(_CONNECTOR_RE.fullmatch(text, prev.start, prev.end)) \
+                or bool(_CONNECTOR_RE.fullmatch(text, cur.start, cur.end))
             continue
         if listed:
             _flag_if_mixed(group)
@@ -330,7 +352,10 @@ def _mark_option_lines(text: str, mentions: list[_Mention]) -> None:
     for cur in mentions:
         if not cur.line_start:
             continue
-        if run and cur.ls > run[-1].ls and not text[run[-1].le:cur.ls].strip():
+        # Blank lines may separate options, but the shape must match: after "A) 12" / "B) 14"
+        # a bare "B" on its own line is the answer, not another option.
+        if run and cur.ls > run[-1].ls and cur.line_start == run[-1].line_start \
+                and not text[run[-1].le:cur.ls].strip():
             run.append(cur)
             continue
         _flag_if_mixed(run)
@@ -344,23 +369,24 @@ def _flag_if_mixed(group: list[_Mention]) -> None:
             m.echo = True
 
 
-def _is_explicit(m: _Mention, spec: _LabelSet) -> bool:
+def _strength(m: _Mention, spec: _LabelSet) -> int:
     prefix, suffix = m.prefix, m.suffix
     if m.line_start:
-        return True
-    if _IMMEDIATE_MARKER_RE.search(prefix[-80:]):
+        return _STRONG
+    if _IMMEDIATE_MARKER_RE.search(prefix[-48:]):  # longest marker + decoration fits
         if spec.ambiguous[m.idx] and _AMBIGUOUS_FOLLOW_RE.match(suffix) \
                 and not _AMBIGUOUS_OK_FOLLOW_RE.match(suffix):
-            return False  # "Answer: I think…", "the answer is a tricky one"
-        return True
+            return _INCIDENTAL  # "Answer: I think…", "the answer is a tricky one"
+        return _STRONG
     if spec.ambiguous[m.idx] and not m.upper:
-        return False  # "(a)"/"(i)" mid-sentence are enumerations in prose
-    if _BOLD_PREFIX_RE.search(prefix[-12:]) and _BOLD_SUFFIX_RE.match(suffix):
-        return True
-    if _PAREN_PREFIX_RE.search(prefix[-12:]) and _PAREN_SUFFIX_RE.match(suffix):
-        return True
-    # "B is correct" -- but "I was right" is the pronoun, so not for A/I.
-    return not spec.ambiguous[m.idx] and bool(_CORRECT_SUFFIX_RE.match(suffix))
+        return _INCIDENTAL  # "(a)"/"(i)" mid-sentence are enumerations in prose
+    if (_BOLD_PREFIX_RE.search(prefix[-12:]) and _BOLD_SUFFIX_RE.match(suffix)) \
+            or (_PAREN_PREFIX_RE.search(prefix[-12:]) and _PAREN_SUFFIX_RE.match(suffix)) \
+            or (not spec.ambiguous[m.idx] and _CORRECT_SUFFIX_RE.match(suffix)):
+        # ("B is correct" is not for A/I: "I was right" is the pronoun.)
+        # "**SAFE** is my verdict" opens the line; "a **safe** version" sits in prose.
+        return _WEAK if _HAS_ALNUM_RE.search(prefix) else _STRONG
+    return _INCIDENTAL
 
 
 def extract_label(text: str, labels: Sequence[str]) -> str | None:
@@ -368,8 +394,10 @@ def extract_label(text: str, labels: Sequence[str]) -> str | None:
 
     Returns the caller's spelling of the label, or None when the text holds no usable vote.
 
-    Choice of winner: the last explicit statement (see module docstring) wins. When there is
-    none, the last *incidental* mention wins, after discarding negated mentions and echoes of
+    Choice of winner: the last explicit statement (see module docstring) wins; emphasis inside
+    prose ("a **safe** version") only counts as explicit when no stated answer ("Answer: X",
+    a label on its own line, ...) exists. When there is no explicit statement, the last
+    *incidental* mention wins, after discarding negated mentions and echoes of
     the option list. So a reply that mentions several different labels in passing ("it is
     not VULNERABLE here, the code is SAFE") is read by its last affirmative mention: models
     conclude at the end, and the last mention is the conclusion more often than the first.
@@ -389,7 +417,11 @@ def extract_label(text: str, labels: Sequence[str]) -> str | None:
         if newlines is None:
             # Line boundaries once, then bisect: rfind/find per mention would be quadratic on a
             # long line full of mentions.
-            newlines = [i for i, ch in enumerate(text) if ch == "\n"] if "\n" in text else []
+            newlines = []
+            i = text.find("\n")
+            while i >= 0:
+                newlines.append(i)
+                i = text.find("\n", i + 1)
         idx = int(match.lastgroup[1:])
         start, end = match.span()
         k = bisect_left(newlines, start)
@@ -406,7 +438,10 @@ def extract_label(text: str, labels: Sequence[str]) -> str | None:
     for m in mentions:
         if m.whole_line and _DECOR_PREFIX_RE.fullmatch(m.prefix):
             sep = _STRICT_LINE_SEP_SUFFIX_RE if spec.strict[m.idx] else _LINE_SEP_SUFFIX_RE
-            m.line_start = bool(_ALONE_SUFFIX_RE.fullmatch(m.suffix) or sep.match(m.suffix))
+            if _ALONE_SUFFIX_RE.fullmatch(m.suffix):
+                m.line_start = _ALONE
+            elif sep.match(m.suffix):
+                m.line_start = _LEADING
     _mark_echo_groups(text, mentions)
     _mark_option_lines(text, mentions)
 
@@ -420,28 +455,33 @@ def extract_label(text: str, labels: Sequence[str]) -> str | None:
         prev_end_on_line, prev_ls = m.end, m.ls
         if m.echo:
             continue
+        strength = _strength(m, spec)
+        if strength == _INCIDENTAL and spec.strict[m.idx]:
+            continue  # a single character in prose is never a vote; skip the negation work
         m.negated = _negated_before(text[max(clause_start, m.start - 80):m.start]) \
             or bool(_NEGATED_SUFFIX_RE.match(m.suffix))
         if m.negated:
             continue
-        m.explicit = _is_explicit(m, spec)
-        if not m.explicit and not spec.strict[m.idx]:
-            marker = _MARKER_ANYWHERE_RE.match(m.prefix[-_MARKER_REACH:])
+        if strength == _INCIDENTAL:
             # The first affirmative label after "Final answer:" on its line ("Final answer: it
             # is VULNERABLE. A SAFE variant would…"). Only the first: once the marker has been
             # answered, later labels on the line are commentary.
-            m.explicit = bool(marker) and m.start - len(m.prefix[-_MARKER_REACH:]) + marker.end() >= last_explicit_end
-        if m.explicit:
+            window = m.prefix[-_MARKER_REACH:]
+            marker = _MARKER_ANYWHERE_RE.match(window)
+            if marker and m.start - len(window) + marker.end() >= last_explicit_end:
+                strength = _STRONG
+        if strength != _INCIDENTAL:
             last_explicit_end = m.end
-        m.eligible = m.explicit or not spec.strict[m.idx]
+        m.strength = strength
+        m.eligible = True
 
-    explicit = [m for m in mentions if m.eligible and m.explicit]
-    if explicit:
-        return spec.canonical[explicit[-1].idx]
-    incidental = [m for m in mentions if m.eligible]
-    if incidental:
-        return spec.canonical[incidental[-1].idx]
-    return None
+    # The last mention of the strongest kind present wins: a stated answer, else emphasis in
+    # prose, else the last plain (un-negated, non-echo) mention.
+    best = None
+    for m in mentions:
+        if m.eligible and (best is None or m.strength >= best.strength):
+            best = m
+    return None if best is None else spec.canonical[best.idx]
 
 
 def parse_reply(content: str | None, labels: Sequence[str], *,

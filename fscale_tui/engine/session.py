@@ -13,21 +13,24 @@ from typing import Any
 
 import httpx
 
-from .client import ChatClient
+from .client import ChatClient, RequestCounter
 from .config import ModelConfig, Settings, load_settings
 from .errors import ProviderError
-from .events import Decided, Event, ProbeResult
+from .events import ChallengerAnswered, Decided, Event, ProbeResult
 from .health import PROBE_MESSAGES, HealthStore, status_for_error
 from .registry import Registry
-from .vote import ScaleRequest, ScaleResult, VoteRunner, new_call_id
+from .vote import ScaleRequest, ScaleResult, Vote, VoteRunner, build_messages, new_call_id
 
 #: Called with every finished scale call (the request, its result); later features such as the
 #: call log and ratings subscribe here instead of being wired into the vote loop.
 CallObserver = Callable[[ScaleRequest, ScaleResult], None]
 
 
-def _default_observers() -> list[CallObserver]:
-    return []
+def _default_observers(settings: Settings) -> list[CallObserver]:
+    """The call log + ratings (engine.learning): every finished scale call is logged and rated."""
+    from .learning.calllog import CallRecorder
+
+    return [CallRecorder(settings)]
 
 
 class Engine:
@@ -39,8 +42,11 @@ class Engine:
         self.registry = Registry(self.settings, is_down=self.health.is_down)
         self.client = ChatClient(self.settings, transport=transport)
         self.observers: list[CallObserver] = list(observers if observers is not None
-                                                  else _default_observers())
-        self.rating_of: Callable[[str], float] = lambda alias: 0.0
+                                                  else _default_observers(self.settings))
+        #: Used by ``--tie-break rating``; reads the stored ratings (engine.learning) on first use.
+        self.rating_of: Callable[[str], float] = self._stored_rating
+        self._ratings: dict[str, float] | None = None
+        self._challenger_tasks: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> "Engine":
         return self
@@ -49,20 +55,43 @@ class Engine:
         await self.aclose()
 
     async def aclose(self) -> None:
+        for task in list(self._challenger_tasks):
+            task.cancel()
+        await asyncio.gather(*self._challenger_tasks, return_exceptions=True)
         await self.client.aclose()
+        for observer in self.observers:
+            close = getattr(observer, "close", None)
+            if close is not None:
+                close()
+
+    def _stored_rating(self, alias: str) -> float:
+        from .learning.calllog import LearningStore
+        from .learning.ratings import BASE
+
+        if self._ratings is None:
+            with LearningStore.for_settings(self.settings) as store:
+                self._ratings = store.rating_values()
+        return self._ratings.get(alias, BASE)
 
     # -- scale ---------------------------------------------------------------------------
-    def _runner(self, request: ScaleRequest) -> VoteRunner:
+    def _runner(self, request: ScaleRequest, *, members: list[ModelConfig] | None = None,
+                reserved: frozenset[str] = frozenset()) -> VoteRunner:
         request.validate()
-        members = self.registry.select(models=request.models, panel=request.panel, k=request.k)
+        if members is None:
+            members = self.registry.select(models=request.models, panel=request.panel, k=request.k)
         s = self.settings
+
+        def substitute(failed: ModelConfig, used: set[str]) -> ModelConfig | None:
+            # The shadow challenger (``reserved``) is never drafted as a substitute.
+            return self.registry.substitute(failed, set(used) | reserved)
+
         return VoteRunner(
             self.client, members, request,
             call_id=request.id or new_call_id(),
             max_tokens=request.max_tokens or s.get("max_tokens"),
             temperature=s.get("temperature") if request.temperature is None else request.temperature,
             tie_break=request.tie_break or s.get("tie_break"),
-            substitute=self.registry.substitute,
+            substitute=substitute,
             is_down=self.health.is_down,
             rating_of=self.rating_of,
             on_failure=self._note_failure,
@@ -74,13 +103,90 @@ class Engine:
         if status != "error":
             self.health.record(model, status, detail=str(exc), retry_after=exc.retry_after)
 
+    def _pick_challenger(self, members: list[ModelConfig]) -> ModelConfig | None:
+        """One model outside the panel, by Thompson sampling over its rating (engine.learning)."""
+        s = self.settings
+        if not s.get("challenger") or not s.get("log_calls"):
+            return None  # nothing would record its evidence
+        from .learning.calllog import LearningStore
+        from .learning.challenger import eligible, thompson_pick
+
+        candidates = eligible(s.models.values(), exclude=[m.alias for m in members],
+                              available=self.registry.available,
+                              allow_thinking=bool(s.get("challenger_thinking")))
+        if not candidates:
+            return None
+        try:
+            with LearningStore.for_settings(s) as store:
+                table = store.ratings()
+        except Exception:  # an unreadable log must not stop the call: explore uniformly
+            table = {}
+        alias = thompson_pick(candidates, table)
+        return s.models[alias] if alias else None
+
     async def scale_events(self, request: ScaleRequest) -> AsyncIterator[Event]:
-        """Run one scale call, yielding its events; the last one is ``Decided``."""
-        runner = self._runner(request)
-        async for event in runner.events():
-            if isinstance(event, Decided):
-                self._notify(request, event.result)
-            yield event
+        """Run one scale call, yielding its events; ``Decided`` comes the moment it is known.
+
+        With the ``challenger`` setting on, one shadow model outside the panel is asked in
+        parallel; it never affects the decision. After ``Decided`` the engine waits at most
+        ``challenger_grace`` seconds more for it (then cancels it), attaches its vote to the
+        result (``result.challenger``), logs the call and yields ``ChallengerAnswered``.
+        Observers (the call log) always see the call exactly once, even if the consumer stops
+        iterating after ``Decided``.
+        """
+        request.validate()
+        members = self.registry.select(models=request.models, panel=request.panel, k=request.k)
+        shadow = self._pick_challenger(members)
+        runner = self._runner(request, members=members,
+                              reserved=frozenset({shadow.alias} if shadow else ()))
+        task: asyncio.Task[Any] | None = None
+        counter = RequestCounter()
+        if shadow is not None:
+            from .learning import challenger
+
+            labels = tuple(a.strip() for a in request.answers)
+            task = asyncio.create_task(challenger.ask(
+                self.client, shadow, build_messages(request.question, labels, request.context),
+                labels, max_tokens=runner.max_tokens, temperature=runner.temperature,
+                counter=counter, on_failure=self._note_failure))
+            self._challenger_tasks.add(task)
+            task.add_done_callback(self._challenger_tasks.discard)
+        result: ScaleResult | None = None
+        notified = False
+        try:
+            async for event in runner.events():
+                if isinstance(event, Decided):
+                    result = event.result
+                    if shadow is not None:
+                        # Announced now; the challenger's vote follows in ChallengerAnswered.
+                        result.challenger = Vote(model=shadow.alias, answer=None, latency_s=None,
+                                                 status="pending")
+                    if task is None:
+                        notified = True
+                        self._notify(request, result)
+                yield event
+            if task is not None and shadow is not None and result is not None:
+                from .learning import challenger
+
+                result.challenger = await challenger.collect(
+                    task, shadow.alias, float(self.settings.get("challenger_grace")))
+                result.challenger_calls = counter.sent
+                task = None
+                notified = True
+                self._notify(request, result)
+                yield ChallengerAnswered(result.id, result.challenger)
+        finally:
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            if result is not None and not notified:
+                # The consumer stopped after Decided: still log the call (challenger cancelled).
+                if shadow is not None and (result.challenger is None
+                                           or result.challenger.status == "pending"):
+                    result.challenger = Vote(model=shadow.alias, answer=None, latency_s=None,
+                                             status="cancelled")
+                    result.challenger_calls = counter.sent
+                self._notify(request, result)
 
     async def scale(self, request: ScaleRequest) -> ScaleResult:
         result: ScaleResult | None = None

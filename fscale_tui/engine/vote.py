@@ -101,6 +101,10 @@ class ScaleResult:
     tie_broken_by: str | None = None
     question: str = ""
     answers: list[str] = field(default_factory=list)
+    #: The shadow challenger's vote (not part of the decision), and the requests it cost;
+    #: ``calls_made`` counts only the decision's requests.
+    challenger: Vote | None = None
+    challenger_calls: int = 0
 
     @property
     def exit_code(self) -> ExitCode:
@@ -125,6 +129,8 @@ class ScaleResult:
             "members": self.members,
             "tied": self.tied,
             "tie_broken_by": self.tie_broken_by,
+            "challenger": None if self.challenger is None else self.challenger.to_dict(),
+            "challenger_calls": self.challenger_calls,
         }
 
 

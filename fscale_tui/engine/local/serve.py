@@ -23,6 +23,10 @@ from .. import storage
 from .servers import read_state, try_locked
 
 
+class _Stop(Exception):
+    """Raised by the signal handler to leave the serving loop at once (even mid-sleep)."""
+
+
 def _busy(url: str) -> bool:
     """True while any slot is processing a request (a long request is not idleness)."""
     try:
@@ -50,14 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-timeout", type=float, default=900.0)
     ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args(argv)
-
-    stop = {"flag": False}
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop["flag"] = True
-
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
 
     import xllamacpp
 
@@ -89,8 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"fscale-local: serving {args.name} at {url} (pid {os.getpid()})", file=sys.stderr, flush=True)
     reason = "signal"
     tick = max(0.2, min(2.0, args.idle_timeout / 4))
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    # Installed only now: a signal during the model load just ends the process (no state yet).
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     try:
-        while not stop["flag"]:
+        while True:
             time.sleep(tick)
             try:
                 last_used = args.state.stat().st_mtime
@@ -110,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                 _remove_if_ours(args.state)
                 reason = f"idle for {args.idle_timeout:g}s"
                 break
+    except _Stop as exc:
+        reason = str(exc)
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # finish the clean-up once started
         _remove_if_ours(args.state)
         print(f"fscale-local: stopping {args.name} ({reason})", file=sys.stderr, flush=True)
         del server

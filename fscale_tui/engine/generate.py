@@ -1,0 +1,188 @@
+"""generate(): best-of-k with cross-evaluation and test-time search strategies (design §6).
+
+Use it with an :class:`~fscale_tui.engine.session.Engine`::
+
+    async with Engine() as engine:
+        async for event in generate_events(engine, GenerateRequest("Write a haiku", k=3)):
+            ...                                   # CandidateGenerated, JudgeVoted, ..., Generated
+        result = await generate(engine, GenerateRequest("What is 17*23?", strategy="vote", k=5))
+
+Strategies (``GenerateRequest.strategy``):
+
+``judge`` (default)  k candidates from models of different families; M judges (default k) from
+                     outside the generators' families where the catalogue allows, each shown the
+                     candidates in its own random order with neutral labels; majority wins.
+``vote``             self-consistency: k samples at temperature > 0, majority of the normalised
+                     final answers.
+``weighted``         weighted best-of-N: a verifier scores each candidate (1-10, or P(yes) from
+                     logprobs), scores are summed per distinct final answer.
+``usc``              universal self-consistency: one extra call picks the most consistent one.
+``tournament``       pairwise knockout; each match judged m times with the sides swapped.
+``beam``, ``dvts``   step-wise search with an LLM judge standing in for a process reward model.
+
+Selection rules, tie-breaks and the judge-reply parser are documented in
+``strategies/selection.py`` and ``strategies/ballots.py``; step search and how a partial
+solution is continued on each provider in ``strategies/search.py``.
+
+Budget accounting: every request goes through one :class:`RequestCounter`, so
+``result.total_calls`` is the number of HTTP requests actually sent (retries included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
+
+from .answers import answers_match, gold_answer
+from .events import Event, GenerateStarted, Generated
+from .strategies import search, selection
+from .strategies.common import (STRATEGIES, Candidate, GenerateRequest, GenerateResult,
+                                JudgeVote, Run, pick_generators, pick_judges)
+from .vote import new_call_id
+
+__all__ = ["GenerateRequest", "GenerateResult", "Candidate", "JudgeVote", "STRATEGIES",
+           "generate_events", "generate", "generate_batch"]
+
+STRATEGY_FUNCTIONS: dict[str, Callable[[Run], Any]] = {
+    "judge": selection.judge,
+    "vote": selection.vote,
+    "weighted": selection.weighted,
+    "usc": selection.usc,
+    "tournament": selection.tournament,
+    "beam": search.beam,
+    "dvts": search.dvts,
+}
+#: N for beam / dvts when -k is not given.
+_DEFAULT_BEAMS = 4
+
+_DONE = object()
+
+
+def _judge_count(request: GenerateRequest, k: int) -> int:
+    """Judges to pick: M for ``judge``; one selector for ``usc``; otherwise a small pool that
+    verifier / match / step-scoring calls rotate through (at least 2, or ``--judges``)."""
+    if request.strategy == "judge":
+        return request.judges or k
+    if request.strategy == "usc":
+        return 1
+    return max(2, request.judges or 2)
+
+
+def prepare(engine: Any, request: GenerateRequest) -> Run:
+    """Validate the request and choose generators and judges (raises usage errors early)."""
+    request.validate()
+    default_k = _DEFAULT_BEAMS if request.strategy in ("beam", "dvts") else engine.settings.get("k")
+    k = request.k or (len(request.models) if request.models else default_k)
+    call_id = request.id or new_call_id()
+    run = Run(engine, request, call_id, emit=lambda event: None)
+    run.k = k
+    if request.candidates is not None:
+        run.k = len(request.candidates)
+        known = [engine.settings.models[a] for a in (request.candidate_models or ())
+                 if a in engine.settings.models]
+        # Judges are still chosen away from the authors' families.
+        run.generators = known or pick_generators(engine, request, 1)
+    else:
+        run.generators = pick_generators(engine, request, k)
+    if request.strategy != "vote":
+        run.judges = pick_judges(engine, request, run.generators, _judge_count(request, k))
+    return run
+
+
+async def generate_events(engine: Any, request: GenerateRequest) -> AsyncIterator[Event]:
+    """Run one generate call, yielding its events; the last one is ``Generated``."""
+    run = prepare(engine, request)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    run.emit = queue.put_nowait
+    strategy = STRATEGY_FUNCTIONS[request.strategy]
+
+    async def main() -> None:
+        try:
+            result = await strategy(run)
+        except BaseException as exc:  # re-raised in the consumer, below
+            queue.put_nowait((_DONE, exc))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        queue.put_nowait((_DONE, result))
+
+    yield GenerateStarted(run.call_id, request.strategy, tuple(g.alias for g in run.generators),
+                          tuple(j.alias for j in run.judges), run.k)
+    task = asyncio.create_task(main())
+    outcome: Any = None
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, tuple) and len(item) == 2 and item[0] is _DONE:
+                outcome = item[1]
+                break
+            yield item
+    finally:
+        if not task.done():
+            task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    result: GenerateResult = outcome
+    result.total_calls = run.counter.sent
+    result.elapsed_s = time.monotonic() - run.started
+    if request.gold is not None:
+        _check_gold(result, request.gold)
+    yield Generated(run.call_id, result)
+
+
+def _check_gold(result: GenerateResult, gold: str) -> None:
+    """Coverage (some candidate is right) beside the selected answer's correctness."""
+    expected = gold_answer(gold)
+    result.gold = expected
+    result.coverage = any(answers_match(c.answer, expected) for c in result.all_outputs if c.ok)
+    result.correct = answers_match(result.answer, expected)
+
+
+async def generate(engine: Any, request: GenerateRequest) -> GenerateResult:
+    result: GenerateResult | None = None
+    async for event in generate_events(engine, request):
+        if isinstance(event, Generated):
+            result = event.result
+    assert result is not None
+    return result
+
+
+async def generate_batch(engine: Any, requests: Iterable[GenerateRequest | Exception], *,
+                         concurrency: int | None = None,
+                         on_event: Callable[[Event], None] | None = None,
+                         ) -> AsyncIterator[tuple[int, GenerateResult | Exception]]:
+    """Many generate calls, at most ``concurrency`` in flight; yields ``(index, outcome)`` in
+    completion order. A failing item yields its exception and never stops the others."""
+    limit = asyncio.Semaphore(concurrency or engine.settings.get("batch_concurrency"))
+    done: asyncio.Queue[tuple[int, GenerateResult | Exception]] = asyncio.Queue()
+
+    async def one(index: int, item: GenerateRequest | Exception) -> None:
+        if isinstance(item, Exception):
+            done.put_nowait((index, item))
+            return
+        async with limit:
+            outcome: GenerateResult | Exception
+            try:
+                outcome = None  # type: ignore[assignment]
+                async for event in generate_events(engine, item):
+                    if on_event is not None:
+                        on_event(event)
+                    if isinstance(event, Generated):
+                        outcome = event.result
+            except Exception as exc:  # isolated per item
+                outcome = exc
+        done.put_nowait((index, outcome))
+
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for index, item in enumerate(requests):
+            tasks.append(asyncio.create_task(one(index, item)))
+        for _ in range(len(tasks)):
+            yield await done.get()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,522 @@
+"""The call log and the rating table: one SQLite file in the data directory (design §7, §9).
+
+``<data_dir>/learning.db`` holds every logged call (id, time, question/context hashes and, unless
+told otherwise, their text; each member's and the challenger's raw reply, parsed vote, latency
+and error; the decision), the feedback given on calls, the current rating of each model and the
+rating history (one row per change, for plots).
+
+Several processes may write at once (a batch in one terminal, the TUI in another): the database
+runs in WAL mode with a busy timeout, and each call is written *and* its rating changes applied
+in one short ``BEGIN IMMEDIATE`` transaction, so ratings are read and written under the same
+write lock and no update is lost.
+
+What is stored: ``log_calls = false`` (config ``[defaults]`` or ``FSCALE_LOG_CALLS=0``) turns the
+log and the learning off. ``log_text = false`` (or ``fscale scale --no-log``) keeps only hashes,
+votes, latencies and the decision: no question, context, raw reply or reasoning text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from . import ratings as R
+
+DB_NAME = "learning.db"
+BUSY_TIMEOUT_MS = 30_000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    ts REAL NOT NULL,
+    question_hash TEXT,
+    context_hash TEXT,
+    question TEXT,
+    context TEXT,
+    labels TEXT,
+    members TEXT,
+    answer TEXT,
+    status TEXT,
+    confidence REAL,
+    decided_early INTEGER,
+    elapsed_s REAL,
+    calls_made INTEGER,
+    extra TEXT
+);
+CREATE INDEX IF NOT EXISTS calls_by_id ON calls(id);
+CREATE TABLE IF NOT EXISTS replies (
+    call_seq INTEGER NOT NULL REFERENCES calls(seq),
+    role TEXT NOT NULL,
+    model TEXT NOT NULL,
+    answer TEXT,
+    status TEXT,
+    latency_s REAL,
+    error TEXT,
+    substitute_for TEXT,
+    raw TEXT,
+    thinking TEXT,
+    tokens INTEGER
+);
+CREATE INDEX IF NOT EXISTS replies_by_call ON replies(call_seq);
+CREATE TABLE IF NOT EXISTS feedback (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_seq INTEGER NOT NULL REFERENCES calls(seq),
+    call_id TEXT NOT NULL,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL,
+    label TEXT,
+    prefer TEXT,
+    over TEXT,
+    changes TEXT
+);
+CREATE TABLE IF NOT EXISTS ratings (
+    model TEXT PRIMARY KEY,
+    rating REAL NOT NULL,
+    games INTEGER NOT NULL DEFAULT 0,
+    calls INTEGER NOT NULL DEFAULT 0,
+    agree INTEGER NOT NULL DEFAULT 0,
+    disagree INTEGER NOT NULL DEFAULT 0,
+    feedback INTEGER NOT NULL DEFAULT 0,
+    last_seen REAL
+);
+CREATE TABLE IF NOT EXISTS rating_history (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    ts REAL NOT NULL,
+    rating REAL NOT NULL,
+    call_id TEXT,
+    source TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_by_model ON rating_history(model, seq);
+"""
+
+#: Reply statuses that say something about a model's judgement (failures and cancellations don't).
+RATED_STATUSES = ("answered", "no_answer")
+#: Reply roles that take part in the rating games of a call.
+RATED_ROLES = ("member", "challenger")
+
+
+def text_hash(text: str | None) -> str | None:
+    return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass
+class ReplyRecord:
+    model: str
+    role: str = "member"  # member | challenger | candidate | judge | ...
+    answer: str | None = None
+    status: str = "answered"
+    latency_s: float | None = None
+    error: str | None = None
+    substitute_for: str | None = None
+    raw: str | None = None
+    thinking: str | None = None
+    tokens: int | None = None
+
+
+@dataclass
+class CallRecord:
+    """One call as the log stores it (scale calls, generate calls, replays)."""
+
+    id: str
+    kind: str = "scale"
+    question: str | None = None
+    context: str | None = None
+    labels: list[str] = field(default_factory=list)
+    members: list[str] = field(default_factory=list)
+    answer: str | None = None
+    status: str = "decided"
+    confidence: float | None = None
+    decided_early: bool = False
+    elapsed_s: float | None = None
+    calls_made: int | None = None
+    replies: list[ReplyRecord] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    ts: float | None = None
+
+
+def record_from_scale(request: Any, result: Any) -> CallRecord:
+    """A CallRecord from a finished scale call (a ScaleRequest and its ScaleResult)."""
+    replies = [ReplyRecord(model=v.model, role="member", answer=v.answer, status=v.status,
+                           latency_s=v.latency_s, error=v.error, substitute_for=v.substitute_for,
+                           raw=v.raw, thinking=v.thinking or None, tokens=v.tokens)
+               for v in result.votes]
+    challenger = getattr(result, "challenger", None)
+    if challenger is not None:
+        replies.append(ReplyRecord(model=challenger.model, role="challenger",
+                                   answer=challenger.answer, status=challenger.status,
+                                   latency_s=challenger.latency_s, error=challenger.error,
+                                   raw=challenger.raw, thinking=challenger.thinking or None,
+                                   tokens=challenger.tokens))
+    members = [v.model for v in result.votes if v.status != "replaced"]
+    return CallRecord(id=result.id, kind="scale", question=request.question, context=request.context,
+                      labels=list(result.answers), members=members, answer=result.answer,
+                      status=result.status, confidence=result.confidence,
+                      decided_early=result.decided_early, elapsed_s=result.elapsed_s,
+                      calls_made=result.calls_made, replies=replies,
+                      extra={"counts": result.counts, "tied": result.tied,
+                             "tie_broken_by": result.tie_broken_by,
+                             "challenger_calls": getattr(result, "challenger_calls", 0)})
+
+
+def rated_replies(replies: Sequence[ReplyRecord]) -> list[R.Reply]:
+    return [R.Reply(r.model, r.answer) for r in replies
+            if r.role in RATED_ROLES and r.status in RATED_STATUSES]
+
+
+class LearningStore:
+    """The call log + ratings database. Open with ``LearningStore.for_settings(settings)``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Any) -> "LearningStore":
+        return cls(settings.paths.data_dir / DB_NAME)
+
+    # -- connection ---------------------------------------------------------------------------
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            have = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
+            if not {"calls", "replies", "feedback", "ratings", "rating_history",
+                    "history_by_model"} <= have:
+                with self._transaction(conn):  # first use: create the tables once
+                    for statement in _schema_statements():
+                        conn.execute(statement)
+            self._conn = conn
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> "LearningStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """A short write transaction holding the database's write lock from its first line."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._transaction(self.conn)
+
+    # -- writing calls ------------------------------------------------------------------------
+    def record_call(self, record: CallRecord, *, learn: bool = True, keep_text: bool = True) -> int:
+        """Log one call and (``learn``) apply its consensus games to the ratings, atomically."""
+        now = record.ts if record.ts is not None else time.time()
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO calls (id, kind, ts, question_hash, context_hash, question, context, "
+                "labels, members, answer, status, confidence, decided_early, elapsed_s, calls_made, "
+                "extra) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (record.id, record.kind, now, text_hash(record.question), text_hash(record.context),
+                 record.question if keep_text else None, record.context if keep_text else None,
+                 json.dumps(record.labels), json.dumps(record.members), record.answer,
+                 record.status, record.confidence, int(bool(record.decided_early)),
+                 record.elapsed_s, record.calls_made, json.dumps(record.extra, default=str)))
+            seq = int(cur.lastrowid)
+            conn.executemany(
+                "INSERT INTO replies (call_seq, role, model, answer, status, latency_s, error, "
+                "substitute_for, raw, thinking, tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(seq, r.role, r.model, r.answer, r.status, r.latency_s, r.error, r.substitute_for,
+                  r.raw if keep_text else None, r.thinking if keep_text else None, r.tokens)
+                 for r in record.replies])
+            if learn:
+                replies = rated_replies(record.replies)
+                if replies:
+                    self._learn(conn, replies, call_id=record.id, source="consensus", now=now,
+                                replied=[r.model for r in replies])
+        return seq
+
+    def _learn(self, conn: sqlite3.Connection, replies: Sequence[R.Reply], *, call_id: str,
+               source: str, now: float, replied: Sequence[str] = (),
+               update: R.Update | None = None) -> dict[str, float]:
+        """Read the involved ratings, apply the games, write them back (inside a transaction)."""
+        models = sorted({r.model for r in replies} | set(replied)
+                        | set(update.delta if update else ()))
+        table = _load(conn, models)
+        if update is None:
+            update = R.consensus_update(replies, table)
+        touched = R.apply(update, table, now=now, replied=replied)
+        conn.executemany(
+            "INSERT INTO ratings (model, rating, games, calls, agree, disagree, feedback, last_seen) "
+            "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(model) DO UPDATE SET rating=excluded.rating, "
+            "games=excluded.games, calls=excluded.calls, agree=excluded.agree, "
+            "disagree=excluded.disagree, feedback=excluded.feedback, last_seen=excluded.last_seen",
+            [(m, table[m].rating, table[m].games, table[m].calls, table[m].agree, table[m].disagree,
+              table[m].feedback, table[m].last_seen) for m in touched])
+        changed = [m for m in touched if update.delta.get(m)]
+        conn.executemany(
+            "INSERT INTO rating_history (model, ts, rating, call_id, source) VALUES (?,?,?,?,?)",
+            [(m, now, table[m].rating, call_id, source) for m in changed])
+        return {m: round(update.delta[m], 3) for m in changed}
+
+    # -- reading ------------------------------------------------------------------------------
+    def ratings(self) -> dict[str, R.ModelRating]:
+        return _load(self.conn, None)
+
+    def rating_values(self) -> dict[str, float]:
+        return {row["model"]: row["rating"]
+                for row in self.conn.execute("SELECT model, rating FROM ratings")}
+
+    def history(self, models: Sequence[str] | None = None) -> dict[str, list[tuple[float, float]]]:
+        """Rating history per model: ``[(time, rating), ...]`` oldest first."""
+        out: dict[str, list[tuple[float, float]]] = {}
+        rows = self.conn.execute("SELECT model, ts, rating FROM rating_history ORDER BY seq")
+        wanted = set(models) if models else None
+        for row in rows:
+            if wanted is None or row["model"] in wanted:
+                out.setdefault(row["model"], []).append((row["ts"], row["rating"]))
+        return out
+
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self.conn.execute("SELECT * FROM calls ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+        out = []
+        for row in rows:
+            item = _call_summary(row)
+            item["feedback"] = [f["kind"] for f in self.conn.execute(
+                "SELECT kind FROM feedback WHERE call_seq = ? ORDER BY seq", (row["seq"],))]
+            out.append(item)
+        return out
+
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+
+    def _find(self, conn: sqlite3.Connection, call_id: str) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM calls WHERE id = ? ORDER BY seq DESC LIMIT 1",
+                           (call_id,)).fetchone()
+        if row is None:
+            raise UsageError(f"no call with id {call_id!r} in the call log (see 'fscale history')")
+        return row
+
+    def get(self, call_id: str) -> dict[str, Any]:
+        """One call with its replies and feedback; an unknown id is a UsageError."""
+        row = self._find(self.conn, call_id)
+        item = _call_summary(row)
+        item.update({"question": row["question"], "context": row["context"],
+                     "question_hash": row["question_hash"], "context_hash": row["context_hash"],
+                     "confidence": row["confidence"], "elapsed_s": row["elapsed_s"],
+                     "calls_made": row["calls_made"], "decided_early": bool(row["decided_early"]),
+                     "extra": json.loads(row["extra"] or "{}")})
+        item["replies"] = [
+            {k: r[k] for k in ("role", "model", "answer", "status", "latency_s", "error",
+                               "substitute_for", "raw", "thinking", "tokens")}
+            for r in self.conn.execute("SELECT * FROM replies WHERE call_seq = ? ORDER BY rowid",
+                                       (row["seq"],))]
+        item["feedback"] = [
+            {"kind": f["kind"], "label": f["label"], "prefer": f["prefer"], "over": f["over"],
+             "ts": f["ts"], "changes": json.loads(f["changes"] or "{}")}
+            for f in self.conn.execute("SELECT * FROM feedback WHERE call_seq = ? ORDER BY seq",
+                                       (row["seq"],))]
+        return item
+
+    # -- feedback -----------------------------------------------------------------------------
+    def add_feedback(self, call_id: str, kind: str, *, label: str | None = None,
+                     prefer: str | None = None, over: str | None = None,
+                     now: float | None = None) -> dict[str, Any]:
+        """Record a verdict on a logged call and apply it to every model that replied.
+
+        ``kind``: ``confirm`` (the decision was right), ``reject`` (it was wrong; with two labels
+        the other one is right), ``override`` (``label`` is right), ``prefer`` (model ``prefer``
+        gave a better answer than ``over``, or than every replier who disagreed with it).
+        """
+        now = time.time() if now is None else now
+        with self.transaction() as conn:
+            row = self._find(conn, call_id)
+            labels = json.loads(row["labels"] or "[]")
+            replies = [ReplyRecord(model=r["model"], role=r["role"], answer=r["answer"],
+                                   status=r["status"])
+                       for r in conn.execute("SELECT * FROM replies WHERE call_seq = ?", (row["seq"],))]
+            rated = rated_replies(replies)
+            if not rated:
+                raise UsageError(f"call {call_id!r} has no model replies to learn from")
+            truth, wrong, pairs = _verdict(kind, row["answer"], labels, rated, label, prefer, over,
+                                           call_id)
+            table = _load(conn, sorted({r.model for r in rated} | {m for p in pairs for m in p}))
+            if pairs:
+                update = _merge([R.feedback_update(rated, table, prefer=p) for p in pairs])
+            else:
+                update = R.feedback_update(rated, table, truth=truth, wrong=wrong)
+            changes = self._learn(conn, rated, call_id=call_id, source=f"feedback:{kind}", now=now,
+                                  update=update)
+            conn.execute(
+                "INSERT INTO feedback (call_seq, call_id, ts, kind, label, prefer, over, changes) "
+                "VALUES (?,?,?,?,?,?,?,?)",
+                (row["seq"], call_id, now, kind, truth if truth is not None else label,
+                 prefer, over, json.dumps(changes)))
+        return {"id": call_id, "kind": kind, "truth": truth, "wrong": wrong,
+                "pairs": [list(p) for p in pairs], "changes": changes}
+
+
+def _verdict(kind: str, decided: str | None, labels: list[str], rated: list[R.Reply],
+             label: str | None, prefer: str | None, over: str | None, call_id: str
+             ) -> tuple[str | None, str | None, list[tuple[str, str]]]:
+    """(truth, known-wrong label, preference pairs) for one piece of feedback."""
+    if kind in ("confirm", "reject") and decided is None:
+        raise UsageError(f"call {call_id!r} made no decision to {kind}; use --override LABEL")
+    if kind == "confirm":
+        return decided, None, []
+    if kind == "reject":
+        others = [lab for lab in labels if lab != decided]
+        return (others[0], None, []) if len(others) == 1 else (None, decided, [])
+    if kind == "override":
+        match = [lab for lab in labels if label is not None and lab.casefold() == label.strip().casefold()]
+        if not match:
+            raise UsageError(f"--override {label!r} is not one of the call's labels: {', '.join(labels)}")
+        return match[0], None, []
+    if kind == "prefer":
+        by_model = {r.model: r.answer for r in rated}
+        for name in (prefer, over):
+            if name is not None and name not in by_model:
+                raise UsageError(f"model {name!r} did not reply in call {call_id!r} "
+                                 f"(repliers: {', '.join(sorted(by_model))})")
+        assert prefer is not None
+        if over is not None:
+            if over == prefer:
+                raise UsageError("--prefer and --over name the same model")
+            return None, None, [(prefer, over)]
+        losers = [m for m, a in by_model.items() if m != prefer and a != by_model[prefer]]
+        if not losers:
+            raise UsageError(f"every model agreed with {prefer!r} in call {call_id!r}: "
+                             "name the other side with --over MODEL")
+        return None, None, [(prefer, m) for m in losers]
+    raise UsageError(f"unknown feedback kind {kind!r}")
+
+
+def _merge(updates: Sequence[R.Update]) -> R.Update:
+    total = R.Update()
+    for u in updates:
+        for m, d in u.delta.items():
+            total.add(m, d)
+        total.games.update(u.games)
+        total.feedback.update(u.feedback)
+        total.agree.update(u.agree)
+        total.disagree.update(u.disagree)
+    return total
+
+
+def _load(conn: sqlite3.Connection, models: Sequence[str] | None) -> dict[str, R.ModelRating]:
+    if models is None:
+        rows = conn.execute("SELECT * FROM ratings").fetchall()
+    else:
+        if not models:
+            return {}
+        marks = ",".join("?" * len(models))
+        rows = conn.execute(f"SELECT * FROM ratings WHERE model IN ({marks})", list(models)).fetchall()
+    return {row["model"]: R.ModelRating(model=row["model"], rating=row["rating"], games=row["games"],
+                                        calls=row["calls"], agree=row["agree"],
+                                        disagree=row["disagree"], feedback=row["feedback"],
+                                        last_seen=row["last_seen"])
+            for row in rows}
+
+
+def _call_summary(row: sqlite3.Row) -> dict[str, Any]:
+    question = row["question"]
+    return {"id": row["id"], "kind": row["kind"], "ts": row["ts"],
+            "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["ts"])),
+            "question": question, "question_hash": row["question_hash"],
+            "labels": json.loads(row["labels"] or "[]"), "members": json.loads(row["members"] or "[]"),
+            "answer": row["answer"], "status": row["status"]}
+
+
+def _schema_statements() -> list[str]:
+    # One by one: executescript() would commit the surrounding BEGIN IMMEDIATE.
+    return [s.strip() for s in SCHEMA.split(";") if s.strip()]
+
+
+# -- the observer the engine registers, and the hook for other call kinds --------------------
+class CallRecorder:
+    """Engine observer: log every finished scale call and learn from it.
+
+    A failure to write the log never fails the call: it becomes a warning on stderr.
+    """
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self._store: LearningStore | None = None
+
+    @property
+    def store(self) -> LearningStore:
+        if self._store is None:
+            self._store = LearningStore.for_settings(self.settings)
+        return self._store
+
+    def __call__(self, request: Any, result: Any) -> None:
+        if not self.settings.get("log_calls"):
+            return
+        try:
+            self.store.record_call(record_from_scale(request, result),
+                                   keep_text=bool(self.settings.get("log_text")))
+        except (sqlite3.Error, OSError) as exc:
+            _warn(f"warning: the call log was not written ({type(exc).__name__}: {exc})")
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def log_generate_call(settings: Any, record: CallRecord | Mapping[str, Any], *,
+                      learn: bool = False) -> int | None:
+    """Log a generate call (or any other kind) in the call log; returns its row number.
+
+    ``record`` is a :class:`CallRecord` or a dict with its fields (``replies`` as dicts with
+    ``model``, ``role`` — e.g. ``candidate`` / ``judge`` —, ``answer``, ``status``, ``raw``,
+    ``latency_s``, ``error``). Generate calls do not move ratings unless ``learn`` is true
+    (then replies with role member/challenger and a parsed ``answer`` play consensus games).
+    Honours ``log_calls`` and ``log_text``; never raises on a storage error (warns instead).
+    """
+    if not settings.get("log_calls"):
+        return None
+    if not isinstance(record, CallRecord):
+        data = dict(record)
+        data.setdefault("kind", "generate")
+        data["replies"] = [r if isinstance(r, ReplyRecord) else ReplyRecord(**r)
+                           for r in data.get("replies", [])]
+        record = CallRecord(**data)
+    try:
+        with LearningStore.for_settings(settings) as store:
+            return store.record_call(record, learn=learn, keep_text=bool(settings.get("log_text")))
+    except (sqlite3.Error, OSError) as exc:
+        _warn(f"warning: the call log was not written ({type(exc).__name__}: {exc})")
+        return None
+
+
+def _warn(message: str) -> None:
+    from .. import storage
+
+    storage.warnings.append(message)
+
+
+__all__ = ["CallRecord", "CallRecorder", "LearningStore", "ReplyRecord", "log_generate_call",
+           "record_from_scale"]

@@ -1,0 +1,110 @@
+"""The shadow challenger: one extra model per scale call, outside the panel (design §7).
+
+It is asked the same question in parallel with the panel, never takes part in the decision,
+and its reply is logged and rated like a member's, so models outside the panel earn evidence.
+
+**Choice: Thompson sampling** over each eligible model's rating uncertainty: draw
+``θ_m ~ Normal(rating_m, sigma_m²)`` (``sigma`` shrinks as a model plays games, see
+:func:`.ratings.sigma`) and pick the largest draw. Unrated models have a wide ``sigma`` and are
+tried early; a model that keeps losing is drawn rarely but is never ruled out; a strong outsider is
+drawn often until its rating is sure — not "the same best outsider forever".
+
+Eligible: known models outside the call's members, usable (a key or local install), not known
+to be dead / unavailable / rate-limited (engine.health), and not thinking-tier unless the
+``challenger_thinking`` setting allows it (they are slow and costly).
+
+**Timing.** The challenger starts with the panel. When the decision is made the engine waits at
+most ``challenger_grace`` seconds more for it (it has had the whole call's time already), then
+cancels it; a cancelled challenger is logged as such and gives no rating evidence. The decision
+itself never waits for, nor depends on, the challenger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
+
+from ..errors import ProviderError
+from ..parsing import parse_reply
+from .ratings import BASE, ModelRating, sigma
+
+if TYPE_CHECKING:
+    from ..client import ChatClient, RequestCounter
+    from ..config import ModelConfig
+    from ..vote import Vote
+
+
+def thompson_pick(candidates: Iterable[str], ratings: Mapping[str, ModelRating],
+                  rng: random.Random | None = None) -> str | None:
+    """The candidate with the largest draw from Normal(rating, sigma²); None if there is none."""
+    rng = rng or random.Random()
+    best: tuple[float, str] | None = None
+    for m in sorted(set(candidates)):
+        r = ratings.get(m)
+        mean, games = (r.rating, r.games) if r is not None else (BASE, 0)
+        draw = rng.gauss(mean, sigma(games))
+        if best is None or draw > best[0]:
+            best = (draw, m)
+    return None if best is None else best[1]
+
+
+def eligible(models: Iterable["ModelConfig"], *, exclude: Iterable[str],
+             available: Callable[["ModelConfig"], bool], allow_thinking: bool) -> list[str]:
+    """Aliases that may be a challenger for a call whose members are ``exclude``."""
+    taken = set(exclude)
+    return [m.alias for m in models
+            if m.alias not in taken and (allow_thinking or m.tier != "thinking") and available(m)]
+
+
+async def ask(client: "ChatClient", model: "ModelConfig", messages: list[dict[str, str]],
+              labels: tuple[str, ...], *, max_tokens: int, temperature: float,
+              counter: "RequestCounter",
+              on_failure: Callable[["ModelConfig", ProviderError], None] | None = None) -> "Vote":
+    """One shadow vote; failures become a failed Vote (never an exception)."""
+    from ..vote import Vote
+
+    vote = Vote(model=model.alias, answer=None, latency_s=None)
+    started = time.monotonic()
+    try:
+        reply = await client.chat(model, messages, max_tokens=max_tokens, temperature=temperature,
+                                  counter=counter, labels=labels)
+    except ProviderError as exc:
+        vote.status, vote.error = "failed", str(exc)
+        vote.latency_s = time.monotonic() - started
+        if on_failure is not None:
+            on_failure(model, exc)
+        return vote
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a library error: the challenger fails, the call goes on
+        vote.status, vote.error = "failed", f"error: {type(exc).__name__}: {exc}"
+        vote.latency_s = time.monotonic() - started
+        return vote
+    parsed = parse_reply(reply.content, labels, reasoning=reply.reasoning)
+    vote.answer = parsed.answer
+    vote.latency_s = reply.latency_s
+    vote.raw = reply.content
+    vote.thinking = parsed.reasoning
+    vote.tokens = reply.completion_tokens
+    vote.status = "answered" if parsed.answer is not None else "no_answer"
+    return vote
+
+
+async def collect(task: "asyncio.Task[Vote]", alias: str, grace_s: float) -> "Vote":
+    """Wait at most ``grace_s`` for a running challenger, then cancel it (status cancelled)."""
+    from ..vote import Vote
+
+    if not task.done():
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, grace_s))
+        except (TimeoutError, asyncio.TimeoutError):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return Vote(model=alias, answer=None, latency_s=None, status="cancelled",
+                        error="still running after the decision's grace period")
+    if task.cancelled():
+        return Vote(model=alias, answer=None, latency_s=None, status="cancelled")
+    return task.result()

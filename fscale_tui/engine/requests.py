@@ -1,0 +1,79 @@
+"""Building requests from what a person typed: shared by the CLI and the TUI.
+
+Both views turn raw text (a comma-separated label list, "3" for k, a source and a draft) into
+the same ``ScaleRequest``; keeping that here means the two views cannot drift apart.
+Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from .errors import UsageError
+from .vote import ScaleRequest
+
+DEFAULT_VERIFY_QUESTION = (
+    "Does the Output contain any claim that is not supported by the Source? "
+    "Answer YES if at least one claim is unsupported or contradicted, NO if every claim is supported."
+)
+VERIFY_LABELS = ("YES", "NO")
+
+
+def split_labels(value: str | None) -> tuple[str, ...] | None:
+    """``"SAFE, VULNERABLE"`` -> ``("SAFE", "VULNERABLE")``; empty -> None."""
+    if value is None:
+        return None
+    items = tuple(x.strip() for x in value.split(",") if x.strip())
+    return items or None
+
+
+def parse_k(k: str | int | None) -> int | None:
+    """``-k`` as typed: a positive number, or nothing. ``auto`` (route + cascade) is handled
+    by the caller before this (``fscale scale QUESTION -k auto``)."""
+    if k is None or (isinstance(k, str) and not k.strip()):
+        return None
+    if isinstance(k, str) and k.strip() == "auto":
+        raise UsageError("-k auto (routing + calibrated cascade) works with 'fscale scale QUESTION' only")
+    try:
+        value = int(k)
+    except (TypeError, ValueError):
+        raise UsageError(f"-k must be a number or 'auto', not {k!r}") from None
+    if value < 1:
+        raise UsageError("-k must be at least 1")
+    return value
+
+
+def verify_context(source: str, draft: str) -> str:
+    """The context a verify call sends: the source, then the draft as "Output"."""
+    return f"Source:\n{source}\n\nOutput:\n{draft}"
+
+
+def verify_request(source: str, draft: str, *, question: str | None = None,
+                   models: tuple[str, ...] | None = None, panel: str | None = None,
+                   k: int | None = None, tie_break: str | None = None, id: str | None = None,
+                   stream: bool = False) -> ScaleRequest:
+    """A scale request asking whether ``draft`` makes claims ``source`` does not support."""
+    if not source.strip():
+        raise UsageError("the source is empty")
+    if not draft.strip():
+        raise UsageError("the draft is empty")
+    request = ScaleRequest(question=(question or "").strip() or DEFAULT_VERIFY_QUESTION,
+                           answers=VERIFY_LABELS, context=verify_context(source, draft),
+                           models=models, panel=panel, k=k, tie_break=tie_break, id=id,
+                           stream=stream)
+    request.validate()
+    return request
+
+
+def scale_request(question: str, answers: str | tuple[str, ...], *, context: str | None = None,
+                  models: tuple[str, ...] | None = None, panel: str | None = None,
+                  k: int | None = None, tie_break: str | None = None, id: str | None = None,
+                  stream: bool = False) -> ScaleRequest:
+    """A validated scale request; ``answers`` may be the comma-separated text as typed."""
+    labels = split_labels(answers) if isinstance(answers, str) else tuple(answers)
+    if not labels:
+        raise UsageError("missing answers, e.g. YES,NO")
+    request = ScaleRequest(question=question, answers=labels,
+                           context=context if context and context.strip() else None,
+                           models=models, panel=panel, k=k, tie_break=tie_break, id=id,
+                           stream=stream)
+    request.validate()
+    return request

@@ -1,0 +1,214 @@
+"""UniRoute-style routing: prompt clusters + per-cluster error profiles Ψ (design §8).
+
+Clusters are fitted once on the prompts of a training task file (``fscale profile
+--fit-clusters TRAIN.jsonl``). Every profiled model then gets Ψ(m)[c], its error rate on the
+profiled prompts of cluster c, Laplace-smoothed towards its overall error rate::
+
+    Ψ(m)[c] = (errors(m, c) + s · p̄(m)) / (n(m, c) + s)        (s = 5 pseudo-observations)
+
+so a cluster with few observations falls back to the model's overall error rate (with p̄ = ½
+and s = 2 this is the classic add-one rule). A prompt x goes to
+``argmin_m Ψ(m)[cluster(x)] + λ · cost(m)``. Nothing is trained per model: a new model joins by
+being profiled (on a validation file) and its Ψ is computed from those observations only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import storage
+from ..errors import UsageError
+from .clusters import assign, kmeans
+from .embed import DEFAULT_EMBEDDING, make_embedder
+
+DEFAULT_K = 20
+DEFAULT_SMOOTHING = 5.0
+
+
+def routing_dir(settings: Any) -> Path:
+    return settings.paths.data_dir / "routing"
+
+
+@dataclass
+class ClusterModel:
+    """An embedder and K unit-norm centroids."""
+
+    embedding: str
+    embedder: Any
+    centroids: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return int(len(self.centroids))
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], k: int = DEFAULT_K, *, embedding: str = DEFAULT_EMBEDDING,
+            seed: int = 0) -> "ClusterModel":
+        if len(texts) < 2:
+            raise UsageError("fitting clusters needs at least two prompts")
+        embedder = make_embedder(embedding).fit(texts)
+        x = embedder.transform(texts)
+        centroids = kmeans(x, min(k, len(texts)), seed=seed)
+        return cls(embedding, embedder, centroids, {"n": len(texts), "seed": seed})
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embedder.transform(texts)
+
+    def assign(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0, dtype=int)
+        return assign(self.embed(texts), self.centroids)
+
+    # -- storage: <data>/routing/clusters.npz (arrays) + clusters.json (what and when) ------
+    def save(self, directory: Path) -> Path:
+        buf = io.BytesIO()
+        arrays = {"centroids": self.centroids}
+        arrays.update({f"embedder_{k}": v for k, v in self.embedder.state().items() if v is not None})
+        np.savez(buf, **arrays)
+        path = directory / "clusters.npz"
+        with storage.locked(path):
+            storage.atomic_write_bytes(path, buf.getvalue())
+            storage.write_json(directory / "clusters.json",
+                               {"embedding": self.embedding, "k": self.k, **self.meta})
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> "ClusterModel | None":
+        path = directory / "clusters.npz"
+        if not path.exists():
+            return None
+        meta = storage.read_json(directory / "clusters.json")
+        try:
+            with np.load(path) as data:
+                arrays = {k: data[k] for k in data.files}
+        except Exception as exc:  # unreadable: move aside like every other state file
+            storage.move_aside(path, f"{type(exc).__name__}: {exc}")
+            return None
+        state = {k[len("embedder_"):]: v for k, v in arrays.items() if k.startswith("embedder_")}
+        embedding = str(meta.get("embedding") or DEFAULT_EMBEDDING)
+        return cls(embedding, make_embedder(embedding, state), arrays["centroids"], meta)
+
+
+def compute_psi(cluster_ids: np.ndarray, errors: np.ndarray, k: int, *,
+                smoothing: float = DEFAULT_SMOOTHING, prior: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Ψ[c] and n[c] for one model from its per-observation errors (0..1) and their clusters.
+
+    ``prior`` defaults to the model's overall error rate (½ when it has no observation).
+    """
+    cluster_ids = np.asarray(cluster_ids, dtype=int)
+    errors = np.asarray(errors, dtype=float)
+    if prior is None:
+        prior = float(errors.mean()) if len(errors) else 0.5
+    n = np.bincount(cluster_ids, minlength=k).astype(float)[:k]
+    err = np.bincount(cluster_ids, weights=errors, minlength=k)[:k]
+    psi = (err + smoothing * prior) / (n + smoothing)
+    return psi, n
+
+
+@dataclass(frozen=True)
+class RouteChoice:
+    cluster: int
+    ranking: list[dict[str, Any]]  # best first: model, psi, cost, score, n
+
+    @property
+    def model(self) -> str:
+        return self.ranking[0]["model"]
+
+    def top(self, n: int) -> list[str]:
+        return [r["model"] for r in self.ranking[:n]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cluster": self.cluster, "model": self.model, "ranking": self.ranking}
+
+
+@dataclass
+class Router:
+    """Ψ per model over the clusters of ``clusters`` and each model's cost."""
+
+    clusters: ClusterModel | None
+    psi: dict[str, np.ndarray]
+    counts: dict[str, np.ndarray]
+    costs: dict[str, float]
+    smoothing: float = DEFAULT_SMOOTHING
+
+    @property
+    def k(self) -> int:
+        return self.clusters.k if self.clusters is not None else 1
+
+    def add_model(self, name: str, cluster_ids: np.ndarray, errors: np.ndarray, cost: float) -> None:
+        """A new model joins from its observations alone: no refit of the clusters or others."""
+        self.psi[name], self.counts[name] = compute_psi(cluster_ids, errors, self.k,
+                                                        smoothing=self.smoothing)
+        self.costs[name] = float(cost)
+
+    def rank(self, cluster: int, lam: float = 0.0, models: Iterable[str] | None = None) -> RouteChoice:
+        names = [m for m in (models if models is not None else self.psi) if m in self.psi]
+        if not names:
+            raise UsageError("no profiled model to route to: run 'fscale profile TASKS.jsonl --models …' first")
+        rows = []
+        for m in names:
+            psi = float(self.psi[m][cluster])
+            cost = self.costs.get(m, 0.0)
+            rows.append({"model": m, "psi": round(psi, 4), "cost": cost,
+                         "score": round(psi + lam * cost, 6), "n": int(self.counts[m][cluster])})
+        # Ties go to the cheaper model, then the name, so routing is deterministic.
+        rows.sort(key=lambda r: (r["score"], r["cost"], r["model"]))
+        return RouteChoice(cluster, rows)
+
+    def cluster_of(self, text: str) -> int:
+        if self.clusters is None:
+            return 0
+        return int(self.clusters.assign([text])[0])
+
+    def route(self, text: str, lam: float = 0.0, models: Iterable[str] | None = None) -> RouteChoice:
+        return self.rank(self.cluster_of(text), lam, models)
+
+    def choose_many(self, cluster_ids: np.ndarray, lam: float, models: Sequence[str]) -> np.ndarray:
+        """Vectorised argmin over ``models`` for many prompts (index into ``models``)."""
+        table = np.stack([self.psi[m] + lam * self.costs.get(m, 0.0) for m in models], axis=1)
+        return table[np.asarray(cluster_ids, dtype=int)].argmin(1)
+
+    def reliability(self, cluster: int) -> dict[str, float]:
+        """1 − Ψ: each model's estimated accuracy on this kind of prompt."""
+        return {m: float(1.0 - p[cluster]) for m, p in self.psi.items()}
+
+
+def router_from_observations(clusters: ClusterModel | None,
+                             observations: Mapping[str, tuple[Sequence[str], Sequence[float]]],
+                             costs: Mapping[str, float], *, smoothing: float = DEFAULT_SMOOTHING,
+                             ) -> Router:
+    """Build a router from ``{model: (prompt texts, errors)}``; texts are assigned to clusters."""
+    router = Router(clusters, {}, {}, {}, smoothing)
+    cache: dict[str, int] = {}
+    all_texts = sorted({t for texts, _ in observations.values() for t in texts if t not in cache})
+    if clusters is not None and all_texts:
+        for text, c in zip(all_texts, clusters.assign(all_texts)):
+            cache[text] = int(c)
+    for model, (texts, errors) in observations.items():
+        ids = np.array([cache.get(t, 0) for t in texts], dtype=int)
+        router.add_model(model, ids, np.asarray(errors, dtype=float), costs.get(model, 0.0))
+    return router
+
+
+def describe(choice: RouteChoice, lam: float) -> str:
+    """A few lines saying why this model was chosen."""
+    best = choice.ranking[0]
+    lines = [f"cluster {choice.cluster}: route to {best['model']} "
+             f"(expected error {best['psi']:.1%} + λ {lam:g} × cost {best['cost']:g} = {best['score']:.4f})"]
+    for r in choice.ranking[1:6]:
+        lines.append(f"  then {r['model']:<28} error {r['psi']:.1%}  cost {r['cost']:g}  "
+                     f"score {r['score']:.4f}  (n={r['n']})")
+    return "\n".join(lines)
+
+
+def json_safe(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))

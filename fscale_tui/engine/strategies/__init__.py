@@ -1,0 +1,2 @@
+"""Generation strategies behind ``engine.generate``: selection (judge, vote, weighted, usc,
+tournament) and step-wise search (beam, dvts)."""

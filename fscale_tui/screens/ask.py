@@ -1,0 +1,301 @@
+"""Ask: one question (or a source + draft to verify) to a panel; votes stream in live.
+
+Each member gets a row the moment its request starts (*pending*), which fills in as its reply
+streams (reasoning of thinking models first), then shows its answer, latency and tokens, its
+error, or its substitute. The banner shows the engine's decision the moment it is made. Esc
+cancels the run: cancelling the worker cancels the engine's async generator, whose ``finally``
+cancels the HTTP requests still in flight.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, DataTable, Input, Label, Select, Static, TextArea
+from textual.worker import Worker, WorkerState
+
+from ..engine.errors import FscaleError
+from ..engine.events import ChallengerAnswered, Decided, VoteStarted
+from ..messages import EngineEvent, SettingsChanged
+from ..widgets.votes import DecisionBanner, VoteTable
+from .base import FscaleScreen
+
+MODES = [("scale", "scale"), ("verify", "verify")]
+IDLE_TEXT = "Type a question and press Enter (ctrl+r runs from anywhere on this screen)."
+MAX_SAVED_TEXT = 20_000
+
+
+class AskScreen(FscaleScreen):
+    """Ask a panel, or verify a draft against its source, and watch the votes arrive."""
+
+    NAME = "ask"
+    BINDINGS = [
+        Binding("ctrl+r", "run", "Run"),
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+o", "open_context", "Context file", show=False),
+        Binding("ctrl+l", "toggle_context_size", "Context size", show=False),
+        Binding("ctrl+n", "toggle_mode", "Scale/verify", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_no = 0
+        self.current: Worker | None = None
+        self._scale_answers = "YES,NO"
+
+    # -- layout ----------------------------------------------------------------------------
+    def body(self) -> ComposeResult:
+        saved: dict[str, Any] = self.app.state.get("ask", {}) or {}
+        mode = saved.get("mode", "scale") if saved.get("mode") in ("scale", "verify") else "scale"
+        self._scale_answers = saved.get("answers") or "YES,NO"
+        with Vertical(id="ask-form"):
+            with Horizontal(classes="form-row"):
+                yield Select(MODES, value=mode, allow_blank=False, compact=True, id="mode")
+                yield Input(saved.get("question", ""), placeholder="Question (Enter runs it)",
+                            compact=True, id="question")
+            with Horizontal(classes="form-row"):
+                yield Label("answers", classes="field-label")
+                yield Input(self._scale_answers, placeholder="YES,NO", compact=True, id="answers")
+                yield Label("panel", classes="field-label")
+                yield Select([("default", "default")], value="default", allow_blank=False,
+                             compact=True, id="panel")
+                yield Label("k", classes="field-label")
+                yield Input(str(saved.get("k") or ""), placeholder="all", compact=True, id="k",
+                            restrict=r"[0-9]*", max_length=3)
+                yield Button("Run", id="run", variant="primary", compact=True)
+                yield Button("File…", id="pick", compact=True)
+        with Horizontal(id="texts"):
+            context = TextArea(saved.get("context", ""), id="context",
+                               placeholder="paste context here, or ctrl+o to load a file")
+            context.border_title = "context"
+            yield context
+            draft = TextArea(saved.get("draft", ""), id="draft",
+                             placeholder="the draft to check against the source")
+            draft.border_title = "draft"
+            yield draft
+        yield DecisionBanner(IDLE_TEXT, id="banner", classes="-idle")
+        yield VoteTable(id="votes")
+        yield Static("", id="detail")
+
+    def on_mount(self) -> None:
+        if self.app.state.get("context_big"):
+            self.add_class("-big-context")
+        self._apply_mode(self.query_one("#mode", Select).value)
+        self._load_panels()
+        self.query_one("#question", Input).focus()
+        self._fit(self.app.size.height)
+        super().on_mount()
+
+    def on_resize(self, event: Any) -> None:
+        self._fit(event.size.height)
+
+    def _fit(self, height: int) -> None:
+        """Small terminals: drop the detail pane and shrink the text areas."""
+        self.set_class(height < 28, "-short")
+
+    def _load_panels(self) -> None:
+        """Fill the panel selector from the engine's settings (config.toml + built-ins)."""
+        try:
+            settings = self.app.settings
+        except FscaleError as exc:
+            self.query_one(DecisionBanner).show(f"[b]configuration error:[/b] {exc}", "-failed")
+            return
+        names = sorted(settings.panels, key=lambda n: (n != "default", n))
+        if "default" not in names:
+            names.insert(0, "default")
+        select = self.query_one("#panel", Select)
+        saved = (self.app.state.get("ask", {}) or {}).get("panel")
+        wanted = saved if saved in names else settings.get("panel")
+        select.set_options([(n, n) for n in names])
+        select.value = wanted if wanted in names else "default"
+
+    @on(SettingsChanged)
+    def settings_changed(self) -> None:
+        """Panels were edited elsewhere: refresh the selector."""
+        self._load_panels()
+
+    # -- mode ------------------------------------------------------------------------------
+    @on(Select.Changed, "#mode")
+    def mode_changed(self, event: Select.Changed) -> None:
+        """Switch between scale and verify."""
+        self._apply_mode(event.value)
+
+    def action_toggle_mode(self) -> None:
+        """Toggle scale / verify."""
+        select = self.query_one("#mode", Select)
+        select.value = "verify" if select.value == "scale" else "scale"
+
+    def _apply_mode(self, mode: Any) -> None:
+        verify = mode == "verify"
+        answers = self.query_one("#answers", Input)
+        if verify and not self.has_class("-verify"):
+            self._scale_answers = answers.value
+            answers.value = "YES,NO"
+        elif not verify and self.has_class("-verify"):
+            answers.value = self._scale_answers
+        answers.disabled = verify
+        self.set_class(verify, "-verify")
+        self.query_one("#context", TextArea).border_title = "source" if verify else "context"
+        self.query_one("#question", Input).placeholder = (
+            "Question (empty: does the draft make claims the source does not support?)"
+            if verify else "Question (Enter runs it)")
+
+    # -- running ---------------------------------------------------------------------------
+    @on(Input.Submitted)
+    def submitted(self) -> None:
+        """Enter in any field runs the question."""
+        self.action_run()
+
+    @on(Button.Pressed, "#run")
+    def run_pressed(self) -> None:
+        """The Run button."""
+        self.action_run()
+
+    @on(Button.Pressed, "#pick")
+    def pick_pressed(self) -> None:
+        """The File… button."""
+        self.action_open_context()
+
+    def build_request(self) -> Any:
+        """The engine request for what is on the form (raises FscaleError when incomplete)."""
+        from ..engine.requests import parse_k, scale_request, verify_request
+        from ..engine.vote import new_call_id
+
+        mode = self.query_one("#mode", Select).value
+        question = self.query_one("#question", Input).value
+        context = self.query_one("#context", TextArea).text
+        panel = self.query_one("#panel", Select).value
+        k = parse_k(self.query_one("#k", Input).value)
+        common = dict(panel=str(panel), k=k, id=new_call_id(), stream=True)
+        if mode == "verify":
+            return verify_request(context, self.query_one("#draft", TextArea).text,
+                                  question=question, **common)
+        return scale_request(question, self.query_one("#answers", Input).value,
+                             context=context, **common)
+
+    def action_run(self) -> None:
+        """Run the question (or verify) on the chosen panel."""
+        try:
+            request = self.build_request()
+        except FscaleError as exc:
+            self.notify(str(exc), title="cannot run", severity="error")
+            return
+        self._save()
+        self.run_no += 1
+        self.query_one(VoteTable).reset()
+        self.query_one("#detail", Static).update("")
+        self.query_one(DecisionBanner).show("asking…", "-running")
+        self.current = self.run_vote(request, self.run_no)
+
+    @work(exclusive=True, group="votes", exit_on_error=False)
+    async def run_vote(self, request: Any, run: int) -> None:
+        """Stream the engine's events for one call to this screen."""
+        async for event in self.app.engine.scale_events(request):
+            self.post_message(EngineEvent(event, run))
+
+    @on(EngineEvent)
+    def engine_event(self, message: EngineEvent) -> None:
+        """Render one event of the current run."""
+        if message.run != self.run_no:
+            return
+        event = message.event
+        table = self.query_one(VoteTable)
+        banner = self.query_one(DecisionBanner)
+        if isinstance(event, Decided):
+            banner.show_result(event.result)
+            if getattr(event.result, "challenger", None) is not None:
+                table.show_challenger(event.result.challenger)
+            self.app.session_calls.append(event.result)
+        elif isinstance(event, ChallengerAnswered):
+            table.show_challenger(event.vote)
+        else:
+            with self.app.batch_update():
+                table.apply(event)
+            if isinstance(event, VoteStarted) and banner.has_class("-running"):
+                banner.show(f"asking {len(table.members)} models… (Esc cancels)", "-running")
+        model = getattr(event, "model", None)
+        if model is not None and self._highlighted() == model:
+            self._show_detail(model)
+
+    def action_cancel(self) -> None:
+        """Cancel the running call: its HTTP requests are cancelled too."""
+        if self.current is not None and self.current.is_running:
+            self.current.cancel()
+
+    @on(Worker.StateChanged)
+    def worker_changed(self, event: Worker.StateChanged) -> None:
+        """Cancelled or failed runs are shown in the banner (errors of workers land here)."""
+        if event.worker is not self.current:
+            return
+        banner = self.query_one(DecisionBanner)
+        if event.state == WorkerState.CANCELLED:
+            names = self.query_one(VoteTable).cancel_pending("cancelled by you (Esc)")
+            what = ", ".join(names) if names else "nothing was in flight"
+            banner.show(f"[b]cancelled[/b] — no decision; requests cancelled: {what}", "-cancelled")
+        elif event.state == WorkerState.ERROR:
+            error = event.worker.error
+            message = str(error) if isinstance(error, FscaleError) else f"{type(error).__name__}: {error}"
+            from rich.markup import escape
+
+            banner.show(f"[b]error:[/b] {escape(message)}", "-failed")
+
+    # -- detail ----------------------------------------------------------------------------
+    def _highlighted(self) -> str | None:
+        table = self.query_one(VoteTable)
+        if table.row_count == 0:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        except Exception:
+            return None
+        return key.value
+
+    @on(DataTable.RowHighlighted)
+    def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """Show the highlighted member's reply and reasoning below the table."""
+        if event.row_key.value is not None:
+            self._show_detail(event.row_key.value)
+
+    def _show_detail(self, model: str) -> None:
+        self.query_one("#detail", Static).update(self.query_one(VoteTable).detail(model))
+
+    # -- context ---------------------------------------------------------------------------
+    def action_open_context(self) -> None:
+        """Load the context (or source) from a file."""
+        from .modals import FilePicker
+
+        def loaded(path: Path | None) -> None:
+            if path is None:
+                return
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                self.notify(f"{path}: {exc}", title="cannot read file", severity="error")
+                return
+            self.query_one("#context", TextArea).text = text
+            self.notify(f"{path.name}: {len(text)} characters", title="context loaded")
+
+        self.app.push_screen(FilePicker(Path.cwd()), loaded)
+
+    def action_toggle_context_size(self) -> None:
+        """Make the context pane bigger or smaller (remembered)."""
+        self.toggle_class("-big-context")
+        self.app.state.update(context_big=self.has_class("-big-context"))
+
+    def _save(self) -> None:
+        """Remember the form for the next start."""
+        self.app.state.update(ask={
+            "mode": self.query_one("#mode", Select).value,
+            "question": self.query_one("#question", Input).value,
+            "answers": (self._scale_answers if self.has_class("-verify")
+                        else self.query_one("#answers", Input).value),
+            "panel": self.query_one("#panel", Select).value,
+            "k": self.query_one("#k", Input).value,
+            "context": self.query_one("#context", TextArea).text[:MAX_SAVED_TEXT],
+            "draft": self.query_one("#draft", TextArea).text[:MAX_SAVED_TEXT],
+        })

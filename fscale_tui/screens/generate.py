@@ -1,0 +1,274 @@
+"""Generate: k candidates side by side as they arrive, each judge's ballot, the winner.
+
+The engine (``engine.generate.generate_events``) picks generators and judges, shuffles what
+each judge sees and selects the winner; this screen only shows its events. Esc cancels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, HorizontalScroll, Vertical
+from textual.widgets import Button, Input, Label, Select, Static, TextArea
+from textual.worker import Worker, WorkerState
+
+from ..engine.errors import FscaleError
+from ..messages import EngineEvent, SettingsChanged
+from ..widgets.availability import NotAvailable, feature_available
+from ..widgets.table import FillTable
+from ..widgets.votes import DecisionBanner, first_lines
+from .base import FscaleScreen
+
+STRATEGIES = ("judge", "vote", "weighted", "usc", "tournament", "beam", "dvts")
+SEARCH = ("beam", "dvts")
+
+
+def generate_events(engine: Any, request: Any) -> Any:
+    """The engine's generate stream (an engine may provide its own, e.g. a recording)."""
+    own = getattr(engine, "generate_events", None)
+    if own is not None:
+        return own(request)
+    from ..engine.generate import generate_events as run
+
+    return run(engine, request)
+
+
+class CandidateCard(Static):
+    """One candidate: its model, latency, final answer and text; the winner is highlighted."""
+
+    def __init__(self, index: int, model: str) -> None:
+        super().__init__("[dim]… pending[/dim]", classes="candidate -pending")
+        self.index = index
+        self.model = model
+        self.border_title = f"#{index} {model}"
+
+    def filled(self, text: str, latency_s: float | None, answer: str | None) -> None:
+        self.remove_class("-pending")
+        lat = f"{latency_s:.2f}s" if latency_s else ""
+        self.border_subtitle = " · ".join(x for x in (lat, f"answer {answer}" if answer else "") if x)
+        lines = text.strip().splitlines()[:40] if text else []
+        self.update(escape("\n".join(lines)) if lines else "[dim](empty)[/dim]")
+
+    def failed(self, error: str) -> None:
+        self.remove_class("-pending")
+        self.add_class("-failed")
+        self.update(f"[red]✗ {escape(first_lines(error, 3, 300))}[/red]")
+
+    def result(self, votes: float, winner: bool) -> None:
+        self.set_class(winner, "-winner")
+        title = f"#{self.index} {self.model}"
+        self.border_title = (f"★ {title} — winner" if winner else title) + f" · {votes:g} votes"
+
+
+class GenerateScreen(FscaleScreen):
+    """Generate candidates and let judges from other families pick the best."""
+
+    NAME = "generate"
+    BINDINGS = [
+        Binding("ctrl+r", "run", "Run"),
+        Binding("escape", "cancel", "Cancel"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run_no = 0
+        self.current: Worker | None = None
+        self.cards: dict[int, CandidateCard] = {}
+        self.generators: tuple[str, ...] = ()
+
+    def body(self) -> ComposeResult:
+        if not feature_available("generate"):
+            yield NotAvailable("Generate (k candidates, judges from other families)",
+                               "The generate engine has not landed yet. Ask (F2) runs scale "
+                               "and verify.", id="generate-na")
+            return
+        saved = self.app.state.get("generate", {}) or {}
+        with Vertical(id="gen-form"):
+            with Horizontal(classes="form-row"):
+                yield Input(saved.get("question", ""), placeholder="Prompt (Enter runs it)",
+                            compact=True, id="gen-question")
+            with Horizontal(classes="form-row"):
+                yield Label("strategy", classes="field-label")
+                strategy = saved.get("strategy") if saved.get("strategy") in STRATEGIES else "judge"
+                yield Select([(s, s) for s in STRATEGIES], value=strategy, allow_blank=False,
+                             compact=True, id="gen-strategy")
+                yield Label("panel", classes="field-label")
+                yield Select([("default", "default")], value="default", allow_blank=False,
+                             compact=True, id="gen-panel")
+                yield Label("k", classes="field-label")
+                yield Input(str(saved.get("k") or ""), placeholder="3", compact=True, id="gen-k",
+                            restrict=r"[0-9]*", max_length=2)
+                yield Button("Run", id="gen-run", variant="primary", compact=True)
+        yield DecisionBanner("Type a prompt and press Enter: candidates appear side by side, "
+                             "then the judges' ballots.", id="gen-banner", classes="-idle")
+        yield HorizontalScroll(id="candidates")
+        judges = FillTable(id="judges", cursor_type="row")
+        judges.border_title = "judges"
+        yield judges
+
+    def on_mount(self) -> None:
+        if self.query("#judges"):
+            table = self.query_one("#judges", FillTable)
+            for key in ("judge", "choice", "latency", "detail"):
+                table.add_column(key, key=key)
+            self._load_panels()
+            self.query_one("#gen-question", Input).focus()
+        super().on_mount()
+
+    @on(SettingsChanged)
+    def _load_panels(self) -> None:
+        """Fill the panel selector from the settings."""
+        if not self.query("#gen-panel"):
+            return
+        try:
+            settings = self.app.settings
+        except FscaleError:
+            return
+        names = sorted(settings.panels, key=lambda n: (n != "default", n))
+        if "default" not in names:
+            names.insert(0, "default")
+        select = self.query_one("#gen-panel", Select)
+        saved = (self.app.state.get("generate", {}) or {}).get("panel")
+        select.set_options([(n, n) for n in names])
+        select.value = saved if saved in names else "default"
+
+    # -- running ---------------------------------------------------------------------------
+    @on(Input.Submitted)
+    def submitted(self) -> None:
+        """Enter runs the prompt."""
+        self.action_run()
+
+    @on(Button.Pressed, "#gen-run")
+    def run_pressed(self) -> None:
+        """The Run button."""
+        self.action_run()
+
+    def build_request(self) -> Any:
+        from ..engine.generate import GenerateRequest
+        from ..engine.requests import parse_k
+        from ..engine.vote import new_call_id
+
+        request = GenerateRequest(
+            question=self.query_one("#gen-question", Input).value,
+            strategy=str(self.query_one("#gen-strategy", Select).value),
+            panel=str(self.query_one("#gen-panel", Select).value),
+            k=parse_k(self.query_one("#gen-k", Input).value), id=new_call_id())
+        request.validate()
+        return request
+
+    def action_run(self) -> None:
+        """Generate candidates and select one."""
+        if not self.query("#judges"):
+            return
+        try:
+            request = self.build_request()
+        except FscaleError as exc:
+            self.notify(str(exc), title="cannot run", severity="error")
+            return
+        self.app.state.update(generate={"question": request.question, "strategy": request.strategy,
+                                        "panel": request.panel, "k": request.k or ""})
+        self.run_no += 1
+        self.cards.clear()
+        self.query_one("#candidates").remove_children()
+        self.query_one("#judges", FillTable).clear()
+        self.query_one(DecisionBanner).show("generating…", "-running")
+        self.current = self.run_generate(request, self.run_no)
+
+    @work(exclusive=True, group="generate", exit_on_error=False)
+    async def run_generate(self, request: Any, run: int) -> None:
+        """Stream the engine's generate events to this screen."""
+        async for event in generate_events(self.app.engine, request):
+            self.post_message(EngineEvent(event, run))
+
+    def _card(self, index: int, model: str) -> CandidateCard:
+        card = self.cards.get(index)
+        if card is None:
+            card = self.cards[index] = CandidateCard(index, model)
+            self.query_one("#candidates").mount(card)
+        return card
+
+    @on(EngineEvent)
+    def engine_event(self, message: EngineEvent) -> None:
+        """Render one event of the current run."""
+        if message.run != self.run_no:
+            return
+        from ..engine import events as ev
+
+        event = message.event
+        banner = self.query_one(DecisionBanner)
+        judges = self.query_one("#judges", FillTable)
+        if isinstance(event, ev.GenerateStarted):
+            self.generators = event.generators
+            if event.strategy not in SEARCH and event.generators:
+                for i in range(event.k):
+                    self._card(i, event.generators[i % len(event.generators)])
+            banner.show(f"{event.strategy}: {event.k} candidates from "
+                        f"{', '.join(event.generators)}; judges: {', '.join(event.judges) or '-'} "
+                        "(Esc cancels)", "-running")
+        elif isinstance(event, ev.CandidateGenerated):
+            self._card(event.index, event.model).filled(event.text, event.latency_s, event.answer)
+        elif isinstance(event, ev.CandidateFailed):
+            self._card(event.index, event.model).failed(event.error)
+        elif isinstance(event, ev.JudgeVoted):
+            choice = (f"#{event.choice_index} {event.choice_model}" if event.choice_index is not None
+                      else "no valid choice")
+            detail = event.error or event.match or (
+                f"score {event.score:.2f}" if event.score is not None else
+                f"saw {', '.join(f'#{i}' for i in event.order)}" if event.order else "")
+            judges.add_row(event.judge, Text(choice, style="red" if event.error else "bold"),
+                           f"{event.latency_s:.2f}s" if event.latency_s else "",
+                           Text(first_lines(detail, 1, 200), style="red" if event.error else "dim"))
+        elif isinstance(event, ev.StepScored):
+            score = f"{event.score:.2f}" if event.score is not None else "-"
+            judges.add_row(f"step {event.iteration}.{event.beam}", event.model, score,
+                           Text(("kept · " if event.kept else "") + first_lines(event.step, 1, 200),
+                                style="dim"))
+        elif isinstance(event, ev.Generated):
+            self._show_result(event.result)
+
+    def _show_result(self, result: Any) -> None:
+        for cand in result.all_outputs:
+            card = self._card(cand.index, cand.model)
+            if cand.text is not None and card.has_class("-pending"):
+                card.filled(cand.text, cand.latency_s, cand.answer)
+            card.result(cand.votes, cand.index == result.winner_index)
+        banner = self.query_one(DecisionBanner)
+        tail = f"{result.total_calls} calls, {result.elapsed_s:.2f}s · call {result.id}"
+        if result.status == "decided":
+            answer = f" (answer {escape(result.answer)})" if result.answer else ""
+            banner.show(f"[b]→ #{result.winner_index} {escape(result.winner_model or '')}[/b]{answer} "
+                        f"selected by {escape(result.selected_by or result.strategy)}\n{tail}",
+                        "-decided")
+            winner = self.cards.get(result.winner_index)
+            if winner is not None:
+                self.query_one("#candidates", HorizontalScroll).scroll_to_widget(winner)
+        elif result.status == "all_failed":
+            banner.show(f"[b]→ no output: every generator failed[/b]\n{tail}", "-failed")
+        else:
+            banner.show(f"[b]→ no decision[/b] ({result.status})\n{tail}", "-undecided")
+
+    def action_cancel(self) -> None:
+        """Cancel the running generate call (its requests are cancelled too)."""
+        if self.current is not None and self.current.is_running:
+            self.current.cancel()
+
+    @on(Worker.StateChanged)
+    def worker_changed(self, event: Worker.StateChanged) -> None:
+        """Cancelled or failed runs are shown in the banner."""
+        if event.worker is not self.current:
+            return
+        banner = self.query_one(DecisionBanner)
+        if event.state == WorkerState.CANCELLED:
+            for card in self.cards.values():
+                if card.has_class("-pending"):
+                    card.failed("cancelled by you (Esc)")
+            banner.show("[b]cancelled[/b] — no output", "-cancelled")
+        elif event.state == WorkerState.ERROR:
+            error = event.worker.error
+            message = str(error) if isinstance(error, FscaleError) else f"{type(error).__name__}: {error}"
+            banner.show(f"[b]error:[/b] {escape(message)}", "-failed")

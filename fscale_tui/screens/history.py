@@ -1,0 +1,263 @@
+"""History: past calls with a filter; open one to see every member's reply; feedback keys.
+
+Calls come from the call log (``engine.learning.calllog``), where the engine records every
+scale call; feedback (confirm, reject, override label, prefer a model) goes to the same store,
+which updates the ratings. Without the learning package only this session's calls are listed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, Input, Static
+
+from ..engine.errors import FscaleError
+from ..widgets.availability import feature_available
+from ..widgets.table import FillTable
+from ..widgets.votes import first_lines
+from .base import FscaleScreen
+
+LIMIT = 500
+
+
+def session_summary(result: Any) -> dict[str, Any]:
+    return {"id": result.id, "time": "", "question": result.question, "answer": result.answer,
+            "status": result.status, "labels": list(result.answers), "feedback": []}
+
+
+def session_detail(result: Any) -> dict[str, Any]:
+    replies = [{"role": "member", "model": v.model, "answer": v.answer, "status": v.status,
+                "latency_s": v.latency_s, "error": v.error, "substitute_for": v.substitute_for,
+                "raw": v.raw, "thinking": v.thinking, "tokens": v.tokens} for v in result.votes]
+    return {**session_summary(result), "confidence": result.confidence, "replies": replies}
+
+
+def detail_markup(call: dict[str, Any]) -> str:
+    """Every member's reply of one call, as markup."""
+    labels = ", ".join(call.get("labels") or [])
+    conf = call.get("confidence")
+    lines = [f"[b]call {escape(call['id'])}[/b]  {escape(call.get('time') or '')}",
+             f"[b]{escape(call.get('question') or '(question not stored)')}[/b]",
+             f"labels: {escape(labels)}   decision: [b]{escape(str(call.get('answer') or 'none'))}[/b] "
+             f"({call.get('status')}"
+             + (f", confidence {conf:.0%}" if isinstance(conf, (int, float)) else "") + ")", ""]
+    for reply in call.get("replies", []):
+        head = f"[b]{escape(reply['model'])}[/b]"
+        if reply.get("role") == "challenger":
+            head += " [i](challenger, not part of the decision)[/i]"
+        if reply.get("substitute_for"):
+            head += f" (for {escape(reply['substitute_for'])})"
+        lat = f"{reply['latency_s']:.2f}s" if reply.get("latency_s") is not None else "-"
+        lines.append(f"{head}  {reply.get('status')}  answer={escape(str(reply.get('answer')))}  {lat}")
+        if reply.get("error"):
+            lines.append(f"  [red]{escape(reply['error'])}[/red]")
+        if reply.get("thinking"):
+            lines.append(f"  [dim]reasoning: {escape(first_lines(reply['thinking'], 4, 400))}[/dim]")
+        if reply.get("raw"):
+            lines.append(f"  {escape(first_lines(reply['raw'], 6, 600))}")
+        lines.append("")
+    for fb in call.get("feedback", []):
+        if isinstance(fb, dict):
+            lines.append(f"feedback: {fb.get('kind')} {fb.get('label') or ''} "
+                         f"{fb.get('prefer') or ''}".rstrip())
+    return "\n".join(lines)
+
+
+class CallDetail(ModalScreen[None]):
+    """One call, every member's reply (Esc closes)."""
+
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "Close")]
+
+    def __init__(self, call: dict[str, Any]) -> None:
+        super().__init__()
+        self.call = call
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(classes="dialog wide", id="call-detail"):
+            yield Static(detail_markup(self.call))
+
+
+class HistoryScreen(FscaleScreen):
+    """Past calls, filterable; Enter opens one; feedback keys update the ratings."""
+
+    NAME = "history"
+    BINDINGS = [
+        Binding("enter", "open", "Open"),
+        Binding("slash", "filter", "Filter"),
+        Binding("c", "feedback('confirm')", "Confirm"),
+        Binding("x", "feedback('reject')", "Reject"),
+        Binding("o", "override", "Override"),
+        Binding("p", "prefer", "Prefer"),
+    ]
+
+    def body(self) -> ComposeResult:
+        yield Input(placeholder="filter: text in the question, answer, status or id (/ to focus)",
+                    compact=True, id="history-filter")
+        yield Static("", id="history-note")
+        yield FillTable(id="history-table", cursor_type="row")
+
+    @property
+    def logged(self) -> bool:
+        return feature_available("calllog")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#history-table", DataTable)
+        for key in ("time", "call", "answer", "status", "feedback", "question"):
+            table.add_column(key, key=key)
+        note = ("c confirm · x reject · o override the label · p prefer a model · Enter opens a call"
+                if self.logged else "Calls of this session (the call log is not available yet, "
+                "so neither is feedback).")
+        self.query_one("#history-note", Static).update(note)
+        self.refill()
+        table.focus()
+        super().on_mount()
+
+    def on_screen_resume(self) -> None:
+        self.refill()
+
+    def _store(self) -> Any:
+        from ..engine.learning.calllog import LearningStore
+
+        return LearningStore.for_settings(self.app.settings)
+
+    def calls(self) -> list[dict[str, Any]]:
+        """Newest first, filtered."""
+        if self.logged:
+            with self._store() as store:
+                items = store.recent(LIMIT)
+        else:
+            items = [session_summary(r) for r in reversed(self.app.session_calls)]
+        needle = self.query_one("#history-filter", Input).value.strip().casefold()
+        if not needle:
+            return items
+        return [c for c in items
+                if needle in " ".join(str(c.get(k) or "") for k in
+                                      ("id", "question", "answer", "status", "time")).casefold()]
+
+    def refill(self) -> None:
+        """Rebuild the table from the calls that pass the filter."""
+        table = self.query_one("#history-table", DataTable)
+        keep = self._selected_id()
+        try:
+            calls = self.calls()
+        except Exception as exc:  # an unreadable log is reported, not fatal
+            self.query_one("#history-note", Static).update(f"cannot read the call log: {exc}")
+            return
+        with self.app.batch_update():
+            table.clear()
+            for c in calls:
+                feedback = ", ".join(f if isinstance(f, str) else f.get("kind", "")
+                                     for f in c.get("feedback", []))
+                table.add_row(c.get("time") or "", c["id"], Text(c.get("answer") or "—", style="bold"),
+                              c.get("status") or "", feedback,
+                              first_lines(c.get("question") or "", 1, 200), key=c["id"])
+        ids = [c["id"] for c in calls]
+        if keep in ids:
+            table.move_cursor(row=ids.index(keep))
+
+    @on(Input.Changed, "#history-filter")
+    def filtered(self) -> None:
+        """The filter changed."""
+        self.refill()
+
+    @on(Input.Submitted, "#history-filter")
+    def filter_done(self) -> None:
+        """Enter in the filter goes back to the table."""
+        self.query_one("#history-table", DataTable).focus()
+
+    def action_filter(self) -> None:
+        """Focus the filter."""
+        self.query_one("#history-filter", Input).focus()
+
+    def _selected_id(self) -> str | None:
+        table = self.query_one("#history-table", DataTable)
+        if table.row_count == 0:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def _detail(self, call_id: str) -> dict[str, Any] | None:
+        if self.logged:
+            with self._store() as store:
+                return store.get(call_id)
+        result = next((r for r in self.app.session_calls if r.id == call_id), None)
+        return session_detail(result) if result is not None else None
+
+    def action_open(self) -> None:
+        """Show every member's reply of the selected call."""
+        call_id = self._selected_id()
+        if call_id is None:
+            return
+        try:
+            call = self._detail(call_id)
+        except FscaleError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        if call is not None:
+            self.app.push_screen(CallDetail(call))
+
+    @on(DataTable.RowSelected, "#history-table")
+    def selected(self) -> None:
+        """Enter or click on a row opens it."""
+        self.action_open()
+
+    # -- feedback --------------------------------------------------------------------------
+    def action_feedback(self, kind: str, label: str | None = None, prefer: str | None = None,
+                        over: str | None = None) -> None:
+        """Record a verdict on the selected call; the engine updates the ratings."""
+        call_id = self._selected_id()
+        if call_id is None:
+            return
+        if not self.logged:
+            self.notify("feedback is not available yet in this version", severity="warning")
+            return
+        try:
+            with self._store() as store:
+                outcome = store.add_feedback(call_id, kind, label=label, prefer=prefer, over=over)
+        except FscaleError as exc:
+            self.notify(str(exc), title="feedback not recorded", severity="error")
+            return
+        changes = outcome.get("changes") or {}
+        moved = ", ".join(f"{m} {d:+.1f}" for m, d in sorted(changes.items())
+                          if isinstance(d, (int, float)))
+        self.notify(f"{kind} recorded for {call_id}" + (f": {moved}" if moved else ""),
+                    title="feedback")
+        self.refill()
+
+    def action_override(self) -> None:
+        """Say which label was right."""
+        from .modals import Prompt
+
+        call_id = self._selected_id()
+        if call_id is None:
+            return
+
+        def done(label: str | None) -> None:
+            if label and label.strip():
+                self.action_feedback("override", label=label.strip())
+
+        self.app.push_screen(Prompt(f"The right label for call {call_id}", placeholder="e.g. NO"),
+                             done)
+
+    def action_prefer(self) -> None:
+        """Say which model answered better ("A" or "A over B")."""
+        from .modals import Prompt
+
+        call_id = self._selected_id()
+        if call_id is None:
+            return
+
+        def done(text: str | None) -> None:
+            if not text or not text.strip():
+                return
+            prefer, _, over = text.partition(" over ")
+            self.action_feedback("prefer", prefer=prefer.strip(), over=over.strip() or None)
+
+        self.app.push_screen(Prompt(f"Prefer which model's answer in call {call_id}?",
+                                    placeholder="A   or   A over B"), done)

@@ -1,0 +1,280 @@
+"""Panels: the named panels, their members, editing (config.toml) and evolve.
+
+Edits go through ``engine.config.update_user_config`` (read-modify-write under the lock, atomic
+write); the engine is then rebuilt so the next run uses the new panel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Static
+
+from ..engine.errors import FscaleError
+from ..messages import SettingsChanged
+from ..widgets.availability import NotAvailable, feature_available
+from .base import FscaleScreen
+
+
+def panel_origin(settings: Any, name: str) -> str:
+    user = settings.user_config.get("panels", {}) or {}
+    if name in user:
+        return "config"
+    return "built-in"
+
+
+class PanelsScreen(FscaleScreen):
+    """List and edit panels; propose a new champion panel from ratings (evolve)."""
+
+    NAME = "panels"
+    BINDINGS = [
+        Binding("e,enter", "edit", "Edit"),
+        Binding("n", "new", "New"),
+        Binding("d", "delete", "Delete"),
+        Binding("v", "evolve", "Evolve (dry run)"),
+        Binding("x", "apply", "Apply evolve"),
+    ]
+
+    def body(self) -> ComposeResult:
+        with Horizontal(id="panels-main"):
+            yield DataTable(id="panels-table", cursor_type="row")
+            yield Static("", id="panel-members")
+        with Vertical(id="evolve"):
+            if feature_available("evolve"):
+                yield Static("press v for the evolve proposal (dry run), x to apply it",
+                             id="evolve-diff")
+            else:
+                yield NotAvailable("Evolve (proposing the champion panel from ratings)",
+                                   "It arrives with the learning package; panels can still be "
+                                   "edited here.", id="evolve-diff")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#panels-table", DataTable)
+        table.add_column("panel", key="panel")
+        table.add_column("members", key="members")
+        table.add_column("from", key="from")
+        self.reload()
+        table.focus()
+        super().on_mount()
+
+    @property
+    def settings(self) -> Any:
+        return self.app.settings
+
+    @on(SettingsChanged)
+    def reload(self) -> None:
+        """(Re)list the panels."""
+        table = self.query_one("#panels-table", DataTable)
+        keep = self.selected()
+        table.clear()
+        try:
+            settings = self.settings
+        except FscaleError as exc:
+            self.query_one("#panel-members", Static).update(f"configuration error: {exc}")
+            return
+        default = settings.get("panel")
+        names = sorted(settings.panels, key=lambda n: (n != default, n))
+        for name in names:
+            label = f"{name} ★" if name == default else name
+            table.add_row(label, str(len(settings.panels[name])), panel_origin(settings, name),
+                          key=name)
+        if keep in names:
+            table.move_cursor(row=names.index(keep))
+        self._show_members(self.selected())
+
+    def selected(self) -> str | None:
+        table = self.query_one("#panels-table", DataTable)
+        if table.row_count == 0:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    @on(DataTable.RowHighlighted, "#panels-table")
+    def highlighted(self, event: DataTable.RowHighlighted) -> None:
+        """Show the members of the highlighted panel."""
+        self._show_members(event.row_key.value)
+
+    def _show_members(self, name: str | None) -> None:
+        pane = self.query_one("#panel-members", Static)
+        if name is None:
+            pane.update("")
+            return
+        settings = self.settings
+        from ..engine.health import HealthStore
+        from ..engine.registry import Registry
+
+        health = self.app.engine.health if hasattr(self.app.engine, "health") else HealthStore(settings)
+        registry = Registry(settings, is_down=health.is_down)
+        lines = [f"[b]{escape(name)}[/b] ({panel_origin(settings, name)})", ""]
+        for alias in settings.panels.get(name, []):
+            model = settings.models.get(alias)
+            if model is None:
+                lines.append(f"  [red]✗ {escape(alias)}[/red]  unknown model")
+                continue
+            verdict = health.verdict(alias)
+            state = ("usable" if registry.usable(model) else "no key / not installed")
+            if verdict:
+                state = f"[dim]{verdict}[/dim]"
+            lines.append(f"  {escape(alias):<24} {model.tier:<9} {escape(model.family or '-'):<10} {state}")
+        pane.update("\n".join(lines))
+
+    # -- editing ---------------------------------------------------------------------------
+    def action_edit(self) -> None:
+        """Edit the selected panel's members."""
+        name = self.selected()
+        if name is not None:
+            self._edit(name, ",".join(self.settings.panels.get(name, [])))
+
+    def action_new(self) -> None:
+        """Create a panel."""
+        from .modals import Prompt
+
+        def named(name: str | None) -> None:
+            if name and name.strip():
+                self._edit(name.strip(), "")
+
+        self.app.push_screen(Prompt("New panel name", placeholder="e.g. fast3"), named)
+
+    def _edit(self, name: str, current: str) -> None:
+        from .modals import Prompt
+
+        known = ", ".join(sorted(self.settings.models)[:12])
+
+        def done(value: str | None) -> None:
+            if value is None:
+                return
+            members = [a.strip() for a in value.split(",") if a.strip()]
+            unknown = [a for a in members if a not in self.settings.models]
+            if not members:
+                self.notify("a panel needs at least one model", severity="error")
+                return
+            if unknown:
+                self.notify(f"unknown model(s): {', '.join(unknown)}", severity="error")
+                return
+            self._write(lambda doc: doc.setdefault("panels", {}).__setitem__(name, members),
+                        f"panel {name} saved")
+
+        self.app.push_screen(Prompt(f"Members of panel {name!r} (comma-separated aliases)",
+                                    current, "fast-a,fast-b,slow-c",
+                                    f"models: {known}…"), done)
+
+    def action_delete(self) -> None:
+        """Delete the selected panel (user panels only)."""
+        from .modals import Confirm
+
+        name = self.selected()
+        if name is None:
+            return
+        if panel_origin(self.settings, name) != "config":
+            self.notify(f"panel {name} is built in: it can be overridden (e) but not removed",
+                        severity="warning")
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._write(lambda doc: doc.get("panels", {}).pop(name, None),
+                            f"panel {name} removed")
+
+        self.app.push_screen(Confirm(f"Remove panel {name!r} from config.toml?"), answer)
+
+    def _write(self, change: Any, done: str) -> None:
+        from ..engine.config import update_user_config
+
+        try:
+            update_user_config(self.settings.paths, change)
+        except (OSError, FscaleError) as exc:
+            self.notify(str(exc), title="could not write config.toml", severity="error")
+            return
+        self.app.reload_engine()
+        self.notify(done)
+
+    # -- evolve ----------------------------------------------------------------------------
+    def propose(self) -> Any:
+        """The engine's evolve proposal for the selected panel (a dry run: nothing is written)."""
+        from ..engine.health import HealthStore
+        from ..engine.learning.calllog import LearningStore
+        from ..engine.learning.evolve import propose_panel
+        from ..engine.registry import Registry
+
+        settings = self.settings
+        name = self.selected() or settings.get("panel")
+        registry = Registry(settings, is_down=HealthStore(settings).is_down)
+        with LearningStore.for_settings(settings) as store:
+            ratings = store.ratings()
+        candidates = [m.alias for m in settings.models.values() if registry.available(m)]
+        return propose_panel(ratings, registry.panel(name), candidates=candidates,
+                             family_of=lambda m: settings.models[m].family if m in settings.models else "",
+                             name=name)
+
+    def action_evolve(self) -> None:
+        """Show the evolve proposal side by side with the current panel (dry run)."""
+        if not feature_available("evolve"):
+            self.notify("evolve is not available yet in this version", severity="warning")
+            return
+        try:
+            self.proposal = self.propose()
+        except Exception as exc:  # unreadable store, unknown panel: say so
+            self.notify(str(exc), title="evolve failed", severity="error")
+            return
+        self.query_one("#evolve-diff", Static).update(self._diff_markup(self.proposal))
+
+    def _diff_markup(self, p: Any) -> str:
+        def row(model: str | None, mark: str, style: str) -> str:
+            if model is None:
+                return ""
+            r = p.ratings.get(model)
+            info = f"{r.rating:7.1f} ({r.calls} calls)" if r is not None else "   unrated"
+            text = f"{mark} {escape(model):<22}{info}"
+            return f"[{style}]{text}[/{style}]" if style else text
+
+        width = max(len(p.current), len(p.proposed))
+        lines = [f"[b]evolve {escape(p.name)}[/b] (dry run; models need ≥ {p.min_calls} calls)",
+                 f"{'current':<44}proposed"]
+        for i in range(width):
+            cur = p.current[i] if i < len(p.current) else None
+            new = p.proposed[i] if i < len(p.proposed) else None
+            left = row(cur, "-" if cur in p.removed else " ", "red" if cur in p.removed else "")
+            right = row(new, "+" if new in p.added else " ", "green" if new in p.added else "")
+            pad = 44 - len(Text.from_markup(left).plain) if left else 44
+            lines.append(left + " " * pad + right)
+        lines.append("x applies this proposal" if p.changed
+                     else "no change proposed: the current panel stays")
+        return "\n".join(lines)
+
+    def action_apply(self) -> None:
+        """Apply the evolve proposal (asks first)."""
+        from .modals import Confirm
+
+        if not feature_available("evolve"):
+            self.notify("evolve is not available yet in this version", severity="warning")
+            return
+        proposal = getattr(self, "proposal", None)
+        if proposal is None:
+            self.action_evolve()
+            proposal = getattr(self, "proposal", None)
+        if proposal is None or not proposal.changed:
+            self.notify("nothing to apply: the proposal keeps the current panel")
+            return
+
+        def answer(yes: bool | None) -> None:
+            if not yes:
+                return
+            from ..engine.learning.evolve import apply_panel
+
+            try:
+                apply_panel(self.settings, proposal)
+            except (OSError, FscaleError) as exc:
+                self.notify(str(exc), title="could not write config.toml", severity="error")
+                return
+            self.proposal = None
+            self.app.reload_engine()
+            self.notify(f"panel {proposal.name} is now {', '.join(proposal.proposed)}")
+
+        self.app.push_screen(Confirm(f"Write panel {proposal.name!r} to config.toml?",
+                                     f"{', '.join(proposal.current)}  →  {', '.join(proposal.proposed)}"),
+                             answer)

@@ -1,0 +1,143 @@
+"""Ratings: every rated model's Elo, calls, agreement, feedback and trend.
+
+Read from the learning store (``engine.learning.calllog``); panel members and challengers
+(rated models outside the panel, whose evidence comes from shadow calls) are marked.
+Click a column header, or press s, to sort.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Static
+
+from ..messages import SettingsChanged
+from ..widgets.availability import NotAvailable, feature_available
+from ..widgets.table import FillTable
+from .base import FscaleScreen
+
+SPARK = "▁▂▃▄▅▆▇█"
+COLUMNS = (("seat", "seat"), ("model", "model"), ("rating", "rating"), ("sigma", "±"),
+           ("calls", "calls"), ("agreement", "agreement"), ("feedback", "feedback"),
+           ("trend", "trend"))
+SORTS = ("rating", "calls", "agreement", "feedback", "model")
+
+
+def sparkline(values: list[float], width: int = 16) -> str:
+    """A text sparkline of the last ``width`` values (rendering only)."""
+    values = values[-width:]
+    if len(values) < 2:
+        return ""
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-9:
+        return SPARK[3] * len(values)
+    return "".join(SPARK[min(len(SPARK) - 1, int((v - lo) / (hi - lo) * (len(SPARK) - 1) + 0.5))]
+                   for v in values)
+
+
+def load_ratings(settings: Any) -> tuple[list[Any], dict[str, list[tuple[float, float]]]]:
+    """(ratings, history) from the learning store."""
+    from ..engine.learning.calllog import LearningStore
+
+    with LearningStore.for_settings(settings) as store:
+        table = store.ratings()
+        history = store.history()
+    return list(table.values()), history
+
+
+def panel_members(settings: Any) -> list[str]:
+    from ..engine.errors import FscaleError
+    from ..engine.registry import Registry
+
+    try:
+        return Registry(settings).panel(settings.get("panel"))
+    except FscaleError:
+        return []
+
+
+class RatingsScreen(FscaleScreen):
+    """Model ratings from consensus and feedback."""
+
+    NAME = "ratings"
+    BINDINGS = [
+        Binding("s", "cycle_sort", "Sort"),
+        Binding("ctrl+r", "reload", "Reload"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sort_by = "rating"
+
+    def body(self) -> ComposeResult:
+        if not feature_available("ratings"):
+            yield NotAvailable("Ratings (Elo from consensus and feedback, challengers)",
+                               "They arrive with the learning package.", id="ratings-na")
+            return
+        yield Static("", id="ratings-note")
+        yield FillTable(id="ratings-table", cursor_type="row")
+
+    def on_mount(self) -> None:
+        if self.query("#ratings-table"):
+            table = self.query_one("#ratings-table", DataTable)
+            for key, label in COLUMNS:
+                table.add_column(label, key=key)
+            self.action_reload()
+            table.focus()
+        super().on_mount()
+
+    def on_screen_resume(self) -> None:
+        self.action_reload()
+
+    @on(SettingsChanged)
+    def action_reload(self) -> None:
+        """Re-read the ratings."""
+        if not self.query("#ratings-table"):
+            return
+        settings = self.app.settings
+        try:
+            ratings, history = load_ratings(settings)
+        except Exception as exc:  # an unreadable store is reported, not fatal
+            self.query_one("#ratings-note", Static).update(f"cannot read ratings: {exc}")
+            return
+        panel = set(panel_members(settings))
+        keyed = {
+            "rating": lambda r: -r.rating,
+            "calls": lambda r: -r.calls,
+            "agreement": lambda r: -(r.agreement if r.agreement is not None else -1),
+            "feedback": lambda r: -r.feedback,
+            "model": lambda r: r.model,
+        }[self.sort_by]
+        ratings.sort(key=lambda r: (keyed(r), r.model))
+        table = self.query_one("#ratings-table", DataTable)
+        with self.app.batch_update():
+            table.clear()
+            for r in ratings:
+                seat = (Text("★ panel", style="bold") if r.model in panel
+                        else Text("◇ challenger", style="italic"))
+                agreement = f"{r.agreement:.0%}" if r.agreement is not None else "-"
+                trend = sparkline([v for _t, v in history.get(r.model, [])])
+                table.add_row(seat, Text(r.model, style="bold" if r.model in panel else ""),
+                              f"{r.rating:7.1f}", f"{r.sigma:5.1f}", str(r.calls), agreement,
+                              str(r.feedback), Text(trend, style="cyan"), key=r.model)
+        note = (f"{len(ratings)} rated · sorted by {self.sort_by} (s) · "
+                f"★ panel {settings.get('panel')!r} · ◇ challenger (outside the panel)")
+        if not ratings:
+            note = "No ratings yet: every scale call is logged and rated; ask something first (F2)."
+        self.query_one("#ratings-note", Static).update(note)
+
+    def action_cycle_sort(self) -> None:
+        """Sort by the next column (rating, calls, agreement, feedback, model)."""
+        self.sort_by = SORTS[(SORTS.index(self.sort_by) + 1) % len(SORTS)]
+        self.action_reload()
+
+    @on(DataTable.HeaderSelected)
+    def header_clicked(self, event: DataTable.HeaderSelected) -> None:
+        """Sort by the clicked column."""
+        key = event.column_key.value
+        if key in SORTS:
+            self.sort_by = key
+            self.action_reload()

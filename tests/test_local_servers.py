@@ -1,0 +1,180 @@
+"""Real local models: server start, reuse, stop, stale state, idle exit, and CLI calls.
+
+These run the real 0.5B model (and, once, the default local panel with the 1.5B) through
+xllamacpp, so they need the [local] extra; they are skipped without it. To stay quick they
+share one joined copy of the weights per session and use a small context.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fscale_tui.engine.config import load_settings
+from fscale_tui.engine.local import provider as lp
+from fscale_tui.engine.local import servers, weights
+from fscale_tui.engine.paths import Paths
+from tests.conftest import run_cli
+
+pytestmark = [pytest.mark.slow]
+
+ID_05 = "qwen2.5-coder-0.5b-instruct-q4_k_m"
+ID_15 = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+
+
+def _installed() -> bool:
+    lp.runtime_installed.cache_clear()
+    lp.builtin_weights_installed.cache_clear()
+    return lp.runtime_installed() and lp.builtin_weights_installed()
+
+
+if not _installed():
+    pytest.skip("needs the [local] extra (xllamacpp + weight packages)", allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One joined copy of the built-in weights for the whole session."""
+    return tmp_path_factory.mktemp("local-weights-cache")
+
+
+@pytest.fixture
+def home(fscale_home: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch):
+    """FSCALE_HOME with the shared weight cache; small servers; every server stopped after."""
+    (fscale_home / "cache").symlink_to(shared_cache, target_is_directory=True)
+    monkeypatch.delenv("FSCALE_LOCAL", raising=False)
+    monkeypatch.setenv("FSCALE_LOCAL_N_CTX", "512")
+    monkeypatch.setenv("FSCALE_LOCAL_PARALLEL", "1")
+    monkeypatch.setenv("FSCALE_LOCAL_IDLE_TIMEOUT", "120")  # safety net if a test dies
+    yield fscale_home
+    paths = Paths.resolve()
+    for name in servers.known_servers(paths):
+        servers.stop_server(paths, name)
+
+
+def _spec(**over):
+    s = load_settings()
+    model = s.models["local-qwen-0.5b"]
+    spec = lp.server_spec(model, s.providers["local"], s)
+    return servers.ServerSpec(**{**spec.__dict__, **over})
+
+
+def test_start_reuse_and_stop_a_real_server(home):
+    paths = Paths.resolve()
+    spec = _spec()
+    t0 = time.monotonic()
+    first = servers.ensure_server(paths, spec)
+    cold = time.monotonic() - t0
+    assert first["started"] and servers.is_our_server(first["pid"])
+    assert first["base_url"].startswith("http://127.0.0.1:")
+    t0 = time.monotonic()
+    again = servers.ensure_server(paths, spec)
+    warm = time.monotonic() - t0
+    assert not again["started"] and again["pid"] == first["pid"] and again["port"] == first["port"]
+    assert warm < 1.0 < cold or warm < cold / 2
+    info = servers.status(paths, ID_05)
+    assert info["status"] == "running" and info["rss_bytes"] > 100 * 2**20
+    assert servers.stop_server(paths, ID_05)
+    assert not servers.pid_running(first["pid"])
+    assert not servers.state_path(paths, ID_05).exists()
+    assert servers.status(paths, ID_05)["status"] == "stopped"
+    assert "starting" in servers.log_path(paths, ID_05).read_text()
+
+
+def test_concurrent_callers_start_one_server(home):
+    paths = Paths.resolve()
+    spec = _spec()
+    results: list[dict] = []
+    threads = [threading.Thread(target=lambda: results.append(servers.ensure_server(paths, spec)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({r["pid"] for r in results}) == 1
+    assert sum(bool(r["started"]) for r in results) == 1
+
+
+def test_a_killed_server_is_replaced(home):
+    paths = Paths.resolve()
+    spec = _spec()
+    first = servers.ensure_server(paths, spec)
+    os.kill(first["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while servers.pid_running(first["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert servers.status(paths, ID_05)["status"] == "stale"
+    second = servers.ensure_server(paths, spec)
+    assert second["started"] and second["pid"] != first["pid"]
+
+
+def test_an_idle_server_stops_by_itself(home):
+    paths = Paths.resolve()
+    state = servers.ensure_server(paths, _spec(idle_timeout=1.5))
+    deadline = time.monotonic() + 20
+    while servers.pid_running(state["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not servers.pid_running(state["pid"])
+    assert not servers.state_path(paths, ID_05).exists()
+    assert "idle for 1.5s" in servers.log_path(paths, ID_05).read_text()
+
+
+def test_label_constrained_answers_from_the_real_model(home):
+    from fscale_tui.engine.session import Engine
+    from fscale_tui.engine.vote import ScaleRequest
+
+    async def go():
+        async with Engine() as engine:
+            return await engine.scale(ScaleRequest(
+                question="Is the sentiment of this movie review positive or negative?",
+                context="Review: A warm, funny and beautifully acted film. I loved it.",
+                answers=("positive", "negative"), models=("local-qwen-0.5b",)))
+
+    import asyncio
+
+    result = asyncio.run(go())
+    assert result.answer == "positive"
+    assert result.votes[0].raw == "positive"  # the grammar allows nothing else
+
+
+def test_cli_scale_uses_two_local_models_then_reuses_their_servers(home):
+    """Acceptance: no key, default panel -> a decision from >= 2 distinct local models; the
+    second call finds the servers running."""
+    env = {"FSCALE_LOCAL_IDLE_TIMEOUT": "120"}
+    q = ["scale", "Is the sentiment of this review positive or negative?",
+         "--context", "Review: dull, lifeless and far too long; I walked out.",
+         "-a", "positive,negative", "--json"]
+    first = run_cli(*q, env=env, timeout=240)
+    assert first.returncode == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert out["answer"] == "negative"
+    answered = [v["model"] for v in out["votes"] if v["status"] == "answered"]
+    settings = load_settings()
+    assert len({settings.models[a].id for a in answered}) >= 2 or len(answered) >= 2
+    assert len({settings.models[v["model"]].id for v in out["votes"]}) == 2
+    status = json.loads(run_cli("local", "status", "--json").stdout)
+    pids = {r["server"]: r["pid"] for r in status if r["status"] == "running"}
+    assert set(pids) == {ID_05, ID_15}
+    t0 = time.monotonic()
+    second = run_cli(*q, env=env, timeout=120)
+    warm = time.monotonic() - t0
+    assert second.returncode == 0 and json.loads(second.stdout)["answer"] == "negative"
+    again = json.loads(run_cli("local", "status", "--json").stdout)
+    assert {r["server"]: r["pid"] for r in again if r["status"] == "running"} == pids
+    assert warm < 60
+    stop = run_cli("local", "stop")
+    assert stop.returncode == 0 and set(stop.stdout.split()) == {ID_05, ID_15}
+    assert not any(servers.pid_running(p) for p in pids.values())
+
+
+def test_weights_joined_in_the_cache_match_the_pinned_sha256(home):
+    for w in weights.BUILTIN_WEIGHTS.values():
+        path = weights.builtin_path(w, Paths.resolve().cache_dir)
+        if path.exists():
+            assert weights.is_verified(path, w.sha256) and path.stat().st_size == w.size

@@ -1,0 +1,390 @@
+"""The TUI driven with Textual's Pilot against the loopback OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import json
+import time
+import tomllib
+
+import pytest
+
+from fscale_tui.app import FscaleApp
+from fscale_tui.widgets.votes import VoteTable
+from tests.conftest import Behaviour, mid, write_config
+
+SIZE = (100, 30)
+
+
+@pytest.fixture(autouse=True)
+def no_challenger(monkeypatch):
+    """Most tests look at the panel only; the shadow challenger has its own test."""
+    monkeypatch.setenv("FSCALE_CHALLENGER", "0")
+
+
+async def wait_for(pilot, predicate, timeout: float = 8.0, what: str = "condition") -> None:
+    """Let the app run until ``predicate()`` holds (polling, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)
+
+
+def banner_text(app) -> str:
+    return str(app.screen.query_one("#banner").render())
+
+
+def statuses(app) -> dict[str, str]:
+    return {m: v.status for m, v in app.screen.query_one(VoteTable).members.items()}
+
+
+async def ask(pilot, question: str = "Is it safe?", answers: str | None = None) -> None:
+    app = pilot.app
+    app.screen.query_one("#question").value = question
+    if answers is not None:
+        app.screen.query_one("#answers").value = answers
+    app.screen.query_one("#question").focus()
+    await pilot.press("enter")
+
+
+async def test_pending_rows_fill_in_in_arrival_order(server, stub_config):
+    server.script(mid("fast-a"), Behaviour(reply="Answer: NO", latency=1.2))
+    server.script(mid("fast-b"), Behaviour(reply="Answer: YES", latency=1.6))
+    server.script(mid("slow-c"), Behaviour(reply="Answer: YES", latency=0.8,
+                                           reasoning_content="The user asks.\nLooks fine."))
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot)
+        table = app.screen.query_one(VoteTable)
+        # Every member gets a pending row at once, before any reply.
+        await wait_for(pilot, lambda: len(table.members) == 3, what="three rows")
+        assert set(statuses(app).values()) <= {"pending", "streaming"}
+        assert list(table.members) == ["fast-a", "fast-b", "slow-c"]  # panel order
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the decision")
+        views = table.members
+        assert [views[m].arrival for m in ("slow-c", "fast-a", "fast-b")] == [1, 2, 3]
+        assert {m: v.answer for m, v in views.items()} == {"fast-a": "NO", "fast-b": "YES",
+                                                           "slow-c": "YES"}
+        assert views["slow-c"].note.startswith("thinking: The user asks.")
+        assert views["slow-c"].tokens is not None and views["slow-c"].latency_s > 0
+        banner = banner_text(app)
+        assert "→ YES" in banner and "67%" in banner and "valid 3/3" in banner
+        assert "decided early" not in banner
+        assert app.screen.query_one("#banner").has_class("-decided")
+
+
+async def test_early_decision_cancels_the_slow_member(server, stub_config):
+    server.script(mid("fast-a"), Behaviour(reply="YES", latency=0.05))
+    server.script(mid("fast-b"), Behaviour(reply="YES", latency=0.1))
+    server.script(mid("slow-c"), Behaviour(reply="NO", latency=6.0))
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot)
+        await wait_for(pilot, lambda: "call" in banner_text(app), timeout=4, what="the decision")
+        assert statuses(app) == {"fast-a": "answered", "fast-b": "answered", "slow-c": "cancelled"}
+        banner = banner_text(app)
+        assert "decided early" in banner and "cancelled: slow-c" in banner
+        assert server.wait_until(lambda: server.cancelled(mid("slow-c")) == 1, timeout=3)
+
+
+async def test_failing_member_shows_its_error_and_substitute(server, stub_config):
+    server.set_default(Behaviour(reply="YES", latency=0.05))
+    server.script(mid("fast-b"), Behaviour(status=401))
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot)
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the decision")
+        table = app.screen.query_one(VoteTable)
+        failed = table.members["fast-b"]
+        assert failed.status == "replaced"
+        assert "401" in failed.error and failed.note.startswith("auth")
+        substitutes = [v for v in table.members.values() if v.substitute_for == "fast-b"]
+        assert len(substitutes) == 1 and substitutes[0].model in failed.note
+        # The row itself shows the error text.
+        row = table.get_row("fast-b")
+        assert "401" in str(row[-1])
+
+
+async def test_error_without_substitute_is_shown_on_its_row(server, fscale_home):
+    write_config(fscale_home, server, models={"only-a": ("x/a", "fast", "x"),
+                                              "only-b": ("x/b", "fast", "x")},
+                 panels={"default": ["only-a", "only-b"]})
+    server.script("x/a", Behaviour(reply="YES"))
+    server.script("x/b", Behaviour(status=400))
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot)
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the decision")
+        assert statuses(app)["only-b"] in ("failed", "replaced")
+        table = app.screen.query_one(VoteTable)
+        assert "400" in str(table.get_row("only-b")[-1])
+
+
+async def test_escape_cancels_the_run_and_its_requests(server, stub_config):
+    server.set_default(Behaviour(reply="YES", latency=8.0))
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot)
+        await wait_for(pilot, lambda: server.count() == 3, what="three requests at the server")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.screen.query_one("#banner").has_class("-cancelled"),
+                       what="the cancelled banner")
+        assert set(statuses(app).values()) == {"cancelled"}
+        assert "cancelled" in banner_text(app)
+        for alias in ("fast-a", "fast-b", "slow-c"):
+            assert server.wait_until(lambda a=alias: server.cancelled(mid(a)) == 1, timeout=3)
+
+
+async def test_verify_sends_source_and_draft_as_context(server, stub_config):
+    server.set_default(Behaviour(reply="Answer: NO"))
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.query_one("#mode").value = "verify"
+        await pilot.pause()
+        assert screen.has_class("-verify") and screen.query_one("#draft").display
+        assert screen.query_one("#answers").value == "YES,NO"
+        screen.query_one("#context").text = "SOURCE-TEXT-42"
+        screen.query_one("#draft").text = "DRAFT-TEXT-43"
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the decision")
+        assert "→ NO" in banner_text(app)
+        system = server.requests[0].body["messages"][0]["content"]
+        assert "Source:\nSOURCE-TEXT-42" in system and "Output:\nDRAFT-TEXT-43" in system
+        user = server.requests[0].body["messages"][1]["content"]
+        assert "not supported by the Source" in user
+
+
+async def test_bad_form_is_a_notification_not_a_crash(server, stub_config):
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot, question="q?", answers="YES")
+        await pilot.pause()
+        assert server.count() == 0
+        assert any("two" in n.message for n in app._notifications)
+
+
+async def test_state_survives_a_restart(server, stub_config, fscale_home):
+    write_config(fscale_home, server, panels={"default": ["fast-a", "fast-b", "slow-c"],
+                                              "pair": ["fast-a", "fast-b"]})
+    server.set_default(Behaviour(reply="SAFE"))
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        app.screen.query_one("#panel").value = "pair"
+        await ask(pilot, question="Remember me?", answers="SAFE,VULNERABLE")
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the decision")
+        await pilot.press("ctrl+l")  # bigger context pane, remembered too
+    saved = json.loads((fscale_home / "state" / "tui.json").read_text())
+    assert saved["ask"]["question"] == "Remember me?" and saved["context_big"] is True
+    app2 = FscaleApp()
+    async with app2.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        screen = app2.screen
+        assert screen.query_one("#question").value == "Remember me?"
+        assert screen.query_one("#answers").value == "SAFE,VULNERABLE"
+        assert screen.query_one("#panel").value == "pair"
+        assert screen.has_class("-big-context")
+
+
+async def test_health_screen_probes_and_dims_dead_models(server, stub_config):
+    server.set_default(Behaviour(reply="OK"))
+    server.script(mid("fast-b"), Behaviour(status=410))
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f4")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HealthScreen", what="health")
+        table = app.screen.query_one("#health-table")
+        assert table.row_count == 7
+        assert str(table.get_cell("fast-a", "status")) == "never"
+        await pilot.press("r")
+        await wait_for(pilot, lambda: str(table.get_cell("fast-b", "status")) == "dead"
+                       and str(table.get_cell("fast-a", "status")) == "ok", what="probes")
+        assert "dim" in str(table.get_cell("fast-b", "model").style)
+        assert "dim" not in str(table.get_cell("fast-a", "model").style)
+        assert str(table.get_cell("fast-a", "checked")) != "never"
+        # Re-probe only the highlighted row (the first one).
+        before = server.count(mid("fast-a"))
+        table.move_cursor(row=0)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: server.count(mid("fast-a")) == before + 1, what="one probe")
+        await pilot.press("a")
+        assert app.screen.auto_timer is not None
+        await pilot.press("a")
+        assert app.screen.auto_timer is None
+
+
+async def test_panels_screen_edits_config_and_ask_sees_the_new_panel(server, stub_config):
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f6")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "PanelsScreen", what="panels")
+        await pilot.press("n")
+        await pilot.pause()
+        await pilot.press(*"duo", "enter")
+        await pilot.pause()
+        prompt = app.screen.query_one("#prompt")
+        prompt.value = "fast-a,fast-d"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "duo" in tomllib.loads(stub_config.read_text())["panels"],
+                       what="config written")
+        assert tomllib.loads(stub_config.read_text())["panels"]["duo"] == ["fast-a", "fast-d"]
+        await pilot.press("f2")
+        await pilot.pause()
+        options = [value for _label, value in app.screen.query_one("#panel")._options]
+        assert "duo" in options
+
+
+async def test_history_lists_session_calls_and_opens_one(server, stub_config):
+    server.script(mid("fast-a"), Behaviour(reply="Answer: YES"))
+    server.script(mid("fast-b"), Behaviour(reply="Answer: YES"))
+    server.script(mid("slow-c"), Behaviour(reply="Answer: NO", latency=3))
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot, question="History question?")
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the decision")
+        await pilot.press("f7")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HistoryScreen", what="history")
+        table = app.screen.query_one("#history-table")
+        assert table.row_count == 1
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "CallDetail", what="detail")
+        text = str(app.screen.query_one("Static").render())
+        assert "History question?" in text and "fast-a" in text and "cancelled" in text
+        await pilot.press("escape")
+        await pilot.pause()
+        app.screen.query_one("#history-filter").value = "nothing matches this"
+        await pilot.pause()
+        assert table.row_count == 0
+
+
+async def test_help_and_unavailable_screens(server, stub_config):
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HelpScreen", what="help")
+        text = str(app.screen.query_one("Static").render())
+        assert "Cancel" in text and "Re-probe all" in text
+        await pilot.press("escape")
+        for key, name in (("f3", "GenerateScreen"), ("f5", "RatingsScreen")):
+            await pilot.press(key)
+            await wait_for(pilot, lambda n=name: type(app.screen).__name__ == n, what=name)
+
+
+def test_palette_has_an_entry_for_every_screen_action(server, stub_config):
+    import asyncio
+
+    async def go():
+        app = FscaleApp()
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            titles = [c.title for c in app.get_system_commands(app.screen)]
+            return titles
+
+    titles = asyncio.run(go())
+    for wanted in ("Ask: Run", "Ask: Cancel", "Go to health", "Go to history", "Help"):
+        assert wanted in titles
+
+
+async def test_challenger_row_is_shown_apart_from_the_decision(server, stub_config, monkeypatch):
+    monkeypatch.setenv("FSCALE_CHALLENGER", "1")
+    server.set_default(Behaviour(reply="Answer: NO"))
+    for alias in ("fast-a", "fast-b", "slow-c"):
+        server.script(mid(alias), Behaviour(reply="Answer: YES"))
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot)
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the decision")
+        table = app.screen.query_one(VoteTable)
+        shadow = [v for m, v in table.members.items() if m.endswith("(challenger)")]
+        assert len(shadow) == 1 and shadow[0].answer == "NO"
+        assert "not part of the decision" in shadow[0].note
+        assert "→ YES" in banner_text(app) and "valid 3/3" in banner_text(app)
+
+
+def rating_cells(app) -> dict[str, float]:
+    table = app.screen.query_one("#ratings-table")
+    return {key.value: float(str(table.get_cell(key, "rating"))) for key in table.rows}
+
+
+async def test_feedback_in_history_updates_the_ratings_table(server, stub_config):
+    server.script(mid("fast-a"), Behaviour(reply="Answer: YES"))
+    server.script(mid("slow-c"), Behaviour(reply="Answer: NO", latency=0.1))
+    server.script(mid("fast-b"), Behaviour(reply="Answer: YES", latency=0.3))
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot)
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the decision")
+        assert "→ YES" in banner_text(app)
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RatingsScreen", what="ratings")
+        before = rating_cells(app)
+        assert set(before) == {"fast-a", "fast-b", "slow-c"}
+        seats = app.screen.query_one("#ratings-table")
+        assert "panel" in str(seats.get_cell("fast-a", "seat"))
+        await pilot.press("f7")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HistoryScreen", what="history")
+        assert app.screen.query_one("#history-table").row_count == 1
+        await pilot.press("x")  # reject: with two labels, NO was right
+        await pilot.pause()
+        assert "reject" in str(app.screen.query_one("#history-table").get_cell_at((0, 4)))
+        await pilot.press("f5")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "RatingsScreen", what="ratings")
+        after = rating_cells(app)
+        assert after["slow-c"] > before["slow-c"]
+        assert after["fast-a"] < before["fast-a"] and after["fast-b"] < before["fast-b"]
+        # Sorting by rating puts the vindicated model first.
+        keys = [k.value for k in app.screen.query_one("#ratings-table").rows]
+        assert keys[0] == "slow-c"
+
+
+async def test_evolve_dry_run_shows_current_and_proposed(server, stub_config):
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f6")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "PanelsScreen", what="panels")
+        await pilot.press("v")
+        await pilot.pause()
+        text = str(app.screen.query_one("#evolve-diff").render())
+        assert "current" in text and "proposed" in text and "fast-a" in text
+        assert "no change proposed" in text
+
+
+async def test_generate_shows_candidates_judges_and_the_winner(server, stub_config):
+    server.set_default(Behaviour(reply="Best: Output 1"))
+    server.script(mid("fast-a"), Behaviour(reply="The answer is 42."))
+    server.script(mid("fast-b"), Behaviour(reply="I think it is 41.", latency=0.1))
+    server.script(mid("slow-c"), Behaviour(reply="It is 42.", latency=0.2))
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "GenerateScreen", what="generate")
+        screen = app.screen
+        screen.query_one("#gen-question").value = "What is 6*7?"
+        screen.query_one("#gen-question").focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(screen.cards) == 3, what="three candidate cards")
+        await wait_for(pilot, lambda: "call" in str(screen.query_one("#gen-banner").render()),
+                       what="the winner")
+        winners = [c for c in screen.cards.values() if c.has_class("-winner")]
+        assert len(winners) == 1 and "winner" in winners[0].border_title
+        assert screen.query_one("#judges").row_count >= 2
+        assert {c.model for c in screen.cards.values()} == {"fast-a", "fast-b", "slow-c"}
+        assert "→ #" in str(screen.query_one("#gen-banner").render())
+
+
+async def test_generate_escape_cancels(server, stub_config):
+    server.set_default(Behaviour(reply="slow", latency=8.0))
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "GenerateScreen", what="generate")
+        screen = app.screen
+        screen.query_one("#gen-question").value = "Write a haiku"
+        screen.query_one("#gen-question").focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: server.count() == 3, what="three requests")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: screen.query_one("#gen-banner").has_class("-cancelled"),
+                       what="cancelled")
+        assert server.wait_until(lambda: sum(server.cancelled(mid(a)) for a in
+                                             ("fast-a", "fast-b", "slow-c")) == 3, timeout=3)

@@ -1,0 +1,256 @@
+"""SVG snapshots of every TUI screen at 100x30 (plus the Ask screen at 80x24 and 200x60).
+
+Deterministic by construction: the Ask and History screens are fed a fixed event stream
+(a real Engine whose ``scale_events`` replays recorded events, so no clock, latency or random
+call id reaches the picture), Health reads a fixed ``health.json``, the rest read the stub
+config. Update with ``pytest tests/test_tui_snapshots.py --snapshot-update``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from fscale_tui.app import FscaleApp
+from fscale_tui.engine import storage
+from fscale_tui.engine.events import (Cancelled, Decided, MemberSubstituted, VoteFailed,
+                                      VoteReceived, VoteStarted)
+from fscale_tui.engine.health import fingerprint
+from fscale_tui.engine.session import Engine
+from fscale_tui.engine.vote import ScaleResult, Vote
+from tests.conftest import write_config
+
+CALL = "20250102-030405-0badcafe"
+SIZE = (100, 30)
+THINKING = ("The function escapes its input before it builds the query.\n"
+            "No user-controlled string reaches the SQL text.")
+
+
+def recorded_events() -> list[Any]:
+    """One call as the engine reported it: a thinking model, a failure with its substitute,
+    an early decision that cancelled the slow member."""
+    votes = [
+        Vote("fast-a", "SAFE", 0.41, status="answered", raw="Answer: SAFE", tokens=12),
+        Vote("fast-b", None, 0.09, status="replaced",
+             error="auth: HTTP 401: invalid API key for vendor-b/fast"),
+        Vote("slow-c", None, None, status="cancelled"),
+        Vote("think-e", "SAFE", 2.87, status="answered", raw="Answer: SAFE", thinking=THINKING,
+             tokens=311),
+        Vote("fast-c", "SAFE", 0.52, status="answered", substitute_for="fast-b",
+             raw="It parametrises the query.\nAnswer: SAFE", tokens=18),
+    ]
+    result = ScaleResult(id=CALL, answer="SAFE", confidence=1.0, votes=votes, calls_made=5,
+                         elapsed_s=2.91, decided_early=True, counts={"SAFE": 3}, valid_votes=3,
+                         members=4, question="Is this function safe from SQL injection?",
+                         answers=["SAFE", "VULNERABLE"])
+    result.challenger = Vote("fast-d", "VULNERABLE", 0.77, status="answered",
+                             raw="Answer: VULNERABLE", tokens=9)
+    return [
+        VoteStarted(CALL, "fast-a", "vendor-a/fast"),
+        VoteStarted(CALL, "fast-b", "vendor-b/fast"),
+        VoteStarted(CALL, "slow-c", "vendor-c/slow"),
+        VoteStarted(CALL, "think-e", "vendor-e/think"),
+        VoteReceived(CALL, "fast-a", "SAFE", 0.41, "Answer: SAFE", "", 12),
+        VoteFailed(CALL, "fast-b", "auth: HTTP 401: invalid API key for vendor-b/fast", "auth", 0.09),
+        MemberSubstituted(CALL, "fast-b", "fast-c", "auth"),
+        VoteStarted(CALL, "fast-c", "vendor-c/fast", substitute_for="fast-b"),
+        VoteReceived(CALL, "fast-c", "SAFE", 0.52, "It parametrises the query.\nAnswer: SAFE", "", 18),
+        VoteReceived(CALL, "think-e", "SAFE", 2.87, "Answer: SAFE", THINKING, 311),
+        Cancelled(CALL, "slow-c"),
+        Decided(CALL, result),
+    ]
+
+
+def recorded_generate_events() -> list[Any]:
+    """One judge-strategy generate call as the engine reported it."""
+    from fscale_tui.engine.events import CandidateGenerated, GenerateStarted, Generated, JudgeVoted
+    from fscale_tui.engine.generate import Candidate, GenerateResult, JudgeVote
+
+    texts = ["17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391.\nAnswer: 391",
+             "17 * 23 is about 400; precisely 389.\nAnswer: 389",
+             "23 * 17: 23 * 10 = 230, 23 * 7 = 161, total 391.\nAnswer: 391"]
+    gens = ("fast-a", "fast-b", "slow-c")
+    cands = [Candidate(i, gens[i], texts[i], answer=texts[i][-3:], latency_s=0.4 + i / 10,
+                       votes=(2, 0, 1)[i]) for i in range(3)]
+    judges = ("fast-d", "think-e", "fast-a2")
+    choices = (0, 0, 2)
+    ballots = [JudgeVote(judge=j, choice_index=c, choice_model=gens[c], raw=f"Best: Output {c + 1}")
+               for j, c in zip(judges, choices)]
+    result = GenerateResult(id=CALL, strategy="judge", status="decided", output=texts[0],
+                            answer="391", winner_model="fast-a", winner_index=0,
+                            all_outputs=cands, judge_votes=ballots,
+                            counts={"0": 2, "2": 1}, selected_by="judges", total_calls=6,
+                            elapsed_s=1.84, question="What is 17*23?", generators=list(gens),
+                            judges=list(judges))
+    events: list[Any] = [GenerateStarted(CALL, "judge", gens, judges, 3)]
+    events += [CandidateGenerated(CALL, c.model, c.index, c.text, c.latency_s, c.answer)
+               for c in cands]
+    events += [JudgeVoted(CALL, j, gens[c], f"Best: Output {c + 1}", c, (2, 0, 1), 0.3 + i / 10)
+               for i, (j, c) in enumerate(zip(judges, choices))]
+    events.append(Generated(CALL, result))
+    return events
+
+
+class ReplayingEngine(Engine):
+    """A real engine (real settings, registry, health store) whose calls replay recorded events."""
+
+    async def scale_events(self, request):  # type: ignore[override]
+        for event in recorded_events():
+            yield event
+
+    async def generate_events(self, request):
+        for event in recorded_generate_events():
+            yield event
+
+
+def seed_call_log(settings) -> None:
+    """Eight logged calls at fixed times, so ratings, trends and history are fixed data."""
+    from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord
+
+    t0 = time.mktime((2025, 1, 2, 9, 0, 0, 0, 0, -1))
+    answers = {  # per call: fast-a, fast-b, slow-c, and the challenger fast-d
+        0: ("YES", "YES", "NO", "YES"), 1: ("NO", "NO", "NO", "YES"), 2: ("YES", "NO", "YES", "YES"),
+        3: ("YES", "YES", "YES", "NO"), 4: ("NO", "YES", "NO", "NO"), 5: ("YES", "YES", "NO", "YES"),
+        6: ("NO", "NO", "NO", "NO"), 7: ("YES", "YES", "YES", "YES"),
+    }
+    with LearningStore.for_settings(settings) as store:
+        for i, (a, b, c, d) in answers.items():
+            votes = {"fast-a": a, "fast-b": b, "slow-c": c}
+            decided = max(("YES", "NO"), key=lambda lab: list(votes.values()).count(lab))
+            replies = [ReplyRecord(m, answer=v, latency_s=0.3, raw=f"Answer: {v}")
+                       for m, v in votes.items()]
+            replies.append(ReplyRecord("fast-d", role="challenger", answer=d, latency_s=0.5,
+                                       raw=f"Answer: {d}"))
+            store.record_call(CallRecord(id=f"20250102-09{i:02d}00-0000{i:04d}",
+                                         question=f"Is claim #{i} supported by the source?",
+                                         labels=["YES", "NO"], members=list(votes),
+                                         answer=decided, confidence=2 / 3, ts=t0 + 60 * i,
+                                         replies=replies))
+        store.add_feedback("20250102-090500-00000005", "reject", now=t0 + 3600)
+
+
+@pytest.fixture
+def snap_home(fscale_home, server):
+    write_config(fscale_home, server, panels={"default": ["fast-a", "fast-b", "slow-c", "think-e"],
+                                              "pair": ["fast-a", "fast-d"]})
+    return fscale_home
+
+
+def make_app(start: str = "ask") -> FscaleApp:
+    return FscaleApp(engine_factory=ReplayingEngine, start=start)
+
+
+async def run_recorded_call(pilot) -> None:
+    screen = pilot.app.screen
+    screen.query_one("#question").value = "Is this function safe from SQL injection?"
+    screen.query_one("#answers").value = "SAFE,VULNERABLE"
+    screen.query_one("#context").text = ("def find(db, name):\n"
+                                         "    return db.execute('SELECT * FROM t WHERE n = ?', (name,))")
+    await pilot.press("ctrl+r")
+    for _ in range(200):
+        await pilot.pause()
+        if screen.query_one("#banner").has_class("-decided"):
+            break
+    screen.query_one("#votes").focus()
+    await pilot.pause()
+
+
+def test_ask_screen_after_a_call(snap_home, snap_compare):
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_recorded_call)
+
+
+def test_ask_screen_small_terminal(snap_home, snap_compare):
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_recorded_call)
+
+
+def test_ask_screen_large_terminal(snap_home, snap_compare):
+    assert snap_compare(make_app(), terminal_size=(200, 60), run_before=run_recorded_call)
+
+
+def test_ask_screen_verify_mode(snap_home, snap_compare):
+    async def verify(pilot):
+        screen = pilot.app.screen
+        screen.query_one("#mode").value = "verify"
+        screen.query_one("#context").text = "The bridge opened in 1932 and is 503 m long."
+        screen.query_one("#draft").text = "The 503 m bridge opened in 1931."
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=verify)
+
+
+def test_health_screen(snap_home, snap_compare):
+    from fscale_tui.engine.config import load_settings
+
+    settings = load_settings()
+    at = time.mktime((2025, 1, 2, 3, 4, 5, 0, 0, -1))  # shows as 2025-01-02 03:04:05 in any TZ
+    far = time.mktime((2100, 1, 1, 0, 0, 0, 0, 0, -1))
+
+    def entry(alias, status, latency=None, detail="", expires=None):
+        return {"status": status, "checked_at": at, "expires_at": expires, "latency_s": latency,
+                "detail": detail, "fingerprint": fingerprint(settings.models[alias], settings)}
+
+    storage.write_json(settings.paths.state_dir / "health.json", {
+        "fast-a": entry("fast-a", "ok", 0.41),
+        "fast-b": entry("fast-b", "dead", detail="dead: HTTP 410: model retired"),
+        "fast-c": entry("fast-c", "rate_limited", detail="rate_limited: HTTP 429", expires=far),
+        "fast-d": entry("fast-d", "slow", 12.3),
+        "slow-c": entry("slow-c", "ok", 3.2),
+        "think-e": entry("think-e", "unavailable", detail="unavailable: HTTP 404", expires=far),
+    })
+    assert snap_compare(make_app("health"), terminal_size=SIZE)
+
+
+def test_panels_screen(snap_home, snap_compare):
+    assert snap_compare(make_app("panels"), terminal_size=SIZE)
+
+
+def test_history_screen(snap_home, snap_compare):
+    from fscale_tui.engine.config import load_settings
+
+    seed_call_log(load_settings())
+    assert snap_compare(make_app("history"), terminal_size=SIZE)
+
+
+def test_history_call_detail(snap_home, snap_compare):
+    from fscale_tui.engine.config import load_settings
+
+    seed_call_log(load_settings())
+    assert snap_compare(make_app("history"), terminal_size=SIZE, press=["down", "down", "enter"])
+
+
+def test_generate_screen(snap_home, snap_compare):
+    async def generate(pilot):
+        screen = pilot.app.screen
+        screen.query_one("#gen-question").value = "What is 17*23?"
+        await pilot.press("ctrl+r")
+        for _ in range(200):
+            await pilot.pause()
+            if screen.query_one("#gen-banner").has_class("-decided"):
+                break
+
+    assert snap_compare(make_app("generate"), terminal_size=SIZE, run_before=generate)
+
+
+def test_ratings_screen(snap_home, snap_compare):
+    from fscale_tui.engine.config import load_settings
+
+    seed_call_log(load_settings())
+    assert snap_compare(make_app("ratings"), terminal_size=SIZE)
+
+
+def test_panels_evolve_dry_run(snap_home, snap_compare):
+    from fscale_tui.engine.config import load_settings
+
+    seed_call_log(load_settings())
+    assert snap_compare(make_app("panels"), terminal_size=SIZE, press=["v"])
+
+
+def test_help_screen(snap_home, snap_compare):
+    assert snap_compare(make_app(), terminal_size=SIZE, press=["f1"])
+
+
+def test_light_theme(snap_home, snap_compare):
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_recorded_call,
+                        press=["ctrl+t"])
