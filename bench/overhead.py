@@ -3,7 +3,8 @@
 Starts the loopback OpenAI-compatible server (tests/oai_server.py) in a separate process, so
 the server and fscale each get a core, then measures in one run:
 
-1. Throughput: a batch of N scale calls (k=3, zero-latency replies) through the engine, next to
+1. Throughput: a batch of N scale calls (k=3, zero-latency replies) through the engine with its
+   defaults (every call logged, one shadow challenger) and without the log and challenger, next to
    a baseline that sends the same 3·N requests with a bare httpx.AsyncClient at the same
    concurrency (no parsing, voting or events). Figures: scale calls/s, requests/s, and the ratio.
 2. Decision latency: two agreeing models answering after 50 ms and 100 ms and a third after
@@ -29,8 +30,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-MODELS = {"m-a": "bench/a", "m-b": "bench/b", "m-c": "bench/c",
+MODELS = {"m-a": "bench/a", "m-b": "bench/b", "m-c": "bench/c", "m-d": "bench/d", "m-e": "bench/e",
           "fast-1": "bench/fast-1", "fast-2": "bench/fast-2", "slow-1": "bench/slow-1"}
+#: The early-decision trio is declared "thinking" tier only so that shadow challengers (which
+#: skip thinking models by default) are drawn from the zero-latency m-* pool.
+EARLY = {"fast-1", "fast-2", "slow-1"}
 
 
 def start_server(script: dict) -> tuple[subprocess.Popen, str]:
@@ -48,7 +52,8 @@ def write_config(home: Path, base_url: str, concurrency: int) -> None:
     import tomli_w
 
     doc = {"providers": {"bench": {"base_url": base_url, "concurrency": concurrency}},
-           "models": {alias: {"provider": "bench", "id": mid, "tier": "fast",
+           "models": {alias: {"provider": "bench", "id": mid,
+                              "tier": "thinking" if alias in EARLY else "fast",
                               "family": alias.split("-")[1]} for alias, mid in MODELS.items()},
            "panels": {"default": ["m-a", "m-b", "m-c"], "early": ["fast-1", "fast-2", "slow-1"]}}
     (home / "config.toml").write_text(tomli_w.dumps(doc))
@@ -132,7 +137,7 @@ def main() -> None:
                     help="the provider's cap on requests in flight (config 'concurrency')")
     args = ap.parse_args()
 
-    script = {MODELS[m]: {"reply": "Answer: YES"} for m in ("m-a", "m-b", "m-c")}
+    script = {MODELS[m]: {"reply": "Answer: YES"} for m in ("m-a", "m-b", "m-c", "m-d", "m-e")}
     script[MODELS["fast-1"]] = {"reply": "YES", "latency": 0.05}
     script[MODELS["fast-2"]] = {"reply": "YES", "latency": 0.10}
     script[MODELS["slow-1"]] = {"reply": "NO", "latency": 5.0}
@@ -144,7 +149,10 @@ def main() -> None:
     write_config(home, base_url, concurrency=args.provider_concurrency)
     try:
         base_s = asyncio.run(baseline_throughput(base_url, args.items, args.concurrency, args.provider_concurrency))
-        ours_s = asyncio.run(engine_throughput(args.items, args.concurrency))
+        os.environ["FSCALE_LOG_CALLS"] = "0"  # the engine alone: no call log, no challenger
+        core_s = asyncio.run(engine_throughput(args.items, args.concurrency))
+        os.environ.pop("FSCALE_LOG_CALLS")  # defaults: every call logged + a shadow challenger
+        full_s = asyncio.run(engine_throughput(args.items, args.concurrency))
         warm, fresh, cancelled = asyncio.run(decision_latency(args.runs))
     finally:
         server.terminate()
@@ -152,10 +160,10 @@ def main() -> None:
     n = args.items
     print(f"throughput: {n} scale calls (k=3, zero-latency loopback server, {args.concurrency} items "
           f"in flight, provider cap {args.provider_concurrency} requests)")
-    print(f"  fscale engine : {n / ours_s:8.1f} scale calls/s  ({ours_s:.2f} s)")
-    print(f"  bare httpx    : {n / base_s:8.1f} item triples/s ({base_s:.2f} s, 3 requests each, "
-          "same caps, no parsing/voting/early stop)")
-    print(f"  ratio engine/bare: {base_s / ours_s:.2f}")
+    print(f"  fscale engine, defaults (call log + shadow challenger): {n / full_s:8.1f} scale calls/s ({full_s:.2f} s)")
+    print(f"  fscale engine, no log/challenger                     : {n / core_s:8.1f} scale calls/s ({core_s:.2f} s)")
+    print(f"  bare httpx (its default pool), same caps, no engine  : {n / base_s:8.1f} item triples/s ({base_s:.2f} s)")
+    print(f"  ratio engine (no log) / bare httpx: {base_s / core_s:.2f} (the engine uses its lean http:// transport)")
     print(f"early decision: 50 ms + 100 ms agreeing, 5 s slow member; {args.runs} runs each")
 
     def fmt(xs: list[float]) -> str:

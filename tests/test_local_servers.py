@@ -140,7 +140,7 @@ def test_label_constrained_answers_from_the_real_model(home):
 
     result = asyncio.run(go())
     assert result.answer == "positive"
-    assert result.votes[0].raw == "positive"  # the grammar allows nothing else
+    assert result.votes[0].raw == "Answer: positive"  # the grammar allows nothing else
 
 
 def test_cli_scale_uses_two_local_models_then_reuses_their_servers(home):

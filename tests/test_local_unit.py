@@ -119,7 +119,7 @@ def test_importing_the_provider_does_not_import_xllamacpp():
 
 # -- grammar -----------------------------------------------------------------------------------
 def test_label_grammar_allows_exactly_the_labels_longest_first():
-    assert lp.label_grammar(("SAFE", "UNSAFE")) == 'root ::= "UNSAFE" | "SAFE"'
+    assert lp.label_grammar(("SAFE", "UNSAFE")) == 'root ::= "Answer: " ("UNSAFE" | "SAFE")'
     g = lp.label_grammar(('say "hi"', "a\\b"))
     assert '"say \\"hi\\""' in g and '"a\\\\b"' in g
 
@@ -128,7 +128,7 @@ def test_extra_body_constrains_only_classification():
     s = load_settings()
     adapter = lp.LocalAdapter(s.providers["local"], s)
     m = s.models["local-qwen-0.5b"]
-    assert adapter.extra_body(m, labels=("YES", "NO"), stream=False) == {"grammar": 'root ::= "YES" | "NO"'}
+    assert adapter.extra_body(m, labels=("YES", "NO"), stream=False) == {"grammar": 'root ::= "Answer: " ("YES" | "NO")'}
     assert adapter.extra_body(m, labels=None, stream=True) is None
 
 
@@ -327,7 +327,7 @@ async def test_scale_on_the_local_panel_sends_grammar_and_variant_params(stub_as
     assert set(started) == {"local-qwen-1.5b", "local-qwen-0.5b", "local-qwen-1.5b-s2"}
     assert started["local-qwen-1.5b-s2"].variant == "1.5B, seed 2, T=0.7"
     bodies = [r.body for r in srv.requests if r.path.endswith("/chat/completions")]
-    assert bodies and all(b["grammar"] == 'root ::= "positive" | "negative"' for b in bodies)
+    assert bodies and all(b["grammar"] == 'root ::= "Answer: " ("positive" | "negative")' for b in bodies)
     seeds = {b.get("seed") for b in bodies}
     assert seeds <= {None, 2}
     for b in bodies:

@@ -146,9 +146,15 @@ class ChatClient:
     def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.settings = settings
         self._runtimes: dict[str, _ProviderRuntime] = {}
+        if transport is None:
+            # Plain-http endpoints (local servers, loopback) get the lean keep-alive transport;
+            # https providers keep httpx's own pool (see transport.py for why).
+            from .transport import FastHTTP1Transport
+
+            transport = FastHTTP1Transport(httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(max_connections=128, max_keepalive_connections=16)))
         self.http = httpx.AsyncClient(
             transport=transport,
-            limits=httpx.Limits(max_connections=128, max_keepalive_connections=16),
             timeout=httpx.Timeout(60.0, connect=10.0),
             follow_redirects=False,
         )

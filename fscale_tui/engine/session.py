@@ -47,6 +47,7 @@ class Engine:
         self.rating_of: Callable[[str], float] = self._stored_rating
         self._ratings: dict[str, float] | None = None
         self._challenger_tasks: set[asyncio.Task[Any]] = set()
+        self._own_store: Any = None
 
     async def __aenter__(self) -> "Engine":
         return self
@@ -63,14 +64,15 @@ class Engine:
             close = getattr(observer, "close", None)
             if close is not None:
                 close()
+        if self._own_store is not None:
+            self._own_store.close()
 
     def _stored_rating(self, alias: str) -> float:
         from .learning.calllog import LearningStore
         from .learning.ratings import BASE
 
         if self._ratings is None:
-            with LearningStore.for_settings(self.settings) as store:
-                self._ratings = store.rating_values()
+            self._ratings = self._learning_store().rating_values()
         return self._ratings.get(alias, BASE)
 
     # -- scale ---------------------------------------------------------------------------
@@ -103,22 +105,40 @@ class Engine:
         if status != "error":
             self.health.record(model, status, detail=str(exc), retry_after=exc.retry_after)
 
+    def _learning_store(self) -> Any:
+        """The call log's open store (shared with the recorder: one connection per run)."""
+        from .learning.calllog import CallRecorder, LearningStore
+
+        for observer in self.observers:
+            if isinstance(observer, CallRecorder):
+                return observer.store
+        if self._own_store is None:
+            self._own_store = LearningStore.for_settings(self.settings)
+        return self._own_store
+
+    def _provider_type(self, model: ModelConfig) -> str:
+        provider = self.settings.providers.get(model.provider)
+        return provider.type if provider else "openai"
+
     def _pick_challenger(self, members: list[ModelConfig]) -> ModelConfig | None:
         """One model outside the panel, by Thompson sampling over its rating (engine.learning)."""
         s = self.settings
         if not s.get("challenger") or not s.get("log_calls"):
             return None  # nothing would record its evidence
-        from .learning.calllog import LearningStore
         from .learning.challenger import eligible, thompson_pick
 
-        candidates = eligible(s.models.values(), exclude=[m.alias for m in members],
+        # Embedded local models only challenge local panels: starting a llama.cpp server for a
+        # shadow vote would cost seconds of CPU on every call of a remote panel.
+        local_panel = any(self._provider_type(m) == "local" for m in members)
+        pool = [m for m in s.models.values()
+                if local_panel or self._provider_type(m) != "local"]
+        candidates = eligible(pool, exclude=[m.alias for m in members],
                               available=self.registry.available,
                               allow_thinking=bool(s.get("challenger_thinking")))
         if not candidates:
             return None
         try:
-            with LearningStore.for_settings(s) as store:
-                table = store.ratings()
+            table = self._learning_store().ratings()
         except Exception:  # an unreadable log must not stop the call: explore uniformly
             table = {}
         alias = thompson_pick(candidates, table)

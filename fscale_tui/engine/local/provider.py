@@ -116,7 +116,12 @@ def model_installed(model: ModelConfig) -> bool:
 
 
 def label_grammar(labels: tuple[str, ...]) -> str:
-    """A GBNF grammar whose only sentences are the labels themselves."""
+    """A GBNF grammar whose only sentences are ``Answer: <label>``, one label exactly.
+
+    The prefix matches the format the vote prompt asks for; forcing the bare label as the
+    first token instead skews small models (measured on 100 SST-2 items: the 0.5B model
+    drops from 79% to 64%, answering "positive" 88 times in 100).
+    """
     def literal(text: str) -> str:
         escaped = (text.replace("\\", "\\\\").replace('"', '\\"')
                    .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t"))
@@ -124,7 +129,7 @@ def label_grammar(labels: tuple[str, ...]) -> str:
 
     # Longest first so that no alternative is a prefix that shadows a longer one.
     ordered = sorted(dict.fromkeys(labels), key=len, reverse=True)
-    return "root ::= " + " | ".join(literal(label) for label in ordered)
+    return 'root ::= "Answer: " (' + " | ".join(literal(label) for label in ordered) + ")"
 
 
 # -- server settings ---------------------------------------------------------------------------
