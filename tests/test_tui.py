@@ -295,10 +295,17 @@ async def test_challenger_row_is_shown_apart_from_the_decision(server, stub_conf
         await ask(pilot)
         await wait_for(pilot, lambda: "call" in banner_text(app), what="the decision")
         table = app.screen.query_one(VoteTable)
-        shadow = [v for m, v in table.members.items() if m.endswith("(challenger)")]
-        assert len(shadow) == 1 and shadow[0].answer == "NO"
-        assert "not part of the decision" in shadow[0].note
-        assert "→ YES" in banner_text(app) and "valid 3/3" in banner_text(app)
+
+        def shadow():
+            return [v for m, v in table.members.items() if m.endswith("(challenger)")]
+
+        # The challenger's vote arrives after the decision (ChallengerAnswered).
+        await wait_for(pilot, lambda: any(v.answer == "NO" for v in shadow()), what="the challenger")
+        assert len(shadow()) == 1 and "not part of the decision" in shadow()[0].note
+        # Whether the third member was cancelled by the early decision depends on arrival
+        # order; the challenger's NO is never counted either way.
+        banner = banner_text(app)
+        assert "→ YES" in banner and ("valid 3/3: YES=3" in banner or "valid 2/3: YES=2" in banner)
 
 
 def rating_cells(app) -> dict[str, float]:

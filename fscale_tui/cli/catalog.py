@@ -19,9 +19,23 @@ config_app = typer.Typer(no_args_is_help=True, help=(
 
 
 def _stdout_console():
+    import sys as _sys
+
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    # Piped output is data for other programs: never squeeze or fold it to 80 columns.
+    return Console(highlight=False, soft_wrap=False, width=None if _sys.stdout.isatty() else 200)
+
+
+def _why_not(provider: Any, env: dict[str, str]) -> str | None:
+    """Why a model cannot be used: the missing key, or the missing local extra."""
+    if provider is None:
+        return "unknown provider"
+    if provider.usable(env):
+        return None
+    if provider.type == "local":
+        return "not installed"
+    return f"{provider.api_key_env} not set" if provider.api_key_env else "unusable"
 
 
 def _model_rows(settings: Any) -> list[dict[str, Any]]:
@@ -35,6 +49,7 @@ def _model_rows(settings: Any) -> list[dict[str, Any]]:
             "alias": m.alias, "provider": m.provider, "id": m.id, "tier": m.tier,
             "family": m.family, "cost": m.cost,
             "usable": bool(provider and provider.usable(settings.env)),
+            "why_not": _why_not(provider, settings.env),
             "health": health.verdict(m.alias) or (health.entries().get(m.alias) or {}).get("status"),
             "source": "builtin" if m.builtin else "config",
         })
@@ -70,7 +85,7 @@ def models(ctx: typer.Context,
         table.add_column(col)
     for r in rows:
         table.add_row(r["alias"], r["provider"], r["tier"], r["family"], f"{r['cost']:g}",
-                      "yes" if r["usable"] else "[dim]no key[/dim]", r["health"] or "-", r["id"])
+                      "yes" if r["usable"] else f"[dim]no: {r['why_not']}[/dim]", r["health"] or "-", r["id"])
     _stdout_console().print(table)
 
 
