@@ -153,3 +153,38 @@ def not_yet_available(app: typer.Typer, name: str, summary: str) -> None:
 
     placeholder.__doc__ = f"{summary} (not yet available)"
     app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(placeholder)
+
+
+class BatchOutput:
+    """Batch results as JSON lines on stdout, in input order, each as soon as it can go out.
+
+    A failed item becomes ``{"index", "id", "status": "error", <empty_field>: null, "error"}``.
+    The exit code: 0 if every item was decided, 4 if every item failed, else 3.
+    """
+
+    def __init__(self, items: list[Any], empty_field: str) -> None:
+        self.items = items
+        self.empty_field = empty_field
+        self.statuses: list[str] = []
+        self._pending: dict[int, dict[str, Any]] = {}
+        self._next = 0
+
+    def add(self, index: int, outcome: Any) -> None:
+        if isinstance(outcome, Exception):
+            obj = {"index": index, "id": getattr(self.items[index], "id", None), "status": "error",
+                   self.empty_field: None, "error": str(outcome)}
+        else:
+            obj = {"index": index, **outcome.to_dict()}
+        self.statuses.append(obj["status"])
+        self._pending[index] = obj
+        while self._next in self._pending:
+            print_json(self._pending.pop(self._next))
+            self._next += 1
+
+    @property
+    def exit_code(self) -> int:
+        if all(s == "decided" for s in self.statuses):
+            return int(ExitCode.DECIDED)
+        if all(s in ("all_failed", "error") for s in self.statuses):
+            return int(ExitCode.ALL_FAILED)
+        return int(ExitCode.NO_DECISION)

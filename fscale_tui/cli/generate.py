@@ -12,8 +12,8 @@ from typing import Any
 
 import typer
 
-from ..engine.errors import ExitCode, UsageError
-from .common import (guarded, print_json, read_text_file, resolve_context, run, split_list,
+from ..engine.errors import UsageError
+from .common import (BatchOutput, guarded, print_json, read_text_file, resolve_context, run, split_list,
                      stderr_console)
 
 SELECT = "Choosing models"
@@ -169,33 +169,17 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
     items = _batch_requests(path, defaults)
     console = stderr_console()
 
-    async def go() -> list[str]:
-        statuses: list[str] = []
-        pending: dict[int, dict[str, Any]] = {}
-        next_out = 0
+    out = BatchOutput(items, "output")
+
+    async def go() -> None:
         async with Engine() as engine:
             async for index, outcome in generate_batch(engine, items, concurrency=concurrency):
-                if isinstance(outcome, Exception):
-                    obj = {"index": index, "id": getattr(items[index], "id", None),
-                           "status": "error", "output": None, "error": str(outcome)}
-                    statuses.append("error")
-                else:
-                    obj = {"index": index, **outcome.to_dict()}
-                    statuses.append(outcome.status)
-                    if not quiet:
-                        console.print(f"[dim]item {index}:[/dim] " + summary(outcome))
-                pending[index] = obj
-                while next_out in pending:  # input order, as soon as the next one is ready
-                    print_json(pending.pop(next_out))
-                    next_out += 1
-        return statuses
+                out.add(index, outcome)
+                if not quiet and not isinstance(outcome, Exception):
+                    console.print(f"[dim]item {index}:[/dim] " + summary(outcome))
 
-    statuses = run(go())
-    if all(s == "decided" for s in statuses):
-        return int(ExitCode.DECIDED)
-    if all(s in ("all_failed", "error") for s in statuses):
-        return int(ExitCode.ALL_FAILED)
-    return int(ExitCode.NO_DECISION)
+    run(go())
+    return out.exit_code
 
 
 @guarded

@@ -8,9 +8,9 @@ from typing import Any
 
 import typer
 
-from ..engine.errors import ExitCode, UsageError
+from ..engine.errors import UsageError
 from ..engine.requests import parse_k, scale_request, verify_request
-from .common import (guarded, print_json, read_text_file, resolve_context, run, split_list,
+from .common import (BatchOutput, guarded, print_json, read_text_file, resolve_context, run, split_list,
                      stderr_console, stdin_has_data)
 
 SELECT = "Choosing models"
@@ -144,10 +144,9 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
     console = stderr_console()
     show_progress = not quiet and console.is_terminal
 
-    async def go() -> list[str]:
-        statuses: list[str] = []
-        pending: dict[int, dict[str, Any]] = {}
-        next_out = 0
+    out = BatchOutput(items, "answer")
+
+    async def go() -> None:
         progress = None
         if show_progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -160,32 +159,15 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
         try:
             async with Engine(_engine_settings(learning)) as engine:
                 async for index, outcome in engine.scale_batch(items, concurrency=concurrency):
-                    if isinstance(outcome, Exception):
-                        item = items[index]
-                        obj = {"index": index, "id": getattr(item, "id", None), "status": "error",
-                               "answer": None, "error": str(outcome)}
-                        statuses.append("error")
-                    else:
-                        obj = {"index": index, **outcome.to_dict()}
-                        statuses.append(outcome.status)
-                    pending[index] = obj
-                    # Results go out in input order, as soon as the next one is ready.
-                    while next_out in pending:
-                        print_json(pending.pop(next_out))
-                        next_out += 1
+                    out.add(index, outcome)
                     if progress is not None:
                         progress.advance(task)
         finally:
             if progress is not None:
                 progress.stop()
-        return statuses
 
-    statuses = run(go())
-    if all(s == "decided" for s in statuses):
-        return int(ExitCode.DECIDED)
-    if all(s in ("all_failed", "error") for s in statuses):
-        return int(ExitCode.ALL_FAILED)
-    return int(ExitCode.NO_DECISION)
+    run(go())
+    return out.exit_code
 
 
 @guarded

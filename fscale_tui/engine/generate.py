@@ -142,12 +142,9 @@ def _check_gold(result: GenerateResult, gold: str) -> None:
 
 
 async def generate(engine: Any, request: GenerateRequest) -> GenerateResult:
-    result: GenerateResult | None = None
-    async for event in generate_events(engine, request):
-        if isinstance(event, Generated):
-            result = event.result
-    assert result is not None
-    return result
+    from .batch import final_result
+
+    return await final_result(generate_events(engine, request), Generated)
 
 
 async def generate_batch(engine: Any, requests: Iterable[GenerateRequest | Exception], *,
@@ -156,33 +153,11 @@ async def generate_batch(engine: Any, requests: Iterable[GenerateRequest | Excep
                          ) -> AsyncIterator[tuple[int, GenerateResult | Exception]]:
     """Many generate calls, at most ``concurrency`` in flight; yields ``(index, outcome)`` in
     completion order. A failing item yields its exception and never stops the others."""
-    limit = asyncio.Semaphore(concurrency or engine.settings.get("batch_concurrency"))
-    done: asyncio.Queue[tuple[int, GenerateResult | Exception]] = asyncio.Queue()
+    from .batch import bounded, final_result
 
-    async def one(index: int, item: GenerateRequest | Exception) -> None:
-        if isinstance(item, Exception):
-            done.put_nowait((index, item))
-            return
-        async with limit:
-            outcome: GenerateResult | Exception
-            try:
-                outcome = None  # type: ignore[assignment]
-                async for event in generate_events(engine, item):
-                    if on_event is not None:
-                        on_event(event)
-                    if isinstance(event, Generated):
-                        outcome = event.result
-            except Exception as exc:  # isolated per item
-                outcome = exc
-        done.put_nowait((index, outcome))
+    async def run(item: GenerateRequest) -> GenerateResult:
+        return await final_result(generate_events(engine, item), Generated, on_event)
 
-    tasks: list[asyncio.Task[None]] = []
-    try:
-        for index, item in enumerate(requests):
-            tasks.append(asyncio.create_task(one(index, item)))
-        for _ in range(len(tasks)):
-            yield await done.get()
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    async for outcome in bounded(requests, run,
+                                 concurrency or engine.settings.get("batch_concurrency")):
+        yield outcome

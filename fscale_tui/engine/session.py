@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from .batch import bounded, final_result
 from .client import ChatClient, RequestCounter
 from .config import ModelConfig, Settings, load_settings
 from .errors import ProviderError
@@ -68,7 +69,6 @@ class Engine:
             self._own_store.close()
 
     def _stored_rating(self, alias: str) -> float:
-        from .learning.calllog import LearningStore
         from .learning.ratings import BASE
 
         if self._ratings is None:
@@ -209,12 +209,7 @@ class Engine:
                 self._notify(request, result)
 
     async def scale(self, request: ScaleRequest) -> ScaleResult:
-        result: ScaleResult | None = None
-        async for event in self.scale_events(request):
-            if isinstance(event, Decided):
-                result = event.result
-        assert result is not None
-        return result
+        return await final_result(self.scale_events(request), Decided)
 
     def _notify(self, request: ScaleRequest, result: ScaleResult) -> None:
         for observer in self.observers:
@@ -227,38 +222,12 @@ class Engine:
         """Run many calls with at most ``concurrency`` in flight; yields ``(index, outcome)``
         in completion order. A failing item yields its exception and never stops the others.
         Provider rate limits and concurrency caps still apply to every request."""
-        limit = asyncio.Semaphore(concurrency or self.settings.get("batch_concurrency"))
-        done: asyncio.Queue[tuple[int, ScaleResult | Exception]] = asyncio.Queue()
+        async def run(item: ScaleRequest) -> ScaleResult:
+            return await final_result(self.scale_events(item), Decided, on_event)
 
-        async def one(index: int, item: ScaleRequest | Exception) -> None:
-            if isinstance(item, Exception):
-                done.put_nowait((index, item))
-                return
-            async with limit:
-                try:
-                    outcome: ScaleResult | Exception
-                    if on_event is None:
-                        outcome = await self.scale(item)
-                    else:
-                        outcome = None  # type: ignore[assignment]
-                        async for event in self.scale_events(item):
-                            on_event(event)
-                            if isinstance(event, Decided):
-                                outcome = event.result
-                except Exception as exc:  # isolated per item
-                    outcome = exc
-            done.put_nowait((index, outcome))
-
-        tasks: list[asyncio.Task[None]] = []
-        try:
-            for index, item in enumerate(requests):
-                tasks.append(asyncio.create_task(one(index, item)))
-            for _ in range(len(tasks)):
-                yield await done.get()
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        async for outcome in bounded(requests, run,
+                                     concurrency or self.settings.get("batch_concurrency")):
+            yield outcome
 
     # -- health --------------------------------------------------------------------------
     async def probe(self, model: ModelConfig) -> ProbeResult:

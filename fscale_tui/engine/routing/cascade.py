@@ -25,7 +25,6 @@ panel when nothing is profiled) then the default panel, each answering only when
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
