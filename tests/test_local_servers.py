@@ -181,3 +181,14 @@ def test_weights_joined_in_the_cache_match_the_pinned_sha256(home):
         path = weights.builtin_path(w, Paths.resolve().cache_dir)
         if path.exists():
             assert weights.is_verified(path, w.sha256) and path.stat().st_size == w.size
+
+
+def test_a_server_that_dies_during_start_up_reports_its_log(fscale_home, tmp_path):
+    paths = Paths.resolve()
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf file at all")
+    spec = servers.ServerSpec(name="bad-model", gguf=str(bad), n_ctx=256, parallel=1)
+    with pytest.raises(servers.LocalServerError, match="exited during start-up"):
+        servers.ensure_server(paths, spec, start_timeout=60)
+    assert not servers.state_path(paths, "bad-model").exists()
+    assert servers.log_path(paths, "bad-model").exists()

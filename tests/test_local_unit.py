@@ -275,19 +275,6 @@ def test_a_corrupt_state_file_is_moved_aside(fscale_home):
     assert list(path.parent.glob(path.name + ".corrupt-*"))
 
 
-def test_a_server_that_dies_during_start_up_reports_its_log(fscale_home, tmp_path):
-    paths = Paths.resolve()
-    bad = tmp_path / "bad.gguf"
-    bad.write_bytes(b"not a gguf file at all")
-    spec = servers.ServerSpec(name="bad-model", gguf=str(bad), n_ctx=256, parallel=1)
-    if not lp.runtime_installed():
-        pytest.skip("needs xllamacpp")
-    with pytest.raises(servers.LocalServerError, match="exited during start-up"):
-        servers.ensure_server(paths, spec, start_timeout=60)
-    assert not servers.state_path(paths, "bad-model").exists()
-    assert servers.log_path(paths, "bad-model").exists()
-
-
 # -- the adapter through the engine, against the loopback server -------------------------------
 @pytest.fixture
 def stub_as_local(installed, monkeypatch):

@@ -77,6 +77,16 @@ class Vote:
     thinking: str = ""
     tokens: int | None = None
 
+    def fill_from(self, reply: ChatReply, labels: tuple[str, ...]) -> None:
+        """Record a reply: the parsed label (or no vote), latency, raw text and reasoning."""
+        parsed = parse_reply(reply.content, labels, reasoning=reply.reasoning)
+        self.answer = parsed.answer
+        self.latency_s = reply.latency_s
+        self.raw = reply.content
+        self.thinking = parsed.reasoning
+        self.tokens = reply.completion_tokens
+        self.status = "answered" if parsed.answer is not None else "no_answer"
+
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "answer": self.answer,
                 "latency_s": None if self.latency_s is None else round(self.latency_s, 4),
@@ -288,16 +298,9 @@ class VoteRunner:
         vote, model = votes[idx], models[idx]
         if kind == "reply":
             reply: ChatReply = outcome
-            labels = tuple(a.strip() for a in self.request.answers)
-            parsed = parse_reply(reply.content, labels, reasoning=reply.reasoning)
-            vote.answer = parsed.answer
-            vote.latency_s = reply.latency_s
-            vote.raw = reply.content
-            vote.thinking = parsed.reasoning
-            vote.tokens = reply.completion_tokens
-            vote.status = "answered" if parsed.answer is not None else "no_answer"
-            return [VoteReceived(self.call_id, model.alias, parsed.answer, reply.latency_s,
-                                 reply.content, parsed.reasoning, reply.completion_tokens)]
+            vote.fill_from(reply, tuple(a.strip() for a in self.request.answers))
+            return [VoteReceived(self.call_id, model.alias, vote.answer, reply.latency_s,
+                                 reply.content, vote.thinking, reply.completion_tokens)]
         exc: ProviderError = outcome
         vote.status = "failed"
         vote.error = str(exc)

@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from ..errors import ProviderError
-from ..parsing import parse_reply
 from .ratings import BASE, ModelRating, sigma
 
 if TYPE_CHECKING:
@@ -83,13 +82,7 @@ async def ask(client: "ChatClient", model: "ModelConfig", messages: list[dict[st
         vote.status, vote.error = "failed", f"error: {type(exc).__name__}: {exc}"
         vote.latency_s = time.monotonic() - started
         return vote
-    parsed = parse_reply(reply.content, labels, reasoning=reply.reasoning)
-    vote.answer = parsed.answer
-    vote.latency_s = reply.latency_s
-    vote.raw = reply.content
-    vote.thinking = parsed.reasoning
-    vote.tokens = reply.completion_tokens
-    vote.status = "answered" if parsed.answer is not None else "no_answer"
+    vote.fill_from(reply, labels)
     return vote
 
 
