@@ -80,7 +80,8 @@ def test_slow_challenger_is_cancelled_after_the_grace_period(server, stub_config
 
 def test_every_scale_call_is_logged_with_votes_and_decision(server, stub_config):
     server.script(mid("fast-a"), Behaviour(reply="Answer: YES"))
-    server.script(mid("fast-b"), Behaviour(reply="Answer: YES"))
+    # fast-b answers last, so the early decision never cancels slow-c's dissent.
+    server.script(mid("fast-b"), Behaviour(reply="Answer: YES", latency=0.3))
     server.script(mid("slow-c"), Behaviour(reply="Answer: NO"))
     proc = run_cli("scale", "Is it up?", "-a", "YES,NO", "--json", "-c", "CTX-1")
     rid = json.loads(proc.stdout)["id"]

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from ..engine.errors import ExitCode, FscaleError, UsageError
+from ..engine.errors import ExitCode, FscaleError, UsageError, exit_code_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG = {"on": False}
@@ -155,6 +155,31 @@ def not_yet_available(app: typer.Typer, name: str, summary: str) -> None:
     app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(placeholder)
 
 
+def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any]) -> list[Any]:
+    """Read a JSONL batch file ('-' = stdin): one ``build(obj)`` per non-empty line.
+
+    A line that is not a JSON object with a ``question``, or that ``build`` rejects, becomes a
+    ``UsageError("line N: ...")`` in its place, so one bad line never stops the batch.
+    """
+    text = read_text_file(path, "batch file")
+    items: list[Any] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError("not a JSON object")
+            if not isinstance(obj.get("question"), str):
+                raise ValueError("no question")
+            items.append(build(obj))
+        except (ValueError, TypeError, UsageError) as exc:
+            items.append(UsageError(f"line {lineno}: {exc}"))
+    if not items:
+        raise UsageError(f"batch file {path!r} has no items")
+    return items
+
+
 class BatchOutput:
     """Batch results as JSON lines on stdout, in input order, each as soon as it can go out.
 
@@ -183,8 +208,5 @@ class BatchOutput:
 
     @property
     def exit_code(self) -> int:
-        if all(s == "decided" for s in self.statuses):
-            return int(ExitCode.DECIDED)
-        if all(s in ("all_failed", "error") for s in self.statuses):
-            return int(ExitCode.ALL_FAILED)
-        return int(ExitCode.NO_DECISION)
+        codes = {exit_code_for(s) for s in self.statuses}
+        return int(codes.pop() if len(codes) == 1 else ExitCode.NO_DECISION)

@@ -6,14 +6,13 @@ candidates, judge votes and search steps are shown on stderr as they happen.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import typer
 
 from ..engine.errors import UsageError
-from .common import (BatchOutput, guarded, print_json, read_text_file, resolve_context, run, split_list,
+from .common import (BatchOutput, read_batch_items, guarded, print_json, resolve_context, run, split_list,
                      stderr_console)
 
 SELECT = "Choosing models"
@@ -133,33 +132,20 @@ ITEM_FIELDS = {"context": str, "id": str, "gold": str, "k": int, "strategy": str
 
 
 def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
-    text = read_text_file(path, "batch file")
-    items: list[Any] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            if not isinstance(obj, dict):
-                raise ValueError("not a JSON object")
-            if not isinstance(obj.get("question"), str):
-                raise ValueError("no question")
-            opts = dict(defaults)
-            for key, kind in ITEM_FIELDS.items():
-                if obj.get(key) is not None:
-                    opts[key] = kind(obj[key])
-            for key in ("models", "judge_models"):
-                if obj.get(key):
-                    value = obj[key]
-                    opts[key] = tuple(split_list(value) or ()) if isinstance(value, str) else tuple(value)
-            if opts.get("models") and obj.get("panel"):
-                opts["models"] = None
-            items.append(_request(obj["question"], opts))
-        except (ValueError, TypeError, UsageError) as exc:
-            items.append(UsageError(f"line {lineno}: {exc}"))
-    if not items:
-        raise UsageError(f"batch file {path!r} has no items")
-    return items
+    def build(obj: dict[str, Any]) -> Any:
+        opts = dict(defaults)
+        for key, kind in ITEM_FIELDS.items():
+            if obj.get(key) is not None:
+                opts[key] = kind(obj[key])
+        for key in ("models", "judge_models"):
+            if obj.get(key):
+                value = obj[key]
+                opts[key] = tuple(split_list(value) or ()) if isinstance(value, str) else tuple(value)
+        if opts.get("models") and obj.get("panel"):
+            opts["models"] = None
+        return _request(obj["question"], opts)
+
+    return read_batch_items(path, build)
 
 
 def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -10,7 +9,7 @@ import typer
 
 from ..engine.errors import UsageError
 from ..engine.requests import parse_k, scale_request, verify_request
-from .common import (BatchOutput, guarded, print_json, read_text_file, resolve_context, run, split_list,
+from .common import (BatchOutput, guarded, read_batch_items, print_json, read_text_file, resolve_context, run, split_list,
                      stderr_console, stdin_has_data)
 
 SELECT = "Choosing models"
@@ -104,36 +103,23 @@ def _run_auto(question: str, labels: tuple[str, ...], context: str | None, *, as
 def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
     from ..engine.vote import ScaleRequest
 
-    text = read_text_file(path, "batch file")
-    items: list[Any] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            if not isinstance(obj, dict):
-                raise ValueError("not a JSON object")
-            answers = obj.get("answers", defaults["answers"])
-            if isinstance(answers, str):
-                answers = split_list(answers)
-            if not answers:
-                raise ValueError("no answers (give them in the item or with --answers)")
-            if not isinstance(obj.get("question"), str):
-                raise ValueError("no question")
-            models = obj.get("models", defaults["models"])
-            req = ScaleRequest(
-                question=obj["question"], answers=tuple(str(a) for a in answers),
-                context=obj.get("context"), id=str(obj["id"]) if obj.get("id") is not None else None,
-                models=tuple(models) if models else None,
-                panel=obj.get("panel", defaults["panel"]),
-                k=obj.get("k", defaults["k"]), tie_break=defaults["tie_break"])
-            req.validate()
-            items.append(req)
-        except (ValueError, TypeError, UsageError) as exc:
-            items.append(UsageError(f"line {lineno}: {exc}"))
-    if not items:
-        raise UsageError(f"batch file {path!r} has no items")
-    return items
+    def build(obj: dict[str, Any]) -> ScaleRequest:
+        answers = obj.get("answers", defaults["answers"])
+        if isinstance(answers, str):
+            answers = split_list(answers)
+        if not answers:
+            raise ValueError("no answers (give them in the item or with --answers)")
+        models = obj.get("models", defaults["models"])
+        req = ScaleRequest(
+            question=obj["question"], answers=tuple(str(a) for a in answers),
+            context=obj.get("context"), id=str(obj["id"]) if obj.get("id") is not None else None,
+            models=tuple(models) if models else None,
+            panel=obj.get("panel", defaults["panel"]),
+            k=obj.get("k", defaults["k"]), tie_break=defaults["tie_break"])
+        req.validate()
+        return req
+
+    return read_batch_items(path, build)
 
 
 def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool,

@@ -16,6 +16,15 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130
 
 
+def exit_code_for(status: str) -> ExitCode:
+    """The exit code of a finished call from its status (scale, generate, batch items)."""
+    if status == "decided":
+        return ExitCode.DECIDED
+    if status in ("all_failed", "error"):
+        return ExitCode.ALL_FAILED
+    return ExitCode.NO_DECISION
+
+
 class FscaleError(Exception):
     """An error with a one-line message meant for the user, and the exit code it maps to."""
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from .client import ChatClient, ChatReply, RequestCounter
 from .config import ModelConfig
-from .errors import ExitCode, ProviderError, UsageError
+from .errors import ExitCode, exit_code_for, ProviderError, UsageError
 from .events import (Cancelled, Decided, Event, MemberSubstituted, VoteDelta, VoteFailed,
                      VoteReceived, VoteStarted)
 from .parsing import parse_reply
@@ -118,11 +118,7 @@ class ScaleResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.status == "decided":
-            return ExitCode.DECIDED
-        if self.status == "all_failed":
-            return ExitCode.ALL_FAILED
-        return ExitCode.NO_DECISION
+        return exit_code_for(self.status)
 
     def to_dict(self) -> dict[str, Any]:
         return {

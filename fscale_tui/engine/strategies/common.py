@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..answers import final_answer
 from ..client import ChatReply, RequestCounter
 from ..config import ModelConfig
-from ..errors import ExitCode, ProviderError, UsageError
+from ..errors import ExitCode, exit_code_for, ProviderError, UsageError
 from ..events import Event
 from ..health import status_for_error
 from ..parsing import split_reasoning
@@ -163,11 +163,7 @@ class GenerateResult:
 
     @property
     def exit_code(self) -> ExitCode:
-        if self.status == "decided":
-            return ExitCode.DECIDED
-        if self.status == "all_failed":
-            return ExitCode.ALL_FAILED
-        return ExitCode.NO_DECISION
+        return exit_code_for(self.status)
 
     def to_dict(self) -> dict[str, Any]:
         return {
