@@ -1,0 +1,62 @@
+"""The one redactor: every error text, body excerpt, log line and stored field passes here.
+
+Secrets reach fscale only through the environment variables named by ``api_key_env``. The
+values of those variables are registered here when the settings are loaded
+(:func:`register_secrets`), and :func:`redact` replaces every occurrence of a registered value,
+and anything shaped like a bearer token or a well-known key format, with ``[redacted]``.
+Pure and cheap: a few ``str.replace`` calls and one precompiled regular expression.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+MASK = "[redacted]"
+
+#: Values shorter than this are not registered (replacing "a" everywhere would garble text).
+MIN_SECRET_LEN = 6
+
+#: Bearer tokens and common key shapes (NVIDIA ``nvapi-``, GitHub ``ghp_``/``github_pat_``,
+#: OpenAI-style ``sk-``), so a key that was never registered is still removed.
+_PATTERNS = re.compile(
+    r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"
+    r"|\bnvapi-[A-Za-z0-9_-]{8,}"
+    r"|\bgh[pousr]_[A-Za-z0-9]{16,}"
+    r"|\bgithub_pat_[A-Za-z0-9_]{16,}"
+    r"|\bsk-[A-Za-z0-9_-]{16,}"
+)
+
+_secrets: set[str] = set()
+
+
+def register_secrets(values: Iterable[str | None]) -> None:
+    """Remember secret values (API keys from the environment) so :func:`redact` removes them."""
+    for value in values:
+        if value and len(value.strip()) >= MIN_SECRET_LEN:
+            _secrets.add(value.strip())
+
+
+def _sub(match: re.Match[str]) -> str:
+    prefix = match.group(1)
+    return (prefix or "") + MASK
+
+
+def redact(text: str | None) -> str | None:
+    """``text`` with every registered secret and every token-shaped string masked."""
+    if not text:
+        return text
+    for secret in sorted(_secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return _PATTERNS.sub(_sub, text)
+
+
+def looks_like_secret(value: str) -> bool:
+    """True for a string that is shaped like a key or token (not like a variable name)."""
+    value = value.strip()
+    if _PATTERNS.fullmatch(value) or _PATTERNS.fullmatch("Bearer " + value):
+        # "Bearer X" matches any word: only treat it as a key when it is long and mixed.
+        return len(value) >= 20 and not re.fullmatch(r"[A-Z][A-Z0-9_]*", value)
+    return len(value) >= 24 and bool(re.search(r"\d", value)) and bool(re.search(r"[a-z]", value)) \
+        and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value)
