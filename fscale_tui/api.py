@@ -34,18 +34,34 @@ def _run(coro: Any) -> Any:
                      "use 'async with Engine() as e: await e.scale(...)' instead")
 
 
-def _request(question: str, answers: Sequence[str], *, context: str | None = None,
-             k: int | None = None, panel: str | None = None, models: Sequence[str] | None = None,
-             tie_break: str | None = None, id: str | None = None) -> ScaleRequest:
-    return ScaleRequest(question=question, answers=tuple(answers), context=context,
-                        models=tuple(models) if models else None, panel=panel, k=k,
-                        tie_break=tie_break, id=id)
+def _request(question: str, answers: str | Sequence[str], *, context: str | None = None,
+             k: int | str | None = None, panel: str | None = None,
+             models: str | Sequence[str] | None = None, tie_break: str | None = None,
+             item_id: str | None = None) -> ScaleRequest:
+    """The same request the CLI builds: ``answers``/``models`` as a list or a comma string,
+    ``k`` a number or ``"auto"``."""
+    from .engine.requests import parse_k, split_labels
+
+    labels = split_labels(answers) if isinstance(answers, str) else tuple(answers)
+    if isinstance(models, str):
+        models = split_labels(models)
+    auto = isinstance(k, str) and k.strip() == "auto"
+    request = ScaleRequest(question=question, answers=tuple(labels or ()), context=context,
+                           models=tuple(models) if models else None, panel=panel,
+                           k=None if auto else parse_k(k), tie_break=tie_break, auto=auto,
+                           item_id=None if item_id is None else str(item_id))
+    request.validate()
+    return request
 
 
-def scale(question: str, answers: Sequence[str], *, context: str | None = None,
-          k: int | None = None, panel: str | None = None, models: Sequence[str] | None = None,
+def scale(question: str, answers: str | Sequence[str], *, context: str | None = None,
+          k: int | str | None = None, panel: str | None = None,
+          models: str | Sequence[str] | None = None,
           tie_break: str | None = None, settings: Settings | None = None) -> ScaleResult:
-    """Ask several models to classify; returns the decision with votes and confidence."""
+    """Ask several models to classify; returns the decision with votes and confidence.
+
+    ``answers`` is a list of labels or a comma-separated string (``"YES,NO"``); ``k`` a number
+    or ``"auto"`` (route + calibrated cascade, as ``fscale scale -k auto``)."""
     request = _request(question, answers, context=context, k=k, panel=panel, models=models,
                        tie_break=tie_break)
 
@@ -56,14 +72,16 @@ def scale(question: str, answers: Sequence[str], *, context: str | None = None,
     return _run(go())
 
 
-def scale_batch(items: Iterable[dict[str, Any]], *, k: int | None = None, panel: str | None = None,
+def scale_batch(items: Iterable[dict[str, Any]], *, k: int | str | None = None,
+                panel: str | None = None,
                 models: Sequence[str] | None = None, tie_break: str | None = None,
                 concurrency: int | None = None,
                 settings: Settings | None = None) -> list[ScaleResult | Exception]:
     """Classify many items (dicts with question, answers, optional context and id).
 
     Returns one entry per item in input order: a ScaleResult, or the exception that item
-    raised (a bad item never stops the batch).
+    raised (a bad item never stops the batch). An item's ``id`` is kept as ``item_id``; every
+    call gets its own unique call id.
     """
     requests: list[ScaleRequest | Exception] = []
     for item in items:
@@ -71,9 +89,11 @@ def scale_batch(items: Iterable[dict[str, Any]], *, k: int | None = None, panel:
             requests.append(_request(item["question"], item["answers"], context=item.get("context"),
                                      k=item.get("k", k), panel=item.get("panel", panel),
                                      models=item.get("models", models), tie_break=tie_break,
-                                     id=item.get("id")))
+                                     item_id=item.get("id")))
         except (KeyError, TypeError) as exc:
             requests.append(UsageError(f"bad item: missing or invalid {exc}"))
+        except UsageError as exc:
+            requests.append(exc)
 
     async def go() -> list[ScaleResult | Exception]:
         out: list[ScaleResult | Exception | None] = [None] * len(requests)
@@ -113,10 +133,8 @@ def generate(question: str, *, context: str | None = None, k: int | None = None,
              settings: Settings | None = None) -> "GenerateResult":
     """Generate k candidates and select one (strategy: judge, vote, weighted, usc, tournament,
     beam, dvts). Returns a GenerateResult: output, all_outputs, winner_model, judge_votes,
-    total_calls, elapsed_s (and coverage / correct when ``gold`` is given). ``candidates``
+    calls_made, elapsed_s (and coverage / correct when ``gold`` is given). ``candidates``
     (with optional ``candidate_models``) skips generation: only the selection runs."""
-    from .engine.generate import generate as run_generate
-
     request = _generate_request(question, context=context, k=k, strategy=strategy, judges=judges,
                                 models=models, panel=panel, judge_models=judge_models,
                                 max_tokens=max_tokens, temperature=temperature,
@@ -126,7 +144,7 @@ def generate(question: str, *, context: str | None = None, k: int | None = None,
 
     async def go() -> "GenerateResult":
         async with Engine(settings) as engine:
-            return await run_generate(engine, request)
+            return await engine.generate(request)
 
     return _run(go())
 
@@ -139,8 +157,6 @@ def generate_batch(items: Iterable[dict[str, Any]], *, concurrency: int | None =
     Returns one entry per item in input order: a GenerateResult, or the exception that item
     raised (a bad item never stops the batch).
     """
-    from .engine.generate import generate_batch as run_batch
-
     unknown = set(defaults) - set(_GENERATE_FIELDS)
     if unknown:
         raise UsageError(f"unknown option(s) for generate_batch: {', '.join(sorted(unknown))}")
@@ -148,6 +164,8 @@ def generate_batch(items: Iterable[dict[str, Any]], *, concurrency: int | None =
     for item in items:
         try:
             fields = {**defaults, **{k: v for k, v in item.items() if k in _GENERATE_FIELDS}}
+            if "id" in fields:
+                fields["item_id"] = str(fields.pop("id"))
             if not isinstance(item.get("question"), str):
                 raise KeyError("question")
             req = _generate_request(item["question"], **fields)
@@ -161,7 +179,7 @@ def generate_batch(items: Iterable[dict[str, Any]], *, concurrency: int | None =
     async def go() -> list[Any]:
         out: list[Any] = [None] * len(requests)
         async with Engine(settings) as engine:
-            async for index, outcome in run_batch(engine, requests, concurrency=concurrency):
+            async for index, outcome in engine.generate_batch(requests, concurrency=concurrency):
                 out[index] = outcome
         return out
 

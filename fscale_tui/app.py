@@ -20,16 +20,7 @@ from textual.theme import Theme
 
 from .engine import storage
 from .engine.paths import Paths
-
-#: mode name -> (module under fscale_tui.screens, class, title for palette and help)
-SCREENS: dict[str, tuple[str, str, str]] = {
-    "ask": ("ask", "AskScreen", "Ask / verify: live votes"),
-    "generate": ("generate", "GenerateScreen", "Generate: candidates and judges"),
-    "health": ("health", "HealthScreen", "Health: probe every model"),
-    "ratings": ("ratings", "RatingsScreen", "Ratings: model ratings and challengers"),
-    "panels": ("panels", "PanelsScreen", "Panels: list, edit, evolve"),
-    "history": ("history", "HistoryScreen", "History: past calls and feedback"),
-}
+from .screens import SCREENS
 
 #: High-contrast themes: text is never told apart by colour alone (every status also has a label).
 THEMES = [

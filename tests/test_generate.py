@@ -185,7 +185,7 @@ def test_vote_majority_over_normalised_final_answers(server, stub_config):
     r = generate("q", strategy="vote", k=5, gold="1000")
     assert r.answer == "1000" and r.counts == {"1000": 3, "999": 2}
     assert r.winner_model == "fast-a" and r.selected_by == "majority"
-    assert r.correct and r.coverage and r.total_calls == 5
+    assert r.correct and r.coverage and r.calls_made == 5
     assert all(req.body["temperature"] > 0 for req in server.requests)
 
 
@@ -223,7 +223,7 @@ def test_weighted_sums_verifier_scores_per_answer(server, stub_config):
     # 7: 1.0 beats 8: (1 + 2) / 9 -- the minority answer wins on verifier evidence.
     assert r.answer == "7" and r.winner_model == "fast-a"
     assert r.counts == {"7": 1.0, "8": pytest.approx(0.3333, abs=1e-3)}
-    assert r.total_calls == 6 == server.count()
+    assert r.calls_made == 6 == server.count()
     assert all(v.score is not None for v in r.judge_votes)
     # Verifiers never score their own family's candidate (d/e judge a/b/c).
     assert {v.judge for v in r.judge_votes} <= {"fast-d", "think-e"}
@@ -253,7 +253,7 @@ def test_usc_one_extra_call_picks_the_most_consistent(server, stub_config):
     server.set_default(Behaviour(reply_fn=picks("[B]", "The most consistent response is Response {n}")))
     r = generate("q", strategy="usc", k=3, seed=4)
     assert r.winner_model == "fast-b" and r.selected_by == "usc selector"
-    assert r.total_calls == 4 == server.count()
+    assert r.calls_made == 4 == server.count()
     (v,) = r.judge_votes
     assert sorted(v.order) == [0, 1, 2] and v.choice_index == 1
 
@@ -272,7 +272,7 @@ def test_tournament_knockout_with_sides_swapped(server, stub_config):
         server.script(mid(j), Behaviour(reply_fn=best_quality))
     r = generate("q", strategy="tournament", k=4)
     assert r.winner_model == "fast-b" and r.selected_by == "tournament"
-    assert len(r.judge_votes) == 3 * 2 and r.total_calls == 4 + 6 == server.count()
+    assert len(r.judge_votes) == 3 * 2 and r.calls_made == 4 + 6 == server.count()
     by_match: dict[str, list] = {}
     for v in r.judge_votes:
         by_match.setdefault(v.match, []).append(v.order)
@@ -330,7 +330,7 @@ def test_beam_search_keeps_the_best_scored_beams_and_returns_the_best_solution(s
     steps = [e for e in events if isinstance(e, StepScored)]
     first = [e for e in steps if e.iteration == 0]
     assert len(first) == 4 and {e.beam for e in first if e.kept} == {0, 2}  # the (good) ones
-    assert r.total_calls == server.count()
+    assert r.calls_made == server.count()
     # A step ends at a blank line: every non-final step request carries stop ["\n\n"].
     gen_bodies = [q.body for q in server.requests if q.model in (mid("fast-a"), mid("fast-b"))]
     assert all(b.get("stop") == ["\n\n"] for b in gen_bodies)
@@ -386,7 +386,7 @@ def test_given_candidates_are_judged_without_generation_calls(server, stub_confi
     r = generate("Which draft?", candidates=["draft one", "draft two", "draft three"],
                  candidate_models=["fast-a", "fast-b", "slow-c"], judges=2, seed=1,
                  early_stop=False)
-    assert r.winner_index == 1 and r.winner_model == "fast-b" and r.total_calls == 2
+    assert r.winner_index == 1 and r.winner_model == "fast-b" and r.calls_made == 2
     assert server.count() == 2 and set(r.judges) == {"fast-d", "think-e"}
     from fscale_tui.engine.errors import UsageError
     with pytest.raises(UsageError):
@@ -402,19 +402,21 @@ def test_dvts_runs_independent_subtrees_and_picks_the_best(server, stub_config):
     # 2 subtrees x 2 expansions per iteration, 3 iterations (2 steps, then the answer),
     # each expansion generated and scored.
     assert len(r.all_outputs) == 2 and r.answer == "42"
-    assert r.total_calls == 2 * 2 * 3 * 2 == server.count()
+    assert r.calls_made == 2 * 2 * 3 * 2 == server.count()
     assert all(c.answer == "42" for c in r.all_outputs)  # each subtree kept its good child
 
 
 # -- accounting, events, batches --------------------------------------------------------------------------
 @pytest.mark.parametrize("strategy", ["judge", "vote", "weighted", "usc", "tournament", "beam", "dvts"])
-def test_total_calls_equals_requests_the_server_received(server, stub_config, strategy):
+def test_calls_made_equals_requests_the_server_received(server, stub_config, strategy):
     server.script(mid("fast-a"), Behaviour(status=503), Behaviour(reply="The answer is: 3"))  # one retry
     server.script(mid("fast-b"), Behaviour(reply="The answer is: 3"))
     server.script(mid("slow-c"), Behaviour(reply="The answer is: 4"))
     server.set_default(Behaviour(reply="Best: Output 2\nScore: 7"))
     r = generate("q", strategy=strategy, k=3, max_steps=2, seed=1, early_stop=False)
-    assert r.total_calls == server.count() > 3
+    assert r.calls_made == server.count() > 3
+    data = r.to_dict()  # total_calls: the deprecated name, kept for one release
+    assert data["calls_made"] == data["total_calls"] == r.calls_made and data["schema"] == 1
 
 
 async def test_events_stream_every_candidate_and_judge_vote(server, stub_config):
@@ -438,7 +440,7 @@ def test_generate_batch_isolates_bad_items_and_keeps_order(server, stub_config):
     out = generate_batch([{"question": "a", "gold": "12"}, {"nope": 1},
                           {"question": "c", "strategy": "bogus"}, {"question": "d", "k": 2}],
                          strategy="vote", k=3)
-    assert out[0].correct is True and out[0].total_calls == 3
+    assert out[0].correct is True and out[0].calls_made == 3
     assert isinstance(out[1], Exception) and isinstance(out[2], Exception)
     assert out[3].answer == "12" and len(out[3].all_outputs) == 2
 

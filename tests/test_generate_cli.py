@@ -93,7 +93,7 @@ def test_batch_one_json_per_line_in_order_and_bad_lines_isolated(server, stub_co
     proc = run_cli("generate", "--batch", str(items), "-s", "vote", "-k", "2")
     lines = [json.loads(x) for x in proc.stdout.splitlines()]
     assert [x["index"] for x in lines] == [0, 1, 2, 3]
-    assert lines[0]["id"] == "x1" and lines[0]["correct"] is True
+    assert lines[0]["item_id"] == "x1" and lines[0]["id"] != "x1" and lines[0]["correct"] is True
     assert lines[1]["status"] == lines[2]["status"] == "error"
     assert lines[3]["correct"] is False and lines[3]["coverage"] is False
     assert proc.returncode == 3  # not every item decided

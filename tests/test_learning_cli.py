@@ -38,7 +38,8 @@ def test_shadow_challenger_is_outside_the_panel_and_not_in_the_decision(server, 
     for m in ("fast-a", "fast-b", "slow-c"):
         server.script(mid(m), Behaviour(reply="YES"))
     r = run_scale(ScaleRequest("q?", ("YES", "NO")))
-    assert r.answer == "YES" and r.counts == {"YES": 3}
+    # the challenger's NO never counts (the third member may be cancelled by the early decision)
+    assert r.answer == "YES" and set(r.counts) == {"YES"} and r.counts["YES"] >= 2
     assert r.challenger is not None and r.challenger.model in OUTSIDERS
     assert r.challenger.answer == "NO" and r.challenger.status == "answered"
     assert r.calls_made == 3 and r.challenger_calls == 1  # counted separately

@@ -11,8 +11,7 @@ import pytest
 from fscale_tui.engine.config import load_settings
 from fscale_tui.engine.errors import ExitCode, UsageError
 from fscale_tui.engine.learning import ratings as R
-from fscale_tui.engine.learning.calllog import (CallRecord, LearningStore, ReplyRecord,
-                                                log_generate_call)
+from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord
 
 
 def call(call_id: str, answers: dict[str, str | None], *, challenger: tuple[str, str] | None = None,
@@ -105,18 +104,26 @@ def test_feedback_counts_more_than_consensus(store):
     assert table["c"].rating - (R.BASE - consensus_loss) > consensus_loss * 0.9
 
 
-def test_repeated_call_ids_are_kept_and_the_latest_is_used(store):
+def test_repeated_call_ids_are_kept_and_never_picked_silently(store):
     store.record_call(call("same", {"a": "YES", "b": "YES"}, question="first"))
     store.record_call(call("same", {"a": "NO", "b": "NO"}, question="second", decided="NO"))
-    assert store.count() == 2 and store.get("same")["question"] == "second"
+    assert store.count() == 2
+    with pytest.raises(UsageError, match="logged 2 times: name one of #1, #2"):
+        store.get("same")
+    assert store.get("#1")["question"] == "first" and store.get("#2")["question"] == "second"
 
 
-def test_log_generate_call_for_other_call_kinds(fscale_home):
+def test_other_call_kinds_are_logged_without_moving_ratings(fscale_home):
+    from fscale_tui.engine.background import BackgroundWriter
+    from fscale_tui.engine.learning.service import CallLog
+
     settings = load_settings()
-    seq = log_generate_call(settings, {"id": "g1", "question": "Write a haiku", "answer": "cand 2",
-                                       "replies": [{"model": "a", "role": "candidate", "raw": "x"},
-                                                   {"model": "b", "role": "judge", "answer": "2"}]})
-    assert seq is not None
+    writer = BackgroundWriter()
+    CallLog(settings, writer).record(CallRecord(
+        id="g1", kind="generate", question="Write a haiku", answer="cand 2",
+        replies=[ReplyRecord("a", role="candidate", raw="x"),
+                 ReplyRecord("b", role="judge", answer="2")]), learn=False)
+    writer.close()
     with LearningStore.for_settings(settings) as store:
         item = store.get("g1")
         assert item["kind"] == "generate" and len(item["replies"]) == 2

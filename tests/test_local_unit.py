@@ -309,7 +309,7 @@ async def test_scale_on_the_local_panel_sends_grammar_and_variant_params(stub_as
                                                          answers=["positive", "negative"])):
             events.append(ev)
     result = events[-1].result
-    assert result.answer == "positive" and result.members == 3
+    assert result.answer == "positive" and len(result.members) == 3
     started = {e.model: e for e in events if isinstance(e, VoteStarted)}
     assert set(started) == {"local-qwen-1.5b", "local-qwen-0.5b", "local-qwen-1.5b-s2"}
     assert started["local-qwen-1.5b-s2"].variant == "1.5B, seed 2, T=0.7"

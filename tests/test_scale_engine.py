@@ -11,7 +11,8 @@ from fscale_tui.engine.config import load_settings
 from fscale_tui.engine.events import (Cancelled, Decided, MemberSubstituted, VoteDelta,
                                       VoteFailed, VoteReceived, VoteStarted)
 from fscale_tui.engine.session import Engine
-from fscale_tui.engine.vote import ScaleRequest, can_decide_early
+from fscale_tui.engine.vote import ScaleRequest
+from fscale_tui.engine.voting import Majority, Weighted
 from tests.conftest import Behaviour, mid, write_config
 
 from collections import Counter
@@ -63,13 +64,32 @@ def test_no_early_decision_while_the_result_can_still_change(server, stub_config
     assert all(v.status == "answered" for v in r.votes)
 
 
+def _ballots(rule, counts):
+    return [rule.ballot(f"{label}{i}", label) for label, n in counts.items() for i in range(n)]
+
+
 def test_can_decide_early_rule():
     labels = ("A", "B", "C")
-    assert can_decide_early(Counter({"A": 2}), labels, 1) == "A"
-    assert can_decide_early(Counter({"A": 1}), labels, 2) is None
-    assert can_decide_early(Counter({"A": 2, "B": 1}), labels, 1) is None
-    assert can_decide_early(Counter({"A": 3, "B": 1}), labels, 1) == "A"
-    assert can_decide_early(Counter(), labels, 3) is None
+    rule = Majority()
+    assert rule.can_decide_early(_ballots(rule, {"A": 2}), labels, [1.0])
+    assert not rule.can_decide_early(_ballots(rule, {"A": 1}), labels, [1.0, 1.0])
+    assert not rule.can_decide_early(_ballots(rule, {"A": 2, "B": 1}), labels, [1.0])
+    assert rule.can_decide_early(_ballots(rule, {"A": 3, "B": 1}), labels, [1.0])
+    assert not rule.can_decide_early([], labels, [1.0, 1.0, 1.0])
+
+
+def test_stage_outcome_is_settled_against_its_threshold():
+    labels = ("A", "B")
+    rule = Majority()
+    # unanimity needed (threshold 1): one dissent settles it (escalate), whatever is pending
+    assert rule.can_decide_early(_ballots(rule, {"A": 1, "B": 1}), labels, [1.0], threshold=1.0)
+    assert not rule.can_decide_early(_ballots(rule, {"A": 2}), labels, [1.0], threshold=1.0)
+    # 2 of 3 needed: two agreeing votes already reach it
+    assert rule.can_decide_early(_ballots(rule, {"A": 2}), labels, [1.0], threshold=0.66)
+    weighted = Weighted({"A0": 0.9, "B0": 0.5}, default=0.5)
+    ballots = [weighted.ballot("A0", "A"), weighted.ballot("B0", "B")]
+    # 0.9 behind A of 1.4 + 0.5 pending: A cannot reach 0.8 any more
+    assert weighted.can_decide_early(ballots, labels, [0.5], threshold=0.8)
 
 
 def test_final_tie_is_no_decision(server, stub_config):
@@ -116,7 +136,7 @@ def test_no_answer_is_not_a_vote_and_distinct_from_unclear_label(server, stub_co
     assert statuses["fast-a"] == ("no_answer", None)
     assert statuses["fast-b"] == ("answered", "UNCLEAR")
     assert statuses["slow-c"] == ("no_answer", None)
-    assert r.answer == "UNCLEAR" and r.valid_votes == 1 and r.members == 3
+    assert r.answer == "UNCLEAR" and r.valid_votes == 1 and r.members == ["fast-a", "fast-b", "slow-c"]
     assert r.confidence == 1.0  # 1 of 1 valid votes, reported with valid=1/3
 
 
@@ -246,7 +266,9 @@ def test_scale_batch_isolates_bad_items_and_keeps_order(server, stub_config):
     out = scale_batch(items, k=2)
     assert len(out) == 6
     assert isinstance(out[2], Exception)
-    assert [r.id for i, r in enumerate(out) if i != 2] == ["i0", "i1", "i2", "i3", "i4"]
+    assert [r.item_id for i, r in enumerate(out) if i != 2] == ["i0", "i1", "i2", "i3", "i4"]
+    ids = [r.id for i, r in enumerate(out) if i != 2]
+    assert len(set(ids)) == 5 and not set(ids) & {"i0", "i1", "i2", "i3", "i4"}  # call ids are unique
     assert all(r.answer == "YES" for i, r in enumerate(out) if i != 2)
 
 

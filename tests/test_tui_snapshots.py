@@ -43,7 +43,7 @@ def recorded_events() -> list[Any]:
     ]
     result = ScaleResult(id=CALL, answer="SAFE", confidence=1.0, votes=votes, calls_made=5,
                          elapsed_s=2.91, decided_early=True, counts={"SAFE": 3}, valid_votes=3,
-                         members=4, question="Is this function safe from SQL injection?",
+                         members=["fast-a", "fast-c", "slow-c", "think-e"], question="Is this function safe from SQL injection?",
                          answers=["SAFE", "VULNERABLE"])
     result.challenger = Vote("fast-d", "VULNERABLE", 0.77, status="answered",
                              raw="Answer: VULNERABLE", tokens=9)
@@ -81,7 +81,7 @@ def recorded_generate_events() -> list[Any]:
     result = GenerateResult(id=CALL, strategy="judge", status="decided", output=texts[0],
                             answer="391", winner_model="fast-a", winner_index=0,
                             all_outputs=cands, judge_votes=ballots,
-                            counts={"0": 2, "2": 1}, selected_by="judges", total_calls=6,
+                            counts={"0": 2, "2": 1}, selected_by="judges", calls_made=6,
                             elapsed_s=1.84, question="What is 17*23?", generators=list(gens),
                             judges=list(judges))
     events: list[Any] = [GenerateStarted(CALL, "judge", gens, judges, 3)]

@@ -7,8 +7,9 @@ from typing import Any
 
 import typer
 
-from ..engine.errors import ExitCode, UsageError
-from .common import guarded, load_settings_for_cli, print_json, run, split_list, stderr_console
+from ..engine.errors import ExitCode
+from .common import (engine_facade, guarded, load_settings_for_cli, print_json, run, split_list,
+                     stderr_console)
 
 # Group help comes from the callbacks' docstrings (they carry the examples).
 models_app = typer.Typer(invoke_without_command=True)
@@ -25,35 +26,6 @@ def _stdout_console():
 
     # Piped output is data for other programs: never squeeze or fold it to 80 columns.
     return Console(highlight=False, soft_wrap=False, width=None if _sys.stdout.isatty() else 200)
-
-
-def _why_not(provider: Any, env: dict[str, str]) -> str | None:
-    """Why a model cannot be used: the missing key, or the missing local extra."""
-    if provider is None:
-        return "unknown provider"
-    if provider.usable(env):
-        return None
-    if provider.type == "local":
-        return "not installed"
-    return f"{provider.api_key_env} not set" if provider.api_key_env else "unusable"
-
-
-def _model_rows(settings: Any) -> list[dict[str, Any]]:
-    from ..engine.health import HealthStore
-
-    health = HealthStore(settings)
-    rows = []
-    for m in settings.models.values():
-        provider = settings.providers.get(m.provider)
-        rows.append({
-            "alias": m.alias, "provider": m.provider, "id": m.id, "tier": m.tier,
-            "family": m.family, "cost": m.cost,
-            "usable": bool(provider and provider.usable(settings.env)),
-            "why_not": _why_not(provider, settings.env),
-            "health": health.verdict(m.alias) or (health.entries().get(m.alias) or {}).get("status"),
-            "source": "builtin" if m.builtin else "config",
-        })
-    return rows
 
 
 @models_app.callback()
@@ -73,10 +45,10 @@ def models(ctx: typer.Context,
     """
     if ctx.invoked_subcommand is not None:
         return
-    settings = load_settings_for_cli()
-    rows = [r for r in _model_rows(settings) if r["usable"] or not usable_only]
+    with engine_facade() as engine:
+        rows = [r for r in engine.catalog.models() if r["usable"] or not usable_only]
     if as_json:
-        print_json(rows)
+        print_json([{"schema": 1, **r} for r in rows])
         return
     from rich.table import Table
 
@@ -106,7 +78,7 @@ def models_refresh(as_json: bool = typer.Option(False, "--json", help="Print the
 
     report = run(go())
     if as_json:
-        print_json(report)
+        print_json({"schema": 1, **report})
         return
     if not report:
         sys.stderr.write("fscale: no usable provider to ask (set a key or declare one in config.toml)\n")
@@ -135,12 +107,10 @@ def panels(ctx: typer.Context,
     """
     if ctx.invoked_subcommand is not None:
         return
-    settings = load_settings_for_cli()
-    user = settings.user_config.get("panels", {}) or {}
-    data = {name: {"members": members, "source": "config" if name in user else "builtin"}
-            for name, members in settings.panels.items()}
+    with engine_facade() as engine:
+        data = engine.catalog.panels()
     if as_json:
-        print_json(data)
+        print_json({"schema": 1, **data})
         return
     for name, info in data.items():
         sys.stdout.write(f"{name:<16} {', '.join(info['members'])}  [{info['source']}]\n")
@@ -156,15 +126,12 @@ def panels_show(name: str = typer.Argument(..., help="Panel name."),
 
       fscale panels show nim
     """
-    from ..engine.registry import Registry
-
-    settings = load_settings_for_cli()
-    registry = Registry(settings)
-    members = [registry.model(a) for a in registry.panel(name)]
+    with engine_facade() as engine:
+        members = engine.catalog.panel(name)
     rows = [{"alias": m.alias, "provider": m.provider, "id": m.id, "tier": m.tier, "family": m.family}
             for m in members]
     if as_json:
-        print_json({"name": name, "members": rows})
+        print_json({"schema": 1, "name": name, "members": rows})
         return
     for r in rows:
         sys.stdout.write(f"{r['alias']:<22} {r['tier']:<9} {r['family']:<10} {r['provider']}:{r['id']}\n")
@@ -180,17 +147,10 @@ def panels_set(name: str = typer.Argument(..., help="Panel name."),
 
       fscale panels set default fast-a,fast-b,slow-c
     """
-    from ..engine.config import update_user_config
-
-    settings = load_settings_for_cli()
-    aliases = split_list(members) or ()
-    if not aliases:
-        raise UsageError("a panel needs at least one model")
-    unknown = [a for a in aliases if a not in settings.models]
-    if unknown:
-        raise UsageError(f"unknown model(s): {', '.join(unknown)} (see 'fscale models')")
-    update_user_config(settings.paths, lambda doc: doc.setdefault("panels", {}).__setitem__(name, list(aliases)))
-    sys.stderr.write(f"fscale: panel {name} = {', '.join(aliases)} (written to {settings.paths.config_file})\n")
+    aliases = list(split_list(members) or ())
+    with engine_facade() as engine:
+        path = engine.catalog.set_panel(name, aliases)
+    sys.stderr.write(f"fscale: panel {name} = {', '.join(aliases)} (written to {path})\n")
 
 
 @panels_app.command("rm")
@@ -202,15 +162,9 @@ def panels_rm(name: str = typer.Argument(..., help="Panel name.")) -> None:
 
       fscale panels rm fast3
     """
-    from ..engine.config import update_user_config
-
-    settings = load_settings_for_cli()
-    if name not in (settings.user_config.get("panels") or {}):
-        if name in settings.panels:
-            raise UsageError(f"panel {name!r} is built in; it can be overridden with 'panels set' but not removed")
-        raise UsageError(f"unknown panel {name!r}")
-    update_user_config(settings.paths, lambda doc: doc.get("panels", {}).pop(name, None))
-    sys.stderr.write(f"fscale: panel {name} removed from {settings.paths.config_file}\n")
+    with engine_facade() as engine:
+        path = engine.catalog.remove_panel(name)
+    sys.stderr.write(f"fscale: panel {name} removed from {path}\n")
 
 
 @guarded
@@ -230,43 +184,40 @@ def health(
 
       fscale health --models llama-3.1-8b,gemma-2-9b --json
     """
-    from ..engine.registry import NO_PROVIDER_HELP, Registry
+    from ..engine.errors import NoProviderError
+    from ..engine.registry import NO_PROVIDER_HELP
     from ..engine.session import Engine
     from .render import EventPrinter
 
-    settings = load_settings_for_cli()
-    registry = Registry(settings)
-    if models:
-        targets = [registry.model(a) for a in split_list(models) or ()]
-    elif panel:
-        targets = [registry.model(a) for a in registry.panel(panel)]
-    else:
-        targets = [m for m in settings.models.values() if registry.usable(m)]
-    if not targets:
-        from ..engine.errors import NoProviderError
-
-        raise NoProviderError(NO_PROVIDER_HELP)
     printer = EventPrinter(stderr_console(), quiet=as_json)
 
     async def go() -> list[Any]:
         out = []
-        async with Engine(settings) as engine:
+        async with Engine() as engine:
+            nonlocal targets
+            targets = engine.catalog.probe_targets(list(split_list(models) or ()), panel)
+            if not targets:
+                raise NoProviderError(NO_PROVIDER_HELP)
             async for probe in engine.health_events(targets):
                 printer(probe)
                 out.append(probe)
         return out
 
+    targets: list[Any] = []
     results = run(go())
     order = {m.alias: i for i, m in enumerate(targets)}
     results.sort(key=lambda p: order[p.model])
     if as_json:
-        print_json([{"model": p.model, "status": p.status,
+        print_json([{"schema": 1, "model": p.model, "status": p.status,
                      "latency_s": None if p.latency_s is None else round(p.latency_s, 4),
                      "detail": p.detail} for p in results])
     else:
         for p in results:
             sys.stdout.write(f"{p.model}\t{p.status}\n")
     ok = any(p.status in ("ok", "slow") for p in results)
+    no_key = [p.model for p in results if p.status == "no_key"]
+    if no_key and not as_json:
+        sys.stderr.write(f"fscale: not probed (no key or not installed): {', '.join(no_key)}\n")
     raise typer.Exit(int(ExitCode.DECIDED if ok else ExitCode.ALL_FAILED))
 
 
@@ -309,8 +260,8 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print as JSO
         for name, p in settings.providers.items()
     }
     if as_json:
-        print_json({"config_file": str(settings.paths.config_file), "settings": values,
-                    "providers": providers})
+        print_json({"schema": 1, "config_file": str(settings.paths.config_file),
+                    "settings": values, "providers": providers})
         return
     out = sys.stdout
     out.write(f"config file: {settings.paths.config_file}"

@@ -8,12 +8,13 @@ traceback only with ``--debug``. This module must not import textual.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -145,14 +146,17 @@ def load_settings_for_cli():
     return load_settings()
 
 
-def not_yet_available(app: typer.Typer, name: str, summary: str) -> None:
-    """Register a placeholder for a command whose engine part has not landed yet (exit 2)."""
+@contextlib.contextmanager
+def engine_facade(settings: Any = None) -> Iterator[Any]:
+    """The engine for a command that asks no model (catalogue, call log): no event loop, no
+    HTTP client; its background writes are flushed on the way out."""
+    from ..engine.session import Engine
 
-    def placeholder(args: list[str] = typer.Argument(None, hidden=True)) -> None:
-        fail(f"'{name}' is not yet available in this version", ExitCode.USAGE_ERROR)
-
-    placeholder.__doc__ = f"{summary} (not yet available)"
-    app.command(name, context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(placeholder)
+    engine = Engine(settings)
+    try:
+        yield engine
+    finally:
+        engine.close()
 
 
 def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any]) -> list[Any]:
@@ -166,6 +170,7 @@ def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any]) -> list[
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        obj: Any = None
         try:
             obj = json.loads(line)
             if not isinstance(obj, dict):
@@ -174,7 +179,10 @@ def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any]) -> list[
                 raise ValueError("no question")
             items.append(build(obj))
         except (ValueError, TypeError, UsageError) as exc:
-            items.append(UsageError(f"line {lineno}: {exc}"))
+            error = UsageError(f"line {lineno}: {exc}")
+            if isinstance(obj, dict) and obj.get("id") is not None:
+                error.item_id = str(obj["id"])  # type: ignore[attr-defined]
+            items.append(error)
     if not items:
         raise UsageError(f"batch file {path!r} has no items")
     return items
@@ -183,7 +191,8 @@ def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any]) -> list[
 class BatchOutput:
     """Batch results as JSON lines on stdout, in input order, each as soon as it can go out.
 
-    A failed item becomes ``{"index", "id", "status": "error", <empty_field>: null, "error"}``.
+    A failed item becomes ``{"schema", "index", "id": null, "item_id", "status": "error",
+    <empty_field>: null, "error"}`` (``item_id``: the line's own ``id`` when it had one).
     The exit code: 0 if every item was decided, 4 if every item failed, else 3.
     """
 
@@ -196,8 +205,10 @@ class BatchOutput:
 
     def add(self, index: int, outcome: Any) -> None:
         if isinstance(outcome, Exception):
-            obj = {"index": index, "id": getattr(self.items[index], "id", None), "status": "error",
-                   self.empty_field: None, "error": str(outcome)}
+            item = self.items[index]
+            item_id = getattr(item, "item_id", None)
+            obj = {"schema": 1, "index": index, "id": None, "item_id": item_id,
+                   "status": "error", self.empty_field: None, "error": str(outcome)}
         else:
             obj = {"index": index, **outcome.to_dict()}
         self.statuses.append(obj["status"])

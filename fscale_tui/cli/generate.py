@@ -77,7 +77,9 @@ class GeneratePrinter:
 
 def summary(result: Any) -> str:
     """One line: who won, by which rule, at what cost (and gold checks when given)."""
-    stats = f"{result.total_calls} calls, {result.elapsed_s:.2f}s"
+    from .render import plural
+
+    stats = f"{plural(result.calls_made, 'call')}, {result.elapsed_s:.2f}s"
     gold = ""
     if result.gold is not None:
         gold = f"; gold {result.gold}: selected {'✓' if result.correct else '✗'}, " \
@@ -104,7 +106,6 @@ def _request(question: str, opts: dict[str, Any]) -> Any:
 
 def _run_one(request: Any, *, as_json: bool, quiet: bool) -> int:
     from ..engine.events import Generated
-    from ..engine.generate import generate_events
     from ..engine.session import Engine
 
     printer = GeneratePrinter(stderr_console(), quiet=quiet or as_json)
@@ -112,7 +113,7 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool) -> int:
     async def go() -> Any:
         async with Engine() as engine:
             result = None
-            async for event in generate_events(engine, request):
+            async for event in engine.generate_events(request):
                 printer(event)
                 if isinstance(event, Generated):
                     result = event.result
@@ -126,7 +127,7 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool) -> int:
     return int(result.exit_code)
 
 
-ITEM_FIELDS = {"context": str, "id": str, "gold": str, "k": int, "strategy": str, "judges": int,
+ITEM_FIELDS = {"context": str, "gold": str, "k": int, "strategy": str, "judges": int,
                "panel": str, "max_tokens": int, "max_steps": int, "width": int, "seed": int,
                "temperature": float, "verifier": str}
 
@@ -143,13 +144,14 @@ def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
                 opts[key] = tuple(split_list(value) or ()) if isinstance(value, str) else tuple(value)
         if opts.get("models") and obj.get("panel"):
             opts["models"] = None
+        if obj.get("id") is not None:
+            opts["item_id"] = str(obj["id"])
         return _request(obj["question"], opts)
 
     return read_batch_items(path, build)
 
 
 def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool) -> int:
-    from ..engine.generate import generate_batch
     from ..engine.session import Engine
 
     items = _batch_requests(path, defaults)
@@ -159,7 +161,7 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
 
     async def go() -> None:
         async with Engine() as engine:
-            async for index, outcome in generate_batch(engine, items, concurrency=concurrency):
+            async for index, outcome in engine.generate_batch(items, concurrency=concurrency):
                 out.add(index, outcome)
                 if not quiet and not isinstance(outcome, Exception):
                     console.print(f"[dim]item {index}:[/dim] " + summary(outcome))
@@ -187,7 +189,7 @@ def generate(
     seed: int = typer.Option(None, "--seed", help="Make the judges' shuffles reproducible.", rich_help_panel=STRATEGY),
     gold: str = typer.Option(None, "--gold", help="Expected answer: also report coverage and whether the selection is correct.", rich_help_panel=OUTPUT),
     batch: str = typer.Option(None, "--batch", help="JSONL file of items ('-' = stdin): one JSON result per line.", rich_help_panel=OUTPUT),
-    concurrency: int = typer.Option(None, "--concurrency", help="Batch items in flight at once.", rich_help_panel=OUTPUT),
+    concurrency: int = typer.Option(None, "--concurrency", min=1, help="Batch items in flight at once.", rich_help_panel=OUTPUT),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.", rich_help_panel=OUTPUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Nothing on stderr but errors.", rich_help_panel=OUTPUT),
 ) -> None:

@@ -14,15 +14,9 @@ from typing import Any
 import typer
 
 from ..engine.errors import UsageError
-from .common import guarded, load_settings_for_cli, print_json, split_list
+from .common import engine_facade, guarded, print_json, split_list
 
 history_app = typer.Typer(invoke_without_command=True)
-
-
-def _store(settings: Any) -> Any:
-    from ..engine.learning.calllog import LearningStore
-
-    return LearningStore.for_settings(settings)
 
 
 def _stdout_console():
@@ -46,6 +40,7 @@ def _ago(ts: float | None) -> str:
 @guarded
 def history(ctx: typer.Context,
             limit: int = typer.Option(20, "--limit", "-n", min=1, help="How many recent calls."),
+            grep: str = typer.Option(None, "--grep", "-g", help="Only calls whose id, item id, question, answer or status contains this text."),
             as_json: bool = typer.Option(False, "--json", help="Print a JSON list on stdout.")) -> None:
     """Past calls from the call log, newest first: id, time, decision, members, feedback.
 
@@ -60,8 +55,8 @@ def history(ctx: typer.Context,
     """
     if ctx.invoked_subcommand is not None:
         return
-    with _store(load_settings_for_cli()) as store:
-        rows = store.recent(limit)
+    with engine_facade() as engine:
+        rows = engine.calls.history(limit, text=grep)
     if as_json:
         print_json(rows)
         return
@@ -79,7 +74,7 @@ def history(ctx: typer.Context,
 
 @history_app.command("show")
 @guarded
-def history_show(call_id: str = typer.Argument(..., metavar="ID", help="A call id (see 'fscale history')."),
+def history_show(call_id: str = typer.Argument(..., metavar="ID", help="A call id (see 'fscale history'), or a batch item's id when only one call has it."),
                  as_json: bool = typer.Option(False, "--json", help="Print the call as JSON.")) -> None:
     """One logged call: question, every reply (members and challenger), decision, feedback.
 
@@ -87,10 +82,10 @@ def history_show(call_id: str = typer.Argument(..., metavar="ID", help="A call i
 
       fscale history show 20250101-120000-1a2b3c4d
     """
-    with _store(load_settings_for_cli()) as store:
-        item = store.get(call_id)
+    with engine_facade() as engine:
+        item = engine.calls.call(call_id)
     if as_json:
-        print_json(item)
+        print_json({"schema": 1, **item})
         return
     out = sys.stdout
     out.write(f"id:        {item['id']}  ({item['kind']}, {item['time']})\n")
@@ -136,10 +131,9 @@ def history_export(
 
     if not replay:
         raise UsageError("say what to export: --replay (the only format so far)")
-    settings = load_settings_for_cli()
-    with _store(settings) as store:
-        calls = [store.get(row["id"]) for row in store.recent(limit)]
-    ids = {m.alias: m.id for m in settings.models.values()}
+    with engine_facade() as engine:
+        calls = [engine.calls.call(f"#{row['seq']}") for row in engine.calls.history(limit)]
+        ids = {m.alias: m.id for m in engine.settings.models.values()}
     written = write_replay_file(Path(out), replay_lines_from_calls(calls, ids))
     sys.stderr.write(f"fscale: wrote {written} replay lines from {len(calls)} calls to {out}\n")
 
@@ -196,14 +190,14 @@ def ratings(
       fscale ratings --json | jq '.[0]'
     """
     wanted = split_list(models)
-    with _store(load_settings_for_cli()) as store:
-        table = store.ratings()
-        hist = store.history(wanted) if plot else {}
+    with engine_facade() as engine:
+        table = engine.calls.ratings()
+        hist = engine.calls.rating_history(wanted) if plot else {}
     rows = sorted(table.values(), key=lambda r: (-r.rating, r.model))
     if wanted:
         rows = [r for r in rows if r.model in wanted]
     if as_json:
-        print_json([r.to_dict() for r in rows])
+        print_json([{"schema": 1, **r.to_dict()} for r in rows])
         return
     if not rows:
         sys.stderr.write("fscale: no ratings yet: they are learnt from logged 'scale' calls\n")
@@ -258,10 +252,10 @@ def feedback(
     if over is not None and prefer is None:
         raise UsageError("--over only goes with --prefer")
     kind = given[0].lstrip("-")
-    with _store(load_settings_for_cli()) as store:
-        outcome = store.add_feedback(call_id, kind, label=override, prefer=prefer, over=over)
+    with engine_facade() as engine:
+        outcome = engine.calls.feedback(call_id, kind, label=override, prefer=prefer, over=over)
     if as_json:
-        print_json(outcome)
+        print_json({"schema": 1, **outcome})
         return
     for model, delta in sorted(outcome["changes"].items(), key=lambda kv: -kv[1]):
         sys.stdout.write(f"{model:<28} {delta:+8.1f}\n")
@@ -293,27 +287,16 @@ def evolve(
 
       fscale evolve --panel fast3 --apply --json
     """
-    from ..engine.learning.evolve import apply_panel, propose_panel
-    from ..engine.registry import Registry
-    from ..engine.health import HealthStore
-
     if dry_run and apply:
         raise UsageError("give --dry-run or --apply, not both")
-    settings = load_settings_for_cli()
-    name = panel or settings.get("panel")
-    health = HealthStore(settings)
-    registry = Registry(settings, is_down=health.is_down)
-    current = registry.panel(name)
-    with _store(settings) as store:
-        table = store.ratings()
-    candidates = [m.alias for m in settings.models.values() if registry.available(m)]
-    proposal = propose_panel(table, current, candidates=candidates,
-                             family_of=lambda a: settings.models[a].family if a in settings.models else a,
-                             size=size, min_calls=min_calls, name=name)
-    if apply and proposal.changed:
-        apply_panel(settings, proposal)
+    with engine_facade() as engine:
+        settings = engine.settings
+        proposal = engine.propose_evolve(panel, min_calls=min_calls, size=size)
+        if apply and proposal.changed:
+            engine.apply_evolve(proposal)
+    name = proposal.name
     if as_json:
-        print_json(proposal.to_dict())
+        print_json({"schema": 1, **proposal.to_dict()})
     else:
         _print_diff(proposal)
     if not apply:

@@ -41,7 +41,7 @@ class _Progress:
 
             self.bar = Progress("[progress.description]{task.description}", BarColumn(),
                                 MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
-                                transient=True)
+                                transient=True, redirect_stdout=False, redirect_stderr=False)
             self.bar.start()
             self.task = self.bar.add_task(self.label, total=None)
         return self
@@ -121,7 +121,7 @@ def profile(
 
       fscale profile val.jsonl --models new-model --resume --json
     """
-    from ..engine.routing.profile import ProfileStore, run_profile, summarize
+    from ..engine.routing.profile import ProfileStore, summarize
     from ..engine.routing.router import ClusterModel, routing_dir
     from ..engine.routing.tasks import load_tasks
 
@@ -158,8 +158,8 @@ def profile(
         async def go() -> dict[str, int]:
             async with Engine(settings) as engine:
                 with _Progress("profile", not (quiet or as_json)) as progress:
-                    return await run_profile(engine, items, chosen, trials=trials, resume=resume,
-                                             on_progress=progress, concurrency=concurrency)
+                    return await engine.profile(items, chosen, trials=trials, resume=resume,
+                                                on_progress=progress, concurrency=concurrency)
 
         counts = run(go())
         if not quiet and not as_json:
@@ -228,6 +228,7 @@ def calibrate(
     lam: float = typer.Option(0.0, "--lambda", "-l", help="Cost weight λ for route:N stages."),
     concurrency: int = typer.Option(None, "--concurrency", help="Items in flight at once."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report without storing the thresholds."),
+    force: bool = typer.Option(False, "--force", help="Store the thresholds even when no stage can answer (every -k auto call would abstain)."),
     as_json: bool = typer.Option(False, "--json", help="Print the calibration report as JSON.", rich_help_panel=OUTPUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.", rich_help_panel=OUTPUT),
 ) -> None:
@@ -244,7 +245,6 @@ def calibrate(
 
       fscale calibrate cal.jsonl --alpha 0.2 --stages cheap,strong --signal agreement --json
     """
-    from ..engine.routing.cascade import calibrate_on_tasks
     from ..engine.routing.tasks import load_tasks
     from ..engine.session import Engine
 
@@ -255,15 +255,19 @@ def calibrate(
     async def go() -> Any:
         async with Engine(settings) as engine:
             with _Progress("calibrate", not (quiet or as_json)) as progress:
-                return await calibrate_on_tasks(engine, items, stage_list, alpha=alpha, delta=delta,
-                                                signal=signal, lam=lam, on_progress=progress,
-                                                concurrency=concurrency)
+                return await engine.calibrate(items, stage_list, alpha=alpha, delta=delta,
+                                              signal=signal, lam=lam, on_progress=progress,
+                                              concurrency=concurrency)
 
     report = run(go())
     stored = None
-    if not dry_run:
+    if report.answers_nothing and not force and not dry_run:
+        stderr_console().print("[yellow]no stage reached a threshold with risk ≤ α: stored, "
+                               "every '-k auto' call would abstain. Not stored (use --force to "
+                               "store it anyway, or a larger --alpha / stronger stages).[/yellow]")
+    elif not dry_run:
         stored = str(report.cascade.save(settings))
-    out = report.to_dict() | {"stored": stored}
+    out = {"schema": 1} | report.to_dict() | {"stored": stored}
     if as_json:
         print_json(out)
         return

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from ..engine.errors import UsageError
-from ..engine.requests import parse_k, scale_request, verify_request
+from ..engine.requests import is_auto, parse_k, scale_request, verify_request
 from .common import (BatchOutput, guarded, read_batch_items, print_json, read_text_file, resolve_context, run, split_list,
                      stderr_console, stdin_has_data)
 
@@ -38,13 +38,16 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool,
              learning: dict[str, bool] | None = None) -> int:
     from ..engine.events import Decided
     from ..engine.session import Engine
-    from .render import EventPrinter
+    from .render import EventPrinter, print_notes
 
-    printer = EventPrinter(stderr_console(), quiet=quiet or as_json)
+    console = stderr_console()
+    printer = EventPrinter(console, quiet=quiet or as_json)
 
     def emit(result: Any) -> None:
         # The decision goes to stdout the moment it is known; the call then finishes its
         # bookkeeping (the shadow challenger's grace period, the call log) before exiting.
+        if not quiet:
+            print_notes(console, result)
         if as_json:
             print_json(result.to_dict())
         elif result.answer is not None:
@@ -65,59 +68,23 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool,
     return int(result.exit_code)
 
 
-def _run_auto(question: str, labels: tuple[str, ...], context: str | None, *, as_json: bool,
-              quiet: bool) -> int:
-    """-k auto: route + calibrated cascade (engine/routing/cascade.py)."""
-    from ..engine.routing.cascade import run_auto
-    from ..engine.session import Engine
-    from .render import EventPrinter
-
-    console = stderr_console()
-    printer = EventPrinter(console, quiet=quiet or as_json)
-
-    async def go() -> Any:
-        async with Engine() as engine:
-            return await run_auto(engine, question, labels, context, on_event=printer)
-
-    result, note = run(go())
-    if as_json:
-        print_json(result.to_dict())
-    else:
-        if not quiet:
-            if note:
-                console.print(f"[yellow]note: {note}[/yellow]")
-            for st in result.stages:
-                verdict = "answers" if st.accepted else "escalates" if st is not result.stages[-1] else "abstains"
-                thr = "-" if st.threshold is None else f"{st.threshold:.3f}"
-                console.print(f"  stage {st.spec} ({', '.join(st.models)}): {st.answer or 'no answer'} "
-                              f"confidence {st.confidence:.3f} vs threshold {thr} → {verdict}")
-            if result.abstained:
-                console.print(f"[yellow]→ abstained: no stage was confident[/yellow]; {result.calls_made} calls")
-            else:
-                console.print(f"[bold]→ {result.answer}[/bold]; {result.calls_made} calls")
-        if result.answer is not None:
-            sys.stdout.write(result.answer + "\n")
-    return int(result.exit_code)
-
-
 def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
-    from ..engine.vote import ScaleRequest
+    from ..engine.requests import scale_request
 
-    def build(obj: dict[str, Any]) -> ScaleRequest:
+    def build(obj: dict[str, Any]) -> Any:
         answers = obj.get("answers", defaults["answers"])
-        if isinstance(answers, str):
-            answers = split_list(answers)
         if not answers:
             raise ValueError("no answers (give them in the item or with --answers)")
+        if not isinstance(answers, str):
+            answers = tuple(str(a) for a in answers)
         models = obj.get("models", defaults["models"])
-        req = ScaleRequest(
-            question=obj["question"], answers=tuple(str(a) for a in answers),
-            context=obj.get("context"), id=str(obj["id"]) if obj.get("id") is not None else None,
-            models=tuple(models) if models else None,
-            panel=obj.get("panel", defaults["panel"]),
-            k=obj.get("k", defaults["k"]), tie_break=defaults["tie_break"])
-        req.validate()
-        return req
+        if isinstance(models, str):
+            models = split_list(models)
+        return scale_request(
+            obj["question"], answers, context=obj.get("context"),
+            models=tuple(models) if models else None, panel=obj.get("panel", defaults["panel"]),
+            k=obj.get("k", defaults["k"]), tie_break=defaults["tie_break"],
+            item_id=str(obj["id"]) if obj.get("id") is not None else None)
 
     return read_batch_items(path, build)
 
@@ -125,32 +92,20 @@ def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
 def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool,
                learning: dict[str, bool] | None = None) -> int:
     from ..engine.session import Engine
+    from .render import BatchProgress, print_notes
 
     items = _batch_requests(path, defaults)
     console = stderr_console()
-    show_progress = not quiet and console.is_terminal
-
     out = BatchOutput(items, "answer")
 
     async def go() -> None:
-        progress = None
-        if show_progress:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-            progress = Progress("[progress.description]{task.description}", BarColumn(),
-                                MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                                transient=True)
-            progress.start()
-            task = progress.add_task("scale", total=len(items))
-        try:
+        with BatchProgress(console, len(items), "scale", enabled=not quiet) as progress:
             async with Engine(_engine_settings(learning)) as engine:
                 async for index, outcome in engine.scale_batch(items, concurrency=concurrency):
                     out.add(index, outcome)
-                    if progress is not None:
-                        progress.advance(task)
-        finally:
-            if progress is not None:
-                progress.stop()
+                    if not quiet and not isinstance(outcome, Exception) and index == 0:
+                        print_notes(console, outcome)
+                    progress.advance()
 
     run(go())
     return out.exit_code
@@ -167,7 +122,7 @@ def scale(
     context_file: str = typer.Option(None, "--context-file", "-f", help="Read the context from a file ('-' = stdin)."),
     tie_break: str = typer.Option(None, "--tie-break", help="none (default: a tie is no decision, exit 3) | rating | order.", envvar="FSCALE_TIE_BREAK"),
     batch: str = typer.Option(None, "--batch", help="JSONL file of items ('-' = stdin): one JSON result per line.", rich_help_panel=OUTPUT),
-    concurrency: int = typer.Option(None, "--concurrency", help="Batch items in flight at once.", rich_help_panel=OUTPUT),
+    concurrency: int = typer.Option(None, "--concurrency", min=1, help="Batch items in flight at once.", rich_help_panel=OUTPUT),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.", rich_help_panel=OUTPUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Nothing on stderr but errors.", rich_help_panel=OUTPUT),
     no_challenger: bool = typer.Option(False, "--no-challenger", help="Do not ask a shadow challenger outside the panel.", rich_help_panel=LEARNING),
@@ -192,16 +147,7 @@ def scale(
     4 every member failed / no provider usable, 130 interrupted.
     """
     labels = split_list(answers)
-    if k is not None and k.strip() == "auto" and batch is None:
-        if question is None:
-            raise UsageError("missing QUESTION; see 'fscale scale --help'")
-        if not labels:
-            raise UsageError("missing --answers, e.g. --answers YES,NO")
-        if models or panel:
-            raise UsageError("-k auto chooses the models itself: drop --models/--panel")
-        raise typer.Exit(_run_auto(question, labels, resolve_context(context, context_file),
-                                   as_json=as_json, quiet=quiet))
-    kk = parse_k(k)
+    kk: Any = "auto" if is_auto(k) else parse_k(k)
     if batch is not None:
         if question is not None:
             raise UsageError("give a question or --batch, not both")
@@ -224,7 +170,7 @@ def verify(
     source: str = typer.Option(..., "--source", "-s", help="The source text the draft must be faithful to."),
     draft_file: str = typer.Option(None, "--draft", "-d", help="The draft to check (default: stdin)."),
     question: str = typer.Option(None, "--question", help="Ask something else about Source and Output (answers YES/NO)."),
-    k: str = typer.Option(None, "-k", help="Number of models.", rich_help_panel=SELECT),
+    k: str = typer.Option(None, "-k", help="Number of models, or 'auto' (route + calibrated cascade).", rich_help_panel=SELECT),
     panel: str = typer.Option(None, "--panel", "-p", help="Named panel.", rich_help_panel=SELECT),
     models: str = typer.Option(None, "--models", "-m", help="Explicit models, comma-separated.", rich_help_panel=SELECT),
     tie_break: str = typer.Option(None, "--tie-break", help="none | rating | order.", envvar="FSCALE_TIE_BREAK"),
@@ -250,7 +196,7 @@ def verify(
     else:
         raise UsageError("no draft: pipe it on stdin or give --draft FILE")
     request = verify_request(src, draft, question=question, models=split_list(models),
-                             panel=panel, k=parse_k(k), tie_break=tie_break)
+                             panel=panel, k=k, tie_break=tie_break)
     raise typer.Exit(_run_one(request, as_json=as_json, quiet=quiet,
                               learning=_learning_flags(no_challenger, no_log)))
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import typer
 
+from ..screens import SCREENS
 from .common import guarded
 
-SCREEN_NAMES = ("ask", "generate", "health", "ratings", "panels", "history")
+SCREEN_NAMES = tuple(SCREENS)
 
 
 @guarded

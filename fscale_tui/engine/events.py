@@ -73,9 +73,31 @@ class Decided(Event):
 
 
 @dataclass(frozen=True)
+class StageStarted(Event):
+    """``-k auto``: a cascade stage starts asking its members."""
+
+    index: int
+    stage: str  # the stage as written: route:3, a panel, a+b+c
+    models: tuple[str, ...]
+    threshold: float | None
+
+
+@dataclass(frozen=True)
+class StageFinished(Event):
+    """``-k auto``: a stage's confidence against its threshold: it answers, or escalates."""
+
+    index: int
+    stage: str
+    answer: str | None
+    confidence: float
+    threshold: float | None
+    accepted: bool
+
+
+@dataclass(frozen=True)
 class ProbeResult(Event):
     model: str
-    status: str  # ok | slow | rate_limited | dead | unavailable | error | skipped
+    status: str  # ok | slow | rate_limited | dead | unavailable | error | no_key
     latency_s: float | None
     detail: str = ""
 

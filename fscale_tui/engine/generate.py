@@ -1,13 +1,14 @@
 """generate(): best-of-k with cross-evaluation and test-time search strategies (design §6).
 
-Use it with an :class:`~fscale_tui.engine.session.Engine`::
+Views use it through the :class:`~fscale_tui.engine.session.Engine` facade (which also logs
+the call)::
 
     async with Engine() as engine:
-        async for event in generate_events(engine, GenerateRequest("Write a haiku", k=3)):
+        async for event in engine.generate_events(GenerateRequest("Write a haiku", k=3)):
             ...                                   # CandidateGenerated, JudgeVoted, ..., Generated
-        result = await generate(engine, GenerateRequest("What is 17*23?", strategy="vote", k=5))
+        result = await engine.generate(GenerateRequest("What is 17*23?", strategy="vote", k=5))
 
-Strategies (``GenerateRequest.strategy``):
+Strategies (``GenerateRequest.strategy``; the registry is ``strategies.strategies()``):
 
 ``judge`` (default)  k candidates from models of different families; M judges (default k) from
                      outside the generators' families where the catalogue allows, each shown the
@@ -25,55 +26,33 @@ Selection rules, tie-breaks and the judge-reply parser are documented in
 solution is continued on each provider in ``strategies/search.py``.
 
 Budget accounting: every request goes through one :class:`RequestCounter`, so
-``result.total_calls`` is the number of HTTP requests actually sent (retries included).
+``result.calls_made`` is the number of HTTP requests actually sent (retries included).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from .answers import answers_match, gold_answer
 from .events import Event, GenerateStarted, Generated
-from .strategies import search, selection
-from .strategies.common import (STRATEGIES, Candidate, GenerateRequest, GenerateResult,
-                                JudgeVote, Run, pick_generators, pick_judges)
+from .strategies import strategies
+from .strategies.common import (Candidate, GenerateRequest, GenerateResult, JudgeVote, Run,
+                                pick_generators, pick_judges)
 from .vote import new_call_id
 
-__all__ = ["GenerateRequest", "GenerateResult", "Candidate", "JudgeVote", "STRATEGIES",
-           "generate_events", "generate", "generate_batch"]
-
-STRATEGY_FUNCTIONS: dict[str, Callable[[Run], Any]] = {
-    "judge": selection.judge,
-    "vote": selection.vote,
-    "weighted": selection.weighted,
-    "usc": selection.usc,
-    "tournament": selection.tournament,
-    "beam": search.beam,
-    "dvts": search.dvts,
-}
-#: N for beam / dvts when -k is not given.
-_DEFAULT_BEAMS = 4
+__all__ = ["GenerateRequest", "GenerateResult", "Candidate", "JudgeVote", "generate_events"]
 
 _DONE = object()
-
-
-def _judge_count(request: GenerateRequest, k: int) -> int:
-    """Judges to pick: M for ``judge``; one selector for ``usc``; otherwise a small pool that
-    verifier / match / step-scoring calls rotate through (at least 2, or ``--judges``)."""
-    if request.strategy == "judge":
-        return request.judges or k
-    if request.strategy == "usc":
-        return 1
-    return max(2, request.judges or 2)
 
 
 def prepare(engine: Any, request: GenerateRequest) -> Run:
     """Validate the request and choose generators and judges (raises usage errors early)."""
     request.validate()
-    default_k = _DEFAULT_BEAMS if request.strategy in ("beam", "dvts") else engine.settings.get("k")
+    strategy = strategies()[request.strategy]
+    default_k = strategy.default_k or engine.settings.get("k")
     k = request.k or (len(request.models) if request.models else default_k)
     call_id = request.id or new_call_id()
     run = Run(engine, request, call_id, emit=lambda event: None)
@@ -86,8 +65,9 @@ def prepare(engine: Any, request: GenerateRequest) -> Run:
         run.generators = known or pick_generators(engine, request, 1)
     else:
         run.generators = pick_generators(engine, request, k)
-    if request.strategy != "vote":
-        run.judges = pick_judges(engine, request, run.generators, _judge_count(request, k))
+    judges = strategy.judge_count(request.judges, k)
+    if judges:
+        run.judges = pick_judges(engine, request, run.generators, judges)
     return run
 
 
@@ -96,7 +76,7 @@ async def generate_events(engine: Any, request: GenerateRequest) -> AsyncIterato
     run = prepare(engine, request)
     queue: asyncio.Queue[Any] = asyncio.Queue()
     run.emit = queue.put_nowait
-    strategy = STRATEGY_FUNCTIONS[request.strategy]
+    strategy = strategies()[request.strategy].run
 
     async def main() -> None:
         try:
@@ -126,8 +106,12 @@ async def generate_events(engine: Any, request: GenerateRequest) -> AsyncIterato
     if isinstance(outcome, BaseException):
         raise outcome
     result: GenerateResult = outcome
-    result.total_calls = run.counter.sent
+    result.calls_made = run.counter.sent
     result.elapsed_s = time.monotonic() - run.started
+    result.item_id = request.item_id
+    families = {g.family for g in run.generators}
+    result.judges_independent = (None if not run.judges
+                                 else all(j.family not in families for j in run.judges))
     if request.gold is not None:
         _check_gold(result, request.gold)
     yield Generated(run.call_id, result)
@@ -139,25 +123,3 @@ def _check_gold(result: GenerateResult, gold: str) -> None:
     result.gold = expected
     result.coverage = any(answers_match(c.answer, expected) for c in result.all_outputs if c.ok)
     result.correct = answers_match(result.answer, expected)
-
-
-async def generate(engine: Any, request: GenerateRequest) -> GenerateResult:
-    from .batch import final_result
-
-    return await final_result(generate_events(engine, request), Generated)
-
-
-async def generate_batch(engine: Any, requests: Iterable[GenerateRequest | Exception], *,
-                         concurrency: int | None = None,
-                         on_event: Callable[[Event], None] | None = None,
-                         ) -> AsyncIterator[tuple[int, GenerateResult | Exception]]:
-    """Many generate calls, at most ``concurrency`` in flight; yields ``(index, outcome)`` in
-    completion order. A failing item yields its exception and never stops the others."""
-    from .batch import bounded, final_result
-
-    async def run(item: GenerateRequest) -> GenerateResult:
-        return await final_result(generate_events(engine, item), Generated, on_event)
-
-    async for outcome in bounded(requests, run,
-                                 concurrency or engine.settings.get("batch_concurrency")):
-        yield outcome

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ def status_for_error(kind: str) -> str:
 @dataclass
 class HealthStore:
     settings: Settings
+    #: Runs the file write elsewhere (the engine's background writer), so a verdict never
+    #: makes the event loop wait on another process's lock; None writes in place.
+    submit: Callable[[Callable[[], Any]], Any] | None = None
 
     @property
     def path(self) -> Path:
@@ -81,5 +85,8 @@ class HealthStore:
         def change(doc: dict[str, Any]) -> None:
             doc[model.alias] = entry
 
-        storage.update_json(self.path, change)
         self.entries()[model.alias] = entry
+        if self.submit is not None:
+            self.submit(lambda: storage.update_json(self.path, change))
+        else:
+            storage.update_json(self.path, change)

@@ -25,19 +25,27 @@ def split_labels(value: str | None) -> tuple[str, ...] | None:
     return items or None
 
 
+#: The largest -k that makes sense (every member is one request per call).
+MAX_K = 64
+
+
+def is_auto(k: str | int | None) -> bool:
+    """``-k auto``: route + calibrated cascade instead of a fixed number of models."""
+    return isinstance(k, str) and k.strip().lower() == "auto"
+
+
 def parse_k(k: str | int | None) -> int | None:
-    """``-k`` as typed: a positive number, or nothing. ``auto`` (route + cascade) is handled
-    by the caller before this (``fscale scale QUESTION -k auto``)."""
+    """``-k`` as typed: a number from 1 to 64, or nothing (``auto`` is :func:`is_auto`)."""
     if k is None or (isinstance(k, str) and not k.strip()):
         return None
-    if isinstance(k, str) and k.strip() == "auto":
-        raise UsageError("-k auto (routing + calibrated cascade) works with 'fscale scale QUESTION' only")
+    if is_auto(k):
+        raise UsageError("-k auto (routing + calibrated cascade) works with scale and verify only")
     try:
         value = int(k)
     except (TypeError, ValueError):
         raise UsageError(f"-k must be a number or 'auto', not {k!r}") from None
-    if value < 1:
-        raise UsageError("-k must be at least 1")
+    if not 1 <= value <= MAX_K:
+        raise UsageError(f"-k must be between 1 and {MAX_K} (or 'auto'), not {value}")
     return value
 
 
@@ -48,8 +56,8 @@ def verify_context(source: str, draft: str) -> str:
 
 def verify_request(source: str, draft: str, *, question: str | None = None,
                    models: tuple[str, ...] | None = None, panel: str | None = None,
-                   k: int | None = None, tie_break: str | None = None, id: str | None = None,
-                   stream: bool = False) -> ScaleRequest:
+                   k: int | str | None = None, tie_break: str | None = None,
+                   id: str | None = None, stream: bool = False) -> ScaleRequest:
     """A scale request asking whether ``draft`` makes claims ``source`` does not support."""
     if not source.strip():
         raise UsageError("the source is empty")
@@ -57,23 +65,25 @@ def verify_request(source: str, draft: str, *, question: str | None = None,
         raise UsageError("the draft is empty")
     request = ScaleRequest(question=(question or "").strip() or DEFAULT_VERIFY_QUESTION,
                            answers=VERIFY_LABELS, context=verify_context(source, draft),
-                           models=models, panel=panel, k=k, tie_break=tie_break, id=id,
-                           stream=stream)
+                           models=models, panel=panel, k=None if is_auto(k) else parse_k(k),
+                           tie_break=tie_break, id=id, stream=stream, auto=is_auto(k))
     request.validate()
     return request
 
 
 def scale_request(question: str, answers: str | tuple[str, ...], *, context: str | None = None,
                   models: tuple[str, ...] | None = None, panel: str | None = None,
-                  k: int | None = None, tie_break: str | None = None, id: str | None = None,
-                  stream: bool = False) -> ScaleRequest:
+                  k: int | str | None = None, tie_break: str | None = None,
+                  id: str | None = None, stream: bool = False,
+                  item_id: str | None = None) -> ScaleRequest:
     """A validated scale request; ``answers`` may be the comma-separated text as typed."""
     labels = split_labels(answers) if isinstance(answers, str) else tuple(answers)
     if not labels:
         raise UsageError("missing answers, e.g. YES,NO")
     request = ScaleRequest(question=question, answers=labels,
                            context=context if context and context.strip() else None,
-                           models=models, panel=panel, k=k, tie_break=tie_break, id=id,
-                           stream=stream)
+                           models=models, panel=panel, k=None if is_auto(k) else parse_k(k),
+                           tie_break=tie_break, id=id, stream=stream, auto=is_auto(k),
+                           item_id=item_id)
     request.validate()
     return request

@@ -1,54 +1,67 @@
-"""The engine facade both views use: ``async with Engine() as engine: ...``.
+"""The engine facade: the only API the CLI and the TUI use (``async with Engine() as e: ...``).
 
-It owns the settings, the registry, the shared HTTP client and the health store for one run,
-and exposes each capability twice: as an async stream of events (``scale_events``) for live
-views, and as a plain awaitable returning the result (``scale``).
+One engine per run owns the settings, the registry, the health store, the shared HTTP client
+(created on first use), the one ask path (:class:`~fscale_tui.engine.ask.Asker`), the call log
+and one background writer thread. It exposes
+
+- model calls as async event streams and awaitables: ``scale_events``/``scale``/
+  ``scale_batch`` (``-k N``, panels, and ``-k auto`` cascades), ``generate_events``/
+  ``generate``/``generate_batch``, ``health_events``/``probe``, ``profile``,
+  ``calibrate``, ``refresh_catalogue``;
+- the catalogue (``engine.catalog``: models, panels, editing panels) and the call log
+  (``engine.calls``: history, one call, ratings, feedback) plus ``propose_evolve`` /
+  ``apply_evolve``, as blocking calls (the TUI runs them in thread workers).
+
+Blocking writes (call log, health state) never run on the event loop: they go to the
+background writer, in order, and ``aclose()`` drains it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-import httpx
-
+from .ask import Asker
+from .background import BackgroundWriter
 from .batch import bounded, final_result
-from .client import ChatClient, RequestCounter
+from .catalog import Catalog
 from .config import ModelConfig, Settings, load_settings
-from .errors import ProviderError
-from .events import ChallengerAnswered, Decided, Event, ProbeResult
+from .events import ChallengerAnswered, Decided, Event, Generated, ProbeResult, StageFinished, StageStarted
 from .health import PROBE_MESSAGES, HealthStore, status_for_error
+from .learning.service import CallLog
 from .registry import Registry
-from .vote import ScaleRequest, ScaleResult, Vote, VoteRunner, build_messages, new_call_id
-
-#: Called with every finished scale call (the request, its result); later features such as the
-#: call log and ratings subscribe here instead of being wired into the vote loop.
-CallObserver = Callable[[ScaleRequest, ScaleResult], None]
-
-
-def _default_observers(settings: Settings) -> list[CallObserver]:
-    """The call log + ratings (engine.learning): every finished scale call is logged and rated."""
-    from .learning.calllog import CallRecorder
-
-    return [CallRecorder(settings)]
+from .vote import (ScaleRequest, ScaleResult, StageOutcome, Vote, VoteRunner, build_messages,
+                   new_call_id, result_from)
+from .voting import Majority
 
 
 class Engine:
-    def __init__(self, settings: Settings | None = None, *,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 observers: Iterable[CallObserver] | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, transport: Any = None) -> None:
         self.settings = settings or load_settings()
-        self.health = HealthStore(self.settings)
+        self.writer = BackgroundWriter()
+        self.health = HealthStore(self.settings, submit=self.writer.submit)
         self.registry = Registry(self.settings, is_down=self.health.is_down)
-        self.client = ChatClient(self.settings, transport=transport)
-        self.observers: list[CallObserver] = list(observers if observers is not None
-                                                  else _default_observers(self.settings))
-        #: Used by ``--tie-break rating``; reads the stored ratings (engine.learning) on first use.
-        self.rating_of: Callable[[str], float] = self._stored_rating
-        self._ratings: dict[str, float] | None = None
+        self.catalog = Catalog(self.settings, self.registry, self.health)
+        self.calls = CallLog(self.settings, self.writer)
+        self._transport = transport
+        self._client: Any = None
+        self.asker = Asker(self.settings, lambda: self.client, self.health, self.registry)
+        #: Used by ``--tie-break rating``: the call log's ratings (a snapshot, read off the loop).
+        self.rating_of: Callable[[str], float] = self.calls.rating_of
         self._challenger_tasks: set[asyncio.Task[Any]] = set()
-        self._own_store: Any = None
+        self._cascade: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The shared HTTP client, created on first use (commands that ask no model never
+        import the HTTP stack)."""
+        if self._client is None:
+            from .client import ChatClient
+
+            self._client = ChatClient(self.settings, transport=self._transport)
+        return self._client
 
     async def __aenter__(self) -> "Engine":
         return self
@@ -60,160 +73,223 @@ class Engine:
         for task in list(self._challenger_tasks):
             task.cancel()
         await asyncio.gather(*self._challenger_tasks, return_exceptions=True)
-        await self.client.aclose()
-        for observer in self.observers:
-            close = getattr(observer, "close", None)
-            if close is not None:
-                close()
-        if self._own_store is not None:
-            self._own_store.close()
+        if self._client is not None:
+            await self._client.aclose()
+        await self.calls.close()
+        # Off the loop: the last writes may wait on another process's lock.
+        await asyncio.to_thread(self.writer.close)
 
-    def _stored_rating(self, alias: str) -> float:
-        from .learning.ratings import BASE
+    def close(self) -> None:
+        """For views that never started the event loop (blocking commands)."""
+        self.writer.close()
 
-        if self._ratings is None:
-            self._ratings = self._learning_store().rating_values()
-        return self._ratings.get(alias, BASE)
+    # -- scale (and -k auto) ---------------------------------------------------------------
+    def _select(self, request: ScaleRequest) -> tuple[list[ModelConfig], list[str]]:
+        """Members of a plain call and notes for people (e.g. -k capped)."""
+        members = self.registry.select(models=request.models, panel=request.panel, k=request.k)
+        notes = []
+        if request.k is not None and len(members) < request.k:
+            notes.append(f"-k {request.k}: only {len(members)} usable model"
+                         f"{'s' if len(members) != 1 else ''} ({', '.join(m.alias for m in members)})"
+                         " will vote; set another provider's key or declare more models in "
+                         "config.toml ('fscale config path') for more")
+        return members, notes
 
-    # -- scale ---------------------------------------------------------------------------
-    def _runner(self, request: ScaleRequest, *, members: list[ModelConfig] | None = None,
-                reserved: frozenset[str] = frozenset()) -> VoteRunner:
-        request.validate()
-        if members is None:
-            members = self.registry.select(models=request.models, panel=request.panel, k=request.k)
-        s = self.settings
+    def cascade(self) -> Any:
+        """The ``-k auto`` router and cascade, loaded once per engine (numpy only then)."""
+        if self._cascade is None:
+            from .routing.cascade import Cascade
 
-        def substitute(failed: ModelConfig, used: set[str]) -> ModelConfig | None:
-            # The shadow challenger (``reserved``) is never drafted as a substitute.
-            return self.registry.substitute(failed, set(used) | reserved)
-
-        return VoteRunner(
-            self.client, members, request,
-            call_id=request.id or new_call_id(),
-            max_tokens=request.max_tokens or s.get("max_tokens"),
-            temperature=s.get("temperature") if request.temperature is None else request.temperature,
-            tie_break=request.tie_break or s.get("tie_break"),
-            substitute=substitute,
-            is_down=self.health.is_down,
-            rating_of=self.rating_of,
-            on_failure=self._note_failure,
-        )
-
-    def _note_failure(self, model: ModelConfig, exc: ProviderError) -> None:
-        """Share dead / unavailable / rate-limited verdicts with later calls and processes."""
-        status = status_for_error(exc.kind)
-        if status != "error":
-            self.health.record(model, status, detail=str(exc), retry_after=exc.retry_after)
-
-    def _learning_store(self) -> Any:
-        """The call log's open store (shared with the recorder: one connection per run)."""
-        from .learning.calllog import CallRecorder, LearningStore
-
-        for observer in self.observers:
-            if isinstance(observer, CallRecorder):
-                return observer.store
-        if self._own_store is None:
-            self._own_store = LearningStore.for_settings(self.settings)
-        return self._own_store
-
-    def _provider_type(self, model: ModelConfig) -> str:
-        provider = self.settings.providers.get(model.provider)
-        return provider.type if provider else "openai"
-
-    def _pick_challenger(self, members: list[ModelConfig]) -> ModelConfig | None:
-        """One model outside the panel, by Thompson sampling over its rating (engine.learning)."""
-        s = self.settings
-        if not s.get("challenger") or not s.get("log_calls"):
-            return None  # nothing would record its evidence
-        from .learning.challenger import eligible, thompson_pick
-
-        # Embedded local models only challenge local panels: starting a llama.cpp server for a
-        # shadow vote would cost seconds of CPU on every call of a remote panel.
-        local_panel = any(self._provider_type(m) == "local" for m in members)
-        pool = [m for m in s.models.values()
-                if local_panel or self._provider_type(m) != "local"]
-        candidates = eligible(pool, exclude=[m.alias for m in members],
-                              available=self.registry.available,
-                              allow_thinking=bool(s.get("challenger_thinking")))
-        if not candidates:
-            return None
-        try:
-            table = self._learning_store().ratings()
-        except Exception:  # an unreadable log must not stop the call: explore uniformly
-            table = {}
-        alias = thompson_pick(candidates, table)
-        return s.models[alias] if alias else None
+            self._cascade = Cascade(self.settings, self.registry)
+        return self._cascade
 
     async def scale_events(self, request: ScaleRequest) -> AsyncIterator[Event]:
         """Run one scale call, yielding its events; ``Decided`` comes the moment it is known.
 
-        With the ``challenger`` setting on, one shadow model outside the panel is asked in
-        parallel; it never affects the decision. After ``Decided`` the engine waits at most
-        ``challenger_grace`` seconds more for it (then cancels it), attaches its vote to the
-        result (``result.challenger``), logs the call and yields ``ChallengerAnswered``.
-        Observers (the call log) always see the call exactly once, even if the consumer stops
-        iterating after ``Decided``.
+        A plain call is one vote; ``request.auto`` runs the ``-k auto`` cascade, each stage a
+        vote of the same runner. With the ``challenger`` setting on, one shadow model outside
+        the call's models is asked in parallel; it never affects the decision. After
+        ``Decided`` the engine waits at most ``challenger_grace`` seconds more for it (then
+        cancels it), attaches its vote (``result.challenger``), logs the call and yields
+        ``ChallengerAnswered``. The call log sees every call exactly once, even if the consumer
+        stops iterating after ``Decided``.
         """
         request.validate()
-        members = self.registry.select(models=request.models, panel=request.panel, k=request.k)
-        shadow = self._pick_challenger(members)
-        runner = self._runner(request, members=members,
-                              reserved=frozenset({shadow.alias} if shadow else ()))
-        task: asyncio.Task[Any] | None = None
-        counter = RequestCounter()
-        if shadow is not None:
-            from .learning import challenger
+        call_id = request.id or new_call_id()
+        labels = request.labels
+        messages = build_messages(request.question, labels, request.context)
+        tie_break = request.tie_break or self.settings.get("tie_break")
+        from .client import RequestCounter
 
-            labels = tuple(a.strip() for a in request.answers)
-            task = asyncio.create_task(challenger.ask(
-                self.client, shadow, build_messages(request.question, labels, request.context),
-                labels, max_tokens=runner.max_tokens, temperature=runner.temperature,
-                counter=counter, on_failure=self._note_failure))
-            self._challenger_tasks.add(task)
-            task.add_done_callback(self._challenger_tasks.discard)
+        counter = RequestCounter()
+        used: set[str] = set()
+        reserved: set[str] = set()
+        ask_kwargs: dict[str, Any] = {
+            "max_tokens": request.max_tokens or self.settings.get("max_tokens"),
+            "temperature": (self.settings.get("temperature") if request.temperature is None
+                            else request.temperature),
+            "stream": request.stream, "counter": counter}
+        if request.auto:
+            plan = self.cascade().plan(request.question, request.context, lam=request.lam,
+                                       tie_break=tie_break, rating_of=self.rating_of)
+            exclude = plan.all_members()
+            notes = [plan.note] if plan.note else []
+        else:
+            members, notes = self._select(request)
+            exclude = {m.alias for m in members}
+        if tie_break == "rating":
+            await self.calls.ratings_snapshot()
+        challenger = await self._start_challenger(call_id, messages, labels, exclude, reserved,
+                                                  ask_kwargs)
+        started = time.monotonic()
         result: ScaleResult | None = None
         notified = False
         try:
-            async for event in runner.events():
+            if request.auto:
+                stages = self._auto_stages(plan, call_id, request, messages, used, reserved,
+                                           ask_kwargs, counter, started)
+            else:
+                stages = self._plain_stage(members, call_id, request, messages, used, reserved,
+                                           ask_kwargs, counter, started, tie_break)
+            async for event in stages:
                 if isinstance(event, Decided):
                     result = event.result
-                    if shadow is not None:
+                    result.notes = notes + result.notes
+                    if challenger is not None:
                         # Announced now; the challenger's vote follows in ChallengerAnswered.
-                        result.challenger = Vote(model=shadow.alias, answer=None, latency_s=None,
-                                                 status="pending")
-                    if task is None:
+                        result.challenger = Vote(challenger[0], status="pending")
+                    else:
                         notified = True
-                        self._notify(request, result)
+                        self.calls.record_scale(request, result)
                 yield event
-            if task is not None and shadow is not None and result is not None:
-                from .learning import challenger
+            if challenger is not None and result is not None:
+                alias, task, ch_counter = challenger
+                from .learning import challenger as shadow
 
-                result.challenger = await challenger.collect(
-                    task, shadow.alias, float(self.settings.get("challenger_grace")))
-                result.challenger_calls = counter.sent
-                task = None
+                result.challenger = await shadow.collect(
+                    task, alias, float(self.settings.get("challenger_grace")))
+                result.challenger_calls = ch_counter.sent
                 notified = True
-                self._notify(request, result)
+                self.calls.record_scale(request, result)
                 yield ChallengerAnswered(result.id, result.challenger)
         finally:
-            if task is not None and not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            if challenger is not None and not challenger[1].done():
+                challenger[1].cancel()
+                await asyncio.gather(challenger[1], return_exceptions=True)
             if result is not None and not notified:
                 # The consumer stopped after Decided: still log the call (challenger cancelled).
-                if shadow is not None and (result.challenger is None
-                                           or result.challenger.status == "pending"):
-                    result.challenger = Vote(model=shadow.alias, answer=None, latency_s=None,
-                                             status="cancelled")
-                    result.challenger_calls = counter.sent
-                self._notify(request, result)
+                if challenger is not None and (result.challenger is None
+                                               or result.challenger.status == "pending"):
+                    result.challenger = Vote(challenger[0], status="cancelled")
+                    result.challenger_calls = challenger[2].sent
+                self.calls.record_scale(request, result)
+
+    async def _plain_stage(self, members: list[ModelConfig], call_id: str, request: ScaleRequest,
+                           messages: list[dict[str, str]], used: set[str], reserved: set[str],
+                           ask_kwargs: dict[str, Any], counter: Any, started: float,
+                           tie_break: str) -> AsyncIterator[Event]:
+        runner = VoteRunner(self.asker, members, request.labels, messages, call_id=call_id,
+                            rule=Majority(tie_break, self.rating_of), used=used,
+                            reserved=reserved, ask_kwargs=ask_kwargs)
+        async for event in runner.events():
+            yield event
+        assert runner.tally is not None
+        yield Decided(call_id, result_from(call_id, request, runner.votes, runner.tally,
+                                           calls_made=counter.sent, started=started,
+                                           decided_early=runner.decided_early))
+
+    async def _auto_stages(self, plan: Any, call_id: str, request: ScaleRequest,
+                           messages: list[dict[str, str]], used: set[str], reserved: set[str],
+                           ask_kwargs: dict[str, Any], counter: Any,
+                           started: float) -> AsyncIterator[Event]:
+        """``-k auto``: the stages of the plan, each a vote; stop at the first that accepts."""
+        labels = request.labels
+        votes: list[Vote] = []
+        outcomes: list[StageOutcome] = []
+        answer: str | None = None
+        conf: float | None = None
+        decided_early = False
+        for index, stage in enumerate(plan.stages):
+            names = [m.alias for m in stage.members]
+            if stage.skip is not None:
+                outcomes.append(StageOutcome(stage.spec, names, None, 0.0, stage.threshold, False,
+                                             skipped=stage.skip))
+                continue
+            yield StageStarted(call_id, index, stage.spec, tuple(names), stage.threshold)
+            runner = VoteRunner(self.asker, stage.members, labels, messages, call_id=call_id,
+                                rule=stage.rule, threshold=stage.threshold, used=used,
+                                reserved=reserved, prior=votes, ask_kwargs=ask_kwargs)
+            async for event in runner.events():
+                yield event
+            votes.extend(runner.votes)
+            tally = runner.tally
+            assert tally is not None
+            c = tally.agreement
+            accepted = (stage.threshold is not None and tally.answer is not None
+                        and c >= stage.threshold - 1e-12)
+            decided_early = decided_early or runner.decided_early
+            outcome = StageOutcome(stage.spec, [v.model for v in runner.stage_votes()
+                                                if v.status != "replaced"],
+                                   tally.answer, c, stage.threshold, accepted,
+                                   decided_early=runner.decided_early)
+            outcomes.append(outcome)
+            yield StageFinished(call_id, index, stage.spec, outcome.answer, c, stage.threshold,
+                                accepted)
+            if accepted:
+                answer, conf = tally.answer, c
+                break
+        rule = Majority("none")
+        overall = rule.decide([rule.ballot(v.model, v.answer if v.status == "answered" else None)
+                               for v in votes if v.status != "replaced"], labels)
+        result = ScaleResult(
+            id=call_id, answer=answer, confidence=conf, votes=votes, calls_made=counter.sent,
+            elapsed_s=time.monotonic() - started, decided_early=decided_early,
+            counts=dict(overall.counts), valid_votes=overall.valid,
+            members=[v.model for v in votes if v.status != "replaced"],
+            question=request.question, answers=list(labels), item_id=request.item_id,
+            auto=True, stages=outcomes, calibrated=plan.calibrated, signal=plan.signal,
+            route={"cluster": plan.cluster, "models": plan.routed})
+        if answer is None:
+            asked = [v for v in votes if v.status != "replaced"]
+            failed = bool(asked) and all(v.status == "failed" for v in asked)
+            result.status = "all_failed" if failed else "abstained"
+        yield Decided(call_id, result)
+
+    async def _start_challenger(self, call_id: str, messages: list[dict[str, str]],
+                                labels: tuple[str, ...], exclude: set[str], reserved: set[str],
+                                ask_kwargs: dict[str, Any]
+                                ) -> tuple[str, asyncio.Task[Any], Any] | None:
+        """One shadow model outside the call, by Thompson sampling over its rating."""
+        s = self.settings
+        if not s.get("challenger") or not s.get("log_calls"):
+            return None  # nothing would record its evidence
+        from .client import RequestCounter
+        from .learning.challenger import eligible, thompson_pick
+
+        # Embedded local models only challenge local panels: starting a llama.cpp server for a
+        # shadow vote would cost seconds of CPU on every call of a remote panel.
+        local_panel = any(self.catalog.provider_type(a) == "local" for a in exclude)
+        pool = [m for m in s.models.values()
+                if local_panel or self.catalog.provider_type(m.alias) != "local"]
+        candidates = eligible(pool, exclude=exclude, available=self.registry.available,
+                              allow_thinking=bool(s.get("challenger_thinking")))
+        if not candidates:
+            return None
+        # The snapshot is read in a thread (a few ms, at most once a second per engine).
+        alias = thompson_pick(candidates, await self.calls.ratings_snapshot())
+        if alias is None:
+            return None
+        reserved.add(alias)
+        counter = RequestCounter()
+        task = asyncio.ensure_future(self.asker.ask(
+            s.models[alias], messages, labels=labels, call_id=call_id,
+            **{**ask_kwargs, "counter": counter, "stream": False}))
+        self._challenger_tasks.add(task)
+        task.add_done_callback(self._challenger_tasks.discard)
+        return alias, task, counter
 
     async def scale(self, request: ScaleRequest) -> ScaleResult:
         return await final_result(self.scale_events(request), Decided)
-
-    def _notify(self, request: ScaleRequest, result: ScaleResult) -> None:
-        for observer in self.observers:
-            observer(request, result)
 
     async def scale_batch(self, requests: Iterable[ScaleRequest | Exception], *,
                           concurrency: int | None = None,
@@ -229,20 +305,43 @@ class Engine:
                                      concurrency or self.settings.get("batch_concurrency")):
             yield outcome
 
-    # -- health --------------------------------------------------------------------------
+    # -- generate ----------------------------------------------------------------------------
+    async def generate_events(self, request: Any) -> AsyncIterator[Event]:
+        """One generate call's events (the last is ``Generated``); the call is logged."""
+        from .generate import generate_events
+
+        async for event in generate_events(self, request):
+            if isinstance(event, Generated):
+                self.calls.record_generate(request, event.result)
+            yield event
+
+    async def generate(self, request: Any) -> Any:
+        return await final_result(self.generate_events(request), Generated)
+
+    async def generate_batch(self, requests: Iterable[Any], *, concurrency: int | None = None,
+                             on_event: Callable[[Event], None] | None = None,
+                             ) -> AsyncIterator[tuple[int, Any]]:
+        async def run(item: Any) -> Any:
+            return await final_result(self.generate_events(item), Generated, on_event)
+
+        async for outcome in bounded(requests, run,
+                                     concurrency or self.settings.get("batch_concurrency")):
+            yield outcome
+
+    # -- health ------------------------------------------------------------------------------
     async def probe(self, model: ModelConfig) -> ProbeResult:
-        """One tiny request; classifies the model and persists down-verdicts."""
-        slow_after = float(self.settings.get("slow_after"))
-        try:
-            reply = await self.client.chat(model, PROBE_MESSAGES, max_tokens=16, temperature=0.0,
-                                           retries=0)
-        except ProviderError as exc:
-            status = status_for_error(exc.kind)
-            self.health.record(model, status, detail=str(exc), retry_after=exc.retry_after)
-            return ProbeResult("health", model.alias, status, None, str(exc))
-        status = "ok" if reply.latency_s <= slow_after else "slow"
-        self.health.record(model, status, latency_s=reply.latency_s)
-        return ProbeResult("health", model.alias, status, reply.latency_s, "")
+        """One tiny request; classifies the model and persists the verdict. A model whose
+        provider has no key is reported ``no_key`` without touching the network."""
+        why = self.catalog.why_not(model)
+        if why is not None:
+            return ProbeResult("health", model.alias, "no_key", None, why)
+        reply = await self.asker.probe(model, PROBE_MESSAGES,
+                                       slow_after=float(self.settings.get("slow_after")))
+        if reply.ok:
+            status = "ok" if (reply.latency_s or 0.0) <= float(self.settings.get("slow_after")) else "slow"
+            return ProbeResult("health", model.alias, status, reply.latency_s, "")
+        return ProbeResult("health", model.alias, status_for_error(reply.error_kind or "error"),
+                           None, reply.error or "")
 
     async def health_events(self, models: list[ModelConfig]) -> AsyncIterator[ProbeResult]:
         """Probe all models concurrently; results arrive as they finish."""
@@ -257,6 +356,8 @@ class Engine:
 
     async def refresh_catalogue(self) -> dict[str, Any]:
         """Ask each usable provider's /models; report catalogue entries that are gone."""
+        from .errors import ProviderError
+
         report: dict[str, Any] = {}
         for name, provider in self.settings.providers.items():
             entries = [m for m in self.settings.models.values() if m.provider == name]
@@ -272,3 +373,33 @@ class Engine:
             report[name] = {"listed": len(ids), "catalogued": len(entries), "gone": gone,
                             "new": sorted(ids - known)}
         return report
+
+    # -- routing -----------------------------------------------------------------------------
+    async def profile(self, tasks: Any, models: list[ModelConfig], **kwargs: Any) -> dict[str, int]:
+        from .routing.profile import run_profile
+
+        return await run_profile(self, tasks, models, **kwargs)
+
+    async def calibrate(self, tasks: Any, stages: list[str], **kwargs: Any) -> Any:
+        from .routing.cascade import calibrate_on_tasks
+
+        return await calibrate_on_tasks(self, tasks, stages, **kwargs)
+
+    # -- learning: evolve --------------------------------------------------------------------
+    def propose_evolve(self, panel: str | None = None, *, min_calls: int = 30,
+                       size: int | None = None) -> Any:
+        """The champion panel for ``panel`` (default: the default panel) from the ratings."""
+        from .learning.evolve import propose_panel
+
+        name = panel or self.settings.get("panel")
+        current = self.registry.panel(name)
+        candidates = [m.alias for m in self.settings.models.values() if self.registry.available(m)]
+        models = self.settings.models
+        return propose_panel(self.calls.ratings(), current, candidates=candidates,
+                             family_of=lambda a: models[a].family if a in models else a,
+                             size=size, min_calls=min_calls, name=name)
+
+    def apply_evolve(self, proposal: Any) -> None:
+        from .learning.evolve import apply_panel
+
+        apply_panel(self.settings, proposal)

@@ -1,11 +1,13 @@
 """scale(): k models vote on a label, with early decision and substitution (design §5).
 
-All members are asked at once. After each reply the leader is checked against what every other
-label could still reach with the requests in flight; once nobody can catch it the decision is
-made and the remaining requests are cancelled (their tasks are cancelled, so httpx closes the
-connections). A final tie is no decision unless a tie-break rule is given. Members that fail
-(dead, unavailable, rate-limited after retries, errors) are replaced by a model of the same
-tier and another family, so one bad endpoint does not cost a vote.
+A :class:`VoteRunner` runs one *stage*: its members are asked at once through the one ask path
+(:meth:`~fscale_tui.engine.ask.Asker.ask_seat`: substitution of dead or failing members,
+health, events). After each seat is settled the stage's voting rule
+(:mod:`~fscale_tui.engine.voting`) is asked whether the outcome can still change; once it
+cannot, the remaining requests are cancelled (their tasks are cancelled, so their HTTP
+connections close). A plain ``scale`` call is one stage whose outcome is the winner; a
+``-k auto`` call (``routing.cascade``) is several stages whose outcome is "accept" or
+"escalate" against a calibrated threshold. Both produce a :class:`ScaleResult`.
 """
 
 from __future__ import annotations
@@ -13,31 +15,32 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .client import ChatClient, ChatReply, RequestCounter
+from .ask import Asker, Reply
 from .config import ModelConfig
-from .errors import ExitCode, exit_code_for, ProviderError, UsageError
-from .events import (Cancelled, Decided, Event, MemberSubstituted, VoteDelta, VoteFailed,
-                     VoteReceived, VoteStarted)
-from .parsing import parse_reply
+from .errors import ExitCode, UsageError, exit_code_for
+from .events import Cancelled, Event
+from .voting import TIE_BREAKS, Ballot, Tally, VotingRule
 
-TIE_BREAKS = ("none", "rating", "order")
-#: Failures after which a member is replaced rather than just counted as failed.
-SUBSTITUTABLE = {"dead", "unavailable", "rate_limited", "auth", "server", "timeout", "network",
-                 "malformed", "bad_request"}
+#: A member's vote in a result is the reply the one ask path produced.
+Vote = Reply
+
+#: Version of the JSON objects the CLI prints (``"schema"``); bumped on incompatible changes.
+SCHEMA = 1
 
 
 def new_call_id() -> str:
-    """Short, sortable, unique enough: date-time plus 32 random bits."""
-    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(4)
+    """Sortable and unique: date-time plus 64 random bits."""
+    return time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(8)
 
 
 @dataclass(frozen=True)
 class ScaleRequest:
+    """One classification call. ``auto`` = route + calibrated cascade (``-k auto``)."""
+
     question: str
     answers: tuple[str, ...]
     context: str | None = None
@@ -45,10 +48,13 @@ class ScaleRequest:
     panel: str | None = None
     k: int | None = None
     tie_break: str | None = None
-    id: str | None = None
+    id: str | None = None  # the call id (generated when not given); never a batch item's id
     max_tokens: int | None = None
     temperature: float | None = None
     stream: bool = False
+    auto: bool = False
+    lam: float | None = None  # -k auto: cost weight λ for routed stages
+    item_id: str | None = None  # a batch item's own id, kept beside the call id
 
     def validate(self) -> None:
         if not self.question or not self.question.strip():
@@ -63,35 +69,38 @@ class ScaleRequest:
         chosen = sum(x is not None and x != () for x in (self.models, self.panel))
         if chosen > 1:
             raise UsageError("give at most one of --models and --panel")
+        if self.auto and chosen:
+            raise UsageError("-k auto chooses the models itself: drop --models/--panel")
+        if self.k is not None and not self.auto and self.k < 1:
+            raise UsageError("-k must be at least 1")
+        if self.models and len(set(self.models)) != len(self.models):
+            twice = sorted({m for m in self.models if self.models.count(m) > 1})
+            raise UsageError(f"--models names {', '.join(twice)} more than once: "
+                             "a model votes once per call")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.answers)
 
 
 @dataclass
-class Vote:
-    model: str
-    answer: str | None
-    latency_s: float | None
-    error: str | None = None
-    status: str = "pending"  # answered | no_answer | failed | cancelled | replaced
-    substitute_for: str | None = None
-    raw: str | None = None
-    thinking: str = ""
-    tokens: int | None = None
+class StageOutcome:
+    """One ``-k auto`` stage: who was asked, what it concluded, against which threshold."""
 
-    def fill_from(self, reply: ChatReply, labels: tuple[str, ...]) -> None:
-        """Record a reply: the parsed label (or no vote), latency, raw text and reasoning."""
-        parsed = parse_reply(reply.content, labels, reasoning=reply.reasoning)
-        self.answer = parsed.answer
-        self.latency_s = reply.latency_s
-        self.raw = reply.content
-        self.thinking = parsed.reasoning
-        self.tokens = reply.completion_tokens
-        self.status = "answered" if parsed.answer is not None else "no_answer"
+    spec: str
+    models: list[str]
+    answer: str | None
+    confidence: float
+    threshold: float | None
+    accepted: bool
+    skipped: str | None = None  # why the stage was not asked (e.g. it can never answer)
+    decided_early: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "answer": self.answer,
-                "latency_s": None if self.latency_s is None else round(self.latency_s, 4),
-                "error": self.error, "status": self.status,
-                "substitute_for": self.substitute_for}
+        return {"stage": self.spec, "models": self.models, "answer": self.answer,
+                "confidence": round(self.confidence, 4), "threshold": self.threshold,
+                "accepted": self.accepted, "skipped": self.skipped,
+                "decided_early": self.decided_early}
 
 
 @dataclass
@@ -103,10 +112,11 @@ class ScaleResult:
     calls_made: int
     elapsed_s: float
     decided_early: bool
-    status: str = "decided"  # decided | tie | no_votes | all_failed
+    status: str = "decided"  # decided | tie | no_votes | all_failed | abstained
     counts: dict[str, int] = field(default_factory=dict)
     valid_votes: int = 0
-    members: int = 0
+    #: The models whose votes count: every seat's final voter (substitutes included).
+    members: list[str] = field(default_factory=list)
     tied: list[str] = field(default_factory=list)
     tie_broken_by: str | None = None
     question: str = ""
@@ -115,14 +125,29 @@ class ScaleResult:
     #: ``calls_made`` counts only the decision's requests.
     challenger: Vote | None = None
     challenger_calls: int = 0
+    item_id: str | None = None
+    #: Notes for people (e.g. "-k 5 asked 3 models: ...") that the CLI prints on stderr.
+    notes: list[str] = field(default_factory=list)
+    #: ``-k auto`` only: the stages, whether it abstained, calibration and routing.
+    auto: bool = False
+    stages: list[StageOutcome] = field(default_factory=list)
+    calibrated: bool | None = None
+    signal: str | None = None
+    route: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> ExitCode:
         return exit_code_for(self.status)
 
+    @property
+    def abstained(self) -> bool:
+        return self.status == "abstained"
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
+            "schema": SCHEMA,
             "id": self.id,
+            "item_id": self.item_id,
             "answer": self.answer,
             "confidence": None if self.confidence is None else round(self.confidence, 4),
             "votes": [v.to_dict() for v in self.votes],
@@ -138,6 +163,13 @@ class ScaleResult:
             "challenger": None if self.challenger is None else self.challenger.to_dict(),
             "challenger_calls": self.challenger_calls,
         }
+        if self.auto:
+            answered = next((i for i, s in enumerate(self.stages) if s.accepted), None)
+            d.update({"abstained": self.abstained, "answered_by_stage": answered,
+                      "stages": [s.to_dict() for s in self.stages],
+                      "calibrated": self.calibrated, "signal": self.signal,
+                      "route": self.route})
+        return d
 
 
 def build_messages(question: str, answers: tuple[str, ...], context: str | None) -> list[dict[str, str]]:
@@ -152,200 +184,143 @@ def build_messages(question: str, answers: tuple[str, ...], context: str | None)
             {"role": "user", "content": f"{question}\n\nAnswer with one of: {labels}."}]
 
 
-def can_decide_early(counts: Counter[str], labels: tuple[str, ...], in_flight: int) -> str | None:
-    """The leading label if no other label can reach it with the votes still in flight."""
-    if not counts or in_flight == 0:
-        return None
-    leader, top = counts.most_common(1)[0]
-    best_other = max((counts.get(lab, 0) for lab in labels if lab != leader), default=0)
-    return leader if top > best_other + in_flight else None
-
-
-def tally(votes: list[Vote], labels: tuple[str, ...]) -> Counter[str]:
-    return Counter(v.answer for v in votes if v.status == "answered" and v.answer in labels)
+def ballots(votes: Sequence[Vote], rule: VotingRule, order: dict[str, int]) -> list[Ballot]:
+    """Every settled vote as a ballot (failed seats are ballots without an answer)."""
+    out = []
+    for v in votes:
+        if v.status in ("answered", "no_answer", "failed"):
+            position = order.get(v.substitute_for or v.model, len(order))
+            out.append(rule.ballot(v.model, v.answer if v.status == "answered" else None, position))
+    return out
 
 
 class VoteRunner:
-    """Runs one scale call and yields its events; ``result`` is set when it ends."""
+    """Runs one stage of a call and yields its events; ``votes``/``tally`` are set at the end.
 
-    def __init__(self, client: ChatClient, members: list[ModelConfig], request: ScaleRequest, *,
-                 call_id: str, max_tokens: int, temperature: float, tie_break: str,
-                 substitute: Callable[[ModelConfig, set[str]], ModelConfig | None],
-                 is_down: Callable[[str], bool], rating_of: Callable[[str], float],
-                 on_failure: Callable[[ModelConfig, ProviderError], None],
-                 extra_for: Callable[[ModelConfig], dict[str, Any] | None] | None = None) -> None:
-        self.client = client
+    ``prior`` votes (from earlier stages of the same call) count in the stage's tally when
+    their models are among ``members``; those models are not asked again. ``votes`` holds
+    this stage's own votes in the order their requests started (a failed member, then its
+    substitute).
+    """
+
+    def __init__(self, asker: Asker, members: list[ModelConfig], labels: tuple[str, ...],
+                 messages: list[dict[str, str]], *, call_id: str, rule: VotingRule,
+                 threshold: float | None = None, used: set[str] | None = None,
+                 reserved: set[str] | frozenset[str] = frozenset(), prior: Sequence[Vote] = (),
+                 ask_kwargs: dict[str, Any] | None = None, early: bool = True) -> None:
+        self.asker = asker
+        self.early = early
         self.members = members
-        self.request = request
+        self.labels = labels
+        self.messages = messages
         self.call_id = call_id
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.tie_break = tie_break
-        self.substitute = substitute
-        self.is_down = is_down
-        self.rating_of = rating_of
-        self.on_failure = on_failure
-        self.extra_for = extra_for or (lambda m: None)
-        self.counter = RequestCounter()
-        self.result: ScaleResult | None = None
+        self.rule = rule
+        self.threshold = threshold
+        self.used = used if used is not None else set()
+        self.reserved = reserved
+        names = {m.alias for m in members}
+        self.reused = [v for v in prior if v.model in names
+                       and v.status in ("answered", "no_answer", "failed")]
+        self.ask_kwargs = ask_kwargs or {}
+        self.order = {m.alias: i for i, m in enumerate(members)}
+        self.votes: list[Vote] = []
+        self.tally: Tally | None = None
+        self.decided_early = False
+
+    def stage_votes(self) -> list[Vote]:
+        """The votes this stage's tally counts: reused prior votes, then its own."""
+        return self.reused + self.votes
+
+    def _ballots(self) -> list[Ballot]:
+        return ballots(self.stage_votes(), self.rule, self.order)
 
     async def events(self) -> AsyncIterator[Event]:
-        req = self.request
-        labels = tuple(a.strip() for a in req.answers)
-        messages = build_messages(req.question, labels, req.context)
-        started = time.monotonic()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        votes: list[Vote] = []
-        tasks: dict[asyncio.Task[None], Vote] = {}
-        used: set[str] = set()
-        models: dict[int, ModelConfig] = {}
+        queue: asyncio.Queue[Event | tuple[str, int]] = asyncio.Queue()
+        reused = {v.model for v in self.reused}
+        to_ask = [m for m in self.members if m.alias not in reused]
+        current: dict[int, Vote] = {}  # seat -> the reply being waited for
+        tasks: list[asyncio.Task[Any]] = []
 
-        async def ask(vote_index: int, model: ModelConfig) -> None:
-            def on_delta(piece: str, think: str) -> None:
-                queue.put_nowait(("event", VoteDelta(self.call_id, model.alias, piece, think)))
-            try:
-                reply = await self.client.chat(
-                    model, messages, max_tokens=self.max_tokens, temperature=self.temperature,
-                    stream=req.stream, on_delta=on_delta if req.stream else None,
-                    counter=self.counter, extra=self.extra_for(model), labels=labels)
-                queue.put_nowait(("reply", (vote_index, reply)))
-            except ProviderError as exc:
-                queue.put_nowait(("error", (vote_index, exc)))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug or an unexpected library error: one member fails
-                queue.put_nowait(("error", (vote_index, ProviderError("error", f"{type(exc).__name__}: {exc}"))))
+        def launch(index: int, model: ModelConfig) -> None:
+            def on_start(reply: Vote) -> None:
+                self.votes.append(reply)
+                current[index] = reply
 
-        def launch(model: ModelConfig, substitute_for: str | None) -> Event:
-            vote = Vote(model=model.alias, answer=None, latency_s=None, substitute_for=substitute_for)
-            votes.append(vote)
-            idx = len(votes) - 1
-            models[idx] = model
-            used.add(model.alias)
-            task = asyncio.create_task(ask(idx, model))
-            task.add_done_callback(lambda t: tasks.pop(t, None))
-            tasks[task] = vote
-            return VoteStarted(self.call_id, model.alias, model.id, substitute_for,
-                               model.options.get("variant"))
+            async def seat() -> None:
+                try:
+                    await self.asker.ask_seat(model, self.messages, used=self.used,
+                                              reserved=self.reserved, call_id=self.call_id,
+                                              emit=queue.put_nowait, on_start=on_start,
+                                              labels=self.labels, **self.ask_kwargs)
+                finally:
+                    queue.put_nowait(("seat", index))
 
-        pending_events: list[Event] = []
+            tasks.append(asyncio.create_task(seat()))
+
         for model in self.members:
-            used.add(model.alias)
-        for model in self.members:
-            if self.is_down(model.alias):
-                sub = self.substitute(model, used)
-                if sub is not None:
-                    pending_events.append(MemberSubstituted(self.call_id, model.alias, sub.alias,
-                                                            "known to be down (health state)"))
-                    pending_events.append(launch(sub, model.alias))
-                    continue
-            pending_events.append(launch(model, None))
+            self.used.add(model.alias)
+        for index, model in enumerate(to_ask):
+            launch(index, model)
+        open_seats = set(range(len(to_ask)))
 
-        decided_early = False
+        def settled() -> bool:
+            if not self.early:
+                return False
+            pending = [self.rule.weight(current[i].model if i in current else to_ask[i].alias)
+                       for i in open_seats]
+            return self.rule.can_decide_early(self._ballots(), self.labels, pending,
+                                              self.threshold)
+
         try:
-            for ev in pending_events:
-                yield ev
-            in_flight = len(votes)  # each launched member reports exactly once
-            while in_flight:
-                kind, payload = await queue.get()
-                if kind == "event":
-                    yield payload
+            while open_seats:
+                item = await queue.get()
+                if isinstance(item, tuple):
+                    open_seats.discard(item[1])
+                    if open_seats and settled():
+                        break
                     continue
-                in_flight -= 1
-                for ev in self._record(kind, payload, votes, models, started):
-                    yield ev
-                if kind == "error":
-                    idx, exc = payload
-                    if exc.kind in SUBSTITUTABLE:
-                        sub = self.substitute(models[idx], used)
-                        if sub is not None:
-                            votes[idx].status = "replaced"
-                            yield MemberSubstituted(self.call_id, models[idx].alias, sub.alias, exc.kind)
-                            yield launch(sub, models[idx].alias)
-                            in_flight += 1
-                leader = can_decide_early(tally(votes, labels), labels, in_flight)
-                if leader is not None:
-                    decided_early = True
-                    break
+                yield item
         finally:
             # Early decision, an error in the consumer, or Esc in the TUI: cancel what is left.
-            remaining = list(tasks.items())
-            for task, _vote in remaining:
+            remaining = [t for t in tasks if not t.done()]
+            for task in remaining:
                 task.cancel()
             if remaining:
-                await asyncio.gather(*(t for t, _ in remaining), return_exceptions=True)
-        # Replies that arrived while the decision was being made still count as answers.
+                await asyncio.gather(*remaining, return_exceptions=True)
+        # Events that arrived while the decision was being made (late replies count too).
         while not queue.empty():
-            kind, payload = queue.get_nowait()
-            if kind != "event":
-                for ev in self._record(kind, payload, votes, models, started):
-                    yield ev
-        for _task, vote in remaining:
-            if vote.status == "pending":
+            item = queue.get_nowait()
+            if not isinstance(item, tuple):
+                yield item
+        self.tally = self.rule.decide(self._ballots(), self.labels)
+        for vote in self.votes:
+            if vote.status in ("pending", "cancelled"):
                 vote.status = "cancelled"
+                # "Decided early" means requests really were cancelled because of it.
+                self.decided_early = True
                 yield Cancelled(self.call_id, vote.model)
-        self.result = self._finish(votes, labels, started, decided_early)
-        yield Decided(self.call_id, self.result)
 
-    def _record(self, kind: str, payload: Any, votes: list[Vote], models: dict[int, ModelConfig],
-                started: float) -> list[Event]:
-        """Turn one member's reply or failure into its Vote and the event to show."""
-        idx, outcome = payload
-        vote, model = votes[idx], models[idx]
-        if kind == "reply":
-            reply: ChatReply = outcome
-            vote.fill_from(reply, tuple(a.strip() for a in self.request.answers))
-            return [VoteReceived(self.call_id, model.alias, vote.answer, reply.latency_s,
-                                 reply.content, vote.thinking, reply.completion_tokens)]
-        exc: ProviderError = outcome
-        vote.status = "failed"
-        vote.error = str(exc)
-        vote.latency_s = time.monotonic() - started
-        self.on_failure(model, exc)
-        return [VoteFailed(self.call_id, model.alias, str(exc), exc.kind, vote.latency_s)]
 
-    def _finish(self, votes: list[Vote], labels: tuple[str, ...], started: float,
-                decided_early: bool) -> ScaleResult:
-        counts = tally(votes, labels)
-        valid = sum(counts.values())
-        result = ScaleResult(
-            id=self.call_id, answer=None, confidence=None, votes=votes,
-            calls_made=self.counter.sent, elapsed_s=time.monotonic() - started,
-            decided_early=decided_early, counts=dict(counts), valid_votes=valid,
-            members=sum(v.status != "replaced" for v in votes),
-            question=self.request.question, answers=list(labels))
-        if valid == 0:
-            failed = all(v.status in ("failed", "replaced") for v in votes)
-            result.status = "all_failed" if failed else "no_votes"
-            return result
-        top = max(counts.values())
-        tied = [lab for lab in labels if counts.get(lab) == top]
-        winner = tied[0] if len(tied) == 1 else None
-        if winner is None:
-            result.tied = tied
-            winner = self._break_tie(tied, votes)
-            if winner is None:
-                result.status = "tie"
-                return result
-            result.tie_broken_by = self.tie_break
-        result.answer = winner
-        result.confidence = counts[winner] / valid
+def result_from(call_id: str, request: ScaleRequest, votes: list[Vote], tally: Tally, *,
+                calls_made: int, started: float, decided_early: bool) -> ScaleResult:
+    """A plain scale call's result from its votes and its rule's tally."""
+    labels = request.labels
+    result = ScaleResult(
+        id=call_id, answer=None, confidence=None, votes=votes, calls_made=calls_made,
+        elapsed_s=time.monotonic() - started, decided_early=decided_early,
+        counts=dict(tally.counts), valid_votes=tally.valid,
+        members=[v.model for v in votes if v.status != "replaced"],
+        question=request.question, answers=list(labels), item_id=request.item_id)
+    if tally.valid == 0:
+        failed = all(v.status in ("failed", "replaced") for v in votes)
+        result.status = "all_failed" if failed and votes else "no_votes"
         return result
-
-    def _break_tie(self, tied: list[str], votes: list[Vote]) -> str | None:
-        """Deterministic: never arrival order. ``order`` = the panel's listed order."""
-        if self.tie_break == "none":
-            return None
-        order = {m.alias: i for i, m in enumerate(self.members)}
-        backers = [v for v in votes if v.status == "answered" and v.answer in tied]
-
-        def panel_position(v: Vote) -> int:
-            return order.get(v.substitute_for or v.model, len(order))
-
-        if self.tie_break == "rating":
-            # Highest rating first; equal ratings fall back to the panel order.
-            backers.sort(key=lambda v: (-self.rating_of(v.model), panel_position(v)))
-        else:
-            backers.sort(key=panel_position)
-        return backers[0].answer if backers else None
+    result.tied = list(tally.tied)
+    if tally.answer is None:
+        result.status = "tie"
+        return result
+    result.tie_broken_by = tally.tie_broken_by
+    result.answer = tally.answer
+    result.confidence = tally.confidence
+    return result
 

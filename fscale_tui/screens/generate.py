@@ -19,23 +19,22 @@ from textual.worker import Worker, WorkerState
 
 from ..engine.errors import FscaleError
 from ..messages import EngineEvent, SettingsChanged
-from ..widgets.availability import NotAvailable, feature_available
 from ..widgets.table import FillTable
 from ..widgets.votes import DecisionBanner, first_lines
 from .base import FscaleScreen
 
-STRATEGIES = ("judge", "vote", "weighted", "usc", "tournament", "beam", "dvts")
-SEARCH = ("beam", "dvts")
+def strategy_names() -> tuple[str, ...]:
+    """The engine's strategy registry (the same list as ``fscale generate --strategy``)."""
+    from ..engine.strategies import names
+
+    return names()
 
 
-def generate_events(engine: Any, request: Any) -> Any:
-    """The engine's generate stream (an engine may provide its own, e.g. a recording)."""
-    own = getattr(engine, "generate_events", None)
-    if own is not None:
-        return own(request)
-    from ..engine.generate import generate_events as run
+def is_search(strategy: str) -> bool:
+    from ..engine.strategies import strategies
 
-    return run(engine, request)
+    entry = strategies().get(strategy)
+    return bool(entry and entry.search)
 
 
 class CandidateCard(Static):
@@ -82,11 +81,6 @@ class GenerateScreen(FscaleScreen):
         self.generators: tuple[str, ...] = ()
 
     def body(self) -> ComposeResult:
-        if not feature_available("generate"):
-            yield NotAvailable("Generate (k candidates, judges from other families)",
-                               "The generate engine has not landed yet. Ask (F2) runs scale "
-                               "and verify.", id="generate-na")
-            return
         saved = self.app.state.get("generate", {}) or {}
         with Vertical(id="gen-form"):
             with Horizontal(classes="form-row"):
@@ -94,8 +88,9 @@ class GenerateScreen(FscaleScreen):
                             compact=True, id="gen-question")
             with Horizontal(classes="form-row"):
                 yield Label("strategy", classes="field-label")
-                strategy = saved.get("strategy") if saved.get("strategy") in STRATEGIES else "judge"
-                yield Select([(s, s) for s in STRATEGIES], value=strategy, allow_blank=False,
+                names = strategy_names()
+                strategy = saved.get("strategy") if saved.get("strategy") in names else names[0]
+                yield Select([(s, s) for s in names], value=strategy, allow_blank=False,
                              compact=True, id="gen-strategy")
                 yield Label("panel", classes="field-label")
                 yield Select([("default", "default")], value="default", allow_blank=False,
@@ -182,7 +177,7 @@ class GenerateScreen(FscaleScreen):
     @work(exclusive=True, group="generate", exit_on_error=False)
     async def run_generate(self, request: Any, run: int) -> None:
         """Stream the engine's generate events to this screen."""
-        async for event in generate_events(self.app.engine, request):
+        async for event in self.app.engine.generate_events(request):
             self.post_message(EngineEvent(event, run))
 
     def _card(self, index: int, model: str) -> CandidateCard:
@@ -204,7 +199,7 @@ class GenerateScreen(FscaleScreen):
         judges = self.query_one("#judges", FillTable)
         if isinstance(event, ev.GenerateStarted):
             self.generators = event.generators
-            if event.strategy not in SEARCH and event.generators:
+            if not is_search(event.strategy) and event.generators:
                 for i in range(event.k):
                     self._card(i, event.generators[i % len(event.generators)])
             banner.show(f"{event.strategy}: {event.k} candidates from "
@@ -238,7 +233,7 @@ class GenerateScreen(FscaleScreen):
                 card.filled(cand.text, cand.latency_s, cand.answer)
             card.result(cand.votes, cand.index == result.winner_index)
         banner = self.query_one(DecisionBanner)
-        tail = f"{result.total_calls} calls, {result.elapsed_s:.2f}s · call {result.id}"
+        tail = f"{result.calls_made} calls, {result.elapsed_s:.2f}s · call {result.id}"
         if result.status == "decided":
             answer = f" (answer {escape(result.answer)})" if result.answer else ""
             banner.show(f"[b]→ #{result.winner_index} {escape(result.winner_model or '')}[/b]{answer} "

@@ -74,8 +74,8 @@ class HealthScreen(FscaleScreen):
         except FscaleError as exc:
             self._summary(f"[b]configuration error:[/b] {exc}")
             return
-        self.models = [m for m in engine.settings.models.values() if engine.registry.usable(m)]
-        entries = engine.health.entries(refresh=True)
+        self.models = engine.catalog.probe_targets()
+        entries = engine.catalog.health_entries(refresh=True)
         for model in self.models:
             table.add_row(*self._cells(model, entries.get(model.alias)), key=model.alias)
         self._summary()
@@ -109,7 +109,7 @@ class HealthScreen(FscaleScreen):
         model = next((m for m in self.models if m.alias == alias), None)
         if model is None:
             return
-        entry = self.app.engine.health.entries().get(alias)
+        entry = self.app.engine.catalog.health_entries().get(alias)
         for (key, _label), cell in zip(COLUMNS, self._cells(model, entry, status)):
             table.update_cell(alias, key, cell)
 

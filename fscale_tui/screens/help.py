@@ -18,7 +18,7 @@ INTRO = ("fscale asks several models at once and lets the engine decide: every s
 
 def bindings_text(app) -> str:
     """Markup listing the global bindings, then each screen's."""
-    from ..app import SCREENS, FscaleApp
+    from . import SCREENS
 
     def lines(bindings) -> list[str]:
         out = []
@@ -28,7 +28,7 @@ def bindings_text(app) -> str:
                 out.append(f"  [b]{escape(keys):<12}[/b] {escape(b.description)}")
         return out
 
-    parts = [INTRO, "", "[b u]everywhere[/b u]", *lines(FscaleApp.BINDINGS),
+    parts = [INTRO, "", "[b u]everywhere[/b u]", *lines(type(app).BINDINGS),
              "  [b]ctrl+p      [/b] command palette (every action)"]
     for name, (module, cls, title) in SCREENS.items():
         screen = getattr(importlib.import_module(f"fscale_tui.screens.{module}"), cls)

@@ -1,8 +1,9 @@
 """History: past calls with a filter; open one to see every member's reply; feedback keys.
 
-Calls come from the call log (``engine.learning.calllog``), where the engine records every
-scale call; feedback (confirm, reject, override label, prefer a model) goes to the same store,
-which updates the ratings. Without the learning package only this session's calls are listed.
+Calls come from the engine's call log (``engine.calls``), read in thread workers (the filter
+runs in SQL, one query per change); feedback (confirm, reject, override label, prefer a model)
+goes to the same log, which updates the ratings. Rows are keyed by the log's row number, which
+is unique whatever the log holds (calls logged twice under one id by older versions included).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from rich.markup import escape
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -19,24 +20,11 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
 from ..engine.errors import FscaleError
-from ..widgets.availability import feature_available
 from ..widgets.table import FillTable
 from ..widgets.votes import first_lines
 from .base import FscaleScreen
 
 LIMIT = 500
-
-
-def session_summary(result: Any) -> dict[str, Any]:
-    return {"id": result.id, "time": "", "question": result.question, "answer": result.answer,
-            "status": result.status, "labels": list(result.answers), "feedback": []}
-
-
-def session_detail(result: Any) -> dict[str, Any]:
-    replies = [{"role": "member", "model": v.model, "answer": v.answer, "status": v.status,
-                "latency_s": v.latency_s, "error": v.error, "substitute_for": v.substitute_for,
-                "raw": v.raw, "thinking": v.thinking, "tokens": v.tokens} for v in result.votes]
-    return {**session_summary(result), "confidence": result.confidence, "replies": replies}
 
 
 def detail_markup(call: dict[str, Any]) -> str:
@@ -103,18 +91,12 @@ class HistoryScreen(FscaleScreen):
         yield Static("", id="history-note")
         yield FillTable(id="history-table", cursor_type="row")
 
-    @property
-    def logged(self) -> bool:
-        return feature_available("calllog")
-
     def on_mount(self) -> None:
         table = self.query_one("#history-table", DataTable)
         for key in ("time", "call", "answer", "status", "feedback", "question"):
             table.add_column(key, key=key)
-        note = ("c confirm · x reject · o override the label · p prefer a model · Enter opens a call"
-                if self.logged else "Calls of this session (the call log is not available yet, "
-                "so neither is feedback).")
-        self.query_one("#history-note", Static).update(note)
+        self.query_one("#history-note", Static).update(
+            "c confirm · x reject · o override the label · p prefer a model · Enter opens a call")
         self.refill()
         table.focus()
         super().on_mount()
@@ -122,34 +104,25 @@ class HistoryScreen(FscaleScreen):
     def on_screen_resume(self) -> None:
         self.refill()
 
-    def _store(self) -> Any:
-        from ..engine.learning.calllog import LearningStore
-
-        return LearningStore.for_settings(self.app.settings)
-
-    def calls(self) -> list[dict[str, Any]]:
-        """Newest first, filtered."""
-        if self.logged:
-            with self._store() as store:
-                items = store.recent(LIMIT)
-        else:
-            items = [session_summary(r) for r in reversed(self.app.session_calls)]
-        needle = self.query_one("#history-filter", Input).value.strip().casefold()
-        if not needle:
-            return items
-        return [c for c in items
-                if needle in " ".join(str(c.get(k) or "") for k in
-                                      ("id", "question", "answer", "status", "time")).casefold()]
-
     def refill(self) -> None:
-        """Rebuild the table from the calls that pass the filter."""
+        """Reload the calls that pass the filter (in a thread: SQLite never runs on the UI)."""
+        self.load_calls(self.query_one("#history-filter", Input).value.strip())
+
+    @work(thread=True, exclusive=True, group="history-load", exit_on_error=False)
+    def load_calls(self, needle: str) -> None:
+        """Newest first, filtered by the engine (in SQL)."""
+        try:
+            calls = self.app.engine.calls.history(LIMIT, text=needle or None)
+        except Exception as exc:  # an unreadable log is reported, not fatal
+            self.app.call_from_thread(self.query_one("#history-note", Static).update,
+                                      f"cannot read the call log: {escape(str(exc))}")
+            return
+        self.app.call_from_thread(self.show_calls, calls)
+
+    def show_calls(self, calls: list[dict[str, Any]]) -> None:
+        """Rebuild the table (keyed by the log's unique row number)."""
         table = self.query_one("#history-table", DataTable)
         keep = self._selected_id()
-        try:
-            calls = self.calls()
-        except Exception as exc:  # an unreadable log is reported, not fatal
-            self.query_one("#history-note", Static).update(f"cannot read the call log: {exc}")
-            return
         with self.app.batch_update():
             table.clear()
             for c in calls:
@@ -157,10 +130,10 @@ class HistoryScreen(FscaleScreen):
                                      for f in c.get("feedback", []))
                 table.add_row(c.get("time") or "", c["id"], Text(c.get("answer") or "—", style="bold"),
                               c.get("status") or "", feedback,
-                              first_lines(c.get("question") or "", 1, 200), key=c["id"])
-        ids = [c["id"] for c in calls]
-        if keep in ids:
-            table.move_cursor(row=ids.index(keep))
+                              first_lines(c.get("question") or "", 1, 200), key=f"#{c['seq']}")
+        keys = [f"#{c['seq']}" for c in calls]
+        if keep in keys:
+            table.move_cursor(row=keys.index(keep))
 
     @on(Input.Changed, "#history-filter")
     def filtered(self) -> None:
@@ -182,25 +155,21 @@ class HistoryScreen(FscaleScreen):
             return None
         return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
 
-    def _detail(self, call_id: str) -> dict[str, Any] | None:
-        if self.logged:
-            with self._store() as store:
-                return store.get(call_id)
-        result = next((r for r in self.app.session_calls if r.id == call_id), None)
-        return session_detail(result) if result is not None else None
-
     def action_open(self) -> None:
         """Show every member's reply of the selected call."""
-        call_id = self._selected_id()
-        if call_id is None:
-            return
+        ref = self._selected_id()
+        if ref is not None:
+            self.open_call(ref)
+
+    @work(thread=True, exclusive=True, group="history-open", exit_on_error=False)
+    def open_call(self, ref: str) -> None:
+        """Read one call (in a thread) and show it."""
         try:
-            call = self._detail(call_id)
+            call = self.app.engine.calls.call(ref)
         except FscaleError as exc:
-            self.notify(str(exc), severity="error")
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
-        if call is not None:
-            self.app.push_screen(CallDetail(call))
+        self.app.call_from_thread(self.app.push_screen, CallDetail(call))
 
     @on(DataTable.RowSelected, "#history-table")
     def selected(self) -> None:
@@ -211,24 +180,29 @@ class HistoryScreen(FscaleScreen):
     def action_feedback(self, kind: str, label: str | None = None, prefer: str | None = None,
                         over: str | None = None) -> None:
         """Record a verdict on the selected call; the engine updates the ratings."""
-        call_id = self._selected_id()
-        if call_id is None:
+        ref = self._selected_id()
+        if ref is None:
             return
-        if not self.logged:
-            self.notify("feedback is not available yet in this version", severity="warning")
-            return
+        self.send_feedback(ref, kind, label, prefer, over)
+
+    @work(thread=True, group="history-feedback", exit_on_error=False)
+    def send_feedback(self, ref: str, kind: str, label: str | None, prefer: str | None,
+                      over: str | None) -> None:
+        """Record the verdict through the engine (in a thread) and say what it changed."""
         try:
-            with self._store() as store:
-                outcome = store.add_feedback(call_id, kind, label=label, prefer=prefer, over=over)
+            outcome = self.app.engine.calls.feedback(ref, kind, label=label, prefer=prefer,
+                                                     over=over)
         except FscaleError as exc:
-            self.notify(str(exc), title="feedback not recorded", severity="error")
+            self.app.call_from_thread(self.notify, str(exc), title="feedback not recorded",
+                                      severity="error")
             return
         changes = outcome.get("changes") or {}
         moved = ", ".join(f"{m} {d:+.1f}" for m, d in sorted(changes.items())
                           if isinstance(d, (int, float)))
-        self.notify(f"{kind} recorded for {call_id}" + (f": {moved}" if moved else ""),
-                    title="feedback")
-        self.refill()
+        self.app.call_from_thread(
+            self.notify, f"{kind} recorded for call {outcome.get('id')}"
+            + (f": {moved}" if moved else ""), title="feedback")
+        self.app.call_from_thread(self.refill)
 
     def action_override(self) -> None:
         """Say which label was right."""

@@ -1,7 +1,9 @@
 """Panels: the named panels, their members, editing (config.toml) and evolve.
 
-Edits go through ``engine.config.update_user_config`` (read-modify-write under the lock, atomic
-write); the engine is then rebuilt so the next run uses the new panel.
+Edits go through the engine's catalogue (read-modify-write of config.toml under the lock,
+atomic write); the engine is then rebuilt so the next run uses the new panel. Evolve always
+acts on the default panel (the one ``scale`` uses) and says so; its proposal is computed by
+the engine in a thread (it reads the call log).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from typing import Any
 
 from rich.markup import escape
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -18,15 +20,7 @@ from textual.widgets import DataTable, Static
 
 from ..engine.errors import FscaleError
 from ..messages import SettingsChanged
-from ..widgets.availability import NotAvailable, feature_available
 from .base import FscaleScreen
-
-
-def panel_origin(settings: Any, name: str) -> str:
-    user = settings.user_config.get("panels", {}) or {}
-    if name in user:
-        return "config"
-    return "built-in"
 
 
 class PanelsScreen(FscaleScreen):
@@ -46,13 +40,8 @@ class PanelsScreen(FscaleScreen):
             yield DataTable(id="panels-table", cursor_type="row")
             yield Static("", id="panel-members")
         with Vertical(id="evolve"):
-            if feature_available("evolve"):
-                yield Static("press v for the evolve proposal (dry run), x to apply it",
-                             id="evolve-diff")
-            else:
-                yield NotAvailable("Evolve (proposing the champion panel from ratings)",
-                                   "It arrives with the learning package; panels can still be "
-                                   "edited here.", id="evolve-diff")
+            yield Static("press v for the evolve proposal for the default panel (dry run), "
+                         "x to apply it", id="evolve-diff")
 
     def on_mount(self) -> None:
         table = self.query_one("#panels-table", DataTable)
@@ -66,6 +55,10 @@ class PanelsScreen(FscaleScreen):
     @property
     def settings(self) -> Any:
         return self.app.settings
+
+    @property
+    def catalog(self) -> Any:
+        return self.app.engine.catalog
 
     @on(SettingsChanged)
     def reload(self) -> None:
@@ -82,7 +75,7 @@ class PanelsScreen(FscaleScreen):
         names = sorted(settings.panels, key=lambda n: (n != default, n))
         for name in names:
             label = f"{name} ★" if name == default else name
-            table.add_row(label, str(len(settings.panels[name])), panel_origin(settings, name),
+            table.add_row(label, str(len(settings.panels[name])), self.catalog.panel_source(name),
                           key=name)
         if keep in names:
             table.move_cursor(row=names.index(keep))
@@ -105,21 +98,17 @@ class PanelsScreen(FscaleScreen):
             pane.update("")
             return
         settings = self.settings
-        from ..engine.health import HealthStore
-        from ..engine.registry import Registry
-
-        health = self.app.engine.health if hasattr(self.app.engine, "health") else HealthStore(settings)
-        registry = Registry(settings, is_down=health.is_down)
-        lines = [f"[b]{escape(name)}[/b] ({panel_origin(settings, name)})", ""]
+        rows = {r["alias"]: r for r in self.catalog.models()}
+        lines = [f"[b]{escape(name)}[/b] ({self.catalog.panel_source(name)})", ""]
         for alias in settings.panels.get(name, []):
             model = settings.models.get(alias)
-            if model is None:
+            row = rows.get(alias)
+            if model is None or row is None:
                 lines.append(f"  [red]✗ {escape(alias)}[/red]  unknown model")
                 continue
-            verdict = health.verdict(alias)
-            state = ("usable" if registry.usable(model) else "no key / not installed")
-            if verdict:
-                state = f"[dim]{verdict}[/dim]"
+            state = "usable" if row["usable"] else f"no: {row['why_not']}"
+            if row["health"] in ("dead", "unavailable", "rate_limited"):
+                state = f"[dim]{row['health']}[/dim]"
             lines.append(f"  {escape(alias):<24} {model.tier:<9} {escape(model.family or '-'):<10} {state}")
         pane.update("\n".join(lines))
 
@@ -156,8 +145,7 @@ class PanelsScreen(FscaleScreen):
             if unknown:
                 self.notify(f"unknown model(s): {', '.join(unknown)}", severity="error")
                 return
-            self._write(lambda doc: doc.setdefault("panels", {}).__setitem__(name, members),
-                        f"panel {name} saved")
+            self._write(lambda: self.catalog.set_panel(name, members), f"panel {name} saved")
 
         self.app.push_screen(Prompt(f"Members of panel {name!r} (comma-separated aliases)",
                                     current, "fast-a,fast-b,slow-c",
@@ -170,23 +158,20 @@ class PanelsScreen(FscaleScreen):
         name = self.selected()
         if name is None:
             return
-        if panel_origin(self.settings, name) != "config":
+        if self.catalog.panel_source(name) != "config":
             self.notify(f"panel {name} is built in: it can be overridden (e) but not removed",
                         severity="warning")
             return
 
         def answer(yes: bool | None) -> None:
             if yes:
-                self._write(lambda doc: doc.get("panels", {}).pop(name, None),
-                            f"panel {name} removed")
+                self._write(lambda: self.catalog.remove_panel(name), f"panel {name} removed")
 
         self.app.push_screen(Confirm(f"Remove panel {name!r} from config.toml?"), answer)
 
     def _write(self, change: Any, done: str) -> None:
-        from ..engine.config import update_user_config
-
         try:
-            update_user_config(self.settings.paths, change)
+            change()
         except (OSError, FscaleError) as exc:
             self.notify(str(exc), title="could not write config.toml", severity="error")
             return
@@ -194,34 +179,27 @@ class PanelsScreen(FscaleScreen):
         self.notify(done)
 
     # -- evolve ----------------------------------------------------------------------------
-    def propose(self) -> Any:
-        """The engine's evolve proposal for the selected panel (a dry run: nothing is written)."""
-        from ..engine.health import HealthStore
-        from ..engine.learning.calllog import LearningStore
-        from ..engine.learning.evolve import propose_panel
-        from ..engine.registry import Registry
-
-        settings = self.settings
-        name = self.selected() or settings.get("panel")
-        registry = Registry(settings, is_down=HealthStore(settings).is_down)
-        with LearningStore.for_settings(settings) as store:
-            ratings = store.ratings()
-        candidates = [m.alias for m in settings.models.values() if registry.available(m)]
-        return propose_panel(ratings, registry.panel(name), candidates=candidates,
-                             family_of=lambda m: settings.models[m].family if m in settings.models else "",
-                             name=name)
-
     def action_evolve(self) -> None:
-        """Show the evolve proposal side by side with the current panel (dry run)."""
-        if not feature_available("evolve"):
-            self.notify("evolve is not available yet in this version", severity="warning")
-            return
+        """Show the evolve proposal for the default panel beside it (dry run)."""
+        name = self.settings.get("panel")
+        self.query_one("#evolve-diff", Static).update(
+            f"evolve {escape(name)} (the default panel): reading the ratings…")
+        self.propose(name)
+
+    @work(thread=True, exclusive=True, group="evolve", exit_on_error=False)
+    def propose(self, name: str) -> None:
+        """The engine's proposal (a dry run: nothing is written)."""
         try:
-            self.proposal = self.propose()
+            proposal = self.app.engine.propose_evolve(name)
         except Exception as exc:  # unreadable store, unknown panel: say so
-            self.notify(str(exc), title="evolve failed", severity="error")
+            self.app.call_from_thread(self.notify, str(exc), title="evolve failed",
+                                      severity="error")
             return
-        self.query_one("#evolve-diff", Static).update(self._diff_markup(self.proposal))
+        self.app.call_from_thread(self._show_proposal, proposal)
+
+    def _show_proposal(self, proposal: Any) -> None:
+        self.proposal = proposal
+        self.query_one("#evolve-diff", Static).update(self._diff_markup(proposal))
 
     def _diff_markup(self, p: Any) -> str:
         def row(model: str | None, mark: str, style: str) -> str:
@@ -233,7 +211,8 @@ class PanelsScreen(FscaleScreen):
             return f"[{style}]{text}[/{style}]" if style else text
 
         width = max(len(p.current), len(p.proposed))
-        lines = [f"[b]evolve {escape(p.name)}[/b] (dry run; models need ≥ {p.min_calls} calls)",
+        lines = [f"[b]evolve {escape(p.name)}[/b] (the default panel; dry run; models need "
+                 f"≥ {p.min_calls} calls)",
                  f"{'current':<44}proposed"]
         for i in range(width):
             cur = p.current[i] if i < len(p.current) else None
@@ -250,24 +229,19 @@ class PanelsScreen(FscaleScreen):
         """Apply the evolve proposal (asks first)."""
         from .modals import Confirm
 
-        if not feature_available("evolve"):
-            self.notify("evolve is not available yet in this version", severity="warning")
-            return
         proposal = getattr(self, "proposal", None)
         if proposal is None:
-            self.action_evolve()
-            proposal = getattr(self, "proposal", None)
-        if proposal is None or not proposal.changed:
+            self.notify("press v first: it shows the proposal for the default panel")
+            return
+        if not proposal.changed:
             self.notify("nothing to apply: the proposal keeps the current panel")
             return
 
         def answer(yes: bool | None) -> None:
             if not yes:
                 return
-            from ..engine.learning.evolve import apply_panel
-
             try:
-                apply_panel(self.settings, proposal)
+                self.app.engine.apply_evolve(proposal)
             except (OSError, FscaleError) as exc:
                 self.notify(str(exc), title="could not write config.toml", severity="error")
                 return

@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from ..engine.errors import FscaleError
 from ..messages import SettingsChanged
-from ..widgets.availability import NotAvailable, feature_available
 from ..widgets.table import FillTable
 from .base import FscaleScreen
 
@@ -39,26 +39,6 @@ def sparkline(values: list[float], width: int = 16) -> str:
                    for v in values)
 
 
-def load_ratings(settings: Any) -> tuple[list[Any], dict[str, list[tuple[float, float]]]]:
-    """(ratings, history) from the learning store."""
-    from ..engine.learning.calllog import LearningStore
-
-    with LearningStore.for_settings(settings) as store:
-        table = store.ratings()
-        history = store.history()
-    return list(table.values()), history
-
-
-def panel_members(settings: Any) -> list[str]:
-    from ..engine.errors import FscaleError
-    from ..engine.registry import Registry
-
-    try:
-        return Registry(settings).panel(settings.get("panel"))
-    except FscaleError:
-        return []
-
-
 class RatingsScreen(FscaleScreen):
     """Model ratings from consensus and feedback."""
 
@@ -73,20 +53,15 @@ class RatingsScreen(FscaleScreen):
         self.sort_by = "rating"
 
     def body(self) -> ComposeResult:
-        if not feature_available("ratings"):
-            yield NotAvailable("Ratings (Elo from consensus and feedback, challengers)",
-                               "They arrive with the learning package.", id="ratings-na")
-            return
         yield Static("", id="ratings-note")
         yield FillTable(id="ratings-table", cursor_type="row")
 
     def on_mount(self) -> None:
-        if self.query("#ratings-table"):
-            table = self.query_one("#ratings-table", DataTable)
-            for key, label in COLUMNS:
-                table.add_column(label, key=key)
-            self.action_reload()
-            table.focus()
+        table = self.query_one("#ratings-table", DataTable)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        self.action_reload()
+        table.focus()
         super().on_mount()
 
     def on_screen_resume(self) -> None:
@@ -94,16 +69,30 @@ class RatingsScreen(FscaleScreen):
 
     @on(SettingsChanged)
     def action_reload(self) -> None:
-        """Re-read the ratings."""
-        if not self.query("#ratings-table"):
-            return
-        settings = self.app.settings
+        """Re-read the ratings (in a thread)."""
+        self.load()
+
+    @work(thread=True, exclusive=True, group="ratings-load", exit_on_error=False)
+    def load(self) -> None:
+        """Ratings, their history and the default panel from the engine."""
+        engine = self.app.engine
         try:
-            ratings, history = load_ratings(settings)
+            ratings = list(engine.calls.ratings().values())
+            history = engine.calls.rating_history()
         except Exception as exc:  # an unreadable store is reported, not fatal
-            self.query_one("#ratings-note", Static).update(f"cannot read ratings: {exc}")
+            self.app.call_from_thread(self.query_one("#ratings-note", Static).update,
+                                      f"cannot read ratings: {exc}")
             return
-        panel = set(panel_members(settings))
+        try:
+            panel = [m.alias for m in engine.catalog.panel(engine.catalog.default_panel_name())]
+        except FscaleError:
+            panel = []
+        self.app.call_from_thread(self.show, ratings, history, set(panel),
+                                  engine.catalog.default_panel_name())
+
+    def show(self, ratings: list[Any], history: dict[str, Any], panel: set[str],
+             panel_name: str) -> None:
+        """Fill the table, sorted."""
         keyed = {
             "rating": lambda r: -r.rating,
             "calls": lambda r: -r.calls,
@@ -124,7 +113,7 @@ class RatingsScreen(FscaleScreen):
                               f"{r.rating:7.1f}", f"{r.sigma:5.1f}", str(r.calls), agreement,
                               str(r.feedback), Text(trend, style="cyan"), key=r.model)
         note = (f"{len(ratings)} rated · sorted by {self.sort_by} (s) · "
-                f"★ panel {settings.get('panel')!r} · ◇ challenger (outside the panel)")
+                f"★ panel {panel_name!r} · ◇ challenger (outside the panel)")
         if not ratings:
             note = "No ratings yet: every scale call is logged and rated; ask something first (F2)."
         self.query_one("#ratings-note", Static).update(note)

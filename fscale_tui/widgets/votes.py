@@ -223,7 +223,7 @@ def describe_result(result: Any) -> tuple[str, str]:
         notes.append("cancelled: " + ", ".join(cancelled))
     notes.append(f"{result.calls_made} calls, {result.elapsed_s:.2f}s")
     tail = " · ".join(notes)
-    valid = f"valid {result.valid_votes}/{result.members}"
+    valid = f"valid {result.valid_votes}/{len(result.members)}"
     if result.status == "decided":
         conf = f"{result.confidence:.0%}" if result.confidence is not None else "-"
         tb = f", tie broken by {result.tie_broken_by}" if result.tie_broken_by else ""

@@ -22,7 +22,7 @@ import hashlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,15 +158,18 @@ def record_from_scale(request: Any, result: Any) -> CallRecord:
                                    latency_s=challenger.latency_s, error=challenger.error,
                                    raw=challenger.raw, thinking=challenger.thinking or None,
                                    tokens=challenger.tokens))
-    members = [v.model for v in result.votes if v.status != "replaced"]
-    return CallRecord(id=result.id, kind="scale", question=request.question, context=request.context,
-                      labels=list(result.answers), members=members, answer=result.answer,
-                      status=result.status, confidence=result.confidence,
-                      decided_early=result.decided_early, elapsed_s=result.elapsed_s,
-                      calls_made=result.calls_made, replies=replies,
-                      extra={"counts": result.counts, "tied": result.tied,
+    extra: dict[str, Any] = {"counts": result.counts, "tied": result.tied,
                              "tie_broken_by": result.tie_broken_by,
-                             "challenger_calls": getattr(result, "challenger_calls", 0)})
+                             "challenger_calls": getattr(result, "challenger_calls", 0),
+                             "item_id": getattr(result, "item_id", None)}
+    if getattr(result, "auto", False):
+        extra.update(auto=True, stages=[s.to_dict() for s in result.stages],
+                     calibrated=result.calibrated, signal=result.signal, route=result.route)
+    return CallRecord(id=result.id, kind="scale", question=request.question, context=request.context,
+                      labels=list(result.answers), members=list(result.members),
+                      answer=result.answer, status=result.status, confidence=result.confidence,
+                      decided_early=result.decided_early, elapsed_s=result.elapsed_s,
+                      calls_made=result.calls_made, replies=replies, extra=extra)
 
 
 def rated_replies(replies: Sequence[ReplyRecord]) -> list[R.Reply]:
@@ -300,8 +303,19 @@ class LearningStore:
                 out.setdefault(row["model"], []).append((row["ts"], row["rating"]))
         return out
 
-    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM calls ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+    def recent(self, limit: int = 20, text: str | None = None) -> list[dict[str, Any]]:
+        """Newest first; ``text`` keeps calls whose id, item id, question, answer or status
+        contains it (case-insensitive, filtered in SQL)."""
+        if text:
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            rows = self.conn.execute(
+                "SELECT * FROM calls WHERE id LIKE ?1 ESCAPE '\\' OR question LIKE ?1 ESCAPE '\\' "
+                "OR answer LIKE ?1 ESCAPE '\\' OR status LIKE ?1 ESCAPE '\\' "
+                "OR json_extract(extra, '$.item_id') LIKE ?1 ESCAPE '\\' "
+                "ORDER BY seq DESC LIMIT ?2", (like, limit)).fetchall()
+        else:
+            rows = self.conn.execute("SELECT * FROM calls ORDER BY seq DESC LIMIT ?",
+                                     (limit,)).fetchall()
         out = []
         for row in rows:
             item = _call_summary(row)
@@ -314,11 +328,27 @@ class LearningStore:
         return int(self.conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0])
 
     def _find(self, conn: sqlite3.Connection, call_id: str) -> sqlite3.Row:
-        row = conn.execute("SELECT * FROM calls WHERE id = ? ORDER BY seq DESC LIMIT 1",
-                           (call_id,)).fetchone()
-        if row is None:
+        """The call with this id; a batch item's id when exactly one call has it; ``#N`` is
+        row N of the log. Anything ambiguous is a usage error listing the candidates."""
+        call_id = call_id.strip()
+        if call_id.startswith("#") and call_id[1:].isdigit():
+            rows = conn.execute("SELECT * FROM calls WHERE seq = ?", (int(call_id[1:]),)).fetchall()
+        else:
+            rows = conn.execute("SELECT * FROM calls WHERE id = ? ORDER BY seq", (call_id,)).fetchall()
+            if len(rows) > 1:  # logged by a version that reused batch ids as call ids
+                refs = ", ".join(f"#{r['seq']}" for r in rows)
+                raise UsageError(f"call id {call_id!r} was logged {len(rows)} times: "
+                                 f"name one of {refs}")
+            if not rows:
+                rows = conn.execute("SELECT * FROM calls WHERE json_extract(extra, '$.item_id') = ? "
+                                    "ORDER BY seq", (call_id,)).fetchall()
+                if len(rows) > 1:
+                    ids = ", ".join(r["id"] for r in rows)
+                    raise UsageError(f"batch item id {call_id!r} matches {len(rows)} calls: "
+                                     f"name one of {ids}")
+        if not rows:
             raise UsageError(f"no call with id {call_id!r} in the call log (see 'fscale history')")
-        return row
+        return rows[0]
 
     def get(self, call_id: str) -> dict[str, Any]:
         """One call with its replies and feedback; an unknown id is a UsageError."""
@@ -354,6 +384,7 @@ class LearningStore:
         now = time.time() if now is None else now
         with self.transaction() as conn:
             row = self._find(conn, call_id)
+            call_id = row["id"]
             labels = json.loads(row["labels"] or "[]")
             replies = [ReplyRecord(model=r["model"], role=r["role"], answer=r["answer"],
                                    status=r["status"])
@@ -443,11 +474,12 @@ def _load(conn: sqlite3.Connection, models: Sequence[str] | None) -> dict[str, R
 
 def _call_summary(row: sqlite3.Row) -> dict[str, Any]:
     question = row["question"]
-    return {"id": row["id"], "kind": row["kind"], "ts": row["ts"],
+    return {"id": row["id"], "seq": row["seq"], "kind": row["kind"], "ts": row["ts"],
             "time": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["ts"])),
             "question": question, "question_hash": row["question_hash"],
             "labels": json.loads(row["labels"] or "[]"), "members": json.loads(row["members"] or "[]"),
-            "answer": row["answer"], "status": row["status"]}
+            "answer": row["answer"], "status": row["status"],
+            "item_id": json.loads(row["extra"] or "{}").get("item_id"), "schema": 1}
 
 
 def _schema_statements() -> list[str]:
@@ -455,68 +487,4 @@ def _schema_statements() -> list[str]:
     return [s.strip() for s in SCHEMA.split(";") if s.strip()]
 
 
-# -- the observer the engine registers, and the hook for other call kinds --------------------
-class CallRecorder:
-    """Engine observer: log every finished scale call and learn from it.
-
-    A failure to write the log never fails the call: it becomes a warning on stderr.
-    """
-
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
-        self._store: LearningStore | None = None
-
-    @property
-    def store(self) -> LearningStore:
-        if self._store is None:
-            self._store = LearningStore.for_settings(self.settings)
-        return self._store
-
-    def __call__(self, request: Any, result: Any) -> None:
-        if not self.settings.get("log_calls"):
-            return
-        try:
-            self.store.record_call(record_from_scale(request, result),
-                                   keep_text=bool(self.settings.get("log_text")))
-        except (sqlite3.Error, OSError) as exc:
-            _warn(f"warning: the call log was not written ({type(exc).__name__}: {exc})")
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-
-
-def log_generate_call(settings: Any, record: CallRecord | Mapping[str, Any], *,
-                      learn: bool = False) -> int | None:
-    """Log a generate call (or any other kind) in the call log; returns its row number.
-
-    ``record`` is a :class:`CallRecord` or a dict with its fields (``replies`` as dicts with
-    ``model``, ``role`` — e.g. ``candidate`` / ``judge`` —, ``answer``, ``status``, ``raw``,
-    ``latency_s``, ``error``). Generate calls do not move ratings unless ``learn`` is true
-    (then replies with role member/challenger and a parsed ``answer`` play consensus games).
-    Honours ``log_calls`` and ``log_text``; never raises on a storage error (warns instead).
-    """
-    if not settings.get("log_calls"):
-        return None
-    if not isinstance(record, CallRecord):
-        data = dict(record)
-        data.setdefault("kind", "generate")
-        data["replies"] = [r if isinstance(r, ReplyRecord) else ReplyRecord(**r)
-                           for r in data.get("replies", [])]
-        record = CallRecord(**data)
-    try:
-        with LearningStore.for_settings(settings) as store:
-            return store.record_call(record, learn=learn, keep_text=bool(settings.get("log_text")))
-    except (sqlite3.Error, OSError) as exc:
-        _warn(f"warning: the call log was not written ({type(exc).__name__}: {exc})")
-        return None
-
-
-def _warn(message: str) -> None:
-    from .. import storage
-
-    storage.warnings.append(message)
-
-
-__all__ = ["CallRecord", "CallRecorder", "LearningStore", "ReplyRecord", "log_generate_call",
-           "record_from_scale"]
+__all__ = ["CallRecord", "LearningStore", "ReplyRecord", "record_from_scale"]

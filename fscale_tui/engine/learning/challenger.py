@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from ..errors import ProviderError
 from .ratings import BASE, ModelRating, sigma
 
 if TYPE_CHECKING:
-    from ..client import ChatClient, RequestCounter
     from ..config import ModelConfig
     from ..vote import Vote
 
@@ -58,34 +55,6 @@ def eligible(models: Iterable["ModelConfig"], *, exclude: Iterable[str],
             if m.alias not in taken and (allow_thinking or m.tier != "thinking") and available(m)]
 
 
-async def ask(client: "ChatClient", model: "ModelConfig", messages: list[dict[str, str]],
-              labels: tuple[str, ...], *, max_tokens: int, temperature: float,
-              counter: "RequestCounter",
-              on_failure: Callable[["ModelConfig", ProviderError], None] | None = None) -> "Vote":
-    """One shadow vote; failures become a failed Vote (never an exception)."""
-    from ..vote import Vote
-
-    vote = Vote(model=model.alias, answer=None, latency_s=None)
-    started = time.monotonic()
-    try:
-        reply = await client.chat(model, messages, max_tokens=max_tokens, temperature=temperature,
-                                  counter=counter, labels=labels)
-    except ProviderError as exc:
-        vote.status, vote.error = "failed", str(exc)
-        vote.latency_s = time.monotonic() - started
-        if on_failure is not None:
-            on_failure(model, exc)
-        return vote
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # a library error: the challenger fails, the call goes on
-        vote.status, vote.error = "failed", f"error: {type(exc).__name__}: {exc}"
-        vote.latency_s = time.monotonic() - started
-        return vote
-    vote.fill_from(reply, labels)
-    return vote
-
-
 async def collect(task: "asyncio.Task[Vote]", alias: str, grace_s: float) -> "Vote":
     """Wait at most ``grace_s`` for a running challenger, then cancel it (status cancelled)."""
     from ..vote import Vote
@@ -96,8 +65,8 @@ async def collect(task: "asyncio.Task[Vote]", alias: str, grace_s: float) -> "Vo
         except (TimeoutError, asyncio.TimeoutError):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            return Vote(model=alias, answer=None, latency_s=None, status="cancelled",
+            return Vote(alias, status="cancelled",
                         error="still running after the decision's grace period")
     if task.cancelled():
-        return Vote(model=alias, answer=None, latency_s=None, status="cancelled")
+        return Vote(alias, status="cancelled")
     return task.result()

@@ -124,6 +124,33 @@ def fixed_sequence_threshold(confidence: Sequence[float], correct: Sequence[bool
     return result
 
 
+class CascadeCalibrator:
+    """Calibrates a cascade stage by stage, as it runs: stage s sees only the items that no
+    earlier stage accepted, and is tested at level δ/S (S stages, a union bound)."""
+
+    def __init__(self, items: int, stages: int, alpha: float, delta: float, *,
+                 min_accepted: int = MIN_ACCEPTED, step: float = COVERAGE_STEP) -> None:
+        if stages == 0:
+            raise UsageError("a cascade needs at least one stage")
+        self.stages = stages
+        self.alpha, self.delta = alpha, delta
+        self.min_accepted, self.step = min_accepted, step
+        self.remaining = np.ones(items, dtype=bool)
+
+    def stage(self, confidence: Sequence[float], correct: Sequence[bool]) -> StageCalibration:
+        """Calibrate the next stage from its confidence and correctness on every item
+        (values of items that never reach it are ignored)."""
+        conf = np.asarray(confidence, dtype=float)
+        ok = np.asarray(correct, dtype=bool)
+        remaining = self.remaining
+        cal = fixed_sequence_threshold(conf[remaining], ok[remaining], self.alpha,
+                                       self.delta / self.stages, min_accepted=self.min_accepted,
+                                       step=self.step)
+        if cal.threshold is not None:
+            self.remaining = remaining & ~(conf >= cal.threshold)
+        return cal
+
+
 def calibrate_cascade(confidences: Sequence[np.ndarray], correct: Sequence[np.ndarray], alpha: float,
                       delta: float, *, min_accepted: int = MIN_ACCEPTED,
                       step: float = COVERAGE_STEP) -> list[StageCalibration]:
@@ -132,19 +159,11 @@ def calibrate_cascade(confidences: Sequence[np.ndarray], correct: Sequence[np.nd
     ``confidences[s][i]`` / ``correct[s][i]``: stage s's confidence and whether its answer is
     right for item i (values for items that never reach stage s are ignored).
     """
-    stages = len(confidences)
-    if stages == 0:
+    if not confidences:
         raise UsageError("a cascade needs at least one stage")
-    remaining = np.ones(len(confidences[0]), dtype=bool)
-    out = []
-    for s in range(stages):
-        conf = np.asarray(confidences[s], dtype=float)
-        cal = fixed_sequence_threshold(conf[remaining], np.asarray(correct[s], dtype=bool)[remaining],
-                                       alpha, delta / stages, min_accepted=min_accepted, step=step)
-        out.append(cal)
-        if cal.threshold is not None:
-            remaining &= ~(conf >= cal.threshold)
-    return out
+    calibrator = CascadeCalibrator(len(confidences[0]), len(confidences), alpha, delta,
+                                   min_accepted=min_accepted, step=step)
+    return [calibrator.stage(conf, ok) for conf, ok in zip(confidences, correct)]
 
 
 def apply_cascade(confidences: Sequence[np.ndarray], thresholds: Sequence[float | None]) -> np.ndarray:

@@ -6,8 +6,10 @@ A cascade is a list of stages, cheapest first. A stage is written as
 - a panel name from config.toml (``strong``), or
 - model aliases joined by ``+`` (``fast-a+fast-b+slow-c``).
 
-Each stage asks its members (a model already asked by an earlier stage for this prompt is not
-asked again: its vote is reused) and computes a confidence c(x) with one of the signals:
+At run time every stage is a vote of the same :class:`~fscale_tui.engine.vote.VoteRunner`
+that ``scale`` uses (the engine runs them: early decision, substitution, health, events, one
+logged call): a model already asked by an earlier stage is not asked again, its vote is
+reused. Each stage's confidence c(x) comes from its voting rule (:mod:`..voting`):
 
 - ``agreement``: votes for the leading label / stage members (no answer counts against it),
 - ``votes``: the same over every vote gathered so far (later stages see more votes),
@@ -16,17 +18,16 @@ asked again: its vote is reused) and computes a confidence c(x) with one of the 
   weight of the stage (no answer counts against it).
 
 The first stage with c(x) ≥ its calibrated threshold answers; if none does, the call abstains
-(exit code 3). Uncalibrated, the stages are ``route:3`` (or the first 3 members of the default
-panel when nothing is profiled) then the default panel, each answering only when unanimous
-(``agreement`` = 1): a conservative default with no risk guarantee, reported as
-``"calibrated": false``.
+(exit code 3). A stage that calibration found can never answer is skipped (not paid for).
+Uncalibrated, the stages are ``route:3`` (or the first 3 members of the default panel when
+nothing is profiled) then the default panel, each answering only when unanimous
+(``agreement`` = 1): a conservative default with no risk guarantee (``"calibrated": false``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +36,10 @@ from typing import Any
 import numpy as np
 
 from .. import storage
-from ..errors import ExitCode, UsageError
-from ..events import Event, VoteFailed, VoteReceived, VoteStarted
-from ..vote import build_messages, new_call_id
-from .calibrate import StageCalibration, fixed_sequence_threshold
-from .profile import ask_model, load_router
+from ..errors import UsageError
+from ..voting import VotingRule, rule_for
+from .calibrate import CascadeCalibrator, StageCalibration
+from .profile import load_router
 from .router import Router, routing_dir
 from .tasks import Task
 
@@ -69,20 +69,18 @@ class StageSpec:
             return n
         return None
 
-    def members(self, settings: Any, router: Router | None, cluster: int, lam: float) -> list[str]:
+    def members(self, settings: Any, router: Router | None, cluster: int, lam: float,
+                registry: Any) -> list[str]:
+        """The stage's model aliases for a prompt of ``cluster`` (raises on unknown names)."""
         n = self.routed
         if n is not None:
             if router is None:
-                from ..registry import Registry
-
-                return [m.alias for m in Registry(settings).select(k=n)]
+                return [m.alias for m in registry.select(k=n)]
             return router.rank(cluster, lam).top(n)
         if "+" in self.spec or self.spec in settings.models:
             names = [x.strip() for x in self.spec.split("+") if x.strip()]
         else:
-            from ..registry import Registry
-
-            names = Registry(settings).panel(self.spec)
+            names = registry.panel(self.spec)
         for name in names:
             if name not in settings.models:
                 raise UsageError(f"stage {self.spec!r}: unknown model {name!r} (see 'fscale models')")
@@ -105,28 +103,19 @@ def confidence(votes: Sequence[str | None], labels: Sequence[str], signal: str,
 
     ``agreement``/``votes``: share of all votes that back the leader (a tie for the lead is
     confidence 0: there is nothing to answer). ``weighted``: the same with each vote weighted
-    by its model's reliability (a tie in weight is confidence 0).
+    by its model's reliability (a tie in weight is confidence 0). The same voting rules as at
+    run time (:mod:`..voting`); benches and calibration on recorded answers use this.
     """
     if signal not in SIGNALS:
         raise UsageError(f"--signal must be one of {', '.join(SIGNALS)}")
-    valid = [v for v in votes if v is not None]
-    if not votes or not valid:
+    if not votes:
         return None, 0.0
-    if signal != "weighted":
-        counts = Counter(valid).most_common()
-        if len(counts) > 1 and counts[0][1] == counts[1][1]:
-            return None, 0.0
-        return counts[0][0], counts[0][1] / len(votes)
+    names = [f"m{i}" for i in range(len(votes))]
     rel = list(reliability) if reliability is not None else [DEFAULT_RELIABILITY] * len(votes)
-    weights: dict[str, float] = {}
-    for vote, r in zip(votes, rel):
-        if vote is not None:
-            weights[vote] = weights.get(vote, 0.0) + max(0.0, r)
-    total = sum(max(0.0, r) for r in rel)
-    ranked = sorted(weights.items(), key=lambda kv: -kv[1])
-    if not ranked or total <= 0 or (len(ranked) > 1 and ranked[0][1] == ranked[1][1]):
-        return None, 0.0
-    return ranked[0][0], ranked[0][1] / total
+    rule = rule_for(signal, reliability=dict(zip(names, rel)),
+                    default_reliability=DEFAULT_RELIABILITY)
+    tally = rule.decide([rule.ballot(n, v) for n, v in zip(names, votes)], labels)
+    return tally.answer, tally.agreement
 
 
 # -- stored calibration ---------------------------------------------------------------------
@@ -164,178 +153,93 @@ class CascadeConfig:
         return path
 
 
-def default_cascade(settings: Any, router: Router | None) -> CascadeConfig:
-    from ..registry import Registry
-
+def default_cascade(settings: Any, router: Router | None, registry: Any) -> CascadeConfig:
+    """``route:3`` (or the default panel's first 3) then the default panel, unanimity only."""
     panel = settings.get("panel")
-    first = "route:3" if router is not None else "+".join(Registry(settings).panel(panel)[:3])
-    stages = [first, panel]
+    members = registry.panel(panel)
+    first = "route:3" if router is not None else "+".join(members[:3])
+    stages = [first, "+".join(members)]
     return CascadeConfig(stages=stages, thresholds=[UNCALIBRATED_THRESHOLD] * 2, signal="agreement",
                          calibrated=False)
 
 
-# -- running a cascade on one prompt ----------------------------------------------------------
+# -- planning a call: which models each stage asks, with which rule and threshold -------------
 
 @dataclass
-class StageOutcome:
+class StagePlan:
     spec: str
-    models: list[str]
-    answer: str | None
-    confidence: float
+    members: list[Any]  # ModelConfig, in the stage's order
     threshold: float | None
-    accepted: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.spec, "models": self.models, "answer": self.answer,
-                "confidence": round(self.confidence, 4), "threshold": self.threshold,
-                "accepted": self.accepted}
+    rule: VotingRule
+    skip: str | None = None  # why the stage is not asked
 
 
 @dataclass
-class AutoResult:
-    id: str
-    answer: str | None
-    confidence: float | None
-    stages: list[StageOutcome]
-    votes: dict[str, str | None]
-    errors: dict[str, str]
-    calls_made: int
-    elapsed_s: float
+class AutoPlan:
+    stages: list[StagePlan]
     calibrated: bool
     signal: str
     cluster: int | None
     routed: list[str] | None
+    note: str | None = None
 
-    @property
-    def abstained(self) -> bool:
-        return self.answer is None
-
-    @property
-    def exit_code(self) -> ExitCode:
-        if self.answer is not None:
-            return ExitCode.DECIDED
-        if self.votes and all(m in self.errors for m in self.votes):
-            return ExitCode.ALL_FAILED
-        return ExitCode.NO_DECISION
-
-    def to_dict(self) -> dict[str, Any]:
-        answered = next((i for i, s in enumerate(self.stages) if s.accepted), None)
-        return {
-            "id": self.id, "answer": self.answer,
-            "confidence": None if self.confidence is None else round(self.confidence, 4),
-            "abstained": self.abstained,
-            "status": "decided" if self.answer is not None else (
-                "all_failed" if self.exit_code == ExitCode.ALL_FAILED else "abstained"),
-            "answered_by_stage": answered,
-            "stages": [s.to_dict() for s in self.stages],
-            "calls_made": self.calls_made, "elapsed_s": round(self.elapsed_s, 4),
-            "calibrated": self.calibrated, "signal": self.signal,
-            "route": {"cluster": self.cluster, "models": self.routed},
-            "votes": [{"model": m, "answer": a, "error": self.errors.get(m)} for m, a in self.votes.items()],
-        }
+    def all_members(self) -> set[str]:
+        return {m.alias for st in self.stages for m in st.members}
 
 
-class CascadeRunner:
-    """Runs a cascade for prompts; votes are cached per prompt so stages share them."""
+class Cascade:
+    """The stored (or default) cascade and the router, loaded once per engine."""
 
-    def __init__(self, engine: Any, cascade: CascadeConfig, router: Router | None,
-                 on_event: Callable[[Event], None] | None = None) -> None:
-        self.engine = engine
-        self.cascade = cascade
-        self.router = router
-        self.on_event = on_event or (lambda e: None)
-        self.specs = parse_stages(cascade.stages)
+    def __init__(self, settings: Any, registry: Any, config: "CascadeConfig | None" = None,
+                 router: Router | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.router = router if router is not None else load_router(settings)
+        stored = config or CascadeConfig.load(settings)
+        self.note = None
+        if stored is None:
+            stored = default_cascade(settings, self.router, registry)
+            self.note = ("-k auto is not calibrated (run 'fscale calibrate CAL.jsonl'): using the "
+                         f"default cascade {' → '.join(stored.stages)}, each stage answering only "
+                         "when unanimous; no risk guarantee")
+        self.config = stored
+        self.specs = parse_stages(stored.stages)
 
-    def _reliability(self, cluster: int, models: Sequence[str]) -> list[float]:
-        if self.router is None:
-            return [DEFAULT_RELIABILITY] * len(models)
-        rel = self.router.reliability(cluster)
-        return [rel.get(m, DEFAULT_RELIABILITY) for m in models]
-
-    async def _ask(self, call_id: str, messages: list[dict[str, str]], labels: tuple[str, ...],
-                   names: Sequence[str], votes: dict[str, str | None], errors: dict[str, str],
-                   task_id: str | None) -> int:
-        todo = [n for n in names if n not in votes]
-        models = [self.engine.registry.model(n) for n in todo]
-        for m in models:
-            self.on_event(VoteStarted(call_id, m.alias, m.id))
-        outcomes = await asyncio.gather(*(ask_model(self.engine, m, messages, labels, task_id=task_id)
-                                          for m in models))
-        for out in outcomes:
-            votes[out.model] = out.answer
-            if out.error is not None:
-                errors[out.model] = out.error
-                self.on_event(VoteFailed(call_id, out.model, out.error, out.error.split(":")[0],
-                                         out.latency_s))
-            else:
-                self.on_event(VoteReceived(call_id, out.model, out.answer, out.latency_s, None, ""))
-        return len(models)
-
-    async def stage_votes(self, call_id: str, question: str, labels: tuple[str, ...],
-                          context: str | None, votes: dict[str, str | None], errors: dict[str, str],
-                          stage: int, cluster: int, task_id: str | None = None
-                          ) -> tuple[list[str], str | None, float, int]:
-        """Ask stage ``stage``'s missing members; -> (members, answer, confidence, calls)."""
-        members = self.specs[stage].members(self.engine.settings, self.router, cluster, self.cascade.lam)
-        messages = build_messages(question, labels, context)
-        calls = await self._ask(call_id, messages, labels, members, votes, errors, task_id)
-        if self.cascade.signal == "votes":
-            pool = list(votes)
-        else:
-            pool = members
-        answer, conf = confidence([votes[m] for m in pool], labels, self.cascade.signal,
-                                  self._reliability(cluster, pool))
-        return members, answer, conf, calls
+    def reliability(self, cluster: int) -> dict[str, float]:
+        return self.router.reliability(cluster) if self.router is not None else {}
 
     def cluster_of(self, question: str, context: str | None) -> int:
         if self.router is None:
             return 0
         return self.router.cluster_of(question if not context else f"{question}\n\n{context}")
 
-    async def run(self, question: str, labels: tuple[str, ...], context: str | None = None, *,
-                  call_id: str | None = None, task_id: str | None = None) -> AutoResult:
-        call_id = call_id or new_call_id()
-        started = time.monotonic()
+    def plan(self, question: str, context: str | None, *, lam: float | None = None,
+             tie_break: str = "none", rating_of: Callable[[str], float] | None = None,
+             thresholds: Sequence[float | None] | None = None,
+             signal: str | None = None) -> AutoPlan:
+        """The stages for one prompt: members (routed per cluster), rule, threshold."""
+        cfg = self.config
+        lam = cfg.lam if lam is None else lam
+        signal = signal or cfg.signal
+        thresholds = list(cfg.thresholds if thresholds is None else thresholds)
         cluster = self.cluster_of(question, context)
-        routed = self.router.rank(cluster, self.cascade.lam).top(3) if self.router else None
-        votes: dict[str, str | None] = {}
-        errors: dict[str, str] = {}
-        outcomes: list[StageOutcome] = []
-        calls = 0
-        answer, conf = None, None
-        for s, tau in enumerate(self.cascade.thresholds):
-            members, ans, c, n = await self.stage_votes(call_id, question, labels, context, votes,
-                                                        errors, s, cluster, task_id)
-            calls += n
-            accepted = tau is not None and ans is not None and c >= tau
-            outcomes.append(StageOutcome(self.specs[s].spec, members, ans, c, tau, accepted))
-            if accepted:
-                answer, conf = ans, c
-                break
-        return AutoResult(call_id, answer, conf, outcomes, votes, errors, calls,
-                          time.monotonic() - started, self.cascade.calibrated, self.cascade.signal,
-                          cluster if self.router else None, routed)
-
-
-async def run_auto(engine: Any, question: str, labels: Sequence[str], context: str | None = None, *,
-                   on_event: Callable[[Event], None] | None = None,
-                   lam: float | None = None) -> tuple[AutoResult, str | None]:
-    """``fscale scale -k auto``: -> (result, a note for people when uncalibrated)."""
-    labels = tuple(a.strip() for a in labels)
-    if len(labels) < 2:
-        raise UsageError("--answers needs at least two labels")
-    router = load_router(engine.settings)
-    cascade = CascadeConfig.load(engine.settings)
-    note = None
-    if cascade is None:
-        cascade = default_cascade(engine.settings, router)
-        note = ("-k auto is not calibrated (run 'fscale calibrate CAL.jsonl'): using the default "
-                f"cascade {' → '.join(cascade.stages)}, each stage answering only when unanimous; "
-                "no risk guarantee")
-    if lam is not None:
-        cascade.lam = lam
-    runner = CascadeRunner(engine, cascade, router, on_event)
-    return await runner.run(question, labels, context), note
+        rule = rule_for(signal, reliability=self.reliability(cluster), tie_break=tie_break,
+                        rating_of=rating_of)
+        stages: list[StagePlan] = []
+        asked: list[str] = []
+        for spec, tau in zip(self.specs, thresholds):
+            names = spec.members(self.settings, self.router, cluster, lam, self.registry)
+            pool = list(dict.fromkeys(asked + names)) if signal == "votes" else names
+            skip = None
+            if tau is None and cfg.calibrated:
+                skip = "never answers: calibration found no threshold with risk ≤ α"
+            stages.append(StagePlan(spec.spec, [self.registry.model(n) for n in pool], tau, rule,
+                                    skip))
+            if skip is None:
+                asked = list(dict.fromkeys(asked + names))
+        routed = self.router.rank(cluster, lam).top(3) if self.router is not None else None
+        return AutoPlan(stages, cfg.calibrated, signal, cluster if self.router else None, routed,
+                        self.note)
 
 
 # -- calibration on a labelled file ---------------------------------------------------------
@@ -349,6 +253,11 @@ class CalibrationReport:
     risk: float | None
     calls_per_item: float
 
+    @property
+    def answers_nothing(self) -> bool:
+        """No stage found a threshold: stored, this cascade would abstain on every call."""
+        return all(st.threshold is None for st in self.stages)
+
     def to_dict(self) -> dict[str, Any]:
         rows = []
         for spec, st in zip(self.cascade.stages, self.stages):
@@ -361,7 +270,23 @@ class CalibrationReport:
                 "lambda": self.cascade.lam, "items": self.items, "stages": rows,
                 "coverage": round(self.coverage, 4),
                 "risk": None if self.risk is None else round(self.risk, 4),
-                "calls_per_item": round(self.calls_per_item, 3)}
+                "calls_per_item": round(self.calls_per_item, 3),
+                "answers_nothing": self.answers_nothing}
+
+
+async def stage_vote(engine: Any, stage: StagePlan, labels: tuple[str, ...],
+                     messages: list[dict[str, str]], prior: Sequence[Any], *, call_id: str,
+                     task_id: str | None = None, counter: Any = None) -> tuple[Any, list[Any]]:
+    """Every member of a stage votes (no early stop, no substitute: calibration measures the
+    stage exactly as specified); -> (tally, the stage's new votes)."""
+    from ..vote import VoteRunner
+
+    runner = VoteRunner(engine.asker, stage.members, labels, messages, call_id=call_id,
+                        rule=stage.rule, threshold=None, prior=prior, early=False,
+                        ask_kwargs={"substitute": False, "task_id": task_id, "counter": counter})
+    async for _event in runner.events():
+        pass
+    return runner.tally, runner.votes
 
 
 async def calibrate_on_tasks(engine: Any, tasks: Sequence[Task], stages: Sequence[str], *,
@@ -370,60 +295,70 @@ async def calibrate_on_tasks(engine: Any, tasks: Sequence[Task], stages: Sequenc
                              concurrency: int | None = None) -> CalibrationReport:
     """Run the cascade's stages on labelled tasks and calibrate a threshold per stage.
 
-    Stage s is only run on the items no earlier stage accepted (votes are reused), so
-    calibration costs about what the cascade will cost at run time.
+    Every stage and panel is resolved for every task before the first model call (a typo
+    costs nothing). Stage s is only run on the items no earlier stage accepted (votes are
+    reused), so calibration costs about what the cascade will cost at run time.
     """
+    from ..client import RequestCounter
+    from ..vote import build_messages
+
     if signal not in SIGNALS:
         raise UsageError(f"--signal must be one of {', '.join(SIGNALS)}")
-    router = load_router(engine.settings)
+    if not 0 < alpha < 1 or not 0 < delta < 1:
+        raise UsageError("--alpha and --delta must be between 0 and 1")
     specs = parse_stages(stages)
+    router = load_router(engine.settings)
     if router is None and any(s.routed for s in specs):
         raise UsageError("a route:N stage needs profiled models: run 'fscale profile' first")
     cascade = CascadeConfig(stages=[s.spec for s in specs], thresholds=[None] * len(specs),
                             signal=signal, lam=lam, alpha=alpha, delta=delta)
-    runner = CascadeRunner(engine, cascade, router)
+    runner = Cascade(engine.settings, engine.registry, cascade, router)
+    plans = [runner.plan(t.question, t.context, thresholds=[None] * len(specs)) for t in tasks]
+    for plan in plans:  # resolve every member's provider (a missing key is an error now)
+        for st in plan.stages:
+            engine.registry.select(models=[m.alias for m in st.members])
     limit = asyncio.Semaphore(concurrency or engine.settings.get("batch_concurrency"))
     n = len(tasks)
-    state = [({}, {}) for _ in tasks]  # votes, errors per item
-    clusters = ([int(c) for c in router.clusters.assign([t.text for t in tasks])]
-                if router is not None and router.clusters is not None else [0] * n)
-    remaining = np.ones(n, dtype=bool)
+    votes: list[list[Any]] = [[] for _ in tasks]
+    counters = [RequestCounter() for _ in tasks]
+    calibrator = CascadeCalibrator(n, len(specs), alpha, delta)
     results: list[StageCalibration] = []
-    calls = np.zeros(n)
     total_jobs = n * len(specs)
     done = 0
 
     for s in range(len(specs)):
         conf = np.zeros(n)
         correct = np.zeros(n, dtype=bool)
+        reached = calibrator.remaining.copy()
 
         async def one(i: int) -> None:
             nonlocal done
             t = tasks[i]
-            votes, errors = state[i]
             async with limit:
-                _m, ans, c, k = await runner.stage_votes("calibrate", t.question, t.answers, t.context,
-                                                         votes, errors, s, clusters[i], t.id)
-            calls[i] += k
-            conf[i], correct[i] = c, ans == t.label
+                tally, new = await stage_vote(engine, plans[i].stages[s], t.answers,
+                                              build_messages(t.question, t.answers, t.context),
+                                              votes[i], call_id="calibrate", task_id=t.id,
+                                              counter=counters[i])
+            votes[i].extend(new)
+            conf[i], correct[i] = tally.agreement, tally.answer == t.label
             done += 1
             if on_progress is not None:
                 on_progress(done, total_jobs)
 
-        await asyncio.gather(*(one(i) for i in np.flatnonzero(remaining)))
-        done += int((~remaining).sum())
-        cal = fixed_sequence_threshold(conf[remaining], correct[remaining], alpha, delta / len(specs))
+        await asyncio.gather(*(one(i) for i in np.flatnonzero(reached)))
+        done += int((~reached).sum())
+        cal = calibrator.stage(conf, correct)
         results.append(cal)
         cascade.thresholds[s] = cal.threshold
-        if cal.threshold is not None:
-            remaining &= ~(conf >= cal.threshold)
     accepted = sum(r.accepted for r in results)
     errors_ = sum(r.errors for r in results)
     cascade.stats = [r.to_dict() | {"stage": spec} for r, spec in zip(results, cascade.stages)]
     for st in cascade.stats:
         st.pop("tested", None)
+    calls = np.array([c.sent for c in counters], dtype=float)
     return CalibrationReport(cascade, results, n, accepted / n if n else 0.0,
-                             errors_ / accepted if accepted else None, float(calls.mean()) if n else 0.0)
+                             errors_ / accepted if accepted else None,
+                             float(calls.mean()) if n else 0.0)
 
 
 # -- offline evaluation on recorded answers (the benchmark uses the same functions) ----------
@@ -436,7 +371,7 @@ def stage_arrays(answers: Mapping[str, Sequence[str | None]], gold: Sequence[str
 
     ``answers[model][i]`` is model's recorded vote on item i; ``stage_members[s][i]`` the
     models of stage s for item i (routed stages differ per item). Same ``confidence`` as
-    run time; votes are shared between stages exactly as ``CascadeRunner`` shares them.
+    run time; votes are shared between stages exactly as the engine shares them at run time.
     """
     n = len(gold)
     confs, oks, calls = [], [], []

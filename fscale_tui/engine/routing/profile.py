@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +25,7 @@ import numpy as np
 
 from .. import storage
 from ..config import ModelConfig
-from ..errors import ProviderError, UsageError
-from ..parsing import parse_reply
-from ..replay import TASK_ID_FIELD
+from ..errors import UsageError
 from .router import ClusterModel, Router, routing_dir, router_from_observations
 from .tasks import Task
 
@@ -53,26 +50,13 @@ class Outcome:
 async def ask_model(engine: Any, model: ModelConfig, task_messages: list[dict[str, str]],
                     labels: tuple[str, ...], *, task_id: str | None = None,
                     temperature: float | None = None) -> Outcome:
-    """One vote from one model; a provider failure is an Outcome with ``error`` set.
-
-    The task id travels in the request's ``metadata`` only for replay providers (real APIs may
-    reject unknown fields); replay falls back to the prompt hash otherwise.
-    """
-    provider = engine.settings.providers.get(model.provider)
-    extra = None
-    if task_id is not None and provider is not None and provider.type == "replay":
-        extra = {"metadata": {TASK_ID_FIELD: task_id}}
-    s = engine.settings
-    started = time.monotonic()
-    try:
-        reply = await engine.client.chat(
-            model, task_messages, max_tokens=s.get("max_tokens"),
-            temperature=s.get("temperature") if temperature is None else temperature,
-            extra=extra, labels=labels)
-    except ProviderError as exc:
-        return Outcome(model.alias, None, time.monotonic() - started, error=str(exc))
-    parsed = parse_reply(reply.content, labels, reasoning=reply.reasoning)
-    return Outcome(model.alias, parsed.answer, reply.latency_s)
+    """One vote from one model through the engine's one ask path; a failure is an Outcome
+    with ``error`` set. The task id reaches replay providers only (see ``ask.Asker``)."""
+    reply = await engine.asker.ask(model, task_messages, labels=labels, task_id=task_id,
+                                   temperature=temperature)
+    if not reply.ok:
+        return Outcome(model.alias, None, reply.latency_s or 0.0, error=reply.error)
+    return Outcome(model.alias, reply.answer, reply.latency_s or 0.0)
 
 
 class ProfileStore:

@@ -15,17 +15,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..answers import final_answer
-from ..client import ChatReply, RequestCounter
+from ..ask import Reply
+from ..client import RequestCounter
 from ..config import ModelConfig
 from ..errors import ExitCode, exit_code_for, ProviderError, UsageError
 from ..events import Event
-from ..health import status_for_error
-from ..parsing import split_reasoning
 
 if TYPE_CHECKING:
     from ..session import Engine
 
-STRATEGIES = ("judge", "vote", "weighted", "usc", "tournament", "beam", "dvts")
 VERIFIERS = ("score", "yes")
 #: Sampling temperature for strategies that need diverse samples (self-consistency, search),
 #: and for repeated draws of the same model in ``judge``. search-and-learn uses 0.8.
@@ -66,12 +64,16 @@ class GenerateRequest:
     #: (for family exclusion and reporting), aligned with ``candidates``.
     candidates: tuple[str, ...] | None = None
     candidate_models: tuple[str, ...] | None = None
+    item_id: str | None = None  # a batch item's own id, kept beside the call id
 
     def validate(self) -> None:
         if not self.question or not self.question.strip():
             raise UsageError("the question is empty")
-        if self.strategy not in STRATEGIES:
-            raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}")
+        from . import strategies
+
+        known = strategies()
+        if self.strategy not in known:
+            raise UsageError(f"--strategy must be one of {', '.join(known)}")
         if self.verifier not in VERIFIERS:
             raise UsageError(f"--verifier must be one of {', '.join(VERIFIERS)}")
         for name in ("k", "judges", "max_steps", "width", "max_tokens"):
@@ -83,7 +85,7 @@ class GenerateRequest:
         if self.models and self.panel:
             raise UsageError("give at most one of --models and --panel")
         if self.candidates is not None:
-            if self.strategy in ("beam", "dvts"):
+            if known[self.strategy].search:
                 raise UsageError("beam and dvts search for their own candidates")
             if not self.candidates:
                 raise UsageError("the candidate list is empty")
@@ -151,7 +153,7 @@ class GenerateResult:
     counts: dict[str, float] = field(default_factory=dict)
     selected_by: str = ""  # e.g. "judges", "tie-break: consistency", "majority"
     tied: list[int | str] = field(default_factory=list)
-    total_calls: int = 0
+    calls_made: int = 0  # HTTP requests actually sent (retries included)
     elapsed_s: float = 0.0
     question: str = ""
     generators: list[str] = field(default_factory=list)
@@ -160,6 +162,13 @@ class GenerateResult:
     gold: str | None = None
     coverage: bool | None = None  # some candidate's answer equals the gold answer
     correct: bool | None = None  # the selected answer equals the gold answer
+    item_id: str | None = None
+    judges_independent: bool | None = None  # every judge is of a family no generator has
+
+    @property
+    def total_calls(self) -> int:
+        """Deprecated name of ``calls_made`` (kept in the JSON for one release)."""
+        return self.calls_made
 
     @property
     def exit_code(self) -> ExitCode:
@@ -167,14 +176,17 @@ class GenerateResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "strategy": self.strategy, "status": self.status,
+            "schema": 1, "id": self.id, "item_id": self.item_id,
+            "strategy": self.strategy, "status": self.status,
             "output": self.output, "answer": self.answer,
             "winner_model": self.winner_model, "winner_index": self.winner_index,
             "all_outputs": [c.to_dict() for c in self.all_outputs],
             "judge_votes": [v.to_dict() for v in self.judge_votes],
             "counts": self.counts, "selected_by": self.selected_by, "tied": self.tied,
-            "total_calls": self.total_calls, "elapsed_s": round(self.elapsed_s, 4),
-            "generators": self.generators, "judges": self.judges, "steps": self.steps,
+            "calls_made": self.calls_made, "total_calls": self.calls_made,
+            "elapsed_s": round(self.elapsed_s, 4),
+            "generators": self.generators, "judges": self.judges,
+            "judges_independent": self.judges_independent, "steps": self.steps,
             "gold": self.gold, "coverage": self.coverage, "correct": self.correct,
         }
 
@@ -183,10 +195,9 @@ def answer_of(text: str | None) -> str | None:
     return final_answer(text, fallback=True) if text else None
 
 
-def visible_text(reply: ChatReply) -> str:
+def visible_text(reply: Reply) -> str:
     """The reply without its reasoning (what judges and users see)."""
-    text, _ = split_reasoning(reply.content, reply.reasoning)
-    return text
+    return reply.text or ""
 
 
 class Run:
@@ -214,19 +225,17 @@ class Run:
     async def chat(self, model: ModelConfig, messages: list[dict[str, Any]], *,
                    temperature: float | None = None, max_tokens: int | None = None,
                    extra: dict[str, Any] | None = None,
-                   labels: tuple[str, ...] | None = None) -> ChatReply:
-        """One counted request; failures update the shared health state, then propagate."""
-        try:
-            return await self.engine.client.chat(
-                model, messages, max_tokens=max_tokens or self.max_tokens,
-                temperature=self.base_temperature if temperature is None else temperature,
-                extra=extra, counter=self.counter, labels=labels)
-        except ProviderError as exc:
-            status = status_for_error(exc.kind)
-            if status != "error":
-                self.engine.health.record(model, status, detail=str(exc),
-                                          retry_after=exc.retry_after)
-            raise
+                   labels: tuple[str, ...] | None = None) -> Reply:
+        """One counted request through the engine's one ask path (health recorded there);
+        a failure is raised as the ProviderError it was."""
+        reply = await self.engine.asker.ask(
+            model, messages, labels=labels, call_id=self.call_id,
+            max_tokens=max_tokens or self.max_tokens,
+            temperature=self.base_temperature if temperature is None else temperature,
+            extra=extra, counter=self.counter)
+        if not reply.ok:
+            raise reply.exception or ProviderError(reply.error_kind or "error", reply.error or "")
+        return reply
 
     def base_messages(self, system: str = ANSWER_SYSTEM) -> list[dict[str, str]]:
         """Context goes in the system message, the question in the user message."""

@@ -40,6 +40,7 @@ from ..answers import extract_answer
 from ..config import ModelConfig
 from ..errors import ProviderError
 from ..events import CandidateGenerated, StepScored
+from . import register
 from .common import Candidate, GenerateResult, Run, answer_of, visible_text
 from .selection import _result, verify_score
 
@@ -159,6 +160,7 @@ def _finish(run: Run, finished: list[_Path], steps: int) -> GenerateResult:
     return res
 
 
+@register("beam", "step-wise beam search scored by an LLM judge", default_k=4, search=True, order=5)
 async def beam(run: Run) -> GenerateResult:
     n = run.k
     width = max(1, run.request.width or DEFAULT_WIDTH)
@@ -188,6 +190,7 @@ async def beam(run: Run) -> GenerateResult:
     return _finish(run, finished[:n], it + 1)
 
 
+@register("dvts", "diverse verifier tree search", default_k=4, search=True, order=6)
 async def dvts(run: Run) -> GenerateResult:
     n = run.k
     width = max(1, run.request.width or DEFAULT_WIDTH)

@@ -23,6 +23,7 @@ from ..errors import ProviderError
 from ..events import CandidateFailed, CandidateGenerated, JudgeVoted
 from .ballots import (SCORE_LABELS, choice_labels, judge_messages, p_yes, parse_choice,
                       parse_score, score_messages, usc_messages, yes_messages, yes_no)
+from . import register
 from .common import Candidate, GenerateResult, JudgeVote, Run, answer_of, visible_text
 
 
@@ -151,6 +152,7 @@ def ballot_for(run: Run, judge: ModelConfig, ok: list[Candidate]) -> list[Candid
     return ballot
 
 
+@register("judge", "k candidates from different families; judges from other families see them shuffled, under neutral labels; majority wins", judges="k", order=0)
 async def judge(run: Run) -> GenerateResult:
     """Free Scaling's generate(), done carefully: k candidates, M outside judges, majority."""
     k = run.k
@@ -210,6 +212,7 @@ def majority(ok: list[Candidate]) -> tuple[str | None, Counter[str], list[str]]:
     return winner, counts, tied if len(tied) > 1 else []
 
 
+@register("vote", "self-consistency over final answers", judges=0, order=1)
 async def vote(run: Run) -> GenerateResult:
     """Self-consistency (Wang et al., 2023): k samples, majority of the final answers."""
     cands = await make_candidates(run, run.k, sampling=True)
@@ -254,6 +257,7 @@ async def verify_score(run: Run, verifier: ModelConfig, text: str, *, index: int
                      score=score, candidate_index=index)
 
 
+@register("weighted", "verifier scores summed per answer (weighted best-of-N)", order=2)
 async def weighted(run: Run) -> GenerateResult:
     """Weighted best-of-N: verifier scores summed per distinct normalised final answer."""
     cands = await make_candidates(run, run.k, sampling=True)
@@ -295,6 +299,7 @@ async def weighted(run: Run) -> GenerateResult:
 
 
 # -- universal self-consistency -------------------------------------------------------------------
+@register("usc", "one call picks the most consistent candidate", judges="one", order=3)
 async def usc(run: Run) -> GenerateResult:
     """Universal self-consistency (Chen et al., 2023): one extra call picks the most
     consistent candidate. The candidates are shown in a shuffled order (undone in the result)."""
@@ -320,6 +325,7 @@ async def usc(run: Run) -> GenerateResult:
 
 
 # -- tournament --------------------------------------------------------------------------------------
+@register("tournament", "pairwise knockout, sides swapped", order=4)
 async def tournament(run: Run) -> GenerateResult:
     """Pairwise knockout: each match judged m times (default 2) with the sides swapped on
     every other judgment; byes go to the last candidate of an odd round."""

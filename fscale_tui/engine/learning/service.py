@@ -1,0 +1,168 @@
+"""The call log as the engine and its views use it.
+
+Writes (every finished call, and the ratings it moves) go to the engine's background writer:
+one thread, in order, so the event loop never waits on SQLite's lock (another process may hold
+it for seconds). Reads for views (history, one call, ratings, feedback) are blocking calls that
+open their own short-lived connection: the CLI calls them directly, the TUI from thread workers.
+The engine itself reads ratings (challenger choice, ``--tie-break rating``) from a snapshot
+refreshed in a thread at most once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .. import storage
+from ..background import BackgroundWriter
+from .calllog import CallRecord, LearningStore, ReplyRecord, record_from_scale
+from .ratings import BASE, ModelRating
+
+#: Oldest ratings snapshot the engine uses before refreshing it in the background.
+SNAPSHOT_MAX_AGE_S = 1.0
+#: How long a call waits for the first ratings snapshot before it goes on without it.
+SNAPSHOT_WAIT_S = 0.25
+
+
+def _warn(message: str) -> None:
+    storage.warnings.append(message)
+
+
+class CallLog:
+    """Logging calls, learning ratings from them, and reading them back."""
+
+    def __init__(self, settings: Any, writer: BackgroundWriter) -> None:
+        self.settings = settings
+        self.writer = writer
+        self._snapshot: dict[str, ModelRating] | None = None
+        self._snapshot_at = 0.0
+        self._loading: asyncio.Task[Any] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.settings.get("log_calls"))
+
+    def open(self) -> LearningStore:
+        """A store for the calling thread (close it, or use it as a context manager)."""
+        return LearningStore.for_settings(self.settings)
+
+    # -- writing (engine side, never blocks) ----------------------------------------------
+    def _writer_store(self) -> LearningStore:
+        store = self.writer.local.get("calllog")
+        if store is None:
+            store = self.writer.local["calllog"] = self.open()
+            self.writer.on_close(store.close)
+        return store
+
+    def record(self, record: CallRecord, *, learn: bool = True) -> None:
+        """Log one call (and learn from it) on the writer thread; a failure is a warning."""
+        if not self.enabled:
+            return
+        keep_text = bool(self.settings.get("log_text"))
+
+        def write() -> None:
+            try:
+                self._writer_store().record_call(record, learn=learn, keep_text=keep_text)
+            except (sqlite3.Error, OSError) as exc:
+                _warn(f"warning: the call log was not written ({type(exc).__name__}: {exc})")
+            self._snapshot_at = 0.0  # ratings moved: the next read refreshes
+
+        self.writer.submit(write)
+
+    def record_scale(self, request: Any, result: Any) -> None:
+        self.record(record_from_scale(request, result))
+
+    def record_generate(self, request: Any, result: Any) -> None:
+        """Generate calls are logged (kind ``generate``) but move no rating."""
+        replies = [ReplyRecord(model=c.model, role="candidate", answer=c.answer,
+                               status="answered" if c.ok else "failed", latency_s=c.latency_s,
+                               error=c.error, raw=c.text) for c in result.all_outputs]
+        replies += [ReplyRecord(model=v.judge, role="judge",
+                                answer=None if v.choice_index is None else str(v.choice_index),
+                                status="failed" if v.error else "answered",
+                                latency_s=v.latency_s, error=v.error, raw=v.raw)
+                    for v in result.judge_votes]
+        self.record(CallRecord(
+            id=result.id, kind="generate", question=request.question, context=request.context,
+            members=list(result.generators), answer=result.answer, status=result.status,
+            elapsed_s=result.elapsed_s, calls_made=result.calls_made, replies=replies,
+            extra={"strategy": result.strategy, "winner_index": result.winner_index,
+                   "judges": list(result.judges), "item_id": request.item_id}),
+            learn=False)
+
+    # -- ratings snapshot for the engine ----------------------------------------------------
+    def _read_ratings(self) -> dict[str, ModelRating]:
+        path = LearningStore.for_settings(self.settings).path
+        if not path.exists():
+            return {}
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+        except sqlite3.Error:
+            return {}
+        try:
+            conn.row_factory = sqlite3.Row
+            rows = conn.execute("SELECT * FROM ratings").fetchall()
+        except sqlite3.Error:
+            return {}
+        finally:
+            conn.close()
+        return {r["model"]: ModelRating(model=r["model"], rating=r["rating"], games=r["games"],
+                                        calls=r["calls"], agree=r["agree"],
+                                        disagree=r["disagree"], feedback=r["feedback"],
+                                        last_seen=r["last_seen"]) for r in rows}
+
+    async def ratings_snapshot(self) -> dict[str, ModelRating]:
+        """Current ratings for engine decisions; read in a thread, never blocking the loop."""
+        now = time.monotonic()
+        if self._snapshot is not None and now - self._snapshot_at < SNAPSHOT_MAX_AGE_S:
+            return self._snapshot
+        if self._loading is None or self._loading.done():
+            async def load() -> None:
+                table = await asyncio.to_thread(self._read_ratings)
+                self._snapshot, self._snapshot_at = table, time.monotonic()
+
+            self._loading = asyncio.ensure_future(load())
+        if self._snapshot is None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._loading), SNAPSHOT_WAIT_S)
+            except (TimeoutError, asyncio.TimeoutError):
+                return {}
+            except Exception:  # an unreadable log must not stop the call
+                return {}
+        return self._snapshot or {}
+
+    def rating_of(self, alias: str) -> float:
+        """The last snapshot's rating (BASE when unknown); used by ``--tie-break rating``."""
+        entry = (self._snapshot or {}).get(alias)
+        return entry.rating if entry is not None else BASE
+
+    async def close(self) -> None:
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+            await asyncio.gather(self._loading, return_exceptions=True)
+
+    # -- reading and feedback (views; blocking) --------------------------------------------
+    def history(self, limit: int = 20, text: str | None = None) -> list[dict[str, Any]]:
+        """Newest first; ``text`` filters on id, item id, question, answer and status (SQL)."""
+        with self.open() as store:
+            return store.recent(limit, text=text)
+
+    def call(self, call_id: str) -> dict[str, Any]:
+        with self.open() as store:
+            return store.get(call_id)
+
+    def ratings(self) -> dict[str, ModelRating]:
+        with self.open() as store:
+            return store.ratings()
+
+    def rating_history(self, models: Sequence[str] | None = None
+                       ) -> dict[str, list[tuple[float, float]]]:
+        with self.open() as store:
+            return store.history(models)
+
+    def feedback(self, call_id: str, kind: str, **fields: Any) -> dict[str, Any]:
+        with self.open() as store:
+            return store.add_feedback(call_id, kind, **fields)
