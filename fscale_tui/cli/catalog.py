@@ -184,8 +184,6 @@ def health(
 
       fscale health --models llama-3.1-8b,gemma-2-9b --json
     """
-    from ..engine.errors import NoProviderError
-    from ..engine.registry import NO_PROVIDER_HELP
     from ..engine.session import Engine
     from .render import EventPrinter
 
@@ -196,8 +194,6 @@ def health(
         async with Engine() as engine:
             nonlocal targets
             targets = engine.catalog.probe_targets(list(split_list(models) or ()), panel)
-            if not targets:
-                raise NoProviderError(NO_PROVIDER_HELP)
             async for probe in engine.health_events(targets):
                 printer(probe)
                 out.append(probe)

@@ -125,17 +125,11 @@ def history_export(
 
       fscale history export --replay replay.jsonl
     """
-    from pathlib import Path
-
-    from ..engine.replay import replay_lines_from_calls, write_replay_file
-
     if not replay:
         raise UsageError("say what to export: --replay (the only format so far)")
     with engine_facade() as engine:
-        calls = [engine.calls.call(f"#{row['seq']}") for row in engine.calls.history(limit)]
-        ids = {m.alias: m.id for m in engine.settings.models.values()}
-    written = write_replay_file(Path(out), replay_lines_from_calls(calls, ids))
-    sys.stderr.write(f"fscale: wrote {written} replay lines from {len(calls)} calls to {out}\n")
+        written, read = engine.export_replay(out, limit)
+    sys.stderr.write(f"fscale: wrote {written} replay lines from {read} calls to {out}\n")
 
 
 # -- ratings -----------------------------------------------------------------------------------

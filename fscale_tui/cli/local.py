@@ -7,71 +7,15 @@ by later calls; it stops by itself after an idle timeout. stdout is data; people
 from __future__ import annotations
 
 import sys
-from typing import Any
-
 import typer
 
-from ..engine.errors import UsageError
-from .common import guarded, load_settings_for_cli, print_json, stderr_console
+from .common import engine_facade, guarded, print_json, stderr_console
 
 local_app = typer.Typer(
     help=("Embedded local models: llama.cpp servers for small GGUF models (the \\[local] extra).\n\n"
           "Example: fscale local status"),
     no_args_is_help=True,
 )
-
-
-def _local_models(settings: Any) -> list[Any]:
-    return [m for m in settings.models.values()
-            if (p := settings.providers.get(m.provider)) is not None and p.type == "local"]
-
-
-def _targets(settings: Any, names: list[str] | None) -> dict[str, list[Any]]:
-    """Server name (model id) -> the aliases it serves, for the given aliases/ids (or all)."""
-    models = _local_models(settings)
-    if names:
-        chosen = []
-        for name in names:
-            hits = [m for m in models if name in (m.alias, m.id)]
-            if not hits:
-                known = ", ".join(m.alias for m in models) or "none"
-                raise UsageError(f"{name!r} is not a local model (local models: {known})")
-            chosen += hits
-        models = chosen
-    servers: dict[str, list[Any]] = {}
-    for m in models:
-        servers.setdefault(m.id, []).append(m)
-    return servers
-
-
-def _status_rows(settings: Any) -> list[dict[str, Any]]:
-    from ..engine.local import provider as lp
-    from ..engine.local import servers, weights
-
-    rows = []
-    for name, members in _targets(settings, None).items():
-        first = members[0]
-        info = servers.status(settings.paths, name)
-        w = weights.BUILTIN_WEIGHTS.get(str(first.options.get("weights", "")))
-        joined = (weights.builtin_path(w, settings.paths.cache_dir).exists() if w is not None
-                  else None)
-        row = {
-            "server": name,
-            "aliases": [m.alias for m in members],
-            "provider": first.provider,
-            "installed": lp.model_installed(first),
-            "weights": weights.describe_source(first.options),
-            "joined": joined,
-            "status": info["status"],
-            "pid": info.get("pid"),
-            "url": info.get("base_url"),
-            "rss_mb": round(info["rss_bytes"] / 2**20) if info.get("rss_bytes") else None,
-            "idle_s": info.get("idle_s"),
-            "stops_in_s": info.get("stops_in_s"),
-            "log": str(servers.log_path(settings.paths, name)),
-        }
-        rows.append(row)
-    return rows
 
 
 @local_app.command("status")
@@ -85,15 +29,14 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
 
       fscale local status --json | jq '.[] | select(.status == "running") | .url'
     """
-    from ..engine.local import provider as lp
-
-    settings = load_settings_for_cli()
-    rows = _status_rows(settings)
+    with engine_facade() as engine:
+        rows = engine.local.status()
+        installed = engine.local.installed
     if as_json:
-        print_json(rows)
+        print_json([{"schema": 1, **r} for r in rows])
         return
-    if not lp.runtime_installed():
-        sys.stderr.write(f"fscale: {lp.LOCAL_HELP}\n")
+    if not installed:
+        sys.stderr.write(f"fscale: {engine.local.help}\n")
     for r in rows:
         state = r["status"]
         if state == "running":
@@ -115,22 +58,13 @@ def start(models: list[str] = typer.Argument(None, help="Local model aliases or 
 
       fscale local start local-qwen-0.5b
     """
-    from ..engine.errors import NoProviderError
-    from ..engine.local import provider as lp
-    from ..engine.local import servers
-
-    settings = load_settings_for_cli()
-    if not models:
-        models = list(settings.panels.get("local") or [])
-    targets = _targets(settings, models)
-    if not lp.runtime_installed():
-        raise NoProviderError(lp.LOCAL_HELP)
     err = stderr_console()
-    for name, members in targets.items():
-        model = members[0]
-        provider = settings.providers[model.provider]
-        with err.status(f"starting {name} …"):
-            state = servers.ensure_server(settings.paths, lp.server_spec(model, provider, settings))
+    with engine_facade() as engine:
+        targets = engine.local.targets(models or engine.local.default_models())
+        for name in targets:
+            if err.is_terminal:
+                err.print(f"starting {name} …")
+            state = engine.local.start(name)
         verb = "started" if state.get("started") else "already running"
         err.print(f"{name}: {verb} (pid {state['pid']})")
         sys.stdout.write(f"{name}\t{state['base_url']}\n")
@@ -147,15 +81,11 @@ def stop(models: list[str] = typer.Argument(None, help="Local model aliases or i
 
       fscale local stop local-qwen-1.5b
     """
-    from ..engine.local import servers
-
-    settings = load_settings_for_cli()
-    names = list(_targets(settings, models)) if models else servers.known_servers(settings.paths)
-    stopped = 0
-    for name in names:
-        if servers.stop_server(settings.paths, name):
-            stopped += 1
-            sys.stdout.write(f"{name}\n")
+    with engine_facade() as engine:
+        stopped_names = engine.local.stop(list(models) if models else None)
+    for name in stopped_names:
+        sys.stdout.write(f"{name}\n")
+    stopped = len(stopped_names)
     sys.stderr.write(f"fscale: stopped {stopped} local server{'s' if stopped != 1 else ''}\n")
 
 
@@ -168,10 +98,8 @@ def path() -> None:
 
       tail -f "$(fscale local path)"/*.log
     """
-    from ..engine.local import servers
-    from ..engine.paths import Paths
-
-    sys.stdout.write(f"{servers.local_dir(Paths.resolve())}\n")
+    with engine_facade() as engine:
+        sys.stdout.write(f"{engine.local.directory}\n")
 
 
 def register(app: typer.Typer) -> None:

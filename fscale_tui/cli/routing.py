@@ -12,7 +12,8 @@ from typing import Any
 import typer
 
 from ..engine.errors import ExitCode, UsageError
-from .common import guarded, load_settings_for_cli, print_json, run, split_list, stderr_console
+from .common import (engine_facade, guarded, load_settings_for_cli, print_json, run, split_list,
+                     stderr_console)
 
 SELECT = "Choosing models"
 CLUSTERS = "Clusters"
@@ -56,14 +57,13 @@ class _Progress:
 
 
 def _select_models(settings: Any, models: str | None, panel: str | None) -> list[Any]:
-    from ..engine.registry import Registry
-
     names = split_list(models)
     if names and panel:
         raise UsageError("give --models or --panel, not both")
     if not names and not panel:
         raise UsageError("which models? give --models a,b,c or --panel NAME")
-    return Registry(settings).select(models=names, panel=panel)
+    with engine_facade(settings) as engine:
+        return engine.catalog.select(models=list(names or ()) or None, panel=panel)
 
 
 def _print_profile(report: dict[str, Any]) -> None:

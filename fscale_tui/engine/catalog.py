@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig, Settings, update_user_config
-from .errors import UsageError
+from .errors import NoProviderError, UsageError
 
 
 class Catalog:
@@ -95,6 +95,11 @@ class Catalog:
         """The stored health verdicts (``health.json``), alias -> entry."""
         return self.health.entries(refresh=refresh)
 
+    def select(self, models: list[str] | None = None, panel: str | None = None,
+               k: int | None = None) -> list[ModelConfig]:
+        """Models for a call (explicit list, panel, or k), every one usable (else an error)."""
+        return self.registry.select(models=models, panel=panel, k=k)
+
     def probe_targets(self, models: list[str] | None = None,
                       panel: str | None = None) -> list[ModelConfig]:
         """What ``health`` probes: the given models, a panel, or every usable model."""
@@ -102,4 +107,9 @@ class Catalog:
             return [self.registry.model(a) for a in models]
         if panel:
             return self.panel(panel)
-        return [m for m in self.settings.models.values() if self.registry.usable(m)]
+        usable = [m for m in self.settings.models.values() if self.registry.usable(m)]
+        if not usable:
+            from .registry import NO_PROVIDER_HELP
+
+            raise NoProviderError(NO_PROVIDER_HELP)
+        return usable

@@ -217,7 +217,7 @@ def replay_lines_from_calls(calls: Iterable[Mapping[str, Any]],
     whose text was not logged are skipped. The prompt hash is computed from the same messages
     ``scale`` sends, so the exported file replays the logged calls exactly.
     """
-    from .vote import build_messages
+    from .prompts import build_messages
 
     model_ids = model_ids or {}
     for call in calls:

@@ -54,6 +54,23 @@ class Engine:
         self._cascade: Any = None
 
     @property
+    def local(self) -> Any:
+        """The embedded local model servers (status, start, stop)."""
+        from .local.control import LocalServers
+
+        return LocalServers(self.settings)
+
+    def export_replay(self, path: Any, limit: int = 100_000) -> tuple[int, int]:
+        """Write the logged calls as a replay file; -> (lines written, calls read)."""
+        from pathlib import Path
+
+        from .replay import replay_lines_from_calls, write_replay_file
+
+        calls = [self.calls.call(f"#{row['seq']}") for row in self.calls.history(limit)]
+        ids = {m.alias: m.id for m in self.settings.models.values()}
+        return write_replay_file(Path(path), replay_lines_from_calls(calls, ids)), len(calls)
+
+    @property
     def client(self) -> Any:
         """The shared HTTP client, created on first use (commands that ask no model never
         import the HTTP stack)."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .ask import Asker, Reply
+from .prompts import build_messages  # noqa: F401 - the vote prompt, re-exported
 from .config import ModelConfig
 from .errors import ExitCode, UsageError, exit_code_for
 from .events import Cancelled, Event
@@ -170,18 +171,6 @@ class ScaleResult:
                       "calibrated": self.calibrated, "signal": self.signal,
                       "route": self.route})
         return d
-
-
-def build_messages(question: str, answers: tuple[str, ...], context: str | None) -> list[dict[str, str]]:
-    """Context goes in the system message, the question in the user message."""
-    labels = ", ".join(answers)
-    system = ("You are one member of a panel of independent classifiers. Answer the user's question "
-              f"with exactly one of these labels: {labels}. Think briefly if you need to, then end "
-              "your reply with a final line of the form 'Answer: <label>'.")
-    if context:
-        system += "\n\nContext:\n" + context
-    return [{"role": "system", "content": system},
-            {"role": "user", "content": f"{question}\n\nAnswer with one of: {labels}."}]
 
 
 def ballots(votes: Sequence[Vote], rule: VotingRule, order: dict[str, int]) -> list[Ballot]:

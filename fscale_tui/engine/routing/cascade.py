@@ -300,7 +300,7 @@ async def calibrate_on_tasks(engine: Any, tasks: Sequence[Task], stages: Sequenc
     reused), so calibration costs about what the cascade will cost at run time.
     """
     from ..client import RequestCounter
-    from ..vote import build_messages
+    from ..prompts import build_messages
 
     if signal not in SIGNALS:
         raise UsageError(f"--signal must be one of {', '.join(SIGNALS)}")

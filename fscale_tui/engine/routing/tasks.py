@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..vote import build_messages
+from ..prompts import build_messages
 
 
 @dataclass(frozen=True)

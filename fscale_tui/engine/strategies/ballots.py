@@ -26,7 +26,7 @@ import math
 import re
 from typing import Any
 
-from ..parsing import parse_reply, split_reasoning
+from ..parsing import split_reasoning
 
 __all__ = ["parse_choice", "parse_score", "p_yes", "choice_labels"]
 
@@ -187,12 +187,12 @@ def p_yes(logprobs: Any) -> float | None:
     return None
 
 
-def yes_no(reply: str | None, reasoning: str | None = None) -> float | None:
-    """1.0 for a Yes verdict, 0.0 for No, None when the reply states neither."""
-    parsed = parse_reply(reply, ("Yes", "No"), reasoning=reasoning)
-    if parsed.answer is None:
+def yes_no(answer: str | None) -> float | None:
+    """1.0 for a Yes verdict, 0.0 for No, None when the reply stated neither (the verdict is
+    the label the engine's one reply parser found, ``Reply.answer``)."""
+    if answer is None:
         return None
-    return 1.0 if parsed.answer == "Yes" else 0.0
+    return 1.0 if answer == "Yes" else 0.0
 
 
 # -- prompts -----------------------------------------------------------------------------------

@@ -250,7 +250,7 @@ async def verify_score(run: Run, verifier: ModelConfig, text: str, *, index: int
     if use_yes:
         score = p_yes(reply.logprobs)
         if score is None:
-            score = yes_no(reply.content, reply.reasoning)
+            score = yes_no(reply.answer)
     else:
         score = parse_score(reply.content, reasoning=reply.reasoning)
     return JudgeVote(verifier.alias, None, None, reply.content, [index], reply.latency_s,

@@ -1,0 +1,178 @@
+"""The spine: one path to the models, one facade for the views, nothing blocking the loop.
+
+- ``-k auto`` is a scale call like any other: the same JSON keys (plus its own), logged,
+  in batches and in the Python API;
+- exactly one module builds chat-completion requests and one turns replies into votes;
+- no view builds a registry or a store of its own;
+- with another process holding the call log's write lock, the event loop never stalls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fscale_tui import scale
+from fscale_tui.engine.config import load_settings
+from fscale_tui.engine.learning.calllog import LearningStore
+from fscale_tui.engine.session import Engine
+from fscale_tui.engine.vote import ScaleRequest
+from tests.conftest import Behaviour, mid, run_cli
+from tests.test_routing import make_tasks, write_replay_setup
+
+PKG = Path(__file__).resolve().parent.parent / "fscale_tui"
+
+
+def _sources(*parts: str) -> dict[Path, str]:
+    root = PKG.joinpath(*parts)
+    return {p: p.read_text() for p in root.rglob("*.py")}
+
+
+def test_k_auto_prints_every_key_of_k_3_and_is_logged(fscale_home):
+    tasks = make_tasks(40)
+    write_replay_setup(fscale_home, tasks)
+    q = tasks[1].question
+    plain = run_cli("scale", q, "-a", "YES,NO", "-k", "3", "--json")
+    auto = run_cli("scale", q, "-a", "YES,NO", "-k", "auto", "--json")
+    assert plain.returncode in (0, 3) and auto.returncode in (0, 3), auto.stderr
+    p, a = json.loads(plain.stdout), json.loads(auto.stdout)
+    assert set(p) <= set(a), set(p) - set(a)
+    assert {"stages", "abstained", "calibrated", "route"} <= set(a)
+    assert a["votes"] and set(p["votes"][0]) <= set(a["votes"][0])
+    assert a["schema"] == p["schema"] == 1 and isinstance(a["members"], list)
+    listed = run_cli("history", "--json")
+    ids = [row["id"] for row in json.loads(listed.stdout)]
+    assert a["id"] in ids and p["id"] in ids
+    shown = json.loads(run_cli("history", "show", a["id"], "--json").stdout)
+    assert shown["extra"]["auto"] is True and len(shown["replies"]) == len(a["votes"])
+
+
+def test_k_auto_in_a_batch_and_in_the_python_api(fscale_home, tmp_path):
+    tasks = make_tasks(40)
+    write_replay_setup(fscale_home, tasks)
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"question": t.question, "id": t.id}) + "\n"
+                             for t in tasks[:3]))
+    proc = run_cli("scale", "--batch", str(items), "-a", "YES,NO", "-k", "auto")
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [x["item_id"] for x in lines] == ["t0", "t1", "t2"]
+    assert all("stages" in x and x["status"] in ("decided", "abstained") for x in lines)
+    r = scale(tasks[1].question, "YES,NO", k="auto")
+    assert r.auto and r.stages and r.answers == ["YES", "NO"]
+
+
+def test_python_api_takes_answers_as_a_list_or_a_comma_string(server, stub_config):
+    server.set_default(Behaviour(reply="Answer: NO"))
+    by_string = scale("q?", "YES,NO", k=1)
+    by_list = scale("q?", ["YES", "NO"], k=1)
+    assert by_string.answer == by_list.answer == "NO" and by_string.answers == ["YES", "NO"]
+
+
+def test_one_place_builds_chat_requests_and_one_parses_replies_into_votes():
+    sources = _sources()
+    senders = [p.name for p, s in sources.items() if re.search(r'\+ *"/chat/completions"', s)]
+    assert senders == ["client.py"], senders
+    parsers = [p.name for p, s in sources.items() if re.search(r"\bparse_reply\(", s)
+               and p.name != "parsing.py"]
+    assert parsers == ["ask.py"], parsers
+    direct = [p.name for p, s in sources.items() if re.search(r"client\.chat\(", s)]
+    assert direct == ["ask.py"], direct  # every feature asks through engine/ask.py
+
+
+def test_no_view_builds_a_registry_or_a_store_of_its_own():
+    views = {**_sources("cli"), **_sources("screens"), **_sources("widgets")}
+    views[PKG / "app.py"] = (PKG / "app.py").read_text()
+    offenders = [p.name for p, s in views.items()
+                 if re.search(r"\b(Registry|LearningStore|HealthStore|ProfileStore)\(", s)]
+    assert offenders == []
+
+
+def test_generate_calls_are_logged(server, stub_config):
+    server.set_default(Behaviour(reply="The answer is: 391"))
+    proc = run_cli("generate", "What is 17*23?", "-s", "vote", "-k", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["calls_made"] == data["total_calls"] == 2
+    row = json.loads(run_cli("history", "show", data["id"], "--json").stdout)
+    assert row["kind"] == "generate" and {r["role"] for r in row["replies"]} == {"candidate"}
+
+
+_HOLD_LOCK = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("BEGIN IMMEDIATE")
+print("LOCKED", flush=True)
+time.sleep(float(sys.argv[2]))
+conn.execute("COMMIT")
+"""
+
+
+def _hold_db_lock(seconds: float) -> subprocess.Popen:
+    settings = load_settings()
+    with LearningStore.for_settings(settings) as store:  # the tables exist, WAL mode is on
+        db = store.path
+        store.count()
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(db), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "LOCKED"
+    return proc
+
+
+def test_the_event_loop_never_stalls_while_another_process_holds_the_log(
+        server, stub_config, monkeypatch):
+    monkeypatch.setenv("FSCALE_CHALLENGER", "1")  # its ratings are read from the log too
+    server.set_default(Behaviour(reply="Answer: YES"))
+    holder = _hold_db_lock(3.0)
+
+    async def go() -> tuple[float, int, float]:
+        lags: list[float] = []
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                await asyncio.sleep(0.005)
+                lags.append(time.perf_counter() - t0 - 0.005)
+
+        tick = asyncio.create_task(ticker())
+        t0 = time.perf_counter()
+        async with Engine() as engine:
+            for i in range(6):
+                r = await engine.scale(ScaleRequest(f"q{i}?", ("YES", "NO")))
+                assert r.answer == "YES"
+            decided = time.perf_counter() - t0
+        stop.set()
+        await tick
+        return max(lags), len(lags), decided
+
+    max_lag, ticks, decided = asyncio.run(go())
+    holder.wait(timeout=10)
+    assert ticks > 50
+    assert max_lag < 0.05, f"the event loop stalled {max_lag * 1000:.0f} ms"
+    assert decided < 2.5  # the calls did not wait for the 3 s lock (the log writes did)
+    with LearningStore.for_settings(load_settings()) as store:
+        assert store.count() == 6  # nothing lost: written once the lock was released
+
+
+async def test_tui_handles_keys_while_another_process_holds_the_log(server, stub_config):
+    from fscale_tui.app import FscaleApp
+
+    holder = _hold_db_lock(3.0)
+    try:
+        app = FscaleApp(start="history")
+        async with app.run_test(size=(100, 30)) as pilot:
+            t0 = time.perf_counter()
+            await pilot.press("f2")  # switch screens while the history load waits on nothing
+            await pilot.pause()
+            assert app.screen.NAME == "ask"
+            await pilot.press("f7")
+            await pilot.pause()
+            assert app.screen.NAME == "history"
+            assert time.perf_counter() - t0 < 2.5  # keys were handled before the lock went
+    finally:
+        holder.wait(timeout=10)
