@@ -95,8 +95,6 @@ class FscaleApp(App[int]):
         self.exit_when_ready = exit_when_ready
         self.ready_after: float | None = None
         self.ready_epoch = 0.0
-        #: Results of the calls made in this session (newest last), for the History screen.
-        self.session_calls: list[Any] = []
         self.MODES = {name: self._screen_factory(name) for name in SCREENS}
         self._start = start if start in SCREENS else "ask"
         super().__init__()

@@ -210,7 +210,6 @@ class AskScreen(FscaleScreen):
             banner.show_result(event.result)
             if getattr(event.result, "challenger", None) is not None:
                 table.show_challenger(event.result.challenger)
-            self.app.session_calls.append(event.result)
         elif isinstance(event, ChallengerAnswered):
             table.show_challenger(event.vote)
         else:

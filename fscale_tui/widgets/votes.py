@@ -13,7 +13,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-from ..engine.events import (Cancelled, Decided, Event, MemberSubstituted, VoteDelta,
+from ..engine.events import (Cancelled, Event, MemberSubstituted, VoteDelta,
                              VoteFailed, VoteReceived, VoteStarted)
 from .table import FillTable
 
@@ -251,6 +251,3 @@ class DecisionBanner(Static):
     def show_result(self, result: Any) -> None:
         markup, state = describe_result(result)
         self.show(markup, state)
-
-    def show_event(self, event: Decided) -> None:
-        self.show_result(event.result)
