@@ -158,16 +158,18 @@ def not_yet_available(app: typer.Typer, name: str, summary: str) -> None:
 def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any]) -> list[Any]:
     """Read a JSONL batch file ('-' = stdin): one ``build(obj)`` per non-empty line.
 
-    A line that is not a JSON object with a ``question``, or that ``build`` rejects, becomes a
-    ``UsageError("line N: ...")`` in its place, so one bad line never stops the batch.
+    Lines end at ``\\n`` only (U+2028, U+2029 and U+0085 inside a JSON string are text), and each
+    line is decoded on its own: a line that is not UTF-8, not a JSON object with a ``question``,
+    or that ``build`` rejects becomes a ``UsageError("line N: ...")`` in its place, so one bad
+    line never stops the batch.
     """
-    text = read_text_file(path, "batch file")
+    from ..engine.jsonl import JSONLError, iter_jsonl, read_bytes
+
     items: list[Any] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for lineno, obj in iter_jsonl(read_bytes(path, "batch file")):
         try:
-            obj = json.loads(line)
+            if isinstance(obj, JSONLError):
+                raise obj
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
             if not isinstance(obj.get("question"), str):
