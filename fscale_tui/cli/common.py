@@ -97,20 +97,42 @@ def stdin_has_data() -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
 
 
+def decode_utf8(data: bytes, what: str) -> str:
+    """``data`` as text; input that is not UTF-8 is a usage error (exit 2) naming the first bad byte.
+
+    The policy (README "Input"): fscale reads stdin and files as UTF-8 and refuses anything else
+    before a single request is sent, rather than guessing or silently replacing characters that
+    the models would then see (and the call log would store) as something else.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset "
+                         f"{exc.start}); convert it first, e.g. iconv -f LATIN1 -t UTF-8") from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def read_stdin(what: str) -> str:
+    """All of stdin as UTF-8 text (see :func:`decode_utf8`)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # replaced by a text-only object (tests, embedding)
+        return sys.stdin.read()
+    return decode_utf8(stream.read(), f"{what} on stdin")
+
+
 def read_text_file(path: str, what: str) -> str:
     if path == "-":
-        return sys.stdin.read()
+        return read_stdin(what)
     p = Path(path)
     try:
-        return p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"{what} {path!r} does not exist") from None
     except IsADirectoryError:
         raise UsageError(f"{what} {path!r} is a directory") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{what} {path!r} is not UTF-8 text") from None
     except OSError as exc:
         raise UsageError(f"{what} {path!r} cannot be read: {exc.strerror}") from None
+    return decode_utf8(data, f"{what} {path!r}")
 
 
 def resolve_context(context: str | None, context_file: str | None, *, use_stdin: bool = True) -> str | None:
@@ -122,9 +144,18 @@ def resolve_context(context: str | None, context_file: str | None, *, use_stdin:
     if context_file is not None:
         return read_text_file(context_file, "context file")
     if use_stdin and stdin_has_data():
-        data = sys.stdin.read()
+        data = read_stdin("context")
         return data if data.strip() else None
     return None
+
+
+def check_argv(argv: list[str]) -> None:
+    """Arguments that were not valid UTF-8 arrive as lone surrogates: refuse them (exit 2)."""
+    for i, arg in enumerate(argv[1:], 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            fail(f"argument {i} is not valid UTF-8", ExitCode.USAGE_ERROR)
 
 
 def split_list(value: str | None) -> tuple[str, ...] | None:
