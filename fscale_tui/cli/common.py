@@ -33,16 +33,20 @@ def stderr_console():
 
 
 def fail(message: str, code: ExitCode) -> None:
-    """Print one clear line on stderr and exit with ``code``."""
-    sys.stderr.write(f"fscale: error: {message}\n")
+    """Print one clear line on stderr (secrets redacted) and exit with ``code``."""
+    from ..engine.redact import redact
+
+    sys.stderr.write(f"fscale: error: {redact(message)}\n")
     raise typer.Exit(int(code))
 
 
 def flush_storage_warnings() -> None:
     from ..engine import storage
 
+    from ..engine.redact import redact
+
     for message in storage.warnings:
-        sys.stderr.write(f"fscale: {message}\n")
+        sys.stderr.write(f"fscale: {redact(message)}\n")
     storage.warnings.clear()
 
 
@@ -166,7 +170,10 @@ def split_list(value: str | None) -> tuple[str, ...] | None:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    """One JSON document on stdout; its text passes the redactor (vote errors quote servers)."""
+    from ..engine.redact import redact
+
+    sys.stdout.write(redact(json.dumps(obj, ensure_ascii=False)) + "\n")
     sys.stdout.flush()
 
 

@@ -52,11 +52,21 @@ def redact(text: str | None) -> str | None:
     return _PATTERNS.sub(_sub, text)
 
 
+_KEY_PREFIXES = re.compile(r"^((?i:bearer\s+\S|nvapi-|sk-|gh[pousr]_|github_pat_|xox[bap]-)|AKIA[A-Z0-9]{12})")
+_RANDOM_RUN = re.compile(r"[A-Za-z0-9]{16,}")
+
+
 def looks_like_secret(value: str) -> bool:
-    """True for a string that is shaped like a key or token (not like a variable name)."""
+    """True for a string shaped like a key or token rather than like a variable name.
+
+    A well-known key prefix (``sk-``, ``nvapi-``, ``ghp_``, ``Bearer ...``), a registered secret,
+    or a run of 16+ letters and digits with both kinds in it (variable names such as
+    ``OPENAI_API_KEY`` are words joined by ``_``; keys are long random runs).
+    """
     value = value.strip()
-    if _PATTERNS.fullmatch(value) or _PATTERNS.fullmatch("Bearer " + value):
-        # "Bearer X" matches any word: only treat it as a key when it is long and mixed.
-        return len(value) >= 20 and not re.fullmatch(r"[A-Z][A-Z0-9_]*", value)
-    return len(value) >= 24 and bool(re.search(r"\d", value)) and bool(re.search(r"[a-z]", value)) \
-        and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value)
+    if not value:
+        return False
+    if value in _secrets or _KEY_PREFIXES.search(value) or _PATTERNS.fullmatch(value):
+        return True
+    return any(re.search(r"\d", run) and re.search(r"[A-Za-z]", run)
+               for run in _RANDOM_RUN.findall(value))

@@ -73,7 +73,9 @@ def move_aside(path: Path, reason: str) -> Path:
     """Rename an unreadable file out of the way and record a warning."""
     target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
     os.replace(path, target)
-    message = f"warning: {path} could not be read ({reason}); moved aside to {target.name}"
+    from .redact import redact
+
+    message = redact(f"warning: {path} could not be read ({reason}); moved aside to {target.name}")
     warnings.append(message)
     log.warning(message)
     return target

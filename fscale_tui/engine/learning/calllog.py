@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..redact import redact
 from . import ratings as R
 
 DB_NAME = "learning.db"
@@ -104,6 +105,26 @@ CREATE INDEX IF NOT EXISTS history_by_model ON rating_history(model, seq);
 RATED_STATUSES = ("answered", "no_answer")
 #: Reply roles that take part in the rating games of a call.
 RATED_ROLES = ("member", "challenger")
+
+
+#: Stored text is capped (README "What the call log keeps"): question, context, raw replies and
+#: reasoning keep their first TEXT_CAP_BYTES of UTF-8 (cut at a character boundary). The hash
+#: columns are of the whole text, and ``extra["truncated"]`` says, per capped field, its full
+#: length in characters and bytes and the sha256 of the whole.
+TEXT_CAP_BYTES = 64 * 1024
+
+
+def cap_text(text: str | None, name: str, truncated: dict[str, Any]) -> str | None:
+    """``text`` redacted and capped to :data:`TEXT_CAP_BYTES`; notes a cut in ``truncated``."""
+    if text is None:
+        return None
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) > TEXT_CAP_BYTES:
+        truncated[name] = {"chars": len(text), "bytes": len(data),
+                           "sha256": hashlib.sha256(data).hexdigest(),
+                           "kept_bytes": TEXT_CAP_BYTES}
+        text = data[:TEXT_CAP_BYTES].decode("utf-8", "ignore")
+    return redact(text)
 
 
 def text_hash(text: str | None) -> str | None:
@@ -235,23 +256,35 @@ class LearningStore:
     def record_call(self, record: CallRecord, *, learn: bool = True, keep_text: bool = True) -> int:
         """Log one call and (``learn``) apply its consensus games to the ratings, atomically."""
         now = record.ts if record.ts is not None else time.time()
+        # Every stored text passes the redactor (errors and raw replies can quote keys) and the
+        # long ones are capped (a 20 MB context is not stored whole on every call).
+        truncated: dict[str, Any] = {}
+        question = cap_text(record.question, "question", truncated) if keep_text else None
+        context = cap_text(record.context, "context", truncated) if keep_text else None
+        rows = [(r.role, r.model, redact(r.answer), r.status, r.latency_s, redact(r.error),
+                 r.substitute_for,
+                 cap_text(r.raw, f"replies[{i}].raw", truncated) if keep_text else None,
+                 cap_text(r.thinking, f"replies[{i}].thinking", truncated) if keep_text else None,
+                 r.tokens)
+                for i, r in enumerate(record.replies)]
+        extra = dict(record.extra)
+        if truncated:
+            extra["truncated"] = truncated
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO calls (id, kind, ts, question_hash, context_hash, question, context, "
                 "labels, members, answer, status, confidence, decided_early, elapsed_s, calls_made, "
                 "extra) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (record.id, record.kind, now, text_hash(record.question), text_hash(record.context),
-                 record.question if keep_text else None, record.context if keep_text else None,
-                 json.dumps(record.labels), json.dumps(record.members), record.answer,
+                 question, context,
+                 redact(json.dumps(record.labels)), json.dumps(record.members), redact(record.answer),
                  record.status, record.confidence, int(bool(record.decided_early)),
-                 record.elapsed_s, record.calls_made, json.dumps(record.extra, default=str)))
+                 record.elapsed_s, record.calls_made, redact(json.dumps(extra, default=str))))
             seq = int(cur.lastrowid)
             conn.executemany(
                 "INSERT INTO replies (call_seq, role, model, answer, status, latency_s, error, "
                 "substitute_for, raw, thinking, tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [(seq, r.role, r.model, r.answer, r.status, r.latency_s, r.error, r.substitute_for,
-                  r.raw if keep_text else None, r.thinking if keep_text else None, r.tokens)
-                 for r in record.replies])
+                [(seq, *row) for row in rows])
             if learn:
                 replies = rated_replies(record.replies)
                 if replies:
@@ -479,7 +512,7 @@ class CallRecorder:
             self.store.record_call(record_from_scale(request, result),
                                    keep_text=bool(self.settings.get("log_text")))
         except (sqlite3.Error, OSError) as exc:
-            _warn(f"warning: the call log was not written ({type(exc).__name__}: {exc})")
+            _warn(redact(f"warning: the call log was not written ({type(exc).__name__}: {exc})"))
 
     def close(self) -> None:
         if self._store is not None:
