@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -210,8 +211,48 @@ class LearningStore:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            self._conn = self._open_or_recover()
+        return self._conn
+
+    def _open_or_recover(self) -> sqlite3.Connection:
+        """Open the database; a corrupt one is moved aside with a warning and a fresh one started.
+
+        Corruption (``DatabaseError`` that is not an ``OperationalError`` such as "locked") is
+        re-checked under the file's cross-process lock, so two processes that both find it broken
+        move it aside once and then share the fresh file.
+        """
+        from .. import storage
+
+        storage.ensure_dir(self.path.parent)
+        try:
+            return self._open()
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError:
+            pass
+        with storage.locked(self.path):
+            try:
+                return self._open()
+            except sqlite3.OperationalError:
+                raise
+            except sqlite3.DatabaseError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            for suffix in ("-wal", "-shm", "-journal"):  # they belong to the broken file
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists():
+                    os.replace(side, side.with_name(f"{side.name}.corrupt-{os.getpid()}"))
+            storage.move_aside(self.path, reason + "; a new empty call log was started")
+            return self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        # Created 0600 (SQLite gives its -wal and -shm files the database file's mode).
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        with contextlib.suppress(OSError):
+            st = self.path.stat()
+            if st.st_mode & 0o077 and st.st_uid == os.getuid():
+                os.chmod(self.path, 0o600)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -223,8 +264,10 @@ class LearningStore:
                 with self._transaction(conn):  # first use: create the tables once
                     for statement in _schema_statements():
                         conn.execute(statement)
-            self._conn = conn
-        return self._conn
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def close(self) -> None:
         if self._conn is not None:

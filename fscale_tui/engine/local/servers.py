@@ -163,8 +163,8 @@ def _remove(path: Path) -> None:
 def try_locked(path: Path) -> Iterator[bool]:
     """Like ``storage.locked`` (same lock file) but never waits: yields whether it got the lock."""
     lock_path = path.with_name(path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    storage.ensure_dir(lock_path.parent)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, storage.FILE_MODE)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -237,14 +237,14 @@ def ensure_server(paths: Paths, spec: ServerSpec, *, start_timeout: float = STAR
 
 def _start(paths: Paths, spec: ServerSpec, path: Path, start_timeout: float) -> dict[str, Any]:
     log = log_path(paths, spec.name)
-    log.parent.mkdir(parents=True, exist_ok=True)
+    storage.ensure_dir(log.parent)
     with contextlib.suppress(OSError):
         if log.stat().st_size > LOG_ROTATE_BYTES:
             os.replace(log, log.with_name(log.name + ".1"))
     cmd = [sys.executable, "-m", SERVE_MODULE, "--name", spec.name, "--gguf", spec.gguf,
            "--state", str(path), "--n-ctx", str(spec.n_ctx), "--parallel", str(spec.parallel),
            "--threads", str(spec.resolved_threads()), "--idle-timeout", str(spec.idle_timeout)]
-    with log.open("ab") as fh:
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, storage.FILE_MODE), "ab") as fh:
         fh.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {spec.name}: "
                  f"{json.dumps(asdict(spec))}\n".encode())
         fh.flush()
