@@ -22,6 +22,16 @@ The file format is design §3's contract::
 
     [defaults]                     # optional: any key of SETTINGS below
     k = 3
+
+The user's file is never moved, rewritten or ignored because it is broken: invalid TOML, bytes
+that are not UTF-8, a bad value or a literal secret is a :class:`ConfigError` (exit 2) whose
+message starts with ``config.toml:LINE:``. A key fscale does not know is ignored with a one-line
+warning naming the closest known key. Secrets: a non-empty string under any key whose name is or
+contains a secret-ish word (key, token, secret, password, authorization, auth, bearer, headers,
+credential, cookie; whole words, so ``max_tokens`` is fine), anywhere in the file, is refused, and
+so is an ``*_env`` value that is not a variable name or looks like a key; the value is never
+printed. The values of every provider's ``api_key_env`` variable are registered with the
+redactor (:mod:`.redact`) when the settings are loaded.
 """
 
 from __future__ import annotations

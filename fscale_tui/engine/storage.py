@@ -4,7 +4,11 @@ Every write goes to a temporary file in the same directory, is fsynced, then ren
 target, so a reader (or a process killed mid-write) only ever sees the old or the new content.
 Read-modify-write cycles hold an exclusive ``fcntl`` lock on a sibling ``.lock`` file, so
 concurrent processes serialise instead of losing each other's updates. A file that cannot be
-parsed is moved aside (``name.corrupt-<timestamp>``) with a warning, never silently overwritten.
+parsed is moved aside (``name.corrupt-<timestamp>``) with a warning, never silently overwritten
+(this is for fscale's own state files; the user's config.toml is never moved, see config.py).
+Files are written 0600 and the folders created for them 0700. A temporary file is named
+``.<name>.<pid>.<random>.tmp``; one whose writer was killed (its pid is gone) is removed by the
+next write of the same file.
 """
 
 from __future__ import annotations

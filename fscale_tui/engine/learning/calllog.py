@@ -13,6 +13,12 @@ write lock and no update is lost.
 What is stored: ``log_calls = false`` (config ``[defaults]`` or ``FSCALE_LOG_CALLS=0``) turns the
 log and the learning off. ``log_text = false`` (or ``fscale scale --no-log``) keeps only hashes,
 votes, latencies and the decision: no question, context, raw reply or reasoning text.
+
+Every stored text passes the redactor (an error body can quote an API key), and long texts are
+capped at :data:`TEXT_CAP_BYTES` (64 KiB) each, with the full length and sha256 kept in
+``extra["truncated"]``. The file is created 0600; a file SQLite cannot read ("file is not a
+database") is moved aside to ``learning.db.corrupt-<time>-<pid>`` with a warning and a fresh,
+empty log is started.
 """
 
 from __future__ import annotations
