@@ -61,6 +61,8 @@ def test_redactor_masks_registered_values_and_bearer_tokens():
     out = redact(text)
     assert "zz-registered" not in out and "abc.DEF" not in out and "sk-0123" not in out
     assert out.count(MASK) == 3
+    prose = "Use Bearer authentication with short-lived tokens."
+    assert redact(prose) == prose
 
 
 # -- end to end: a server that echoes the key back -------------------------------------------------

@@ -17,10 +17,11 @@ MASK = "[redacted]"
 #: Values shorter than this are not registered (replacing "a" everywhere would garble text).
 MIN_SECRET_LEN = 6
 
-#: Bearer tokens and common key shapes (NVIDIA ``nvapi-``, GitHub ``ghp_``/``github_pat_``,
+#: Bearer tokens (8+ token characters with a digit, so prose such as "Bearer authentication"
+#: is left alone) and common key shapes (NVIDIA ``nvapi-``, GitHub ``ghp_``/``github_pat_``,
 #: OpenAI-style ``sk-``), so a key that was never registered is still removed.
 _PATTERNS = re.compile(
-    r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"
+    r"(?i)(bearer\s+)(?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~+/=-]{8,}"
     r"|\bnvapi-[A-Za-z0-9_-]{8,}"
     r"|\bgh[pousr]_[A-Za-z0-9]{16,}"
     r"|\bgithub_pat_[A-Za-z0-9_]{16,}"
