@@ -63,6 +63,9 @@ def test_redactor_masks_registered_values_and_bearer_tokens():
     assert out.count(MASK) == 3
     prose = "Use Bearer authentication with short-lived tokens."
     assert redact(prose) == prose
+    # A placeholder key of a local server is a word, not a secret: model names keep it.
+    register_secrets(["ollama", "lm-studio"])
+    assert redact("ollama/llama3 via lm-studio") == "ollama/llama3 via lm-studio"
 
 
 # -- end to end: a server that echoes the key back -------------------------------------------------

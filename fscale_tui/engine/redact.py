@@ -15,7 +15,11 @@ from collections.abc import Iterable
 MASK = "[redacted]"
 
 #: Values shorter than this are not registered (replacing "a" everywhere would garble text).
-MIN_SECRET_LEN = 6
+MIN_SECRET_LEN = 8
+#: A value without a digit is registered only from this length on: placeholders that local
+#: servers accept ("ollama", "lm-studio", "EMPTY") are words that also occur in model names and
+#: URLs, and masking them would garble output without protecting anything.
+MIN_WORD_SECRET_LEN = 16
 
 #: Bearer tokens (8+ token characters with a digit, so prose such as "Bearer authentication"
 #: is left alone) and common key shapes (NVIDIA ``nvapi-``, GitHub ``ghp_``/``github_pat_``,
@@ -34,8 +38,10 @@ _secrets: set[str] = set()
 def register_secrets(values: Iterable[str | None]) -> None:
     """Remember secret values (API keys from the environment) so :func:`redact` removes them."""
     for value in values:
-        if value and len(value.strip()) >= MIN_SECRET_LEN:
-            _secrets.add(value.strip())
+        value = (value or "").strip()
+        if len(value) >= MIN_SECRET_LEN and (len(value) >= MIN_WORD_SECRET_LEN
+                                             or re.search(r"\d", value)):
+            _secrets.add(value)
 
 
 def _sub(match: re.Match[str]) -> str:
