@@ -111,3 +111,42 @@ def test_stored_text_is_capped_with_hash_and_length(fscale_home):
     assert call["replies"][0]["raw"] == raw[:TEXT_CAP_BYTES] and "replies[0].raw" in info
     assert "question" not in info
     assert (fscale_home / "data" / "learning.db").stat().st_size < 1024 * 1024
+
+
+def _damaged_db(path) -> None:
+    """A real call log whose header is fine but whose pages are overwritten (a torn disk write)."""
+    with LearningStore(path) as store:
+        for i in range(300):
+            store.record_call(CallRecord(id=f"c{i}", question="q" * 2000, labels=["A", "B"], answer="A",
+                                         replies=[ReplyRecord(model="m", answer="A")]))
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray(path.read_bytes())
+    data[4096 * 3: 4096 * 40] = b"A" * (4096 * 37)
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_page_is_found_when_writing_and_a_fresh_log_started(fscale_home):
+    db = fscale_home / "data" / "learning.db"
+    db.parent.mkdir()
+    _damaged_db(db)
+    storage.warnings.clear()
+    with LearningStore(db) as store:
+        store.record_call(CallRecord(id="new", question="q?", labels=["A", "B"], answer="A",
+                                     replies=[ReplyRecord(model="m", answer="A")]))
+        assert store.count() == 1 and store.get("new")["answer"] == "A"
+    assert len(list(db.parent.glob("learning.db.corrupt-*"))) == 1
+    assert any("moved aside" in w for w in storage.warnings)
+
+
+def test_a_damaged_page_found_by_a_reading_command_is_one_line_and_moved_aside(fscale_home):
+    db = fscale_home / "data" / "learning.db"
+    db.parent.mkdir()
+    _damaged_db(db)
+    proc = run_cli("history", "-n", "500")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "call log is damaged" in proc.stderr and "moved aside" in proc.stderr
+    assert len(list(db.parent.glob("learning.db.corrupt-*"))) == 1
+    proc = run_cli("history")
+    assert proc.returncode == 0, proc.stderr

@@ -75,6 +75,13 @@ def guarded(fn: F) -> F:
         except Exception as exc:
             if DEBUG["on"]:
                 raise
+            from ..engine.learning import calllog
+
+            if calllog.is_damage(exc) and calllog.quarantine_damaged():
+                # The warning says where it went; the next command starts a fresh call log.
+                flush_storage_warnings()
+                fail(f"the call log is damaged ({exc}); it was moved aside, run the command again",
+                     ExitCode.INTERNAL_ERROR)
             fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
                  ExitCode.INTERNAL_ERROR)
         finally:

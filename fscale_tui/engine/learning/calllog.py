@@ -29,7 +29,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,53 @@ def cap_text(text: str | None, name: str, truncated: dict[str, Any]) -> str | No
     return redact(text)
 
 
+#: Call-log files opened by this process (for :func:`quarantine_damaged`).
+OPENED: set[Path] = set()
+
+
+def _move_db_aside(path: Path, reason: str) -> None:
+    """Move a broken database and its -wal/-shm/-journal files aside, with a warning."""
+    from .. import storage
+
+    for suffix in ("-wal", "-shm", "-journal"):  # they belong to the broken file
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, side.with_name(f"{side.name}.corrupt-{os.getpid()}"))
+    storage.move_aside(path, reason + "; a new empty call log is started")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """A database error that means the file is damaged (not "locked", "busy", "readonly")."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
+def quarantine_damaged(paths: Iterable[Path] | None = None) -> list[Path]:
+    """Damage found *after* opening (a malformed page): move aside every call log this process
+    opened (or ``paths``) that fails SQLite's ``quick_check``, so a fresh one is started."""
+    from .. import storage
+
+    moved = []
+    for path in sorted(OPENED if paths is None else paths):
+        if not path.exists():
+            continue
+        with storage.locked(path):
+            try:
+                conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+                try:
+                    verdict = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+                finally:
+                    conn.close()
+                reason = None if verdict == "ok" else f"quick_check: {verdict}"
+            except sqlite3.OperationalError:
+                continue
+            except sqlite3.DatabaseError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            if reason:
+                _move_db_aside(path, reason)
+                moved.append(path)
+    return moved
+
+
 def text_hash(text: str | None) -> str | None:
     return None if text is None else hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
@@ -230,6 +277,7 @@ class LearningStore:
         from .. import storage
 
         storage.ensure_dir(self.path.parent)
+        OPENED.add(self.path)
         try:
             return self._open()
         except sqlite3.OperationalError:
@@ -242,12 +290,7 @@ class LearningStore:
             except sqlite3.OperationalError:
                 raise
             except sqlite3.DatabaseError as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-            for suffix in ("-wal", "-shm", "-journal"):  # they belong to the broken file
-                side = self.path.with_name(self.path.name + suffix)
-                if side.exists():
-                    os.replace(side, side.with_name(f"{side.name}.corrupt-{os.getpid()}"))
-            storage.move_aside(self.path, reason + "; a new empty call log was started")
+                _move_db_aside(self.path, f"{type(exc).__name__}: {exc}")
             return self._open()
 
     def _open(self) -> sqlite3.Connection:
@@ -303,7 +346,21 @@ class LearningStore:
 
     # -- writing calls ------------------------------------------------------------------------
     def record_call(self, record: CallRecord, *, learn: bool = True, keep_text: bool = True) -> int:
-        """Log one call and (``learn``) apply its consensus games to the ratings, atomically."""
+        """Log one call and (``learn``) apply its consensus games to the ratings, atomically.
+
+        A damaged file found while writing is moved aside and the call written to a fresh one
+        (learning never stops silently because of a broken file)."""
+        try:
+            return self._record_call(record, learn=learn, keep_text=keep_text)
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            self.close()
+            if not quarantine_damaged([self.path]):
+                raise
+            return self._record_call(record, learn=learn, keep_text=keep_text)
+
+    def _record_call(self, record: CallRecord, *, learn: bool, keep_text: bool) -> int:
         now = record.ts if record.ts is not None else time.time()
         # Every stored text passes the redactor (errors and raw replies can quote keys) and the
         # long ones are capped (a 20 MB context is not stored whole on every call).
