@@ -108,3 +108,11 @@ def test_an_echoed_key_appears_in_no_output_file_or_row(server, fscale_home):
     for path in fscale_home.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_the_refusal_names_the_line_in_the_right_table(fscale_home):
+    (fscale_home / "config.toml").write_text(
+        '[providers.a]\nbase_url = "http://127.0.0.1:1/v1"\napi_key_env = "A_KEY"\n\n'
+        f'[providers.b]\nbase_url = "http://127.0.0.1:2/v1"\nheaders = {{x = 1, token = "{LITERAL}"}}\n')
+    with pytest.raises(ConfigError, match=r"config\.toml:7: \[providers\.b\.headers\] token"):
+        load_settings()

@@ -272,7 +272,10 @@ def check_no_secrets(doc: dict[str, Any], text: str, path: Path) -> None:
         if not isinstance(node, str) or not node.strip() or not keys:
             return
         leaf = keys[-1]
-        where = _where(path, _line_of(text, leaf))
+        # The nearest enclosing [table] header, so the line is the one in the right table.
+        start = next((line for n in range(len(keys) - 1, 0, -1)
+                      if (line := _table_line(text, ".".join(keys[:n])))), 0)
+        where = _where(path, _line_of(text, leaf, start) or _line_of(text, leaf))
         table = ".".join(keys[:-1])
         if leaf.endswith("_env"):
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", node) or looks_like_secret(node):
