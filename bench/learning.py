@@ -56,11 +56,11 @@ FAMILIES = {
 
 def load_data(data: Path):
     gold, options = {}, {}
-    with open(data / "questions.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            q = json.loads(line)
-            gold[q["id"]] = q["answer"]
-            options[q["id"]] = len(q["options"])
+    from fscale_tui.engine.jsonl import read_jsonl
+
+    for _, q in read_jsonl(data / "questions.jsonl", "questions file"):
+        gold[q["id"]] = q["answer"]
+        options[q["id"]] = len(q["options"])
     with open(data / "answers.csv", encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     models = [c for c in rows[0] if c != "id"]

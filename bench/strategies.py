@@ -44,15 +44,15 @@ INSTRUCTION = "\n\nSolve it step by step, then end with a final line 'The answer
 
 
 def load_items(path: Path, n: int, offset: int) -> list[dict[str, str]]:
+    from fscale_tui.engine.jsonl import read_jsonl
+
     items = []
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            if i < offset or not line.strip():
-                continue
-            obj = json.loads(line)
-            items.append({"question": obj["question"], "gold": gsm8k_gold(obj["answer"])})
-            if len(items) == n:
-                break
+    for lineno, obj in read_jsonl(path, "data file"):
+        if lineno <= offset:
+            continue
+        items.append({"question": obj["question"], "gold": gsm8k_gold(obj["answer"])})
+        if len(items) == n:
+            break
     return items
 
 

@@ -81,6 +81,7 @@ class Behaviour:
     reply_fn: Callable[[dict], str] | None = None  # compute the reply from the request body
     usage: bool = True  # include usage {prompt_tokens, completion_tokens, total_tokens}
     error_body: str | None = None  # body for non-200 replies (default: OpenAI-style error JSON)
+    echo_auth: bool = False  # non-200 error message quotes the request's Authorization header
 
 
 @dataclass
@@ -806,6 +807,10 @@ class StubOpenAIServer:
                 payload = beh.error_body.encode()
             else:
                 payload = _error_json(status, f"stub error {status} for model {rec.model}")
+            if beh.echo_auth:  # like servers that quote the credentials they refused
+                auth = req.headers.get("authorization", "")
+                payload = _error_json(status, f"invalid credentials: Authorization: {auth} "
+                                              f"(key {auth.split()[-1] if auth else ''})")
             self._finish(rec)
             conn._write_simple(status, payload, req.keep_alive, extra=extra)
             return

@@ -68,14 +68,41 @@ def test_invalid_config_values_are_clear_errors(fscale_home):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
-def test_corrupt_config_is_moved_aside_with_a_warning(fscale_home):
+def test_a_broken_config_is_exit_2_naming_file_and_line_and_is_left_alone(fscale_home):
     cfg = fscale_home / "config.toml"
-    cfg.write_text("this is [not toml")
+    text = '[providers.mine]\nbase_url = "http://127.0.0.1:1/v1"\n\n[panels\ndefault = ["a"]\n'
+    cfg.write_text(text)
     proc = run_cli("panels")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"fscale: error: {cfg}:4: invalid TOML") and proc.stderr.count("\n") == 1
+    assert cfg.read_text() == text and not list(fscale_home.glob("config.toml.corrupt-*"))
+    # Writers refuse too: a panel edit never rewrites the user's broken file.
+    proc = run_cli("panels", "set", "x", "fast-a")
+    assert proc.returncode == 2 and cfg.read_text() == text
+
+
+def test_config_that_is_not_utf8_is_exit_2(fscale_home):
+    cfg = fscale_home / "config.toml"
+    cfg.write_bytes(b'[defaults]\nk = 3\npanel = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"config\.toml:3: not valid UTF-8"):
+        load_settings()
+    assert cfg.exists()
+
+
+def test_unknown_keys_warn_with_the_closest_known_key(fscale_home):
+    (fscale_home / "config.toml").write_text(
+        '[defautls]\nk = 5\n\n[defaults]\ntie_breakk = "rating"\n\n'
+        '[providers.p]\nbase_url = "http://127.0.0.1:1/v1"\nrmp = 60\n'
+        '[models.m]\nprovider = "p"\nid = "x"\nteir = "fast"\n')
+    proc = run_cli("config", "show", "--json")
     assert proc.returncode == 0
-    assert "moved aside" in proc.stderr
-    assert not cfg.exists()
-    assert len(list(fscale_home.glob("config.toml.corrupt-*"))) == 1
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("fscale: warning:")]
+    assert len(warnings) == 4, proc.stderr
+    joined = "\n".join(warnings)
+    assert "config.toml:1: unknown table or key [defautls] ignored (did you mean defaults?)" in joined
+    assert "config.toml:5: unknown key tie_breakk in [defaults] ignored (did you mean tie_break?)" in joined
+    assert "config.toml:9: unknown key rmp in [providers.p] ignored (did you mean rpm?)" in joined
+    assert "config.toml:13: unknown key teir in [models.m] ignored (did you mean tier?)" in joined
 
 
 def test_corrupt_state_file_is_moved_aside_not_overwritten(fscale_home):

@@ -73,7 +73,7 @@ def test_start_reuse_and_stop_a_real_server(home):
     t0 = time.monotonic()
     first = servers.ensure_server(paths, spec)
     cold = time.monotonic() - t0
-    assert first["started"] and servers.is_our_server(first["pid"])
+    assert first["started"] and servers.owns(first, servers.state_path(paths, ID_05))
     assert first["base_url"].startswith("http://127.0.0.1:")
     t0 = time.monotonic()
     again = servers.ensure_server(paths, spec)

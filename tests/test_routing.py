@@ -101,7 +101,7 @@ def test_stage_specs_and_task_file_errors(tmp_path):
         parse_stages("route:x")
     bad = tmp_path / "t.jsonl"
     bad.write_text('{"id": 1, "question": "q", "answers": ["A", "B"], "label": "C"}\n')
-    with pytest.raises(UsageError, match="line 1"):
+    with pytest.raises(UsageError, match="t.jsonl:1: "):
         load_tasks(bad)
 
 

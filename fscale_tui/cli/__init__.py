@@ -7,6 +7,7 @@ features stay in separate files. One-shot commands never import textual (``fscal
 from __future__ import annotations
 
 import os
+import sys
 
 import typer
 
@@ -50,4 +51,8 @@ def main() -> None:
     # Rich decides colours from the environment; make NO_COLOR explicit for click's output too.
     if os.environ.get("NO_COLOR"):
         os.environ.setdefault("TERM", "dumb")
+    try:
+        common.check_argv(sys.argv)
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
     app()

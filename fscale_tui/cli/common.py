@@ -34,16 +34,20 @@ def stderr_console():
 
 
 def fail(message: str, code: ExitCode) -> None:
-    """Print one clear line on stderr and exit with ``code``."""
-    sys.stderr.write(f"fscale: error: {message}\n")
+    """Print one clear line on stderr (secrets redacted) and exit with ``code``."""
+    from ..engine.redact import redact
+
+    sys.stderr.write(f"fscale: error: {redact(message)}\n")
     raise typer.Exit(int(code))
 
 
 def flush_storage_warnings() -> None:
     from ..engine import storage
 
+    from ..engine.redact import redact
+
     for message in storage.warnings:
-        sys.stderr.write(f"fscale: {message}\n")
+        sys.stderr.write(f"fscale: {redact(message)}\n")
     storage.warnings.clear()
 
 
@@ -98,20 +102,42 @@ def stdin_has_data() -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
 
 
+def decode_utf8(data: bytes, what: str) -> str:
+    """``data`` as text; input that is not UTF-8 is a usage error (exit 2) naming the first bad byte.
+
+    The policy (README "Input"): fscale reads stdin and files as UTF-8 and refuses anything else
+    before a single request is sent, rather than guessing or silently replacing characters that
+    the models would then see (and the call log would store) as something else.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset "
+                         f"{exc.start}); convert it first, e.g. iconv -f LATIN1 -t UTF-8") from None
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def read_stdin(what: str) -> str:
+    """All of stdin as UTF-8 text (see :func:`decode_utf8`)."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # replaced by a text-only object (tests, embedding)
+        return sys.stdin.read()
+    return decode_utf8(stream.read(), f"{what} on stdin")
+
+
 def read_text_file(path: str, what: str) -> str:
     if path == "-":
-        return sys.stdin.read()
+        return read_stdin(what)
     p = Path(path)
     try:
-        return p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"{what} {path!r} does not exist") from None
     except IsADirectoryError:
         raise UsageError(f"{what} {path!r} is a directory") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{what} {path!r} is not UTF-8 text") from None
     except OSError as exc:
         raise UsageError(f"{what} {path!r} cannot be read: {exc.strerror}") from None
+    return decode_utf8(data, f"{what} {path!r}")
 
 
 def resolve_context(context: str | None, context_file: str | None, *, use_stdin: bool = True) -> str | None:
@@ -123,9 +149,18 @@ def resolve_context(context: str | None, context_file: str | None, *, use_stdin:
     if context_file is not None:
         return read_text_file(context_file, "context file")
     if use_stdin and stdin_has_data():
-        data = sys.stdin.read()
+        data = read_stdin("context")
         return data if data.strip() else None
     return None
+
+
+def check_argv(argv: list[str]) -> None:
+    """Arguments that were not valid UTF-8 arrive as lone surrogates: refuse them (exit 2)."""
+    for i, arg in enumerate(argv[1:], 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            fail(f"argument {i} is not valid UTF-8", ExitCode.USAGE_ERROR)
 
 
 def split_list(value: str | None) -> tuple[str, ...] | None:
@@ -136,7 +171,10 @@ def split_list(value: str | None) -> tuple[str, ...] | None:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    """One JSON document on stdout; its text passes the redactor (vote errors quote servers)."""
+    from ..engine.redact import redact
+
+    sys.stdout.write(redact(json.dumps(obj, ensure_ascii=False)) + "\n")
     sys.stdout.flush()
 
 
@@ -162,17 +200,18 @@ def engine_facade(settings: Any = None) -> Iterator[Any]:
 def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any]) -> list[Any]:
     """Read a JSONL batch file ('-' = stdin): one ``build(obj)`` per non-empty line.
 
-    A line that is not a JSON object with a ``question``, or that ``build`` rejects, becomes a
-    ``UsageError("line N: ...")`` in its place, so one bad line never stops the batch.
+    Lines end at ``\\n`` only (U+2028, U+2029 and U+0085 inside a JSON string are text), and each
+    line is decoded on its own: a line that is not UTF-8, not a JSON object with a ``question``,
+    or that ``build`` rejects becomes a ``UsageError("line N: ...")`` in its place, so one bad
+    line never stops the batch.
     """
-    text = read_text_file(path, "batch file")
+    from ..engine.jsonl import JSONLError, iter_jsonl, read_bytes
+
     items: list[Any] = []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        obj: Any = None
+    for lineno, obj in iter_jsonl(read_bytes(path, "batch file")):
         try:
-            obj = json.loads(line)
+            if isinstance(obj, JSONLError):
+                raise obj
             if not isinstance(obj, dict):
                 raise ValueError("not a JSON object")
             if not isinstance(obj.get("question"), str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..engine.events import (Cancelled, ChallengerAnswered, Decided, Event, MemberSubstituted,
@@ -16,7 +17,7 @@ class EventPrinter:
     """Prints one line per meaningful event; silent when ``quiet``."""
 
     def __init__(self, console: Any, quiet: bool = False) -> None:
-        self.console = console
+        self.console = _RedactingConsole(console)
         self.quiet = quiet
 
     def __call__(self, event: Event) -> None:
@@ -30,7 +31,7 @@ class EventPrinter:
             answer = event.answer if event.answer is not None else "[yellow]no answer[/yellow]"
             c.print(f"  [green]✓[/green] {event.model:<22} {answer:<12} {event.latency_s:6.2f}s")
         elif isinstance(event, VoteFailed):
-            c.print(f"  [red]✗[/red] {event.model:<22} [red]{event.error}[/red]", markup=True)
+            c.print(f"  [red]✗[/red] {event.model:<22} [red]{_text(event.error)}[/red]", markup=True)
         elif isinstance(event, MemberSubstituted):
             c.print(f"  [cyan]⇄[/cyan] {event.model} → {event.substitute} ({event.reason})")
         elif isinstance(event, Cancelled):
@@ -48,12 +49,39 @@ class EventPrinter:
             c.print(summary(event.result))
         elif isinstance(event, ChallengerAnswered):
             v = event.vote
-            what = v.answer or v.error or v.status
+            what = _text(v.answer or v.error or v.status)
             c.print(f"  [dim]◇ challenger {v.model}: {what} (not part of the decision)[/dim]")
         elif isinstance(event, ProbeResult):
             style = STATUS_STYLE.get(event.status, "")
             lat = f"{event.latency_s:6.2f}s" if event.latency_s is not None else "      -"
-            c.print(f"  {event.model:<22} [{style}]{event.status:<13}[/{style}] {lat}  {event.detail}")
+            c.print(f"  {event.model:<22} [{style}]{event.status:<13}[/{style}] {lat}  {_text(event.detail)}")
+
+
+def _text(value: Any) -> str:
+    """Server-provided text: secrets masked, and printed literally (not as rich markup)."""
+    from rich.markup import escape
+
+    from ..engine.redact import redact
+
+    return escape(redact(str(value)) or "")
+
+
+class _RedactingConsole:
+    """A console whose every printed line passes the redactor (stderr lines quote servers)."""
+
+    def __init__(self, console: Any) -> None:
+        self._console = console
+
+    def print(self, text: Any = "", *args: Any, **kwargs: Any) -> None:
+        from ..engine.redact import MASK, redact
+
+        if isinstance(text, str):
+            # A mask inserted here must not be read as the markup tag [redacted].
+            text = re.sub(r"(?<!\\)" + re.escape(MASK), lambda m: "\\" + MASK, redact(text) or "")
+        self._console.print(text, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._console, name)
 
 
 def plural(n: int, word: str) -> str:

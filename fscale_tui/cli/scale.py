@@ -9,7 +9,7 @@ import typer
 
 from ..engine.errors import UsageError
 from ..engine.requests import is_auto, parse_k, scale_request, verify_request
-from .common import (BatchOutput, guarded, read_batch_items, print_json, read_text_file, resolve_context, run, split_list,
+from .common import (BatchOutput, guarded, read_batch_items, print_json, read_stdin, read_text_file, resolve_context, run, split_list,
                      stderr_console, stdin_has_data)
 
 SELECT = "Choosing models"
@@ -192,7 +192,7 @@ def verify(
     if draft_file is not None:
         draft = read_text_file(draft_file, "draft file")
     elif stdin_has_data():
-        draft = sys.stdin.read()
+        draft = read_stdin("draft")
     else:
         raise UsageError("no draft: pipe it on stdin or give --draft FILE")
     request = verify_request(src, draft, question=question, models=split_list(models),

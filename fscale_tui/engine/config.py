@@ -22,11 +22,23 @@ The file format is design §3's contract::
 
     [defaults]                     # optional: any key of SETTINGS below
     k = 3
+
+The user's file is never moved, rewritten or ignored because it is broken: invalid TOML, bytes
+that are not UTF-8, a bad value or a literal secret is a :class:`ConfigError` (exit 2) whose
+message starts with ``config.toml:LINE:``. A key fscale does not know is ignored with a one-line
+warning naming the closest known key. Secrets: a non-empty string under any key whose name is or
+contains a secret-ish word (key, token, secret, password, authorization, auth, bearer, headers,
+credential, cookie; whole words, so ``max_tokens`` is fine), anywhere in the file, is refused, and
+so is an ``*_env`` value that is not a variable name or looks like a key; the value is never
+printed. The values of every provider's ``api_key_env`` variable are registered with the
+redactor (:mod:`.redact`) when the settings are loaded.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,9 +165,165 @@ def _convert(setting: Setting, raw: Any, origin: str) -> Any:
         raise ConfigError(f"{origin}: {setting.name} = {raw!r} is not a valid {setting.type.__name__}") from None
 
 
+#: Top-level tables of config.toml, and the keys each kind of table knows. A key that is not here
+#: is ignored with a one-line warning naming the closest known key (typos must not go unnoticed).
+TOP_LEVEL_KEYS = ("providers", "models", "panels", "defaults")
+PROVIDER_KEYS = ("base_url", "api_key_env", "rpm", "burst", "concurrency", "type",
+                 "path",  # type = "replay"
+                 "idle_timeout", "n_ctx", "parallel", "threads",  # local llama.cpp servers
+                 "continuation")
+MODEL_KEYS = ("provider", "id", "tier", "family", "cost", "params", "variant", "continuation",
+              "weights", "gguf", "hf_repo", "hf_file", "hf_revision",
+              "idle_timeout", "n_ctx", "parallel", "threads")
+
+#: Key names under which a string is a literal secret (matched as whole words of the key name,
+#: so ``max_tokens`` is not a token and ``api_key_env`` is handled on its own).
+SECRET_WORDS = frozenset({"key", "apikey", "token", "secret", "password", "passwd", "passphrase",
+                          "authorization", "auth", "bearer", "headers", "credential",
+                          "credentials", "cookie"})
+
+_warned: set[str] = set()
+
+
+def _key_words(name: str) -> list[str]:
+    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name))
+    return [w for w in re.split(r"[^a-z0-9]+", name.lower()) if w]
+
+
+def is_secret_key_name(name: str) -> bool:
+    words = _key_words(name)
+    compact = "".join(words)
+    return bool(SECRET_WORDS.intersection(words)) or any(
+        w in compact for w in ("apikey", "secret", "password", "authorization", "bearer", "accesskey"))
+
+
+def _line_of(text: str, key: str, after: int = 0) -> int | None:
+    """Best effort: the 1-based line of ``key = ...`` in the TOML text (for file:line messages)."""
+    pattern = re.compile(r'(?:^|[{,\s.])["\']?' + re.escape(str(key)) + r'["\']?\s*=', re.M)
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if lineno > after and pattern.search(line):
+            return lineno
+    return None
+
+
+def _table_line(text: str, dotted: str) -> int | None:
+    pattern = re.compile(r"^\s*\[\s*" + re.escape(dotted).replace(r"\.", r"\s*\.\s*") + r"\s*\]", re.M)
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if pattern.search(line):
+            return lineno
+    return None
+
+
+def _where(path: Path, line: int | None) -> str:
+    return f"{path}:{line}" if line else str(path)
+
+
+def _warn(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        storage.warnings.append(f"warning: {message}")
+
+
 def read_user_config(path: Path) -> dict[str, Any]:
-    """Parse config.toml; a file that is not valid TOML is moved aside with a warning."""
-    return storage.read_parsed(path, lambda raw: tomllib.loads(raw.decode("utf-8")), dict)
+    """Parse config.toml. The user's file is never moved or rewritten because it is broken:
+    invalid TOML, bad bytes or a literal secret is a :class:`ConfigError` (exit 2) naming
+    ``file:line``; unknown keys get a one-line warning with the closest known key."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        found = re.search(r"\s*\(at line (\d+), column (\d+)\)$", msg)
+        if found:
+            line, what = int(found[1]), f"{msg[:found.start()]} (column {found[2]})"
+        elif msg.endswith("(at end of document)"):
+            line, what = text.count("\n") + (0 if text.endswith("\n") else 1), msg
+        else:
+            line, what = None, msg
+        raise ConfigError(f"{_where(path, line)}: invalid TOML: {what}") from None
+    check_no_secrets(doc, text, path)
+    warn_unknown_keys(doc, text, path)
+    return doc
+
+
+def check_no_secrets(doc: dict[str, Any], text: str, path: Path) -> None:
+    """Refuse a literal secret anywhere in config.toml (never printing it)."""
+    from .redact import looks_like_secret
+
+    def walk(node: Any, keys: list[str]) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, [*keys, str(k)])
+            return
+        if isinstance(node, list):
+            for v in node:
+                walk(v, keys)
+            return
+        if not isinstance(node, str) or not node.strip() or not keys:
+            return
+        leaf = keys[-1]
+        # The nearest enclosing [table] header, so the line is the one in the right table.
+        start = next((line for n in range(len(keys) - 1, 0, -1)
+                      if (line := _table_line(text, ".".join(keys[:n])))), 0)
+        where = _where(path, _line_of(text, leaf, start) or _line_of(text, leaf))
+        table = ".".join(keys[:-1])
+        if leaf.endswith("_env"):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", node) or looks_like_secret(node):
+                raise ConfigError(f"{where}: [{table}] {leaf} must be the NAME of an environment "
+                                  "variable, and its value looks like a key: put the key in the "
+                                  "environment and write its name here (value not shown)")
+            return
+        # Table names (provider names, model aliases, panel names) are the user's words, not keys.
+        named = keys[2:] if keys[0] in ("providers", "models") else [] if keys[0] == "panels" else keys
+        if any(is_secret_key_name(k) for k in named):
+            raise ConfigError(f"{where}: [{table}] {leaf} looks like a secret (value not shown): "
+                              "keys never go in config.toml; set an environment variable and "
+                              "name it with api_key_env = \"NAME_OF_ENV_VAR\"")
+
+    walk(doc, [])
+
+
+def _suggest(key: str, known: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"
+
+
+def warn_unknown_keys(doc: dict[str, Any], text: str, path: Path) -> None:
+    for key in doc:
+        if key not in TOP_LEVEL_KEYS:
+            line = _table_line(text, key) or _line_of(text, key)
+            _warn(f"{_where(path, line)}: unknown table or key [{key}] ignored"
+                  f"{_suggest(key, TOP_LEVEL_KEYS)}")
+    kinds = {"providers": PROVIDER_KEYS, "models": MODEL_KEYS}
+    for kind, known in kinds.items():
+        tables = doc.get(kind)
+        if not isinstance(tables, dict):
+            continue
+        for name, fields in tables.items():
+            if not isinstance(fields, dict):
+                continue
+            start = _table_line(text, f"{kind}.{name}") or 0
+            for key in fields:
+                if key not in known:
+                    _warn(f"{_where(path, _line_of(text, key, start))}: unknown key {key} in "
+                          f"[{kind}.{name}] ignored{_suggest(key, known)}")
+    defaults = doc.get("defaults")
+    if isinstance(defaults, dict):
+        start = _table_line(text, "defaults") or 0
+        for key in defaults:
+            if key not in SETTINGS:
+                _warn(f"{_where(path, _line_of(text, key, start))}: unknown key {key} in "
+                      f"[defaults] ignored{_suggest(key, tuple(SETTINGS))}")
 
 
 def _table(doc: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
@@ -193,9 +361,6 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None)
         ptype = merged.get("type", "openai")
         if ptype == "openai" and not merged.get("base_url"):
             raise ConfigError(f"{cfg_path}: [providers.{name}] needs base_url")
-        if "api_key" in fields:
-            raise ConfigError(f"{cfg_path}: [providers.{name}] must not contain a key: "
-                              "use api_key_env = \"NAME_OF_ENV_VAR\"")
         providers[name] = ProviderConfig(name=name, base_url=str(merged.get("base_url", "")),
                                          api_key_env=merged.get("api_key_env"),
                                          rpm=merged.get("rpm"), burst=merged.get("burst"),
@@ -246,6 +411,10 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None)
         if env.get(setting.env) not in (None, ""):
             values[name] = _convert(setting, env[setting.env], f"environment {setting.env}")
             sources[name] = "env"
+    # Every configured key variable's value is removed from all text fscale prints or stores.
+    from .redact import register_secrets
+
+    register_secrets(p.api_key(env) for p in providers.values())
     return Settings(paths=paths, providers=providers, models=models, panels=panels,
                     values=values, sources=sources, env=env, user_config=doc)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import storage
 from .config import ModelConfig, Settings
+from .redact import redact
 
 DOWN = ("dead", "unavailable", "rate_limited")
 PROBE_MESSAGES = [{"role": "user", "content": "Reply with the single word OK."}]
@@ -79,7 +80,7 @@ class HealthStore:
         else:
             expires = None
         entry = {"status": status, "checked_at": now, "expires_at": expires,
-                 "latency_s": latency_s, "detail": detail[:200],
+                 "latency_s": latency_s, "detail": (redact(detail) or "")[:200],
                  "fingerprint": fingerprint(model, self.settings)}
 
         def change(doc: dict[str, Any]) -> None:

@@ -46,7 +46,14 @@ class Paths:
         )
 
     def ensure(self, which: str) -> Path:
-        """Return one of the directories (``"data"``, ``"state"``, ...), creating it if needed."""
+        """Return one of the directories (``"data"``, ``"state"``, ...), creating it (0700) if needed."""
         path: Path = getattr(self, f"{which}_dir")
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # fscale's own folders are private (an older version created them 0755).
+        try:
+            st = path.stat()
+            if st.st_uid == os.getuid() and st.st_mode & 0o077:
+                os.chmod(path, st.st_mode & 0o700)
+        except OSError:
+            pass
         return path

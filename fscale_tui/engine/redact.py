@@ -15,12 +15,17 @@ from collections.abc import Iterable
 MASK = "[redacted]"
 
 #: Values shorter than this are not registered (replacing "a" everywhere would garble text).
-MIN_SECRET_LEN = 6
+MIN_SECRET_LEN = 8
+#: A value without a digit is registered only from this length on: placeholders that local
+#: servers accept ("ollama", "lm-studio", "EMPTY") are words that also occur in model names and
+#: URLs, and masking them would garble output without protecting anything.
+MIN_WORD_SECRET_LEN = 16
 
-#: Bearer tokens and common key shapes (NVIDIA ``nvapi-``, GitHub ``ghp_``/``github_pat_``,
+#: Bearer tokens (8+ token characters with a digit, so prose such as "Bearer authentication"
+#: is left alone) and common key shapes (NVIDIA ``nvapi-``, GitHub ``ghp_``/``github_pat_``,
 #: OpenAI-style ``sk-``), so a key that was never registered is still removed.
 _PATTERNS = re.compile(
-    r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"
+    r"(?i)(bearer\s+)(?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~+/=-]{8,}"
     r"|\bnvapi-[A-Za-z0-9_-]{8,}"
     r"|\bgh[pousr]_[A-Za-z0-9]{16,}"
     r"|\bgithub_pat_[A-Za-z0-9_]{16,}"
@@ -33,8 +38,10 @@ _secrets: set[str] = set()
 def register_secrets(values: Iterable[str | None]) -> None:
     """Remember secret values (API keys from the environment) so :func:`redact` removes them."""
     for value in values:
-        if value and len(value.strip()) >= MIN_SECRET_LEN:
-            _secrets.add(value.strip())
+        value = (value or "").strip()
+        if len(value) >= MIN_SECRET_LEN and (len(value) >= MIN_WORD_SECRET_LEN
+                                             or re.search(r"\d", value)):
+            _secrets.add(value)
 
 
 def _sub(match: re.Match[str]) -> str:
@@ -52,11 +59,21 @@ def redact(text: str | None) -> str | None:
     return _PATTERNS.sub(_sub, text)
 
 
+_KEY_PREFIXES = re.compile(r"^((?i:bearer\s+\S|nvapi-|sk-|gh[pousr]_|github_pat_|xox[bap]-)|AKIA[A-Z0-9]{12})")
+_RANDOM_RUN = re.compile(r"[A-Za-z0-9]{16,}")
+
+
 def looks_like_secret(value: str) -> bool:
-    """True for a string that is shaped like a key or token (not like a variable name)."""
+    """True for a string shaped like a key or token rather than like a variable name.
+
+    A well-known key prefix (``sk-``, ``nvapi-``, ``ghp_``, ``Bearer ...``), a registered secret,
+    or a run of 16+ letters and digits with both kinds in it (variable names such as
+    ``OPENAI_API_KEY`` are words joined by ``_``; keys are long random runs).
+    """
     value = value.strip()
-    if _PATTERNS.fullmatch(value) or _PATTERNS.fullmatch("Bearer " + value):
-        # "Bearer X" matches any word: only treat it as a key when it is long and mixed.
-        return len(value) >= 20 and not re.fullmatch(r"[A-Z][A-Z0-9_]*", value)
-    return len(value) >= 24 and bool(re.search(r"\d", value)) and bool(re.search(r"[a-z]", value)) \
-        and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value)
+    if not value:
+        return False
+    if value in _secrets or _KEY_PREFIXES.search(value) or _PATTERNS.fullmatch(value):
+        return True
+    return any(re.search(r"\d", run) and re.search(r"[A-Za-z]", run)
+               for run in _RANDOM_RUN.findall(value))

@@ -40,6 +40,7 @@ import httpx
 
 from .config import ProviderConfig, Settings
 from .errors import ConfigError
+from .jsonl import JSONLError, iter_jsonl, iter_lines
 
 TASK_ID_FIELD = "fscale_task_id"
 
@@ -63,13 +64,17 @@ class ReplayIndex:
         self.models: set[str] = set()
 
     @classmethod
-    def from_lines(cls, lines: Iterable[str], origin: str = "replay file") -> "ReplayIndex":
+    def from_lines(cls, lines: Iterable[str | bytes], origin: str = "replay file") -> "ReplayIndex":
+        """Index already-split lines (each one record; see :mod:`.jsonl`)."""
+        return cls._from_parsed(iter_lines(lines), origin)
+
+    @classmethod
+    def _from_parsed(cls, parsed: Iterable[tuple[int, Any]], origin: str) -> "ReplayIndex":
         index = cls()
-        for lineno, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
+        for lineno, obj in parsed:
             try:
-                obj = json.loads(line)
+                if isinstance(obj, JSONLError):
+                    raise obj
                 if not isinstance(obj, dict):
                     raise ValueError("not a JSON object")
                 model = obj["model"]
@@ -79,7 +84,7 @@ class ReplayIndex:
                 if obj.get("id") is None and not obj.get("prompt_sha256"):
                     raise ValueError("needs 'id' or 'prompt_sha256'")
             except (ValueError, KeyError, TypeError) as exc:
-                raise ConfigError(f"{origin} line {lineno}: {exc}") from None
+                raise ConfigError(f"{origin}:{lineno}: {exc}") from None
             model = str(model)
             index.models.add(model)
             if obj.get("id") is not None:
@@ -91,10 +96,12 @@ class ReplayIndex:
     @classmethod
     def load(cls, path: Path) -> "ReplayIndex":
         try:
-            with path.open(encoding="utf-8") as fh:
-                return cls.from_lines(fh, str(path))
+            data = path.read_bytes()
         except FileNotFoundError:
             raise ConfigError(f"replay file {str(path)!r} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"replay file {str(path)!r} cannot be read: {exc.strerror}") from None
+        return cls._from_parsed(iter_jsonl(data), str(path))
 
     def lookup(self, model: str, task_id: str | None, sha: str) -> tuple[bool, str | None]:
         """-> (found, reply)."""

@@ -4,7 +4,11 @@ Every write goes to a temporary file in the same directory, is fsynced, then ren
 target, so a reader (or a process killed mid-write) only ever sees the old or the new content.
 Read-modify-write cycles hold an exclusive ``fcntl`` lock on a sibling ``.lock`` file, so
 concurrent processes serialise instead of losing each other's updates. A file that cannot be
-parsed is moved aside (``name.corrupt-<timestamp>``) with a warning, never silently overwritten.
+parsed is moved aside (``name.corrupt-<timestamp>``) with a warning, never silently overwritten
+(this is for fscale's own state files; the user's config.toml is never moved, see config.py).
+Files are written 0600 and the folders created for them 0700. A temporary file is named
+``.<name>.<pid>.<random>.tmp``; one whose writer was killed (its pid is gone) is removed by the
+next write of the same file.
 """
 
 from __future__ import annotations
@@ -27,10 +31,70 @@ T = TypeVar("T")
 warnings: list[str] = []
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file + fsync + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+#: Files fscale writes are private to the user (they hold prompts, replies, ratings), and so are
+#: the folders it creates for them.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+#: A temporary file whose writer's pid cannot be read is left alone for this long (seconds).
+STALE_TEMP_AGE = 600.0
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create ``path`` (and its parents) with mode 0700 if it does not exist yet."""
+    path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    return path
+
+
+def _temp_prefix(path: Path) -> str:
+    """Temporary files of ``path`` carry their writer's pid: ``.<name>.<pid>.<random>.tmp``."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def clean_stale_temps(path: Path) -> list[Path]:
+    """Remove temporary files of ``path`` left by a writer that was killed mid-write.
+
+    A temp file is stale when the pid in its name is no longer running (another live writer's
+    file is never touched), or, for names without a pid, when it is older than STALE_TEMP_AGE.
+    """
+    removed = []
+    head = f".{path.name}."
+    try:
+        candidates = [p for p in path.parent.iterdir()
+                      if p.name.startswith(head) and p.name.endswith(".tmp")]
+    except OSError:
+        return removed
+    for tmp in candidates:
+        pid_text = tmp.name[len(head):].split(".", 1)[0]
+        try:
+            if pid_text.isdigit():
+                stale = int(pid_text) != os.getpid() and not _pid_alive(int(pid_text))
+            else:
+                stale = time.time() - tmp.stat().st_mtime > STALE_TEMP_AGE
+            if stale:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:
+            continue
+    return removed
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file + fsync + rename), mode 0600."""
+    ensure_dir(path.parent)
+    clean_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -51,7 +115,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
             os.close(dfd)
 
 
-def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
+def atomic_write_text(path: Path, text: str, mode: int = FILE_MODE) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), mode)
 
 
@@ -59,8 +123,8 @@ def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
 def locked(path: Path) -> Iterator[None]:
     """Hold an exclusive cross-process lock associated with ``path``."""
     lock_path = path.with_name(path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    ensure_dir(lock_path.parent)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -73,7 +137,9 @@ def move_aside(path: Path, reason: str) -> Path:
     """Rename an unreadable file out of the way and record a warning."""
     target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
     os.replace(path, target)
-    message = f"warning: {path} could not be read ({reason}); moved aside to {target.name}"
+    from .redact import redact
+
+    message = redact(f"warning: {path} could not be read ({reason}); moved aside to {target.name}")
     warnings.append(message)
     log.warning(message)
     return target

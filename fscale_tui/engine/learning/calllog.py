@@ -13,6 +13,12 @@ write lock and no update is lost.
 What is stored: ``log_calls = false`` (config ``[defaults]`` or ``FSCALE_LOG_CALLS=0``) turns the
 log and the learning off. ``log_text = false`` (or ``fscale scale --no-log``) keeps only hashes,
 votes, latencies and the decision: no question, context, raw reply or reasoning text.
+
+Every stored text passes the redactor (an error body can quote an API key), and long texts are
+capped at :data:`TEXT_CAP_BYTES` (64 KiB) each, with the full length and sha256 kept in
+``extra["truncated"]``. The file is created 0600; a file SQLite cannot read ("file is not a
+database") is moved aside to ``learning.db.corrupt-<time>-<pid>`` with a warning and a fresh,
+empty log is started.
 """
 
 from __future__ import annotations
@@ -20,14 +26,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..redact import redact
 from . import ratings as R
 
 DB_NAME = "learning.db"
@@ -104,6 +112,73 @@ CREATE INDEX IF NOT EXISTS history_by_model ON rating_history(model, seq);
 RATED_STATUSES = ("answered", "no_answer")
 #: Reply roles that take part in the rating games of a call.
 RATED_ROLES = ("member", "challenger")
+
+
+#: Stored text is capped (README "What the call log keeps"): question, context, raw replies and
+#: reasoning keep their first TEXT_CAP_BYTES of UTF-8 (cut at a character boundary). The hash
+#: columns are of the whole text, and ``extra["truncated"]`` says, per capped field, its full
+#: length in characters and bytes and the sha256 of the whole.
+TEXT_CAP_BYTES = 64 * 1024
+
+
+def cap_text(text: str | None, name: str, truncated: dict[str, Any]) -> str | None:
+    """``text`` redacted and capped to :data:`TEXT_CAP_BYTES`; notes a cut in ``truncated``."""
+    if text is None:
+        return None
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) > TEXT_CAP_BYTES:
+        truncated[name] = {"chars": len(text), "bytes": len(data),
+                           "sha256": hashlib.sha256(data).hexdigest(),
+                           "kept_bytes": TEXT_CAP_BYTES}
+        text = data[:TEXT_CAP_BYTES].decode("utf-8", "ignore")
+    return redact(text)
+
+
+#: Call-log files opened by this process (for :func:`quarantine_damaged`).
+OPENED: set[Path] = set()
+
+
+def _move_db_aside(path: Path, reason: str) -> None:
+    """Move a broken database and its -wal/-shm/-journal files aside, with a warning."""
+    from .. import storage
+
+    for suffix in ("-wal", "-shm", "-journal"):  # they belong to the broken file
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            os.replace(side, side.with_name(f"{side.name}.corrupt-{os.getpid()}"))
+    storage.move_aside(path, reason + "; a new empty call log is started")
+
+
+def is_damage(exc: BaseException) -> bool:
+    """A database error that means the file is damaged (not "locked", "busy", "readonly")."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
+def quarantine_damaged(paths: Iterable[Path] | None = None) -> list[Path]:
+    """Damage found *after* opening (a malformed page): move aside every call log this process
+    opened (or ``paths``) that fails SQLite's ``quick_check``, so a fresh one is started."""
+    from .. import storage
+
+    moved = []
+    for path in sorted(OPENED if paths is None else paths):
+        if not path.exists():
+            continue
+        with storage.locked(path):
+            try:
+                conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+                try:
+                    verdict = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+                finally:
+                    conn.close()
+                reason = None if verdict == "ok" else f"quick_check: {verdict}"
+            except sqlite3.OperationalError:
+                continue
+            except sqlite3.DatabaseError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            if reason:
+                _move_db_aside(path, reason)
+                moved.append(path)
+    return moved
 
 
 def text_hash(text: str | None) -> str | None:
@@ -192,8 +267,44 @@ class LearningStore:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            self._conn = self._open_or_recover()
+        return self._conn
+
+    def _open_or_recover(self) -> sqlite3.Connection:
+        """Open the database; a corrupt one is moved aside with a warning and a fresh one started.
+
+        Corruption (``DatabaseError`` that is not an ``OperationalError`` such as "locked") is
+        re-checked under the file's cross-process lock, so two processes that both find it broken
+        move it aside once and then share the fresh file.
+        """
+        from .. import storage
+
+        storage.ensure_dir(self.path.parent)
+        OPENED.add(self.path)
+        try:
+            return self._open()
+        except sqlite3.OperationalError:
+            raise
+        except sqlite3.DatabaseError:
+            pass
+        with storage.locked(self.path):
+            try:
+                return self._open()
+            except sqlite3.OperationalError:
+                raise
+            except sqlite3.DatabaseError as exc:
+                _move_db_aside(self.path, f"{type(exc).__name__}: {exc}")
+            return self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        # Created 0600 (SQLite gives its -wal and -shm files the database file's mode).
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        with contextlib.suppress(OSError):
+            st = self.path.stat()
+            if st.st_mode & 0o077 and st.st_uid == os.getuid():
+                os.chmod(self.path, 0o600)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
@@ -205,8 +316,10 @@ class LearningStore:
                 with self._transaction(conn):  # first use: create the tables once
                     for statement in _schema_statements():
                         conn.execute(statement)
-            self._conn = conn
-        return self._conn
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def close(self) -> None:
         if self._conn is not None:
@@ -236,25 +349,51 @@ class LearningStore:
 
     # -- writing calls ------------------------------------------------------------------------
     def record_call(self, record: CallRecord, *, learn: bool = True, keep_text: bool = True) -> int:
-        """Log one call and (``learn``) apply its consensus games to the ratings, atomically."""
+        """Log one call and (``learn``) apply its consensus games to the ratings, atomically.
+
+        A damaged file found while writing is moved aside and the call written to a fresh one
+        (learning never stops silently because of a broken file)."""
+        try:
+            return self._record_call(record, learn=learn, keep_text=keep_text)
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            self.close()
+            if not quarantine_damaged([self.path]):
+                raise
+            return self._record_call(record, learn=learn, keep_text=keep_text)
+
+    def _record_call(self, record: CallRecord, *, learn: bool, keep_text: bool) -> int:
         now = record.ts if record.ts is not None else time.time()
+        # Every stored text passes the redactor (errors and raw replies can quote keys) and the
+        # long ones are capped (a 20 MB context is not stored whole on every call).
+        truncated: dict[str, Any] = {}
+        question = cap_text(record.question, "question", truncated) if keep_text else None
+        context = cap_text(record.context, "context", truncated) if keep_text else None
+        rows = [(r.role, r.model, redact(r.answer), r.status, r.latency_s, redact(r.error),
+                 r.substitute_for,
+                 cap_text(r.raw, f"replies[{i}].raw", truncated) if keep_text else None,
+                 cap_text(r.thinking, f"replies[{i}].thinking", truncated) if keep_text else None,
+                 r.tokens)
+                for i, r in enumerate(record.replies)]
+        extra = dict(record.extra)
+        if truncated:
+            extra["truncated"] = truncated
         with self.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO calls (id, kind, ts, question_hash, context_hash, question, context, "
                 "labels, members, answer, status, confidence, decided_early, elapsed_s, calls_made, "
                 "extra) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (record.id, record.kind, now, text_hash(record.question), text_hash(record.context),
-                 record.question if keep_text else None, record.context if keep_text else None,
-                 json.dumps(record.labels), json.dumps(record.members), record.answer,
+                 question, context,
+                 redact(json.dumps(record.labels)), json.dumps(record.members), redact(record.answer),
                  record.status, record.confidence, int(bool(record.decided_early)),
-                 record.elapsed_s, record.calls_made, json.dumps(record.extra, default=str)))
+                 record.elapsed_s, record.calls_made, redact(json.dumps(extra, default=str))))
             seq = int(cur.lastrowid)
             conn.executemany(
                 "INSERT INTO replies (call_seq, role, model, answer, status, latency_s, error, "
                 "substitute_for, raw, thinking, tokens) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                [(seq, r.role, r.model, r.answer, r.status, r.latency_s, r.error, r.substitute_for,
-                  r.raw if keep_text else None, r.thinking if keep_text else None, r.tokens)
-                 for r in record.replies])
+                [(seq, *row) for row in rows])
             if learn:
                 replies = rated_replies(record.replies)
                 if replies:

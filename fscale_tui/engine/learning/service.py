@@ -13,13 +13,17 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from .. import storage
 from ..background import BackgroundWriter
-from .calllog import CallRecord, LearningStore, ReplyRecord, record_from_scale
+from ..errors import ExitCode, FscaleError
+from .calllog import (CallRecord, LearningStore, ReplyRecord, is_damage, quarantine_damaged,
+                      record_from_scale)
 from .ratings import BASE, ModelRating
+
+T = TypeVar("T")
 
 #: Oldest ratings snapshot the engine uses before refreshing it in the background.
 SNAPSHOT_MAX_AGE_S = 1.0
@@ -28,7 +32,9 @@ SNAPSHOT_WAIT_S = 0.25
 
 
 def _warn(message: str) -> None:
-    storage.warnings.append(message)
+    from ..redact import redact
+
+    storage.warnings.append(redact(message) or "")
 
 
 class CallLog:
@@ -145,24 +151,31 @@ class CallLog:
             await asyncio.gather(self._loading, return_exceptions=True)
 
     # -- reading and feedback (views; blocking) --------------------------------------------
+    def _read(self, fn: Callable[[LearningStore], T]) -> T:
+        """Run ``fn`` on a fresh store; a log damaged past its header is moved aside (a fresh
+        one starts next time) and reported as one clear error."""
+        try:
+            with self.open() as store:
+                return fn(store)
+        except sqlite3.DatabaseError as exc:
+            if is_damage(exc) and quarantine_damaged():
+                raise FscaleError(f"the call log is damaged ({exc}); it was moved aside, run the "
+                                  "command again", ExitCode.INTERNAL_ERROR) from None
+            raise
+
     def history(self, limit: int = 20, text: str | None = None) -> list[dict[str, Any]]:
         """Newest first; ``text`` filters on id, item id, question, answer and status (SQL)."""
-        with self.open() as store:
-            return store.recent(limit, text=text)
+        return self._read(lambda store: store.recent(limit, text=text))
 
     def call(self, call_id: str) -> dict[str, Any]:
-        with self.open() as store:
-            return store.get(call_id)
+        return self._read(lambda store: store.get(call_id))
 
     def ratings(self) -> dict[str, ModelRating]:
-        with self.open() as store:
-            return store.ratings()
+        return self._read(lambda store: store.ratings())
 
     def rating_history(self, models: Sequence[str] | None = None
                        ) -> dict[str, list[tuple[float, float]]]:
-        with self.open() as store:
-            return store.history(models)
+        return self._read(lambda store: store.history(models))
 
     def feedback(self, call_id: str, kind: str, **fields: Any) -> dict[str, Any]:
-        with self.open() as store:
-            return store.add_feedback(call_id, kind, **fields)
+        return self._read(lambda store: store.add_feedback(call_id, kind, **fields))

@@ -36,9 +36,9 @@ def _busy(url: str) -> bool:
         return False
 
 
-def _remove_if_ours(state_file: Path) -> None:
+def _remove_if_ours(state_file: Path, token: str) -> None:
     state = read_state(state_file)
-    if state is not None and int(state["pid"]) == os.getpid():
+    if state is not None and int(state["pid"]) == os.getpid() and state.get("token", "") == token:
         with contextlib.suppress(FileNotFoundError):
             state_file.unlink()
 
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", required=True, help="model id served (and accepted in requests)")
     ap.add_argument("--gguf", required=True)
     ap.add_argument("--state", required=True, type=Path)
+    ap.add_argument("--token", default="", help="random proof of identity, recorded in the state file")
     ap.add_argument("--n-ctx", type=int, default=4096, help="context per parallel slot")
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         url = "http://" + url
     port = int(url.rsplit(":", 1)[1])
     state = {
-        "name": args.name, "pid": os.getpid(), "url": url, "base_url": url + "/v1", "port": port,
+        "name": args.name, "pid": os.getpid(), "token": args.token, "url": url, "base_url": url + "/v1", "port": port,
         "gguf": args.gguf, "n_ctx": args.n_ctx, "parallel": params.n_parallel,
         "threads": args.threads, "idle_timeout": args.idle_timeout,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_s": round(time.time() - started, 3),
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                 except FileNotFoundError:
                     pass
-                _remove_if_ours(args.state)
+                _remove_if_ours(args.state, args.token)
                 reason = f"idle for {args.idle_timeout:g}s"
                 break
     except _Stop as exc:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # finish the clean-up once started
-        _remove_if_ours(args.state)
+        _remove_if_ours(args.state, args.token)
         print(f"fscale-local: stopping {args.name} ({reason})", file=sys.stderr, flush=True)
         del server
     return 0

@@ -10,7 +10,9 @@ after ``idle_timeout`` seconds without use.
 Starting is done under the state file's cross-process lock: two processes that want the same
 model at the same time start it once. A state file whose process is gone, is not ours (pid
 reused), or does not answer ``/health`` with the right model is stale: it is cleaned up and a
-new server started.
+new server started. "Ours" is proven, never assumed: the starter passes a random ``--token``
+and this state file's path to the server, the server records the token in the state file, and
+a process is only reused or signalled when its command line carries both (:func:`owns`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import fcntl
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -105,15 +108,52 @@ def pid_running(pid: int) -> bool:
     return True
 
 
-def is_our_server(pid: int) -> bool:
-    """The process is alive and runs our serve module (guards against a reused pid)."""
+def server_argv(pid: int) -> list[str] | None:
+    """The command line of ``pid`` as a list (``/proc``, else ``ps``); None if it cannot be read."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+    except FileNotFoundError:
+        if Path("/proc/self").exists():
+            return None  # /proc works: the process is gone
+    except OSError:
+        return None
+    try:  # no /proc (macOS, BSD): ps, split on blanks (enough to find our own arguments)
+        out = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.split() or None
+
+
+def _has_pair(argv: list[str], flag: str, value: str) -> bool:
+    return any(a == flag and b == value for a, b in zip(argv, argv[1:]))
+
+
+def is_our_server(pid: int, path: Path | None = None, token: str | None = None) -> bool:
+    """``pid`` is alive and runs ``-m fscale_tui.engine.local.serve``; with ``path`` and
+    ``token``, it was also started with ``--state PATH --token TOKEN`` (this home's server).
+
+    A command line that merely *contains* the module name (an editor, a grep, a server of
+    another FSCALE_HOME whose pid a state file names) is not ours: it is never signalled.
+    Without a readable command line nothing is proven, so nothing is ours.
+    """
     if not pid_running(pid):
         return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True  # no /proc: trust the pid
-    return SERVE_MODULE.encode() in cmdline
+    argv = server_argv(pid)
+    if not argv or not _has_pair(argv, "-m", SERVE_MODULE):
+        return False
+    if path is not None and not _has_pair(argv, "--state", str(path)):
+        return False
+    return token is None or _has_pair(argv, "--token", token)
+
+
+def owns(state: dict[str, Any], path: Path) -> bool:
+    """The state file's server is provably this home's: its pid runs our serve module with
+    this state file and the random token that the state file records (a state file written
+    by an older version, without a token, proves nothing)."""
+    token = state.get("token")
+    return bool(token) and is_our_server(int(state["pid"]), path, str(token))
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -163,8 +203,8 @@ def _remove(path: Path) -> None:
 def try_locked(path: Path) -> Iterator[bool]:
     """Like ``storage.locked`` (same lock file) but never waits: yields whether it got the lock."""
     lock_path = path.with_name(path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    storage.ensure_dir(lock_path.parent)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, storage.FILE_MODE)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -187,7 +227,7 @@ def status(paths: Paths, name: str) -> dict[str, Any]:
     if state is None:
         return {"name": name, "status": "stopped"}
     pid = int(state["pid"])
-    ok = is_our_server(pid) and answers(state, name, timeout=2.0)
+    ok = owns(state, path) and answers(state, name, timeout=2.0)
     out = dict(state)
     out.update(name=name, status="running" if ok else "stale")
     if ok:
@@ -223,12 +263,13 @@ def ensure_server(paths: Paths, spec: ServerSpec, *, start_timeout: float = STAR
         state = read_state(path)
         if state is not None:
             pid = int(state["pid"])
-            if is_our_server(pid) and answers(state, spec.name):
+            ours = owns(state, path)
+            if ours and answers(state, spec.name):
                 with contextlib.suppress(FileNotFoundError):
                     os.utime(path)
                 return {**state, "started": False}
             # Stale: the process died, the pid was reused, or it no longer answers.
-            if is_our_server(pid):
+            if ours:
                 _terminate(pid)
             _remove(path)
         state = _start(paths, spec, path, start_timeout)
@@ -237,14 +278,16 @@ def ensure_server(paths: Paths, spec: ServerSpec, *, start_timeout: float = STAR
 
 def _start(paths: Paths, spec: ServerSpec, path: Path, start_timeout: float) -> dict[str, Any]:
     log = log_path(paths, spec.name)
-    log.parent.mkdir(parents=True, exist_ok=True)
+    storage.ensure_dir(log.parent)
     with contextlib.suppress(OSError):
         if log.stat().st_size > LOG_ROTATE_BYTES:
             os.replace(log, log.with_name(log.name + ".1"))
+    # The token proves later that the process a state file names is the one started here.
+    token = secrets.token_hex(16)
     cmd = [sys.executable, "-m", SERVE_MODULE, "--name", spec.name, "--gguf", spec.gguf,
-           "--state", str(path), "--n-ctx", str(spec.n_ctx), "--parallel", str(spec.parallel),
+           "--state", str(path), "--token", token, "--n-ctx", str(spec.n_ctx), "--parallel", str(spec.parallel),
            "--threads", str(spec.resolved_threads()), "--idle-timeout", str(spec.idle_timeout)]
-    with log.open("ab") as fh:
+    with os.fdopen(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, storage.FILE_MODE), "ab") as fh:
         fh.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {spec.name}: "
                  f"{json.dumps(asdict(spec))}\n".encode())
         fh.flush()
@@ -258,7 +301,8 @@ def _start(paths: Paths, spec: ServerSpec, path: Path, start_timeout: float) -> 
             raise LocalServerError(f"the local server for {spec.name} exited during start-up "
                                    f"(code {code}): {_log_tail(log)} (log: {log})")
         state = read_state(path)
-        if state is not None and int(state["pid"]) == proc.pid and answers(state, spec.name):
+        if (state is not None and int(state["pid"]) == proc.pid and state.get("token") == token
+                and answers(state, spec.name)):
             return state
         time.sleep(0.1)
     _terminate(proc.pid)
@@ -285,7 +329,7 @@ def stop_server(paths: Paths, name: str) -> bool:
             _remove(path)
             return False
         pid = int(state["pid"])
-        running = is_our_server(pid)
+        running = owns(state, path)
         if running:
             _terminate(pid)
         _remove(path)

@@ -67,8 +67,9 @@ def question_text(question: str, options: list[str]) -> str:
 
 
 def load_replay_set(src: Path) -> ReplaySet:
-    questions = [json.loads(line) for line in (src / "questions.jsonl").read_text(encoding="utf-8").splitlines()
-                 if line.strip()]
+    from ..jsonl import read_jsonl
+
+    questions = [obj for _, obj in read_jsonl(src / "questions.jsonl", "questions file")]
     with (src / "answers.csv").open(newline="", encoding="utf-8") as fh:
         rows = {r["id"]: r for r in csv.DictReader(fh)}
     with (src / "models.csv").open(newline="", encoding="utf-8") as fh:
@@ -154,7 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     split = [float(x) for x in args.split.split(",")] if args.split else None
-    print(json.dumps(convert(args.src, args.out, split=split, seed=args.seed)))
+    from ..errors import FscaleError
+
+    try:
+        print(json.dumps(convert(args.src, args.out, split=split, seed=args.seed)))
+    except FscaleError as exc:  # a bad input line: one line naming file:line, not a traceback
+        print(f"mmlu: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
     return 0
 
 

@@ -85,28 +85,22 @@ def parse_task(obj: Any) -> Task:
 
 def load_tasks(path: str | Path) -> list[Task]:
     """Read a task file; a bad line or a repeated id is a usage error naming the line."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"task file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"task file {str(path)!r} cannot be read: {exc}") from None
+    from ..jsonl import read_jsonl
+
+    what = f"task file {str(path)!r}"
     tasks: list[Task] = []
     seen: set[str] = set()
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for lineno, obj in read_jsonl(path, "task file"):
         try:
-            task = parse_task(json.loads(line))
+            task = parse_task(obj)
         except ValueError as exc:
-            raise UsageError(f"task file {str(path)!r} line {lineno}: {exc}") from None
+            raise UsageError(f"task file {str(path)}:{lineno}: {exc}") from None
         if task.id in seen:
-            raise UsageError(f"task file {str(path)!r} line {lineno}: id {task.id!r} appears twice")
+            raise UsageError(f"task file {str(path)}:{lineno}: id {task.id!r} appears twice")
         seen.add(task.id)
         tasks.append(task)
     if not tasks:
-        raise UsageError(f"task file {str(path)!r} has no tasks")
+        raise UsageError(f"{what} has no tasks")
     return tasks
 
 

@@ -1,0 +1,107 @@
+"""The one JSONL reader every command uses (batch files, task files, replay files, data sets).
+
+A JSONL record ends at ``\\n`` and nowhere else. ``str.splitlines()`` also splits on U+2028,
+U+2029, U+0085, form feeds and other characters that are legal *inside* a JSON string, which
+cut one record in two and shifted every later line number; this reader reads bytes, splits on
+``b"\\n"`` only, and decodes each line as UTF-8 on its own, so one undecodable or malformed
+line becomes an error for that line while every other line is still read.
+
+``iter_jsonl`` yields ``(lineno, value_or_error)`` for tolerant readers (a batch turns a bad
+line into one error result); ``read_jsonl`` raises a :class:`UsageError` naming ``file:line``
+for strict readers (task and replay files).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import FscaleError, UsageError
+
+
+class JSONLError(ValueError):
+    """One line that is not valid UTF-8 or not valid JSON (the message says which)."""
+
+
+def split_lines(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """``(lineno, line)`` for every line of ``data``, split on ``\\n`` only (``\\r\\n`` too)."""
+    for lineno, line in enumerate(data.split(b"\n"), 1):
+        yield lineno, line[:-1] if line.endswith(b"\r") else line
+
+
+def parse_line(line: bytes | str) -> Any:
+    """One JSON value from one line; :class:`JSONLError` if it is not UTF-8 or not JSON."""
+    if isinstance(line, bytes):
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JSONLError(f"not valid UTF-8 (byte 0x{line[exc.start]:02x} at column "
+                             f"{exc.start + 1})") from None
+    else:
+        text = line
+    if text.startswith("\ufeff"):  # a byte-order mark on the first line
+        text = text[1:]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JSONLError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+
+
+def iter_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, Any]]:
+    """Parse already-split lines: ``(lineno, value)`` or ``(lineno, JSONLError)``; blanks skipped."""
+    for lineno, line in enumerate(lines, 1):
+        if isinstance(line, bytes):
+            line = line.rstrip(b"\r\n")
+        else:
+            line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        try:
+            yield lineno, parse_line(line)
+        except JSONLError as exc:
+            yield lineno, exc
+
+
+def iter_jsonl(data: bytes) -> Iterator[tuple[int, Any]]:
+    """``(lineno, value)`` or ``(lineno, JSONLError)`` for each non-blank line of ``data``."""
+    for lineno, line in split_lines(data):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, parse_line(line)
+        except JSONLError as exc:
+            yield lineno, exc
+
+
+def read_bytes(path: str | Path, what: str = "file") -> bytes:
+    """The bytes of ``path`` ('-' = stdin); a missing or unreadable file is a UsageError."""
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{what} {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise UsageError(f"{what} {str(path)!r} is a directory") from None
+    except OSError as exc:
+        raise UsageError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
+
+
+def read_jsonl(path: str | Path, what: str = "file", *,
+               error: type[FscaleError] = UsageError) -> list[tuple[int, Any]]:
+    """Strict: every non-blank line of ``path`` as ``(lineno, value)``; the first bad line
+    raises ``error("<path>:<lineno>: ...")``."""
+    out = []
+    for lineno, value in iter_jsonl(read_bytes(path, what)):
+        if isinstance(value, JSONLError):
+            raise error(f"{what} {str(path)}:{lineno}: {value}")
+        out.append((lineno, value))
+    return out
+
+
+__all__ = ["JSONLError", "iter_jsonl", "iter_lines", "parse_line", "read_bytes", "read_jsonl",
+           "split_lines"]

@@ -1,0 +1,65 @@
+"""Input is UTF-8: undecodable stdin, files or arguments are a one-line exit 2 before any request."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO, Behaviour
+
+BAD = b"the context \xff\xfe is not UTF-8\n"
+
+
+def run_bytes(*args: bytes | str, stdin: bytes) -> subprocess.CompletedProcess:
+    """``python -m fscale_tui ARGS`` with raw bytes on stdin (and possibly in argv)."""
+    argv = [a if isinstance(a, bytes) else a.encode() for a in args]
+    return subprocess.run([sys.executable.encode(), b"-m", b"fscale_tui", *argv], input=stdin,
+                          capture_output=True, env=dict(os.environ), cwd=REPO, timeout=60)
+
+
+@pytest.mark.parametrize("args", [
+    ("scale", "Is it fine?", "-a", "YES,NO", "-k", "1"),                      # piped context
+    ("scale", "Is it fine?", "-a", "YES,NO", "-k", "1", "--context-file", "-"),
+    ("scale", "--batch", "-", "-a", "YES,NO", "-k", "1"),                     # whole batch on stdin
+    ("generate", "Summarise it", "-k", "1"),
+])
+def test_invalid_utf8_on_stdin_is_exit_2_before_any_request(server, stub_config, args):
+    server.set_default(Behaviour(reply="YES"))
+    stdin = BAD if "--batch" not in args else b'{"question": "ok?"}\n' + BAD
+    proc = run_bytes(*args, stdin=stdin)
+    if "--batch" in args:
+        # A batch reads line by line: the bad line is one error result, the good one runs.
+        lines = proc.stdout.decode().splitlines()
+        assert len(lines) == 2 and '"status": "error"' in lines[1] and "UTF-8" in lines[1]
+        assert server.count() == 1
+        return
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert "not valid UTF-8" in err and "0xff" in err and "internal error" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert server.count() == 0
+
+
+def test_invalid_utf8_draft_for_verify(server, stub_config, tmp_path):
+    src = tmp_path / "src.txt"
+    src.write_text("source")
+    proc = run_bytes("verify", "--source", str(src), "-k", "1", stdin=BAD)
+    assert proc.returncode == 2 and b"draft on stdin is not valid UTF-8" in proc.stderr
+    assert server.count() == 0
+
+
+def test_invalid_utf8_context_file_names_the_file(server, stub_config, tmp_path):
+    bad = tmp_path / "ctx.txt"
+    bad.write_bytes(BAD)
+    proc = run_bytes("scale", "Q?", "-a", "YES,NO", "-k", "1", "--context-file", str(bad), stdin=b"")
+    assert proc.returncode == 2 and b"ctx.txt" in proc.stderr and b"offset 12" in proc.stderr
+    assert server.count() == 0
+
+
+def test_invalid_utf8_argument(server, stub_config):
+    proc = run_bytes("scale", b"caf\xe9?", "-a", "YES,NO", "-k", "1", stdin=b"")
+    assert proc.returncode == 2 and b"not valid UTF-8" in proc.stderr
+    assert server.count() == 0
