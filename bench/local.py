@@ -84,8 +84,8 @@ def cli_call(text: str, env: dict[str, str]) -> tuple[float, dict]:
 
 async def main_async(args: argparse.Namespace) -> dict:
     from fscale_tui.engine.config import load_settings
-    from fscale_tui.engine.local import provider as lp
-    from fscale_tui.engine.local import servers, weights
+    from fscale_tui.engine.providers.local import provider as lp
+    from fscale_tui.engine.providers.local import servers, weights
     from fscale_tui.engine.session import Engine
 
     if not lp.is_installed():

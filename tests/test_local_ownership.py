@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fscale_tui.engine import storage
-from fscale_tui.engine.local import servers
+from fscale_tui.engine.providers.local import servers
 from fscale_tui.engine.paths import Paths
 from tests.conftest import run_cli
 

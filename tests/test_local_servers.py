@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.local import provider as lp
-from fscale_tui.engine.local import servers, weights
+from fscale_tui.engine.providers.local import provider as lp
+from fscale_tui.engine.providers.local import servers, weights
 from fscale_tui.engine.paths import Paths
 from tests.conftest import run_cli
 

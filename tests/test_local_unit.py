@@ -20,8 +20,8 @@ import pytest
 from fscale_tui.engine import storage
 from fscale_tui.engine.config import load_settings
 from fscale_tui.engine.errors import UsageError
-from fscale_tui.engine.local import provider as lp
-from fscale_tui.engine.local import servers, weights
+from fscale_tui.engine.providers.local import provider as lp
+from fscale_tui.engine.providers.local import servers, weights
 from fscale_tui.engine.paths import Paths
 from tests.oai_server import Behaviour, StubOpenAIServer
 
@@ -110,7 +110,7 @@ def test_user_local_provider_only_needs_the_runtime(monkeypatch):
 
 
 def test_importing_the_provider_does_not_import_xllamacpp():
-    code = ("import sys; import fscale_tui.engine.local.provider as p; p.is_installed(); "
+    code = ("import sys; import fscale_tui.engine.providers.local.provider as p; p.is_installed(); "
             "import fscale_tui.engine.config as c; c.load_settings(); "
             "print('xllamacpp' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

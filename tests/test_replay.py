@@ -10,7 +10,7 @@ import tomli_w
 
 from fscale_tui.engine.config import load_settings
 from fscale_tui.engine.errors import ProviderError
-from fscale_tui.engine.replay import prompt_sha256, replay_lines_from_calls, write_replay_file
+from fscale_tui.engine.providers.replay import prompt_sha256, replay_lines_from_calls, write_replay_file
 from fscale_tui.engine.routing.profile import ask_model
 from fscale_tui.engine.session import Engine
 from fscale_tui.engine.vote import ScaleRequest, build_messages
@@ -90,7 +90,7 @@ def test_missing_replay_file_is_a_clear_config_error(fscale_home):
            "models": {"ra": {"provider": "rec", "id": "v/a"}}}
     (fscale_home / "config.toml").write_text(tomli_w.dumps(doc))
     from fscale_tui.engine.errors import ConfigError
-    from fscale_tui.engine.replay import make_adapter
+    from fscale_tui.engine.providers.replay import make_adapter
 
     settings = load_settings()
     with pytest.raises(ConfigError, match="nope.jsonl"):

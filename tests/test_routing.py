@@ -11,7 +11,7 @@ import pytest
 import tomli_w
 
 from fscale_tui.engine.errors import UsageError
-from fscale_tui.engine.replay import prompt_sha256
+from fscale_tui.engine.providers.replay import prompt_sha256
 from fscale_tui.engine.routing.cascade import confidence, parse_stages
 from fscale_tui.engine.routing.router import ClusterModel, Router, compute_psi
 from fscale_tui.engine.routing.tasks import Task, load_tasks

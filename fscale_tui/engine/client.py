@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import importlib
 import json
 import random
 import time
@@ -30,16 +29,6 @@ from .errors import ProviderError
 RATE_WINDOW_S = 61.0
 RETRYABLE = {"rate_limited", "server", "timeout", "network"}
 MAX_RETRY_AFTER_S = 120.0
-
-#: Provider types other than plain "openai" are served by a module whose
-#: ``make_adapter(provider, settings)`` returns an object with ``async base_url(model) -> str``
-#: and optionally ``transport`` (an ``httpx.AsyncBaseTransport`` answering in-process),
-#: ``async list_models()`` and ``async aclose()``.
-PROVIDER_TYPES = {
-    "local": "fscale_tui.engine.local.provider",
-    "replay": "fscale_tui.engine.replay",
-}
-
 
 class TokenBucket:
     """At most ``rpm`` request starts in any 60-second window, with a small burst.
@@ -182,12 +171,10 @@ class ChatClient:
             key = cfg.api_key(self.settings.env)
             if key:
                 headers["Authorization"] = f"Bearer {key}"
-            adapter = None
-            if cfg.type != "openai":
-                module = PROVIDER_TYPES.get(cfg.type)
-                if module is None:
-                    raise ProviderError("bad_request", f"provider {cfg.name!r} has unknown type {cfg.type!r}")
-                adapter = importlib.import_module(module).make_adapter(cfg, self.settings)
+            # The provider type's module (engine/providers/) gives the adapter, if any.
+            from .providers import make_adapter
+
+            adapter = make_adapter(cfg, self.settings)
             rt = _ProviderRuntime(
                 config=cfg,
                 semaphore=asyncio.Semaphore(max(1, cfg.concurrency)),

@@ -47,6 +47,7 @@ from typing import Any
 from . import storage
 from .catalogue import BUILTIN_MODELS, BUILTIN_PANELS, BUILTIN_PROVIDERS, TIERS
 from .errors import ConfigError
+from .entries import ModelConfig, ProviderConfig
 from .paths import Paths
 
 
@@ -84,45 +85,6 @@ SETTINGS: dict[str, Setting] = {
         Setting("log_text", bool, True, "FSCALE_LOG_TEXT", "store question, context and reply text in the call log (else hashes only)"),
     ]
 }
-
-
-@dataclass(frozen=True)
-class ProviderConfig:
-    name: str
-    base_url: str
-    api_key_env: str | None = None
-    rpm: float | None = None
-    burst: int | None = None
-    concurrency: int = 8
-    type: str = "openai"  # openai | local | replay
-    options: dict[str, Any] = field(default_factory=dict)  # type-specific (e.g. replay path)
-    builtin: bool = False
-
-    def api_key(self, env: dict[str, str] | None = None) -> str | None:
-        env = os.environ if env is None else env
-        return env.get(self.api_key_env) if self.api_key_env else None
-
-    def usable(self, env: dict[str, str] | None = None) -> bool:
-        """Usable when its key is set (if it names one); local models when they are installed."""
-        if self.type == "local":
-            from .local import provider as local_provider
-
-            return local_provider.is_installed(self)
-        if self.api_key_env:
-            return bool(self.api_key(env))
-        return True
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    alias: str
-    provider: str
-    id: str
-    tier: str = "medium"
-    family: str = ""
-    cost: float = 0.0
-    builtin: bool = False
-    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -168,13 +130,10 @@ def _convert(setting: Setting, raw: Any, origin: str) -> Any:
 #: Top-level tables of config.toml, and the keys each kind of table knows. A key that is not here
 #: is ignored with a one-line warning naming the closest known key (typos must not go unnoticed).
 TOP_LEVEL_KEYS = ("providers", "models", "panels", "defaults")
+#: Provider types add their own option keys (``providers.option_keys``).
 PROVIDER_KEYS = ("base_url", "api_key_env", "rpm", "burst", "concurrency", "type",
-                 "path",  # type = "replay"
-                 "idle_timeout", "n_ctx", "parallel", "threads",  # local llama.cpp servers
                  "continuation")
-MODEL_KEYS = ("provider", "id", "tier", "family", "cost", "params", "variant", "continuation",
-              "weights", "gguf", "hf_repo", "hf_file", "hf_revision",
-              "idle_timeout", "n_ctx", "parallel", "threads")
+MODEL_KEYS = ("provider", "id", "tier", "family", "cost", "params", "variant", "continuation")
 
 #: Key names under which a string is a literal secret (matched as whole words of the key name,
 #: so ``max_tokens`` is not a token and ``api_key_env`` is handled on its own).
@@ -304,7 +263,10 @@ def warn_unknown_keys(doc: dict[str, Any], text: str, path: Path) -> None:
             line = _table_line(text, key) or _line_of(text, key)
             _warn(f"{_where(path, line)}: unknown table or key [{key}] ignored"
                   f"{_suggest(key, TOP_LEVEL_KEYS)}")
-    kinds = {"providers": PROVIDER_KEYS, "models": MODEL_KEYS}
+    from . import providers as provider_types
+
+    provider_options, model_options = provider_types.option_keys()
+    kinds = {"providers": PROVIDER_KEYS + provider_options, "models": MODEL_KEYS + model_options}
     for kind, known in kinds.items():
         tables = doc.get(kind)
         if not isinstance(tables, dict):
@@ -342,10 +304,11 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None)
 
     providers = {name: ProviderConfig(name=name, builtin=True, **fields)
                  for name, fields in BUILTIN_PROVIDERS.items()}
-    # The embedded local provider is always listed; it is usable once the [local] extra is in.
-    from .local import provider as local_provider
+    # Provider types add their own built-in entries (e.g. the embedded local models).
+    from . import providers as provider_types
 
-    providers.update(local_provider.builtin_providers())
+    extra_providers, extra_models, extra_panels = provider_types.builtins()
+    providers.update(extra_providers)
     for name, fields in _table(doc, "providers", cfg_path).items():
         if not isinstance(fields, dict):
             raise ConfigError(f"{cfg_path}: [providers.{name}] must be a table")
@@ -371,7 +334,7 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None)
 
     models = {alias: ModelConfig(alias=alias, builtin=True, **fields)
               for alias, fields in BUILTIN_MODELS.items()}
-    models.update(local_provider.builtin_models())
+    models.update(extra_models)
     for alias, fields in _table(doc, "models", cfg_path).items():
         if not isinstance(fields, dict):
             raise ConfigError(f"{cfg_path}: [models.{alias}] must be a table")
@@ -394,7 +357,7 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None)
                                     options={k: v for k, v in fields.items() if k not in known})
 
     panels = {name: list(members) for name, members in BUILTIN_PANELS.items()}
-    panels.update(local_provider.builtin_panels())
+    panels.update(extra_panels)
     for name, members in _table(doc, "panels", cfg_path).items():
         if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
             raise ConfigError(f"{cfg_path}: panels.{name} must be a list of model aliases")

@@ -48,9 +48,9 @@ class Registry:
 
     def default_panel(self) -> list[str]:
         """The first built-in panel whose provider is usable (local models last)."""
-        order = list(DEFAULT_PANEL_ORDER)
-        if "local" in self.settings.panels:
-            order.append(("local", "local"))
+        from .providers import fallback_panels
+
+        order = list(DEFAULT_PANEL_ORDER) + fallback_panels()
         for provider, panel in order:
             prov = self.settings.providers.get(provider)
             if prov is not None and prov.usable(self.settings.env) and panel in self.settings.panels:
@@ -58,7 +58,8 @@ class Registry:
         # A user-declared provider with models but no panel: use its models.
         user = [m.alias for m in self.settings.models.values() if not m.builtin and self.usable(m)]
         if user:
-            return user
+            # Never "every declared model": a converted pool of 29 models would all vote.
+            return user[:max(1, int(self.settings.get("k")))]
         raise NoProviderError(NO_PROVIDER_HELP)
 
     # -- selection -------------------------------------------------------------------------

@@ -56,7 +56,7 @@ class Engine:
     @property
     def local(self) -> Any:
         """The embedded local model servers (status, start, stop)."""
-        from .local.control import LocalServers
+        from .providers.local.control import LocalServers
 
         return LocalServers(self.settings)
 
@@ -64,7 +64,7 @@ class Engine:
         """Write the logged calls as a replay file; -> (lines written, calls read)."""
         from pathlib import Path
 
-        from .replay import replay_lines_from_calls, write_replay_file
+        from .providers.replay import replay_lines_from_calls, write_replay_file
 
         calls = [self.calls.call(f"#{row['seq']}") for row in self.calls.history(limit)]
         ids = {m.alias: m.id for m in self.settings.models.values()}

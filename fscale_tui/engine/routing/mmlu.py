@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..replay import prompt_sha256
+from ..providers.replay import prompt_sha256
 from .tasks import Task, write_tasks
 
 LETTERS = "ABCDEFGHIJ"

@@ -22,9 +22,16 @@ from typing import TYPE_CHECKING, Any
 from .weights import BUILTIN_WEIGHTS, weights_installed
 
 if TYPE_CHECKING:
-    from ..config import ModelConfig, ProviderConfig, Settings
+    from ...config import Settings
+    from ...entries import ModelConfig, ProviderConfig
 
-PROVIDER = "local"
+TYPE = PROVIDER = "local"
+#: Server settings in [providers.local] / [models.X], and where a model's weights come from.
+PROVIDER_OPTIONS = ("idle_timeout", "n_ctx", "parallel", "threads")
+MODEL_OPTIONS = ("weights", "gguf", "hf_repo", "hf_file", "hf_revision",
+                 "idle_timeout", "n_ctx", "parallel", "threads")
+#: With no key set anywhere, the default panel falls back to the embedded local models.
+DEFAULT_PANEL = "local"
 RUNTIME_MODULE = "xllamacpp"
 DISABLE_ENV = "FSCALE_LOCAL"
 
@@ -53,14 +60,14 @@ SERVER_SETTINGS: dict[str, tuple[str, type, Any]] = {
 
 # -- the integration contract with config.py / registry.py ------------------------------------
 def builtin_providers() -> dict[str, ProviderConfig]:
-    from ..config import ProviderConfig
+    from ...entries import ProviderConfig
 
     return {PROVIDER: ProviderConfig(name=PROVIDER, base_url="", type="local", concurrency=4,
                                      builtin=True)}
 
 
 def builtin_models() -> dict[str, ModelConfig]:
-    from ..config import ModelConfig
+    from ...entries import ModelConfig
 
     return {
         alias: ModelConfig(alias=alias, provider=PROVIDER, id=weights, tier="fast", family="qwen",
@@ -71,6 +78,16 @@ def builtin_models() -> dict[str, ModelConfig]:
 
 def builtin_panels() -> dict[str, list[str]]:
     return {"local": list(LOCAL_PANEL)}
+
+
+def builtins() -> tuple[dict[str, ProviderConfig], dict[str, ModelConfig], dict[str, list[str]]]:
+    """The local provider, its three models and the ``local`` panel: always listed, usable once
+    the [local] extra is installed."""
+    return builtin_providers(), builtin_models(), builtin_panels()
+
+
+def usable(provider: ProviderConfig, env: dict[str, str] | None = None) -> bool:
+    return is_installed(provider)
 
 
 @functools.lru_cache(maxsize=1)
@@ -147,7 +164,7 @@ def server_setting(key: str, provider: ProviderConfig, model: ModelConfig | None
     try:
         return kind(raw)
     except (TypeError, ValueError):
-        from ..errors import ConfigError
+        from ...errors import ConfigError
 
         raise ConfigError(f"local server setting {key} = {raw!r} is not a valid {kind.__name__}") from None
 
@@ -184,7 +201,7 @@ class LocalAdapter:
 
     async def base_url(self, model: ModelConfig) -> str:
         """The model's server URL; the server is started or found again (off the event loop)."""
-        from ..errors import FscaleError, ProviderError
+        from ...errors import FscaleError, ProviderError
         from .servers import touch
 
         name = model.id
@@ -224,7 +241,7 @@ class LocalAdapter:
 
 def make_adapter(provider: ProviderConfig, settings: Settings) -> LocalAdapter:
     if not runtime_installed():
-        from ..errors import NoProviderError
+        from ...errors import NoProviderError
 
         raise NoProviderError(LOCAL_HELP)
     return LocalAdapter(provider, settings)

@@ -1,4 +1,4 @@
-"""One background llama.cpp server: ``python -m fscale_tui.engine.local.serve --name ID ...``.
+"""One background llama.cpp server: ``python -m fscale_tui.engine.providers.local.serve --name ID ...``.
 
 Started by ``servers.ensure_server`` (never by hand in normal use). Loads the GGUF with
 xllamacpp, listens on 127.0.0.1 at a random port, writes the state file once it answers, and
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from .. import storage
+from ... import storage
 from .servers import read_state, try_locked
 
 

@@ -34,15 +34,26 @@ import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
-from .config import ProviderConfig, Settings
-from .errors import ConfigError
-from .jsonl import JSONLError, iter_jsonl, iter_lines
+    from ..config import ProviderConfig, Settings
 
-TASK_ID_FIELD = "fscale_task_id"
+TYPE = "replay"
+PROVIDER_OPTIONS = ("path",)
+MODEL_OPTIONS: tuple[str, ...] = ()
+
+
+def usable(provider: Any, env: dict[str, str] | None = None) -> bool:
+    """Recorded replies need no key."""
+    return True
+
+from ..errors import ConfigError
+from ..jsonl import JSONLError, iter_jsonl, iter_lines
+
+from ..ask import TASK_ID_FIELD  # noqa: E402 - what the one ask path sends
 
 
 def canonical_messages(messages: list[dict[str, Any]]) -> str:
@@ -139,6 +150,8 @@ class ReplayAdapter:
     def __init__(self, provider: ProviderConfig, index: ReplayIndex) -> None:
         self.provider = provider
         self.index = index
+        import httpx
+
         self.transport = httpx.MockTransport(self._handle)
 
     async def base_url(self, model: Any) -> str:
@@ -151,9 +164,13 @@ class ReplayAdapter:
         return None
 
     def _error(self, status: int, message: str) -> httpx.Response:
+        import httpx
+
         return httpx.Response(status, json={"error": {"message": message, "type": "replay"}})
 
     def _handle(self, request: httpx.Request) -> httpx.Response:
+        import httpx
+
         if request.method == "GET" and request.url.path.endswith("/models"):
             return httpx.Response(200, json={"object": "list", "data": [
                 {"id": m, "object": "model"} for m in sorted(self.index.models)]})
@@ -224,7 +241,7 @@ def replay_lines_from_calls(calls: Iterable[Mapping[str, Any]],
     whose text was not logged are skipped. The prompt hash is computed from the same messages
     ``scale`` sends, so the exported file replays the logged calls exactly.
     """
-    from .prompts import build_messages
+    from ..prompts import build_messages
 
     model_ids = model_ids or {}
     for call in calls:
@@ -251,7 +268,7 @@ def replay_lines_from_calls(calls: Iterable[Mapping[str, Any]],
 
 def write_replay_file(path: Path, lines: Iterable[Mapping[str, Any]]) -> int:
     """Write replay lines atomically; returns how many."""
-    from . import storage
+    from .. import storage
 
     text = []
     for line in lines:

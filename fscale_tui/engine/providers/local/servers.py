@@ -1,6 +1,6 @@
 """Background llama.cpp servers, one per local model, shared by every fscale process.
 
-A server is a detached ``python -m fscale_tui.engine.local.serve`` process that loads one GGUF
+A server is a detached ``python -m fscale_tui.engine.providers.local.serve`` process that loads one GGUF
 file with xllamacpp and serves the OpenAI API on 127.0.0.1 at a random port. It writes a JSON
 state file ``<state>/local/<model>.json`` (pid, port, url, ...) once it answers, and its log goes
 to ``<model>.log`` beside it. Later processes find it through that file, so the second
@@ -34,11 +34,11 @@ from typing import Any
 
 import httpx
 
-from .. import storage
-from ..errors import FscaleError, ExitCode
-from ..paths import Paths
+from ... import storage
+from ...errors import FscaleError, ExitCode
+from ...paths import Paths
 
-SERVE_MODULE = "fscale_tui.engine.local.serve"
+SERVE_MODULE = "fscale_tui.engine.providers.local.serve"
 DEFAULT_IDLE_TIMEOUT = 900.0
 DEFAULT_N_CTX = 4096  # per parallel slot
 DEFAULT_PARALLEL = 2
@@ -131,7 +131,7 @@ def _has_pair(argv: list[str], flag: str, value: str) -> bool:
 
 
 def is_our_server(pid: int, path: Path | None = None, token: str | None = None) -> bool:
-    """``pid`` is alive and runs ``-m fscale_tui.engine.local.serve``; with ``path`` and
+    """``pid`` is alive and runs ``-m fscale_tui.engine.providers.local.serve``; with ``path`` and
     ``token``, it was also started with ``--state PATH --token TOKEN`` (this home's server).
 
     A command line that merely *contains* the module name (an editor, a grep, a server of

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import storage
-from ..errors import UsageError
+from ... import storage
+from ...errors import UsageError
 
 log = logging.getLogger("fscale")
 

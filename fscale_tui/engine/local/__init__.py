@@ -1,1 +1,0 @@
-"""Embedded local models (the ``[local]`` extra): llama.cpp servers for small GGUF models."""

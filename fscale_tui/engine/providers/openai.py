@@ -1,0 +1,24 @@
+"""The remote OpenAI-compatible provider: NVIDIA NIM, GitHub Models, OpenRouter, Groq, vLLM,
+SGLang, Ollama, LM Studio, a llama.cpp server… anything serving ``POST {base_url}/chat/completions``.
+
+The client talks to ``base_url`` directly: no adapter. Usable when the key it names is set
+(or it names none). Built-in entries (``nim``, ``github``) come from ``engine/catalogue.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TYPE = "openai"
+PROVIDER_OPTIONS: tuple[str, ...] = ()
+MODEL_OPTIONS: tuple[str, ...] = ()
+
+
+def usable(provider: Any, env: dict[str, str] | None = None) -> bool:
+    from . import api_key
+
+    return bool(api_key(provider, env)) if provider.api_key_env else True
+
+
+def make_adapter(provider: Any, settings: Any) -> None:
+    return None
