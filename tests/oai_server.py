@@ -80,7 +80,7 @@ class Behaviour:
     chunk_delay: float = 0.0  # streaming: sleep between chunks
     reply_fn: Callable[[dict], str] | None = None  # compute the reply from the request body
     usage: bool = True  # include usage {prompt_tokens, completion_tokens, total_tokens}
-    error_body: str | None = None  # body for non-200 replies (default: OpenAI-style error JSON)
+    error_body: str | None = None  # body for non-200 replies; "{authorization}" / "{api_key}" echo the request's
     # -- wire faults (non-streaming replies), as real servers and proxies produce them -- #
     informational: tuple[int, ...] = ()  # interim 1xx responses sent before the final one, e.g. (100, 103)
     trailers: bool = False  # send the body chunked, ending with trailer fields
@@ -823,7 +823,8 @@ class StubOpenAIServer:
                 extra.append(("Retry-After", _fmt_retry_after(beh.retry_after)))
             auth = req.headers.get("authorization", "")
             if beh.error_body is not None:
-                payload = beh.error_body.replace("{authorization}", auth).encode()
+                payload = (beh.error_body.replace("{authorization}", auth)
+                           .replace("{api_key}", auth.removeprefix("Bearer ")).encode())
             elif beh.echo_auth:
                 payload = _error_json(status, f"invalid credentials (Authorization: {auth})")
             else:

@@ -79,7 +79,9 @@ def shape(rpm: float, burst: int | None, window: float = WINDOW_S) -> tuple[int,
 def reserve(tat: float | None, now: float, capacity: int, interval: float) -> tuple[float, float]:
     """One GCRA step: ``(send_at, new_tat)`` for a send requested at ``now``."""
     tat = now if tat is None or tat < now else tat
-    send_at = max(now, tat - (capacity - 1) * interval)
+    send_at = tat - (capacity - 1) * interval
+    if send_at < now + 1e-3:  # float rounding on epoch seconds (the margin is a whole second)
+        send_at = now
     return send_at, tat + interval
 
 
