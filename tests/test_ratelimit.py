@@ -160,7 +160,7 @@ def test_two_fscale_processes_keep_the_busiest_window_under_rpm(server, fscale_h
     """Acceptance: two real processes on one FSCALE_HOME, concurrency 1, a stalled first reply
     and resets that force resends: the busiest window at the server never exceeds rpm, and every
     request the server saw was counted by the process that sent it."""
-    rpm, window = 10, 4.0
+    rpm, window = 20, 4.0
     doc = {
         "providers": {"stub": {"base_url": server.base_url, "rpm": rpm, "concurrency": 1}},
         "models": {alias: {"provider": "stub", "id": m, "tier": tier, "family": fam}
@@ -168,20 +168,55 @@ def test_two_fscale_processes_keep_the_busiest_window_under_rpm(server, fscale_h
         "panels": {"default": ["fast-a"]},
     }
     (fscale_home / "config.toml").write_text(tomli_w.dumps(doc))
-    script = [Behaviour(reply="YES", latency=3.0)]  # the first reply stalls for most of a window
+    script = [Behaviour(reply="YES", latency=1.0)]  # the first reply stalls (concurrency 1)
     for i in range(40):
         script.append(Behaviour(reset=True) if i % 4 == 1 else Behaviour(reply="YES"))
     server.script(mid("fast-a"), *script)
     items = tmp_path / "items.jsonl"
     items.write_text("".join(json.dumps({"id": f"q{i}", "question": f"question {i}?",
-                                         "answers": ["YES", "NO"]}) + "\n" for i in range(6)))
+                                         "answers": ["YES", "NO"]}) + "\n" for i in range(14)))
     env = {"FSCALE_RATE_WINDOW_S": str(window), "FSCALE_TIMEOUT_FAST": "30"}
     procs = [_cli(fscale_home, "scale", "--batch", str(items), "-k", "1", env=env) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
     lines = [json.loads(x) for out, _ in outs for x in out.splitlines()]
-    assert len(lines) == 12 and all(x["answer"] == "YES" for x in lines)
+    assert len(lines) == 28 and all(x["answer"] == "YES" for x in lines)
     assert server.cancelled(mid("fast-a")) >= 2  # resets happened and were resent
     assert sum(x["calls_made"] for x in lines) == server.count(mid("fast-a"))
+    assert server.max_in_window(window) <= rpm
+
+
+@pytest.mark.slow
+def test_a_stalled_reply_does_not_bank_tokens_for_a_burst(server, fscale_home, monkeypatch):
+    """Concurrency 1 and a first reply that stalls longer than the window: the requests queued
+    behind it must not have taken their tokens while waiting, or they all go out at once."""
+    from fscale_tui.engine.client import ChatClient, RequestCounter
+    from fscale_tui.engine.config import load_settings
+
+    rpm, window = 10, 2.0
+    monkeypatch.setenv("FSCALE_RATE_WINDOW_S", str(window))
+    monkeypatch.setenv("FSCALE_TIMEOUT_FAST", "30")
+    doc = {
+        "providers": {"stub": {"base_url": server.base_url, "rpm": rpm, "concurrency": 1}},
+        "models": {alias: {"provider": "stub", "id": m, "tier": tier, "family": fam}
+                   for alias, (m, tier, fam) in STUB_MODELS.items()},
+    }
+    (fscale_home / "config.toml").write_text(tomli_w.dumps(doc))
+    server.script(mid("fast-a"), Behaviour(reply="first", latency=window * 1.5), Behaviour(reply="YES"))
+
+    async def main() -> tuple[list, RequestCounter]:
+        settings = load_settings()
+        counter = RequestCounter()
+        async with ChatClient(settings) as client:
+            first = asyncio.ensure_future(client.chat(settings.models["fast-a"],
+                                                      [{"role": "user", "content": "q0"}], counter=counter))
+            await asyncio.sleep(0.05)  # the first request holds the only slot
+            rest = [client.chat(settings.models["fast-a"], [{"role": "user", "content": f"q{i}"}],
+                                counter=counter) for i in range(1, 14)]
+            return await asyncio.gather(first, *rest), counter
+
+    replies, counter = asyncio.run(main())
+    assert [r.content for r in replies] == ["first"] + ["YES"] * 13
+    assert counter.sent == server.count() == 14
     assert server.max_in_window(window) <= rpm
