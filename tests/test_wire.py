@@ -142,3 +142,40 @@ def test_a_key_with_a_line_break_is_refused_not_sent_as_an_extra_header(server, 
     assert isinstance(exc, ProviderError) and exc.kind == "auth" and "STUB_KEY" in str(exc)
     assert "sk-good-value" not in str(exc) and "X-Injected" not in str(exc)
     assert counter.sent == 0 and server.count() == 0
+
+
+async def test_a_get_on_a_reset_reused_connection_is_not_resent_behind_our_back(fscale_home):
+    """aiohttp resends idempotent requests once when a kept-alive connection was dropped; that
+    send would skip the limiter. A raw server answers the first GET, then drops the connection
+    when the second arrives on it: the client reports it instead of resending silently."""
+    seen = {"requests": 0, "connections": 0}
+
+    async def on_conn(reader, writer):
+        seen["connections"] += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                seen["requests"] += 1
+                if seen["requests"] > 1:
+                    return  # drop it without answering
+                body = b'{"object": "list", "data": [{"id": "m1"}]}'
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+                             % (len(body), body))
+                await writer.drain()
+                del head
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    (fscale_home / "config.toml").write_text(
+        f'[providers.raw]\nbase_url = "http://127.0.0.1:{port}/v1"\n')
+    async with srv:
+        async with ChatClient(load_settings()) as client:
+            assert await client.list_models("raw") == ["m1"]
+            with pytest.raises(ProviderError) as err:
+                await client.list_models("raw")
+    assert err.value.kind == "network"
+    assert seen == {"requests": 2, "connections": 1}
