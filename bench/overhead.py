@@ -163,7 +163,7 @@ def main() -> None:
     print(f"  fscale engine, defaults (call log + shadow challenger): {n / full_s:8.1f} scale calls/s ({full_s:.2f} s)")
     print(f"  fscale engine, no log/challenger                     : {n / core_s:8.1f} scale calls/s ({core_s:.2f} s)")
     print(f"  bare httpx (its default pool), same caps, no engine  : {n / base_s:8.1f} item triples/s ({base_s:.2f} s)")
-    print(f"  ratio engine (no log) / bare httpx: {base_s / core_s:.2f} (the engine uses its lean http:// transport)")
+    print(f"  ratio engine (no log) / bare httpx: {base_s / core_s:.2f} (the engine uses httpx over aiohttp)")
     print(f"early decision: 50 ms + 100 ms agreeing, 5 s slow member; {args.runs} runs each")
 
     def fmt(xs: list[float]) -> str:

@@ -80,8 +80,15 @@ class Behaviour:
     chunk_delay: float = 0.0  # streaming: sleep between chunks
     reply_fn: Callable[[dict], str] | None = None  # compute the reply from the request body
     usage: bool = True  # include usage {prompt_tokens, completion_tokens, total_tokens}
-    error_body: str | None = None  # body for non-200 replies (default: OpenAI-style error JSON)
-    echo_auth: bool = False  # non-200 error message quotes the request's Authorization header
+    error_body: str | None = None  # body for non-200 replies; "{authorization}" / "{api_key}" echo the request's
+    # -- wire faults (non-streaming replies), as real servers and proxies produce them -- #
+    informational: tuple[int, ...] = ()  # interim 1xx responses sent before the final one, e.g. (100, 103)
+    trailers: bool = False  # send the body chunked, ending with trailer fields
+    lf_only: bool = False  # end the status line and header lines with a bare LF
+    bad_content_length: bool = False  # "Content-Length: abc" (body follows, then the connection closes)
+    reset: bool = False  # abort the connection (RST) on receiving the request, without answering
+    trickle: float | None = None  # send the body one byte at a time, this many seconds apart
+    echo_auth: bool = False  # the error message quotes the request's Authorization header
 
 
 @dataclass
@@ -756,7 +763,16 @@ class StubOpenAIServer:
         rec.status = beh.status
         self._record(rec)
 
-        if beh.latency <= 0 and not (stream and beh.status == 200):
+        if beh.reset:
+            # Drop the connection with a RST, as a server or proxy does with a kept-alive
+            # connection it has timed out: the request was sent but is never answered.
+            self._finish(rec, cancelled=True)
+            conn.closed = True
+            if conn.transport is not None:
+                conn.transport.abort()
+            return
+
+        if beh.latency <= 0 and beh.trickle is None and not (stream and beh.status == 200):
             # Fast path: answer synchronously inside data_received.
             self._respond_plain(conn, req, rec, beh, body)
             return
@@ -773,7 +789,9 @@ class StubOpenAIServer:
             if rec.stream and beh.status == 200:
                 await self._respond_stream(conn, req, rec, beh, body)
             else:
-                self._respond_plain(conn, req, rec, beh, body)
+                trickle = self._respond_plain(conn, req, rec, beh, body)
+                if trickle is not None:
+                    await trickle
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 -- never kill the loop
@@ -793,7 +811,7 @@ class StubOpenAIServer:
             return r if isinstance(r, str) else str(r)
         return beh.reply
 
-    def _respond_plain(self, conn: _Conn, req: _Request, rec: RequestRecord, beh: Behaviour, body: dict) -> None:
+    def _respond_plain(self, conn: _Conn, req: _Request, rec: RequestRecord, beh: Behaviour, body: dict) -> Any:
         if conn.closed:
             if not self._stopping:
                 self._finish(rec, cancelled=True)
@@ -803,16 +821,17 @@ class StubOpenAIServer:
         if status != 200:
             if beh.retry_after is not None:
                 extra.append(("Retry-After", _fmt_retry_after(beh.retry_after)))
+            auth = req.headers.get("authorization", "")
             if beh.error_body is not None:
-                payload = beh.error_body.encode()
-            else:
-                payload = _error_json(status, f"stub error {status} for model {rec.model}")
-            if beh.echo_auth:  # like servers that quote the credentials they refused
-                auth = req.headers.get("authorization", "")
+                payload = (beh.error_body.replace("{authorization}", auth)
+                           .replace("{api_key}", auth.removeprefix("Bearer ")).encode())
+            elif beh.echo_auth:  # like servers that quote the credentials they refused
                 payload = _error_json(status, f"invalid credentials: Authorization: {auth} "
                                               f"(key {auth.split()[-1] if auth else ''})")
+            else:
+                payload = _error_json(status, f"stub error {status} for model {rec.model}")
             self._finish(rec)
-            conn._write_simple(status, payload, req.keep_alive, extra=extra)
+            self._write_final(conn, req, beh, status, payload, extra)
             return
         if beh.malformed:
             payload = b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"index": 0, "mess'
@@ -839,8 +858,63 @@ class StubOpenAIServer:
         }
         if beh.usage:
             obj["usage"] = _usage(body, "" if beh.null_content else text, beh)
+        payload = _dumps(obj).encode()
+        if beh.trickle is not None:  # only reached from _respond_async, which awaits it
+            return self._trickle(conn, req, rec, beh, payload)
         self._finish(rec)
-        conn._write_simple(200, _dumps(obj).encode(), req.keep_alive)
+        self._write_final(conn, req, beh, 200, payload, [])
+
+    def _write_final(self, conn: _Conn, req: _Request, beh: Behaviour, status: int, payload: bytes,
+                     extra: list[tuple[str, str]]) -> None:
+        """The final response, with the wire faults the behaviour asks for."""
+        tr = conn.transport
+        if tr is None or conn.closed:
+            return
+        for code in beh.informational:
+            interim = f"HTTP/1.1 {code} {_REASONS.get(code, 'Informational')}\r\n"
+            if code == 103:
+                interim += "Link: </style.css>; rel=preload; as=style\r\n"
+            tr.write((interim + "\r\n").encode("latin-1"))
+        if not (beh.trailers or beh.lf_only or beh.bad_content_length):
+            conn._write_simple(status, payload, req.keep_alive, extra=extra)
+            return
+        keep_alive = req.keep_alive and not beh.bad_content_length
+        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}", "Content-Type: application/json"]
+        head.extend(f"{k}: {v}" for k, v in extra)
+        if beh.trailers:
+            head += ["Transfer-Encoding: chunked", "Trailer: X-Checksum, X-Served-By"]
+            body = b"%x\r\n%b\r\n0\r\nX-Checksum: 0123abcd\r\nX-Served-By: stub\r\n\r\n" % (len(payload), payload)
+        elif beh.bad_content_length:
+            head.append("Content-Length: abc")
+            body = payload
+        else:
+            head.append(f"Content-Length: {len(payload)}")
+            body = payload
+        if not keep_alive:
+            head.append("Connection: close")
+        eol = "\n" if beh.lf_only else "\r\n"
+        tr.write((eol.join(head) + eol + eol).encode("latin-1") + body)
+        if not keep_alive:
+            conn._close()
+
+    async def _trickle(self, conn: _Conn, req: _Request, rec: RequestRecord, beh: Behaviour, payload: bytes) -> None:
+        """A 200 whose body arrives one byte at a time (``beh.trickle`` seconds apart)."""
+        tr = conn.transport
+        if tr is None or conn.closed:
+            self._finish(rec, cancelled=True)
+            return
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        tr.write(head.encode("latin-1"))
+        for i in range(len(payload)):
+            if i and not await conn._sleep(beh.trickle or 0.0):
+                if not self._stopping:
+                    self._finish(rec, cancelled=True)
+                return
+            if i == len(payload) - 1:
+                self._finish(rec)
+            tr.write(payload[i : i + 1])
+        if not req.keep_alive:
+            conn._close()
 
     async def _respond_stream(self, conn: _Conn, req: _Request, rec: RequestRecord, beh: Behaviour, body: dict) -> None:
         tr = conn.transport

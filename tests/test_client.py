@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fscale_tui.engine.client import ChatClient, RequestCounter, TokenBucket, _retry_after
+from fscale_tui.engine.client import ChatClient, RequestCounter, _retry_after
 from fscale_tui.engine.config import load_settings
 from fscale_tui.engine.errors import ProviderError
 from tests.conftest import Behaviour, mid, run_cli, write_config
@@ -121,23 +121,12 @@ def test_config_refuses_a_literal_key(server, fscale_home):
     assert proc.returncode == 2 and "api_key_env" in proc.stderr and "sk-1" not in proc.stderr
 
 
-async def test_token_bucket_never_exceeds_rpm_in_a_window():
-    bucket = TokenBucket(rpm=600)  # 10/s sustained, burst 60
-    times = []
-    t0 = time.monotonic()
-    for _ in range(90):
-        await bucket.acquire()
-        times.append(time.monotonic() - t0)
-    # burst first, then a steady refill: 60 at once, the other 30 spread over ~3 s
-    assert sum(t < 0.05 for t in times) == bucket.capacity == 60
-    assert times[-1] >= 30 / bucket.rate * 0.9
-    assert bucket.capacity + bucket.rate * 60 <= 600
-
-
 @pytest.mark.slow
-def test_batch_of_200_respects_rpm_120_and_retries_429(server, fscale_home, tmp_path):
+def test_batch_of_200_respects_rpm_120_and_retries_429(server, fscale_home, tmp_path, monkeypatch):
     """Acceptance 4: a 200-item batch never exceeds rpm=120 at the server; a 429 with
-    Retry-After is retried and not counted as a vote."""
+    Retry-After is retried and not counted as a vote. The test-only window knob makes the
+    limiter's minute last 4 s, so the same arithmetic runs in seconds instead of 107 s."""
+    monkeypatch.setenv("FSCALE_RATE_WINDOW_S", "4")
     write_config(fscale_home, server, rpm=120, panels={"default": ["fast-a"]})
     server.script(mid("fast-a"), Behaviour(status=429, retry_after=0.5), Behaviour(reply="YES"))
     items = tmp_path / "items.jsonl"
@@ -147,8 +136,8 @@ def test_batch_of_200_respects_rpm_120_and_retries_429(server, fscale_home, tmp_
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(x) for x in proc.stdout.splitlines()]
     assert len(lines) == 200 and all(x["answer"] == "YES" for x in lines)
-    assert [x["id"] for x in lines] == [f"q{i}" for i in range(200)]
+    assert [x["item_id"] for x in lines] == [f"q{i}" for i in range(200)]
     assert server.count() == 201  # one 429, retried
-    assert server.max_in_window(60.0) <= 120
+    assert server.max_in_window(4.0) <= 120
     first = lines[0]
     assert first["valid_votes"] == 1 and first["counts"] == {"YES": 1}

@@ -15,7 +15,6 @@ from fscale_tui.engine.vote import ScaleRequest
 from fscale_tui.engine.voting import Majority, Weighted
 from tests.conftest import Behaviour, mid, write_config
 
-from collections import Counter
 
 
 def test_majority_wins_with_confidence_and_counts(server, stub_config):

@@ -22,7 +22,7 @@ from fscale_tui.engine.config import load_settings
 from fscale_tui.engine.learning.calllog import LearningStore
 from fscale_tui.engine.session import Engine
 from fscale_tui.engine.vote import ScaleRequest
-from tests.conftest import Behaviour, mid, run_cli
+from tests.conftest import Behaviour, run_cli
 from tests.test_routing import make_tasks, write_replay_setup
 
 PKG = Path(__file__).resolve().parent.parent / "fscale_tui"

@@ -1,11 +1,16 @@
 """One async OpenAI-compatible chat client for every provider.
 
-All calls of a run share one ``httpx.AsyncClient`` (connection pooling). Each provider gets its
-own concurrency cap (a semaphore) and rate limit (a token bucket), and every call retries on
-429, 5xx, timeouts and dropped connections with exponential backoff and jitter, honouring
-``Retry-After``. 410/404/401/400 are final: retrying cannot help. Streaming uses SSE.
-API keys are read from the environment at call time and only ever placed in the
-``Authorization`` header: they never appear in errors, logs or results.
+All calls of a run share one ``httpx.AsyncClient`` over aiohttp's connection pool (``wire.py``):
+no HTTP is parsed in fscale. Each provider gets its own concurrency cap (a semaphore) and send
+limit (``ratelimit.py``: a token is taken when a request is actually sent, after the concurrency
+slot, shared by every process on the same state directory). Every call retries on 429, 5xx,
+timeouts and dropped connections with exponential backoff and jitter, honouring
+``Retry-After``; every send, retries and resends included, goes through the limiter and the
+``RequestCounter``. 410/404/401/400 are final: retrying cannot help. The tier timeout bounds each
+request as a whole (connect, send, a trickling body, a stream), not each read. Streaming uses SSE
+(``httpx-sse``). API keys are read from the environment at call time and only ever placed in the
+``Authorization`` header; every error text built here passes the redactor, so a server that echoes
+the key does not put it in errors, logs or results.
 """
 
 from __future__ import annotations
@@ -20,46 +25,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource, SSEError
 
 from .config import ModelConfig, ProviderConfig, Settings
 from .errors import ProviderError
+from .ratelimit import SendLimiter, make_limiter
+from .redact import redact, register_secrets
+from .wire import ConnectionDropped, make_client
 
-#: A token bucket's accounting window, a little over a minute so that arrival jitter at the
-#: server can never make it see more than ``rpm`` requests in any 60 s.
-RATE_WINDOW_S = 61.0
 RETRYABLE = {"rate_limited", "server", "timeout", "network"}
+USER_AGENT = "fscale"
 MAX_RETRY_AFTER_S = 120.0
 
-class TokenBucket:
-    """At most ``rpm`` request starts in any 60-second window, with a small burst.
-
-    The bucket holds ``burst`` tokens and refills at ``(rpm - burst) / window``: tokens on hand
-    at the start of any window plus what refills during it can never exceed ``rpm``, so the
-    limit is a guarantee, not an average.
-    """
-
-    def __init__(self, rpm: float, burst: int | None = None) -> None:
-        if rpm <= 0:
-            raise ValueError("rpm must be positive")
-        default_burst = max(1, int(rpm // 10))
-        self.capacity = max(1, min(burst or default_burst, int(rpm // 2) or 1))
-        refill = rpm - self.capacity
-        self.rate = (refill if refill > 0 else rpm) / RATE_WINDOW_S
-        self.tokens = float(self.capacity)
-        self.updated = time.monotonic()
-        self._lock = asyncio.Lock()
-
-    async def acquire(self) -> None:
-        # The lock makes waiters queue in FIFO order instead of racing for each token.
-        async with self._lock:
-            while True:
-                now = time.monotonic()
-                self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-                self.updated = now
-                if self.tokens >= 1.0:
-                    self.tokens -= 1.0
-                    return
-                await asyncio.sleep((1.0 - self.tokens) / self.rate)
 
 
 @dataclass
@@ -85,7 +62,6 @@ class ChatReply:
 class _ProviderRuntime:
     config: ProviderConfig
     semaphore: asyncio.Semaphore
-    bucket: TokenBucket | None
     headers: dict[str, str] = field(default_factory=dict)
     adapter: Any = None
     http: httpx.AsyncClient | None = None  # own client when the adapter serves in-process
@@ -125,31 +101,52 @@ def _error_detail(resp: httpx.Response) -> str:
         msg = err.get("message") if isinstance(err, dict) else str(err)
     except Exception:
         msg = resp.text
-    msg = " ".join(str(msg or "").split())[:160]
+    # Redacted before it is cut, so a key echoed by the server is removed whole.
+    msg = (redact(" ".join(str(msg or "").split())) or "")[:160]
     return f"HTTP {resp.status_code}" + (f": {msg}" if msg else "")
+
+
+def _transport_error(exc: httpx.TransportError) -> ProviderError:
+    """A connection-level failure as a retryable ``network`` error (key-free, redacted).
+
+    A kept-alive connection that the server closed or reset before answering is resent at once
+    (``retry_after=0``): the resend goes through the retry loop, so it is counted and limited.
+    """
+    if isinstance(exc, ConnectionDropped):
+        return ProviderError("network", redact(str(exc)) or "connection dropped", retry_after=0.0)
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return ProviderError("network", redact(str(exc))[:200] or "protocol error")
+    return ProviderError("network", f"{type(exc).__name__}: connection failed or dropped")
+
+
+def _api_key_header(cfg: ProviderConfig, key: str) -> str:
+    key = key.strip()
+    if not key.isprintable():
+        # A CR/LF in the key would split the header: refuse to send it (and never show it).
+        raise ProviderError("auth", f"the API key of provider {cfg.name!r} (${cfg.api_key_env}) "
+                                    "contains a line break or control character")
+    return f"Bearer {key}"
 
 
 class ChatClient:
     """Sends chat completions; one instance per run, closed with ``aclose()``."""
 
-    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None,
+                 limiter: SendLimiter | None = None) -> None:
         self.settings = settings
         self._runtimes: dict[str, _ProviderRuntime] = {}
+        self._urls: dict[str, httpx.URL] = {}
         if transport is None:
-            # Plain-http endpoints (local servers, loopback) get the lean keep-alive transport;
-            # https providers keep httpx's own pool (see transport.py for why).
-            from .transport import FastHTTP1Transport
-
-            transport = FastHTTP1Transport(httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(max_connections=128, max_keepalive_connections=16)))
-        self.http = httpx.AsyncClient(
-            transport=transport,
-            timeout=httpx.Timeout(60.0, connect=10.0),
-            follow_redirects=False,
-        )
+            self.http = make_client()
+        else:
+            self.http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(60.0, connect=10.0),
+                                          follow_redirects=False)
+        #: Every send to a provider with an ``rpm`` passes here (shared across processes).
+        self.limiter = limiter or make_limiter(settings.paths.state_dir, settings.env)
 
     async def aclose(self) -> None:
         await self.http.aclose()
+        await self.limiter.aclose()
         for rt in self._runtimes.values():
             if rt.http is not None:
                 await rt.http.aclose()
@@ -167,10 +164,12 @@ class ChatClient:
         rt = self._runtimes.get(provider_name)
         if rt is None:
             cfg = self.settings.providers[provider_name]
-            headers = {"Content-Type": "application/json", "Accept": "application/json"}
+            headers = {"Content-Type": "application/json", "Accept": "application/json",
+                       "Accept-Encoding": "gzip, deflate", "User-Agent": USER_AGENT}
             key = cfg.api_key(self.settings.env)
             if key:
-                headers["Authorization"] = f"Bearer {key}"
+                register_secrets([key])  # a server echoing it back cannot put it in an error text
+                headers["Authorization"] = _api_key_header(cfg, key)
             # The provider type's module (engine/providers/) gives the adapter, if any.
             from .providers import make_adapter
 
@@ -178,7 +177,6 @@ class ChatClient:
             rt = _ProviderRuntime(
                 config=cfg,
                 semaphore=asyncio.Semaphore(max(1, cfg.concurrency)),
-                bucket=TokenBucket(float(cfg.rpm), cfg.burst) if cfg.rpm else None,
                 headers=headers,
                 adapter=adapter,
             )
@@ -237,9 +235,8 @@ class ChatClient:
         while True:
             attempt += 1
             try:
-                if rt.bucket is not None:
-                    await rt.bucket.acquire()
                 async with rt.semaphore:
+                    await self._before_send(rt)
                     if counter is not None:
                         counter.sent += 1
                     started = time.monotonic()
@@ -258,16 +255,32 @@ class ChatClient:
                     delay = base * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
                 await asyncio.sleep(delay)
 
+    async def _before_send(self, rt: _ProviderRuntime) -> None:
+        """Take the provider's send token: called once per HTTP request, inside its slot."""
+        if rt.config.rpm:
+            await self.limiter.acquire(rt.config.name, float(rt.config.rpm), rt.config.burst)
+
+    def _request(self, rt: _ProviderRuntime, url: str, payload: bytes, timeout: float) -> httpx.Request:
+        """The POST, built directly (the client's header/cookie merging and URL parsing per
+        request cost more than the rest of the engine at loopback speed)."""
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = self._urls[url] = httpx.URL(url)
+        return httpx.Request("POST", parsed, headers=rt.headers, content=payload, extensions={
+            "timeout": {"connect": min(10.0, timeout), "read": timeout, "write": timeout, "pool": timeout}})
+
     async def _send(self, rt: _ProviderRuntime, url: str, payload: bytes, stream: bool,
                     on_delta: Callable[[str, str], None] | None, timeout: float) -> ChatReply:
+        """One HTTP request, bounded as a whole by ``timeout`` (a per-call deadline)."""
         try:
-            if stream:
-                return await self._send_stream(rt, url, payload, on_delta, timeout)
-            resp = await (rt.http or self.http).post(url, content=payload, headers=rt.headers, timeout=timeout)
-        except httpx.TimeoutException:
-            raise ProviderError("timeout", f"no reply within {timeout:g}s") from None
+            async with asyncio.timeout(timeout):
+                if stream:
+                    return await self._send_stream(rt, url, payload, on_delta, timeout)
+                resp = await (rt.http or self.http).send(self._request(rt, url, payload, timeout))
+        except (TimeoutError, httpx.TimeoutException):
+            raise ProviderError("timeout", f"no complete reply within {timeout:g}s") from None
         except httpx.TransportError as exc:
-            raise ProviderError("network", f"{type(exc).__name__}: connection failed or dropped") from None
+            raise _transport_error(exc) from None
         if resp.status_code != 200:
             raise ProviderError(_error_kind(resp.status_code), _error_detail(resp),
                                 status=resp.status_code,
@@ -297,18 +310,18 @@ class ChatClient:
         finish: str | None = None
         usage: dict[str, Any] = {}
         done = False
-        async with (rt.http or self.http).stream("POST", url, content=payload, headers=rt.headers,
-                                    timeout=timeout) as resp:
+        resp = await (rt.http or self.http).send(self._request(rt, url, payload, timeout), stream=True)
+        try:
             if resp.status_code != 200:
                 await resp.aread()
                 raise ProviderError(_error_kind(resp.status_code), _error_detail(resp),
                                     status=resp.status_code,
                                     retry_after=_retry_after(resp.headers.get("retry-after")))
             try:
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
+                async for event in EventSource(resp).aiter_sse():
+                    data = event.data.strip()
+                    if not data:
                         continue
-                    data = line[5:].strip()
                     if data == "[DONE]":
                         done = True
                         break
@@ -316,6 +329,8 @@ class ChatClient:
                         chunk = json.loads(data)
                     except ValueError:
                         raise ProviderError("malformed", "a stream chunk is not valid JSON", status=200) from None
+                    if not isinstance(chunk, dict):
+                        raise ProviderError("malformed", "a stream chunk is not a JSON object", status=200)
                     usage = chunk.get("usage") or usage
                     for choice in chunk.get("choices") or []:
                         delta = choice.get("delta") or {}
@@ -328,8 +343,12 @@ class ChatClient:
                         if (piece or think) and on_delta is not None:
                             on_delta(piece, think)
                         finish = choice.get("finish_reason") or finish
+            except SSEError:
+                raise ProviderError("malformed", "the reply is not an event stream", status=200) from None
             except httpx.TransportError:
                 raise ProviderError("network", "the stream was cut mid-way") from None
+        finally:
+            await resp.aclose()  # an abandoned stream closes its connection (the server sees it)
         if not done and finish is None:
             raise ProviderError("network", "the stream ended before the reply was complete")
         return ChatReply(
@@ -348,11 +367,14 @@ class ChatClient:
             return await rt.adapter.list_models()
         url = rt.config.base_url.rstrip("/") + "/models"
         try:
-            resp = await self.http.get(url, headers=rt.headers, timeout=30.0)
-        except httpx.TimeoutException:
+            async with rt.semaphore:
+                await self._before_send(rt)
+                async with asyncio.timeout(30.0):
+                    resp = await self.http.get(url, headers=rt.headers, timeout=30.0)
+        except (TimeoutError, httpx.TimeoutException):
             raise ProviderError("timeout", "no reply within 30s") from None
         except httpx.TransportError as exc:
-            raise ProviderError("network", f"{type(exc).__name__}: connection failed") from None
+            raise _transport_error(exc) from None
         if resp.status_code != 200:
             raise ProviderError(_error_kind(resp.status_code), _error_detail(resp), status=resp.status_code)
         try:
