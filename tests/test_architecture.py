@@ -16,3 +16,24 @@ def test_import_contracts_hold():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "BROKEN" not in proc.stdout and proc.stdout.count("KEPT") >= 4
+
+
+def test_modules_that_imported_each_other_no_longer_do():
+    import grimp
+
+    graph = grimp.build_graph("fscale_tui", exclude_type_checking_imports=True)
+    for a, b in [("fscale_tui.engine.config", "fscale_tui.engine.providers.local.provider"),
+                 ("fscale_tui.engine.config", "fscale_tui.engine.providers"),
+                 ("fscale_tui.app", "fscale_tui.screens.help")]:
+        there = graph.find_shortest_chain(importer=a, imported=b)
+        back = graph.find_shortest_chain(importer=b, imported=a)
+        assert there is None or back is None, f"{a} and {b} import each other: {there} / {back}"
+
+
+def test_adding_a_strategy_or_a_provider_is_one_module():
+    """The registries find their members by scanning their folder."""
+    from fscale_tui.engine import providers, strategies
+
+    assert set(strategies.names()) >= {"judge", "vote", "weighted", "usc", "tournament",
+                                       "beam", "dvts"}
+    assert set(providers.provider_types()) == {"openai", "local", "replay"}
