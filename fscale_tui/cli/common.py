@@ -239,6 +239,8 @@ class BatchOutput:
         self.items = items
         self.empty_field = empty_field
         self.statuses: list[str] = []
+        self.calls = 0
+        self.cost: float | None = None
         self._pending: dict[int, dict[str, Any]] = {}
         self._next = 0
 
@@ -250,11 +252,26 @@ class BatchOutput:
                    "status": "error", self.empty_field: None, "error": str(outcome)}
         else:
             obj = {"index": index, **outcome.to_dict()}
+            self.calls += int(obj.get("calls_made") or 0)
+            if obj.get("cost_usd") is not None:
+                self.cost = (self.cost or 0.0) + float(obj["cost_usd"])
         self.statuses.append(obj["status"])
         self._pending[index] = obj
         while self._next in self._pending:
             print_json(self._pending.pop(self._next))
             self._next += 1
+
+    def summary(self) -> str:
+        """One line for people: outcomes, calls per item and USD per item."""
+        n = len(self.statuses)
+        counts: dict[str, int] = {}
+        for status in self.statuses:
+            counts[status] = counts.get(status, 0) + 1
+        parts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+        line = f"{n} item{'s' if n != 1 else ''} ({parts}); {self.calls / max(1, n):.2f} calls per item"
+        if self.cost is not None:
+            line += f", ${self.cost / max(1, n):.6f} per item"
+        return line
 
     @property
     def exit_code(self) -> int:

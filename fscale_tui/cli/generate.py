@@ -77,9 +77,9 @@ class GeneratePrinter:
 
 def summary(result: Any) -> str:
     """One line: who won, by which rule, at what cost (and gold checks when given)."""
-    from .render import plural
+    from .render import dollars, plural
 
-    stats = f"{plural(result.calls_made, 'call')}, {result.elapsed_s:.2f}s"
+    stats = f"{plural(result.calls_made, 'call')}, {result.elapsed_s:.2f}s" + dollars(result)
     gold = ""
     if result.gold is not None:
         gold = f"; gold {result.gold}: selected {'✓' if result.correct else '✗'}, " \
@@ -167,6 +167,8 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
                     console.print(f"[dim]item {index}:[/dim] " + summary(outcome))
 
     run(go())
+    if not quiet:
+        console.print(f"[dim]{out.summary()}[/dim]")
     return out.exit_code
 
 

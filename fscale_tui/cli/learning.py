@@ -98,6 +98,12 @@ def history_show(call_id: str = typer.Argument(..., metavar="ID", help="A call i
     conf = f"{item['confidence']:.0%}" if item["confidence"] is not None else "-"
     out.write(f"decision:  {item['answer'] if item['answer'] is not None else '-'}  "
               f"({item['status']}, confidence {conf})\n")
+    usage = (item.get("extra") or {}).get("usage") or {}
+    if usage:
+        cost = usage.get("cost_usd")
+        out.write(f"usage:     {usage.get('prompt_tokens', 0)} prompt + "
+                  f"{usage.get('completion_tokens', 0)} completion tokens"
+                  + (f", ${cost:.6f}" if cost is not None else "") + "\n")
     for r in item["replies"]:
         lat = f"{r['latency_s']:.2f}s" if r["latency_s"] is not None else "-"
         what = r["answer"] if r["answer"] is not None else (r["error"] or r["status"])

@@ -88,6 +88,13 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
+def dollars(result: Any) -> str:
+    """", $0.000123" when the providers reported usage (and the models have a price)."""
+    usage = getattr(result, "usage", None) or {}
+    cost = usage.get("cost_usd")
+    return f", ${cost:.6f}" if cost else ""
+
+
 def print_notes(console: Any, result: Any) -> None:
     """Notes the engine attached for people (e.g. -k capped), on stderr."""
     for note in getattr(result, "notes", None) or []:
@@ -133,7 +140,7 @@ class BatchProgress:
 def summary(result: Any) -> str:
     """One line saying what was decided and how sure the panel was."""
     counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items(), key=lambda kv: -kv[1]))
-    stats = f"{plural(result.calls_made, 'call')}, {result.elapsed_s:.2f}s"
+    stats = f"{plural(result.calls_made, 'call')}, {result.elapsed_s:.2f}s" + dollars(result)
     if result.decided_early:
         stats += ", decided early"
     if result.status == "decided":

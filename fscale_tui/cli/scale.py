@@ -108,6 +108,8 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
                     progress.advance()
 
     run(go())
+    if not quiet:
+        console.print(f"[dim]{out.summary()}[/dim]")
     return out.exit_code
 
 

@@ -69,6 +69,7 @@ class Reply:
     logprobs: Any = None
     error_kind: str | None = None
     attempts: int = 0
+    cost_usd: float | None = None  # tokens × the model's price (USD per million tokens)
     exception: ProviderError | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -85,7 +86,8 @@ class Reply:
                 "latency_s": None if self.latency_s is None else round(self.latency_s, 4),
                 "error": self.error, "status": self.status,
                 "substitute_for": self.substitute_for,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.tokens}
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.tokens,
+                "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 8)}
 
     @property
     def ok(self) -> bool:
@@ -117,6 +119,24 @@ class Reply:
         self.error = str(exc)
         self.error_kind = exc.kind
         self.latency_s = time.monotonic() - started
+
+
+def price(model: ModelConfig, prompt_tokens: int | None,
+          completion_tokens: int | None) -> float | None:
+    """USD for one reply: its tokens at the model's ``cost`` (USD per million tokens); None
+    when the provider reported no usage."""
+    if prompt_tokens is None and completion_tokens is None:
+        return None
+    return ((prompt_tokens or 0) + (completion_tokens or 0)) * float(model.cost or 0.0) / 1e6
+
+
+def usage_of(replies: Iterable[Reply]) -> dict[str, Any]:
+    """Tokens and USD summed over replies (a call's votes, a generate run's requests)."""
+    replies = list(replies)
+    costs = [r.cost_usd for r in replies if r.cost_usd is not None]
+    return {"prompt_tokens": sum(r.prompt_tokens or 0 for r in replies),
+            "completion_tokens": sum(r.tokens or 0 for r in replies),
+            "cost_usd": round(sum(costs), 8) if costs else None}
 
 
 class Asker:
@@ -197,6 +217,7 @@ class Asker:
             emit(VoteFailed(call_id, model.alias, out.error or "", "error", out.latency_s or 0.0))
             return out
         out.fill(reply, labels)
+        out.cost_usd = price(model, out.prompt_tokens, out.tokens)
         emit(VoteReceived(call_id, model.alias, out.answer, out.latency_s or 0.0, out.raw,
                           out.thinking, out.tokens))
         return out

@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .answers import answers_match, gold_answer
+from .ask import usage_of
 from .events import Event, GenerateStarted, Generated
 from .strategies import strategies
 from .strategies.common import (Candidate, GenerateRequest, GenerateResult, JudgeVote, Run,
@@ -107,6 +108,7 @@ async def generate_events(engine: Any, request: GenerateRequest) -> AsyncIterato
         raise outcome
     result: GenerateResult = outcome
     result.calls_made = run.counter.sent
+    result.usage = usage_of(run.replies)
     result.elapsed_s = time.monotonic() - run.started
     result.item_id = request.item_id
     families = {g.family for g in run.generators}

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ask import Asker, Reply
+from .ask import Asker, Reply, usage_of
 from .prompts import build_messages  # noqa: F401 - the vote prompt, re-exported
 from .config import ModelConfig
 from .errors import ExitCode, UsageError, exit_code_for
@@ -144,6 +144,11 @@ class ScaleResult:
     def abstained(self) -> bool:
         return self.status == "abstained"
 
+    @property
+    def usage(self) -> dict[str, Any]:
+        """Tokens and USD of the decision's replies (the challenger's are in its vote)."""
+        return usage_of(self.votes)
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "schema": SCHEMA,
@@ -153,6 +158,8 @@ class ScaleResult:
             "confidence": None if self.confidence is None else round(self.confidence, 4),
             "votes": [v.to_dict() for v in self.votes],
             "calls_made": self.calls_made,
+            "usage": {k: v for k, v in self.usage.items() if k != "cost_usd"},
+            "cost_usd": self.usage["cost_usd"],
             "elapsed_s": round(self.elapsed_s, 4),
             "decided_early": self.decided_early,
             "status": self.status,

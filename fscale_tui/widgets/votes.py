@@ -221,7 +221,9 @@ def describe_result(result: Any) -> tuple[str, str]:
         notes.append("decided early")
     if cancelled:
         notes.append("cancelled: " + ", ".join(cancelled))
-    notes.append(f"{result.calls_made} calls, {result.elapsed_s:.2f}s")
+    cost = (getattr(result, "usage", None) or {}).get("cost_usd")
+    notes.append(f"{result.calls_made} calls, {result.elapsed_s:.2f}s"
+                 + (f", ${cost:.6f}" if cost else ""))
     tail = " · ".join(notes)
     valid = f"valid {result.valid_votes}/{len(result.members)}"
     if result.status == "decided":

@@ -236,7 +236,8 @@ def record_from_scale(request: Any, result: Any) -> CallRecord:
     extra: dict[str, Any] = {"counts": result.counts, "tied": result.tied,
                              "tie_broken_by": result.tie_broken_by,
                              "challenger_calls": getattr(result, "challenger_calls", 0),
-                             "item_id": getattr(result, "item_id", None)}
+                             "item_id": getattr(result, "item_id", None),
+                             "usage": getattr(result, "usage", None)}
     if getattr(result, "auto", False):
         extra.update(auto=True, stages=[s.to_dict() for s in result.stages],
                      calibrated=result.calibrated, signal=result.signal, route=result.route)

@@ -96,7 +96,8 @@ class CallLog:
             members=list(result.generators), answer=result.answer, status=result.status,
             elapsed_s=result.elapsed_s, calls_made=result.calls_made, replies=replies,
             extra={"strategy": result.strategy, "winner_index": result.winner_index,
-                   "judges": list(result.judges), "item_id": request.item_id}),
+                   "judges": list(result.judges), "item_id": request.item_id,
+                   "usage": result.usage}),
             learn=False)
 
     # -- ratings snapshot for the engine ----------------------------------------------------

@@ -123,15 +123,21 @@ class ReplayIndex:
         return False, None
 
 
-def _completion(model: str, reply: str | None) -> dict[str, Any]:
+def estimate_tokens(text: str) -> int:
+    """Recorded replies carry no usage: about 4 characters per token (OpenAI's rule of thumb)."""
+    return (len(text) + 3) // 4
+
+
+def _completion(model: str, reply: str | None, prompt_tokens: int = 0) -> dict[str, Any]:
     text = reply or ""
+    completion = estimate_tokens(text)
     return {
         "id": "replay-" + hashlib.sha1(f"{model}{text}".encode()).hexdigest()[:12],
         "object": "chat.completion", "created": int(time.time()), "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": reply},
                      "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 0, "completion_tokens": len(text.split()),
-                  "total_tokens": len(text.split())},
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                  "total_tokens": prompt_tokens + completion, "estimated": True},
     }
 
 
@@ -194,7 +200,9 @@ class ReplayAdapter:
         if body.get("stream"):
             return httpx.Response(200, headers={"content-type": "text/event-stream"},
                                   content=b"".join(_sse(model, reply)))
-        return httpx.Response(200, json=_completion(model, reply))
+        prompt = estimate_tokens("".join(str(m.get("content") or "") for m in messages
+                                         if isinstance(m, dict)))
+        return httpx.Response(200, json=_completion(model, reply, prompt))
 
 
 _CACHE: dict[tuple[str, float, int], ReplayIndex] = {}

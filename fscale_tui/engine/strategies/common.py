@@ -164,6 +164,7 @@ class GenerateResult:
     correct: bool | None = None  # the selected answer equals the gold answer
     item_id: str | None = None
     judges_independent: bool | None = None  # every judge is of a family no generator has
+    usage: dict[str, Any] = field(default_factory=dict)  # tokens and cost_usd of every request
 
     @property
     def total_calls(self) -> int:
@@ -184,6 +185,8 @@ class GenerateResult:
             "judge_votes": [v.to_dict() for v in self.judge_votes],
             "counts": self.counts, "selected_by": self.selected_by, "tied": self.tied,
             "calls_made": self.calls_made, "total_calls": self.calls_made,
+            "usage": {k: v for k, v in self.usage.items() if k != "cost_usd"},
+            "cost_usd": self.usage.get("cost_usd"),
             "elapsed_s": round(self.elapsed_s, 4),
             "generators": self.generators, "judges": self.judges,
             "judges_independent": self.judges_independent, "steps": self.steps,
@@ -210,6 +213,7 @@ class Run:
         self.call_id = call_id
         self.emit = emit
         self.counter = RequestCounter()
+        self.replies: list[Reply] = []  # every request's reply, for tokens and cost
         self.rng = random.Random(request.seed)
         self.started = time.monotonic()
         s = engine.settings
@@ -233,6 +237,7 @@ class Run:
             max_tokens=max_tokens or self.max_tokens,
             temperature=self.base_temperature if temperature is None else temperature,
             extra=extra, counter=self.counter)
+        self.replies.append(reply)
         if not reply.ok:
             raise reply.exception or ProviderError(reply.error_kind or "error", reply.error or "")
         return reply
