@@ -164,5 +164,19 @@ class CallLog:
             return store.history(models)
 
     def feedback(self, call_id: str, kind: str, **fields: Any) -> dict[str, Any]:
+        """Record feedback; the latest of a group on a call replaces the earlier one (then the
+        outcome's ``replaced`` names it and ``changes`` are the net rating changes)."""
         with self.open() as store:
-            return store.add_feedback(call_id, kind, **fields)
+            outcome = store.add_feedback(call_id, kind, **fields)
+        self._snapshot_at = 0.0
+        return outcome
+
+    def undo_feedback(self, call_id: str) -> dict[str, Any]:
+        """Take back the current feedback on a call (the latest one); the ratings are replayed
+        from the log without it. Returns ``{"id", "undone": {kind, label, prefer, over, ts,
+        state, ...}, "changes": {model: delta}, "feedback": [kinds still current]}``; a call
+        with nothing to undo (or an unknown id) is a UsageError."""
+        with self.open() as store:
+            outcome = store.undo_feedback(call_id)
+        self._snapshot_at = 0.0
+        return outcome
