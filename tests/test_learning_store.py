@@ -321,3 +321,14 @@ def test_a_log_written_by_the_previous_version_is_migrated_once(fscale_home, tmp
         assert _table(store) == expected
     with LearningStore(old) as again:  # opening it again applies nothing
         assert again.conn.execute("SELECT COUNT(*) FROM migrations").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_the_tui_call_detail_marks_feedback_that_no_longer_counts(store):
+    from fscale_tui.screens.history import detail_markup
+
+    store.record_call(call("c1", {"a": "YES", "b": "YES", "c": "NO"}))
+    store.add_feedback("c1", "confirm")
+    store.add_feedback("c1", "override", label="NO")
+    lines = [ln for ln in detail_markup(store.get("c1")).splitlines() if ln.startswith("feedback")]
+    assert "superseded" in lines[0] and "no longer counts" in lines[0]
+    assert lines[1] == "feedback: override NO"
