@@ -217,7 +217,7 @@ def test_replacing_reports_the_net_change_and_what_it_replaced(store):
     first = store.add_feedback("c1", "confirm")
     assert first["replaced"] is None and first["changes"]["c"] < 0
     second = store.add_feedback("c1", "override", label="NO")
-    assert second["replaced"]["kind"] == "confirm"
+    assert second["replaced"]["kind"] == "confirm" and second["replaced"]["state"] == "superseded"
     now = store.ratings()
     for m in "abc":
         assert second["changes"][m] == pytest.approx(now[m].rating - (start[m].rating + first["changes"][m]), abs=1e-3)
@@ -233,6 +233,7 @@ def test_undo_takes_the_feedback_back_exactly(fscale_home, tmp_path):
         _log(log, {1: [("confirm", {})], 4: [("reject", {})]})
         out = log.undo_feedback("c1", now=5000.0)
         assert out["undone"]["kind"] == "confirm" and out["feedback"] == []
+        assert out["undone"]["state"] == "undone" and out["undone"]["ended_ts"] == 5000.0
         assert out["changes"] and _table(log) == expected
         assert [(f["kind"], f["state"], f["ended_ts"]) for f in log.get("c1")["feedback"]] == \
             [("confirm", "undone", 5000.0)]

@@ -439,7 +439,8 @@ class LearningStore:
                              (json.dumps(changes), cur.lastrowid))
         return {"id": call_id, "kind": kind, "truth": truth, "wrong": wrong,
                 "pairs": [list(p) for p in pairs], "changes": changes,
-                "replaced": _feedback_dict(previous[-1]) if previous else None}
+                "replaced": ({**_feedback_dict(previous[-1]), "state": SUPERSEDED, "ended_ts": now}
+                             if previous else None)}
 
     def undo_feedback(self, call_id: str, *, now: float | None = None) -> dict[str, Any]:
         """Take back the current feedback on a call (the latest, when there are two: a verdict and
@@ -460,10 +461,11 @@ class LearningStore:
             conn.execute("UPDATE feedback SET state = ?, ended_ts = ? WHERE seq = ?",
                          (UNDONE, now, target["seq"]))
             changes = _net_changes(before, replay_ratings(conn))
+            undone = {**_feedback_dict(target), "state": UNDONE, "ended_ts": now}
             remaining = [f["kind"] for f in conn.execute(
                 "SELECT kind FROM feedback WHERE call_seq = ? AND state = ? ORDER BY seq",
                 (row["seq"], CURRENT))]
-        return {"id": row["id"], "undone": _feedback_dict(target), "changes": changes,
+        return {"id": row["id"], "undone": undone, "changes": changes,
                 "feedback": remaining}
 
     def replay(self) -> dict[str, R.ModelRating]:
