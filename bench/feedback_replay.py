@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fscale_tui.engine.learning.calllog import LearningStore  # noqa: E402
+from fscale_tui.engine.learning.calllog import LearningStore
 
 
 def build(store: LearningStore, n: int, seed: int = 0) -> None:
@@ -80,10 +80,10 @@ def main() -> None:
         for r in range(args.runs):
             seq = 1 + 100 * r  # a call with a confirm on it, early in the log (worst case)
             rows["replay"].append(timed(store.replay))
-            rows["replace"].append(timed(lambda: store.add_feedback(
-                f"call-{seq}", "override", label="NO")))
-            rows["undo"].append(timed(lambda: store.undo_feedback(f"call-{seq}")))
-            rows["append"].append(timed(lambda: store.add_feedback(f"call-{seq + 1}", "confirm")))
+            rows["replace"].append(timed(lambda s=seq: store.add_feedback(
+                f"call-{s}", "override", label="NO")))
+            rows["undo"].append(timed(lambda s=seq: store.undo_feedback(f"call-{s}")))
+            rows["append"].append(timed(lambda s=seq: store.add_feedback(f"call-{s + 1}", "confirm")))
         for name, values in rows.items():
             print(f"{name:<8} median {statistics.median(values) * 1000:8.1f} ms   "
                   f"max {max(values) * 1000:8.1f} ms   ({len(values)} runs)")

@@ -6,8 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fscale_tui.engine.answers import (answers_match, asks_for_number, extract_answer, final_answer, gold_answer,
-                                       gsm8k_gold, normalize_answer)
+from fscale_tui.engine.answers import (
+    answers_match,
+    asks_for_number,
+    extract_answer,
+    final_answer,
+    gold_answer,
+    gsm8k_gold,
+    normalize_answer,
+)
 from fscale_tui.engine.strategies.ballots import p_yes, parse_choice, parse_score
 
 

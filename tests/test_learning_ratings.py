@@ -201,7 +201,13 @@ def test_propose_panel_keeps_current_members_when_nobody_qualifies():
 
 # -- replay (issue 12 item 8: ratings recomputed from the log) -------------------------------------
 def test_replay_plays_events_in_order_like_the_incremental_updates():
-    from fscale_tui.engine.learning.ratings import Event, apply, consensus_update, replay, verdict_update
+    from fscale_tui.engine.learning.ratings import (
+        Event,
+        apply,
+        consensus_update,
+        replay,
+        verdict_update,
+    )
 
     calls = [(R.Reply("a", "YES"), R.Reply("b", "YES"), R.Reply("c", "NO")),
              (R.Reply("a", "NO"), R.Reply("b", "YES"), R.Reply("c", "YES"))]

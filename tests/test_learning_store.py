@@ -298,11 +298,11 @@ def test_a_log_written_by_the_previous_version_is_migrated_once(fscale_home, tmp
     conn = sqlite3.connect(old)
     conn.executescript(OLD_SCHEMA)
     src = sqlite3.connect(tmp_path / "clean.db")
-    for table, cols in (("calls", "seq, id, kind, ts, question_hash, context_hash, question, context, "
-                                  "labels, members, answer, status, confidence, decided_early, "
-                                  "elapsed_s, calls_made, extra"),
-                        ("replies", "call_seq, role, model, answer, status, latency_s, error, "
-                                    "substitute_for, raw, thinking, tokens")):
+    for table, cols in (("calls", ("seq, id, kind, ts, question_hash, context_hash, question, "
+                                   "context, labels, members, answer, status, confidence, "
+                                   "decided_early, elapsed_s, calls_made, extra")),
+                        ("replies", ("call_seq, role, model, answer, status, latency_s, error, "
+                                     "substitute_for, raw, thinking, tokens"))):
         rows = src.execute(f"SELECT {cols} FROM {table}").fetchall()
         conn.executemany(f"INSERT INTO {table} ({cols}) VALUES ({','.join('?' * len(rows[0]))})", rows)
     # what the previous version wrote: both verdicts counted (the ratings table is stale)

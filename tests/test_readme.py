@@ -234,7 +234,8 @@ def reader(tmp_path_factory: pytest.TempPathFactory):
         local_env = {**base, "FSCALE_LOCAL_N_CTX": "1024", "FSCALE_LOCAL_PARALLEL": "1"}
         # `fscale models refresh` asks /v1/models: the loopback lists every configured id.
         listing = subprocess.run([sys.executable, "-m", "fscale_tui", "models", "--json"],
-                                 env=env, capture_output=True, text=True, cwd=workdir, timeout=60)
+                                 env=env, capture_output=True, text=True, cwd=workdir, timeout=60,
+                                 check=False)
         assert listing.returncode == 0, listing.stderr
         server.set_models(sorted({m["id"] for m in json.loads(listing.stdout)}))
         _seed_call_log(home, env)
@@ -242,7 +243,7 @@ def reader(tmp_path_factory: pytest.TempPathFactory):
             yield Reader(server, workdir, env, local_env, set())
         finally:
             subprocess.run([sys.executable, "-m", "fscale_tui", "local", "stop"], env=local_env,
-                           capture_output=True, cwd=workdir, timeout=60)
+                           capture_output=True, cwd=workdir, timeout=60, check=False)
 
 
 def _seed_call_log(home: Path, env: dict[str, str]) -> None:
@@ -258,7 +259,7 @@ def _seed_call_log(home: Path, env: dict[str, str]) -> None:
         "        ReplyRecord('fast-b', answer='VULNERABLE', raw='Answer: VULNERABLE'),\n"
         "        ReplyRecord('llama-3.1-8b', answer='SAFE', raw='Answer: SAFE')]))\n")
     proc = subprocess.run([sys.executable, "-c", code, str(home / "data" / "learning.db")],
-                          env=env, capture_output=True, text=True, cwd=REPO, timeout=60)
+                          env=env, capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr
 
 
@@ -266,7 +267,8 @@ def _run(reader: Reader, example: Example) -> subprocess.CompletedProcess:
     env = reader.local_env if example.local else reader.env
     return subprocess.run(["bash", "-o", "pipefail", "-c", runnable(example.command)],
                           cwd=reader.workdir, env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=300 if example.local else 120)
+                          stdin=subprocess.DEVNULL, timeout=300 if example.local else 120,
+                          check=False)
 
 
 # -- the tests -------------------------------------------------------------------------------------
@@ -287,7 +289,8 @@ def test_readme_example(reader: Reader, example: Example) -> None:
     if example.local and runnable(example.command).startswith("fscale scale"):
         # It really voted with the embedded local models (not the loopback server).
         last = subprocess.run([sys.executable, "-m", "fscale_tui", "history", "-n", "1", "--json"],
-                              env=reader.local_env, capture_output=True, text=True, timeout=60)
+                              env=reader.local_env, capture_output=True, text=True, timeout=60,
+                              check=False)
         members = json.loads(last.stdout)[0]["members"]
         assert members and all(m.startswith("local-") for m in members), members
 

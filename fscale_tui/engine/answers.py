@@ -33,7 +33,7 @@ from fractions import Fraction
 
 from .parsing import split_reasoning
 
-__all__ = ["asks_for_number", "extract_answer", "normalize_answer", "final_answer", "answers_match", "gold_answer", "gsm8k_gold"]
+__all__ = ["answers_match", "asks_for_number", "extract_answer", "final_answer", "gold_answer", "gsm8k_gold", "normalize_answer"]
 
 _NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
