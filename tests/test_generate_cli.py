@@ -141,3 +141,22 @@ def test_engine_generate_imports_neither_typer_nor_textual():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('typer', 'textual')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip() == "[]"
+
+
+# -- generate's answer (issue 12 item 9) -----------------------------------------------------------
+@pytest.mark.parametrize("question, reply, expected", [
+    ("Write a regex for ISO dates", "^\\d{4}-\\d{2}-\\d{2}$ matches 2024-01-02", None),
+    ("Summarise the notes", "The team met on 3 May, agreed on 2 goals and meets again in 2 weeks.", None),
+    ("What is 17*23?", "17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391", "391"),
+])
+def test_generate_reports_an_answer_only_when_the_task_asked_for_one(server, stub_config, question,
+                                                                    reply, expected):
+    """A regex or a summary used to get `"answer": "2"` (a number pulled out of free text)."""
+    server.set_default(Behaviour(reply="Output 1 is best"))
+    for alias in ("fast-a", "fast-b", "slow-c"):
+        server.script(mid(alias), Behaviour(reply=reply))
+    proc = run_cli("generate", question, "-k", "3", "--seed", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["answer"] == expected
+    assert [c["answer"] for c in out["all_outputs"]] == [expected] * 3

@@ -6,8 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fscale_tui.engine.answers import (answers_match, extract_answer, final_answer, gold_answer,
-                                       gsm8k_gold, normalize_answer)
+from fscale_tui.engine.answers import (
+    answers_match,
+    asks_for_number,
+    extract_answer,
+    final_answer,
+    gold_answer,
+    gsm8k_gold,
+    normalize_answer,
+)
 from fscale_tui.engine.strategies.ballots import p_yes, parse_choice, parse_score
 
 
@@ -108,3 +115,33 @@ def test_answers_match_numbers_across_spellings():
 @given(st.integers(-10**9, 10**9))
 def test_integers_normalise_to_themselves_with_or_without_separators(n):
     assert normalize_answer(f"{n:,}") == str(n) == normalize_answer(str(n))
+
+
+# -- when a task has a final answer (issue 12 item 9) ---------------------------------------------
+@pytest.mark.parametrize("question, gold, expected", [
+    ("What is 17*23?", None, True),
+    ("Compute 3 + 4", None, True),
+    ("What is 12 - 5?", None, True),
+    ("How many eggs does Janet sell every day?", None, True),
+    ("A train leaves at 3 pm at 60 km/h. How far has it gone at 5 pm?", None, True),
+    ("q", "#### 18", True),
+    ("q", "1,000", True),
+    ("Write a regex for ISO dates", None, False),
+    ("Write a regex that matches dates like 2024-01-02 or 01/02/2024", None, False),
+    ("Summarise the notes", None, False),
+    ("Summarise in one sentence", None, False),
+    ("Which city is the capital of France?", "Paris", False),
+])
+def test_asks_for_number(question, gold, expected):
+    assert asks_for_number(question, gold) is expected
+
+
+def test_a_candidate_has_an_answer_only_when_the_task_asked_for_one():
+    from fscale_tui.engine.strategies.common import answer_of
+
+    regex = "Use ^\\d{4}-\\d{2}-\\d{2}$ — it matches 2024-01-02 (4 digits, then 2 and 2)."
+    summary = "The team met twice, agreed on 3 goals and will report in 2 weeks."
+    assert answer_of(regex, numeric=False) is None
+    assert answer_of(summary, numeric=False) is None
+    assert answer_of("17 * 23 = 391", numeric=True) == "391"
+    assert answer_of("So the result is clear.\n\nThe answer is: POSITIVE", numeric=False) == "positive"

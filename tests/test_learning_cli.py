@@ -143,6 +143,45 @@ def test_feedback_cli_updates_challenger_too_and_unknown_id_exits_2(server, stub
     assert both.returncode == 2 and "exactly one" in both.stderr
 
 
+def test_feedback_replaces_and_undo_takes_back_through_the_cli(server, stub_config):
+    """Issue 12 item 8: --confirm then --override on one call used to count both (+64, -75.7);
+    now the override replaces the confirm, and --undo takes it back (ratings recomputed)."""
+    server.set_default(Behaviour(reply="YES"))
+    server.script(mid("slow-c"), Behaviour(reply="NO"))
+    data = json.loads(run_cli("scale", "q?", "-a", "YES,NO", "--json").stdout)
+    consensus = {r["model"]: r for r in json.loads(run_cli("ratings", "--json").stdout)}
+    assert run_cli("feedback", data["id"], "--confirm").returncode == 0
+    proc = run_cli("feedback", data["id"], "--override", "NO", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["schema"] == 1 and out["replaced"]["kind"] == "confirm"
+    ratings = {r["model"]: r for r in json.loads(run_cli("ratings", "--json").stdout)}
+    assert all(r["feedback"] == 1 for r in ratings.values())  # one verdict, not two
+    assert ratings["slow-c"]["rating"] > consensus["slow-c"]["rating"]
+    shown = run_cli("history", "show", data["id"])
+    assert "confirm" in shown.stdout and "superseded" in shown.stdout
+    assert json.loads(run_cli("history", "--json").stdout)[0]["feedback"] == ["override"]
+
+    undo = run_cli("feedback", data["id"], "--undo", "--json")
+    assert undo.returncode == 0, undo.stderr
+    body = json.loads(undo.stdout)
+    assert body["schema"] == 1 and body["undone"]["kind"] == "override" and body["feedback"] == []
+    assert body["changes"]["slow-c"] < 0
+    after = {r["model"]: r for r in json.loads(run_cli("ratings", "--json").stdout)}
+    assert after == consensus  # exactly the consensus-only ratings again
+    states = [f["state"] for f in json.loads(run_cli("history", "show", data["id"], "--json").stdout)["feedback"]]
+    assert states == ["superseded", "undone"]
+
+    nothing = run_cli("feedback", data["id"], "--undo")
+    assert nothing.returncode == 2 and nothing.stdout == ""
+    assert nothing.stderr.strip() == f"fscale: error: call {data['id']!r} has no feedback to undo"
+    unknown = run_cli("feedback", "no-such-id", "--undo")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("fscale: error: no call with id")
+    assert len(unknown.stderr.strip().splitlines()) == 1
+    mixed = run_cli("feedback", data["id"], "--undo", "--confirm")
+    assert mixed.returncode == 2 and "exactly one" in mixed.stderr
+
+
 def test_tie_break_rating_reads_the_stored_ratings(server, stub_config):
     from tests.conftest import write_config
 

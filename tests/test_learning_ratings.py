@@ -197,3 +197,36 @@ def test_propose_panel_fills_with_same_family_and_keeps_members_within_margin():
 def test_propose_panel_keeps_current_members_when_nobody_qualifies():
     p = propose_panel({}, ["a1", "b1"], candidates=["a1", "b1", "c1"], family_of=FAMILY.get)
     assert p.proposed == ["a1", "b1"] and not p.changed
+
+
+# -- replay (issue 12 item 8: ratings recomputed from the log) -------------------------------------
+def test_replay_plays_events_in_order_like_the_incremental_updates():
+    from fscale_tui.engine.learning.ratings import (
+        Event,
+        apply,
+        consensus_update,
+        replay,
+        verdict_update,
+    )
+
+    calls = [(R.Reply("a", "YES"), R.Reply("b", "YES"), R.Reply("c", "NO")),
+             (R.Reply("a", "NO"), R.Reply("b", "YES"), R.Reply("c", "YES"))]
+    events = [Event("consensus", 1.0, "c1", calls[0]),
+              Event("feedback", 1.5, "c1", calls[0], source="feedback:override", truth="NO"),
+              Event("consensus", 2.0, "c2", calls[1]),
+              Event("feedback", 2.5, "c2", calls[1], source="feedback:prefer",
+                    pairs=(("a", "b"), ("a", "c")))]
+    table, history = replay(events)
+    by_hand: dict = {}
+    apply(consensus_update(calls[0], by_hand), by_hand, now=1.0, replied=["a", "b", "c"])
+    apply(verdict_update(calls[0], by_hand, truth="NO"), by_hand)
+    apply(consensus_update(calls[1], by_hand), by_hand, now=2.0, replied=["a", "b", "c"])
+    apply(verdict_update(calls[1], by_hand, pairs=[("a", "b"), ("a", "c")]), by_hand)
+    assert table == by_hand
+    assert table["c"].feedback == 2 and table["a"].last_seen == 2.0
+    assert [h[4] for h in history if h[0] == "c"] == ["consensus", "feedback:override",
+                                                      "consensus", "feedback:prefer"]
+    assert history[-1][2] == table[history[-1][0]].rating
+    # Without the feedback events, only the consensus games count: no trace of the verdicts.
+    plain, _ = replay([e for e in events if e.kind == "consensus"])
+    assert all(r.feedback == 0 for r in plain.values()) and plain != table

@@ -85,7 +85,9 @@ def test_feedback_kinds(store):
     out = store.add_feedback("c1", "prefer", prefer="b")
     assert out["pairs"] == [["b", "a"], ["b", "c"]] and out["changes"]["b"] > 0
     out = store.add_feedback("c1", "prefer", prefer="a", over="b")
-    assert out["changes"]["a"] == pytest.approx(-out["changes"]["b"])
+    # The second preference replaces the first: pairs are zero-sum, so the net change is too.
+    assert out["replaced"]["prefer"] == "b" and out["changes"]["a"] > 0
+    assert sum(out["changes"].values()) == pytest.approx(0, abs=1e-2)
     with pytest.raises(UsageError, match="not one of the call's labels"):
         store.add_feedback("c1", "override", label="MAYBE")
     with pytest.raises(UsageError, match="did not reply"):
@@ -171,3 +173,163 @@ def test_concurrent_processes_lose_no_call_and_no_rating_update(fscale_home):
         expected = R.BASE * len(table) + sum(sum(c.values()) for c in changes)
         assert sum(r.rating for r in table.values()) == pytest.approx(expected, abs=0.01 * len(changes))
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# -- replacing and undoing feedback (issue 12 item 8) ----------------------------------------------
+def _table(store) -> dict:
+    return {m: (r.rating, r.games, r.calls, r.agree, r.disagree, r.feedback, r.last_seen)
+            for m, r in store.ratings().items()}
+
+
+def _log(store, feedback) -> None:
+    """Ten calls at fixed times; ``feedback`` (call index -> list of (kind, fields)) is given
+    right after that call."""
+    for i in range(10):
+        answers = {"a": "YES", "b": "YES" if i % 3 else "NO", "c": "NO", "d": "YES"}
+        store.record_call(CallRecord(**{**call(f"c{i}", answers).__dict__, "ts": 1000.0 + i}))
+        for n, (kind, fields) in enumerate(feedback.get(i, [])):
+            store.add_feedback(f"c{i}", kind, now=1000.5 + i + n / 100, **fields)
+
+
+def test_latest_verdict_replaces_the_earlier_one_exactly(fscale_home, tmp_path):
+    """--confirm then --override on one call: only the override counts, and the ratings are
+    exactly those of a log that only ever had the override (not +64 then -75.7 on top)."""
+    with LearningStore(tmp_path / "clean.db") as clean:
+        _log(clean, {2: [("override", {"label": "NO"})], 6: [("prefer", {"prefer": "c"})]})
+        expected = _table(clean)
+        expected_history = {m: [r for _, r in v] for m, v in clean.history().items()}
+    with LearningStore(tmp_path / "fixed.db") as fixed:
+        _log(fixed, {2: [("confirm", {}), ("override", {"label": "NO"})],
+                     6: [("prefer", {"prefer": "b"}), ("prefer", {"prefer": "c"})]})
+        assert _table(fixed) == expected
+        assert {m: [r for _, r in v] for m, v in fixed.history().items()} == expected_history
+        states = [(f["kind"], f["state"]) for f in fixed.get("c2")["feedback"]]
+        assert states == [("confirm", "superseded"), ("override", "current")]
+        assert fixed.recent(10, text="c2")[0]["feedback"] == ["override"]
+        # a verdict and a preference are different groups: both stay current
+        fixed.add_feedback("c6", "confirm", now=2000.0)
+        assert [f["state"] for f in fixed.get("c6")["feedback"]] == ["superseded", "current", "current"]
+
+
+def test_replacing_reports_the_net_change_and_what_it_replaced(store):
+    store.record_call(call("c1", {"a": "YES", "b": "YES", "c": "NO"}))
+    start = store.ratings()
+    first = store.add_feedback("c1", "confirm")
+    assert first["replaced"] is None and first["changes"]["c"] < 0
+    second = store.add_feedback("c1", "override", label="NO")
+    assert second["replaced"]["kind"] == "confirm" and second["replaced"]["state"] == "superseded"
+    now = store.ratings()
+    for m in "abc":
+        assert second["changes"][m] == pytest.approx(now[m].rating - (start[m].rating + first["changes"][m]), abs=1e-3)
+        assert now[m].feedback == 1  # one verdict counts, not two
+    assert now["c"].rating > start["c"].rating and now["a"].rating < start["a"].rating
+
+
+def test_undo_takes_the_feedback_back_exactly(fscale_home, tmp_path):
+    with LearningStore(tmp_path / "clean.db") as clean:
+        _log(clean, {4: [("reject", {})]})
+        expected = _table(clean)
+    with LearningStore(tmp_path / "undo.db") as log:
+        _log(log, {1: [("confirm", {})], 4: [("reject", {})]})
+        out = log.undo_feedback("c1", now=5000.0)
+        assert out["undone"]["kind"] == "confirm" and out["feedback"] == []
+        assert out["undone"]["state"] == "undone" and out["undone"]["ended_ts"] == 5000.0
+        assert out["changes"] and _table(log) == expected
+        assert [(f["kind"], f["state"], f["ended_ts"]) for f in log.get("c1")["feedback"]] == \
+            [("confirm", "undone", 5000.0)]
+        with pytest.raises(UsageError, match="has no feedback to undo"):
+            log.undo_feedback("c1")
+        with pytest.raises(UsageError, match="no call with id"):
+            log.undo_feedback("nope")
+
+
+def test_undo_removes_the_latest_current_feedback_first(store):
+    store.record_call(call("c1", {"a": "YES", "b": "NO", "c": "YES"}))
+    store.add_feedback("c1", "confirm")
+    store.add_feedback("c1", "prefer", prefer="b")
+    assert store.undo_feedback("c1")["undone"]["kind"] == "prefer"
+    assert store.undo_feedback("c1")["undone"]["kind"] == "confirm"
+    assert all(r.feedback == 0 for r in store.ratings().values())
+
+
+def test_replay_of_an_unchanged_log_changes_nothing(store):
+    for i in range(30):
+        store.record_call(call(f"c{i}", {"a": "YES", "b": "YES" if i % 2 else "NO", "c": "NO"},
+                               challenger=("d", "YES")))
+        if i % 7 == 0:
+            store.add_feedback(f"c{i}", "reject")
+    before, history = _table(store), store.history()
+    store.replay()
+    assert _table(store) == before and store.history() == history
+
+
+OLD_SCHEMA = """
+CREATE TABLE calls (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, kind TEXT NOT NULL,
+    ts REAL NOT NULL, question_hash TEXT, context_hash TEXT, question TEXT, context TEXT,
+    labels TEXT, members TEXT, answer TEXT, status TEXT, confidence REAL, decided_early INTEGER,
+    elapsed_s REAL, calls_made INTEGER, extra TEXT);
+CREATE INDEX calls_by_id ON calls(id);
+CREATE TABLE replies (call_seq INTEGER NOT NULL REFERENCES calls(seq), role TEXT NOT NULL,
+    model TEXT NOT NULL, answer TEXT, status TEXT, latency_s REAL, error TEXT, substitute_for TEXT,
+    raw TEXT, thinking TEXT, tokens INTEGER);
+CREATE INDEX replies_by_call ON replies(call_seq);
+CREATE TABLE feedback (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    call_seq INTEGER NOT NULL REFERENCES calls(seq), call_id TEXT NOT NULL, ts REAL NOT NULL,
+    kind TEXT NOT NULL, label TEXT, prefer TEXT, over TEXT, changes TEXT);
+CREATE TABLE ratings (model TEXT PRIMARY KEY, rating REAL NOT NULL, games INTEGER NOT NULL DEFAULT 0,
+    calls INTEGER NOT NULL DEFAULT 0, agree INTEGER NOT NULL DEFAULT 0,
+    disagree INTEGER NOT NULL DEFAULT 0, feedback INTEGER NOT NULL DEFAULT 0, last_seen REAL);
+CREATE TABLE rating_history (seq INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL,
+    ts REAL NOT NULL, rating REAL NOT NULL, call_id TEXT, source TEXT NOT NULL);
+CREATE INDEX history_by_model ON rating_history(model, seq);
+"""
+
+
+def test_a_log_written_by_the_previous_version_is_migrated_once(fscale_home, tmp_path):
+    """An old database (no migrations table, feedback without state) with a confirm and a later
+    override on one call: opening it records the migrations, keeps every row, marks the confirm
+    superseded and replays the ratings to those of a log with only the override."""
+    from fscale_tui.engine.learning.calllog import MIGRATIONS
+
+    with LearningStore(tmp_path / "clean.db") as clean:
+        _log(clean, {3: [("override", {"label": "NO"})]})
+        expected = _table(clean)
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.executescript(OLD_SCHEMA)
+    src = sqlite3.connect(tmp_path / "clean.db")
+    for table, cols in (("calls", ("seq, id, kind, ts, question_hash, context_hash, question, "
+                                   "context, labels, members, answer, status, confidence, "
+                                   "decided_early, elapsed_s, calls_made, extra")),
+                        ("replies", ("call_seq, role, model, answer, status, latency_s, error, "
+                                     "substitute_for, raw, thinking, tokens"))):
+        rows = src.execute(f"SELECT {cols} FROM {table}").fetchall()
+        conn.executemany(f"INSERT INTO {table} ({cols}) VALUES ({','.join('?' * len(rows[0]))})", rows)
+    # what the previous version wrote: both verdicts counted (the ratings table is stale)
+    conn.executemany("INSERT INTO feedback (call_seq, call_id, ts, kind, label, changes) "
+                     "VALUES (4, 'c3', ?, ?, ?, '{}')",
+                     [(1003.5, "confirm", "YES"), (1003.6, "override", "NO")])
+    conn.execute("INSERT INTO ratings (model, rating) VALUES ('a', 1234.0)")
+    conn.commit()
+    conn.close()
+    with LearningStore(old) as store:
+        assert store.count() == 10
+        names = [r[0] for r in store.conn.execute("SELECT name FROM migrations ORDER BY rowid")]
+        assert names == [name for name, _ in MIGRATIONS]
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert [(f["kind"], f["state"]) for f in store.get("c3")["feedback"]] == \
+            [("confirm", "superseded"), ("override", "current")]
+        assert _table(store) == expected
+    with LearningStore(old) as again:  # opening it again applies nothing
+        assert again.conn.execute("SELECT COUNT(*) FROM migrations").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_the_tui_call_detail_marks_feedback_that_no_longer_counts(store):
+    from fscale_tui.screens.history import detail_markup
+
+    store.record_call(call("c1", {"a": "YES", "b": "YES", "c": "NO"}))
+    store.add_feedback("c1", "confirm")
+    store.add_feedback("c1", "override", label="NO")
+    lines = [ln for ln in detail_markup(store.get("c1")).splitlines() if ln.startswith("feedback")]
+    assert "superseded" in lines[0] and "no longer counts" in lines[0]
+    assert lines[1] == "feedback: override NO"

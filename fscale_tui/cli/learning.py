@@ -111,8 +111,10 @@ def history_show(call_id: str = typer.Argument(..., metavar="ID", help="A call i
         raw = raw if len(raw) <= 60 else raw[:59] + "…"
         out.write(f"  {r['role']:<10} {r['model']:<24} {str(what):<14} {r['status']:<10} {lat:>7}  {raw}\n")
     for f in item["feedback"]:
+        state = f.get("state") or "current"
+        note = "" if state == "current" else f"  ({state}, no longer counts)"
         out.write(f"feedback:  {f['kind']} {f['label'] or ''} {f['prefer'] or ''} "
-                  f"{('over ' + f['over']) if f['over'] else ''}\n")
+                  f"{('over ' + f['over']) if f['over'] else ''}{note}\n")
 
 
 @history_app.command("export")
@@ -228,12 +230,17 @@ def feedback(
     override: str = typer.Option(None, "--override", metavar="LABEL", help="The right label was LABEL."),
     prefer: str = typer.Option(None, "--prefer", metavar="MODEL", help="MODEL's answer was the better one."),
     over: str = typer.Option(None, "--over", metavar="MODEL", help="With --prefer: better than MODEL's (default: than everyone who disagreed)."),
+    undo: bool = typer.Option(False, "--undo", help="Take back the current feedback on the call (the latest one); ratings are recomputed without it."),
     as_json: bool = typer.Option(False, "--json", help="Print the rating changes as JSON."),
 ) -> None:
     """Tell fscale whether a past call was right; every model that answered it is re-rated.
 
     Feedback counts 4× a consensus game and reaches the shadow challenger too. It is recorded
     in the call log ('fscale history show ID'). An unknown id is an error (exit 2).
+
+    The latest verdict on a call replaces the earlier one: --confirm, --reject and --override
+    are one verdict (on the label), --prefer another (on the models). A replaced or undone
+    feedback stays in the log but no longer counts: ratings are recomputed from the log.
 
     Examples:
 
@@ -242,25 +249,44 @@ def feedback(
       fscale feedback 20250101-120000-1a2b3c4d --override VULNERABLE
 
       fscale feedback 20250101-120000-1a2b3c4d --prefer fast-a --over fast-b
+
+      fscale feedback 20250101-120000-1a2b3c4d --undo
     """
     given = [name for name, on in (("--confirm", confirm), ("--reject", reject),
                                    ("--override", override is not None),
-                                   ("--prefer", prefer is not None)) if on]
+                                   ("--prefer", prefer is not None), ("--undo", undo)) if on]
     if len(given) != 1:
-        raise UsageError("give exactly one of --confirm, --reject, --override LABEL, --prefer MODEL"
-                         + (f" (got {', '.join(given)})" if given else ""))
+        raise UsageError("give exactly one of --confirm, --reject, --override LABEL, --prefer MODEL, "
+                         "--undo" + (f" (got {', '.join(given)})" if given else ""))
     if over is not None and prefer is None:
         raise UsageError("--over only goes with --prefer")
     kind = given[0].lstrip("-")
     with engine_facade() as engine:
-        outcome = engine.calls.feedback(call_id, kind, label=override, prefer=prefer, over=over)
+        if undo:
+            outcome = engine.calls.undo_feedback(call_id)
+        else:
+            outcome = engine.calls.feedback(call_id, kind, label=override, prefer=prefer, over=over)
     if as_json:
         print_json({"schema": 1, **outcome})
         return
     for model, delta in sorted(outcome["changes"].items(), key=lambda kv: -kv[1]):
         sys.stdout.write(f"{model:<28} {delta:+8.1f}\n")
+    if undo:
+        sys.stderr.write(f"fscale: feedback '{outcome['undone']['kind']}' "
+                         f"({_feedback_text(outcome['undone'])}) on {outcome['id']} undone; "
+                         "ratings recomputed from the log\n")
+        return
     what = outcome["truth"] or outcome["wrong"] or ", ".join(">".join(p) for p in outcome["pairs"])
-    sys.stderr.write(f"fscale: feedback '{kind}' ({what}) recorded for {call_id}\n")
+    replaced = outcome.get("replaced")
+    note = (f", replacing '{replaced['kind']}' ({_feedback_text(replaced)}); ratings recomputed "
+            "from the log") if replaced else ""
+    sys.stderr.write(f"fscale: feedback '{kind}' ({what}) recorded for {call_id}{note}\n")
+
+
+def _feedback_text(f: dict[str, Any]) -> str:
+    if f.get("prefer"):
+        return f"{f['prefer']} over {f['over']}" if f.get("over") else f"{f['prefer']} preferred"
+    return f.get("label") or f["kind"]
 
 
 # -- evolve ------------------------------------------------------------------------------------

@@ -12,6 +12,14 @@ explicit statement wins:
    sentence or line);
 4. only with ``fallback=True``: the last number in the text (what GSM8K graders do).
 
+When a free-form reply *has* a final answer (``asks_for_number``): a reply that states one
+explicitly (rules 1–3) has it, whatever the task; the last-number fallback (rule 4) is used only
+when the task asks for a number: a ``gold`` answer that is a number was given, or the question
+itself is a computation (an arithmetic expression such as ``17*23`` or ``3 + 4``, or wording such
+as "how many", "how much", "calculate", "compute", "evaluate", "solve", "sum of", "product
+of", "what is <number>"). A regex, a summary or a poem has no final answer (``None``), even if
+it mentions numbers.
+
 Normalisation (``normalize_answer``): LaTeX wrappers (``$``, ``\\text{}``, ``\\left``, ``\\!``),
 currency, percent signs, thousands separators and trailing units are removed; numbers become
 one canonical spelling (``1,000.00`` = ``1000``, ``\\frac{1}{2}`` = ``1/2`` = ``0.5``, ``five``
@@ -25,7 +33,7 @@ from fractions import Fraction
 
 from .parsing import split_reasoning
 
-__all__ = ["extract_answer", "normalize_answer", "final_answer", "answers_match", "gold_answer", "gsm8k_gold"]
+__all__ = ["answers_match", "asks_for_number", "extract_answer", "final_answer", "gold_answer", "gsm8k_gold", "normalize_answer"]
 
 _NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
@@ -207,3 +215,27 @@ def gsm8k_gold(answer_field: str) -> str | None:
     """The gold answer of a GSM8K item: what follows ``#### ``."""
     m = _HASH_RE.search(answer_field or "")
     return normalize_answer(m.group("ans")) if m else None
+
+
+# An arithmetic expression: digits around + * / × ÷ ^ (a "-" only with spaces, so dates such as
+# 2024-01-02 and ranges such as 3-5 are not computations; "/" not between two 1-2 digit groups
+# followed by another "/", so 01/02/2024 is not one either).
+_EXPRESSION_RE = re.compile(r"\d\s*[+*×÷^]\s*-?\(?\d|\d\s+[-−]\s+\(?\d|"
+                            r"(?<![\d/])\d+\s*/\s*\d+(?![\d/])")
+_COMPUTE_WORDS_RE = re.compile(
+    r"\bhow\s+(?:many|much|long|far|old|fast)\b|\b(?:calculate|compute|evaluate|solve)\b|"
+    r"\b(?:sum|product|quotient|difference|total|average|mean|remainder|square\s+root)\s+of\b|"
+    r"\bwhat\s+is\s+[-−(]?\d|\bwhat\s+number\b",
+    re.IGNORECASE)
+
+
+def asks_for_number(question: str | None, gold: str | None = None) -> bool:
+    """Whether a task asks for a numeric final answer (so the last number of a reply that
+    states none explicitly may be taken as its answer): a numeric ``gold`` was given, or the
+    question is a computation (see the module docstring)."""
+    if gold is not None and str(gold).strip():
+        g = gold_answer(gold)
+        if g is not None and _as_number(g) is not None:
+            return True
+    q = question or ""
+    return bool(_EXPRESSION_RE.search(q) or _COMPUTE_WORDS_RE.search(q))

@@ -53,8 +53,10 @@ def detail_markup(call: dict[str, Any]) -> str:
         lines.append("")
     for fb in call.get("feedback", []):
         if isinstance(fb, dict):
+            state = fb.get("state") or "current"
+            note = "" if state == "current" else f" [dim]({state}, no longer counts)[/dim]"
             lines.append(f"feedback: {fb.get('kind')} {fb.get('label') or ''} "
-                         f"{fb.get('prefer') or ''}".rstrip())
+                         f"{fb.get('prefer') or ''}".rstrip() + note)
     return "\n".join(lines)
 
 

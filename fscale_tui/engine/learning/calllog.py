@@ -10,6 +10,15 @@ runs in WAL mode with a busy timeout, and each call is written *and* its rating 
 in one short ``BEGIN IMMEDIATE`` transaction, so ratings are read and written under the same
 write lock and no update is lost.
 
+Feedback: the latest verdict on a call replaces the earlier one (see :data:`FEEDBACK_GROUPS`),
+``undo_feedback`` takes the current one back, and either way the ratings are recomputed by
+replaying the whole log (:func:`replay_ratings`), never patched. Feedback rows are kept, marked
+``superseded`` or ``undone``, so ``history show`` tells what happened.
+
+Schema changes are named, ordered migrations (:data:`MIGRATIONS`), recorded in a ``migrations``
+table and in ``PRAGMA user_version``; a database written by an older fscale is brought up to
+date the first time it is opened, inside one write transaction.
+
 What is stored: ``log_calls = false`` (config ``[defaults]`` or ``FSCALE_LOG_CALLS=0``) turns the
 log and the learning off. ``log_text = false`` (or ``fscale scale --no-log``) keeps only hashes,
 votes, latencies and the decision: no question, context, raw reply or reasoning text.
@@ -107,6 +116,15 @@ CREATE TABLE IF NOT EXISTS rating_history (
 );
 CREATE INDEX IF NOT EXISTS history_by_model ON rating_history(model, seq);
 """
+
+#: Feedback kinds that replace each other on one call: the latest of a group is the current one.
+#: ``confirm``/``reject``/``override`` are one group, the verdict on the call's label (a later
+#: ``--override NO`` replaces an earlier ``--confirm``); ``prefer`` is the other, the verdict
+#: on which model answered better (a later ``--prefer`` replaces an earlier one).
+FEEDBACK_GROUPS = {"confirm": "verdict", "reject": "verdict", "override": "verdict",
+                   "prefer": "prefer"}
+#: Feedback row states: ``current`` counts in the ratings; the others are kept for the record.
+CURRENT, SUPERSEDED, UNDONE = "current", "superseded", "undone"
 
 #: Reply statuses that say something about a model's judgement (failures and cancellations don't).
 RATED_STATUSES = ("answered", "no_answer")
@@ -310,13 +328,7 @@ class LearningStore:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
-            have = {row[0] for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
-            if not {"calls", "replies", "feedback", "ratings", "rating_history",
-                    "history_by_model"} <= have:
-                with self._transaction(conn):  # first use: create the tables once
-                    for statement in _schema_statements():
-                        conn.execute(statement)
+            migrate(conn)
         except BaseException:
             conn.close()
             raise
@@ -460,7 +472,8 @@ class LearningStore:
         for row in rows:
             item = _call_summary(row)
             item["feedback"] = [f["kind"] for f in self.conn.execute(
-                "SELECT kind FROM feedback WHERE call_seq = ? ORDER BY seq", (row["seq"],))]
+                "SELECT kind FROM feedback WHERE call_seq = ? AND state = ? ORDER BY seq",
+                (row["seq"], CURRENT))]
             out.append(item)
         return out
 
@@ -504,9 +517,9 @@ class LearningStore:
                                "substitute_for", "raw", "thinking", "tokens")}
             for r in self.conn.execute("SELECT * FROM replies WHERE call_seq = ? ORDER BY rowid",
                                        (row["seq"],))]
+        # Every feedback row, oldest first; ``state`` says which one counts (``current``).
         item["feedback"] = [
-            {"kind": f["kind"], "label": f["label"], "prefer": f["prefer"], "over": f["over"],
-             "ts": f["ts"], "changes": json.loads(f["changes"] or "{}")}
+            _feedback_dict(f)
             for f in self.conn.execute("SELECT * FROM feedback WHERE call_seq = ? ORDER BY seq",
                                        (row["seq"],))]
         return item
@@ -520,34 +533,85 @@ class LearningStore:
         ``kind``: ``confirm`` (the decision was right), ``reject`` (it was wrong; with two labels
         the other one is right), ``override`` (``label`` is right), ``prefer`` (model ``prefer``
         gave a better answer than ``over``, or than every replier who disagreed with it).
+
+        The latest feedback of a group (:data:`FEEDBACK_GROUPS`) on a call replaces the earlier
+        one: that one is marked ``superseded`` and the ratings are replayed from the log, so it
+        no longer counts. ``changes`` is the net rating change of each model; ``replaced`` the
+        feedback this one replaced (or None).
+        """
+        now = time.time() if now is None else now
+        if kind not in FEEDBACK_GROUPS:
+            raise UsageError(f"unknown feedback kind {kind!r}")
+        with self.transaction() as conn:
+            row = self._find(conn, call_id)
+            call_id = row["id"]
+            rated = _rated_of(conn, row["seq"])
+            if not rated:
+                raise UsageError(f"call {call_id!r} has no model replies to learn from")
+            truth, wrong, pairs = _verdict(kind, row["answer"], json.loads(row["labels"] or "[]"),
+                                           rated, label, prefer, over, call_id)
+            previous = [f for f in conn.execute(
+                "SELECT * FROM feedback WHERE call_seq = ? AND state = ? ORDER BY seq",
+                (row["seq"], CURRENT)) if FEEDBACK_GROUPS.get(f["kind"]) == FEEDBACK_GROUPS[kind]]
+            after_seq = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM calls").fetchone()[0])
+            stored_label = truth if truth is not None else label
+            if not previous:  # the common case: it lands at the end of the log, apply it there
+                table = _load(conn, sorted({r.model for r in rated} | {m for p in pairs for m in p}))
+                update = R.verdict_update(rated, table, truth=truth, wrong=wrong, pairs=pairs)
+                changes = self._learn(conn, rated, call_id=call_id, source=f"feedback:{kind}",
+                                      now=now, update=update)
+                conn.execute(
+                    "INSERT INTO feedback (call_seq, call_id, ts, kind, label, prefer, over, changes, "
+                    "state, after_seq) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (row["seq"], call_id, now, kind, stored_label, prefer, over,
+                     json.dumps(changes), CURRENT, after_seq))
+            else:
+                before = _load(conn, None)
+                conn.executemany("UPDATE feedback SET state = ?, ended_ts = ? WHERE seq = ?",
+                                 [(SUPERSEDED, now, f["seq"]) for f in previous])
+                cur = conn.execute(
+                    "INSERT INTO feedback (call_seq, call_id, ts, kind, label, prefer, over, "
+                    "state, after_seq) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (row["seq"], call_id, now, kind, stored_label, prefer, over, CURRENT,
+                     after_seq))
+                changes = _net_changes(before, replay_ratings(conn))
+                conn.execute("UPDATE feedback SET changes = ? WHERE seq = ?",
+                             (json.dumps(changes), cur.lastrowid))
+        return {"id": call_id, "kind": kind, "truth": truth, "wrong": wrong,
+                "pairs": [list(p) for p in pairs], "changes": changes,
+                "replaced": ({**_feedback_dict(previous[-1]), "state": SUPERSEDED, "ended_ts": now}
+                             if previous else None)}
+
+    def undo_feedback(self, call_id: str, *, now: float | None = None) -> dict[str, Any]:
+        """Take back the current feedback on a call (the latest, when there are two: a verdict and
+        a preference); the ratings are replayed from the log without it.
+
+        The row stays in the log, marked ``undone``; an earlier feedback it had replaced does
+        not come back. No current feedback on the call is a UsageError.
         """
         now = time.time() if now is None else now
         with self.transaction() as conn:
             row = self._find(conn, call_id)
-            call_id = row["id"]
-            labels = json.loads(row["labels"] or "[]")
-            replies = [ReplyRecord(model=r["model"], role=r["role"], answer=r["answer"],
-                                   status=r["status"])
-                       for r in conn.execute("SELECT * FROM replies WHERE call_seq = ?", (row["seq"],))]
-            rated = rated_replies(replies)
-            if not rated:
-                raise UsageError(f"call {call_id!r} has no model replies to learn from")
-            truth, wrong, pairs = _verdict(kind, row["answer"], labels, rated, label, prefer, over,
-                                           call_id)
-            table = _load(conn, sorted({r.model for r in rated} | {m for p in pairs for m in p}))
-            if pairs:
-                update = _merge([R.feedback_update(rated, table, prefer=p) for p in pairs])
-            else:
-                update = R.feedback_update(rated, table, truth=truth, wrong=wrong)
-            changes = self._learn(conn, rated, call_id=call_id, source=f"feedback:{kind}", now=now,
-                                  update=update)
-            conn.execute(
-                "INSERT INTO feedback (call_seq, call_id, ts, kind, label, prefer, over, changes) "
-                "VALUES (?,?,?,?,?,?,?,?)",
-                (row["seq"], call_id, now, kind, truth if truth is not None else label,
-                 prefer, over, json.dumps(changes)))
-        return {"id": call_id, "kind": kind, "truth": truth, "wrong": wrong,
-                "pairs": [list(p) for p in pairs], "changes": changes}
+            target = conn.execute(
+                "SELECT * FROM feedback WHERE call_seq = ? AND state = ? ORDER BY seq DESC LIMIT 1",
+                (row["seq"], CURRENT)).fetchone()
+            if target is None:
+                raise UsageError(f"call {row['id']!r} has no feedback to undo")
+            before = _load(conn, None)
+            conn.execute("UPDATE feedback SET state = ?, ended_ts = ? WHERE seq = ?",
+                         (UNDONE, now, target["seq"]))
+            changes = _net_changes(before, replay_ratings(conn))
+            undone = {**_feedback_dict(target), "state": UNDONE, "ended_ts": now}
+            remaining = [f["kind"] for f in conn.execute(
+                "SELECT kind FROM feedback WHERE call_seq = ? AND state = ? ORDER BY seq",
+                (row["seq"], CURRENT))]
+        return {"id": row["id"], "undone": undone, "changes": changes,
+                "feedback": remaining}
+
+    def replay(self) -> dict[str, R.ModelRating]:
+        """Recompute the ratings and their history from the whole log (one write transaction)."""
+        with self.transaction() as conn:
+            return replay_ratings(conn)
 
 
 def _verdict(kind: str, decided: str | None, labels: list[str], rated: list[R.Reply],
@@ -585,18 +649,6 @@ def _verdict(kind: str, decided: str | None, labels: list[str], rated: list[R.Re
     raise UsageError(f"unknown feedback kind {kind!r}")
 
 
-def _merge(updates: Sequence[R.Update]) -> R.Update:
-    total = R.Update()
-    for u in updates:
-        for m, d in u.delta.items():
-            total.add(m, d)
-        total.games.update(u.games)
-        total.feedback.update(u.feedback)
-        total.agree.update(u.agree)
-        total.disagree.update(u.disagree)
-    return total
-
-
 def _load(conn: sqlite3.Connection, models: Sequence[str] | None) -> dict[str, R.ModelRating]:
     if models is None:
         rows = conn.execute("SELECT * FROM ratings").fetchall()
@@ -620,6 +672,147 @@ def _call_summary(row: sqlite3.Row) -> dict[str, Any]:
             "labels": json.loads(row["labels"] or "[]"), "members": json.loads(row["members"] or "[]"),
             "answer": row["answer"], "status": row["status"],
             "item_id": json.loads(row["extra"] or "{}").get("item_id"), "schema": 1}
+
+
+def _feedback_dict(f: sqlite3.Row) -> dict[str, Any]:
+    return {"kind": f["kind"], "label": f["label"], "prefer": f["prefer"], "over": f["over"],
+            "ts": f["ts"], "changes": json.loads(f["changes"] or "{}"), "state": f["state"],
+            "ended_ts": f["ended_ts"]}
+
+
+def _rated_of(conn: sqlite3.Connection, call_seq: int) -> list[R.Reply]:
+    return rated_replies([ReplyRecord(model=r["model"], role=r["role"], answer=r["answer"],
+                                      status=r["status"])
+                          for r in conn.execute("SELECT model, role, answer, status FROM replies "
+                                                "WHERE call_seq = ? ORDER BY rowid", (call_seq,))])
+
+
+def _net_changes(before: dict[str, R.ModelRating], after: dict[str, R.ModelRating]
+                 ) -> dict[str, float]:
+    """Each model's rating change (rounded like the incremental changes; unchanged left out)."""
+    out = {}
+    for m in sorted(set(before) | set(after)):
+        old = before[m].rating if m in before else R.BASE
+        new = after[m].rating if m in after else R.BASE
+        if new != old:
+            out[m] = round(new - old, 3)
+    return out
+
+
+# -- the rating replay ---------------------------------------------------------------------------
+def log_events(conn: sqlite3.Connection) -> Iterator[R.Event]:
+    """Every rating event of the log in commit order: each call's consensus games (by ``seq``),
+    and each *current* feedback right after the last call committed before it (``after_seq``)."""
+    feedback: dict[int, list[sqlite3.Row]] = {}
+    for f in conn.execute("SELECT * FROM feedback WHERE state = ? ORDER BY after_seq, seq",
+                          (CURRENT,)):
+        feedback.setdefault(int(f["after_seq"]), []).append(f)
+    calls = {r["seq"]: r for r in conn.execute(
+        "SELECT seq, id, ts, answer, labels FROM calls ORDER BY seq")}
+    rated: dict[int, list[R.Reply]] = {}
+    marks_r, marks_s = ",".join("?" * len(RATED_ROLES)), ",".join("?" * len(RATED_STATUSES))
+    for r in conn.execute(f"SELECT call_seq, model, answer FROM replies WHERE role IN ({marks_r}) "
+                          f"AND status IN ({marks_s}) ORDER BY call_seq, rowid",
+                          (*RATED_ROLES, *RATED_STATUSES)):
+        rated.setdefault(r["call_seq"], []).append(R.Reply(r["model"], r["answer"]))
+    late = sorted(k for k in feedback if k not in calls)
+    for seq in [*calls, *late]:
+        call = calls.get(seq)
+        if call is not None and seq in rated:
+            yield R.Event("consensus", call["ts"], call["id"], tuple(rated[seq]))
+        for f in feedback.get(seq, ()):
+            target = calls.get(f["call_seq"])
+            replies = tuple(rated.get(f["call_seq"], ()))
+            if target is None or not replies:
+                continue
+            try:
+                truth, wrong, pairs = _verdict(
+                    f["kind"], target["answer"], json.loads(target["labels"] or "[]"),
+                    list(replies), f["label"], f["prefer"], f["over"], f["call_id"])
+            except UsageError:  # cannot happen for a row add_feedback wrote; never stop a replay
+                continue
+            yield R.Event("feedback", f["ts"], f["call_id"], replies, source=f"feedback:{f['kind']}",
+                          truth=truth, wrong=wrong, pairs=tuple(pairs))
+
+
+def replay_ratings(conn: sqlite3.Connection) -> dict[str, R.ModelRating]:
+    """Rewrite ``ratings`` and ``rating_history`` from the log (call inside a write transaction)."""
+    table, history = R.replay(log_events(conn))
+    conn.execute("DELETE FROM ratings")
+    conn.executemany(
+        "INSERT INTO ratings (model, rating, games, calls, agree, disagree, feedback, last_seen) "
+        "VALUES (?,?,?,?,?,?,?,?)",
+        [(m, r.rating, r.games, r.calls, r.agree, r.disagree, r.feedback, r.last_seen)
+         for m, r in table.items()])
+    conn.execute("DELETE FROM rating_history")
+    conn.executemany(
+        "INSERT INTO rating_history (model, ts, rating, call_id, source) VALUES (?,?,?,?,?)",
+        history)
+    return table
+
+
+# -- schema migrations ---------------------------------------------------------------------------
+def _m0001_initial_schema(conn: sqlite3.Connection) -> None:
+    """The tables of the first call log (a no-op on a database an older fscale created)."""
+    for statement in _schema_statements():
+        conn.execute(statement)
+
+
+def _m0002_feedback_state(conn: sqlite3.Connection) -> None:
+    """Feedback rows get a ``state`` (current / superseded / undone), the time it ended, and
+    ``after_seq``, the last call committed before them (their place in a replay). On an old log,
+    earlier verdicts on a call that got a later one of the same group become ``superseded`` and
+    the ratings are replayed: the latest feedback is the one that counts."""
+    have = {r[1] for r in conn.execute("PRAGMA table_info(feedback)")}
+    for column, decl in (("state", "TEXT NOT NULL DEFAULT 'current'"), ("ended_ts", "REAL"),
+                         ("after_seq", "INTEGER")):
+        if column not in have:
+            conn.execute(f"ALTER TABLE feedback ADD COLUMN {column} {decl}")
+    conn.execute(
+        "UPDATE feedback SET after_seq = MAX(call_seq, COALESCE("
+        "(SELECT MAX(c.seq) FROM calls c WHERE c.ts <= feedback.ts), 0)) WHERE after_seq IS NULL")
+    conn.execute("CREATE INDEX IF NOT EXISTS feedback_by_call ON feedback(call_seq, state)")
+    group = "(CASE {t}.kind WHEN 'prefer' THEN 'prefer' ELSE 'verdict' END)"
+    later = (f"FROM feedback AS f2 WHERE f2.call_seq = feedback.call_seq AND f2.seq > feedback.seq "
+             f"AND {group.format(t='f2')} = {group.format(t='feedback')}")
+    cur = conn.execute(f"UPDATE feedback SET state = 'superseded', ended_ts = (SELECT MIN(f2.ts) "
+                       f"{later}) WHERE state = 'current' AND EXISTS (SELECT 1 {later})")
+    if cur.rowcount:
+        replay_ratings(conn)
+
+
+#: Named schema migrations, applied in this order, each once (recorded in ``migrations``).
+#: Append new ones at the end; never rename or reorder applied ones.
+MIGRATIONS: list[tuple[str, Any]] = [
+    ("0001_initial_schema", _m0001_initial_schema),
+    ("0002_feedback_state", _m0002_feedback_state),
+]
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Bring the database up to date; returns the names of the migrations applied now.
+
+    ``PRAGMA user_version`` = number of migrations applied makes the usual case one read; the
+    ``migrations`` table (name, time) is the record. All pending ones run in one
+    ``BEGIN IMMEDIATE`` transaction, so two processes opening an old log migrate it once.
+    A log from a newer fscale (a higher version) is left alone.
+    """
+    if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= len(MIGRATIONS):
+        return []
+    applied: list[str] = []
+    with LearningStore._transaction(conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, "
+                     "applied_at REAL NOT NULL)")
+        done = {r[0] for r in conn.execute("SELECT name FROM migrations")}
+        for name, step in MIGRATIONS:
+            if name not in done:
+                step(conn)
+                conn.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
+                             (name, time.time()))
+                applied.append(name)
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        conn.execute(f"PRAGMA user_version = {max(version, len(MIGRATIONS))}")
+    return applied
 
 
 def _schema_statements() -> list[str]:

@@ -29,6 +29,12 @@ New models start at ``BASE`` with a wide uncertainty ``sigma`` = ``SIGMA0 / sqrt
 (used by the challenger's Thompson sampling and shown by ``fscale ratings``), and use a doubled
 K for their first ``PROVISIONAL_GAMES`` games so they find their level quickly.
 
+**Replay.** The ratings are a function of the log: :func:`replay` plays every event again in
+the order it was committed (each call's consensus games, each piece of *current* feedback where
+it was given) from an empty table. The store uses it when feedback is replaced or undone, so
+the result is exactly what a log that never had the withdrawn feedback would give (the same
+floating-point operations in the same order as the incremental updates).
+
 This module is pure (no I/O): the SQLite store lives in :mod:`.calllog`.
 """
 
@@ -36,7 +42,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 BASE = 1500.0
@@ -225,3 +231,69 @@ def apply(update: Update, ratings: dict[str, ModelRating], *, now: float | None 
         if now is not None:
             ratings[m].last_seen = now
     return sorted(touched)
+
+
+def merge(updates: Sequence[Update]) -> Update:
+    """Several updates computed from the same ratings, as one."""
+    total = Update()
+    for u in updates:
+        for m, d in u.delta.items():
+            total.add(m, d)
+        total.games.update(u.games)
+        total.feedback.update(u.feedback)
+        total.agree.update(u.agree)
+        total.disagree.update(u.disagree)
+    return total
+
+
+def verdict_update(replies: Sequence[Reply], ratings: Mapping[str, ModelRating], *,
+                   truth: str | None = None, wrong: str | None = None,
+                   pairs: Sequence[tuple[str, str]] = ()) -> Update:
+    """The games of one piece of feedback: preference pairs (all from the same ratings), or the
+    replies against a known truth / a known-wrong label."""
+    if pairs:
+        return merge([feedback_update(replies, ratings, prefer=tuple(p)) for p in pairs])
+    return feedback_update(replies, ratings, truth=truth, wrong=wrong)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that moves ratings, as the log recorded it.
+
+    ``kind`` ``"consensus"``: the rated replies of one call (``replies``; the repliers' ``calls``
+    and ``last_seen`` are bumped). ``kind`` ``"feedback"``: a verdict resolved to ``truth`` /
+    ``wrong`` / ``pairs`` on that call's ``replies``. ``source`` names it in the history.
+    """
+
+    kind: str
+    ts: float
+    call_id: str
+    replies: tuple[Reply, ...]
+    source: str = "consensus"
+    truth: str | None = None
+    wrong: str | None = None
+    pairs: tuple[tuple[str, str], ...] = ()
+
+
+def replay(events: Iterable[Event]) -> tuple[dict[str, ModelRating],
+                                             list[tuple[str, float, float, str, str]]]:
+    """Ratings from nothing, playing ``events`` in order.
+
+    Returns the final table and the rating history rows ``(model, ts, rating, call_id, source)``
+    for every rating that moved, oldest first (what the incremental updates would have written).
+    """
+    table: dict[str, ModelRating] = {}
+    history: list[tuple[str, float, float, str, str]] = []
+    for ev in events:
+        if ev.kind == "consensus":
+            if not ev.replies:
+                continue
+            update = consensus_update(ev.replies, table)
+            touched = apply(update, table, now=ev.ts, replied=[r.model for r in ev.replies])
+        else:
+            update = verdict_update(ev.replies, table, truth=ev.truth, wrong=ev.wrong,
+                                    pairs=ev.pairs)
+            touched = apply(update, table, now=ev.ts)
+        history.extend((m, ev.ts, table[m].rating, ev.call_id, ev.source)
+                       for m in touched if update.delta.get(m))
+    return table, history

@@ -179,4 +179,17 @@ class CallLog:
         return self._read(lambda store: store.history(models))
 
     def feedback(self, call_id: str, kind: str, **fields: Any) -> dict[str, Any]:
-        return self._read(lambda store: store.add_feedback(call_id, kind, **fields))
+        """Record feedback; the latest of a group on a call replaces the earlier one (then the
+        outcome's ``replaced`` names it and ``changes`` are the net rating changes)."""
+        outcome = self._read(lambda store: store.add_feedback(call_id, kind, **fields))
+        self._snapshot_at = 0.0
+        return outcome
+
+    def undo_feedback(self, call_id: str) -> dict[str, Any]:
+        """Take back the current feedback on a call (the latest one); the ratings are replayed
+        from the log without it. Returns ``{"id", "undone": {kind, label, prefer, over, ts,
+        state, ...}, "changes": {model: delta}, "feedback": [kinds still current]}``; a call
+        with nothing to undo (or an unknown id) is a UsageError."""
+        outcome = self._read(lambda store: store.undo_feedback(call_id))
+        self._snapshot_at = 0.0
+        return outcome

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..answers import final_answer
+from ..answers import asks_for_number, final_answer
 from ..ask import Reply
 from ..client import RequestCounter
 from ..config import ModelConfig
@@ -194,8 +194,12 @@ class GenerateResult:
         }
 
 
-def answer_of(text: str | None) -> str | None:
-    return final_answer(text, fallback=True) if text else None
+def answer_of(text: str | None, *, numeric: bool = False) -> str | None:
+    """A candidate's final answer, only when the task asked for one: what the text states
+    explicitly (``\\boxed{}``, ``#### n``, "The answer is …", "Answer: …"), or, for a task
+    that asks for a number (``numeric``: see ``answers.asks_for_number``), its last number.
+    A regex, a summary or any free text without a stated answer has none (``None``)."""
+    return final_answer(text, fallback=numeric) if text else None
 
 
 def visible_text(reply: Reply) -> str:
@@ -215,6 +219,8 @@ class Run:
         self.counter = RequestCounter()
         self.replies: list[Reply] = []  # every request's reply, for tokens and cost
         self.rng = random.Random(request.seed)
+        #: The task asks for a number: a reply's last number may stand for its final answer.
+        self.numeric = asks_for_number(request.question, request.gold)
         self.started = time.monotonic()
         s = engine.settings
         self.max_tokens = request.max_tokens or s.get("max_tokens")

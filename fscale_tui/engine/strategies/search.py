@@ -139,7 +139,7 @@ def _rank_key(p: _Path) -> tuple[float, int]:
 def _finish(run: Run, finished: list[_Path], steps: int) -> GenerateResult:
     cands: list[Candidate] = []
     for i, p in enumerate(finished):
-        c = Candidate(index=i, model=p.model, text=p.text.strip(), answer=answer_of(p.text),
+        c = Candidate(index=i, model=p.model, text=p.text.strip(), answer=answer_of(p.text, numeric=run.numeric),
                       score=p.score, votes=round(p.score or 0.0, 4),
                       family=run.engine.settings.models[p.model].family if p.model in run.engine.settings.models else "")
         cands.append(c)

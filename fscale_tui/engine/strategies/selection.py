@@ -48,7 +48,7 @@ async def make_candidates(run: Run, k: int, *, sampling: bool) -> list[Candidate
             return
         c.text = visible_text(reply)
         c.latency_s = reply.latency_s
-        c.answer = answer_of(c.text)
+        c.answer = answer_of(c.text, numeric=run.numeric)
         run.emit(CandidateGenerated(run.call_id, model.alias, c.index, c.text, reply.latency_s,
                                     c.answer))
 
@@ -62,7 +62,7 @@ def given_candidates(run: Run) -> list[Candidate]:
     cands = []
     for i, (text, name) in enumerate(zip(run.request.candidates or (), names)):
         family = models[name].family if name in models else name
-        c = Candidate(index=i, model=name, text=text, answer=answer_of(text), latency_s=0.0,
+        c = Candidate(index=i, model=name, text=text, answer=answer_of(text, numeric=run.numeric), latency_s=0.0,
                       family=family)
         cands.append(c)
         run.emit(CandidateGenerated(run.call_id, name, i, text, 0.0, c.answer))
