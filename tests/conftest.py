@@ -109,12 +109,13 @@ def run_cli(*args: str, input: str | None = None, env: dict | None = None,
 __all__ = ["Behaviour", "StubOpenAIServer", "write_config", "mid", "run_cli", "run_cli_pty", "STUB_MODELS"]
 
 
-def run_cli_pty(*args: str, stdout_path: Path, env: dict | None = None, timeout: float = 60,
-                columns: int = 100) -> tuple[int, str, str]:
+def run_cli_pty(*args: str, stdout_path: Path | None, env: dict | None = None,
+                timeout: float = 60, columns: int = 100) -> tuple[int, str, str]:
     """Run ``python -m fscale_tui`` with stderr on a real pseudo-terminal and stdout redirected
-    to ``stdout_path`` (``fscale ... > out.jsonl`` typed in a terminal).
+    to ``stdout_path`` (``fscale ... > out.jsonl`` typed in a terminal); with
+    ``stdout_path=None`` stdout is the terminal too.
 
-    Returns (exit code, what landed in the stdout file, what the terminal showed on stderr).
+    Returns (exit code, what landed in the stdout file, what the terminal showed).
     """
     import fcntl
     import pty
@@ -129,9 +130,10 @@ def run_cli_pty(*args: str, stdout_path: Path, env: dict | None = None, timeout:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     try:
-        with open(stdout_path, "wb") as out:
+        with open(stdout_path or os.devnull, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "fscale_tui", *args],
-                                    stdin=subprocess.DEVNULL, stdout=out, stderr=slave,
+                                    stdin=subprocess.DEVNULL,
+                                    stdout=out if stdout_path else slave, stderr=slave,
                                     env=full_env, cwd=REPO)
     finally:
         os.close(slave)
@@ -165,4 +167,5 @@ def run_cli_pty(*args: str, stdout_path: Path, env: dict | None = None, timeout:
         code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         os.close(master)
-    return code, Path(stdout_path).read_text(), b"".join(chunks).decode("utf-8", "replace")
+    stdout = Path(stdout_path).read_text() if stdout_path else ""
+    return code, stdout, b"".join(chunks).decode("utf-8", "replace")

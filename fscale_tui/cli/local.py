@@ -117,7 +117,6 @@ def start(models: list[str] = typer.Argument(None, help="Local model aliases or 
     """
     from ..engine.errors import NoProviderError
     from ..engine.local import provider as lp
-    from ..engine.local import servers
 
     settings = load_settings_for_cli()
     if not models:
@@ -125,15 +124,23 @@ def start(models: list[str] = typer.Argument(None, help="Local model aliases or 
     targets = _targets(settings, models)
     if not lp.runtime_installed():
         raise NoProviderError(lp.LOCAL_HELP)
+    from .render import StatusPrinter
+
     err = stderr_console()
-    for name, members in targets.items():
-        model = members[0]
-        provider = settings.providers[model.provider]
-        with err.status(f"starting {name} …"):
-            state = servers.ensure_server(settings.paths, lp.server_spec(model, provider, settings))
-        verb = "started" if state.get("started") else "already running"
-        err.print(f"{name}: {verb} (pid {state['pid']})")
-        sys.stdout.write(f"{name}\t{state['base_url']}\n")
+    # Joining the weights (byte bar on a terminal) and starting each server, on stderr; the
+    # URLs go to stdout as they come.
+    status = StatusPrinter(err, True)
+    try:
+        for name, members in targets.items():
+            model = members[0]
+            provider = settings.providers[model.provider]
+            state = lp.start_server(model, provider, settings, status)
+            verb = "started" if state.get("started") else "already running"
+            err.print(f"{name}: {verb} (pid {state['pid']})")
+            sys.stdout.write(f"{name}\t{state['base_url']}\n")
+            sys.stdout.flush()
+    finally:
+        status.close()
 
 
 @local_app.command("stop")

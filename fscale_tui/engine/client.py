@@ -34,7 +34,8 @@ MAX_RETRY_AFTER_S = 120.0
 #: Provider types other than plain "openai" are served by a module whose
 #: ``make_adapter(provider, settings)`` returns an object with ``async base_url(model) -> str``
 #: and optionally ``transport`` (an ``httpx.AsyncBaseTransport`` answering in-process),
-#: ``async list_models()`` and ``async aclose()``.
+#: ``async list_models()`` and ``async aclose()``; an adapter with an ``on_status`` attribute
+#: gets the engine's status hook (e.g. local servers report joining weights and starting up).
 PROVIDER_TYPES = {
     "local": "fscale_tui.engine.local.provider",
     "replay": "fscale_tui.engine.replay",
@@ -143,8 +144,10 @@ def _error_detail(resp: httpx.Response) -> str:
 class ChatClient:
     """Sends chat completions; one instance per run, closed with ``aclose()``."""
 
-    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None,
+                 on_status: Any = None) -> None:
         self.settings = settings
+        self.on_status = on_status
         self._runtimes: dict[str, _ProviderRuntime] = {}
         if transport is None:
             # Plain-http endpoints (local servers, loopback) get the lean keep-alive transport;
@@ -188,6 +191,8 @@ class ChatClient:
                 if module is None:
                     raise ProviderError("bad_request", f"provider {cfg.name!r} has unknown type {cfg.type!r}")
                 adapter = importlib.import_module(module).make_adapter(cfg, self.settings)
+                if hasattr(adapter, "on_status"):
+                    adapter.on_status = self.on_status
             rt = _ProviderRuntime(
                 config=cfg,
                 semaphore=asyncio.Semaphore(max(1, cfg.concurrency)),
