@@ -99,6 +99,15 @@ def test_generate_json_on_a_terminal_shows_candidates(server, stub_config, tmp_p
     assert "generate (vote, k=2)" in stderr
 
 
+def test_health_json_on_a_terminal(server, stub_config, tmp_path):
+    server.set_default(Behaviour(reply="OK"))
+    out = tmp_path / "out.json"
+    code, stdout, stderr = run_cli_pty("health", "--json", stdout_path=out)
+    assert code == 0
+    assert {r["model"] for r in json.loads(stdout)} >= {"fast-a", "fast-b"}
+    assert "fast-a" in stderr and "ok" in stderr and '"model"' not in stderr
+
+
 def test_quiet_silences_the_terminal(server, stub_config, tmp_path):
     server.set_default(Behaviour(reply="YES"))
     out = tmp_path / "out.json"

@@ -129,6 +129,8 @@ class LiveProgress:
         if self.bar is not None and task is not None:
             self.bar.remove_task(task)
             self._units.pop(task, None)
+            if not self.bar.tasks:  # nothing left to draw: give the terminal back
+                self.stop()
 
     def stop(self) -> None:
         if self.bar is not None:
