@@ -147,7 +147,7 @@ def test_batch_of_200_respects_rpm_120_and_retries_429(server, fscale_home, tmp_
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(x) for x in proc.stdout.splitlines()]
     assert len(lines) == 200 and all(x["answer"] == "YES" for x in lines)
-    assert [x["id"] for x in lines] == [f"q{i}" for i in range(200)]
+    assert [x["item_id"] for x in lines] == [f"q{i}" for i in range(200)]  # ids are call ids
     assert server.count() == 201  # one 429, retried
     assert server.max_in_window(60.0) <= 120
     first = lines[0]
