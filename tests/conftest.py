@@ -106,4 +106,66 @@ def run_cli(*args: str, input: str | None = None, env: dict | None = None,
                           stdin=None if input is not None else subprocess.DEVNULL, cwd=REPO)
 
 
-__all__ = ["Behaviour", "StubOpenAIServer", "write_config", "mid", "run_cli", "STUB_MODELS"]
+__all__ = ["Behaviour", "StubOpenAIServer", "write_config", "mid", "run_cli", "run_cli_pty", "STUB_MODELS"]
+
+
+def run_cli_pty(*args: str, stdout_path: Path | None, env: dict | None = None,
+                timeout: float = 60, columns: int = 100) -> tuple[int, str, str]:
+    """Run ``python -m fscale_tui`` with stderr on a real pseudo-terminal and stdout redirected
+    to ``stdout_path`` (``fscale ... > out.jsonl`` typed in a terminal); with
+    ``stdout_path=None`` stdout is the terminal too.
+
+    Returns (exit code, what landed in the stdout file, what the terminal showed).
+    """
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    full_env = dict(os.environ)
+    full_env.setdefault("TERM", "xterm-256color")
+    full_env.update(env or {})
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    try:
+        with open(stdout_path or os.devnull, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "fscale_tui", *args],
+                                    stdin=subprocess.DEVNULL,
+                                    stdout=out if stdout_path else slave, stderr=slave,
+                                    env=full_env, cwd=REPO)
+    finally:
+        os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise TimeoutError(f"fscale {' '.join(args)} did not finish in {timeout}s")
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every writer of the terminal is gone
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                # Drain what is left, then stop.
+                while select.select([master], [], [], 0)[0]:
+                    try:
+                        data = os.read(master, 65536)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        break
+                    chunks.append(data)
+                break
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        os.close(master)
+    stdout = Path(stdout_path).read_text() if stdout_path else ""
+    return code, stdout, b"".join(chunks).decode("utf-8", "replace")

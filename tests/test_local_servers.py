@@ -191,3 +191,36 @@ def test_a_server_that_dies_during_start_up_reports_its_log(fscale_home, tmp_pat
         servers.ensure_server(paths, spec, start_timeout=60)
     assert not servers.state_path(paths, "bad-model").exists()
     assert servers.log_path(paths, "bad-model").exists()
+
+
+def test_first_run_on_a_terminal_shows_joining_and_server_start(fscale_home, tmp_path, monkeypatch):
+    """Issue 12: the first call joins the weights and starts a server (seconds of silence
+    before); on a terminal it shows a byte bar and the server start, --json or not, while
+    stdout (a file) gets exactly the JSON. The second call has nothing to prepare."""
+    from tests.conftest import run_cli_pty
+
+    monkeypatch.delenv("FSCALE_LOCAL", raising=False)  # a fresh cache: nothing joined yet
+    env = {"FSCALE_LOCAL_N_CTX": "512", "FSCALE_LOCAL_PARALLEL": "1",
+           "FSCALE_LOCAL_IDLE_TIMEOUT": "120"}
+    q = ["scale", "Is the sentiment of this review positive or negative?",
+         "--context", "Review: dull, lifeless and far too long; I walked out.",
+         "-a", "positive,negative", "-m", "local-qwen-0.5b", "--json"]
+    try:
+        code, stdout, stderr = run_cli_pty(*q, stdout_path=tmp_path / "first.json", env=env,
+                                           timeout=240)
+        assert code == 0, stderr
+        assert json.loads(stdout)["answer"] == "negative"
+        assert "joining Qwen2.5-Coder-0.5B-Instruct (Q4_K_M)" in stderr  # the byte bar
+        assert "MB/491 MB" in stderr
+        assert "joined Qwen2.5-Coder-0.5B-Instruct (Q4_K_M) (491 MB)" in stderr
+        assert f"starting the local server for {ID_05}" in stderr
+        assert f"local server for {ID_05} ready in" in stderr
+        assert "local-qwen-0.5b" in stderr and "negative" in stderr  # the vote as it arrived
+        code, stdout, stderr = run_cli_pty(*q, stdout_path=tmp_path / "second.json", env=env,
+                                           timeout=120)
+        assert code == 0 and json.loads(stdout)["answer"] == "negative"
+        assert "joining" not in stderr and "starting the local server" not in stderr
+    finally:
+        paths = Paths.resolve()
+        for name in servers.known_servers(paths):
+            servers.stop_server(paths, name)

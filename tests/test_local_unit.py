@@ -370,3 +370,52 @@ def test_local_cli_status_lists_models_without_starting_anything(fscale_home):
     assert res.exit_code == 2 and "not a local model" in res.output
     res = CliRunner().invoke(app, ["local", "path"], env={"FSCALE_HOME": str(fscale_home)})
     assert res.stdout.strip() == str(fscale_home / "state" / "local")
+
+
+# -- first use: progress through the engine's on_status hook (issue 12, finding 5) --------------
+async def test_first_use_reports_the_bytes_joined_and_the_server_start(stub_as_local, tmp_path,
+                                                                       monkeypatch):
+    """Joining the weights and starting the server are reported as engine events on the
+    engine's ``on_status`` hook (the CLI draws them on stderr), before the first vote."""
+    from fscale_tui.engine.events import (Preparing, ServerReady, ServerStarting, VoteReceived)
+    from fscale_tui.engine.session import Engine
+    from fscale_tui.engine.vote import ScaleRequest
+
+    w, joined, _ = _fake_weights(tmp_path, monkeypatch, [b"GGUF" + b"a" * 100, b"b" * 50, b"c"])
+    monkeypatch.setitem(weights.BUILTIN_WEIGHTS, ID_05, w)  # the 0.5B model gets tiny weights
+    stub_as_local.script(ID_05, Behaviour(reply="YES"))
+    request = ScaleRequest(question="q?", answers=["YES", "NO"], models=("local-qwen-0.5b",))
+    seen: list = []
+    async with Engine(on_status=seen.append) as engine:
+        async for event in engine.scale_events(request):
+            seen.append(event)
+    prep = [e for e in seen if isinstance(e, Preparing)]
+    assert [e.done_bytes for e in prep] == [0, 104, 154, 155]
+    assert all(e.total_bytes == len(joined) and e.what == "Tiny" and e.model == "local-qwen-0.5b"
+               for e in prep)
+    kinds = [type(e) for e in seen if isinstance(e, (Preparing, ServerStarting, ServerReady,
+                                                     VoteReceived))]
+    assert kinds == [Preparing] * 4 + [ServerStarting, ServerReady, VoteReceived]
+    ready = next(e for e in seen if isinstance(e, ServerReady))
+    assert ready.server == ID_05 and ready.elapsed_s >= 0
+    assert (Paths.resolve().cache_dir / "local" / "tiny.gguf").read_bytes() == joined
+    # Joined once: the next engine has nothing to join.
+    again: list = []
+    async with Engine(on_status=again.append) as engine:
+        await engine.scale(request)
+    assert not [e for e in again if isinstance(e, Preparing)]
+
+
+async def test_without_a_hook_nothing_is_joined_ahead(stub_as_local, tmp_path, monkeypatch):
+    """No on_status hook (the TUI, the Python API): the start path is the one it was."""
+    from fscale_tui.engine.session import Engine
+    from fscale_tui.engine.vote import ScaleRequest
+
+    w, _, _ = _fake_weights(tmp_path, monkeypatch, [b"GGUF" + b"a" * 10])
+    monkeypatch.setitem(weights.BUILTIN_WEIGHTS, ID_05, w)
+    stub_as_local.script(ID_05, Behaviour(reply="YES"))
+    async with Engine() as engine:
+        result = await engine.scale(ScaleRequest(question="q?", answers=["YES", "NO"],
+                                                 models=("local-qwen-0.5b",)))
+    assert result.answer == "YES"
+    assert not (Paths.resolve().cache_dir / "local" / "tiny.gguf").exists()

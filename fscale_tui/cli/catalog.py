@@ -9,7 +9,7 @@ import typer
 
 from ..engine.errors import ExitCode
 from .common import (engine_facade, guarded, load_settings_for_cli, print_json, run, split_list,
-                     stderr_console)
+                     stderr_console, stdout_console)
 
 # Group help comes from the callbacks' docstrings (they carry the examples).
 models_app = typer.Typer(invoke_without_command=True)
@@ -17,15 +17,6 @@ panels_app = typer.Typer(invoke_without_command=True)
 config_app = typer.Typer(no_args_is_help=True, help=(
     "Where the configuration lives and what it says.\n\n"
     "Examples:\n\n  fscale config path\n\n  fscale config show --json"))
-
-
-def _stdout_console():
-    import sys as _sys
-
-    from rich.console import Console
-
-    # Piped output is data for other programs: never squeeze or fold it to 80 columns.
-    return Console(highlight=False, soft_wrap=False, width=None if _sys.stdout.isatty() else 200)
 
 
 @models_app.callback()
@@ -58,7 +49,7 @@ def models(ctx: typer.Context,
     for r in rows:
         table.add_row(r["alias"], r["provider"], r["tier"], r["family"], f"{r['cost']:g}",
                       "yes" if r["usable"] else f"[dim]no: {r['why_not']}[/dim]", r["health"] or "-", r["id"])
-    _stdout_console().print(table)
+    stdout_console(fixed_width_when_piped=True).print(table)
 
 
 @models_app.command("refresh")
@@ -185,13 +176,17 @@ def health(
       fscale health --models llama-3.1-8b,gemma-2-9b --json
     """
     from ..engine.session import Engine
-    from .render import EventPrinter
+    from .common import show_progress
+    from .render import EventPrinter, StatusPrinter
 
-    printer = EventPrinter(stderr_console(), quiet=as_json)
+    console = stderr_console()
+    show = show_progress(False, as_json)
+    printer = EventPrinter(console, quiet=not show)
+    status = StatusPrinter(console, show)
 
     async def go() -> list[Any]:
         out = []
-        async with Engine() as engine:
+        async with Engine(on_status=status) as engine:
             nonlocal targets
             targets = engine.catalog.probe_targets(list(split_list(models) or ()), panel)
             async for probe in engine.health_events(targets):
@@ -200,7 +195,10 @@ def health(
         return out
 
     targets: list[Any] = []
-    results = run(go())
+    try:
+        results = run(go())
+    finally:
+        status.close()
     order = {m.alias: i for i, m in enumerate(targets)}
     results.sort(key=lambda p: order[p.model])
     if as_json:

@@ -1,19 +1,20 @@
 """What every one-shot command shares: error handling, stdin/context reading, output.
 
 Contract: stdout is data (the answer, or one JSON object per result with ``--json``); people
-read stderr. Errors are one line on stderr and a documented exit code (design §10); a
-traceback only with ``--debug``. This module must not import textual.
+read stderr. Errors are one line on stderr and a documented exit code (design §10); ``--debug``
+adds the traceback and keeps the exit code. ``NO_COLOR`` turns every style off. This module
+must not import textual, nor (at import) rich or the engine's call machinery.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import json
 import os
 import stat
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,11 +27,47 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEBUG = {"on": False}
 
 
-def stderr_console():
-    """A rich console on stderr; rich itself honours NO_COLOR and non-TTY output."""
+def no_color() -> bool:
+    """``NO_COLOR`` set and not empty (no-color.org): no styling at all, not only no colours
+    (rich alone would still print bold and dim)."""
+    return bool(os.environ.get("NO_COLOR"))
+
+
+def console(*, stderr: bool = False, **kwargs: Any):
+    """A rich console with the CLI's rules: no highlighting, no styles under ``NO_COLOR``."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    kwargs.setdefault("highlight", False)
+    if no_color():
+        kwargs["color_system"] = None
+    return Console(stderr=stderr, **kwargs)
+
+
+def stderr_console():
+    """The console people read: stderr, styled only on a terminal and without ``NO_COLOR``."""
+    return console(stderr=True, soft_wrap=True)
+
+
+def stdout_console(*, fixed_width_when_piped: bool = False):
+    """A console for tables on stdout (data). Piped output can be kept from folding."""
+    width = None if (not fixed_width_when_piped or sys.stdout.isatty()) else 200
+    return console(soft_wrap=False, width=width)
+
+
+def show_progress(quiet: bool, as_json: bool) -> bool:
+    """Whether people get progress and votes on stderr: always on a terminal (``--json``
+    too: the JSON goes to stdout), without a terminal only when stdout is not JSON; never
+    with ``--quiet``."""
+    if quiet:
+        return False
+    return not as_json or stderr_is_terminal()
+
+
+def stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def fail(message: str, code: ExitCode) -> None:
@@ -42,8 +79,9 @@ def fail(message: str, code: ExitCode) -> None:
 
 
 def flush_storage_warnings() -> None:
-    from ..engine import storage
-
+    storage = sys.modules.get("fscale_tui.engine.storage")
+    if storage is None:  # nothing was stored, so nothing to warn about
+        return
     from ..engine.redact import redact
 
     for message in storage.warnings:
@@ -63,7 +101,7 @@ def guarded(fn: F) -> F:
         except FscaleError as exc:
             flush_storage_warnings()
             if DEBUG["on"]:
-                raise
+                traceback.print_exc(file=sys.stderr)
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             sys.stderr.write("fscale: interrupted\n")
@@ -75,7 +113,7 @@ def guarded(fn: F) -> F:
             raise typer.Exit(0) from None
         except Exception as exc:
             if DEBUG["on"]:
-                raise
+                traceback.print_exc(file=sys.stderr)
             fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
                  ExitCode.INTERNAL_ERROR)
         finally:
@@ -85,7 +123,9 @@ def guarded(fn: F) -> F:
 
 
 def run(coro: Any) -> Any:
-    """``asyncio.run`` that maps Ctrl-C to exit code 130."""
+    """``asyncio.run`` (asyncio is imported only by commands that run the event loop)."""
+    import asyncio
+
     return asyncio.run(coro)
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import typer
 
 from ..engine.errors import UsageError
-from .common import (BatchOutput, read_batch_items, guarded, print_json, resolve_context, run, split_list,
-                     stderr_console)
+from .common import (BatchOutput, read_batch_items, guarded, print_json, resolve_context, run,
+                     show_progress, split_list, stderr_console)
 
 SELECT = "Choosing models"
 STRATEGY = "Strategy"
@@ -107,11 +107,16 @@ def _request(question: str, opts: dict[str, Any]) -> Any:
 def _run_one(request: Any, *, as_json: bool, quiet: bool) -> int:
     from ..engine.events import Generated
     from ..engine.session import Engine
+    from .render import StatusPrinter
 
-    printer = GeneratePrinter(stderr_console(), quiet=quiet or as_json)
+    console = stderr_console()
+    # Candidates, judges and first-run progress: on a terminal even with --json.
+    show = show_progress(quiet, as_json)
+    printer = GeneratePrinter(console, quiet=not show)
+    status = StatusPrinter(console, show)
 
     async def go() -> Any:
-        async with Engine() as engine:
+        async with Engine(on_status=status) as engine:
             result = None
             async for event in engine.generate_events(request):
                 printer(event)
@@ -119,7 +124,10 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool) -> int:
                     result = event.result
             return result
 
-    result = run(go())
+    try:
+        result = run(go())
+    finally:
+        status.close()
     if as_json:
         print_json(result.to_dict())
     elif result.output is not None and result.status == "decided":
@@ -153,20 +161,25 @@ def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
 
 def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool) -> int:
     from ..engine.session import Engine
+    from .render import StatusPrinter
 
     items = _batch_requests(path, defaults)
     console = stderr_console()
 
     out = BatchOutput(items, "output")
+    status = StatusPrinter(console, not quiet)
 
     async def go() -> None:
-        async with Engine() as engine:
+        async with Engine(on_status=status) as engine:
             async for index, outcome in engine.generate_batch(items, concurrency=concurrency):
                 out.add(index, outcome)
                 if not quiet and not isinstance(outcome, Exception):
                     console.print(f"[dim]item {index}:[/dim] " + summary(outcome))
 
-    run(go())
+    try:
+        run(go())
+    finally:
+        status.close()
     if not quiet:
         console.print(f"[dim]{out.summary()}[/dim]")
     return out.exit_code

@@ -14,15 +14,9 @@ from typing import Any
 import typer
 
 from ..engine.errors import UsageError
-from .common import engine_facade, guarded, print_json, split_list
+from .common import engine_facade, guarded, print_json, split_list, stdout_console
 
 history_app = typer.Typer(invoke_without_command=True)
-
-
-def _stdout_console():
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=False)
 
 
 def _ago(ts: float | None) -> str:
@@ -218,7 +212,7 @@ def ratings(
         agree = f"{r.agreement:.0%} of {r.agree + r.disagree}" if r.agreement is not None else "-"
         tbl.add_row(r.model, f"{r.rating:.0f}", f"{r.sigma:.0f}", str(r.calls), agree,
                     str(r.feedback), _ago(r.last_seen))
-    _stdout_console().print(tbl)
+    stdout_console().print(tbl)
 
 
 # -- feedback ----------------------------------------------------------------------------------

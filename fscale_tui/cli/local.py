@@ -58,16 +58,23 @@ def start(models: list[str] = typer.Argument(None, help="Local model aliases or 
 
       fscale local start local-qwen-0.5b
     """
+    from .render import StatusPrinter
+
     err = stderr_console()
-    with engine_facade() as engine:
-        targets = engine.local.targets(models or engine.local.default_models())
-        for name in targets:
-            if err.is_terminal:
-                err.print(f"starting {name} …")
-            state = engine.local.start(name)
-        verb = "started" if state.get("started") else "already running"
-        err.print(f"{name}: {verb} (pid {state['pid']})")
-        sys.stdout.write(f"{name}\t{state['base_url']}\n")
+    # Joining the weights (byte bar on a terminal) and starting each server, on stderr; the
+    # URLs go to stdout as they come.
+    status = StatusPrinter(err, True)
+    try:
+        with engine_facade() as engine:
+            targets = engine.local.targets(models or engine.local.default_models())
+            for name in targets:
+                state = engine.local.start(name, status)
+                verb = "started" if state.get("started") else "already running"
+                err.print(f"{name}: {verb} (pid {state['pid']})")
+                sys.stdout.write(f"{name}\t{state['base_url']}\n")
+                sys.stdout.flush()
+    finally:
+        status.close()
 
 
 @local_app.command("stop")

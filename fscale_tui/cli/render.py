@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 from ..engine.events import (Cancelled, ChallengerAnswered, Decided, Event, MemberSubstituted,
-                             ProbeResult, StageFinished, StageStarted, VoteFailed, VoteReceived,
-                             VoteStarted)
+                             Preparing, ProbeResult, ServerReady, ServerStarting, StageFinished,
+                             StageStarted, VoteFailed, VoteReceived, VoteStarted)
 
 STATUS_STYLE = {"ok": "green", "slow": "yellow", "rate_limited": "yellow", "dead": "red",
                 "unavailable": "red", "error": "red", "no_key": "dim"}
@@ -101,40 +101,146 @@ def print_notes(console: Any, result: Any) -> None:
         console.print(f"[yellow]note:[/yellow] {note}", markup=True, highlight=False)
 
 
-class BatchProgress:
-    """A progress bar on stderr for batches: only when stderr is a terminal, and never
-    capturing stdout (the results stream there as data)."""
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
 
-    def __init__(self, console: Any, total: int, label: str, enabled: bool = True) -> None:
+
+class LiveProgress:
+    """The one progress display of a command: rich bars on stderr, only when stderr is a
+    terminal, started at the first task, never capturing stdout (results stream there as
+    data) nor stderr (the vote lines print above the bars).
+
+    Tasks count items (``unit="items"``: 3/12) or bytes (``unit="bytes"``: 512 MB/1.1 GB).
+    """
+
+    def __init__(self, console: Any, enabled: bool = True) -> None:
         self.console = console
-        self.total = total
-        self.label = label
         self.enabled = enabled and console.is_terminal
         self.bar: Any = None
+        self._units: dict[Any, str] = {}
+
+    def add(self, label: str, total: int | None, unit: str = "items") -> Any:
+        if not self.enabled:
+            return None
+        if self.bar is None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                TextColumn("{task.fields[amount]}"), TimeElapsedColumn(),
+                                console=self.console, transient=True,
+                                redirect_stdout=False, redirect_stderr=False)
+            self.bar.start()
+        task = self.bar.add_task(label, total=total, amount=self._amount(unit, 0, total))
+        self._units[task] = unit
+        return task
+
+    @staticmethod
+    def _amount(unit: str, done: float, total: float | None) -> str:
+        if unit == "bytes":
+            return f"{human_bytes(done)}/{human_bytes(total or 0)}"
+        return f"{done:g}/{total:g}" if total is not None else f"{done:g}"
+
+    def update(self, task: Any, done: float, total: float | None = None) -> None:
+        if self.bar is None or task is None:
+            return
+        total = self.bar.tasks[self._index(task)].total if total is None else total
+        self.bar.update(task, completed=done, total=total,
+                        amount=self._amount(self._units[task], done, total))
+
+    def advance(self, task: Any, n: int = 1) -> None:
+        if self.bar is None or task is None:
+            return
+        t = self.bar.tasks[self._index(task)]
+        self.update(task, t.completed + n)
+
+    def _index(self, task: Any) -> int:
+        return next(i for i, t in enumerate(self.bar.tasks) if t.id == task)
+
+    def remove(self, task: Any) -> None:
+        if self.bar is not None and task is not None:
+            self.bar.remove_task(task)
+            self._units.pop(task, None)
+            if not self.bar.tasks:  # nothing left to draw: give the terminal back
+                self.stop()
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+class BatchProgress:
+    """A batch's progress bar (items done / total) on the command's :class:`LiveProgress`."""
+
+    def __init__(self, console: Any, total: int, label: str, enabled: bool = True) -> None:
+        self.display = LiveProgress(console, enabled)
+        self.total = total
+        self.label = label
         self.task: Any = None
 
     def __enter__(self) -> "BatchProgress":
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-            self.bar = Progress("[progress.description]{task.description}", BarColumn(),
-                                MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
-                                transient=True, redirect_stdout=False, redirect_stderr=False)
-            self.bar.start()
-            self.task = self.bar.add_task(self.label, total=self.total)
+        self.task = self.display.add(self.label, self.total)
         return self
 
     def advance(self, n: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, n)
+        self.display.advance(self.task, n)
 
     def update(self, done: int, total: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, total=total)
+        self.display.update(self.task, done, total)
 
     def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.display.stop()
+
+
+class StatusPrinter:
+    """Renders the engine's ``on_status`` events (a local model's first use) on stderr:
+    a byte progress bar while its weights are joined (one line each way without a terminal),
+    then one line when its server starts and one when it answers. Silent when disabled."""
+
+    def __init__(self, console: Any, enabled: bool, display: LiveProgress | None = None) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.display = display if display is not None else LiveProgress(console, enabled)
+        self._joining: dict[str, Any] = {}
+        self._started: dict[str, float] = {}
+        self._finished: set[str] = set()
+
+    def __call__(self, event: Event) -> None:
+        if not self.enabled:
+            return
+        import time
+
+        c = self.console
+        if isinstance(event, Preparing):
+            key = event.what
+            if key in self._finished:
+                return
+            if key not in self._joining:
+                self._started[key] = time.monotonic()
+                self._joining[key] = self.display.add(f"joining {event.what}",
+                                                      event.total_bytes, unit="bytes")
+                if self._joining[key] is None:
+                    c.print(f"[dim]… joining the weights of {event.what} "
+                            f"({human_bytes(event.total_bytes)}, once per machine)[/dim]")
+            self.display.update(self._joining[key], event.done_bytes, event.total_bytes)
+            if event.done_bytes >= event.total_bytes and event.total_bytes:
+                self.display.remove(self._joining.pop(key))
+                self._finished.add(key)
+                took = time.monotonic() - self._started[key]
+                c.print(f"  [green]✓[/green] joined {event.what} "
+                        f"({human_bytes(event.total_bytes)}) in {took:.1f}s")
+        elif isinstance(event, ServerStarting):
+            c.print(f"[dim]… starting the local server for {event.server} (loading the model)[/dim]")
+        elif isinstance(event, ServerReady):
+            c.print(f"  [green]✓[/green] local server for {event.server} ready in "
+                    f"{event.elapsed_s:.1f}s")
+
+    def close(self) -> None:
+        self.display.stop()
 
 
 def summary(result: Any) -> str:

@@ -12,48 +12,37 @@ from typing import Any
 import typer
 
 from ..engine.errors import ExitCode, UsageError
-from .common import (engine_facade, guarded, load_settings_for_cli, print_json, run, split_list,
-                     stderr_console)
+from .common import (engine_facade, guarded, load_settings_for_cli, print_json, run, show_progress,
+                     split_list, stderr_console, stdout_console)
 
 SELECT = "Choosing models"
 CLUSTERS = "Clusters"
 OUTPUT = "Output"
 
 
-def _stdout_console():
-    from rich.console import Console
-
-    return Console(highlight=False, soft_wrap=False)
-
-
 class _Progress:
-    """A rich progress bar on stderr (only on a terminal, never with --json/--quiet)."""
+    """Items done on a rich progress bar on stderr: only on a terminal (with --json too),
+    never with --quiet, and never capturing stdout (the table or the JSON goes there).
+    ``status`` renders a local model's first use (weights, server) on the same display."""
 
     def __init__(self, label: str, enabled: bool) -> None:
-        self.console = stderr_console()
-        self.enabled = enabled and self.console.is_terminal
+        from .render import LiveProgress, StatusPrinter
+
+        console = stderr_console()
+        self.display = LiveProgress(console, enabled)
+        self.status = StatusPrinter(console, enabled, display=self.display)
         self.label = label
-        self.bar: Any = None
         self.task: Any = None
 
     def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-            self.bar = Progress("[progress.description]{task.description}", BarColumn(),
-                                MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
-                                transient=True, redirect_stdout=False, redirect_stderr=False)
-            self.bar.start()
-            self.task = self.bar.add_task(self.label, total=None)
+        self.task = self.display.add(self.label, None)
         return self
 
     def __call__(self, done: int, total: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, total=total)
+        self.display.update(self.task, done, total)
 
     def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        self.display.stop()
 
 
 def _select_models(settings: Any, models: str | None, panel: str | None) -> list[Any]:
@@ -69,7 +58,7 @@ def _select_models(settings: Any, models: str | None, panel: str | None) -> list
 def _print_profile(report: dict[str, Any]) -> None:
     from rich.table import Table
 
-    console = _stdout_console()
+    console = stdout_console()
     table = Table(box=None, pad_edge=False)
     for col in ("model", "items", "accuracy", "stability", "no answer", "latency p50", "cost"):
         table.add_column(col)
@@ -156,8 +145,8 @@ def profile(
         from ..engine.session import Engine
 
         async def go() -> dict[str, int]:
-            async with Engine(settings) as engine:
-                with _Progress("profile", not (quiet or as_json)) as progress:
+            with _Progress("profile", show_progress(quiet, as_json)) as progress:
+                async with Engine(settings, on_status=progress.status) as engine:
                     return await engine.profile(items, chosen, trials=trials, resume=resume,
                                                 on_progress=progress, concurrency=concurrency)
 
@@ -253,8 +242,8 @@ def calibrate(
     stage_list = [s for s in (split_list(stages) or ())]
 
     async def go() -> Any:
-        async with Engine(settings) as engine:
-            with _Progress("calibrate", not (quiet or as_json)) as progress:
+        with _Progress("calibrate", show_progress(quiet, as_json)) as progress:
+            async with Engine(settings, on_status=progress.status) as engine:
                 return await engine.calibrate(items, stage_list, alpha=alpha, delta=delta,
                                               signal=signal, lam=lam, on_progress=progress,
                                               concurrency=concurrency)
@@ -281,7 +270,7 @@ def calibrate(
         risk = "-" if r["risk"] is None else f"{r['risk']:.1%}"
         ub = "-" if r["upper_bound"] is None else f"{r['upper_bound']:.1%}"
         table.add_row(r["stage"], thr, str(r["reached"]), str(r["accepted"]), f"{r['coverage']:.1%}", risk, ub)
-    console = _stdout_console()
+    console = stdout_console()
     console.print(table)
     risk = "-" if out["risk"] is None else f"{out['risk']:.1%}"
     console.print(f"total: coverage {out['coverage']:.1%}, empirical risk {risk} (α = {alpha:g}, "

@@ -9,8 +9,9 @@ import typer
 
 from ..engine.errors import UsageError
 from ..engine.requests import is_auto, parse_k, scale_request, verify_request
-from .common import (BatchOutput, guarded, read_batch_items, print_json, read_stdin, read_text_file, resolve_context, run, split_list,
-                     stderr_console, stdin_has_data)
+from .common import (BatchOutput, guarded, read_batch_items, print_json, read_stdin, read_text_file,
+                     resolve_context, run, show_progress, split_list, stderr_console,
+                     stdin_has_data)
 
 SELECT = "Choosing models"
 OUTPUT = "Output"
@@ -38,10 +39,13 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool,
              learning: dict[str, bool] | None = None) -> int:
     from ..engine.events import Decided
     from ..engine.session import Engine
-    from .render import EventPrinter, print_notes
+    from .render import EventPrinter, StatusPrinter, print_notes
 
     console = stderr_console()
-    printer = EventPrinter(console, quiet=quiet or as_json)
+    # Votes and first-run progress: on a terminal even with --json (stdout has the JSON).
+    show = show_progress(quiet, as_json)
+    printer = EventPrinter(console, quiet=not show)
+    status = StatusPrinter(console, show)
 
     def emit(result: Any) -> None:
         # The decision goes to stdout the moment it is known; the call then finishes its
@@ -55,7 +59,7 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool,
             sys.stdout.flush()
 
     async def go() -> Any:
-        async with Engine(_engine_settings(learning)) as engine:
+        async with Engine(_engine_settings(learning), on_status=status) as engine:
             result = None
             async for event in engine.scale_events(request):
                 printer(event)
@@ -64,7 +68,10 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool,
                     emit(result)
             return result
 
-    result = run(go())
+    try:
+        result = run(go())
+    finally:
+        status.close()
     return int(result.exit_code)
 
 
@@ -92,7 +99,7 @@ def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
 def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool,
                learning: dict[str, bool] | None = None) -> int:
     from ..engine.session import Engine
-    from .render import BatchProgress, print_notes
+    from .render import BatchProgress, StatusPrinter, print_notes
 
     items = _batch_requests(path, defaults)
     console = stderr_console()
@@ -100,7 +107,8 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
 
     async def go() -> None:
         with BatchProgress(console, len(items), "scale", enabled=not quiet) as progress:
-            async with Engine(_engine_settings(learning)) as engine:
+            status = StatusPrinter(console, not quiet, display=progress.display)
+            async with Engine(_engine_settings(learning), on_status=status) as engine:
                 async for index, outcome in engine.scale_batch(items, concurrency=concurrency):
                     out.add(index, outcome)
                     if not quiet and not isinstance(outcome, Exception) and index == 0:

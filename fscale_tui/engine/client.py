@@ -132,8 +132,9 @@ class ChatClient:
     """Sends chat completions; one instance per run, closed with ``aclose()``."""
 
     def __init__(self, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None,
-                 limiter: SendLimiter | None = None) -> None:
+                 limiter: SendLimiter | None = None, on_status: Any = None) -> None:
         self.settings = settings
+        self.on_status = on_status
         self._runtimes: dict[str, _ProviderRuntime] = {}
         self._urls: dict[str, httpx.URL] = {}
         if transport is None:
@@ -174,6 +175,8 @@ class ChatClient:
             from .providers import make_adapter
 
             adapter = make_adapter(cfg, self.settings)
+            if hasattr(adapter, "on_status"):
+                adapter.on_status = self.on_status
             rt = _ProviderRuntime(
                 config=cfg,
                 semaphore=asyncio.Semaphore(max(1, cfg.concurrency)),

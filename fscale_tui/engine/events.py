@@ -174,3 +174,35 @@ class ChallengerAnswered(Event):
     """
 
     vote: Any  # vote.Vote
+
+
+# -- preparing local models (first run) ----------------------------------------------------------
+# These are not part of one call: the engine reports them through the ``on_status`` hook given
+# to ``Engine(...)`` (``call_id`` is empty). They happen once per model and machine (joining
+# the weights) or once per idle period (starting its server), and can take seconds.
+@dataclass(frozen=True)
+class Preparing(Event):
+    """A local model's weights are being joined from the installed packages into the cache
+    (once per machine); ``done_bytes`` grows to ``total_bytes``."""
+
+    model: str  # the alias that needs them
+    what: str  # the weights' title, e.g. "Qwen2.5-Coder-1.5B-Instruct (Q4_K_M)"
+    done_bytes: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class ServerStarting(Event):
+    """A local model's server is being started (it loads the model: a few seconds)."""
+
+    model: str  # the alias asked for
+    server: str  # the server's name (model id); aliases may share one server
+
+
+@dataclass(frozen=True)
+class ServerReady(Event):
+    """The server announced by ``ServerStarting`` answers."""
+
+    model: str
+    server: str
+    elapsed_s: float

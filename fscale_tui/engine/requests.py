@@ -2,13 +2,18 @@
 
 Both views turn raw text (a comma-separated label list, "3" for k, a source and a draft) into
 the same ``ScaleRequest``; keeping that here means the two views cannot drift apart.
-Pure functions, no I/O.
+Pure functions, no I/O. The parsing helpers (labels, ``-k``) are cheap to import: the CLI
+checks what was typed before it loads the vote machinery.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .errors import UsageError
-from .vote import ScaleRequest
+
+if TYPE_CHECKING:
+    from .vote import ScaleRequest
 
 DEFAULT_VERIFY_QUESTION = (
     "Does the Output contain any claim that is not supported by the Source? "
@@ -59,6 +64,8 @@ def verify_request(source: str, draft: str, *, question: str | None = None,
                    k: int | str | None = None, tie_break: str | None = None,
                    id: str | None = None, stream: bool = False) -> ScaleRequest:
     """A scale request asking whether ``draft`` makes claims ``source`` does not support."""
+    from .vote import ScaleRequest
+
     if not source.strip():
         raise UsageError("the source is empty")
     if not draft.strip():
@@ -77,6 +84,8 @@ def scale_request(question: str, answers: str | tuple[str, ...], *, context: str
                   id: str | None = None, stream: bool = False,
                   item_id: str | None = None) -> ScaleRequest:
     """A validated scale request; ``answers`` may be the comma-separated text as typed."""
+    from .vote import ScaleRequest
+
     labels = split_labels(answers) if isinstance(answers, str) else tuple(answers)
     if not labels:
         raise UsageError("missing answers, e.g. YES,NO")

@@ -38,8 +38,14 @@ from .voting import Majority
 
 
 class Engine:
-    def __init__(self, settings: Settings | None = None, *, transport: Any = None) -> None:
+    """``on_status``: called on the event loop's thread with events that belong to no call
+    but can keep a first run waiting (``Preparing``: a local model's weights being joined,
+    ``ServerStarting`` / ``ServerReady``: its server starting); views show them as progress."""
+
+    def __init__(self, settings: Settings | None = None, *, transport: Any = None,
+                 on_status: Callable[[Event], None] | None = None) -> None:
         self.settings = settings or load_settings()
+        self.on_status = on_status
         self.writer = BackgroundWriter()
         self.health = HealthStore(self.settings, submit=self.writer.submit)
         self.registry = Registry(self.settings, is_down=self.health.is_down)
@@ -77,7 +83,8 @@ class Engine:
         if self._client is None:
             from .client import ChatClient
 
-            self._client = ChatClient(self.settings, transport=self._transport)
+            self._client = ChatClient(self.settings, transport=self._transport,
+                                      on_status=self.on_status)
         return self._client
 
     async def __aenter__(self) -> "Engine":

@@ -72,14 +72,14 @@ class LocalServers:
             })
         return rows
 
-    def start(self, name: str) -> dict[str, Any]:
-        """Start (or find running) one server; its state with ``started``."""
+    def start(self, name: str, emit: Any = None) -> dict[str, Any]:
+        """Start (or find running) one server; its state with ``started``. ``emit`` receives
+        the slow first-use steps as events (``Preparing``, ``ServerStarting``, ``ServerReady``)."""
         if not lp.runtime_installed():
             raise NoProviderError(lp.LOCAL_HELP)
         model = next(iter(self.targets([name]).values()))[0]
         provider = self.settings.providers[model.provider]
-        return servers.ensure_server(self.settings.paths,
-                                     lp.server_spec(model, provider, self.settings))
+        return lp.start_server(model, provider, self.settings, emit)
 
     def stop(self, names: list[str] | None = None) -> list[str]:
         """Stop the servers of ``names`` (default: every known one); returns those stopped."""

@@ -17,6 +17,8 @@ import asyncio
 import functools
 import importlib.util
 import os
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .weights import BUILTIN_WEIGHTS, weights_installed
@@ -182,6 +184,61 @@ def server_spec(model: ModelConfig, provider: ProviderConfig, settings: Settings
     return ServerSpec(name=model.id, gguf=str(gguf), **values)
 
 
+# -- first use: join the weights, start the server, and say so ------------------------------
+def prepare_weights(model: ModelConfig, settings: Settings,
+                    emit: Callable[[Any], None]) -> None:
+    """Join a built-in model's weights now if they are not in the cache yet, reporting the
+    bytes as ``Preparing`` events (what ``server_spec`` would otherwise do silently)."""
+    from ...events import Preparing
+    from .weights import builtin_path, ensure_builtin, is_verified
+
+    w = BUILTIN_WEIGHTS.get(str(model.options.get("weights", "")))
+    if w is None:
+        return
+    cache_dir = settings.paths.cache_dir
+    target = builtin_path(w, cache_dir)
+    if target.exists() and is_verified(target, w.sha256):
+        return
+    emit(Preparing("", model.alias, w.title, 0, w.size))
+    ensure_builtin(w, cache_dir,
+                   lambda done, total: emit(Preparing("", model.alias, w.title, done, total)))
+
+
+def _server_alive(settings: Settings, name: str) -> bool:
+    """A server for ``name`` looks up (a state file naming a live server process of ours);
+    ``ensure_server`` still checks that it answers."""
+    from . import servers
+
+    state = servers.read_state(servers.state_path(settings.paths, name))
+    try:
+        return state is not None and servers.is_our_server(int(state["pid"]))
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def start_server(model: ModelConfig, provider: ProviderConfig, settings: Settings,
+                 emit: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Reuse or start ``model``'s server (blocking), joining its weights first if needed.
+
+    With ``emit``, the slow first-use steps are reported as they happen: ``Preparing``
+    (bytes joined), ``ServerStarting`` and ``ServerReady``.
+    """
+    from ...events import ServerReady, ServerStarting
+    from . import servers
+
+    if emit is not None:
+        prepare_weights(model, settings, emit)
+    spec = server_spec(model, provider, settings)
+    announce = emit is not None and not _server_alive(settings, spec.name)
+    if announce:
+        emit(ServerStarting("", model.alias, spec.name))
+    t0 = time.monotonic()
+    state = servers.ensure_server(settings.paths, spec)
+    if announce:
+        emit(ServerReady("", model.alias, spec.name, time.monotonic() - t0))
+    return state
+
+
 # -- the adapter the chat client uses --------------------------------------------------------
 class LocalAdapter:
     """Gives the chat client the URL of each model's server, starting it on first use."""
@@ -193,11 +250,21 @@ class LocalAdapter:
         self._locks: dict[str, asyncio.Lock] = {}
         #: Model ids whose server this adapter started (vs reused), for reporting.
         self.started: set[str] = set()
+        #: The engine's ``on_status`` hook (set by the chat client): gets ``Preparing``,
+        #: ``ServerStarting`` and ``ServerReady`` events, on the event loop's thread.
+        self.on_status: Callable[[Any], None] | None = None
 
-    def _ensure(self, model: ModelConfig) -> dict[str, Any]:
-        from .servers import ensure_server
+    def _ensure(self, model: ModelConfig,
+                emit: Callable[[Any], None] | None = None) -> dict[str, Any]:
+        return start_server(model, self.provider, self.settings, emit)
 
-        return ensure_server(self.settings.paths, server_spec(model, self.provider, self.settings))
+    def _emitter(self) -> Callable[[Any], None] | None:
+        """``on_status`` callable from the worker thread: events are handed to the loop."""
+        hook = self.on_status
+        if hook is None:
+            return None
+        loop = asyncio.get_running_loop()
+        return lambda event: loop.call_soon_threadsafe(hook, event)
 
     async def base_url(self, model: ModelConfig) -> str:
         """The model's server URL; the server is started or found again (off the event loop)."""
@@ -214,7 +281,7 @@ class LocalAdapter:
             if state is not None and touch(self.settings.paths, name, int(state["pid"])):
                 return str(state["base_url"])
             try:
-                state = await asyncio.to_thread(self._ensure, model)
+                state = await asyncio.to_thread(self._ensure, model, self._emitter())
             except FscaleError as exc:
                 kind = "unavailable" if exc.exit_code == 2 else "server"
                 raise ProviderError(kind, str(exc)) from None
