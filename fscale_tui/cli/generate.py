@@ -12,9 +12,12 @@ from typing import Any
 import typer
 
 from ..engine.errors import UsageError
+from ..engine.strategies import names as strategy_names
 from .common import (BatchOutput, read_batch_items, guarded, print_json, resolve_context, run,
                      show_progress, split_list, stderr_console)
 
+#: The engine's strategy registry (this module is imported only when 'generate' runs).
+STRATEGY_HELP = " | ".join(strategy_names()) + "."
 SELECT = "Choosing models"
 STRATEGY = "Strategy"
 OUTPUT = "Output"
@@ -189,7 +192,7 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
 def generate(
     question: str = typer.Argument(None, help="The task every generator answers.", show_default=False),
     k: int = typer.Option(None, "-k", help="Candidates (beam/dvts: N beams). Default: the panel size / 3 (4 for beam, dvts).", rich_help_panel=SELECT),
-    strategy: str = typer.Option("judge", "--strategy", "-s", help="judge | vote | weighted | usc | tournament | beam | dvts.", rich_help_panel=STRATEGY),
+    strategy: str = typer.Option("judge", "--strategy", "-s", help=STRATEGY_HELP, rich_help_panel=STRATEGY),
     judges: int = typer.Option(None, "--judges", "-j", help="judge: number of judges (default k); weighted: verifier calls per candidate (1); tournament: judgments per match (2).", rich_help_panel=STRATEGY),
     models: str = typer.Option(None, "--models", "-m", help="Generator models, comma-separated (cycled when k is larger).", rich_help_panel=SELECT),
     panel: str = typer.Option(None, "--panel", "-p", help="Named panel of generators (see 'fscale panels').", rich_help_panel=SELECT),
