@@ -236,6 +236,22 @@ def test_weighted_sums_verifier_scores_per_answer(server, stub_config):
     assert r.answer == "8" and r.winner_model == "fast-b"  # equal scores: the sum follows the count
 
 
+def test_weighted_reads_scores_from_grammar_constrained_verifiers(server, stub_config):
+    """Local models reply 'Answer: <label>' under the label grammar: that is the score."""
+    script_candidates(server, {"fast-a": "The answer is 7 (A)", "fast-b": "The answer is 8 (B)",
+                               "slow-c": "The answer is 8 (C)"})
+
+    def constrained(body: dict) -> str:
+        text = body["messages"][-1]["content"]
+        return "Answer: 10" if "(A)" in text else "Answer: 1"
+
+    for v in ("fast-d", "think-e"):
+        server.script(mid(v), Behaviour(reply_fn=constrained))
+    r = generate("q", strategy="weighted", k=3)
+    assert r.status == "decided" and all(v.score is not None for v in r.judge_votes)
+    assert r.answer == "7" and r.counts == {"7": 1.0, "8": 0.0}
+
+
 def test_weighted_yes_verifier_asks_for_logprobs_and_falls_back_to_the_text(server, stub_config):
     script_candidates(server, {"fast-a": "The answer is 7 (A)", "fast-b": "The answer is 8 (B)",
                                "slow-c": "The answer is 9 (C)"})

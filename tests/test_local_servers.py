@@ -145,6 +145,30 @@ def test_label_constrained_answers_from_the_real_model(home):
     assert result.votes[0].raw == "Answer: positive"  # the grammar allows nothing else
 
 
+@pytest.mark.parametrize("strategy", ["weighted", "beam"])
+def test_verifier_scores_come_back_from_the_grammar_constrained_local_model(home, strategy):
+    """The verifier's reply is forced into 'Answer: <1..10>' by the label grammar: the scores
+    are read from it, so weighted and step search decide with real scores (was: every score
+    null, exit 3)."""
+    from fscale_tui.engine.generate import GenerateRequest
+    from fscale_tui.engine.session import Engine
+
+    async def go():
+        async with Engine() as engine:
+            return await engine.generate(GenerateRequest(
+                "What is 2 + 3? Answer with the number.", strategy=strategy, k=2,
+                models=("local-qwen-0.5b",), judge_models=("local-qwen-0.5b",),
+                max_tokens=24, max_steps=2, width=1))
+
+    import asyncio
+
+    result = asyncio.run(go())
+    scored = ([v.score for v in result.judge_votes if v.error is None] if strategy == "weighted"
+              else [c.score for c in result.all_outputs if c.ok])  # beam scores its paths
+    assert scored and all(s is not None and 0.0 <= s <= 1.0 for s in scored)
+    assert result.status == "decided"
+
+
 def test_cli_scale_uses_two_local_models_then_reuses_their_servers(home):
     """Acceptance: no key, default panel -> a decision from >= 2 distinct local models; the
     second call finds the servers running."""

@@ -253,6 +253,10 @@ async def verify_score(run: Run, verifier: ModelConfig, text: str, *, index: int
             score = yes_no(reply.answer)
     else:
         score = parse_score(reply.content, reasoning=reply.reasoning)
+        if score is None and reply.answer in SCORE_LABELS:
+            # A grammar-constrained verifier (the local models) replies "Answer: 7": the one
+            # reply parser already read the score label.
+            score = (int(reply.answer) - 1) / 9
     return JudgeVote(verifier.alias, None, None, reply.content, [index], reply.latency_s,
                      score=score, candidate_index=index)
 
