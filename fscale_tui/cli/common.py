@@ -16,7 +16,6 @@ import stat
 import sys
 import traceback
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -168,16 +167,9 @@ def read_stdin(what: str) -> str:
 def read_text_file(path: str, what: str) -> str:
     if path == "-":
         return read_stdin(what)
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{what} {path!r} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"{what} {path!r} is a directory") from None
-    except OSError as exc:
-        raise UsageError(f"{what} {path!r} cannot be read: {exc.strerror}") from None
-    return decode_utf8(data, f"{what} {path!r}")
+    from ..engine.jsonl import read_bytes
+
+    return decode_utf8(read_bytes(path, what), f"{what} {path!r}")
 
 
 def resolve_context(context: str | None, context_file: str | None, *, use_stdin: bool = True) -> str | None:

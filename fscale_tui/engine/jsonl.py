@@ -50,30 +50,25 @@ def parse_line(line: bytes | str) -> Any:
         raise JSONLError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
 
 
-def iter_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, Any]]:
-    """Parse already-split lines: ``(lineno, value)`` or ``(lineno, JSONLError)``; blanks skipped."""
-    for lineno, line in enumerate(lines, 1):
-        if isinstance(line, bytes):
-            line = line.rstrip(b"\r\n")
-        else:
-            line = line.rstrip("\r\n")
+def _parse_numbered(numbered: Iterable[tuple[int, bytes | str]]) -> Iterator[tuple[int, Any]]:
+    for lineno, line in numbered:
         if not line.strip():
             continue
         try:
             yield lineno, parse_line(line)
         except JSONLError as exc:
             yield lineno, exc
+
+
+def iter_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, Any]]:
+    """Parse already-split lines: ``(lineno, value)`` or ``(lineno, JSONLError)``; blanks skipped."""
+    return _parse_numbered((lineno, line.rstrip(b"\r\n") if isinstance(line, bytes)
+                            else line.rstrip("\r\n")) for lineno, line in enumerate(lines, 1))
 
 
 def iter_jsonl(data: bytes) -> Iterator[tuple[int, Any]]:
     """``(lineno, value)`` or ``(lineno, JSONLError)`` for each non-blank line of ``data``."""
-    for lineno, line in split_lines(data):
-        if not line.strip():
-            continue
-        try:
-            yield lineno, parse_line(line)
-        except JSONLError as exc:
-            yield lineno, exc
+    return _parse_numbered(split_lines(data))
 
 
 def read_bytes(path: str | Path, what: str = "file") -> bytes:

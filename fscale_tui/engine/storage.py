@@ -50,15 +50,22 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{os.getpid()}."
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode(errors="replace")
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    except OSError:
-        return False
     return True
 
 
@@ -79,7 +86,7 @@ def clean_stale_temps(path: Path) -> list[Path]:
         pid_text = tmp.name[len(head):].split(".", 1)[0]
         try:
             if pid_text.isdigit():
-                stale = int(pid_text) != os.getpid() and not _pid_alive(int(pid_text))
+                stale = int(pid_text) != os.getpid() and not pid_alive(int(pid_text))
             else:
                 stale = time.time() - tmp.stat().st_mtime > STALE_TEMP_AGE
             if stale:

@@ -90,22 +90,8 @@ def read_state(path: Path) -> dict[str, Any] | None:
 
 # -- process checks ---------------------------------------------------------------------------
 def pid_running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read().decode(errors="replace")
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """True while ``pid`` exists and is not a zombie (see ``storage.pid_alive``)."""
+    return storage.pid_alive(pid)
 
 
 def server_argv(pid: int) -> list[str] | None:
