@@ -130,7 +130,9 @@ class FscaleApp(App[int]):
             self.run_worker(self._warm_engine, thread=True, group="warm", exit_on_error=False)
 
     def _warm_engine(self) -> None:
-        self.engine  # noqa: B018 - building it is the point
+        warm = getattr(self.engine, "warm", None)  # building it (and its TLS context) is the point
+        if warm is not None:
+            warm()
 
     # -- engine ------------------------------------------------------------------------------
     @property

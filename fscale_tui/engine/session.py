@@ -87,6 +87,13 @@ class Engine:
                                       on_status=self.on_status)
         return self._client
 
+    def warm(self) -> None:
+        """Do the slow one-time set-up (the HTTP stack's imports, the TLS context) now, e.g.
+        in a view's thread worker, so that the first question does not wait on the loop."""
+        from .wire import ssl_context
+
+        ssl_context()
+
     async def __aenter__(self) -> "Engine":
         return self
 

@@ -20,6 +20,8 @@ This module only adapts two things:
 
 from __future__ import annotations
 
+import ssl
+
 import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
@@ -42,11 +44,23 @@ def _session() -> aiohttp.ClientSession:
     return session
 
 
+_SSL_CONTEXT: ssl.SSLContext | None = None
+
+
+def ssl_context() -> ssl.SSLContext:
+    """The verifying TLS context, built once per process: loading the CA bundle takes tens of
+    milliseconds of CPU, which a fresh engine would otherwise pay on the event loop."""
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        _SSL_CONTEXT = httpx.create_ssl_context()
+    return _SSL_CONTEXT
+
+
 class Transport(AiohttpTransport):
     """``AiohttpTransport`` with fscale's session and exception mapping."""
 
     def __init__(self) -> None:
-        super().__init__(client=_session)
+        super().__init__(client=_session, verify=ssl_context())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
