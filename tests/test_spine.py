@@ -183,3 +183,20 @@ async def test_tui_handles_keys_while_another_process_holds_the_log(server, stub
     finally:
         holder.terminate()
         holder.wait(timeout=10)
+
+
+def test_k_auto_honours_the_learning_flags(fscale_home, monkeypatch):
+    tasks = make_tasks(40)
+    write_replay_setup(fscale_home, tasks)
+    with (fscale_home / "config.toml").open("a") as fh:  # one model outside every stage
+        fh.write('\n[models.spare]\nprovider = "rec"\nid = "v/mathy"\nfamily = "s"\n')
+    monkeypatch.setenv("FSCALE_CHALLENGER", "1")
+    monkeypatch.setenv("FSCALE_CHALLENGER_GRACE", "5")
+    q = tasks[1].question
+    with_shadow = json.loads(run_cli("scale", q, "-a", "YES,NO", "-k", "auto", "--json").stdout)
+    assert with_shadow["challenger"] is not None  # the challenger asks a model outside the stages
+    plain = json.loads(run_cli("scale", q, "-a", "YES,NO", "-k", "auto", "--json",
+                               "--no-challenger", "--no-log").stdout)
+    assert plain["challenger"] is None and plain["challenger_calls"] == 0
+    shown = json.loads(run_cli("history", "show", plain["id"], "--json").stdout)
+    assert shown["question"] is None and shown["question_hash"]  # --no-log kept no text
