@@ -51,6 +51,7 @@ def main() -> None:
     # Rich decides colours from the environment; make NO_COLOR explicit for click's output too.
     if os.environ.get("NO_COLOR"):
         os.environ.setdefault("TERM", "dumb")
+    sys.argv = common.optional_value(sys.argv, "--ray", "local")
     try:
         common.check_argv(sys.argv)
     except typer.Exit as exc:

@@ -59,6 +59,19 @@ class Engine:
         self._cascade: Any = None
         self._draws: Any = None
 
+    def capture_calls(self, sink: Callable[[Any, bool], None]) -> None:
+        """Hand every finished call's log record to ``sink(record, learn)`` instead of writing
+        it (workers of a distributed batch; the driver writes them with :meth:`record_calls`)."""
+        self.calls.sink = sink
+
+    def record_calls(self, records: Iterable[tuple[Any, bool]]) -> int:
+        """Write call-log records made elsewhere (e.g. by Ray actors), once, on the writer."""
+        n = 0
+        for record, learn in records:
+            self.calls.record(record, learn=learn)
+            n += 1
+        return n
+
     def coordination_info(self) -> dict[str, Any]:
         """Which coordination backend is in use, where, and shared by whom (no secret)."""
         return self.coordination.describe()
