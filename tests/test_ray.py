@@ -120,3 +120,12 @@ def test_generate_dataset_runs_generate_on_ray(ray_cluster, server, fscale_home)
     assert [r["item_id"] for r in got] == [f"g{i}" for i in range(6)]
     assert all(r["output"] and "42" in r["output"] for r in got)
     assert sum(r["calls_made"] for r in got) == server.count()
+
+
+def test_ray_flag_alone_means_a_local_cluster():
+    """``--ray [ADDRESS]``: alone (last, or before another option) it means "local"."""
+    from fscale_tui.cli.common import optional_value
+
+    assert optional_value(["fscale", "scale", "--batch", "x", "--ray"], "--ray", "local")[-1] == "local"
+    assert optional_value(["f", "--ray", "-q"], "--ray", "local") == ["f", "--ray", "local", "-q"]
+    assert optional_value(["f", "--ray", "ray://h:1"], "--ray", "local") == ["f", "--ray", "ray://h:1"]
