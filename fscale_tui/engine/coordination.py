@@ -448,8 +448,11 @@ def make_coordination(settings: Any) -> Coordination:
         return EmbeddedCoordination(settings)
     from .redact import register_secrets
 
-    password = urlsplit(url).password if "://" in url else None
-    register_secrets([password, url])
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    register_secrets([password])  # the password alone: the rest of the URL is not a secret
     try:
         import redis  # noqa: F401
     except ImportError:
