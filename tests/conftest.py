@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 #: Environment variables that would make a test depend on the developer's machine.
 HERMETIC_UNSET = ["NVIDIA_API_KEY", "GITHUB_TOKEN", "FSCALE_K", "FSCALE_PANEL", "FSCALE_TIE_BREAK",
-                  "FSCALE_DEBUG", "NO_COLOR"]
+                  "FSCALE_DEBUG", "NO_COLOR", "FSCALE_REDIS_URL", "RAY_ADDRESS"]
 
 
 @pytest.fixture(autouse=True)

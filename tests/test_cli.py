@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,11 +33,15 @@ def test_every_command_help_has_an_example(command):
     ["verify", "--help"],
 ])
 def test_one_shot_commands_do_not_import_textual(args):
+    """Nor ray or redis (the [ray] and [fleet] extras): only a Redis URL or --ray loads them."""
     code = ("import sys\nfrom fscale_tui.cli import app\n"
             "try:\n    app(args=%r)\nexcept SystemExit:\n    pass\n"
-            "print('TEXTUAL' if any(m == 'textual' or m.startswith('textual.') for m in sys.modules) else 'CLEAN')"
+            "bad = sorted({m.split('.')[0] for m in sys.modules} & {'textual', 'ray', 'redis'})\n"
+            "print(' '.join(bad) if bad else 'CLEAN')"
             % (args,))
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    env = {k: v for k, v in os.environ.items() if k != "FSCALE_REDIS_URL"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env=env)
     assert proc.stdout.strip().splitlines()[-1] == "CLEAN"
 
 

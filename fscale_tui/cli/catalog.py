@@ -184,23 +184,29 @@ def health(
     printer = EventPrinter(console, quiet=not show)
     status = StatusPrinter(console, show)
 
+    targets: list[Any] = []
+    fleet: dict[str, Any] = {}
+
     async def go() -> list[Any]:
         out = []
         async with Engine(on_status=status) as engine:
-            nonlocal targets
+            nonlocal targets, fleet
             targets = engine.catalog.probe_targets(list(split_list(models) or ()), panel)
             async for probe in engine.health_events(targets):
                 printer(probe)
                 out.append(probe)
+            fleet = engine.coordination_info()
         return out
 
-    targets: list[Any] = []
     try:
         results = run(go())
     finally:
         status.close()
     order = {m.alias: i for i, m in enumerate(targets)}
     results.sort(key=lambda p: order[p.model])
+    if not as_json:
+        sys.stderr.write(f"fscale: health verdicts shared through the {fleet.get('backend')} "
+                         f"backend ({fleet.get('where')})\n")
     if as_json:
         print_json([{"schema": 1, "model": p.model, "status": p.status,
                      "latency_s": None if p.latency_s is None else round(p.latency_s, 4),
@@ -253,9 +259,11 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print as JSO
                "source": "builtin" if p.builtin else "config"}
         for name, p in settings.providers.items()
     }
+    with engine_facade(settings) as engine:
+        fleet = engine.coordination_info()
     if as_json:
         print_json({"schema": 1, "config_file": str(settings.paths.config_file),
-                    "settings": values, "providers": providers})
+                    "settings": values, "providers": providers, "coordination": fleet})
         return
     out = sys.stdout
     out.write(f"config file: {settings.paths.config_file}"
@@ -266,6 +274,10 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print as JSO
     for name, p in providers.items():
         key = "" if not p["api_key_env"] else f", key {p['api_key_env']} {'set' if p['key_set'] else 'not set'}"
         out.write(f"  {name:<10} {p['type']:<7} {p['base_url'] or '-'} (rpm {p['rpm'] or '-'}{key}; {p['source']})\n")
+    out.write(f"\ncoordination: {fleet['backend']} ({fleet['where']}; shared by "
+              f"{fleet['shared_by']})\n")
+    if fleet.get("note"):
+        out.write(f"  note: {fleet['note']}\n")
 
 
 def register(app: typer.Typer) -> None:

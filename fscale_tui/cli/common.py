@@ -186,6 +186,32 @@ def resolve_context(context: str | None, context_file: str | None, *, use_stdin:
     return None
 
 
+def optional_value(argv: list[str], flag: str, default: str) -> list[str]:
+    """``--ray`` may stand alone (``--ray [ADDRESS]``): give it ``default`` when no value follows."""
+    out = list(argv)
+    for i in range(len(out) - 1, 0, -1):
+        if out[i] == flag and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, default)
+    return out
+
+
+def run_on_ray(kind: str, items: list[Any], out: Any, *, address: str, actors: int | None,
+               concurrency: int | None, overrides: dict[str, Any] | None = None,
+               settings: Any = None) -> None:
+    """``--batch --ray``: the items on a Ray actor pool; results into ``out`` in input order."""
+    try:
+        from ..integrations.ray import run_requests
+        import ray  # noqa: F401
+    except ImportError:
+        from ..engine.errors import UsageError
+
+        raise UsageError("--ray needs Ray: pip install 'fscale[ray]'") from None
+    for index, outcome in run_requests(kind, items, address=address, actors=actors or 2,
+                                       item_concurrency=concurrency, overrides=overrides,
+                                       settings=settings):
+        out.add(index, outcome)
+
+
 def check_argv(argv: list[str]) -> None:
     """Arguments that were not valid UTF-8 arrive as lone surrogates: refuse them (exit 2)."""
     for i, arg in enumerate(argv[1:], 1):

@@ -162,7 +162,8 @@ def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
     return read_batch_items(path, build)
 
 
-def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool) -> int:
+def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool,
+               ray: str | None = None, actors: int | None = None) -> int:
     from ..engine.session import Engine
     from .render import StatusPrinter
 
@@ -170,6 +171,11 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
     console = stderr_console()
 
     out = BatchOutput(items, "output")
+    if ray is not None:
+        from .common import run_on_ray
+
+        run_on_ray("generate", items, out, address=ray, actors=actors, concurrency=concurrency)
+        return out.exit_code
     status = StatusPrinter(console, not quiet)
 
     async def go() -> None:
@@ -207,7 +213,9 @@ def generate(
     seed: int = typer.Option(None, "--seed", help="Make the judges' shuffles reproducible.", rich_help_panel=STRATEGY),
     gold: str = typer.Option(None, "--gold", help="Expected answer: also report coverage and whether the selection is correct.", rich_help_panel=OUTPUT),
     batch: str = typer.Option(None, "--batch", help="JSONL file of items ('-' = stdin): one JSON result per line.", rich_help_panel=OUTPUT),
-    concurrency: int = typer.Option(None, "--concurrency", min=1, help="Batch items in flight at once.", rich_help_panel=OUTPUT),
+    concurrency: int = typer.Option(None, "--concurrency", min=1, help="Batch items in flight at once (per Ray actor with --ray).", rich_help_panel=OUTPUT),
+    ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Run the --batch on Ray Data: alone, a local cluster; or a cluster ADDRESS. Needs the [ray] extra.", rich_help_panel=OUTPUT),
+    actors: int = typer.Option(None, "--actors", min=1, help="--ray: actors in the pool (default 2).", rich_help_panel=OUTPUT),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.", rich_help_panel=OUTPUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Nothing on stderr but errors.", rich_help_panel=OUTPUT),
 ) -> None:
@@ -243,7 +251,10 @@ def generate(
             raise UsageError("give a question or --batch, not both")
         if context is not None or context_file is not None:
             raise UsageError("with --batch, give each item its own \"context\"")
-        raise typer.Exit(_run_batch(batch, opts, concurrency=concurrency, quiet=quiet))
+        raise typer.Exit(_run_batch(batch, opts, concurrency=concurrency, quiet=quiet, ray=ray,
+                                    actors=actors))
+    if ray is not None:
+        raise UsageError("--ray runs a --batch; give --batch FILE")
     if question is None:
         raise UsageError("missing QUESTION (or --batch FILE); see 'fscale generate --help'")
     request = _request(question, {**opts, "context": resolve_context(context, context_file)})

@@ -97,13 +97,20 @@ def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
 
 
 def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool,
-               learning: dict[str, bool] | None = None) -> int:
+               learning: dict[str, bool] | None = None, ray: str | None = None,
+               actors: int | None = None) -> int:
     from ..engine.session import Engine
     from .render import BatchProgress, StatusPrinter, print_notes
 
     items = _batch_requests(path, defaults)
     console = stderr_console()
     out = BatchOutput(items, "answer")
+    if ray is not None:
+        from .common import run_on_ray
+
+        run_on_ray("scale", items, out, address=ray, actors=actors, concurrency=concurrency,
+                   overrides=learning)
+        return out.exit_code
 
     async def go() -> None:
         with BatchProgress(console, len(items), "scale", enabled=not quiet) as progress:
@@ -132,7 +139,9 @@ def scale(
     context_file: str = typer.Option(None, "--context-file", "-f", help="Read the context from a file ('-' = stdin)."),
     tie_break: str = typer.Option(None, "--tie-break", help="none (default: a tie is no decision, exit 3) | rating | order.", envvar="FSCALE_TIE_BREAK"),
     batch: str = typer.Option(None, "--batch", help="JSONL file of items ('-' = stdin): one JSON result per line.", rich_help_panel=OUTPUT),
-    concurrency: int = typer.Option(None, "--concurrency", min=1, help="Batch items in flight at once.", rich_help_panel=OUTPUT),
+    concurrency: int = typer.Option(None, "--concurrency", min=1, help="Batch items in flight at once (per Ray actor with --ray).", rich_help_panel=OUTPUT),
+    ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Run the --batch on Ray Data: alone, a local cluster; or a cluster ADDRESS (e.g. auto, ray://head:10001). Needs the [ray] extra.", rich_help_panel=OUTPUT),
+    actors: int = typer.Option(None, "--actors", min=1, help="--ray: actors in the pool (default 2).", rich_help_panel=OUTPUT),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.", rich_help_panel=OUTPUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Nothing on stderr but errors.", rich_help_panel=OUTPUT),
     no_challenger: bool = typer.Option(False, "--no-challenger", help="Do not ask a shadow challenger outside the panel.", rich_help_panel=LEARNING),
@@ -151,6 +160,8 @@ def scale(
 
       fscale scale --batch items.jsonl -a YES,NO > results.jsonl
 
+      fscale scale --batch items.jsonl -a YES,NO --ray --actors 4 > results.jsonl
+
       fscale scale "Is 91 prime?" -a YES,NO -k auto --json   # route + cascade; exit 3 = abstained
 
     Exit codes: 0 decided, 2 usage error, 3 no decision (tie or no valid vote),
@@ -164,7 +175,10 @@ def scale(
         defaults = {"answers": labels, "models": split_list(models), "panel": panel, "k": kk,
                     "tie_break": tie_break}
         raise typer.Exit(_run_batch(batch, defaults, concurrency=concurrency, quiet=quiet,
-                                    learning=_learning_flags(no_challenger, no_log)))
+                                    learning=_learning_flags(no_challenger, no_log), ray=ray,
+                                    actors=actors))
+    if ray is not None:
+        raise UsageError("--ray runs a --batch; give --batch FILE")
     if question is None:
         raise UsageError("missing QUESTION (or --batch FILE); see 'fscale scale --help'")
     if not labels:

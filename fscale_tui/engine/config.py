@@ -129,7 +129,10 @@ def _convert(setting: Setting, raw: Any, origin: str) -> Any:
 
 #: Top-level tables of config.toml, and the keys each kind of table knows. A key that is not here
 #: is ignored with a one-line warning naming the closest known key (typos must not go unnoticed).
-TOP_LEVEL_KEYS = ("providers", "models", "panels", "defaults")
+TOP_LEVEL_KEYS = ("providers", "models", "panels", "defaults", "fleet")
+#: ``[fleet]``: what several fscale processes share (engine/coordination.py). A redis_url with a
+#: password is refused here: it must come from the environment (FSCALE_REDIS_URL).
+FLEET_KEYS = ("redis_url",)
 #: Provider types add their own option keys (``providers.option_keys``).
 PROVIDER_KEYS = ("base_url", "api_key_env", "rpm", "burst", "concurrency", "type",
                  "continuation")
@@ -236,6 +239,18 @@ def check_no_secrets(doc: dict[str, Any], text: str, path: Path) -> None:
                       if (line := _table_line(text, ".".join(keys[:n])))), 0)
         where = _where(path, _line_of(text, leaf, start) or _line_of(text, leaf))
         table = ".".join(keys[:-1])
+        if keys == ["fleet", "redis_url"]:
+            from urllib.parse import urlsplit
+
+            try:
+                has_password = urlsplit(node).password is not None
+            except ValueError:
+                has_password = True
+            if has_password or looks_like_secret(node):
+                raise ConfigError(f"{where}: [fleet] redis_url contains a password (value not "
+                                  "shown): put the whole URL in the environment variable "
+                                  "FSCALE_REDIS_URL instead")
+            return
         if leaf.endswith("_env"):
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", node) or looks_like_secret(node):
                 raise ConfigError(f"{where}: [{table}] {leaf} must be the NAME of an environment "
@@ -279,6 +294,13 @@ def warn_unknown_keys(doc: dict[str, Any], text: str, path: Path) -> None:
                 if key not in known:
                     _warn(f"{_where(path, _line_of(text, key, start))}: unknown key {key} in "
                           f"[{kind}.{name}] ignored{_suggest(key, known)}")
+    fleet = doc.get("fleet")
+    if isinstance(fleet, dict):
+        start = _table_line(text, "fleet") or 0
+        for key in fleet:
+            if key not in FLEET_KEYS:
+                _warn(f"{_where(path, _line_of(text, key, start))}: unknown key {key} in "
+                      f"[fleet] ignored{_suggest(key, FLEET_KEYS)}")
     defaults = doc.get("defaults")
     if isinstance(defaults, dict):
         start = _table_line(text, "defaults") or 0

@@ -4,6 +4,11 @@
 base URL); ``unavailable`` (404) and ``rate_limited`` (429) hold for a TTL (``health_ttl``,
 5 minutes by default, or the server's Retry-After). Later processes skip such models and
 substitute them instead of wasting calls.
+
+Where verdicts live is the coordination backend's business (:mod:`.coordination`): the embedded
+one keeps ``health.json`` in the state directory (read once per process, as before); Redis keeps
+one key per model with its TTL, and this store reads a local copy refreshed in a thread at most
+once a second, so ``is_down`` (called on the event loop) never waits for the network.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class HealthStore:
     #: Runs the file write elsewhere (the engine's background writer), so a verdict never
     #: makes the event loop wait on another process's lock; None writes in place.
     submit: Callable[[Callable[[], Any]], Any] | None = None
+    #: Where verdicts are shared (:class:`.coordination.HealthBackend`); None: health.json.
+    backend: Any = None
 
     @property
     def path(self) -> Path:
@@ -46,10 +53,18 @@ class HealthStore:
 
     def __post_init__(self) -> None:
         self._cache: dict[str, Any] | None = None
+        self._view: Any = None
+        if self.backend is not None and self.backend.shared_refresh:
+            from .coordination import SharedView
+
+            self._view = SharedView(self.backend.load)
 
     def entries(self, refresh: bool = False) -> dict[str, Any]:
+        if self._view is not None:
+            return self._view.get(refresh)
         if self._cache is None or refresh:
-            self._cache = storage.read_json(self.path)
+            self._cache = (self.backend.load() if self.backend is not None
+                           else storage.read_json(self.path))
         return self._cache
 
     def verdict(self, alias: str, now: float | None = None) -> str | None:
@@ -86,8 +101,19 @@ class HealthStore:
         def change(doc: dict[str, Any]) -> None:
             doc[model.alias] = entry
 
-        self.entries()[model.alias] = entry
-        if self.submit is not None:
-            self.submit(lambda: storage.update_json(self.path, change))
+        if self._view is not None:
+            self._view.put(model.alias, entry)
         else:
-            storage.update_json(self.path, change)
+            self.entries()[model.alias] = entry
+        ttl = None if expires is None else max(0.0, expires - now)
+        backend = self.backend
+        if backend is not None:
+            def write() -> None:
+                backend.store(model.alias, entry, ttl)
+        else:
+            def write() -> None:
+                storage.update_json(self.path, change)
+        if self.submit is not None:
+            self.submit(write)
+        else:
+            write()

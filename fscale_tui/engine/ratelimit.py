@@ -22,7 +22,8 @@ advance it by one interval, write it back) and then sleeps until that slot. A ca
 while it sleeps leaves its slot unused: the limiter errs on the side of sending less.
 
 The backend is behind :class:`SendLimiter` (``async acquire(key, rpm, burst)`` and
-``async aclose()``) so that another store (a later Redis backend) can replace it. Time comes from
+``async aclose()``); the coordination backend (:mod:`.coordination`) picks this embedded one or
+the Redis one (a sorted set of send times per provider, shared by every host). Time comes from
 an injectable :class:`Clock` (wall-clock seconds, shared by processes on one machine; tests pass a
 fake one). ``FSCALE_RATE_WINDOW_S`` (**test-only**) shrinks the 60 s window so that tests with
 real processes finish in seconds; it is not a user setting and is not listed by ``config show``.

@@ -28,6 +28,7 @@ from .background import BackgroundWriter
 from .batch import bounded, final_result
 from .catalog import Catalog
 from .config import ModelConfig, Settings, load_settings
+from .coordination import make_coordination
 from .events import ChallengerAnswered, Decided, Event, Generated, ProbeResult, StageFinished, StageStarted
 from .health import PROBE_MESSAGES, HealthStore, status_for_error
 from .learning.service import CallLog
@@ -47,7 +48,11 @@ class Engine:
         self.settings = settings or load_settings()
         self.on_status = on_status
         self.writer = BackgroundWriter()
-        self.health = HealthStore(self.settings, submit=self.writer.submit)
+        #: What processes share (send record, health verdicts, exploration counts): the
+        #: embedded state directory, or Redis when FSCALE_REDIS_URL / [fleet] redis_url is set.
+        self.coordination = make_coordination(self.settings)
+        self.health = HealthStore(self.settings, submit=self.writer.submit,
+                                  backend=self.coordination.health)
         self.registry = Registry(self.settings, is_down=self.health.is_down)
         self.catalog = Catalog(self.settings, self.registry, self.health)
         self.calls = CallLog(self.settings, self.writer)
@@ -58,6 +63,24 @@ class Engine:
         self.rating_of: Callable[[str], float] = self.calls.rating_of
         self._challenger_tasks: set[asyncio.Task[Any]] = set()
         self._cascade: Any = None
+        self._draws: Any = None
+
+    def capture_calls(self, sink: Callable[[Any, bool], None]) -> None:
+        """Hand every finished call's log record to ``sink(record, learn)`` instead of writing
+        it (workers of a distributed batch; the driver writes them with :meth:`record_calls`)."""
+        self.calls.sink = sink
+
+    def record_calls(self, records: Iterable[tuple[Any, bool]]) -> int:
+        """Write call-log records made elsewhere (e.g. by Ray actors), once, on the writer."""
+        n = 0
+        for record, learn in records:
+            self.calls.record(record, learn=learn)
+            n += 1
+        return n
+
+    def coordination_info(self) -> dict[str, Any]:
+        """Which coordination backend is in use, where, and shared by whom (no secret)."""
+        return self.coordination.describe()
 
     @property
     def local(self) -> Any:
@@ -84,7 +107,8 @@ class Engine:
             from .client import ChatClient
 
             self._client = ChatClient(self.settings, transport=self._transport,
-                                      on_status=self.on_status)
+                                      on_status=self.on_status,
+                                      limiter=self.coordination.limiter())
         return self._client
 
     def warm(self) -> None:
@@ -109,10 +133,12 @@ class Engine:
         await self.calls.close()
         # Off the loop: the last writes may wait on another process's lock.
         await asyncio.to_thread(self.writer.close)
+        self.coordination.close()
 
     def close(self) -> None:
         """For views that never started the event loop (blocking commands)."""
         self.writer.close()
+        self.coordination.close()
 
     # -- scale (and -k auto) ---------------------------------------------------------------
     def _select(self, request: ScaleRequest) -> tuple[list[ModelConfig], list[str]]:
@@ -307,9 +333,18 @@ class Engine:
         if not candidates:
             return None
         # The snapshot is read in a thread (a few ms, at most once a second per engine).
-        alias = thompson_pick(candidates, await self.calls.ratings_snapshot())
+        if self._draws is None:
+            from .coordination import SharedView
+
+            self._draws = SharedView(self.coordination.draws.load)
+        draws = await asyncio.to_thread(self._draws.get) if self._draws._data is None \
+            else self._draws.get()
+        alias = thompson_pick(candidates, await self.calls.ratings_snapshot(), draws=draws)
         if alias is None:
             return None
+        self._draws.put(alias, int(draws.get(alias, 0)) + 1)
+        shared = self.coordination.draws
+        self.writer.submit(lambda: shared.add(alias))
         reserved.add(alias)
         counter = RequestCounter()
         task = asyncio.ensure_future(self.asker.ask(

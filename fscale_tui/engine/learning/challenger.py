@@ -17,6 +17,15 @@ to be dead / unavailable / rate-limited (engine.health), and not thinking-tier u
 most ``challenger_grace`` seconds more for it (it has had the whole call's time already), then
 cancels it; a cancelled challenger is logged as such and gives no rating evidence. The decision
 itself never waits for, nor depends on, the challenger.
+
+**Shared exploration counts.** Each draw is counted by the coordination backend (embedded:
+``challenger.json`` in the state directory; Redis: one hash shared by the fleet). With ``n =
+max(games rated in this call log, times drawn by any process)``, a model's draw is
+``Normal(rating - (sigma(games) - sigma(n)), sigma(n)²)``: exploration the fleet has already
+spent on a model (draws this log has not rated yet, e.g. made on other hosts) takes away its
+optimism and narrows its spread, so the never-drawn outsiders get their turn instead of every
+process drawing the same one. Without shared draws (or when ``draws <= games``) this is plain
+Thompson sampling.
 """
 
 from __future__ import annotations
@@ -34,14 +43,21 @@ if TYPE_CHECKING:
 
 
 def thompson_pick(candidates: Iterable[str], ratings: Mapping[str, ModelRating],
-                  rng: random.Random | None = None) -> str | None:
-    """The candidate with the largest draw from Normal(rating, sigma²); None if there is none."""
+                  rng: random.Random | None = None,
+                  draws: Mapping[str, int] | None = None) -> str | None:
+    """The candidate with the largest draw from Normal(rating, sigma²); None if there is none.
+
+    ``draws``: how often each model was drawn fleet-wide; it narrows sigma like rated games."""
     rng = rng or random.Random()
     best: tuple[float, str] | None = None
     for m in sorted(set(candidates)):
         r = ratings.get(m)
         mean, games = (r.rating, r.games) if r is not None else (BASE, 0)
-        draw = rng.gauss(mean, sigma(games))
+        spread = sigma(games)
+        if draws and int(draws.get(m, 0)) > games:
+            spread = sigma(int(draws[m]))
+            mean -= sigma(games) - spread  # the fleet already spent this model's optimism
+        draw = rng.gauss(mean, spread)
         if best is None or draw > best[0]:
             best = (draw, m)
     return None if best is None else best[1]

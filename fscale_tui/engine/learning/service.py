@@ -46,6 +46,9 @@ class CallLog:
         self._snapshot: dict[str, ModelRating] | None = None
         self._snapshot_at = 0.0
         self._loading: asyncio.Task[Any] | None = None
+        #: When set, finished calls go here instead of the log (a Ray actor hands its records
+        #: back to the driver, which writes them once): ``sink(record, learn)``.
+        self.sink: Callable[[CallRecord, bool], None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -66,6 +69,9 @@ class CallLog:
     def record(self, record: CallRecord, *, learn: bool = True) -> None:
         """Log one call (and learn from it) on the writer thread; a failure is a warning."""
         if not self.enabled:
+            return
+        if self.sink is not None:
+            self.sink(record, learn)
             return
         keep_text = bool(self.settings.get("log_text"))
 
