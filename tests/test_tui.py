@@ -331,9 +331,12 @@ async def test_feedback_in_history_updates_the_ratings_table(server, stub_config
         await pilot.press("f7")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "HistoryScreen", what="history")
         assert app.screen.query_one("#history-table").row_count == 1
-        await pilot.press("x")  # reject: with two labels, NO was right
-        await pilot.pause()
-        assert "reject" in str(app.screen.query_one("#history-table").get_cell_at((0, 4)))
+        history = app.screen
+        await pilot.press("x")  # reject: with two labels, NO was right; it asks first
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "Confirm", what="the question")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: "reject" in str(
+            history.query_one("#history-table").get_cell_at((0, 4))), what="the verdict")
         await pilot.press("f5")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "RatingsScreen", what="ratings")
         after = rating_cells(app)
