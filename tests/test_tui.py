@@ -398,3 +398,99 @@ async def test_generate_escape_cancels(server, stub_config):
                        what="cancelled")
         assert server.wait_until(lambda: sum(server.cancelled(mid(a)) for a in
                                              ("fast-a", "fast-b", "slow-c")) == 3, timeout=3)
+
+
+async def test_k_auto_runs_the_cascade_and_shows_each_stage(server, stub_config):
+    """-k auto on the Ask screen: no panel is sent, every stage is shown as the engine runs it."""
+    server.set_default(Behaviour(reply="Answer: YES"))
+    server.script(mid("slow-c"), Behaviour(reply="Answer: NO"))
+    app = FscaleApp()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.screen
+        k = screen.query_one("#k")
+        k.focus()
+        await pilot.press(*"autox")  # the field takes "auto", nothing more
+        assert k.value == "auto" and screen.query_one("#panel").disabled
+        await ask(pilot, question="Is 91 prime?")
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the outcome")
+        stages = screen.query_one("#stages")
+        assert stages.display and stages.rows
+        # Uncalibrated, a stage answers only when unanimous: YES, YES, NO never is.
+        assert all(r.state in ("escalated", "abstained", "skipped") for r in stages.rows.values())
+        assert list(stages.rows.values())[-1].state == "abstained"
+        assert "abstained" in banner_text(app) and "no stage was confident" in banner_text(app)
+        assert "uncalibrated" in stages.headline
+
+
+async def test_k_auto_answers_when_a_stage_is_confident(server, stub_config):
+    server.set_default(Behaviour(reply="Answer: YES"))
+    app = FscaleApp()
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.screen.query_one("#k").value = "auto"
+        await ask(pilot, question="Is 2 prime?")
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the decision")
+        rows = list(app.screen.query_one("#stages").rows.values())
+        assert rows[0].state == "answered" and rows[0].confidence == 1.0
+        assert "→ YES" in banner_text(app) and "stage 1" in banner_text(app)
+        # A plain run afterwards hides the stages again.
+        app.screen.query_one("#k").value = "2"
+        await ask(pilot, question="Is 3 prime?")
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the decision")
+        assert not app.screen.query_one("#stages").display
+
+
+def test_banner_and_cli_say_decided_early_only_when_requests_were_cancelled():
+    from fscale_tui.cli.render import summary
+    from fscale_tui.engine.vote import ScaleResult, Vote
+    from fscale_tui.widgets.votes import describe_result
+
+    def result(cancelled: bool) -> ScaleResult:
+        votes = [Vote("a", "YES", 0.1, status="answered"), Vote("b", "YES", 0.2, status="answered"),
+                 Vote("c", None if cancelled else "NO", None if cancelled else 0.3,
+                      status="cancelled" if cancelled else "answered")]
+        return ScaleResult(id="x", answer="YES", confidence=2 / 3, votes=votes, calls_made=3,
+                           elapsed_s=0.4, decided_early=cancelled, counts={"YES": 2},
+                           valid_votes=2, members=["a", "b", "c"])
+
+    everyone = result(cancelled=False)
+    assert "decided early" not in describe_result(everyone)[0]
+    assert "decided early" not in summary(everyone)
+    early = result(cancelled=True)
+    assert "decided early" in describe_result(early)[0] and "cancelled: c" in describe_result(early)[0]
+    assert "decided early" in summary(early)
+
+
+async def test_every_member_answering_is_not_decided_early(server, stub_config):
+    # YES, NO, then the slow YES: nothing is settled before the last reply.
+    server.set_default(Behaviour(reply="Answer: YES"))
+    server.script(mid("fast-b"), Behaviour(reply="Answer: NO"))
+    server.script(mid("slow-c"), Behaviour(reply="Answer: YES", latency=0.3))
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot)
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the decision")
+        assert set(statuses(app).values()) == {"answered"}
+        assert "→ YES" in banner_text(app) and "decided early" not in banner_text(app)
+
+
+def test_member_card_tells_the_substitution_story():
+    from fscale_tui.engine.events import MemberSubstituted, VoteFailed, VoteReceived, VoteStarted
+    from fscale_tui.widgets.votes import member_card
+
+    table = VoteTable()
+    table.add_column("#", key="n")  # the widget is not mounted: give it its columns
+    for key in ("model", "status", "answer", "latency", "tokens", "note"):
+        table.add_column(key, key=key)
+    for event in (VoteStarted("c", "fast-b", "vendor-b/fast"),
+                  VoteFailed("c", "fast-b", "auth: HTTP 401", "auth", 0.09),
+                  MemberSubstituted("c", "fast-b", "fast-c", "auth"),
+                  VoteStarted("c", "fast-c", "vendor-c/fast", substitute_for="fast-b"),
+                  VoteReceived("c", "fast-c", "NO", 0.52, "I think not.\nAnswer: NO",
+                               "Let me see.", 18)):
+        table.apply(event)
+    failed = member_card(table.members["fast-b"])
+    assert "replaced by fast-c (auth)" in failed and "HTTP 401" in failed
+    sub = member_card(table.members["fast-c"])
+    assert "substitute for fast-b" in sub and "vote [b]NO[/b]" in sub
+    assert "0.52s" in sub and "18 tokens" in sub and "Let me see." in sub
+    assert "I think not. / Answer: NO" in sub

@@ -15,11 +15,11 @@ import pytest
 
 from fscale_tui.app import FscaleApp
 from fscale_tui.engine import storage
-from fscale_tui.engine.events import (Cancelled, Decided, MemberSubstituted, VoteFailed,
-                                      VoteReceived, VoteStarted)
+from fscale_tui.engine.events import (Cancelled, Decided, MemberSubstituted, StageFinished,
+                                      StageStarted, VoteFailed, VoteReceived, VoteStarted)
 from fscale_tui.engine.health import fingerprint
 from fscale_tui.engine.session import Engine
-from fscale_tui.engine.vote import ScaleResult, Vote
+from fscale_tui.engine.vote import ScaleResult, StageOutcome, Vote
 from tests.conftest import write_config
 
 CALL = "20250102-030405-0badcafe"
@@ -93,11 +93,43 @@ def recorded_generate_events() -> list[Any]:
     return events
 
 
+def recorded_auto_events() -> list[Any]:
+    """One ``-k auto`` call as the engine reported it: stage 1 (routed) split 2-1 and escalated,
+    stage 2 was skipped (calibration found it never confident), stage 3 answered at 0.80."""
+    first = ("fast-a", "fast-b", "slow-c")
+    third = ("fast-a", "fast-b", "slow-c", "think-e", "fast-d")
+    answers = {"fast-a": "YES", "fast-b": "YES", "slow-c": "NO", "think-e": "YES", "fast-d": "YES"}
+    latency = {"fast-a": 0.38, "fast-b": 0.44, "slow-c": 1.93, "think-e": 3.12, "fast-d": 0.51}
+    votes = [Vote(m, answers[m], latency[m], status="answered", raw=f"Answer: {answers[m]}",
+                  tokens=9) for m in third]
+    stages = [StageOutcome("route:3", list(first), "YES", 2 / 3, 0.9, False),
+              StageOutcome("pair", ["fast-a", "fast-d"], None, 0.0, None, False,
+                           skipped="calibration: never confident enough"),
+              StageOutcome("default", list(third), "YES", 0.8, 0.75, True)]
+    result = ScaleResult(id=CALL, answer="YES", confidence=0.8, votes=votes, calls_made=5,
+                         elapsed_s=3.64, decided_early=False, counts={"YES": 4, "NO": 1},
+                         valid_votes=5, members=list(third), question="Is 91 prime?",
+                         answers=["YES", "NO"], auto=True, stages=stages, calibrated=True,
+                         signal="weighted", route={"cluster": 4, "models": list(first)})
+    events: list[Any] = [StageStarted(CALL, 0, "route:3", first, 0.9)]
+    events += [VoteStarted(CALL, m, f"vendor/{m}") for m in first]
+    events += [VoteReceived(CALL, m, answers[m], latency[m], f"Answer: {answers[m]}", "", 9)
+               for m in first]
+    events.append(StageFinished(CALL, 0, "route:3", "YES", 2 / 3, 0.9, False))
+    events.append(StageStarted(CALL, 2, "default", third, 0.75))
+    events += [VoteStarted(CALL, m, f"vendor/{m}") for m in ("think-e", "fast-d")]
+    events += [VoteReceived(CALL, m, answers[m], latency[m], f"Answer: {answers[m]}",
+                            THINKING if m == "think-e" else "", 9) for m in ("think-e", "fast-d")]
+    events.append(StageFinished(CALL, 2, "default", "YES", 0.8, 0.75, True))
+    events.append(Decided(CALL, result))
+    return events
+
+
 class ReplayingEngine(Engine):
     """A real engine (real settings, registry, health store) whose calls replay recorded events."""
 
     async def scale_events(self, request):  # type: ignore[override]
-        for event in recorded_events():
+        for event in (recorded_auto_events() if request.auto else recorded_events()):
             yield event
 
     async def generate_events(self, request):
@@ -254,3 +286,23 @@ def test_help_screen(snap_home, snap_compare):
 def test_light_theme(snap_home, snap_compare):
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_recorded_call,
                         press=["ctrl+t"])
+
+
+def test_ask_screen_k_auto_stages(snap_home, snap_compare):
+    """-k auto: each stage with its members, confidence against threshold and verdict."""
+    async def auto(pilot):
+        pilot.app.screen.query_one("#k").value = "auto"
+        await run_recorded_call(pilot)
+
+    assert snap_compare(make_app(), terminal_size=(120, 36), run_before=auto)
+
+
+def test_ask_screen_member_card(snap_home, snap_compare):
+    """The highlighted member's card: vote, latency, tokens, reasoning, raw reply."""
+    async def card(pilot):
+        await run_recorded_call(pilot)
+        table = pilot.app.screen.query_one("#votes")
+        table.move_cursor(row=table.get_row_index("think-e"))
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=(120, 36), run_before=card)
