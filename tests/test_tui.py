@@ -473,24 +473,30 @@ async def test_every_member_answering_is_not_decided_early(server, stub_config):
         assert "→ YES" in banner_text(app) and "decided early" not in banner_text(app)
 
 
-def test_member_card_tells_the_substitution_story():
+async def test_member_card_tells_the_substitution_story(server, stub_config):
     from fscale_tui.engine.events import MemberSubstituted, VoteFailed, VoteReceived, VoteStarted
     from fscale_tui.widgets.votes import member_card
 
-    table = VoteTable()
-    table.add_column("#", key="n")  # the widget is not mounted: give it its columns
-    for key in ("model", "status", "answer", "latency", "tokens", "note"):
-        table.add_column(key, key=key)
-    for event in (VoteStarted("c", "fast-b", "vendor-b/fast"),
-                  VoteFailed("c", "fast-b", "auth: HTTP 401", "auth", 0.09),
-                  MemberSubstituted("c", "fast-b", "fast-c", "auth"),
-                  VoteStarted("c", "fast-c", "vendor-c/fast", substitute_for="fast-b"),
-                  VoteReceived("c", "fast-c", "NO", 0.52, "I think not.\nAnswer: NO",
-                               "Let me see.", 18)):
-        table.apply(event)
-    failed = member_card(table.members["fast-b"])
-    assert "replaced by fast-c (auth)" in failed and "HTTP 401" in failed
-    sub = member_card(table.members["fast-c"])
-    assert "substitute for fast-b" in sub and "vote [b]NO[/b]" in sub
-    assert "0.52s" in sub and "18 tokens" in sub and "Let me see." in sub
-    assert "I think not. / Answer: NO" in sub
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(VoteTable)
+        for event in (VoteStarted("c", "fast-b", "vendor-b/fast"),
+                      VoteFailed("c", "fast-b", "auth: HTTP 401", "auth", 0.09),
+                      MemberSubstituted("c", "fast-b", "fast-c", "auth"),
+                      VoteStarted("c", "fast-c", "vendor-c/fast", substitute_for="fast-b"),
+                      VoteReceived("c", "fast-c", "NO", 0.52, "I think not.\nAnswer: NO",
+                                   "Let me see.", 18)):
+            table.apply(event)
+        await pilot.pause()
+        failed = member_card(table.members["fast-b"])
+        assert "replaced by fast-c (auth)" in failed and "HTTP 401" in failed
+        sub = member_card(table.members["fast-c"])
+        assert "substitute for fast-b" in sub and "vote [b]NO[/b]" in sub
+        assert "0.52s" in sub and "18 tokens" in sub and "Let me see." in sub
+        assert "I think not. / Answer: NO" in sub
+        # Highlighting the row shows that card, titled with the member.
+        table.focus()
+        table.move_cursor(row=table.get_row_index("fast-c"))
+        await pilot.pause()
+        card = app.screen.query_one("#detail")
+        assert card.border_title == "fast-c (for fast-b)"
