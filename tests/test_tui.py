@@ -500,3 +500,24 @@ async def test_member_card_tells_the_substitution_story(server, stub_config):
         await pilot.pause()
         card = app.screen.query_one("#detail")
         assert card.border_title == "fast-c (for fast-b)"
+
+
+async def test_generate_says_when_the_judges_share_the_generators_family(server, fscale_home):
+    write_config(fscale_home, server, models={"only-a": ("x/a", "fast", "x"),
+                                              "only-b": ("x/b", "fast", "x")},
+                 panels={"default": ["only-a", "only-b"]})
+    server.set_default(Behaviour(reply="Best: Output 1"))
+    app = FscaleApp(start="generate")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.query_one("#gen-question").value = "What is 6*7?"
+        screen.query_one("#gen-k").value = "2"
+        screen.query_one("#gen-question").focus()
+        await pilot.press("enter")
+        banner = screen.query_one("#gen-banner")
+        await wait_for(pilot, lambda: "call" in str(banner.render()), what="the outcome")
+        text = str(banner.render())
+        assert "judges not independent" in text and "only-a (a generator)" in text
+        judges = screen.query_one("#judges")
+        assert judges.row_count >= 1
+        assert all("(same family)" in str(judges.get_row_at(i)[0]) for i in range(judges.row_count))

@@ -83,8 +83,10 @@ def recorded_generate_events() -> list[Any]:
                             all_outputs=cands, judge_votes=ballots,
                             counts={"0": 2, "2": 1}, selected_by="judges", calls_made=6,
                             elapsed_s=1.84, question="What is 17*23?", generators=list(gens),
-                            judges=list(judges))
-    events: list[Any] = [GenerateStarted(CALL, "judge", gens, judges, 3)]
+                            judges=list(judges), judges_independent=False,
+                            same_family_judges=["fast-a2"])
+    # fast-a2 is of fast-a's family: the screen must say the judges are not independent.
+    events: list[Any] = [GenerateStarted(CALL, "judge", gens, judges, 3, False, ("fast-a2",))]
     events += [CandidateGenerated(CALL, c.model, c.index, c.text, c.latency_s, c.answer)
                for c in cands]
     events += [JudgeVoted(CALL, j, gens[c], f"Best: Output {c + 1}", c, (2, 0, 1), 0.3 + i / 10)

@@ -164,6 +164,8 @@ class GenerateResult:
     correct: bool | None = None  # the selected answer equals the gold answer
     item_id: str | None = None
     judges_independent: bool | None = None  # every judge is of a family no generator has
+    #: the judges sharing a family with a generator (why judges_independent is False)
+    same_family_judges: list[str] = field(default_factory=list)
 
     @property
     def total_calls(self) -> int:
