@@ -263,7 +263,7 @@ async def test_help_and_unavailable_screens(server, stub_config):
         await pilot.press("f1")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "HelpScreen", what="help")
         text = str(app.screen.query_one("Static").render())
-        assert "Cancel" in text and "Re-probe all" in text
+        assert "Cancel" in text and "Probe all" in text
         await pilot.press("escape")
         for key, name in (("f3", "GenerateScreen"), ("f5", "RatingsScreen")):
             await pilot.press(key)

@@ -260,3 +260,48 @@ def test_every_screen_stays_up_in_a_real_terminal(odd_log, size):
         assert "EXIT=0" in term.wait_for("EXIT=", timeout=20)
     finally:
         term.stop()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30), (160, 45)])
+async def test_the_footer_fits_every_screen(odd_log, size):
+    """No key description is cut: the footer's keys fit in the terminal's width."""
+    app = FscaleApp()
+    async with app.run_test(size=size) as pilot:
+        for key, name in (("f2", "AskScreen"), ("f3", "GenerateScreen"), ("f4", "HealthScreen"),
+                          ("f5", "RatingsScreen"), ("f6", "PanelsScreen"),
+                          ("f7", "HistoryScreen")):
+            await pilot.press(key)
+            await wait_for(pilot, lambda n=name: type(app.screen).__name__ == n, what=name)
+            await pilot.pause()
+            footer = app.screen.query_one("FscaleFooter")
+            keys = [w for w in footer.children if not w.has_class("-command-palette")]
+            palette = footer.query_one(".-command-palette")
+            used = sum(w.outer_size.width for w in keys)
+            room = palette.region.x  # the palette key is docked at the right end
+            assert keys and used <= room, f"{name}: footer needs {used} columns of {room}"
+            shown = " ".join(getattr(w, "description", "") for w in keys)
+            assert "Help" in shown
+            if size[0] >= 112:
+                assert "History" in shown  # wide: every screen key is named
+            else:
+                assert "screens" in shown
+
+
+async def test_probing_status_is_never_cut(server, stub_config):
+    """Health sizes its status column for its longest value: "probing…" shows whole."""
+    from tests.conftest import Behaviour
+
+    server.set_default(Behaviour(reply="OK", latency=1.5))
+    app = FscaleApp(start="health")
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one("#health-table")
+        await wait_for(pilot, lambda: table.row_count == 7, what="the models")
+        assert str(table.get_cell("fast-a", "status")) == "never"
+        await pilot.press("r")
+        await wait_for(pilot, lambda: str(table.get_cell("fast-a", "status")) == "probing…",
+                       what="probing")
+        await pilot.pause()
+        column = next(c for key, c in table.columns.items() if key.value == "status")
+        assert column.get_render_width(table) - 2 * table.cell_padding >= len("probing…")
+        await wait_for(pilot, lambda: str(table.get_cell("fast-a", "status")) == "ok",
+                       what="the verdicts")

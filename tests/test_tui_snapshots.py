@@ -214,7 +214,8 @@ def test_ask_screen_verify_mode(snap_home, snap_compare):
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=verify)
 
 
-def test_health_screen(snap_home, snap_compare):
+def seed_health() -> None:
+    """A fixed health.json: every status the Health screen shows, checked at a fixed time."""
     from fscale_tui.engine.config import load_settings
 
     settings = load_settings()
@@ -233,6 +234,10 @@ def test_health_screen(snap_home, snap_compare):
         "slow-c": entry("slow-c", "ok", 3.2),
         "think-e": entry("think-e", "unavailable", detail="unavailable: HTTP 404", expires=far),
     })
+
+
+def test_health_screen(snap_home, snap_compare):
+    seed_health()
     assert snap_compare(make_app("health"), terminal_size=SIZE)
 
 
@@ -255,16 +260,7 @@ def test_history_call_detail(snap_home, snap_compare):
 
 
 def test_generate_screen(snap_home, snap_compare):
-    async def generate(pilot):
-        screen = pilot.app.screen
-        screen.query_one("#gen-question").value = "What is 17*23?"
-        await pilot.press("ctrl+r")
-        for _ in range(200):
-            await pilot.pause()
-            if screen.query_one("#gen-banner").has_class("-decided"):
-                break
-
-    assert snap_compare(make_app("generate"), terminal_size=SIZE, run_before=generate)
+    assert snap_compare(make_app("generate"), terminal_size=SIZE, run_before=run_recorded_generate)
 
 
 def test_ratings_screen(snap_home, snap_compare):
@@ -308,3 +304,26 @@ def test_ask_screen_member_card(snap_home, snap_compare):
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=(120, 36), run_before=card)
+
+
+async def run_recorded_generate(pilot) -> None:
+    screen = pilot.app.screen
+    screen.query_one("#gen-question").value = "What is 17*23?"
+    await pilot.press("ctrl+r")
+    for _ in range(200):
+        await pilot.pause()
+        if screen.query_one("#gen-banner").has_class("-decided"):
+            break
+
+
+@pytest.mark.parametrize("screen", ["generate", "health", "ratings", "panels", "history"])
+def test_every_screen_at_80x24(snap_home, snap_compare, screen):
+    """The smallest supported terminal: nothing cut mid-word, the footer's keys all fit."""
+    from fscale_tui.engine.config import load_settings
+
+    if screen == "health":
+        seed_health()
+    if screen in ("ratings", "history"):
+        seed_call_log(load_settings())
+    run_before = run_recorded_generate if screen == "generate" else None
+    assert snap_compare(make_app(screen), terminal_size=(80, 24), run_before=run_before)

@@ -9,6 +9,7 @@ Every feedback key asks first, naming the call (id and row) and the verdict it w
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.markup import escape
@@ -32,6 +33,14 @@ VERDICTS = {
     "confirm": "the decision {answer} was right",
     "reject": "the decision {answer} was wrong",
 }
+
+
+def short_time(call: dict[str, Any]) -> str:
+    """Month-day hour:minute of a call (the table must fit 80 columns; the detail has it all)."""
+    ts = call.get("ts")
+    if isinstance(ts, (int, float)):
+        return time.strftime("%m-%d %H:%M", time.localtime(ts))
+    return str(call.get("time") or "")
 
 
 def call_name(call: dict[str, Any]) -> str:
@@ -92,12 +101,12 @@ class HistoryScreen(FscaleScreen):
 
     NAME = "history"
     BINDINGS = [
-        Binding("enter", "open", "Open"),
-        Binding("slash", "filter", "Filter"),
+        Binding("enter", "open", "Open", show=False),  # the note line above says it
         Binding("c", "feedback('confirm')", "Confirm"),
         Binding("x", "feedback('reject')", "Reject"),
         Binding("o", "override", "Override"),
         Binding("p", "prefer", "Prefer"),
+        Binding("slash", "filter", "Filter", show=False),  # the filter's placeholder says it
     ]
 
     def __init__(self) -> None:
@@ -116,7 +125,7 @@ class HistoryScreen(FscaleScreen):
         for key in ("time", "call", "answer", "status", "feedback", "question"):
             table.add_column(key, key=key)
         self.query_one("#history-note", Static).update(
-            "c confirm · x reject · o override the label · p prefer a model · Enter opens a call")
+            "Enter opens a call · c confirm · x reject · o override · p prefer · / filter")
         self.refill()
         table.focus()
         super().on_mount()
@@ -155,7 +164,7 @@ class HistoryScreen(FscaleScreen):
                                      for f in c.get("feedback") or [])
                 # Text, never str: a DataTable reads str cells as markup, and a logged
                 # question may hold "[/]" (it would raise MarkupError and stop the app).
-                table.add_row(Text(str(c.get("time") or "")), Text(str(c.get("id") or "")),
+                table.add_row(Text(short_time(c)), Text(str(c.get("id") or "")),
                               Text(str(c.get("answer") or "—"), style="bold"),
                               Text(str(c.get("status") or "")), Text(feedback),
                               Text(first_lines(str(c.get("question") or ""), 1, 200)), key=key)

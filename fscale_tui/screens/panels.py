@@ -31,8 +31,8 @@ class PanelsScreen(FscaleScreen):
         Binding("e,enter", "edit", "Edit"),
         Binding("n", "new", "New"),
         Binding("d", "delete", "Delete"),
-        Binding("v", "evolve", "Evolve (dry run)"),
-        Binding("x", "apply", "Apply evolve"),
+        Binding("v", "evolve", "Evolve"),
+        Binding("x", "apply", "Apply"),
     ]
 
     def body(self) -> ComposeResult:
@@ -100,7 +100,14 @@ class PanelsScreen(FscaleScreen):
         settings = self.settings
         rows = {r["alias"]: r for r in self.catalog.models()}
         lines = [f"[b]{escape(name)}[/b] ({self.catalog.panel_source(name)})", ""]
-        for alias in settings.panels.get(name, []):
+        members = settings.panels.get(name, [])
+        # Columns as wide as their longest value, so a member's line fits a narrow pane.
+        width = max((len(a) for a in members), default=0)
+        tiers = max((len(settings.models[a].tier) for a in members if a in settings.models),
+                    default=0)
+        families = max((len(settings.models[a].family or "-") for a in members
+                        if a in settings.models), default=0)
+        for alias in members:
             model = settings.models.get(alias)
             row = rows.get(alias)
             if model is None or row is None:
@@ -109,7 +116,8 @@ class PanelsScreen(FscaleScreen):
             state = "usable" if row["usable"] else f"no: {row['why_not']}"
             if row["health"] in ("dead", "unavailable", "rate_limited"):
                 state = f"[dim]{row['health']}[/dim]"
-            lines.append(f"  {escape(alias):<24} {model.tier:<9} {escape(model.family or '-'):<10} {state}")
+            lines.append(f"  {escape(alias.ljust(width))} {model.tier:<{tiers}} "
+                         f"{escape((model.family or '-').ljust(families))} {state}")
         pane.update("\n".join(lines))
 
     # -- editing ---------------------------------------------------------------------------
