@@ -521,3 +521,27 @@ async def test_generate_says_when_the_judges_share_the_generators_family(server,
         judges = screen.query_one("#judges")
         assert judges.row_count >= 1
         assert all("(same family)" in str(judges.get_row_at(i)[0]) for i in range(judges.row_count))
+
+
+async def test_panels_evolve_names_the_default_panel_not_the_highlighted_row(server, fscale_home):
+    write_config(fscale_home, server, panels={"default": ["fast-a", "fast-b", "slow-c"],
+                                              "aaa": ["fast-a", "fast-d"]})
+    app = FscaleApp(start="panels")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        table = screen.query_one("#panels-table")
+        await wait_for(pilot, lambda: table.row_count > 0, what="the panels")
+        assert "'default'" in str(screen.query_one("#evolve-diff").render())
+        table.move_cursor(row=table.get_row_index("aaa"))  # highlight another panel
+        await pilot.press("x")
+        await pilot.pause()
+        assert "press v first" in list(app._notifications)[-1].message
+        assert "'default'" in list(app._notifications)[-1].message
+        await pilot.press("v")
+        await wait_for(pilot, lambda: "proposed" in str(screen.query_one("#evolve-diff").render()),
+                       what="the proposal")
+        diff = str(screen.query_one("#evolve-diff").render())
+        assert "evolve default (the default panel" in diff and "fast-d" not in diff
+        await pilot.press("x")
+        await pilot.pause()
+        assert "keeps panel 'default'" in list(app._notifications)[-1].message
