@@ -545,3 +545,44 @@ async def test_panels_evolve_names_the_default_panel_not_the_highlighted_row(ser
         await pilot.press("x")
         await pilot.pause()
         assert "keeps panel 'default'" in list(app._notifications)[-1].message
+
+
+async def test_file_picker_goes_up_and_takes_a_typed_path(server, stub_config, tmp_path,
+                                                        monkeypatch):
+    from fscale_tui.screens.modals import FilePicker
+
+    (tmp_path / "docs" / "deep").mkdir(parents=True)
+    (tmp_path / "docs" / "notes.txt").write_text("NOTES-TEXT-77", encoding="utf-8")
+    (tmp_path / "top.txt").write_text("TOP-TEXT-88", encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "docs" / "deep")
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        ask_screen = app.screen
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, FilePicker), what="the picker")
+        picker = app.screen
+        assert picker.root == tmp_path / "docs" / "deep"
+        await pilot.press("backspace")  # up from the tree
+        await wait_for(pilot, lambda: picker.root == tmp_path / "docs", what="up one folder")
+        assert str(picker.query_one("#tree").path) == str(tmp_path / "docs")
+        await pilot.click("#picker-up")  # the .. button
+        await wait_for(pilot, lambda: picker.root == tmp_path, what="up again")
+        path = picker.query_one("#picker-path")
+        path.focus()
+        path.value = "nowhere.txt"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "no such file or folder" in str(picker.query_one("#picker-error").render())
+        path.value = "docs"  # a folder: opens it
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: picker.root == tmp_path / "docs", what="the typed folder")
+        path.focus()
+        path.value = str(tmp_path / "top.txt")  # a file: picks it
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen is ask_screen, what="back on Ask")
+        await wait_for(pilot, lambda: ask_screen.query_one("#context").text == "TOP-TEXT-88",
+                       what="the context")
+        # Next time the picker starts where the last file came from.
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, FilePicker), what="the picker")
+        assert app.screen.root == tmp_path

@@ -289,18 +289,29 @@ class AskScreen(FscaleScreen):
         """Load the context (or source) from a file."""
         from .modals import FilePicker
 
-        def loaded(path: Path | None) -> None:
-            if path is None:
-                return
-            try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                self.notify(f"{path}: {exc}", title="cannot read file", severity="error")
-                return
-            self.query_one("#context", TextArea).text = text
-            self.notify(f"{path.name}: {len(text)} characters", title="context loaded")
+        def picked(path: Path | None) -> None:
+            if path is not None:
+                self.load_context(path)
 
-        self.app.push_screen(FilePicker(Path.cwd()), loaded)
+        # Start where the last file came from (remembered), else the launch folder.
+        last = Path(self.app.state.get("picker_dir") or Path.cwd())
+        self.app.push_screen(FilePicker(last if last.is_dir() else Path.cwd()), picked)
+
+    @work(thread=True, exclusive=True, group="context-file", exit_on_error=False)
+    def load_context(self, path: Path) -> None:
+        """Read the picked file in a thread (a large file must not freeze the screen)."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.app.call_from_thread(self.notify, f"{path}: {exc}", title="cannot read file",
+                                      severity="error")
+            return
+        self.app.call_from_thread(self._context_loaded, path, text)
+
+    def _context_loaded(self, path: Path, text: str) -> None:
+        self.query_one("#context", TextArea).text = text
+        self.app.state.update(picker_dir=str(path.parent))
+        self.notify(f"{path.name}: {len(text)} characters", title="context loaded")
 
     def action_toggle_context_size(self) -> None:
         """Make the context pane bigger or smaller (remembered)."""
