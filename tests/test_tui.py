@@ -474,7 +474,12 @@ async def test_every_member_answering_is_not_decided_early(server, stub_config):
 
 
 async def test_member_card_tells_the_substitution_story(server, stub_config):
-    from fscale_tui.engine.events import MemberSubstituted, VoteFailed, VoteReceived, VoteStarted
+    from fscale_tui.engine.events import (
+        MemberSubstituted,
+        VoteFailed,
+        VoteReceived,
+        VoteStarted,
+    )
     from fscale_tui.widgets.votes import member_card
 
     app = FscaleApp()

@@ -12,22 +12,29 @@ from textual.widgets._footer import FooterKey
 
 #: the app's screen keys (F2 Ask … F7 History)
 SCREEN_KEYS = ("f2", "f3", "f4", "f5", "f6", "f7")
-#: below this many columns the screen keys are shown as one "f2‥f7 screens" key
-WIDE_FOOTER = 112
+
+
+def key_width(key: FooterKey) -> int:
+    """Columns one compact footer key takes: " key description " (as Textual draws it)."""
+    return len(key.key_display) + (len(key.description) + 1 if key.description else 0) + 1
 
 
 class FscaleFooter(Footer):
-    """The key footer. On narrow terminals F2–F7 collapse into one "f2‥f7 screens" key, so the
-    screen's own keys fit and no description is cut mid-word (F1 lists every key)."""
+    """The key footer. When every key would not fit, F2–F7 collapse into one "f2‥f7 screens"
+    key, so the screen's own keys fit and no description is cut mid-word (F1 lists them all)."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._need = 0
         self._narrow: bool | None = None
 
     def compose(self) -> ComposeResult:
-        self._narrow = self.app.size.width < WIDE_FOOTER
+        keys = list(super().compose())
+        # Every key, plus the palette's left edge and a column of slack.
+        self._need = sum(key_width(k) for k in keys if isinstance(k, FooterKey)) + 2
+        self._narrow = self._need > self.app.size.width
         grouped = False
-        for widget in super().compose():
+        for widget in keys:
             if self._narrow and isinstance(widget, FooterKey) and widget.key in SCREEN_KEYS:
                 if not grouped:
                     grouped = True
@@ -39,7 +46,7 @@ class FscaleFooter(Footer):
             yield widget
 
     def on_resize(self) -> None:
-        if self._narrow is not None and (self.app.size.width < WIDE_FOOTER) != self._narrow:
+        if self._narrow is not None and (self._need > self.app.size.width) != self._narrow:
             self.call_after_refresh(self.recompose)
 
 

@@ -13,8 +13,16 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-from ..engine.events import (Cancelled, Event, MemberSubstituted, StageFinished, StageStarted,
-                             VoteDelta, VoteFailed, VoteReceived, VoteStarted)
+from ..engine.events import (
+    Cancelled,
+    Event,
+    MemberSubstituted,
+    StageStarted,
+    VoteDelta,
+    VoteFailed,
+    VoteReceived,
+    VoteStarted,
+)
 from .table import FillTable
 
 COLUMNS = (("n", "#"), ("model", "model"), ("status", "status"), ("answer", "answer"),
@@ -271,8 +279,11 @@ def describe_result(result: Any) -> tuple[str, str]:
     notes = []
     if getattr(result, "auto", False):
         answered = next((i for i, s in enumerate(result.stages) if s.accepted), None)
-        notes.append(f"-k auto: stage {answered + 1} ({_escape(result.stages[answered].spec)}) "
-                     "answered" if answered is not None else "-k auto: no stage was confident")
+        if answered is None:
+            notes.append("-k auto: no stage was confident")
+        else:
+            spec = _escape(result.stages[answered].spec)
+            notes.append(f"-k auto: stage {answered + 1} ({spec}) answered")
     # The engine sets it only when requests were really cancelled because of the decision;
     # the CLI summary reads the same flag, so the two always agree.
     if result.decided_early:
