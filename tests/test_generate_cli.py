@@ -160,3 +160,44 @@ def test_generate_reports_an_answer_only_when_the_task_asked_for_one(server, stu
     out = json.loads(proc.stdout)
     assert out["answer"] == expected
     assert [c["answer"] for c in out["all_outputs"]] == [expected] * 3
+
+
+def _one_family(fscale_home, server) -> None:
+    """Two models of one family: the judges can only be the generators themselves."""
+    from tests.conftest import write_config
+
+    write_config(fscale_home, server, models={"only-a": ("x/a", "fast", "x"),
+                                              "only-b": ("x/b", "fast", "x")},
+                 panels={"default": ["only-a", "only-b"]})
+    server.script("x/a", Behaviour(reply="The answer is: 3"))
+    server.script("x/b", Behaviour(reply="The answer is: 3"))
+
+
+def test_judges_of_the_generators_family_are_said_on_stderr_and_in_json(server, fscale_home):
+    _one_family(fscale_home, server)
+    proc = run_cli("generate", "Pick one", "-k", "2", "--seed", "1", env={"NO_COLOR": "1"})
+    assert proc.returncode in (0, 3), proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if "judges are not independent" in line]
+    assert len(notes) == 1 and "no judge of another family" in notes[0]
+    assert "only-a (a generator itself)" in notes[0]
+    proc = run_cli("generate", "Pick one", "-k", "2", "--seed", "1", "--json")
+    out = json.loads(proc.stdout)
+    assert out["judges_independent"] is False
+    assert "judges are not independent" in proc.stderr  # --json still tells people, on stderr
+    quiet = run_cli("generate", "Pick one", "-k", "2", "--json", "--quiet")
+    assert "not independent" not in quiet.stderr
+
+
+def test_judges_of_other_families_get_no_note_and_a_shared_family_does(server, stub_config):
+    _script_judge_case(server)
+    # Families a, b, c generate; d and e judge (a third judge would have to be of family a).
+    proc = run_cli("generate", "Pick a draft", "-k", "3", "--judges", "2", "--seed", "1",
+                   env={"NO_COLOR": "1"})
+    assert "judges fast-d, think-e" in proc.stderr or "judges think-e, fast-d" in proc.stderr
+    assert "not independent" not in proc.stderr
+    proc = run_cli("generate", "Pick a draft", "-k", "3", "--judges", "2", "--seed", "1", "--json")
+    assert json.loads(proc.stdout)["judges_independent"] is True
+    assert "not independent" not in proc.stderr
+    # Three judges: the third is of a generator's family (fast-a2, family a), and it is said.
+    proc = run_cli("generate", "Pick a draft", "-k", "3", "--seed", "1", env={"NO_COLOR": "1"})
+    assert "fast-a2 shares a family with a generator" in proc.stderr

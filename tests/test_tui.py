@@ -263,7 +263,7 @@ async def test_help_and_unavailable_screens(server, stub_config):
         await pilot.press("f1")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "HelpScreen", what="help")
         text = str(app.screen.query_one("Static").render())
-        assert "Cancel" in text and "Re-probe all" in text
+        assert "Cancel" in text and "Probe all" in text
         await pilot.press("escape")
         for key, name in (("f3", "GenerateScreen"), ("f5", "RatingsScreen")):
             await pilot.press(key)
@@ -331,9 +331,12 @@ async def test_feedback_in_history_updates_the_ratings_table(server, stub_config
         await pilot.press("f7")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "HistoryScreen", what="history")
         assert app.screen.query_one("#history-table").row_count == 1
-        await pilot.press("x")  # reject: with two labels, NO was right
-        await pilot.pause()
-        assert "reject" in str(app.screen.query_one("#history-table").get_cell_at((0, 4)))
+        history = app.screen
+        await pilot.press("x")  # reject: with two labels, NO was right; it asks first
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "Confirm", what="the question")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: "reject" in str(
+            history.query_one("#history-table").get_cell_at((0, 4))), what="the verdict")
         await pilot.press("f5")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "RatingsScreen", what="ratings")
         after = rating_cells(app)
@@ -395,3 +398,196 @@ async def test_generate_escape_cancels(server, stub_config):
                        what="cancelled")
         assert server.wait_until(lambda: sum(server.cancelled(mid(a)) for a in
                                              ("fast-a", "fast-b", "slow-c")) == 3, timeout=3)
+
+
+async def test_k_auto_runs_the_cascade_and_shows_each_stage(server, stub_config):
+    """-k auto on the Ask screen: no panel is sent, every stage is shown as the engine runs it."""
+    server.set_default(Behaviour(reply="Answer: YES"))
+    server.script(mid("slow-c"), Behaviour(reply="Answer: NO"))
+    app = FscaleApp()
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = app.screen
+        k = screen.query_one("#k")
+        k.focus()
+        await pilot.press(*"autox")  # the field takes "auto", nothing more
+        assert k.value == "auto" and screen.query_one("#panel").disabled
+        await ask(pilot, question="Is 91 prime?")
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the outcome")
+        stages = screen.query_one("#stages")
+        assert stages.display and stages.rows
+        # Uncalibrated, a stage answers only when unanimous: YES, YES, NO never is.
+        assert all(r.state in ("escalated", "abstained", "skipped") for r in stages.rows.values())
+        assert list(stages.rows.values())[-1].state == "abstained"
+        assert "abstained" in banner_text(app) and "no stage was confident" in banner_text(app)
+        assert "uncalibrated" in stages.headline
+
+
+async def test_k_auto_answers_when_a_stage_is_confident(server, stub_config):
+    server.set_default(Behaviour(reply="Answer: YES"))
+    app = FscaleApp()
+    async with app.run_test(size=(120, 36)) as pilot:
+        app.screen.query_one("#k").value = "auto"
+        await ask(pilot, question="Is 2 prime?")
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the decision")
+        rows = list(app.screen.query_one("#stages").rows.values())
+        assert rows[0].state == "answered" and rows[0].confidence == 1.0
+        assert "→ YES" in banner_text(app) and "stage 1" in banner_text(app)
+        # A plain run afterwards hides the stages again.
+        app.screen.query_one("#k").value = "2"
+        await ask(pilot, question="Is 3 prime?")
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the decision")
+        assert not app.screen.query_one("#stages").display
+
+
+def test_banner_and_cli_say_decided_early_only_when_requests_were_cancelled():
+    from fscale_tui.cli.render import summary
+    from fscale_tui.engine.vote import ScaleResult, Vote
+    from fscale_tui.widgets.votes import describe_result
+
+    def result(cancelled: bool) -> ScaleResult:
+        votes = [Vote("a", "YES", 0.1, status="answered"), Vote("b", "YES", 0.2, status="answered"),
+                 Vote("c", None if cancelled else "NO", None if cancelled else 0.3,
+                      status="cancelled" if cancelled else "answered")]
+        return ScaleResult(id="x", answer="YES", confidence=2 / 3, votes=votes, calls_made=3,
+                           elapsed_s=0.4, decided_early=cancelled, counts={"YES": 2},
+                           valid_votes=2, members=["a", "b", "c"])
+
+    everyone = result(cancelled=False)
+    assert "decided early" not in describe_result(everyone)[0]
+    assert "decided early" not in summary(everyone)
+    early = result(cancelled=True)
+    assert "decided early" in describe_result(early)[0] and "cancelled: c" in describe_result(early)[0]
+    assert "decided early" in summary(early)
+
+
+async def test_every_member_answering_is_not_decided_early(server, stub_config):
+    # YES, NO, then the slow YES: nothing is settled before the last reply.
+    server.set_default(Behaviour(reply="Answer: YES"))
+    server.script(mid("fast-b"), Behaviour(reply="Answer: NO"))
+    server.script(mid("slow-c"), Behaviour(reply="Answer: YES", latency=0.3))
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        await ask(pilot)
+        await wait_for(pilot, lambda: "call" in banner_text(app), what="the decision")
+        assert set(statuses(app).values()) == {"answered"}
+        assert "→ YES" in banner_text(app) and "decided early" not in banner_text(app)
+
+
+async def test_member_card_tells_the_substitution_story(server, stub_config):
+    from fscale_tui.engine.events import (
+        MemberSubstituted,
+        VoteFailed,
+        VoteReceived,
+        VoteStarted,
+    )
+    from fscale_tui.widgets.votes import member_card
+
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one(VoteTable)
+        for event in (VoteStarted("c", "fast-b", "vendor-b/fast"),
+                      VoteFailed("c", "fast-b", "auth: HTTP 401", "auth", 0.09),
+                      MemberSubstituted("c", "fast-b", "fast-c", "auth"),
+                      VoteStarted("c", "fast-c", "vendor-c/fast", substitute_for="fast-b"),
+                      VoteReceived("c", "fast-c", "NO", 0.52, "I think not.\nAnswer: NO",
+                                   "Let me see.", 18)):
+            table.apply(event)
+        await pilot.pause()
+        failed = member_card(table.members["fast-b"])
+        assert "replaced by fast-c (auth)" in failed and "HTTP 401" in failed
+        sub = member_card(table.members["fast-c"])
+        assert "substitute for fast-b" in sub and "vote [b]NO[/b]" in sub
+        assert "0.52s" in sub and "18 tokens" in sub and "Let me see." in sub
+        assert "I think not. / Answer: NO" in sub
+        # Highlighting the row shows that card, titled with the member.
+        table.focus()
+        table.move_cursor(row=table.get_row_index("fast-c"))
+        await pilot.pause()
+        card = app.screen.query_one("#detail")
+        assert card.border_title == "fast-c (for fast-b)"
+
+
+async def test_generate_says_when_the_judges_share_the_generators_family(server, fscale_home):
+    write_config(fscale_home, server, models={"only-a": ("x/a", "fast", "x"),
+                                              "only-b": ("x/b", "fast", "x")},
+                 panels={"default": ["only-a", "only-b"]})
+    server.set_default(Behaviour(reply="Best: Output 1"))
+    app = FscaleApp(start="generate")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.query_one("#gen-question").value = "What is 6*7?"
+        screen.query_one("#gen-k").value = "2"
+        screen.query_one("#gen-question").focus()
+        await pilot.press("enter")
+        banner = screen.query_one("#gen-banner")
+        await wait_for(pilot, lambda: "call" in str(banner.render()), what="the outcome")
+        text = str(banner.render())
+        assert "judges not independent" in text and "only-a (a generator)" in text
+        judges = screen.query_one("#judges")
+        assert judges.row_count >= 1
+        assert all("(same family)" in str(judges.get_row_at(i)[0]) for i in range(judges.row_count))
+
+
+async def test_panels_evolve_names_the_default_panel_not_the_highlighted_row(server, fscale_home):
+    write_config(fscale_home, server, panels={"default": ["fast-a", "fast-b", "slow-c"],
+                                              "aaa": ["fast-a", "fast-d"]})
+    app = FscaleApp(start="panels")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        table = screen.query_one("#panels-table")
+        await wait_for(pilot, lambda: table.row_count > 0, what="the panels")
+        assert "'default'" in str(screen.query_one("#evolve-diff").render())
+        table.move_cursor(row=table.get_row_index("aaa"))  # highlight another panel
+        await pilot.press("x")
+        await pilot.pause()
+        assert "press v first" in list(app._notifications)[-1].message
+        assert "'default'" in list(app._notifications)[-1].message
+        await pilot.press("v")
+        await wait_for(pilot, lambda: "proposed" in str(screen.query_one("#evolve-diff").render()),
+                       what="the proposal")
+        diff = str(screen.query_one("#evolve-diff").render())
+        assert "evolve default (the default panel" in diff and "fast-d" not in diff
+        await pilot.press("x")
+        await pilot.pause()
+        assert "keeps panel 'default'" in list(app._notifications)[-1].message
+
+
+async def test_file_picker_goes_up_and_takes_a_typed_path(server, stub_config, tmp_path,
+                                                        monkeypatch):
+    from fscale_tui.screens.modals import FilePicker
+
+    (tmp_path / "docs" / "deep").mkdir(parents=True)
+    (tmp_path / "docs" / "notes.txt").write_text("NOTES-TEXT-77", encoding="utf-8")
+    (tmp_path / "top.txt").write_text("TOP-TEXT-88", encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "docs" / "deep")
+    app = FscaleApp()
+    async with app.run_test(size=SIZE) as pilot:
+        ask_screen = app.screen
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, FilePicker), what="the picker")
+        picker = app.screen
+        assert picker.root == tmp_path / "docs" / "deep"
+        await pilot.press("backspace")  # up from the tree
+        await wait_for(pilot, lambda: picker.root == tmp_path / "docs", what="up one folder")
+        assert str(picker.query_one("#tree").path) == str(tmp_path / "docs")
+        await pilot.click("#picker-up")  # the .. button
+        await wait_for(pilot, lambda: picker.root == tmp_path, what="up again")
+        path = picker.query_one("#picker-path")
+        path.focus()
+        path.value = "nowhere.txt"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "no such file or folder" in str(picker.query_one("#picker-error").render())
+        path.value = "docs"  # a folder: opens it
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: picker.root == tmp_path / "docs", what="the typed folder")
+        path.focus()
+        path.value = str(tmp_path / "top.txt")  # a file: picks it
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen is ask_screen, what="back on Ask")
+        await wait_for(pilot, lambda: ask_screen.query_one("#context").text == "TOP-TEXT-88",
+                       what="the context")
+        # Next time the picker starts where the last file came from.
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, FilePicker), what="the picker")
+        assert app.screen.root == tmp_path

@@ -15,11 +15,11 @@ import pytest
 
 from fscale_tui.app import FscaleApp
 from fscale_tui.engine import storage
-from fscale_tui.engine.events import (Cancelled, Decided, MemberSubstituted, VoteFailed,
-                                      VoteReceived, VoteStarted)
+from fscale_tui.engine.events import (Cancelled, Decided, MemberSubstituted, StageFinished,
+                                      StageStarted, VoteFailed, VoteReceived, VoteStarted)
 from fscale_tui.engine.health import fingerprint
 from fscale_tui.engine.session import Engine
-from fscale_tui.engine.vote import ScaleResult, Vote
+from fscale_tui.engine.vote import ScaleResult, StageOutcome, Vote
 from tests.conftest import write_config
 
 CALL = "20250102-030405-0badcafe"
@@ -83,8 +83,10 @@ def recorded_generate_events() -> list[Any]:
                             all_outputs=cands, judge_votes=ballots,
                             counts={"0": 2, "2": 1}, selected_by="judges", calls_made=6,
                             elapsed_s=1.84, question="What is 17*23?", generators=list(gens),
-                            judges=list(judges))
-    events: list[Any] = [GenerateStarted(CALL, "judge", gens, judges, 3)]
+                            judges=list(judges), judges_independent=False,
+                            same_family_judges=["fast-a2"])
+    # fast-a2 is of fast-a's family: the screen must say the judges are not independent.
+    events: list[Any] = [GenerateStarted(CALL, "judge", gens, judges, 3, False, ("fast-a2",))]
     events += [CandidateGenerated(CALL, c.model, c.index, c.text, c.latency_s, c.answer)
                for c in cands]
     events += [JudgeVoted(CALL, j, gens[c], f"Best: Output {c + 1}", c, (2, 0, 1), 0.3 + i / 10)
@@ -93,11 +95,43 @@ def recorded_generate_events() -> list[Any]:
     return events
 
 
+def recorded_auto_events() -> list[Any]:
+    """One ``-k auto`` call as the engine reported it: stage 1 (routed) split 2-1 and escalated,
+    stage 2 was skipped (calibration found it never confident), stage 3 answered at 0.80."""
+    first = ("fast-a", "fast-b", "slow-c")
+    third = ("fast-a", "fast-b", "slow-c", "think-e", "fast-d")
+    answers = {"fast-a": "YES", "fast-b": "YES", "slow-c": "NO", "think-e": "YES", "fast-d": "YES"}
+    latency = {"fast-a": 0.38, "fast-b": 0.44, "slow-c": 1.93, "think-e": 3.12, "fast-d": 0.51}
+    votes = [Vote(m, answers[m], latency[m], status="answered", raw=f"Answer: {answers[m]}",
+                  tokens=9) for m in third]
+    stages = [StageOutcome("route:3", list(first), "YES", 2 / 3, 0.9, False),
+              StageOutcome("pair", ["fast-a", "fast-d"], None, 0.0, None, False,
+                           skipped="calibration: never confident enough"),
+              StageOutcome("default", list(third), "YES", 0.8, 0.75, True)]
+    result = ScaleResult(id=CALL, answer="YES", confidence=0.8, votes=votes, calls_made=5,
+                         elapsed_s=3.64, decided_early=False, counts={"YES": 4, "NO": 1},
+                         valid_votes=5, members=list(third), question="Is 91 prime?",
+                         answers=["YES", "NO"], auto=True, stages=stages, calibrated=True,
+                         signal="weighted", route={"cluster": 4, "models": list(first)})
+    events: list[Any] = [StageStarted(CALL, 0, "route:3", first, 0.9)]
+    events += [VoteStarted(CALL, m, f"vendor/{m}") for m in first]
+    events += [VoteReceived(CALL, m, answers[m], latency[m], f"Answer: {answers[m]}", "", 9)
+               for m in first]
+    events.append(StageFinished(CALL, 0, "route:3", "YES", 2 / 3, 0.9, False))
+    events.append(StageStarted(CALL, 2, "default", third, 0.75))
+    events += [VoteStarted(CALL, m, f"vendor/{m}") for m in ("think-e", "fast-d")]
+    events += [VoteReceived(CALL, m, answers[m], latency[m], f"Answer: {answers[m]}",
+                            THINKING if m == "think-e" else "", 9) for m in ("think-e", "fast-d")]
+    events.append(StageFinished(CALL, 2, "default", "YES", 0.8, 0.75, True))
+    events.append(Decided(CALL, result))
+    return events
+
+
 class ReplayingEngine(Engine):
     """A real engine (real settings, registry, health store) whose calls replay recorded events."""
 
     async def scale_events(self, request):  # type: ignore[override]
-        for event in recorded_events():
+        for event in (recorded_auto_events() if request.auto else recorded_events()):
             yield event
 
     async def generate_events(self, request):
@@ -180,7 +214,8 @@ def test_ask_screen_verify_mode(snap_home, snap_compare):
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=verify)
 
 
-def test_health_screen(snap_home, snap_compare):
+def seed_health() -> None:
+    """A fixed health.json: every status the Health screen shows, checked at a fixed time."""
     from fscale_tui.engine.config import load_settings
 
     settings = load_settings()
@@ -199,6 +234,10 @@ def test_health_screen(snap_home, snap_compare):
         "slow-c": entry("slow-c", "ok", 3.2),
         "think-e": entry("think-e", "unavailable", detail="unavailable: HTTP 404", expires=far),
     })
+
+
+def test_health_screen(snap_home, snap_compare):
+    seed_health()
     assert snap_compare(make_app("health"), terminal_size=SIZE)
 
 
@@ -221,16 +260,7 @@ def test_history_call_detail(snap_home, snap_compare):
 
 
 def test_generate_screen(snap_home, snap_compare):
-    async def generate(pilot):
-        screen = pilot.app.screen
-        screen.query_one("#gen-question").value = "What is 17*23?"
-        await pilot.press("ctrl+r")
-        for _ in range(200):
-            await pilot.pause()
-            if screen.query_one("#gen-banner").has_class("-decided"):
-                break
-
-    assert snap_compare(make_app("generate"), terminal_size=SIZE, run_before=generate)
+    assert snap_compare(make_app("generate"), terminal_size=SIZE, run_before=run_recorded_generate)
 
 
 def test_ratings_screen(snap_home, snap_compare):
@@ -254,3 +284,46 @@ def test_help_screen(snap_home, snap_compare):
 def test_light_theme(snap_home, snap_compare):
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=run_recorded_call,
                         press=["ctrl+t"])
+
+
+def test_ask_screen_k_auto_stages(snap_home, snap_compare):
+    """-k auto: each stage with its members, confidence against threshold and verdict."""
+    async def auto(pilot):
+        pilot.app.screen.query_one("#k").value = "auto"
+        await run_recorded_call(pilot)
+
+    assert snap_compare(make_app(), terminal_size=(120, 36), run_before=auto)
+
+
+def test_ask_screen_member_card(snap_home, snap_compare):
+    """The highlighted member's card: vote, latency, tokens, reasoning, raw reply."""
+    async def card(pilot):
+        await run_recorded_call(pilot)
+        table = pilot.app.screen.query_one("#votes")
+        table.move_cursor(row=table.get_row_index("think-e"))
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=(120, 36), run_before=card)
+
+
+async def run_recorded_generate(pilot) -> None:
+    screen = pilot.app.screen
+    screen.query_one("#gen-question").value = "What is 17*23?"
+    await pilot.press("ctrl+r")
+    for _ in range(200):
+        await pilot.pause()
+        if screen.query_one("#gen-banner").has_class("-decided"):
+            break
+
+
+@pytest.mark.parametrize("screen", ["generate", "health", "ratings", "panels", "history"])
+def test_every_screen_at_80x24(snap_home, snap_compare, screen):
+    """The smallest supported terminal: nothing cut mid-word, the footer's keys all fit."""
+    from fscale_tui.engine.config import load_settings
+
+    if screen == "health":
+        seed_health()
+    if screen in ("ratings", "history"):
+        seed_call_log(load_settings())
+    run_before = run_recorded_generate if screen == "generate" else None
+    assert snap_compare(make_app(screen), terminal_size=(80, 24), run_before=run_before)

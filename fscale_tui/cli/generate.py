@@ -48,6 +48,8 @@ class GeneratePrinter:
             judges = f"; judges {', '.join(event.judges)}" if event.judges else ""
             c.print(f"[dim]generate ({event.strategy}, k={event.k}): "
                     f"{', '.join(event.generators)}{judges}[/dim]")
+            if event.judges_independent is False:
+                c.print(judges_note(event.generators, event.same_family_judges), highlight=False)
         elif isinstance(event, CandidateGenerated):
             ans = f" answer={escape(event.answer)}" if event.answer else ""
             c.print(f"  [green]✎[/green] #{event.index} {event.model:<20} {event.latency_s:6.2f}s"
@@ -76,6 +78,16 @@ class GeneratePrinter:
                     f"score {score}  {escape(_short(event.step, 50))}[/dim]")
         elif isinstance(event, Generated):
             c.print(summary(event.result))
+
+
+def judges_note(generators: Any, same_family: Any) -> str:
+    """The one line saying the judges are not independent of the generators."""
+    gens = set(generators or ())
+    who = ", ".join(f"{j} (a generator itself)" if j in gens else j for j in same_family)
+    verb = "shares" if len(tuple(same_family)) == 1 else "share"
+    return (f"[yellow]note:[/yellow] no judge of another family is available: {who} {verb} "
+            "a family with a generator, so the judges are not independent "
+            "(judges_independent: false)")
 
 
 def summary(result: Any) -> str:
@@ -131,6 +143,11 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool) -> int:
         result = run(go())
     finally:
         status.close()
+    if as_json and not quiet and not show and result.judges_independent is False:
+        # With --json into a pipe the event lines are silent; the note is for people, so it
+        # still goes to stderr (the JSON carries "judges_independent": false).
+        stderr_console().print(judges_note(result.generators, result.same_family_judges),
+                               highlight=False)
     if as_json:
         print_json(result.to_dict())
     elif result.output is not None and result.status == "decided":
@@ -177,13 +194,19 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
         run_on_ray("generate", items, out, address=ray, actors=actors, concurrency=concurrency)
         return out.exit_code
     status = StatusPrinter(console, not quiet)
+    noted = False
 
     async def go() -> None:
+        nonlocal noted
         async with Engine(on_status=status) as engine:
             async for index, outcome in engine.generate_batch(items, concurrency=concurrency):
                 out.add(index, outcome)
                 if not quiet and not isinstance(outcome, Exception):
                     console.print(f"[dim]item {index}:[/dim] " + summary(outcome))
+                    if outcome.judges_independent is False and not noted:
+                        noted = True  # once per batch: the same catalogue picked every judge
+                        console.print(judges_note(outcome.generators, outcome.same_family_judges),
+                                      highlight=False)
 
     try:
         run(go())

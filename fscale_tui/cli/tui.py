@@ -38,7 +38,7 @@ def tui(
     from ..app import FscaleApp
 
     app = FscaleApp(start=screen, exit_when_ready=exit_when_ready)
-    code = app.run(headless=exit_when_ready)
+    app.run(headless=exit_when_ready)
     app.state.update()
     if exit_when_ready:
         import sys
@@ -46,7 +46,9 @@ def tui(
         ready = app.ready_after if app.ready_after is not None else float("nan")
         sys.stdout.write(f"import_s={app.started_at - t0:.4f} ready_s={ready:.4f} "
                          f"ready_epoch={app.ready_epoch:.6f}\n")
-    raise typer.Exit(int(code or 0))
+    # ``run()`` returns the value given to ``exit()`` (None after a crash); the return code is
+    # what says whether a screen raised (Textual sets 1), so a crash never exits 0.
+    raise typer.Exit(int(app.return_code or 0))
 
 
 def register(app: typer.Typer) -> None:

@@ -111,6 +111,11 @@ class GenerateStarted(Event):
     generators: tuple[str, ...]
     judges: tuple[str, ...]
     k: int
+    #: False when some judge shares a family with a generator (no judge of another family was
+    #: available); None when the strategy has no judges.
+    judges_independent: bool | None = None
+    #: the judges that share a family with a generator (a generator itself included)
+    same_family_judges: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

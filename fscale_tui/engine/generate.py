@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from .answers import answers_match, gold_answer
@@ -72,6 +72,21 @@ def prepare(engine: Any, request: GenerateRequest) -> Run:
     return run
 
 
+def judge_independence(generators: Sequence[Any], judges: Sequence[Any]
+                       ) -> tuple[bool | None, tuple[str, ...]]:
+    """(judges_independent, the judges sharing a family with a generator).
+
+    Judges are picked outside the generators' families wherever the catalogue allows; when no
+    other family is usable they are not, and every view says so. None: no judges at all.
+    """
+    if not judges:
+        return None, ()
+    families = {g.family for g in generators}
+    aliases = {g.alias for g in generators}
+    same = tuple(j.alias for j in judges if j.family in families or j.alias in aliases)
+    return not same, same
+
+
 async def generate_events(engine: Any, request: GenerateRequest) -> AsyncIterator[Event]:
     """Run one generate call, yielding its events; the last one is ``Generated``."""
     run = prepare(engine, request)
@@ -89,8 +104,9 @@ async def generate_events(engine: Any, request: GenerateRequest) -> AsyncIterato
             return
         queue.put_nowait((_DONE, result))
 
+    independent, same_family = judge_independence(run.generators, run.judges)
     yield GenerateStarted(run.call_id, request.strategy, tuple(g.alias for g in run.generators),
-                          tuple(j.alias for j in run.judges), run.k)
+                          tuple(j.alias for j in run.judges), run.k, independent, same_family)
     task = asyncio.create_task(main())
     outcome: Any = None
     try:
@@ -111,9 +127,8 @@ async def generate_events(engine: Any, request: GenerateRequest) -> AsyncIterato
     result.usage = usage_of(run.replies)
     result.elapsed_s = time.monotonic() - run.started
     result.item_id = request.item_id
-    families = {g.family for g in run.generators}
-    result.judges_independent = (None if not run.judges
-                                 else all(j.family not in families for j in run.judges))
+    result.judges_independent = independent
+    result.same_family_judges = list(same_family)
     if request.gold is not None:
         _check_gold(result, request.gold)
     yield Generated(run.call_id, result)

@@ -16,16 +16,19 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, DataTable, Input, Label, Select, Static, TextArea
+from textual.widgets import Button, DataTable, Input, Label, Select, TextArea
 from textual.worker import Worker, WorkerState
 
 from ..engine.errors import FscaleError
 from ..engine.events import ChallengerAnswered, Decided, VoteStarted
 from ..messages import EngineEvent, SettingsChanged
-from ..widgets.votes import DecisionBanner, VoteTable
+from ..widgets.stages import StagesView
+from ..widgets.votes import DecisionBanner, MemberCard, VoteTable
 from .base import FscaleScreen
 
 MODES = [("scale", "scale"), ("verify", "verify")]
+#: what the k field accepts as it is typed: digits, or (a prefix of) "auto"
+K_TYPED = r"[0-9]*|[aA]([uU]([tT][oO]?)?)?"
 IDLE_TEXT = "Type a question and press Enter (ctrl+r runs from anywhere on this screen)."
 MAX_SAVED_TEXT = 20_000
 
@@ -65,8 +68,10 @@ class AskScreen(FscaleScreen):
                 yield Select([("default", "default")], value="default", allow_blank=False,
                              compact=True, id="panel")
                 yield Label("k", classes="field-label")
+                # a number of models, or "auto" (route + calibrated cascade)
                 yield Input(str(saved.get("k") or ""), placeholder="all", compact=True, id="k",
-                            restrict=r"[0-9]*", max_length=3)
+                            restrict=K_TYPED, max_length=4,
+                            tooltip="number of models, or auto (route + calibrated cascade)")
                 yield Button("Run", id="run", variant="primary", compact=True)
                 yield Button("File…", id="pick", compact=True)
         with Horizontal(id="texts"):
@@ -79,14 +84,16 @@ class AskScreen(FscaleScreen):
             draft.border_title = "draft"
             yield draft
         yield DecisionBanner(IDLE_TEXT, id="banner", classes="-idle")
+        yield StagesView(id="stages")
         yield VoteTable(id="votes")
-        yield Static("", id="detail")
+        yield MemberCard("", id="detail")
 
     def on_mount(self) -> None:
         if self.app.state.get("context_big"):
             self.add_class("-big-context")
         self._apply_mode(self.query_one("#mode", Select).value)
         self._load_panels()
+        self._k_changed()
         self.query_one("#question", Input).focus()
         self._fit(self.app.size.height)
         super().on_mount()
@@ -163,15 +170,18 @@ class AskScreen(FscaleScreen):
 
     def build_request(self) -> Any:
         """The engine request for what is on the form (raises FscaleError when incomplete)."""
-        from ..engine.requests import parse_k, scale_request, verify_request
+        from ..engine.requests import is_auto, parse_k, scale_request, verify_request
         from ..engine.vote import new_call_id
 
         mode = self.query_one("#mode", Select).value
         question = self.query_one("#question", Input).value
         context = self.query_one("#context", TextArea).text
-        panel = self.query_one("#panel", Select).value
-        k = parse_k(self.query_one("#k", Input).value)
-        common = dict(panel=str(panel), k=k, id=new_call_id(), stream=True)
+        typed = self.query_one("#k", Input).value
+        auto = is_auto(typed)
+        # -k auto chooses the models itself (router + cascade): no panel is sent.
+        panel = None if auto else str(self.query_one("#panel", Select).value)
+        k: Any = "auto" if auto else parse_k(typed)
+        common = dict(panel=panel, k=k, id=new_call_id(), stream=True)
         if mode == "verify":
             return verify_request(context, self.query_one("#draft", TextArea).text,
                                   question=question, **common)
@@ -188,7 +198,8 @@ class AskScreen(FscaleScreen):
         self._save()
         self.run_no += 1
         self.query_one(VoteTable).reset()
-        self.query_one("#detail", Static).update("")
+        self.query_one(MemberCard).show(None)
+        self.query_one(StagesView).reset(request.auto)
         self.query_one(DecisionBanner).show("asking…", "-running")
         self.current = self.run_vote(request, self.run_no)
 
@@ -206,14 +217,17 @@ class AskScreen(FscaleScreen):
         event = message.event
         table = self.query_one(VoteTable)
         banner = self.query_one(DecisionBanner)
+        stages = self.query_one(StagesView)
         if isinstance(event, Decided):
             banner.show_result(event.result)
+            stages.show_result(event.result)
             if getattr(event.result, "challenger", None) is not None:
                 table.show_challenger(event.result.challenger)
         elif isinstance(event, ChallengerAnswered):
             table.show_challenger(event.vote)
         else:
             with self.app.batch_update():
+                stages.apply(event)
                 table.apply(event)
             if isinstance(event, VoteStarted) and banner.has_class("-running"):
                 banner.show(f"asking {len(table.members)} models… (Esc cancels)", "-running")
@@ -261,25 +275,43 @@ class AskScreen(FscaleScreen):
             self._show_detail(event.row_key.value)
 
     def _show_detail(self, model: str) -> None:
-        self.query_one("#detail", Static).update(self.query_one(VoteTable).detail(model))
+        self.query_one(MemberCard).show(self.query_one(VoteTable).members.get(model))
+
+    @on(Input.Changed, "#k")
+    def _k_changed(self) -> None:
+        """k = auto chooses the models itself: the panel selector does not apply."""
+        from ..engine.requests import is_auto
+
+        self.query_one("#panel", Select).disabled = is_auto(self.query_one("#k", Input).value)
 
     # -- context ---------------------------------------------------------------------------
     def action_open_context(self) -> None:
         """Load the context (or source) from a file."""
         from .modals import FilePicker
 
-        def loaded(path: Path | None) -> None:
-            if path is None:
-                return
-            try:
-                text = path.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                self.notify(f"{path}: {exc}", title="cannot read file", severity="error")
-                return
-            self.query_one("#context", TextArea).text = text
-            self.notify(f"{path.name}: {len(text)} characters", title="context loaded")
+        def picked(path: Path | None) -> None:
+            if path is not None:
+                self.load_context(path)
 
-        self.app.push_screen(FilePicker(Path.cwd()), loaded)
+        # Start where the last file came from (remembered), else the launch folder.
+        last = Path(self.app.state.get("picker_dir") or Path.cwd())
+        self.app.push_screen(FilePicker(last if last.is_dir() else Path.cwd()), picked)
+
+    @work(thread=True, exclusive=True, group="context-file", exit_on_error=False)
+    def load_context(self, path: Path) -> None:
+        """Read the picked file in a thread (a large file must not freeze the screen)."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            self.app.call_from_thread(self.notify, f"{path}: {exc}", title="cannot read file",
+                                      severity="error")
+            return
+        self.app.call_from_thread(self._context_loaded, path, text)
+
+    def _context_loaded(self, path: Path, text: str) -> None:
+        self.query_one("#context", TextArea).text = text
+        self.app.state.update(picker_dir=str(path.parent))
+        self.notify(f"{path.name}: {len(text)} characters", title="context loaded")
 
     def action_toggle_context_size(self) -> None:
         """Make the context pane bigger or smaller (remembered)."""

@@ -8,6 +8,46 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header
+from textual.widgets._footer import FooterKey
+
+#: the app's screen keys (F2 Ask … F7 History)
+SCREEN_KEYS = ("f2", "f3", "f4", "f5", "f6", "f7")
+
+
+def key_width(key: FooterKey) -> int:
+    """Columns one compact footer key takes: " key description " (as Textual draws it)."""
+    return len(key.key_display) + (len(key.description) + 1 if key.description else 0) + 1
+
+
+class FscaleFooter(Footer):
+    """The key footer. When every key would not fit, F2–F7 collapse into one "f2‥f7 screens"
+    key, so the screen's own keys fit and no description is cut mid-word (F1 lists them all)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._need = 0
+        self._narrow: bool | None = None
+
+    def compose(self) -> ComposeResult:
+        keys = list(super().compose())
+        # Every key, plus the palette's left edge and a column of slack.
+        self._need = sum(key_width(k) for k in keys if isinstance(k, FooterKey)) + 2
+        self._narrow = self._need > self.app.size.width
+        grouped = False
+        for widget in keys:
+            if self._narrow and isinstance(widget, FooterKey) and widget.key in SCREEN_KEYS:
+                if not grouped:
+                    grouped = True
+                    yield FooterKey("f2", "f2‥f7", "screens", "app.switch_mode('ask')",
+                                    tooltip="F2 Ask · F3 Generate · F4 Health · F5 Ratings · "
+                                            "F6 Panels · F7 History").data_bind(
+                                                compact=Footer.compact)
+                continue
+            yield widget
+
+    def on_resize(self) -> None:
+        if self._narrow is not None and (self._need > self.app.size.width) != self._narrow:
+            self.call_after_refresh(self.recompose)
 
 
 class FscaleScreen(Screen):
@@ -19,7 +59,7 @@ class FscaleScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield from self.body()
-        yield Footer(compact=True)
+        yield FscaleFooter(compact=True)
 
     def body(self) -> ComposeResult:  # pragma: no cover - every screen overrides it
         yield from ()

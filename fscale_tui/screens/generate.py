@@ -79,6 +79,7 @@ class GenerateScreen(FscaleScreen):
         self.current: Worker | None = None
         self.cards: dict[int, CandidateCard] = {}
         self.generators: tuple[str, ...] = ()
+        self.same_family: tuple[str, ...] = ()
 
     def body(self) -> ComposeResult:
         saved = self.app.state.get("generate", {}) or {}
@@ -199,12 +200,14 @@ class GenerateScreen(FscaleScreen):
         judges = self.query_one("#judges", FillTable)
         if isinstance(event, ev.GenerateStarted):
             self.generators = event.generators
+            self.same_family = event.same_family_judges
             if not is_search(event.strategy) and event.generators:
                 for i in range(event.k):
                     self._card(i, event.generators[i % len(event.generators)])
-            banner.show(f"{event.strategy}: {event.k} candidates from "
-                        f"{', '.join(event.generators)}; judges: {', '.join(event.judges) or '-'} "
-                        "(Esc cancels)", "-running")
+            banner.show(f"{escape(event.strategy)}: {event.k} candidates from "
+                        f"{escape(', '.join(event.generators))}; judges: "
+                        f"{escape(', '.join(event.judges) or '-')} (Esc cancels)"
+                        + self._independence_note(event.judges_independent), "-running")
         elif isinstance(event, ev.CandidateGenerated):
             self._card(event.index, event.model).filled(event.text, event.latency_s, event.answer)
         elif isinstance(event, ev.CandidateFailed):
@@ -215,7 +218,8 @@ class GenerateScreen(FscaleScreen):
             detail = event.error or event.match or (
                 f"score {event.score:.2f}" if event.score is not None else
                 f"saw {', '.join(f'#{i}' for i in event.order)}" if event.order else "")
-            judges.add_row(event.judge, Text(choice, style="red" if event.error else "bold"),
+            judge = event.judge + (" (same family)" if event.judge in self.same_family else "")
+            judges.add_row(Text(judge), Text(choice, style="red" if event.error else "bold"),
                            f"{event.latency_s:.2f}s" if event.latency_s else "",
                            Text(first_lines(detail, 1, 200), style="red" if event.error else "dim"))
         elif isinstance(event, ev.StepScored):
@@ -234,6 +238,8 @@ class GenerateScreen(FscaleScreen):
             card.result(cand.votes, cand.index == result.winner_index)
         banner = self.query_one(DecisionBanner)
         tail = f"{result.calls_made} calls, {result.elapsed_s:.2f}s · call {result.id}"
+        self.same_family = tuple(getattr(result, "same_family_judges", ()) or ())
+        tail += self._independence_note(getattr(result, "judges_independent", None), inline=True)
         if result.status == "decided":
             answer = f" (answer {escape(result.answer)})" if result.answer else ""
             banner.show(f"[b]→ #{result.winner_index} {escape(result.winner_model or '')}[/b]{answer} "
@@ -246,6 +252,17 @@ class GenerateScreen(FscaleScreen):
             banner.show(f"[b]→ no output: every generator failed[/b]\n{tail}", "-failed")
         else:
             banner.show(f"[b]→ no decision[/b] ({result.status})\n{tail}", "-undecided")
+
+    def _independence_note(self, independent: bool | None, inline: bool = False) -> str:
+        """Markup saying the judges share a family with the generators (empty when not)."""
+        if independent is not False:
+            return ""
+        gens = set(self.generators)
+        who = ", ".join(f"{j} (a generator)" if j in gens else j for j in self.same_family)
+        verb = "shares" if len(self.same_family) == 1 else "share"
+        text = (f"[b $warning]⚠ judges not independent[/]: {escape(who or 'some judges')} "
+                f"{verb} a family with a generator (no judge of another family)")
+        return f" · {text}" if inline else f"\n{text}"
 
     def action_cancel(self) -> None:
         """Cancel the running generate call (its requests are cancelled too)."""

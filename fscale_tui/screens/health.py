@@ -25,15 +25,16 @@ STATUS_STYLE = {"ok": "green", "slow": "yellow", "rate_limited": "yellow", "dead
                 "unavailable": "red", "error": "red", "probing…": "cyan", "never": "dim"}
 DIMMED = {"dead", "unavailable", "rate_limited"}
 COLUMNS = (("model", "model"), ("provider", "provider"), ("tier", "tier"), ("status", "status"),
-           ("latency", "latency"), ("checked", "last checked"), ("detail", "detail"))
+           ("latency", "latency"), ("checked", "checked"), ("detail", "detail"))
 AUTO_REFRESH_S = 60.0
 
 
 def format_checked(ts: float | None) -> str:
-    """Local wall-clock time of a check (absolute, so it reads the same on every redraw)."""
+    """Local wall-clock time of a check (absolute, so it reads the same on every redraw;
+    month-day hour:minute, so that the table fits 80 columns)."""
     if not ts:
         return "never"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    return time.strftime("%m-%d %H:%M", time.localtime(ts))
 
 
 class HealthScreen(FscaleScreen):
@@ -41,8 +42,8 @@ class HealthScreen(FscaleScreen):
 
     NAME = "health"
     BINDINGS = [
-        Binding("r", "probe_all", "Re-probe all"),
-        Binding("p,enter", "probe_one", "Re-probe selected"),
+        Binding("r", "probe_all", "Probe all"),
+        Binding("p,enter", "probe_one", "Probe one"),
         Binding("a", "toggle_auto", "Auto-refresh"),
     ]
 
@@ -110,8 +111,9 @@ class HealthScreen(FscaleScreen):
         if model is None:
             return
         entry = self.app.engine.catalog.health_entries().get(alias)
+        # update_width: a column grows to its longest value ("probing…" is never cut).
         for (key, _label), cell in zip(COLUMNS, self._cells(model, entry, status)):
-            table.update_cell(alias, key, cell)
+            table.update_cell(alias, key, cell, update_width=True)
 
     # -- probing ---------------------------------------------------------------------------
     def action_probe_all(self) -> None:

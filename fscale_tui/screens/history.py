@@ -4,10 +4,12 @@ Calls come from the engine's call log (``engine.calls``), read in thread workers
 runs in SQL, one query per change); feedback (confirm, reject, override label, prefer a model)
 goes to the same log, which updates the ratings. Rows are keyed by the log's row number, which
 is unique whatever the log holds (calls logged twice under one id by older versions included).
+Every feedback key asks first, naming the call (id and row) and the verdict it will record.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.markup import escape
@@ -26,15 +28,37 @@ from .base import FscaleScreen
 
 LIMIT = 500
 
+#: what each one-key verdict means, for the confirmation dialog
+VERDICTS = {
+    "confirm": "the decision {answer} was right",
+    "reject": "the decision {answer} was wrong",
+}
+
+
+def short_time(call: dict[str, Any]) -> str:
+    """Month-day hour:minute of a call (the table must fit 80 columns; the detail has it all)."""
+    ts = call.get("ts")
+    if isinstance(ts, (int, float)):
+        return time.strftime("%m-%d %H:%M", time.localtime(ts))
+    return str(call.get("time") or "")
+
+
+def call_name(call: dict[str, Any]) -> str:
+    """How a call is named to people: its id and its row in the log (ids may repeat)."""
+    item = f", item {call['item_id']}" if call.get("item_id") else ""
+    return f"{call.get('id')} (#{call.get('seq')}{item})"
+
 
 def detail_markup(call: dict[str, Any]) -> str:
     """Every member's reply of one call, as markup."""
     labels = ", ".join(call.get("labels") or [])
     conf = call.get("confidence")
-    lines = [f"[b]call {escape(call['id'])}[/b]  {escape(call.get('time') or '')}",
-             f"[b]{escape(call.get('question') or '(question not stored)')}[/b]",
+    lines = [f"[b]call {escape(str(call.get('id')))}[/b] #{call.get('seq')}  "
+             f"{escape(call.get('time') or '')}",
+             # A long question is cut: the decision and the replies must stay in view.
+             f"[b]{escape(first_lines(call.get('question'), 4, 400) or '(question not stored)')}[/b]",
              f"labels: {escape(labels)}   decision: [b]{escape(str(call.get('answer') or 'none'))}[/b] "
-             f"({call.get('status')}"
+             f"({escape(str(call.get('status')))}"
              + (f", confidence {conf:.0%}" if isinstance(conf, (int, float)) else "") + ")", ""]
     for reply in call.get("replies", []):
         head = f"[b]{escape(reply['model'])}[/b]"
@@ -43,7 +67,7 @@ def detail_markup(call: dict[str, Any]) -> str:
         if reply.get("substitute_for"):
             head += f" (for {escape(reply['substitute_for'])})"
         lat = f"{reply['latency_s']:.2f}s" if reply.get("latency_s") is not None else "-"
-        lines.append(f"{head}  {reply.get('status')}  answer={escape(str(reply.get('answer')))}  {lat}")
+        lines.append(f"{head}  {escape(str(reply.get('status')))}  answer={escape(str(reply.get('answer')))}  {lat}")
         if reply.get("error"):
             lines.append(f"  [red]{escape(reply['error'])}[/red]")
         if reply.get("thinking"):
@@ -55,8 +79,8 @@ def detail_markup(call: dict[str, Any]) -> str:
         if isinstance(fb, dict):
             state = fb.get("state") or "current"
             note = "" if state == "current" else f" [dim]({state}, no longer counts)[/dim]"
-            lines.append(f"feedback: {fb.get('kind')} {fb.get('label') or ''} "
-                         f"{fb.get('prefer') or ''}".rstrip() + note)
+            lines.append(escape(f"feedback: {fb.get('kind')} {fb.get('label') or ''} "
+                                f"{fb.get('prefer') or ''}".rstrip()) + note)
     return "\n".join(lines)
 
 
@@ -79,13 +103,18 @@ class HistoryScreen(FscaleScreen):
 
     NAME = "history"
     BINDINGS = [
-        Binding("enter", "open", "Open"),
-        Binding("slash", "filter", "Filter"),
+        Binding("enter", "open", "Open", show=False),  # the note line above says it
         Binding("c", "feedback('confirm')", "Confirm"),
         Binding("x", "feedback('reject')", "Reject"),
         Binding("o", "override", "Override"),
         Binding("p", "prefer", "Prefer"),
+        Binding("slash", "filter", "Filter", show=False),  # the filter's placeholder says it
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: row key (``#<seq>``) -> the call's summary, as last read from the log
+        self.calls: dict[str, dict[str, Any]] = {}
 
     def body(self) -> ComposeResult:
         yield Input(placeholder="filter: text in the question, answer, status or id (/ to focus)",
@@ -98,7 +127,7 @@ class HistoryScreen(FscaleScreen):
         for key in ("time", "call", "answer", "status", "feedback", "question"):
             table.add_column(key, key=key)
         self.query_one("#history-note", Static).update(
-            "c confirm · x reject · o override the label · p prefer a model · Enter opens a call")
+            "Enter opens a call · c confirm · x reject · o override · p prefer · / filter")
         self.refill()
         table.focus()
         super().on_mount()
@@ -125,15 +154,23 @@ class HistoryScreen(FscaleScreen):
         """Rebuild the table (keyed by the log's unique row number)."""
         table = self.query_one("#history-table", DataTable)
         keep = self._selected_id()
+        self.calls = {}
         with self.app.batch_update():
             table.clear()
             for c in calls:
-                feedback = ", ".join(f if isinstance(f, str) else f.get("kind", "")
-                                     for f in c.get("feedback", []))
-                table.add_row(c.get("time") or "", c["id"], Text(c.get("answer") or "—", style="bold"),
-                              c.get("status") or "", feedback,
-                              first_lines(c.get("question") or "", 1, 200), key=f"#{c['seq']}")
-        keys = [f"#{c['seq']}" for c in calls]
+                key = f"#{c['seq']}"
+                if key in self.calls:  # the log's row numbers are unique; never trust it blindly
+                    continue
+                self.calls[key] = c
+                feedback = ", ".join(f if isinstance(f, str) else str(f.get("kind", ""))
+                                     for f in c.get("feedback") or [])
+                # Text, never str: a DataTable reads str cells as markup, and a logged
+                # question may hold "[/]" (it would raise MarkupError and stop the app).
+                table.add_row(Text(short_time(c)), Text(str(c.get("id") or "")),
+                              Text(str(c.get("answer") or "—"), style="bold"),
+                              Text(str(c.get("status") or "")), Text(feedback),
+                              Text(first_lines(str(c.get("question") or ""), 1, 200)), key=key)
+        keys = list(self.calls)
         if keep in keys:
             table.move_cursor(row=keys.index(keep))
 
@@ -179,13 +216,35 @@ class HistoryScreen(FscaleScreen):
         self.action_open()
 
     # -- feedback --------------------------------------------------------------------------
-    def action_feedback(self, kind: str, label: str | None = None, prefer: str | None = None,
-                        over: str | None = None) -> None:
-        """Record a verdict on the selected call; the engine updates the ratings."""
+    def _selected_call(self) -> tuple[str, str] | None:
+        """(row key, name for people) of the highlighted call."""
         ref = self._selected_id()
         if ref is None:
+            return None
+        return ref, call_name(self.calls.get(ref) or {"id": ref, "seq": ref.lstrip("#")})
+
+    def action_feedback(self, kind: str) -> None:
+        """Confirm or reject the selected call's decision (asks first, naming call and verdict)."""
+        from .modals import Confirm
+
+        selected = self._selected_call()
+        if selected is None:
             return
-        self.send_feedback(ref, kind, label, prefer, over)
+        ref, name = selected
+        call = self.calls.get(ref) or {}
+        answer = str(call.get("answer") or "none")
+        verdict = VERDICTS[kind].format(answer=answer)
+        question = first_lines(str(call.get("question") or "(question not stored)"), 1, 120)
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.send_feedback(ref, kind, None, None, None)
+            else:
+                self.notify(f"nothing recorded for call {name}", title="feedback")
+
+        self.app.push_screen(Confirm(f"Record {kind} for call {name}?",
+                                     f"{verdict}\n{question}\nThe ratings of every member move."),
+                             answered)
 
     @work(thread=True, group="history-feedback", exit_on_error=False)
     def send_feedback(self, ref: str, kind: str, label: str | None, prefer: str | None,
@@ -201,8 +260,9 @@ class HistoryScreen(FscaleScreen):
         changes = outcome.get("changes") or {}
         moved = ", ".join(f"{m} {d:+.1f}" for m, d in sorted(changes.items())
                           if isinstance(d, (int, float)))
+        name = call_name(self.calls.get(ref) or {"id": outcome.get("id"), "seq": ref.lstrip("#")})
         self.app.call_from_thread(
-            self.notify, f"{kind} recorded for call {outcome.get('id')}"
+            self.notify, f"{kind} recorded for call {name}"
             + (f": {moved}" if moved else ""), title="feedback")
         self.app.call_from_thread(self.refill)
 
@@ -210,30 +270,37 @@ class HistoryScreen(FscaleScreen):
         """Say which label was right."""
         from .modals import Prompt
 
-        call_id = self._selected_id()
-        if call_id is None:
+        selected = self._selected_call()
+        if selected is None:
             return
+        ref, name = selected
+        labels = ", ".join((self.calls.get(ref) or {}).get("labels") or [])
 
         def done(label: str | None) -> None:
             if label and label.strip():
-                self.action_feedback("override", label=label.strip())
+                self.send_feedback(ref, "override", label.strip(), None, None)
 
-        self.app.push_screen(Prompt(f"The right label for call {call_id}", placeholder="e.g. NO"),
-                             done)
+        self.app.push_screen(Prompt(f"The right label for call {name}", placeholder="e.g. NO",
+                                    help_text=f"labels: {labels}. Enter records it, Esc cancels."
+                                    if labels else "Enter records it, Esc cancels."), done)
 
     def action_prefer(self) -> None:
         """Say which model answered better ("A" or "A over B")."""
         from .modals import Prompt
 
-        call_id = self._selected_id()
-        if call_id is None:
+        selected = self._selected_call()
+        if selected is None:
             return
+        ref, name = selected
+        members = ", ".join((self.calls.get(ref) or {}).get("members") or [])
 
         def done(text: str | None) -> None:
             if not text or not text.strip():
                 return
             prefer, _, over = text.partition(" over ")
-            self.action_feedback("prefer", prefer=prefer.strip(), over=over.strip() or None)
+            self.send_feedback(ref, "prefer", None, prefer.strip(), over.strip() or None)
 
-        self.app.push_screen(Prompt(f"Prefer which model's answer in call {call_id}?",
-                                    placeholder="A   or   A over B"), done)
+        self.app.push_screen(Prompt(f"Prefer which model's answer in call {name}?",
+                                    placeholder="A   or   A over B",
+                                    help_text=f"members: {members}. Enter records it, Esc cancels."
+                                    if members else "Enter records it, Esc cancels."), done)

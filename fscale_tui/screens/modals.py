@@ -12,19 +12,81 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DirectoryTree, Input, Label, Static
 
 
+class PickerTree(DirectoryTree):
+    """The picker's tree: backspace goes up a folder."""
+
+    BINDINGS = [Binding("backspace", "screen.up", "Up a folder")]
+
+
 class FilePicker(ModalScreen[Path | None]):
-    """Choose a text file; dismisses with its path, or None on Esc."""
+    """Choose a text file: browse (backspace or ``..`` goes up) or type a path (Enter opens a
+    folder or picks a file); dismisses with the file's path, or None on Esc."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Close")]
 
     def __init__(self, root: Path) -> None:
         super().__init__()
-        self.root = root
+        self.root = root.expanduser().resolve()
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog wide"):
-            yield Label(f"Load context from a file under {self.root}  (Enter picks, Esc closes)")
-            yield DirectoryTree(self.root, id="tree")
+        with Vertical(classes="dialog wide", id="picker"):
+            yield Label("", id="picker-where", markup=False)
+            with Horizontal(classes="picker-row"):
+                yield Button("↑ ..", id="picker-up", compact=True)
+                yield Input(str(self.root) + "/", placeholder="type a path: a file or a folder",
+                            compact=True, id="picker-path")
+            yield PickerTree(self.root, id="tree")
+            yield Static("", id="picker-error", classes="dialog-detail", markup=False)
+
+    def on_mount(self) -> None:
+        self._show_root()
+        self.query_one(PickerTree).focus()
+
+    def _show_root(self) -> None:
+        self.query_one("#picker-where", Label).update(
+            f"Load a file from {self.root}   (Enter picks · backspace or .. goes up · "
+            "type a path above · Esc closes)")
+
+    def open_folder(self, folder: Path) -> None:
+        """Show ``folder`` in the tree."""
+        self.root = folder
+        self.query_one(PickerTree).path = folder
+        self.query_one("#picker-path", Input).value = str(folder).rstrip("/") + "/"
+        self.query_one("#picker-error", Static).update("")
+        self._show_root()
+
+    def action_up(self) -> None:
+        """Go up one folder."""
+        if self.root.parent != self.root:
+            self.open_folder(self.root.parent)
+
+    @on(Button.Pressed, "#picker-up")
+    def up_pressed(self) -> None:
+        """The ``..`` button."""
+        self.action_up()
+
+    @on(Input.Submitted, "#picker-path")
+    def typed(self, event: Input.Submitted) -> None:
+        """A typed path: a folder opens in the tree, a file is picked."""
+        text = event.value.strip()
+        if not text:
+            return
+        path = Path(text).expanduser()
+        if not path.is_absolute():
+            path = self.root / path
+        try:
+            path = path.resolve()
+            is_dir, is_file = path.is_dir(), path.is_file()
+        except OSError as exc:
+            self.query_one("#picker-error", Static).update(f"{path}: {exc}")
+            return
+        if is_dir:
+            self.open_folder(path)
+            self.query_one(PickerTree).focus()
+        elif is_file:
+            self.dismiss(path)
+        else:
+            self.query_one("#picker-error", Static).update(f"no such file or folder: {path}")
 
     @on(DirectoryTree.FileSelected)
     def picked(self, event: DirectoryTree.FileSelected) -> None:
@@ -44,9 +106,9 @@ class Confirm(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label(self.question, classes="dialog-title")
+            yield Label(self.question, classes="dialog-title", markup=False)
             if self.detail:
-                yield Static(self.detail, classes="dialog-detail")
+                yield Static(self.detail, classes="dialog-detail", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Yes (y)", id="yes", variant="primary", compact=True)
                 yield Button("No (n)", id="no", compact=True)
@@ -75,10 +137,10 @@ class Prompt(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog wide"):
-            yield Label(self.title_text, classes="dialog-title")
+            yield Label(self.title_text, classes="dialog-title", markup=False)
             yield Input(self.value, placeholder=self.placeholder, id="prompt")
             if self.help_text:
-                yield Static(self.help_text, classes="dialog-detail")
+                yield Static(self.help_text, classes="dialog-detail", markup=False)
 
     @on(Input.Submitted)
     def accepted(self, event: Input.Submitted) -> None:

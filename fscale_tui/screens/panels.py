@@ -31,8 +31,8 @@ class PanelsScreen(FscaleScreen):
         Binding("e,enter", "edit", "Edit"),
         Binding("n", "new", "New"),
         Binding("d", "delete", "Delete"),
-        Binding("v", "evolve", "Evolve (dry run)"),
-        Binding("x", "apply", "Apply evolve"),
+        Binding("v", "evolve", "Evolve"),
+        Binding("x", "apply", "Apply"),
     ]
 
     def body(self) -> ComposeResult:
@@ -40,8 +40,7 @@ class PanelsScreen(FscaleScreen):
             yield DataTable(id="panels-table", cursor_type="row")
             yield Static("", id="panel-members")
         with Vertical(id="evolve"):
-            yield Static("press v for the evolve proposal for the default panel (dry run), "
-                         "x to apply it", id="evolve-diff")
+            yield Static("", id="evolve-diff")
 
     def on_mount(self) -> None:
         table = self.query_one("#panels-table", DataTable)
@@ -72,6 +71,10 @@ class PanelsScreen(FscaleScreen):
             self.query_one("#panel-members", Static).update(f"configuration error: {exc}")
             return
         default = settings.get("panel")
+        if getattr(self, "proposal", None) is None:
+            self.query_one("#evolve-diff", Static).update(
+                f"v: evolve proposal for the default panel {escape(repr(default))} (dry run); "
+                "x applies it")
         names = sorted(settings.panels, key=lambda n: (n != default, n))
         for name in names:
             label = f"{name} ★" if name == default else name
@@ -100,7 +103,14 @@ class PanelsScreen(FscaleScreen):
         settings = self.settings
         rows = {r["alias"]: r for r in self.catalog.models()}
         lines = [f"[b]{escape(name)}[/b] ({self.catalog.panel_source(name)})", ""]
-        for alias in settings.panels.get(name, []):
+        members = settings.panels.get(name, [])
+        # Columns as wide as their longest value, so a member's line fits a narrow pane.
+        width = max((len(a) for a in members), default=0)
+        tiers = max((len(settings.models[a].tier) for a in members if a in settings.models),
+                    default=0)
+        families = max((len(settings.models[a].family or "-") for a in members
+                        if a in settings.models), default=0)
+        for alias in members:
             model = settings.models.get(alias)
             row = rows.get(alias)
             if model is None or row is None:
@@ -109,7 +119,8 @@ class PanelsScreen(FscaleScreen):
             state = "usable" if row["usable"] else f"no: {row['why_not']}"
             if row["health"] in ("dead", "unavailable", "rate_limited"):
                 state = f"[dim]{row['health']}[/dim]"
-            lines.append(f"  {escape(alias):<24} {model.tier:<9} {escape(model.family or '-'):<10} {state}")
+            lines.append(f"  {escape(alias.ljust(width))} {model.tier:<{tiers}} "
+                         f"{escape((model.family or '-').ljust(families))} {state}")
         pane.update("\n".join(lines))
 
     # -- editing ---------------------------------------------------------------------------
@@ -169,12 +180,18 @@ class PanelsScreen(FscaleScreen):
 
         self.app.push_screen(Confirm(f"Remove panel {name!r} from config.toml?"), answer)
 
+    @work(thread=True, group="panels-write", exit_on_error=False)
     def _write(self, change: Any, done: str) -> None:
+        """Write config.toml in a thread (never on the UI loop), then reload the engine."""
         try:
             change()
         except (OSError, FscaleError) as exc:
-            self.notify(str(exc), title="could not write config.toml", severity="error")
+            self.app.call_from_thread(self.notify, str(exc), title="could not write config.toml",
+                                      severity="error")
             return
+        self.app.call_from_thread(self._written, done)
+
+    def _written(self, done: str) -> None:
         self.app.reload_engine()
         self.notify(done)
 
@@ -192,7 +209,7 @@ class PanelsScreen(FscaleScreen):
         try:
             proposal = self.app.engine.propose_evolve(name)
         except Exception as exc:  # unreadable store, unknown panel: say so
-            self.app.call_from_thread(self.notify, str(exc), title="evolve failed",
+            self.app.call_from_thread(self.notify, str(exc), title=f"evolve {name!r} failed",
                                       severity="error")
             return
         self.app.call_from_thread(self._show_proposal, proposal)
@@ -231,24 +248,25 @@ class PanelsScreen(FscaleScreen):
 
         proposal = getattr(self, "proposal", None)
         if proposal is None:
-            self.notify("press v first: it shows the proposal for the default panel")
+            self.notify(f"press v first: it shows the evolve proposal for the default panel "
+                        f"{self.settings.get('panel')!r}")
             return
         if not proposal.changed:
-            self.notify("nothing to apply: the proposal keeps the current panel")
+            self.notify(f"nothing to apply: the proposal keeps panel {proposal.name!r} as it is")
             return
 
-        def answer(yes: bool | None) -> None:
-            if not yes:
-                return
-            try:
-                self.app.engine.apply_evolve(proposal)
-            except (OSError, FscaleError) as exc:
-                self.notify(str(exc), title="could not write config.toml", severity="error")
-                return
+        def apply() -> None:
+            self.app.engine.apply_evolve(proposal)
             self.proposal = None
-            self.app.reload_engine()
-            self.notify(f"panel {proposal.name} is now {', '.join(proposal.proposed)}")
 
-        self.app.push_screen(Confirm(f"Write panel {proposal.name!r} to config.toml?",
-                                     f"{', '.join(proposal.current)}  →  {', '.join(proposal.proposed)}"),
-                             answer)
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._write(apply, f"panel {proposal.name!r} is now "
+                                   f"{', '.join(proposal.proposed)}")
+            else:
+                self.notify(f"panel {proposal.name!r} unchanged")
+
+        self.app.push_screen(Confirm(f"Write the evolved panel {proposal.name!r} (the default "
+                                     "panel) to config.toml?",
+                                     f"{', '.join(proposal.current)}  →  "
+                                     f"{', '.join(proposal.proposed)}"), answer)

@@ -13,8 +13,16 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-from ..engine.events import (Cancelled, Event, MemberSubstituted, VoteDelta,
-                             VoteFailed, VoteReceived, VoteStarted)
+from ..engine.events import (
+    Cancelled,
+    Event,
+    MemberSubstituted,
+    StageStarted,
+    VoteDelta,
+    VoteFailed,
+    VoteReceived,
+    VoteStarted,
+)
 from .table import FillTable
 
 COLUMNS = (("n", "#"), ("model", "model"), ("status", "status"), ("answer", "answer"),
@@ -56,6 +64,10 @@ class MemberView:
     reasoning: str = ""
     error: str = ""
     note: str = ""
+    #: what happened to this seat: "replaced by fast-c (auth)", "substitute for fast-b"
+    substitutions: list[str] = field(default_factory=list)
+    #: ``-k auto``: the stage that first asked this member
+    stage: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -70,6 +82,7 @@ class VoteTable(FillTable):
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self.members: dict[str, MemberView] = {}
         self.arrivals = 0
+        self.stage: str | None = None  # -k auto: the stage now asking
 
     def on_mount(self) -> None:
         for key, label in COLUMNS:
@@ -79,14 +92,22 @@ class VoteTable(FillTable):
         self.clear()
         self.members.clear()
         self.arrivals = 0
+        self.stage = None
 
     # -- events ----------------------------------------------------------------------------
     def apply(self, event: Event) -> None:
         """Render one engine event (others are ignored)."""
+        if isinstance(event, StageStarted):
+            self.stage = f"stage {event.index + 1} ({event.stage})"
+            return
         if isinstance(event, VoteStarted):
             view = self._ensure(event.model)
             view.substitute_for = event.substitute_for
             view.status = "pending"
+            if view.stage is None:
+                view.stage = self.stage
+            if event.substitute_for:
+                view.substitutions.append(f"substitute for {event.substitute_for}")
             if event.variant:
                 view.note = event.variant
         elif isinstance(event, VoteDelta):
@@ -122,6 +143,7 @@ class VoteTable(FillTable):
             prefix = f"{view.note}; " if view.status == "failed" and view.note else ""
             view.status = "replaced"
             view.note = f"{prefix}→ {event.substitute} ({event.reason})"
+            view.substitutions.append(f"replaced by {event.substitute} ({event.reason})")
         elif isinstance(event, Cancelled):
             view = self._ensure(event.model)
             view.status = "cancelled"
@@ -190,19 +212,57 @@ class VoteTable(FillTable):
             self.update_cell(view.model, key, cell, update_width=True)
 
     def detail(self, model: str) -> str:
-        """The full story of one member, for the detail pane."""
+        """The card of one member (markup): see :func:`member_card`."""
         view = self.members.get(model)
+        return member_card(view) if view is not None else ""
+
+
+def member_card(view: MemberView) -> str:
+    """One member's card: parsed vote, status, latency, tokens, substitutions, reasoning, reply.
+
+    Everything here was reported by the engine (``VoteReceived`` carries the parsed answer,
+    ``MemberSubstituted`` the replacement); the card only lays it out.
+    """
+    label, style = STATUS_LOOK.get(view.status, (view.status, ""))
+    if view.answer is not None:
+        vote = f"vote [b]{_escape(view.answer)}[/b]"
+    elif view.status in ("no_answer", "answered"):
+        vote = "vote [yellow]none[/yellow] (no label found in the reply)"
+    else:
+        vote = "vote [dim]-[/dim]"
+    facts = [vote, f"[{style}]{_escape(label)}[/{style}]" if style else _escape(label),
+             f"latency {view.latency_s:.2f}s" if view.latency_s is not None else "latency -",
+             f"{view.tokens} tokens" if view.tokens is not None else "tokens -"]
+    if view.arrival:
+        facts.append(f"arrived #{view.arrival}")
+    if view.stage:
+        facts.append(_escape(view.stage))
+    lines = [" · ".join(facts)]
+    if view.substitutions:
+        lines.append("[dim]substitution:[/dim] " + _escape("; ".join(view.substitutions)))
+    if view.error:
+        lines.append(f"[red]error:[/red] {_escape(first_lines(view.error, 2, 300))}")
+    if view.reasoning:
+        lines.append("[dim]reasoning:[/dim] [i]" + _escape(first_lines(view.reasoning, 3, 300))
+                     + "[/i]")
+    if view.content:
+        lines.append("[dim]raw reply:[/dim] " + _escape(first_lines(view.content, 4, 400)))
+    elif view.status in ("pending", "streaming"):
+        lines.append("[dim]raw reply: (waiting)[/dim]")
+    return "\n".join(lines)
+
+
+class MemberCard(Static):
+    """The card of the highlighted member, under the vote table (titled with its name)."""
+
+    def show(self, view: MemberView | None) -> None:
         if view is None:
-            return ""
-        parts = [f"[b]{view.model}[/b]" + (f" (substitute for {view.substitute_for})"
-                                           if view.substitute_for else "")]
-        if view.error:
-            parts.append(f"[red]error:[/red] {_escape(view.error)}")
-        if view.reasoning:
-            parts.append("[dim]reasoning:[/dim] " + _escape(first_lines(view.reasoning, 6, 600)))
-        if view.content:
-            parts.append("[dim]reply:[/dim] " + _escape(first_lines(view.content, 8, 800)))
-        return "\n".join(parts)
+            self.border_title = "member"
+            self.update("[dim]highlight a row to see that member's card[/dim]")
+            return
+        sub = f" (for {view.substitute_for})" if view.substitute_for else ""
+        self.border_title = f"{view.model}{sub}"
+        self.update(member_card(view))
 
 
 def _escape(text: str) -> str:
@@ -217,6 +277,15 @@ def describe_result(result: Any) -> tuple[str, str]:
                        sorted(result.counts.items(), key=lambda kv: (-kv[1], kv[0])))
     cancelled = [v.model for v in result.votes if v.status == "cancelled"]
     notes = []
+    if getattr(result, "auto", False):
+        answered = next((i for i, s in enumerate(result.stages) if s.accepted), None)
+        if answered is None:
+            notes.append("-k auto: no stage was confident")
+        else:
+            spec = _escape(result.stages[answered].spec)
+            notes.append(f"-k auto: stage {answered + 1} ({spec}) answered")
+    # The engine sets it only when requests were really cancelled because of the decision;
+    # the CLI summary reads the same flag, so the two always agree.
     if result.decided_early:
         notes.append("decided early")
     if cancelled:
@@ -236,6 +305,9 @@ def describe_result(result: Any) -> tuple[str, str]:
                 f"({valid}: {_escape(counts)})\n{tail} · call {result.id}", "-undecided")
     if result.status == "all_failed":
         return f"[b]→ no decision: every member failed[/b]\n{tail} · call {result.id}", "-failed"
+    if result.status == "abstained":
+        return (f"[b]→ abstained: no stage reached its threshold[/b] ({valid}: {_escape(counts)})"
+                f"\n{tail} · call {result.id}", "-undecided")
     return (f"[b]→ no decision: no valid vote[/b] ({valid})\n{tail} · call {result.id}",
             "-undecided")
 

@@ -165,6 +165,8 @@ class GenerateResult:
     item_id: str | None = None
     judges_independent: bool | None = None  # every judge is of a family no generator has
     usage: dict[str, Any] = field(default_factory=dict)  # tokens and cost_usd of every request
+    #: the judges sharing a family with a generator (why judges_independent is False)
+    same_family_judges: list[str] = field(default_factory=list)
 
     @property
     def total_calls(self) -> int:
