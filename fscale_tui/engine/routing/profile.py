@@ -293,7 +293,7 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
         nonlocal finished
         temp = base_temp if trial == 0 else max(base_temp, TRIAL_TEMPERATURE)
         out = await ask_model(engine, model, task.messages(), task.answers, task_id=task.id,
-                                  temperature=temp)
+                              temperature=temp)
         counts["asked"] += 1
         if out.error is not None:
             counts["failed"] += 1
@@ -306,9 +306,18 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
         if len(pending) >= SAVE_EVERY:
             flush()
 
+    stopping = False
+
     async def worker(queue: Iterator[tuple[ModelConfig, Task, int]]) -> None:
+        nonlocal stopping
         for job in queue:  # one shared iterator: each job is taken by exactly one worker
-            await one(*job)
+            if stopping:  # another worker failed or was interrupted: take no new job
+                return
+            try:
+                await one(*job)
+            except BaseException:
+                stopping = True
+                raise
 
     # Trials of one prompt run in order so that trial 2 is appended after trial 1.
     by_trial: dict[int, list[tuple[ModelConfig, Task, int]]] = {}
@@ -318,7 +327,14 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
     try:
         for trial in sorted(by_trial):
             queue = iter(by_trial[trial])
-            await asyncio.gather(*(worker(queue) for _ in range(min(width, len(by_trial[trial])))))
+            workers = [asyncio.create_task(worker(queue)) for _ in range(min(width, len(by_trial[trial])))]
+            try:
+                await asyncio.gather(*workers)
+            except BaseException:  # one failed or we were cancelled: stop the others first
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                raise
     finally:
         flush(sync=True)
     return counts
