@@ -13,10 +13,10 @@ profile (no ``--resume``) of some models on some prompts appends a ``drop`` reco
 answers. Records are replayed in order into memory (:class:`ProfileStore`).
 
 A run keeps everything in memory and appends a checkpoint of the answers gathered every
-``SAVE_EVERY`` answers (under the file lock, so processes never interleave half lines): the
-work per checkpoint is proportional to what it adds, never to the size of the profile. An
-interrupted run loses at most the answers since the last checkpoint, and ``--resume`` asks
-only what is missing. A torn last line (a process killed mid-write) is ignored and repaired by
+``SAVE_EVERY`` answers or ``CHECKPOINT_S`` seconds (under the file lock, so processes never
+interleave half lines): the work per checkpoint is proportional to what it adds, never to the
+size of the profile. An interrupted run (Ctrl-C, an error) appends what it has before it stops;
+a killed one loses at most the last second of answers; ``--resume`` asks only what is missing. A torn last line (a process killed mid-write) is ignored and repaired by
 the next append. The journal is rewritten (compacted) only when dropped records outnumber the
 live ones. A ``profiles.json`` of an earlier version is converted on first use.
 """
@@ -48,7 +48,9 @@ log = logging.getLogger("fscale")
 
 #: Trials after the first are sampled at least this warm, or "stability" would mean nothing.
 TRIAL_TEMPERATURE = 0.7
+#: A checkpoint is appended every SAVE_EVERY answers or CHECKPOINT_S seconds, whichever first.
 SAVE_EVERY = 500
+CHECKPOINT_S = 1.0
 JOURNAL = "profiles.jsonl"
 LEGACY = "profiles.json"
 
@@ -284,10 +286,13 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
     total = len(jobs)
     finished = 0
 
+    last_flush = [time.monotonic()]
+
     def flush(sync: bool = False) -> None:
         if pending:
             store.append(pending, sync=sync)
             pending.clear()
+        last_flush[0] = time.monotonic()
 
     async def one(model: ModelConfig, task: Task, trial: int) -> None:
         nonlocal finished
@@ -303,7 +308,7 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
         finished += 1
         if on_progress is not None:
             on_progress(finished, total)
-        if len(pending) >= SAVE_EVERY:
+        if len(pending) >= SAVE_EVERY or time.monotonic() - last_flush[0] >= CHECKPOINT_S:
             flush()
 
     stopping = False
