@@ -47,19 +47,19 @@ chosen = [settings.models[m] for m in models]
 async def go():
     async with Engine(settings) as engine:
         engine.client._runtime(chosen[0].provider)  # load the replay index outside the timing
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         counts = await run_profile(engine, tasks, chosen)
-        return counts, time.perf_counter() - t0
+        return counts, time.perf_counter() - t0, time.process_time() - c0
 
 if cprofile:
     import cProfile
     prof = cProfile.Profile()
     prof.enable()
-counts, seconds = asyncio.run(go())
+counts, seconds, cpu = asyncio.run(go())
 if cprofile:
     prof.disable()
     prof.dump_stats(cprofile)
-print(json.dumps({"counts": counts, "seconds": seconds}))
+print(json.dumps({"counts": counts, "seconds": seconds, "cpu": cpu}))
 """
 
 
@@ -103,6 +103,7 @@ def measure(checkout: Path, name: str, work: Path, config: Path, tasks: Path, mo
     out["loop_calls"] = loop["counts"]["asked"]
     out["loop_seconds"] = round(loop["seconds"], 2)
     out["loop_calls_per_s"] = round(loop["counts"]["asked"] / loop["seconds"], 1)
+    out["loop_cpu_seconds"] = round(loop["cpu"], 2)  # steadier than wall time on a shared machine
     if loop_only:
         return out
     env = fresh_home(work, f"{name}-cli", config)
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for name, r in results.items():
             line = (f"{name:<6} run_profile {r['loop_calls']} calls in {r['loop_seconds']}s = "
-                    f"{r['loop_calls_per_s']}/s")
+                    f"{r['loop_calls_per_s']}/s (CPU {r['loop_cpu_seconds']}s)")
             if "cli_seconds" in r:
                 line += (f"; fscale profile end to end {r['cli_seconds']}s "
                          f"({r.get('cli_calls_per_s', '-')}/s); again with --resume {r['cli_resume_seconds']}s")
