@@ -4,8 +4,9 @@ Replays the MMLU-Pro replay set (real A–J answers of 14 public LLMs to 5,943 q
 ``../shared/data/mmlu_pro_replay/README.md``) as a stream of scale calls through fscale's own
 learning code, in process, at zero cost:
 
-* a temporary FSCALE_HOME (``bench/out/home-<seed>``) whose config.toml declares the 14 models
-  (families from their vendors) and the starting panel as ``[panels] default``;
+* a temporary FSCALE_HOME (``<out>/home-<seed>``) whose config.toml declares the 14 models
+  (families from ``catalogue.family_of``, the rule the converter and the catalogue use) and the
+  starting panel as ``[panels] default``;
 * each call: the panel comes from ``Registry(load_settings()).panel("default")`` (what ``scale``
   uses); the shadow challenger is drawn by the engine's own rule (``challenger.eligible`` +
   ``thompson_pick`` over the stored ratings); members "arrive" in a random order and the
@@ -21,7 +22,13 @@ No label is used for learning unless ``--feedback-rate`` > 0, which simulates a 
 The stream is the question file shuffled with ``--seed`` (the file is sorted by category, which
 would make "the last 1,000 calls" a different task). Accuracy counts a no-decision as wrong.
 
-    python bench/learning.py                      # seed 0, no feedback, PNG in bench/out/
+The hindsight baseline scores every fixed 3-model panel on the whole stream at once with numpy
+(:func:`hindsight_correct`: the same majority rule, ties to the first listed backer).
+
+Everything goes to ``--out DIR`` (default: a new temporary directory, printed at the end; never
+inside the repository): the FSCALE_HOME of each run, ``learning.png`` and ``learning.json``.
+
+    python bench/learning.py --data /work/shared/data/mmlu_pro_replay     # seed 0, no feedback
     python bench/learning.py --seeds 0,1,2,3,4 --feedback-rate 0.02 --png docs/learning-backtest.png
 """
 
@@ -35,23 +42,16 @@ import os
 import random
 import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mmlu_pro_replay"
-OUT = REPO / "bench" / "out"
-
-FAMILIES = {
-    "Llama-2-7b-hf": "meta", "Llama-2-70b-hf": "meta", "Meta-Llama-3-8B": "meta",
-    "Meta-Llama-3_1-8B-Instruct": "meta", "Meta-Llama-3_1-70B-Instruct": "meta",
-    "Mistral-7B-Instruct-v0.2": "mistral", "Mixtral-8x7B-Instruct-v0.1": "mistral",
-    "mathstral-7B": "mistral", "Phi-3-mini-4k-instruct": "microsoft", "Qwen1.5-7B-Chat": "qwen",
-    "Qwen1.5-72B-Chat": "qwen", "Yi-34B": "01ai", "gemma-7b": "google",
-    "gemini-1.5-flash-002": "google",
-}
 
 
 def load_data(data: Path):
@@ -85,14 +85,52 @@ def fixed_panel_accuracy(rows, gold, panel, order_key) -> list[bool]:
     return [panel_decision(r, ordered) == gold[r["id"]] for r in rows]
 
 
+def hindsight_correct(rows: list[dict], gold: dict, panels: list[list[str]], chunk: int = 256) -> np.ndarray:
+    """``fixed_panel_accuracy`` for many panels at once: a (panels × rows) boolean array.
+
+    Each panel lists its members in tie-break order. A member's support is the number of
+    members that gave its (non-empty) answer; the decision is the answer of the first member
+    with the highest support (majority, ties to the first listed backer), none if no answer.
+    """
+    if not panels:
+        return np.zeros((0, len(rows)), dtype=bool)
+    models = sorted({m for p in panels for m in p})
+    col = {m: j for j, m in enumerate(models)}
+    codes: dict[str, int] = {"": 0}
+    a = np.array([[codes.setdefault(r[m] or "", len(codes)) for m in models] for r in rows],
+                 dtype=np.int16).reshape(len(rows), len(models))
+    g = np.array([codes.get(gold[r["id"]], -1) for r in rows], dtype=np.int16)
+    valid = a > 0
+    right = a == g[:, None]
+    out = np.zeros((len(panels), len(rows)), dtype=bool)
+    n = np.arange(len(rows))[:, None]
+    for size in sorted({len(p) for p in panels}):
+        which = [i for i, p in enumerate(panels) if len(p) == size]
+        members = np.array([[col[m] for m in panels[i]] for i in which], dtype=np.intp)
+        for lo in range(0, len(which), chunk):
+            mem = members[lo:lo + chunk]  # panels × size
+            ans = a[:, mem]  # rows × panels × size
+            ok = valid[:, mem]
+            support = np.zeros(ans.shape, dtype=np.int16)
+            for p in range(size):
+                same = (ans[:, :, p:p + 1] == ans) & ok  # who backs member p's answer
+                support[:, :, p] = same.sum(2) * ok[:, :, p]
+            pos = support.argmax(2)  # the first member with the highest support
+            chosen = mem[np.arange(len(mem))[None, :], pos]  # rows × panels: model index
+            out[which[lo:lo + chunk]] = (right[n, chosen] & (support.max(2) > 0)).T
+    return out
+
+
 def write_config(home: Path, models: list[str], start: list[str], listed) -> None:
     import tomli_w
+
+    from fscale_tui.engine.catalogue import family_of
 
     doc = {
         # Never called: the replay answers in process. A provider entry makes the models real
         # catalogue entries (usable, with a family) for the registry, challengers and evolve.
         "providers": {"replay": {"base_url": "http://127.0.0.1:9/v1"}},
-        "models": {m: {"provider": "replay", "id": m, "tier": "medium", "family": FAMILIES.get(m, m),
+        "models": {m: {"provider": "replay", "id": m, "tier": "medium", "family": family_of(m),
                        "cost": listed.get(m, (0, 0))[1]} for m in models},
         "panels": {"default": list(start)},
     }
@@ -100,7 +138,7 @@ def write_config(home: Path, models: list[str], start: list[str], listed) -> Non
 
 
 def run_stream(seed: int, data: Path, start: list[str] | None, evolve_every: int,
-               min_calls: int, feedback_rate: float, early: bool, tag: str) -> dict:
+               min_calls: int, feedback_rate: float, early: bool, tag: str, out: Path) -> dict:
     from fscale_tui.engine.config import load_settings
     from fscale_tui.engine.health import HealthStore
     from fscale_tui.engine.learning.calllog import CallRecorder, LearningStore
@@ -117,7 +155,7 @@ def run_stream(seed: int, data: Path, start: list[str] | None, evolve_every: int
     worst = sorted(models, key=lambda m: listed[m][0])[:3]
     start = list(start or worst)
 
-    home = OUT / f"home-{tag}"
+    home = out / f"home-{tag}"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     os.environ["FSCALE_HOME"] = str(home)
@@ -214,11 +252,12 @@ def summarize(run: dict, last: int) -> dict:
     rows, gold, models, listed = run["rows"], run["gold"], run["models"], run["listed"]
     true_acc = {m: sum(r[m] == gold[r["id"]] for r in rows) / len(rows) for m in models}
     key = lambda m: -true_acc[m]  # hindsight: ties broken by the truly best member
-    fixed = {}
-    for p in itertools.combinations(models, 3):
-        fixed[p] = fixed_panel_accuracy(rows, gold, list(p), key)
-    best_all = max(fixed, key=lambda p: sum(fixed[p]))
-    best_last = max(fixed, key=lambda p: sum(fixed[p][-last:]))
+    combos = list(itertools.combinations(models, 3))
+    right = hindsight_correct(rows, gold, [sorted(p, key=key) for p in combos])
+    fixed = {p: right[i].tolist() for i, p in enumerate(combos)}
+    # The first panel (in combination order) with the most right answers, as max() picks.
+    best_all = combos[int(right.sum(1).argmax())]
+    best_last = combos[int(right[:, -last:].sum(1).argmax())]
     start = tuple(sorted(run["start"]))
     start_key = next(p for p in fixed if tuple(sorted(p)) == start)
     evolved_last = sum(run["correct"][-last:]) / last
@@ -270,6 +309,15 @@ def plot(summaries: list[dict], path: Path, window: int) -> str:
     return str(path)
 
 
+def resolve_out(args: argparse.Namespace) -> Path:
+    """``--out`` or a fresh temporary directory; fills in the PNG and JSON paths."""
+    out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="fscale-learning-"))
+    out.mkdir(parents=True, exist_ok=True)
+    args.png = args.png or out / "learning.png"
+    args.json = args.json or out / "learning.json"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -281,9 +329,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--feedback-rate", type=float, default=0.0,
                     help="also run with simulated user feedback on this fraction of calls")
     ap.add_argument("--no-early", action="store_true", help="every member answers (no early decision)")
-    ap.add_argument("--png", type=Path, default=OUT / "learning.png")
-    ap.add_argument("--json", type=Path, default=OUT / "learning.json")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="directory for the runs' FSCALE_HOMEs, the PNG and the JSON "
+                         "(default: a new temporary directory)")
+    ap.add_argument("--png", type=Path, default=None, help="default: OUT/learning.png")
+    ap.add_argument("--json", type=Path, default=None, help="default: OUT/learning.json")
     args = ap.parse_args(argv)
+    out = resolve_out(args)
     t0 = time.monotonic()
     start = args.start.split(",") if args.start else None
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -293,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             tag = f"{seed}" + (f"-fb{rate:g}" if rate else "")
             run = run_stream(seed, args.data, start, args.evolve_every, args.min_calls, rate,
-                             not args.no_early, tag)
+                             not args.no_early, tag, out)
             s = summarize(run, args.last)
             summaries.append(s)
             fb = f"simulated feedback on {s['feedback']} calls ({rate:.0%})" if rate else "no labels"
@@ -323,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps([{k: v for k, v in s.items() if k != "curves"} for s in summaries],
                                     indent=1, default=str))
-    print(f"wall time {time.monotonic() - t0:.1f}s")
+    print(f"wall time {time.monotonic() - t0:.1f}s; output in {out}")
     return 0
 
 

@@ -60,14 +60,19 @@ def _print_profile(report: dict[str, Any]) -> None:
 
     console = stdout_console()
     table = Table(box=None, pad_edge=False)
-    for col in ("model", "items", "accuracy", "stability", "no answer", "latency p50", "cost"):
+    # Stability needs two trials of a prompt (--trials 2 or more): no column when unmeasured.
+    stable = any(r["stability"] is not None for r in report["models"].values())
+    columns = ("model", "items", "accuracy") + (("stability",) if stable else ()) + \
+        ("no answer", "latency p50", "cost")
+    for col in columns:
         table.add_column(col)
     for m, r in sorted(report["models"].items(), key=lambda kv: -kv[1]["accuracy"]):
         stab = "-" if r["stability"] is None else f"{r['stability']:.1%}"
         lat = "-" if r["latency_median_s"] is None else f"{r['latency_median_s']:.3f}s"
         cost = "-" if r["cost"] is None else f"{r['cost']:g}"
-        table.add_row(m, str(r["items"]), f"{r['accuracy']:.1%}", stab, f"{r['no_answer_rate']:.1%}",
-                      lat, cost)
+        cells = [m, str(r["items"]), f"{r['accuracy']:.1%}"] + ([stab] if stable else []) + \
+            [f"{r['no_answer_rate']:.1%}", lat, cost]
+        table.add_row(*cells)
     console.print(table)
     pairs = [p for p in report["error_correlation"].values() if p["phi"] is not None]
     if pairs:
@@ -168,37 +173,85 @@ def profile(
         raise typer.Exit(int(ExitCode.ALL_FAILED))
 
 
+ROUTE_SCHEMA = 1
+
+
+def _route_batch(router: Any, path: str, lam: float, names: tuple[str, ...] | None) -> int:
+    """One JSON line per item, in input order; a bad line is an error line, not a stop."""
+    from .common import read_batch_items
+
+    def build(obj: dict[str, Any]) -> dict[str, Any]:
+        context = obj.get("context")
+        if context is not None and not isinstance(context, str):
+            raise ValueError("'context' must be a string")
+        question = obj["question"]
+        return {"id": None if obj.get("id") is None else str(obj["id"]),
+                "text": question if not context else f"{question}\n\n{context}"}
+
+    items = read_batch_items(path, build)
+    good = [i for i, item in enumerate(items) if not isinstance(item, Exception)]
+    choices = dict(zip(good, router.route_many([items[i]["text"] for i in good], lam, names)))
+    lines = []
+    for index, item in enumerate(items):
+        if isinstance(item, Exception):
+            lines.append({"schema": ROUTE_SCHEMA, "index": index, "id": None, "status": "error",
+                          "model": None, "error": str(item)})
+            continue
+        lines.append({"schema": ROUTE_SCHEMA, "index": index, "id": item["id"], "status": "routed",
+                      **choices[index].to_dict(), "lambda": lam,
+                      "clusters_fitted": router.clusters is not None})
+    import json
+
+    sys.stdout.write("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
+    sys.stdout.flush()
+    errors = len(items) - len(good)
+    return int(ExitCode.DECIDED if not errors else ExitCode.ALL_FAILED if not good else ExitCode.NO_DECISION)
+
+
 @guarded
 def route(
-    question: str = typer.Argument(..., help="The question to route."),
+    question: str = typer.Argument(None, help="The question to route.", show_default=False),
     context: str = typer.Option(None, "--context", "-c", help="Context text (part of what is embedded)."),
     lam: float = typer.Option(0.0, "--lambda", "-l", help="Cost weight λ: score = expected error + λ·cost."),
     models: str = typer.Option(None, "--models", "-m", help="Only consider these models.", rich_help_panel=SELECT),
+    batch: str = typer.Option(None, "--batch", help="JSONL file of items ('-' = stdin; question, context?, id?): one JSON line per item, in input order.", rich_help_panel=OUTPUT),
     as_json: bool = typer.Option(False, "--json", help="Print the choice and the ranking as JSON.", rich_help_panel=OUTPUT),
 ) -> None:
     """Say which model a question would be routed to, and why.
 
     The question's cluster is found from the fitted clusters; each profiled model's error rate
     on that cluster (Ψ) plus λ·cost ranks the models. stdout gets the model alias (or JSON).
+    With --batch the router is loaded once for every item; each output line is what --json
+    prints for that item alone, plus index, id and status (routed, or error for a bad line).
 
     Examples:
 
       fscale route "What is the derivative of x^3?" --lambda 0.05
 
       fscale route "Is this clause enforceable?" --json | jq .ranking
+
+      fscale route --batch test.jsonl --lambda 0.05 > routes.jsonl
     """
     from ..engine.routing.profile import load_router
     from ..engine.routing.router import describe
 
+    if batch is not None and (question is not None or context is not None):
+        raise UsageError("give a question or --batch FILE, not both (items carry their context)")
+    if batch is None and question is None:
+        raise UsageError("missing QUESTION (or --batch FILE); see 'fscale route --help'")
     settings = load_settings_for_cli()
-    router = load_router(settings, models=split_list(models))
+    names = split_list(models)
+    router = load_router(settings, models=names)
     if router is None:
         raise UsageError("no profiled model: run 'fscale profile --fit-clusters TRAIN.jsonl' and "
                          "'fscale profile VAL.jsonl --models …' first")
+    if batch is not None:
+        raise typer.Exit(_route_batch(router, batch, lam, None))
     text = question if not context else f"{question}\n\n{context}"
     choice = router.route(text, lam)
     if as_json:
-        print_json({**choice.to_dict(), "lambda": lam, "clusters_fitted": router.clusters is not None})
+        print_json({"schema": ROUTE_SCHEMA, **choice.to_dict(), "lambda": lam,
+                    "clusters_fitted": router.clusters is not None})
         return
     if router.clusters is None:
         stderr_console().print("[yellow]no clusters fitted: every question is one cluster "

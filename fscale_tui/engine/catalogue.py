@@ -75,3 +75,59 @@ BUILTIN_PANELS: dict[str, list[str]] = {
 
 #: Which built-in panel is the default when a provider is usable, in order of preference.
 DEFAULT_PANEL_ORDER: list[tuple[str, str]] = [("nim", "nim"), ("github", "github")]
+
+
+# -- model families -------------------------------------------------------------------------------
+
+#: (family, pattern) in order: the first pattern found anywhere in the lower-cased model id wins,
+#: so a fine-tune keeps its base model's family ("hermes-2-theta-llama-3-70b" is llama,
+#: "llama-3.3-nemotron-super" is nemotron: NVIDIA's retrained line, listed first on purpose).
+_FAMILY_PATTERNS: list[tuple[str, str]] = [
+    ("nemotron", r"nemotron"),
+    ("mistral", r"mixtral|mistral|mathstral|codestral|ministral|magistral|devstral|pixtral"),
+    ("llama", r"llama"),
+    ("qwen", r"qwen|qwq"),
+    ("gemma", r"gemma"),
+    ("gemini", r"gemini"),
+    ("deepseek", r"deepseek"),
+    ("phi", r"(?<![a-z])phi"),
+    ("openai", r"openai|chatgpt|(?<![a-z])gpt|(?<![a-z0-9])o[134](?:-|$)"),
+    ("claude", r"claude|anthropic"),
+    ("granite", r"granite"),
+    ("yi", r"(?<![a-z])yi(?![a-z])"),
+    ("cohere", r"cohere|command-r|(?<![a-z])aya(?![a-z])"),
+    ("glm", r"glm"),
+    ("internlm", r"internlm"),
+    ("falcon", r"falcon"),
+    ("olmo", r"olmo"),
+    ("jamba", r"jamba"),
+    ("dbrx", r"dbrx"),
+    ("grok", r"grok"),
+    ("kimi", r"kimi|moonshot"),
+    ("minimax", r"minimax"),
+    ("smollm", r"smollm"),
+]
+_FAMILY_RES = None
+
+
+def family_of(model_id: str) -> str:
+    """The model family of any model id, from one rule (the built-in catalogue follows it).
+
+    Known lines are recognised by name anywhere in the id (vendor prefixes, sizes and fine-tune
+    names around them do not matter), so near-identical variants share a family and panels that
+    want independent errors can tell them apart. An unknown id falls back to its vendor (the part
+    before ``/``) or else the first word of its name.
+    """
+    import re
+
+    global _FAMILY_RES
+    if _FAMILY_RES is None:
+        _FAMILY_RES = [(fam, re.compile(pat)) for fam, pat in _FAMILY_PATTERNS]
+    low = model_id.strip().lower()
+    for fam, rx in _FAMILY_RES:
+        if rx.search(low):
+            return fam
+    if "/" in low:
+        return low.split("/", 1)[0].strip() or low
+    m = re.match(r"[a-z]+", low.lstrip("-_. "))
+    return m.group(0) if m else low

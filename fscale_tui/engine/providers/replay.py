@@ -191,8 +191,12 @@ class ReplayAdapter:
         meta = body.get("metadata") or {}
         task_id = meta.get(TASK_ID_FIELD) if isinstance(meta, dict) else None
         task_id = None if task_id is None else str(task_id)
-        sha = prompt_sha256(messages)
-        found, reply = self.index.lookup(model, task_id, sha)
+        key = (model, task_id)
+        if task_id is not None and key in self.index.by_id:
+            found, reply, sha = True, self.index.by_id[key], ""  # the hash is not needed
+        else:
+            sha = prompt_sha256(messages)
+            found, reply = self.index.lookup(model, task_id, sha)
         if not found:
             what = f"id {task_id!r} (prompt sha256 {sha[:12]}…)" if task_id else f"prompt sha256 {sha}"
             return self._error(422, f"replay provider {self.provider.name!r} has no recorded reply "

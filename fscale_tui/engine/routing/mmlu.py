@@ -1,7 +1,7 @@
 """Convert the shared MMLU-Pro replay set into a task file, a replay file and a config snippet.
 
     python -m fscale_tui.engine.routing.mmlu /work/shared/data/mmlu_pro_replay OUT_DIR \
-        [--split 0.4,0.3,0.3 --seed 0]
+        [--split 0.4,0.3,0.3 --seed 0] [--only-ids FILE] [--exclude-ids FILE]
 
 Source (see its README): ``questions.jsonl`` (id, category, question, options, answer),
 ``answers.csv`` (id, then one column per model with the letter it answered; empty = no answer
@@ -13,8 +13,19 @@ could be extracted) and ``models.csv`` (model, usd_per_mtok, accuracy). Writes:
 - ``replay.jsonl``: per model and question ``{"model", "id", "prompt_sha256", "reply"}``, the
   reply being ``"Answer: X"`` or ``""`` (a reply with no answer, as recorded);
 - ``config.toml``: a ``[providers.mmlu]`` replay provider, the 14 models (alias, cost, tier,
-  family) and panels ``cheap`` (3 cheapest-accurate) and ``strong`` (5 most accurate).
+  family from :func:`fscale_tui.engine.catalogue.family_of`, the rule used for every model id)
+  and panels ``cheap`` (3 cheapest-accurate) and ``strong`` (5 most accurate).
   Append it to your config.toml (``fscale config path``).
+
+``--only-ids FILE`` keeps only the questions listed, ``--exclude-ids FILE`` drops them (e.g. the
+ids already used for tuning); FILE holds one id per line, or is a JSONL file whose objects have
+an ``id`` (a task file). Everything written (tasks, splits, replay lines, panels) covers the kept
+questions only.
+
+The panels are chosen by the accuracy measured on the recorded answers of the *calibration*
+part only: with ``--split``, every part but the last (the held-out test part); without it, all
+kept questions. The accuracy column of ``models.csv`` (computed over every question, test part
+included) is not used, so nothing about the test part leaks into the configuration.
 """
 
 from __future__ import annotations
@@ -28,11 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..catalogue import family_of
+from ..errors import UsageError
 from ..providers.replay import prompt_sha256
 from .tasks import Task, write_tasks
 
 LETTERS = "ABCDEFGHIJ"
-FAMILIES = ("gemini", "gemma", "llama", "mistral", "mixtral", "mathstral", "qwen", "phi", "yi")
 
 
 @dataclass
@@ -46,14 +58,6 @@ class ReplaySet:
 
 def alias_for(model: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
-
-
-def family_for(model: str) -> str:
-    low = model.lower()
-    for fam in FAMILIES:
-        if low.startswith(fam) or f"-{fam}" in low or low.startswith(f"meta-{fam}"):
-            return "mistral" if fam in ("mixtral", "mathstral") else fam
-    return low.split("-")[0]
 
 
 def tier_for(cost: float) -> str:
@@ -89,6 +93,42 @@ def load_replay_set(src: Path) -> ReplaySet:
                      {m["model"]: float(m["accuracy"]) for m in meta})
 
 
+def read_ids(path: Path) -> set[str]:
+    """Question ids from a file: one per line (``#`` comments allowed), or JSONL objects with ``id``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"id file {str(path)!r} cannot be read: {exc}") from None
+    ids: set[str] = set()
+    for lineno, line in enumerate(text.split("\n"), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("{"):
+            try:
+                obj = json.loads(line)
+                ids.add(str(obj["id"]))
+            except (ValueError, KeyError, TypeError):
+                raise UsageError(f"id file {str(path)!r} line {lineno}: a JSON line needs an 'id'") from None
+        else:
+            ids.add(line)
+    return ids
+
+
+def select(rs: ReplaySet, only: set[str] | None = None, exclude: set[str] | None = None) -> ReplaySet:
+    """The replay set restricted to the ids in ``only`` (if given) minus those in ``exclude``."""
+    keep = [i for i, t in enumerate(rs.tasks)
+            if (only is None or t.id in only) and (exclude is None or t.id not in exclude)]
+    return ReplaySet([rs.tasks[i] for i in keep], rs.models,
+                     {m: [a[i] for i in keep] for m, a in rs.answers.items()}, rs.costs, rs.accuracy)
+
+
+def measured_accuracy(rs: ReplaySet, indices: list[int]) -> dict[str, float]:
+    """Each model's accuracy on the given questions (no answer counts as wrong)."""
+    n = max(1, len(indices))
+    return {m: sum(rs.answers[m][i] == rs.tasks[i].label for i in indices) / n for m in rs.models}
+
+
 def replay_lines(rs: ReplaySet) -> list[dict[str, Any]]:
     out = []
     for i, task in enumerate(rs.tasks):
@@ -100,14 +140,17 @@ def replay_lines(rs: ReplaySet) -> list[dict[str, Any]]:
     return out
 
 
-def config_snippet(rs: ReplaySet, replay_path: Path, provider: str = "mmlu") -> dict[str, Any]:
-    by_acc = sorted(rs.models, key=lambda m: -rs.accuracy[m])
-    cheap = sorted(rs.models, key=lambda m: (rs.costs[m], -rs.accuracy[m]))
-    cheap = sorted(cheap[:6], key=lambda m: -rs.accuracy[m])[:3]
+def config_snippet(rs: ReplaySet, replay_path: Path, provider: str = "mmlu",
+                   accuracy: dict[str, float] | None = None) -> dict[str, Any]:
+    """The config for the replay set; panels ranked by ``accuracy`` (the calibration part's)."""
+    acc = accuracy if accuracy is not None else rs.accuracy
+    by_acc = sorted(rs.models, key=lambda m: (-acc[m], m))
+    cheap = sorted(rs.models, key=lambda m: (rs.costs[m], -acc[m], m))
+    cheap = sorted(cheap[:6], key=lambda m: (-acc[m], m))[:3]
     return {
         "providers": {provider: {"type": "replay", "path": str(replay_path), "concurrency": 64}},
         "models": {alias_for(m): {"provider": provider, "id": m, "tier": tier_for(rs.costs[m]),
-                                  "family": family_for(m), "cost": rs.costs[m]} for m in rs.models},
+                                  "family": family_of(m), "cost": rs.costs[m]} for m in rs.models},
         "panels": {"cheap": [alias_for(m) for m in cheap], "strong": [alias_for(m) for m in by_acc[:5]]},
     }
 
@@ -124,25 +167,41 @@ def split_indices(n: int, fractions: list[float], seed: int) -> list[list[int]]:
     return [sorted(int(i) for i in part) for part in np.split(perm, cuts)]
 
 
-def convert(src: Path, out: Path, *, split: list[float] | None = None, seed: int = 0) -> dict[str, Any]:
+def convert(src: Path, out: Path, *, split: list[float] | None = None, seed: int = 0,
+            only_ids: set[str] | None = None, exclude_ids: set[str] | None = None) -> dict[str, Any]:
     import tomli_w
 
     from .. import storage
 
     rs = load_replay_set(src)
+    known = {t.id for t in rs.tasks}
+    if only_ids is not None or exclude_ids is not None:
+        rs = select(rs, only_ids, exclude_ids)
+    if not rs.tasks:
+        raise UsageError("no question left after --only-ids/--exclude-ids")
+    parts = split_indices(len(rs.tasks), split, seed) if split else [list(range(len(rs.tasks)))]
+    # The panels see the calibration part only: every part but the held-out last one.
+    calibration = sorted(i for part in (parts[:-1] if len(parts) > 1 else parts) for i in part)
+    accuracy = measured_accuracy(rs, calibration)
     out.mkdir(parents=True, exist_ok=True)
     write_tasks(out / "tasks.jsonl", rs.tasks)
     lines = replay_lines(rs)
     storage.atomic_write_text(out / "replay.jsonl",
                               "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
-    storage.atomic_write_text(out / "config.toml",
-                              tomli_w.dumps(config_snippet(rs, (out / "replay.jsonl").resolve())))
-    written = {"tasks": len(rs.tasks), "replay_lines": len(lines), "models": len(rs.models),
-               "dir": str(out)}
+    snippet = config_snippet(rs, (out / "replay.jsonl").resolve(), accuracy=accuracy)
+    storage.atomic_write_text(out / "config.toml", tomli_w.dumps(snippet))
+    written: dict[str, Any] = {"tasks": len(rs.tasks), "replay_lines": len(lines),
+                               "models": len(rs.models), "dir": str(out)}
+    if only_ids is not None:
+        written["only_ids_not_found"] = len(only_ids - known)
+    if exclude_ids is not None:
+        written["excluded"] = len(exclude_ids & known)
     if split:
-        for name, idx in zip(("train", "val", "test"), split_indices(len(rs.tasks), split, seed)):
+        for name, idx in zip(("train", "val", "test"), parts):
             write_tasks(out / f"tasks.{name}.jsonl", [rs.tasks[i] for i in idx])
             written[name] = len(idx)
+    written["panels"] = {**snippet["panels"], "chosen_on": len(calibration),
+                         "accuracy": {alias_for(m): round(a, 4) for m, a in accuracy.items()}}
     return written
 
 
@@ -153,15 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--split", help="train,val,test fractions, e.g. 0.4,0.3,0.3")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only-ids", type=Path, help="keep only these question ids (one per line, or JSONL with 'id')")
+    parser.add_argument("--exclude-ids", type=Path, help="drop these question ids (e.g. those used for tuning)")
     args = parser.parse_args(argv)
     split = [float(x) for x in args.split.split(",")] if args.split else None
     from ..errors import FscaleError
 
     try:
-        print(json.dumps(convert(args.src, args.out, split=split, seed=args.seed)))
+        written = convert(args.src, args.out, split=split, seed=args.seed,
+                          only_ids=read_ids(args.only_ids) if args.only_ids else None,
+                          exclude_ids=read_ids(args.exclude_ids) if args.exclude_ids else None)
     except FscaleError as exc:  # a bad input line: one line naming file:line, not a traceback
         print(f"mmlu: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
+    print(json.dumps(written))
     return 0
 
 

@@ -1,22 +1,35 @@
 """Profiling: run models on a labelled task file and keep what they did.
 
-``<data>/routing/profiles.json`` (atomic writes, read-modify-write under the file lock)::
+``<data>/routing/profiles.jsonl`` is an append-only journal, one JSON record per line::
 
-    {"version": 1,
-     "prompts": {KEY: {"id": "q1", "text": "…", "label": "YES", "category": "math"}},
-     "models":  {ALIAS: {"items": {KEY: {"answers": ["YES", null], "latency_s": [0.4, 0.5]}}}}}
+    {"p": KEY, "id": "q1", "text": "…", "label": "YES", "category": "math"}   a prompt
+    {"m": ALIAS, "k": KEY, "t": 0, "a": "YES", "s": 0.41}                       one answer
+    {"drop": {"models": [ALIAS, …], "keys": [KEY, …]}}                         forget trials
 
-KEY is the prompt's hash (``Task.key``), so the same question in two files is profiled once.
-``answers`` holds one entry per trial (``null`` = the reply held no answer); failed calls are
-not stored, so ``--resume`` asks them again. Adding a model profiles only that model; with
-``resume`` nothing already stored is asked again.
+KEY is the prompt's hash (``Task.key``), so the same question in two files is profiled once;
+``t`` is the trial (0 = first), ``a`` the answer (``null`` = the reply held no answer), ``s`` the
+latency in seconds. Failed calls are not stored, so ``--resume`` asks them again. A fresh
+profile (no ``--resume``) of some models on some prompts appends a ``drop`` record, then their
+answers. Records are replayed in order into memory (:class:`ProfileStore`).
+
+A run keeps everything in memory and appends a checkpoint of the answers gathered every
+``SAVE_EVERY`` answers or ``CHECKPOINT_S`` seconds (under the file lock, so processes never
+interleave half lines): the work per checkpoint is proportional to what it adds, never to the
+size of the profile. An interrupted run (Ctrl-C, an error) appends what it has before it stops;
+a killed one loses at most the last second of answers; ``--resume`` asks only what is missing. A torn last line (a process killed mid-write) is ignored and repaired by
+the next append. The journal is rewritten (compacted) only when dropped records outnumber the
+live ones. A ``profiles.json`` of an earlier version is converted on first use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,16 +39,22 @@ import numpy as np
 from .. import storage
 from ..config import ModelConfig
 from ..errors import UsageError
-from .router import ClusterModel, Router, routing_dir, router_from_observations
+from .router import ClusterModel, Router, router_from_assignments, routing_dir
 from .tasks import Task
+
+log = logging.getLogger("fscale")
 
 #: Trials after the first are sampled at least this warm, or "stability" would mean nothing.
 TRIAL_TEMPERATURE = 0.7
-SAVE_EVERY = 50
+#: A checkpoint is appended every SAVE_EVERY answers or CHECKPOINT_S seconds, whichever first.
+SAVE_EVERY = 500
+CHECKPOINT_S = 1.0
+JOURNAL = "profiles.jsonl"
+LEGACY = "profiles.json"
 
 
 def profiles_path(settings: Any) -> Path:
-    return routing_dir(settings) / "profiles.json"
+    return routing_dir(settings) / JOURNAL
 
 
 @dataclass
@@ -59,53 +78,152 @@ async def ask_model(engine: Any, model: ModelConfig, task_messages: list[dict[st
     return Outcome(model.alias, reply.answer, reply.latency_s or 0.0)
 
 
+def _dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
 class ProfileStore:
+    """The profile journal, replayed into memory; ``append`` adds records to both."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data = storage.read_json(path)
-        self.data.setdefault("version", 1)
-        self.data.setdefault("prompts", {})
-        self.data.setdefault("models", {})
+        self.prompts: dict[str, dict[str, Any]] = {}
+        #: model -> key -> {"answers": [...], "latency_s": [...], "trials": [...]}
+        self.items: dict[str, dict[str, dict[str, list[Any]]]] = {}
+        self.records = 0  # lines in the journal
+        self.dropped = 0  # answer lines a later drop record made dead
+        self.size = 0  # bytes of the journal read or written by this process
+        if not path.exists() and (path.parent / LEGACY).exists():
+            self._migrate(path.parent / LEGACY)
+        self._load()
 
     @classmethod
     def for_settings(cls, settings: Any) -> "ProfileStore":
         return cls(profiles_path(settings))
 
-    def trials_done(self, model: str, key: str) -> int:
-        item = self.data["models"].get(model, {}).get("items", {}).get(key)
-        return len(item["answers"]) if item else 0
+    @property
+    def data(self) -> dict[str, Any]:
+        """The profile in the shape of the version-1 file (read-only view)."""
+        return {"version": 2, "prompts": self.prompts,
+                "models": {m: {"items": items} for m, items in self.items.items()}}
 
-    def models(self) -> list[str]:
-        return sorted(self.data["models"])
+    # -- the journal -----------------------------------------------------------------------
+    def _load(self) -> None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return
+        self.size = len(raw)
+        lines = raw.split(b"\n")
+        try:  # one parse for the whole file (fast); line by line only if a line is bad
+            records = json.loads(b"[" + b",".join(x for x in lines if x.strip()) + b"]")
+        except ValueError:
+            records = []
+            last = max((i for i, x in enumerate(lines) if x.strip()), default=-1)
+            for i, line in enumerate(lines):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    if i != last:  # a torn last line is an interrupted append: not an error
+                        msg = f"warning: {self.path} line {i + 1} is not JSON; skipped"
+                        storage.warnings.append(msg)
+                        log.warning(msg)
+        for rec in records:
+            self._apply(rec)
+        self.records = len(records)
 
-    def merge_and_save(self, new: dict[str, dict[str, dict[str, Any]]],
-                       prompts: dict[str, dict[str, Any]]) -> None:
-        """Add new trials to the file under the lock (another process may have written)."""
+    def _apply(self, rec: Any) -> None:
+        if not isinstance(rec, dict):
+            return
+        if "m" in rec:
+            item = self.items.setdefault(rec["m"], {}).get(rec["k"])
+            if item is None:
+                item = self.items[rec["m"]][rec["k"]] = {"answers": [], "latency_s": [], "trials": []}
+            item["answers"].append(rec.get("a"))
+            item["latency_s"].append(rec.get("s"))
+            item["trials"].append(rec.get("t", 0))
+        elif "p" in rec:
+            self.prompts[rec["p"]] = {"id": rec.get("id"), "text": rec.get("text"),
+                                      "label": rec.get("label"), "category": rec.get("category")}
+        elif "drop" in rec:
+            keys = rec["drop"].get("keys") or []
+            for model in rec["drop"].get("models") or []:
+                items = self.items.get(model)
+                if items:
+                    for key in keys:
+                        gone = items.pop(key, None)
+                        if gone:
+                            self.dropped += len(gone["answers"])
 
-        def change(doc: dict[str, Any]) -> None:
-            doc.setdefault("version", 1)
-            doc.setdefault("prompts", {}).update(prompts)
-            models = doc.setdefault("models", {})
-            for model, items in new.items():
-                target = models.setdefault(model, {}).setdefault("items", {})
+    def append(self, records: Sequence[dict[str, Any]], *, sync: bool = False) -> None:
+        """Append records to the journal (under the lock) and to the in-memory profile."""
+        if not records:
+            return
+        data = "".join(_dumps(r) + "\n" for r in records).encode("utf-8")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with storage.locked(self.path):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                end = os.lseek(fd, 0, os.SEEK_END)
+                if end and os.pread(fd, 1, end - 1) != b"\n":
+                    data = b"\n" + data  # close a torn line left by a killed process
+                os.write(fd, data)
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.size += len(data)
+        for rec in records:
+            self._apply(rec)
+        self.records += len(records)
+
+    def compact(self) -> bool:
+        """Rewrite the journal without dead records when they outnumber the live ones."""
+        if self.dropped < 1000 or self.dropped < self.records - self.dropped:
+            return False
+        with storage.locked(self.path):
+            fresh = ProfileStore(self.path)  # what is on disk now (others may have appended)
+            lines = [_dumps({"p": k, **p}) for k, p in fresh.prompts.items()]
+            for model, items in fresh.items.items():
                 for key, item in items.items():
-                    slot = target.setdefault(key, {"answers": [], "latency_s": []})
-                    slot["answers"].extend(item["answers"])
-                    slot["latency_s"].extend(item["latency_s"])
-            self.data = doc
+                    lines += [_dumps({"m": model, "k": key, "t": t, "a": a, "s": s})
+                              for a, s, t in zip(item["answers"], item["latency_s"], item["trials"])]
+            storage.atomic_write_text(self.path, "".join(x + "\n" for x in lines))
+        self.__init__(self.path)
+        return True
 
-        storage.update_json(self.path, change)
+    def _migrate(self, legacy: Path) -> None:
+        """Convert a version-1 ``profiles.json`` into the journal (the old file is kept aside)."""
+        doc = storage.read_json(legacy)
+        records: list[dict[str, Any]] = [{"p": k, **p} for k, p in (doc.get("prompts") or {}).items()]
+        for model, entry in (doc.get("models") or {}).items():
+            for key, item in (entry.get("items") or {}).items():
+                records += [{"m": model, "k": key, "t": t, "a": a, "s": s}
+                            for t, (a, s) in enumerate(zip(item["answers"], item["latency_s"]))]
+        with storage.locked(self.path):
+            if not self.path.exists():
+                storage.atomic_write_text(self.path, "".join(_dumps(r) + "\n" for r in records))
+                os.replace(legacy, legacy.with_name(LEGACY + ".v1"))
 
     # -- reading ---------------------------------------------------------------------------
+    def trials_done(self, model: str, key: str) -> int:
+        item = self.items.get(model, {}).get(key)
+        return max(item["trials"]) + 1 if item and item["trials"] else 0
+
+    def models(self) -> list[str]:
+        return sorted(m for m, items in self.items.items() if items)
+
     def observations(self, model: str, keys: Iterable[str] | None = None) -> list[tuple[str, dict, dict]]:
         """(key, prompt, item) for a model's profiled prompts (optionally only ``keys``)."""
-        items = self.data["models"].get(model, {}).get("items", {})
+        items = self.items.get(model, {})
         wanted = set(keys) if keys is not None else None
         out = []
         for key, item in items.items():
             if wanted is not None and key not in wanted:
                 continue
-            prompt = self.data["prompts"].get(key)
+            prompt = self.prompts.get(key)
             if prompt is None or not item["answers"]:
                 continue
             out.append((key, prompt, item))
@@ -129,61 +247,86 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
     if trials < 1:
         raise UsageError("--trials must be at least 1")
     store = ProfileStore.for_settings(engine.settings)
+    store.compact()
     jobs: list[tuple[ModelConfig, Task, int]] = []
     for model in models:
         for task in tasks:
             done = store.trials_done(model.alias, task.key) if resume else 0
             jobs.extend((model, task, t) for t in range(done, trials))
-    prompts = {t.key: {"id": t.id, "text": t.text, "label": t.label, "category": t.category}
-               for t in tasks}
+    header: list[dict[str, Any]] = []
     if not resume:
         # A fresh profile of these models on these prompts replaces what was stored.
-        def reset(doc: dict[str, Any]) -> None:
-            for model in models:
-                items = doc.setdefault("models", {}).setdefault(model.alias, {}).setdefault("items", {})
-                for task in tasks:
-                    items.pop(task.key, None)
-
-        storage.update_json(store.path, reset)
-    limit = asyncio.Semaphore(concurrency or engine.settings.get("batch_concurrency"))
-    pending: dict[str, dict[str, dict[str, Any]]] = {}
+        keys = list(dict.fromkeys(t.key for t in tasks))
+        stored = [m.alias for m in models if any(k in store.items.get(m.alias, ()) for k in keys)]
+        if stored:
+            header.append({"drop": {"models": stored, "keys": keys}})
+    for t in tasks:
+        prompt = {"id": t.id, "text": t.text, "label": t.label, "category": t.category}
+        if store.prompts.get(t.key) != prompt:
+            header.append({"p": t.key, **prompt})
+    store.append(header)
+    pending: list[dict[str, Any]] = []
     counts = {"asked": 0, "failed": 0, "skipped": sum(len(tasks) * trials for _ in models) - len(jobs)}
     base_temp = float(engine.settings.get("temperature"))
+    total = len(jobs)
     finished = 0
 
-    def flush() -> None:
+    last_flush = [time.monotonic()]
+
+    def flush(sync: bool = False) -> None:
         if pending:
-            store.merge_and_save(pending, prompts)
+            store.append(pending, sync=sync)
             pending.clear()
+        last_flush[0] = time.monotonic()
 
     async def one(model: ModelConfig, task: Task, trial: int) -> None:
         nonlocal finished
         temp = base_temp if trial == 0 else max(base_temp, TRIAL_TEMPERATURE)
-        async with limit:
-            out = await ask_model(engine, model, task.messages(), task.answers, task_id=task.id,
-                                  temperature=temp)
+        out = await ask_model(engine, model, task.messages(), task.answers, task_id=task.id,
+                              temperature=temp)
         counts["asked"] += 1
         if out.error is not None:
             counts["failed"] += 1
         else:
-            item = pending.setdefault(model.alias, {}).setdefault(task.key, {"answers": [], "latency_s": []})
-            item["answers"].append(out.answer)
-            item["latency_s"].append(round(out.latency_s, 4))
+            pending.append({"m": model.alias, "k": task.key, "t": trial, "a": out.answer,
+                            "s": round(out.latency_s, 4)})
         finished += 1
         if on_progress is not None:
-            on_progress(finished, len(jobs))
-        if finished % SAVE_EVERY == 0:
+            on_progress(finished, total)
+        if len(pending) >= SAVE_EVERY or time.monotonic() - last_flush[0] >= CHECKPOINT_S:
             flush()
+
+    stopping = False
+
+    async def worker(queue: Iterator[tuple[ModelConfig, Task, int]]) -> None:
+        nonlocal stopping
+        for job in queue:  # one shared iterator: each job is taken by exactly one worker
+            if stopping:  # another worker failed or was interrupted: take no new job
+                return
+            try:
+                await one(*job)
+            except BaseException:
+                stopping = True
+                raise
 
     # Trials of one prompt run in order so that trial 2 is appended after trial 1.
     by_trial: dict[int, list[tuple[ModelConfig, Task, int]]] = {}
     for job in jobs:
         by_trial.setdefault(job[2], []).append(job)
+    width = max(1, int(concurrency or engine.settings.get("batch_concurrency")))
     try:
         for trial in sorted(by_trial):
-            await asyncio.gather(*(one(*job) for job in by_trial[trial]))
+            queue = iter(by_trial[trial])
+            workers = [asyncio.create_task(worker(queue)) for _ in range(min(width, len(by_trial[trial])))]
+            try:
+                await asyncio.gather(*workers)
+            except BaseException:  # one failed or we were cancelled: stop the others first
+                for w in workers:
+                    w.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                raise
     finally:
-        flush()
+        flush(sync=True)
     return counts
 
 
@@ -195,7 +338,13 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def summarize(store: ProfileStore, models: Sequence[str], settings: Any,
               clusters: ClusterModel | None = None, keys: Iterable[str] | None = None) -> dict[str, Any]:
-    """Per-model accuracy, stability, latency, cost, no-answer rate; error correlation; Ψ."""
+    """Per-model accuracy, stability, latency, cost, no-answer rate; error correlation; Ψ.
+
+    ``stability`` (the share of prompts answered the same way in every trial) is measured on
+    the prompts with answers from two trials or more, and is ``None`` when there is none (a
+    profile with ``--trials 1``: two answers to one prompt then only mean the prompt appears
+    twice in the task file, which says nothing about the model's stability).
+    """
     keys = list(keys) if keys is not None else None
     report: dict[str, Any] = {"models": {}, "error_correlation": {}, "clusters": None}
     errors: dict[str, dict[str, float]] = {}
@@ -205,8 +354,8 @@ def summarize(store: ProfileStore, models: Sequence[str], settings: Any,
             continue
         answers = [a for _, _, item in obs for a in item["answers"]]
         correct = [sum(a == p["label"] for a in item["answers"]) / len(item["answers"]) for _, p, item in obs]
-        multi = [item["answers"] for _, _, item in obs if len(item["answers"]) > 1]
-        latencies = [x for _, _, item in obs for x in item["latency_s"]]
+        multi = [item["answers"] for _, _, item in obs if len(set(item["trials"])) > 1]
+        latencies = [x for _, _, item in obs for x in item["latency_s"] if x is not None]
         model_cfg = settings.models.get(m)
         errors[m] = {k: 1.0 - c for (k, _, _), c in zip(obs, correct)}
         report["models"][m] = {
@@ -218,16 +367,8 @@ def summarize(store: ProfileStore, models: Sequence[str], settings: Any,
             "latency_p90_s": round(_percentile(latencies, 90) or 0.0, 4) if latencies else None,
             "cost": model_cfg.cost if model_cfg else None,
         }
+    report["error_correlation"] = _error_correlation(errors)
     names = list(errors)
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            shared = sorted(set(errors[a]) & set(errors[b]))
-            if len(shared) < 3:
-                continue
-            x = np.array([errors[a][k] for k in shared])
-            y = np.array([errors[b][k] for k in shared])
-            corr = None if x.std() == 0 or y.std() == 0 else round(float(np.corrcoef(x, y)[0, 1]), 4)
-            report["error_correlation"][f"{a}|{b}"] = {"models": [a, b], "items": len(shared), "phi": corr}
     if clusters is not None and names:
         router = build_router(store, settings, clusters, models=names, keys=keys)
         report["clusters"] = {"k": clusters.k, "psi": {m: [round(float(v), 4) for v in router.psi[m]]
@@ -236,20 +377,97 @@ def summarize(store: ProfileStore, models: Sequence[str], settings: Any,
     return report
 
 
+def _error_correlation(errors: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Pearson correlation (phi for 0/1 errors) of every pair on the prompts both answered."""
+    names = list(errors)
+    all_keys = sorted({k for e in errors.values() for k in e})
+    index = {k: i for i, k in enumerate(all_keys)}
+    x = np.full((len(names), len(all_keys)), np.nan)
+    for row, m in enumerate(names):
+        cols = [index[k] for k in errors[m]]
+        x[row, cols] = list(errors[m].values())
+    seen = ~np.isnan(x)
+    out: dict[str, Any] = {}
+    for i, a in enumerate(names):
+        for j in range(i + 1, len(names)):
+            b = names[j]
+            both = seen[i] & seen[j]
+            n = int(both.sum())
+            if n < 3:
+                continue
+            xa, xb = x[i, both], x[j, both]
+            corr = None if xa.std() == 0 or xb.std() == 0 else round(float(np.corrcoef(xa, xb)[0, 1]), 4)
+            out[f"{a}|{b}"] = {"models": [a, b], "items": n, "phi": corr}
+    return out
+
+
 def build_router(store: ProfileStore, settings: Any, clusters: ClusterModel | None, *,
                  models: Sequence[str] | None = None, keys: Iterable[str] | None = None,
                  smoothing: float | None = None) -> Router:
-    """Ψ for every profiled model (only the configured ones unless ``models`` is given)."""
+    """Ψ for every profiled model (only the configured ones unless ``models`` is given).
+
+    Each profiled prompt's cluster comes from the assignment cache next to the profile
+    (:class:`PromptClusters`): only prompts never seen with these clusters are embedded.
+    """
     names = list(models) if models is not None else [m for m in store.models() if m in settings.models]
     keys = list(keys) if keys is not None else None
-    obs = {}
-    for m in names:
-        rates = store.error_rates(m, keys)
-        texts = [store.data["prompts"][k]["text"] for k in rates]
-        obs[m] = (texts, list(rates.values()))
+    rates = {m: store.error_rates(m, keys) for m in names}
+    needed = {k for r in rates.values() for k in r}
+    assigned = PromptClusters.for_store(store).assign(clusters, store, needed)
+    obs = {m: (np.array([assigned.get(k, 0) for k in r], dtype=int), np.fromiter(r.values(), float, len(r)))
+           for m, r in rates.items()}
     costs = {m: (settings.models[m].cost if m in settings.models else 0.0) for m in names}
     kwargs = {} if smoothing is None else {"smoothing": smoothing}
-    return router_from_observations(clusters, obs, costs, **kwargs)
+    return router_from_assignments(clusters, obs, costs, **kwargs)
+
+
+class PromptClusters:
+    """``<data>/routing/prompt_clusters.json``: the cluster of every profiled prompt.
+
+    Routing needs, for each profiled prompt, the cluster its embedding falls in. Computing it
+    means embedding the prompt (the slow part of building a router: milliseconds per prompt),
+    so it is cached on disk next to the profile, keyed by prompt key and by the fingerprint of
+    the fitted clusters (``ClusterModel.fingerprint``: a refit changes the embedder and the
+    centroids, so every prompt is assigned again). Prompts profiled later are embedded once,
+    when a router first needs them. The cache is only an accelerator: deleting it is harmless.
+    """
+
+    NAME = "prompt_clusters.json"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.embedded = 0  # prompts this process had to embed (the rest came from the cache)
+
+    @classmethod
+    def for_store(cls, store: ProfileStore) -> "PromptClusters":
+        return cls(store.path.parent / cls.NAME)
+
+    def assign(self, clusters: ClusterModel | None, store: ProfileStore,
+               keys: Iterable[str]) -> dict[str, int]:
+        keys = [k for k in keys if k in store.prompts]
+        if clusters is None or not keys:
+            return {k: 0 for k in keys}
+        fingerprint = clusters.fingerprint
+        cached: dict[str, int] = {}
+        if fingerprint is not None:
+            doc = storage.read_json(self.path)
+            if doc.get("clusters") == fingerprint:
+                cached = doc.get("assign") or {}
+        missing = [k for k in keys if k not in cached]
+        if missing:
+            ids = clusters.assign([store.prompts[k]["text"] for k in missing])
+            new = {k: int(c) for k, c in zip(missing, ids)}
+            self.embedded += len(missing)
+            cached = {**cached, **new}
+            if fingerprint is not None:
+                def change(doc: dict[str, Any]) -> None:
+                    if doc.get("clusters") != fingerprint:
+                        doc.clear()
+                        doc["clusters"] = fingerprint
+                    doc.setdefault("assign", {}).update(new)
+
+                storage.update_json(self.path, change)
+        return {k: int(cached[k]) for k in keys}
 
 
 def load_router(settings: Any, *, models: Sequence[str] | None = None) -> Router | None:

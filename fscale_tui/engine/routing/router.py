@@ -14,6 +14,7 @@ being profiled (on a validation file) and its Ψ is computed from those observat
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +26,7 @@ import numpy as np
 
 from .. import storage
 from ..errors import UsageError
-from .clusters import assign, kmeans
+from .clusters import kmeans
 from .embed import DEFAULT_EMBEDDING, make_embedder
 
 DEFAULT_K = 20
@@ -44,6 +45,9 @@ class ClusterModel:
     embedder: Any
     centroids: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    #: sha256 of the saved clusters.npz (None until saved or loaded): what the prompt-cluster
+    #: cache next to the profile is keyed by.
+    fingerprint: str | None = None
 
     @property
     def k(self) -> int:
@@ -63,9 +67,13 @@ class ClusterModel:
         return self.embedder.transform(texts)
 
     def assign(self, texts: Sequence[str]) -> np.ndarray:
+        """The nearest centroid of each text. Row by row, so a text gets the same cluster
+        whether it is assigned alone or in a batch (a matrix product may sum in another order)."""
         if not texts:
             return np.zeros(0, dtype=int)
-        return assign(self.embed(texts), self.centroids)
+        x = self.embed(texts)
+        ct = np.ascontiguousarray(self.centroids.T)
+        return np.fromiter((int(np.argmax(row @ ct)) for row in x), dtype=int, count=len(x))
 
     # -- storage: <data>/routing/clusters.npz (arrays) + clusters.json (what and when) ------
     def save(self, directory: Path) -> Path:
@@ -74,6 +82,7 @@ class ClusterModel:
         arrays.update({f"embedder_{k}": v for k, v in self.embedder.state().items() if v is not None})
         np.savez(buf, **arrays)
         path = directory / "clusters.npz"
+        self.fingerprint = hashlib.sha256(buf.getvalue()).hexdigest()
         with storage.locked(path):
             storage.atomic_write_bytes(path, buf.getvalue())
             storage.write_json(directory / "clusters.json",
@@ -87,14 +96,16 @@ class ClusterModel:
             return None
         meta = storage.read_json(directory / "clusters.json")
         try:
-            with np.load(path) as data:
+            raw = path.read_bytes()
+            with np.load(io.BytesIO(raw)) as data:
                 arrays = {k: data[k] for k in data.files}
         except Exception as exc:  # unreadable: move aside like every other state file
             storage.move_aside(path, f"{type(exc).__name__}: {exc}")
             return None
         state = {k[len("embedder_"):]: v for k, v in arrays.items() if k.startswith("embedder_")}
         embedding = str(meta.get("embedding") or DEFAULT_EMBEDDING)
-        return cls(embedding, make_embedder(embedding, state), arrays["centroids"], meta)
+        return cls(embedding, make_embedder(embedding, state), arrays["centroids"], meta,
+                   hashlib.sha256(raw).hexdigest())
 
 
 def compute_psi(cluster_ids: np.ndarray, errors: np.ndarray, k: int, *,
@@ -172,6 +183,22 @@ class Router:
     def route(self, text: str, lam: float = 0.0, models: Iterable[str] | None = None) -> RouteChoice:
         return self.rank(self.cluster_of(text), lam, models)
 
+    def route_many(self, texts: Sequence[str], lam: float = 0.0,
+                   models: Iterable[str] | None = None) -> list[RouteChoice]:
+        """``route`` for many prompts, embedded in one pass (the same choices, in order)."""
+        if self.clusters is None or not texts:
+            ids = [0] * len(texts)
+        else:
+            ids = [int(c) for c in self.clusters.assign(list(texts))]
+        names = list(models) if models is not None else None
+        ranked: dict[int, RouteChoice] = {}
+        out = []
+        for c in ids:
+            if c not in ranked:
+                ranked[c] = self.rank(c, lam, names)
+            out.append(ranked[c])
+        return out
+
     def choose_many(self, cluster_ids: np.ndarray, lam: float, models: Sequence[str]) -> np.ndarray:
         """Vectorised argmin over ``models`` for many prompts (index into ``models``)."""
         table = np.stack([self.psi[m] + lam * self.costs.get(m, 0.0) for m in models], axis=1)
@@ -187,15 +214,25 @@ def router_from_observations(clusters: ClusterModel | None,
                              costs: Mapping[str, float], *, smoothing: float = DEFAULT_SMOOTHING,
                              ) -> Router:
     """Build a router from ``{model: (prompt texts, errors)}``; texts are assigned to clusters."""
-    router = Router(clusters, {}, {}, {}, smoothing)
     cache: dict[str, int] = {}
-    all_texts = sorted({t for texts, _ in observations.values() for t in texts if t not in cache})
+    all_texts = sorted({t for texts, _ in observations.values() for t in texts})
     if clusters is not None and all_texts:
         for text, c in zip(all_texts, clusters.assign(all_texts)):
             cache[text] = int(c)
-    for model, (texts, errors) in observations.items():
-        ids = np.array([cache.get(t, 0) for t in texts], dtype=int)
-        router.add_model(model, ids, np.asarray(errors, dtype=float), costs.get(model, 0.0))
+    return router_from_assignments(
+        clusters, {m: (np.array([cache.get(t, 0) for t in texts], dtype=int), errors)
+                   for m, (texts, errors) in observations.items()}, costs, smoothing=smoothing)
+
+
+def router_from_assignments(clusters: ClusterModel | None,
+                            observations: Mapping[str, tuple[Sequence[int], Sequence[float]]],
+                            costs: Mapping[str, float], *, smoothing: float = DEFAULT_SMOOTHING,
+                            ) -> Router:
+    """Build a router from ``{model: (cluster ids, errors)}`` (prompts already assigned)."""
+    router = Router(clusters, {}, {}, {}, smoothing)
+    for model, (ids, errors) in observations.items():
+        router.add_model(model, np.asarray(ids, dtype=int), np.asarray(errors, dtype=float),
+                         costs.get(model, 0.0))
     return router
 
 

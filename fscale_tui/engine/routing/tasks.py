@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,10 @@ class Task:
         """What the router embeds: the question, then the context if any."""
         return self.question if not self.context else f"{self.question}\n\n{self.context}"
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """Stable key of the prompt (independent of the id): profiles are stored under it."""
+        """Stable key of the prompt (independent of the id): profiles are stored under it.
+        Computed once per task (a profile asks for it for every model and trial)."""
         return prompt_key(self.question, self.answers, self.context)
 
     def messages(self) -> list[dict[str, str]]:
