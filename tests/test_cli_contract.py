@@ -162,7 +162,7 @@ def test_shell_completion_script_and_completions():
 
 @pytest.mark.parametrize("args,needle", [
     (["verify"], "missing option '--source'"),
-    (["route"], "missing argument"),
+    (["route"], "missing QUESTION"),
     (["panels", "show"], "missing argument"),
     (["scale", "q?", "--concurrency", "0"], "--concurrency"),
     (["scale", "q?", "--bogus"], "no such option: --bogus"),

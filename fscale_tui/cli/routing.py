@@ -115,32 +115,26 @@ def profile(
 
       fscale profile val.jsonl --models new-model --resume --json
     """
-    from ..engine.routing.profile import ProfileStore, summarize
-    from ..engine.routing.router import ClusterModel, routing_dir
     from ..engine.routing.tasks import load_tasks
 
     settings = load_settings_for_cli()
-    directory = routing_dir(settings)
+    with engine_facade(settings) as facade:
+        routing = facade.routing
     if path:
-        sys.stdout.write(f"{directory}\n")
+        sys.stdout.write(f"{routing.directory}\n")
         return
     console = stderr_console()
     if fit_clusters is not None:
-        if clusters < 1:
-            raise UsageError("--clusters must be at least 1")
-        train = load_tasks(fit_clusters)
-        cm = ClusterModel.fit([t.text for t in train], clusters, embedding=embedding)
-        cm.meta["source"] = fit_clusters
-        cm.save(directory)
+        fitted = routing.fit_clusters(fit_clusters, clusters, embedding)
         if not quiet and not as_json:
-            console.print(f"fitted {cm.k} clusters ({embedding}) on {len(train)} prompts of {fit_clusters}")
+            console.print(f"fitted {fitted['clusters']} clusters ({embedding}) on "
+                          f"{fitted['prompts']} prompts of {fit_clusters}")
         if tasks is None:
             if as_json:
-                print_json({"clusters": cm.k, "embedding": embedding, "prompts": len(train)})
+                print_json({"schema": 1, **fitted})
             return
-    cluster_model = ClusterModel.load(directory)
     keys = None
-    names: list[str]
+    names: list[str] | None
     counts: dict[str, int] = {}
     if tasks is not None:
         items = load_tasks(tasks)
@@ -160,11 +154,11 @@ def profile(
             console.print(f"asked {counts['asked']} ({counts['failed']} failed), "
                           f"skipped {counts['skipped']} already profiled")
     else:
-        names = split_list(models) or ProfileStore.for_settings(settings).models()
-    report = summarize(ProfileStore.for_settings(settings), names, settings, cluster_model, keys)
+        names = list(split_list(models) or ()) or None
+    report = routing.report(names, keys)
     report["calls"] = counts
     if as_json:
-        print_json(report)
+        print_json({"schema": 1, **report})
     elif report["models"]:
         _print_profile(report)
     else:
@@ -176,7 +170,7 @@ def profile(
 ROUTE_SCHEMA = 1
 
 
-def _route_batch(router: Any, path: str, lam: float, names: tuple[str, ...] | None) -> int:
+def _route_batch(routing: Any, path: str, lam: float, names: tuple[str, ...] | None) -> int:
     """One JSON line per item, in input order; a bad line is an error line, not a stop."""
     from .common import read_batch_items
 
@@ -190,7 +184,8 @@ def _route_batch(router: Any, path: str, lam: float, names: tuple[str, ...] | No
 
     items = read_batch_items(path, build)
     good = [i for i, item in enumerate(items) if not isinstance(item, Exception)]
-    choices = dict(zip(good, router.route_many([items[i]["text"] for i in good], lam, names)))
+    routed, fitted = routing.route_many([items[i]["text"] for i in good], lam, names)
+    choices = dict(zip(good, routed))
     lines = []
     for index, item in enumerate(items):
         if isinstance(item, Exception):
@@ -198,8 +193,7 @@ def _route_batch(router: Any, path: str, lam: float, names: tuple[str, ...] | No
                           "model": None, "error": str(item)})
             continue
         lines.append({"schema": ROUTE_SCHEMA, "index": index, "id": item["id"], "status": "routed",
-                      **choices[index].to_dict(), "lambda": lam,
-                      "clusters_fitted": router.clusters is not None})
+                      **choices[index], "lambda": lam, "clusters_fitted": fitted})
     import json
 
     sys.stdout.write("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
@@ -232,32 +226,25 @@ def route(
 
       fscale route --batch test.jsonl --lambda 0.05 > routes.jsonl
     """
-    from ..engine.routing.profile import load_router
-    from ..engine.routing.router import describe
-
     if batch is not None and (question is not None or context is not None):
         raise UsageError("give a question or --batch FILE, not both (items carry their context)")
     if batch is None and question is None:
         raise UsageError("missing QUESTION (or --batch FILE); see 'fscale route --help'")
-    settings = load_settings_for_cli()
     names = split_list(models)
-    router = load_router(settings, models=names)
-    if router is None:
-        raise UsageError("no profiled model: run 'fscale profile --fit-clusters TRAIN.jsonl' and "
-                         "'fscale profile VAL.jsonl --models …' first")
+    with engine_facade() as engine:
+        routing = engine.routing
     if batch is not None:
-        raise typer.Exit(_route_batch(router, batch, lam, None))
+        raise typer.Exit(_route_batch(routing, batch, lam, names))
     text = question if not context else f"{question}\n\n{context}"
-    choice = router.route(text, lam)
+    choice, why, fitted = routing.route(text, lam, names)
     if as_json:
-        print_json({"schema": ROUTE_SCHEMA, **choice.to_dict(), "lambda": lam,
-                    "clusters_fitted": router.clusters is not None})
+        print_json({"schema": ROUTE_SCHEMA, **choice, "lambda": lam, "clusters_fitted": fitted})
         return
-    if router.clusters is None:
+    if not fitted:
         stderr_console().print("[yellow]no clusters fitted: every question is one cluster "
                                "(fscale profile --fit-clusters TRAIN.jsonl)[/yellow]")
-    stderr_console().print(describe(choice, lam))
-    sys.stdout.write(choice.model + "\n")
+    stderr_console().print(why)
+    sys.stdout.write(choice["model"] + "\n")
 
 
 @guarded

@@ -83,6 +83,13 @@ class Engine:
         return self.coordination.describe()
 
     @property
+    def routing(self) -> Any:
+        """Clusters, profile reports and routing decisions (blocking; numpy)."""
+        from .routing.service import Routing
+
+        return Routing(self.settings)
+
+    @property
     def local(self) -> Any:
         """The embedded local model servers (status, start, stop)."""
         from .providers.local.control import LocalServers
