@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from fscale_tui.engine.answers import answers_match, gsm8k_gold  # noqa: E402
-from fscale_tui.engine.generate import GenerateRequest, generate  # noqa: E402
+from fscale_tui.engine.generate import GenerateRequest  # noqa: E402
 from fscale_tui.engine.session import Engine  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "gsm8k_test.jsonl"
@@ -93,16 +93,16 @@ async def run_question(engine: Engine, i: int, item: dict[str, str], args: argpa
     judge_models = tuple(args.judge_models.split(",")) if args.judge_models else None
     models = tuple(args.models.split(","))
     t0 = time.monotonic()
-    samples = await generate(engine, GenerateRequest(q, strategy="vote", k=args.samples,
+    samples = await engine.generate(GenerateRequest(q, strategy="vote", k=args.samples,
                                                      models=models, **common))
     sample_s = time.monotonic() - t0
     tally.add("vote", correct=bool(samples.correct), coverage=samples.coverage,
-              calls=samples.total_calls, seconds=sample_s)
+              calls=samples.calls_made, seconds=sample_s)
     ok = [c for c in samples.all_outputs if c.ok]
     first = ok[0] if ok else None
     tally.add("first", correct=bool(first and answers_match(first.answer, gold)),
               coverage=bool(first and answers_match(first.answer, gold)),
-              calls=samples.total_calls / max(1, args.samples), seconds=sample_s / max(1, args.samples))
+              calls=samples.calls_made / max(1, args.samples), seconds=sample_s / max(1, args.samples))
     line = [f"q{i}: gold={gold} vote={samples.answer}({'✓' if samples.correct else '✗'}) "
             f"cov={'✓' if samples.coverage else '✗'}"]
     if ok:
@@ -110,22 +110,22 @@ async def run_question(engine: Engine, i: int, item: dict[str, str], args: argpa
         authors = tuple(c.model for c in ok)
         for name in [s for s in strategies if s in SELECTORS]:
             t1 = time.monotonic()
-            r = await generate(engine, GenerateRequest(
+            r = await engine.generate(GenerateRequest(
                 q, strategy=name, candidates=texts, candidate_models=authors,
                 judge_models=judge_models, judges=args.judges.get(name), seed=i, **common))
             tally.add(name, correct=bool(r.correct), coverage=r.coverage,
-                      calls=samples.total_calls + r.total_calls,
+                      calls=samples.calls_made + r.calls_made,
                       seconds=sample_s + time.monotonic() - t1)
-            line.append(f"{name}={r.answer}({'✓' if r.correct else '✗'},{r.total_calls})")
+            line.append(f"{name}={r.answer}({'✓' if r.correct else '✗'},{r.calls_made})")
     if i < args.search_questions:
         for name in [s for s in strategies if s in SEARCH]:
             t1 = time.monotonic()
-            r = await generate(engine, GenerateRequest(
+            r = await engine.generate(GenerateRequest(
                 q, strategy=name, k=args.beams, width=args.width, max_steps=args.max_steps,
                 models=models, judge_models=judge_models, **common))
-            tally.add(name, correct=bool(r.correct), coverage=r.coverage, calls=r.total_calls,
+            tally.add(name, correct=bool(r.correct), coverage=r.coverage, calls=r.calls_made,
                       seconds=time.monotonic() - t1)
-            line.append(f"{name}={r.answer}({'✓' if r.correct else '✗'},{r.total_calls})")
+            line.append(f"{name}={r.answer}({'✓' if r.correct else '✗'},{r.calls_made})")
     print(" ".join(line), file=sys.stderr, flush=True)
 
 
