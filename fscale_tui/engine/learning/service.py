@@ -80,7 +80,6 @@ class CallLog:
                 self._writer_store().record_call(record, learn=learn, keep_text=keep_text)
             except (sqlite3.Error, OSError) as exc:
                 _warn(f"warning: the call log was not written ({type(exc).__name__}: {exc})")
-            self._snapshot_at = 0.0  # ratings moved: the next read refreshes
 
         self.writer.submit(write)
 
