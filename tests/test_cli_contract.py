@@ -234,3 +234,12 @@ def test_help_lists_every_command_with_the_summary_of_its_docstring():
     proc = run_cli("--help")
     for name in cli.COMMANDS:
         assert f" {name} " in proc.stdout
+
+
+def test_an_empty_file_name_and_turned_off_local_models_are_said_as_such(fscale_home):
+    proc = run_cli("verify", "--source", "", input="a draft")
+    assert proc.returncode == 2 and "the file name is empty" in proc.stderr
+    assert "directory" not in proc.stderr
+    proc = run_cli("scale", "q?", "-a", "YES,NO", env={"FSCALE_LOCAL": "off"})
+    assert proc.returncode == 4 and "turned off (FSCALE_LOCAL=off)" in proc.stderr
+    assert "pip install" not in proc.stderr

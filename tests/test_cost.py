@@ -40,3 +40,18 @@ def test_k_auto_batch_prints_calls_and_dollars_per_item(fscale_home, tmp_path):
     assert cost > 0  # the replay provider estimates usage (about 4 characters per token)
     assert f"{calls:.2f} calls per item" in proc.stderr
     assert f"${cost:.6f} per item" in proc.stderr
+
+
+def test_profile_reports_accuracy_per_dollar(fscale_home):
+    tasks = make_tasks(20)
+    path = write_replay_setup(fscale_home, tasks)  # mathy costs 0.2, coin 0.1 USD per M tokens
+    proc = run_cli("profile", str(path), "--models", "mathy,coin", "--json")
+    assert proc.returncode == 0, proc.stderr
+    models = json.loads(proc.stdout)["models"]
+    for name, price in (("mathy", 0.2), ("coin", 0.1)):
+        m = models[name]
+        assert m["tokens_per_item"] > 0
+        assert m["cost_usd_per_item"] == pytest.approx(m["tokens_per_item"] * price / 1e6, rel=1e-3)
+        assert m["accuracy_per_usd"] == pytest.approx(m["accuracy"] / m["cost_usd_per_item"], rel=1e-3)
+    table = run_cli("profile", "--models", "mathy,coin")
+    assert "accuracy / $" in table.stdout

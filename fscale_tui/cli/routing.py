@@ -58,20 +58,24 @@ def _select_models(settings: Any, models: str | None, panel: str | None) -> list
 def _print_profile(report: dict[str, Any]) -> None:
     from rich.table import Table
 
-    console = stdout_console()
+    console = stdout_console(fixed_width_when_piped=True)
     table = Table(box=None, pad_edge=False)
     # Stability needs two trials of a prompt (--trials 2 or more): no column when unmeasured.
     stable = any(r["stability"] is not None for r in report["models"].values())
     columns = ("model", "items", "accuracy") + (("stability",) if stable else ()) + \
-        ("no answer", "latency p50", "cost")
+        ("no answer", "latency p50", "cost", "$ / item", "accuracy / $")
     for col in columns:
         table.add_column(col)
     for m, r in sorted(report["models"].items(), key=lambda kv: -kv[1]["accuracy"]):
         stab = "-" if r["stability"] is None else f"{r['stability']:.1%}"
         lat = "-" if r["latency_median_s"] is None else f"{r['latency_median_s']:.3f}s"
         cost = "-" if r["cost"] is None else f"{r['cost']:g}"
+        per_item = r.get("cost_usd_per_item")
+        per_usd = r.get("accuracy_per_usd")
         cells = [m, str(r["items"]), f"{r['accuracy']:.1%}"] + ([stab] if stable else []) + \
-            [f"{r['no_answer_rate']:.1%}", lat, cost]
+            [f"{r['no_answer_rate']:.1%}", lat, cost,
+             "-" if per_item is None else f"{per_item:.2e}",
+             "-" if per_usd is None else f"{per_usd:,.0f}"]
         table.add_row(*cells)
     console.print(table)
     pairs = [p for p in report["error_correlation"].values() if p["phi"] is not None]

@@ -109,7 +109,7 @@ class Catalog:
             return self.panel(panel)
         usable = [m for m in self.settings.models.values() if self.registry.usable(m)]
         if not usable:
-            from .registry import NO_PROVIDER_HELP
+            from .registry import no_provider_help
 
-            raise NoProviderError(NO_PROVIDER_HELP)
+            raise NoProviderError(no_provider_help(self.settings.env))
         return usable

@@ -75,6 +75,8 @@ def read_bytes(path: str | Path, what: str = "file") -> bytes:
     """The bytes of ``path`` ('-' = stdin); a missing or unreadable file is a UsageError."""
     if str(path) == "-":
         return sys.stdin.buffer.read()
+    if not str(path).strip():
+        raise UsageError(f"{what}: the file name is empty")
     p = Path(path)
     try:
         return p.read_bytes()

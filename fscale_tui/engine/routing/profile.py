@@ -64,6 +64,7 @@ class Outcome:
     latency_s: float
     error: str | None = None
     calls: int = 1
+    tokens: int | None = None  # prompt + completion tokens (estimated by replay providers)
 
 
 async def ask_model(engine: Any, model: ModelConfig, task_messages: list[dict[str, str]],
@@ -75,7 +76,9 @@ async def ask_model(engine: Any, model: ModelConfig, task_messages: list[dict[st
                                    temperature=temperature)
     if not reply.ok:
         return Outcome(model.alias, None, reply.latency_s or 0.0, error=reply.error)
-    return Outcome(model.alias, reply.answer, reply.latency_s or 0.0)
+    tokens = (None if reply.prompt_tokens is None and reply.tokens is None
+              else (reply.prompt_tokens or 0) + (reply.tokens or 0))
+    return Outcome(model.alias, reply.answer, reply.latency_s or 0.0, tokens=tokens)
 
 
 def _dumps(record: dict[str, Any]) -> str:
@@ -140,10 +143,12 @@ class ProfileStore:
         if "m" in rec:
             item = self.items.setdefault(rec["m"], {}).get(rec["k"])
             if item is None:
-                item = self.items[rec["m"]][rec["k"]] = {"answers": [], "latency_s": [], "trials": []}
+                item = self.items[rec["m"]][rec["k"]] = {"answers": [], "latency_s": [], "trials": [],
+                                                          "tokens": []}
             item["answers"].append(rec.get("a"))
             item["latency_s"].append(rec.get("s"))
             item["trials"].append(rec.get("t", 0))
+            item["tokens"].append(rec.get("u"))
         elif "p" in rec:
             self.prompts[rec["p"]] = {"id": rec.get("id"), "text": rec.get("text"),
                                       "label": rec.get("label"), "category": rec.get("category")}
@@ -188,8 +193,9 @@ class ProfileStore:
             lines = [_dumps({"p": k, **p}) for k, p in fresh.prompts.items()]
             for model, items in fresh.items.items():
                 for key, item in items.items():
-                    lines += [_dumps({"m": model, "k": key, "t": t, "a": a, "s": s})
-                              for a, s, t in zip(item["answers"], item["latency_s"], item["trials"])]
+                    lines += [_dumps({"m": model, "k": key, "t": t, "a": a, "s": s, "u": u})
+                              for a, s, t, u in zip(item["answers"], item["latency_s"],
+                                                    item["trials"], item["tokens"])]
             storage.atomic_write_text(self.path, "".join(x + "\n" for x in lines))
         self.__init__(self.path)
         return True
@@ -289,7 +295,7 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
             counts["failed"] += 1
         else:
             pending.append({"m": model.alias, "k": task.key, "t": trial, "a": out.answer,
-                            "s": round(out.latency_s, 4)})
+                            "s": round(out.latency_s, 4), "u": out.tokens})
         finished += 1
         if on_progress is not None:
             on_progress(finished, total)
@@ -357,15 +363,24 @@ def summarize(store: ProfileStore, models: Sequence[str], settings: Any,
         multi = [item["answers"] for _, _, item in obs if len(set(item["trials"])) > 1]
         latencies = [x for _, _, item in obs for x in item["latency_s"] if x is not None]
         model_cfg = settings.models.get(m)
+        tokens = [u for _, _, item in obs for u in item.get("tokens", []) if u is not None]
+        # USD per answer: the mean tokens of an answer at the model's price per million tokens.
+        per_item = (statistics.mean(tokens) * model_cfg.cost / 1e6
+                    if tokens and model_cfg is not None and model_cfg.cost else None)
+        accuracy = sum(correct) / len(correct)
         errors[m] = {k: 1.0 - c for (k, _, _), c in zip(obs, correct)}
         report["models"][m] = {
             "items": len(obs), "trials": len(answers),
-            "accuracy": round(sum(correct) / len(correct), 4),
+            "accuracy": round(accuracy, 4),
             "stability": round(sum(len(set(a)) == 1 for a in multi) / len(multi), 4) if multi else None,
             "no_answer_rate": round(sum(a is None for a in answers) / len(answers), 4),
             "latency_median_s": round(statistics.median(latencies), 4) if latencies else None,
             "latency_p90_s": round(_percentile(latencies, 90) or 0.0, 4) if latencies else None,
             "cost": model_cfg.cost if model_cfg else None,
+            "tokens_per_item": round(statistics.mean(tokens), 1) if tokens else None,
+            "cost_usd_per_item": None if per_item is None else round(per_item, 8),
+            # correct answers per dollar: how far a dollar goes with this model
+            "accuracy_per_usd": None if not per_item else round(accuracy / per_item, 1),
         }
     report["error_correlation"] = _error_correlation(errors)
     names = list(errors)
