@@ -129,9 +129,9 @@ def test_all_failed_exits_4_with_json(server, fscale_home):
 
 
 def test_no_provider_is_a_clear_error(fscale_home):
-    proc = run_cli("scale", "q?", "-a", "YES,NO")
+    proc = run_cli("scale", "q?", "-a", "YES,NO")  # the tests run with FSCALE_LOCAL=off
     assert proc.returncode == 4
-    assert "NVIDIA_API_KEY" in proc.stderr and "fscale[local]" in proc.stderr
+    assert "NVIDIA_API_KEY" in proc.stderr and "FSCALE_LOCAL=off" in proc.stderr
 
 
 def test_early_decision_from_the_cli(server, stub_config):
