@@ -294,20 +294,15 @@ def warn_unknown_keys(doc: dict[str, Any], text: str, path: Path) -> None:
                 if key not in known:
                     _warn(f"{_where(path, _line_of(text, key, start))}: unknown key {key} in "
                           f"[{kind}.{name}] ignored{_suggest(key, known)}")
-    fleet = doc.get("fleet")
-    if isinstance(fleet, dict):
-        start = _table_line(text, "fleet") or 0
-        for key in fleet:
-            if key not in FLEET_KEYS:
+    for table, known_keys in (("fleet", FLEET_KEYS), ("defaults", tuple(SETTINGS))):
+        fields = doc.get(table)
+        if not isinstance(fields, dict):
+            continue
+        start = _table_line(text, table) or 0
+        for key in fields:
+            if key not in known_keys:
                 _warn(f"{_where(path, _line_of(text, key, start))}: unknown key {key} in "
-                      f"[fleet] ignored{_suggest(key, FLEET_KEYS)}")
-    defaults = doc.get("defaults")
-    if isinstance(defaults, dict):
-        start = _table_line(text, "defaults") or 0
-        for key in defaults:
-            if key not in SETTINGS:
-                _warn(f"{_where(path, _line_of(text, key, start))}: unknown key {key} in "
-                      f"[defaults] ignored{_suggest(key, tuple(SETTINGS))}")
+                      f"[{table}] ignored{_suggest(key, known_keys)}")
 
 
 def _table(doc: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
