@@ -249,7 +249,7 @@ def rolling(xs: list[bool], w: int) -> list[float]:
 
 
 def summarize(run: dict, last: int) -> dict:
-    rows, gold, models, listed = run["rows"], run["gold"], run["models"], run["listed"]
+    rows, gold, models = run["rows"], run["gold"], run["models"]
     true_acc = {m: sum(r[m] == gold[r["id"]] for r in rows) / len(rows) for m in models}
     key = lambda m: -true_acc[m]  # hindsight: ties broken by the truly best member
     combos = list(itertools.combinations(models, 3))
