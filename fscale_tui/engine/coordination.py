@@ -133,17 +133,19 @@ class Coordination:
     """One per engine: the limiter (one per HTTP client), health and exploration counts."""
 
     name = "embedded"
+    _health: HealthBackend
+    _draws: DrawCounts
 
     def limiter(self, *, clock: Clock | None = None) -> SendLimiter:
         raise NotImplementedError
 
     @property
     def health(self) -> HealthBackend:
-        raise NotImplementedError
+        return self._health
 
     @property
     def draws(self) -> DrawCounts:
-        raise NotImplementedError
+        return self._draws
 
     def describe(self) -> dict[str, Any]:
         """What ``config show`` and ``health`` print: backend, where, and why (no secret)."""
@@ -195,14 +197,6 @@ class EmbeddedCoordination(Coordination):
 
     def limiter(self, *, clock: Clock | None = None) -> SendLimiter:
         return make_limiter(self.state_dir, self.settings.env, clock=clock)
-
-    @property
-    def health(self) -> HealthBackend:
-        return self._health
-
-    @property
-    def draws(self) -> DrawCounts:
-        return self._draws
 
     def describe(self) -> dict[str, Any]:
         out = {"backend": "embedded", "where": str(self.state_dir),
@@ -413,14 +407,6 @@ class RedisCoordination(Coordination):
 
     def limiter(self, *, clock: Clock | None = None) -> SendLimiter:
         return RedisLimiter(self, clock=clock, window=window_from_env(self.settings.env))
-
-    @property
-    def health(self) -> HealthBackend:
-        return self._health
-
-    @property
-    def draws(self) -> DrawCounts:
-        return self._draws
 
     def describe(self) -> dict[str, Any]:
         if self.failed is not None:
