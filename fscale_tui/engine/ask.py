@@ -261,12 +261,15 @@ class Asker:
             model = sub
 
     async def probe(self, model: ModelConfig, messages: list[dict[str, Any]], *,
-                    slow_after: float) -> Reply:
-        """A health probe: one tiny request, no retry; every outcome is recorded."""
+                    slow_after: float) -> tuple[str, Reply]:
+        """A health probe: one tiny request, no retry; every outcome is recorded.
+        -> (ok | slow | dead | unavailable | rate_limited | error, the reply)."""
         reply = await self.ask(model, messages, max_tokens=16, temperature=0.0, retries=0)
         if reply.ok:
             status = "ok" if (reply.latency_s or 0.0) <= slow_after else "slow"
             self.health.record(model, status, latency_s=reply.latency_s)
-        elif reply.error_kind not in DOWN:
-            self.health.record(model, "error", detail=reply.error or "")
-        return reply
+            return status, reply
+        if reply.error_kind in DOWN:
+            return str(reply.error_kind), reply  # recorded by note_failure
+        self.health.record(model, "error", detail=reply.error or "")
+        return "error", reply

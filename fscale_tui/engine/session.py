@@ -30,7 +30,7 @@ from .catalog import Catalog
 from .config import ModelConfig, Settings, load_settings
 from .coordination import make_coordination
 from .events import ChallengerAnswered, Decided, Event, Generated, ProbeResult, StageFinished, StageStarted
-from .health import PROBE_MESSAGES, HealthStore, status_for_error
+from .health import PROBE_MESSAGES, HealthStore
 from .learning.service import CallLog
 from .registry import Registry
 from .vote import (ScaleRequest, ScaleResult, StageOutcome, Vote, VoteRunner, build_messages,
@@ -408,13 +408,10 @@ class Engine:
         why = self.catalog.why_not(model)
         if why is not None:
             return ProbeResult("health", model.alias, "no_key", None, why)
-        reply = await self.asker.probe(model, PROBE_MESSAGES,
-                                       slow_after=float(self.settings.get("slow_after")))
-        if reply.ok:
-            status = "ok" if (reply.latency_s or 0.0) <= float(self.settings.get("slow_after")) else "slow"
-            return ProbeResult("health", model.alias, status, reply.latency_s, "")
-        return ProbeResult("health", model.alias, status_for_error(reply.error_kind or "error"),
-                           None, reply.error or "")
+        status, reply = await self.asker.probe(model, PROBE_MESSAGES,
+                                               slow_after=float(self.settings.get("slow_after")))
+        return ProbeResult("health", model.alias, status,
+                           reply.latency_s if reply.ok else None, reply.error or "")
 
     async def health_events(self, models: list[ModelConfig]) -> AsyncIterator[ProbeResult]:
         """Probe all models concurrently; results arrive as they finish."""
