@@ -106,7 +106,18 @@ def run_cli(*args: str, input: str | None = None, env: dict | None = None,
                           stdin=None if input is not None else subprocess.DEVNULL, cwd=REPO)
 
 
-__all__ = ["Behaviour", "StubOpenAIServer", "write_config", "mid", "run_cli", "run_cli_pty", "STUB_MODELS"]
+def start_cli(home: Path | str, *args: str, env: dict | None = None) -> subprocess.Popen:
+    """Start ``python -m fscale_tui`` in the background with its own FSCALE_HOME (a "host")."""
+    full = dict(os.environ)
+    full.update(env or {})
+    full["FSCALE_HOME"] = str(home)
+    return subprocess.Popen([sys.executable, "-m", "fscale_tui", *args], env=full, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+
+
+__all__ = ["Behaviour", "StubOpenAIServer", "write_config", "mid", "run_cli", "run_cli_pty", "start_cli",
+           "STUB_MODELS"]
 
 
 def run_cli_pty(*args: str, stdout_path: Path | None, env: dict | None = None,

@@ -11,15 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import tomli_w
 
-from tests.conftest import REPO, STUB_MODELS, Behaviour, mid
+from tests.conftest import start_cli, STUB_MODELS, Behaviour, mid
 from tests.redis_server import RedisServer
 
 
@@ -45,13 +43,7 @@ def _host(tmp_path: Path, name: str, server, *, rpm: float | None = None,
     return home
 
 
-def _cli(home: Path, *args: str, env: dict) -> subprocess.Popen:
-    full = dict(os.environ)
-    full.update(env)
-    full["FSCALE_HOME"] = str(home)
-    return subprocess.Popen([sys.executable, "-m", "fscale_tui", *args], env=full, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+_cli = start_cli
 
 
 def _items(path: Path, n: int, prefix: str = "q") -> Path:

@@ -10,16 +10,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 import tomli_w
 
 from fscale_tui.engine.ratelimit import MemoryLimiter, SQLiteLimiter, SendLimiter, make_limiter, shape
-from tests.conftest import REPO, STUB_MODELS, Behaviour, mid
+from tests.conftest import start_cli, STUB_MODELS, Behaviour, mid
 
 
 class FakeClock:
@@ -146,13 +143,7 @@ async def test_a_lock_held_by_another_process_does_not_block_the_event_loop(tmp_
     await limiter.aclose()
 
 
-def _cli(home, *args: str, env: dict) -> subprocess.Popen:
-    full = dict(os.environ)
-    full.update(env)
-    full["FSCALE_HOME"] = str(home)
-    return subprocess.Popen([sys.executable, "-m", "fscale_tui", *args], env=full, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+_cli = start_cli
 
 
 @pytest.mark.slow

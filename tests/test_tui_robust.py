@@ -78,12 +78,7 @@ def odd_log(fscale_home, server):
     return fscale_home
 
 
-async def wait_for(pilot, predicate, timeout: float = 8.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.02)
+from tests.test_tui import wait_for  # noqa: E402
 
 
 async def test_every_screen_stays_up_over_an_odd_call_log(odd_log):
