@@ -257,3 +257,22 @@ def test_calibrate_with_alpha_stores_an_abstaining_k_auto(fscale_home):
                               "--json").stdout)
     assert data["stages"][0]["threshold"] == rep["stages"][0]["threshold"]
     assert data["answer"] == tasks[3].label and data["calls_made"] == 1
+
+
+def test_routed_then_best_asks_the_cluster_specialist_first_then_the_best_overall():
+    from fscale_tui.engine.routing.router import Router
+
+    from types import SimpleNamespace
+
+    r = Router(SimpleNamespace(k=2), {}, {}, {})  # two clusters (no embedder needed here)
+    ids = np.array([0] * 50 + [1] * 50)
+    # "spec" is right on cluster 0 only; "solid" is good everywhere; "lucky" is good on
+    # cluster 0 by a few items and poor elsewhere.
+    r.add_model("spec", ids, np.r_[np.zeros(50), np.ones(50)], cost=0.1)
+    r.add_model("solid", ids, np.r_[np.full(50, 0.2), np.full(50, 0.2)], cost=0.1)
+    r.add_model("lucky", ids, np.r_[np.full(50, 0.1), np.full(50, 0.9)], cost=0.1)
+    assert r.overall_error("solid") == pytest.approx(0.2)
+    assert r.overall_error("lucky") == pytest.approx(0.5)
+    assert r.order(0, 3, "routed") == ["spec", "lucky", "solid"]
+    assert r.order(0, 3, "routed-then-best") == ["spec", "solid", "lucky"]
+    assert r.order(0, 1, "routed-then-best") == ["spec"]

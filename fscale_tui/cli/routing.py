@@ -261,6 +261,7 @@ def calibrate(
     max_calls: int = typer.Option(4, "--max-calls", help="Adaptive: ask at most this many routed models per item.", rich_help_panel=ADAPTIVE),
     budget: float = typer.Option(None, "--budget", help="Adaptive: the most accurate stopping rule within this many calls per item on average (default: the most accurate).", rich_help_panel=ADAPTIVE),
     spread: float = typer.Option(10.0, "--spread", help="Adaptive: wrong answers spread over at most this many labels (the posterior's L).", rich_help_panel=ADAPTIVE),
+    order: str = typer.Option("routed-then-best", "--order", help="Adaptive: routed-then-best (the best model on the prompt's cluster, then the best overall) | routed (the best on the cluster).", rich_help_panel=ADAPTIVE),
     signal: str = typer.Option("weighted", "--signal", help="--stages only. Confidence: agreement | votes | weighted | posterior."),
     lam: float = typer.Option(0.0, "--lambda", "-l", help="Cost weight λ for route:N stages."),
     concurrency: int = typer.Option(None, "--concurrency", help="Items in flight at once."),
@@ -269,7 +270,8 @@ def calibrate(
     as_json: bool = typer.Option(False, "--json", help="Print the calibration report as JSON.", rich_help_panel=OUTPUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.", rich_help_panel=OUTPUT),
 ) -> None:
-    """Calibrate '-k auto' on a labelled file.
+    """Calibrate '-k auto' on a labelled file: when to stop asking models (adaptive), and
+    thresholds with risk ≤ α for abstaining.
 
     Default (adaptive): asks the --max-calls routed models on every item, chooses the stopping
     threshold τ (stop once P(answer right) ≥ τ) and the number of models that give the best
@@ -297,7 +299,8 @@ def calibrate(
     if stages is None:
         raise typer.Exit(_calibrate_adaptive(settings, items, alpha=alpha, delta=delta,
                                              max_calls=max_calls, budget=budget, spread=spread,
-                                             lam=lam, concurrency=concurrency, dry_run=dry_run,
+                                             order=order, lam=lam, concurrency=concurrency,
+                                             dry_run=dry_run,
                                              force=force, as_json=as_json, quiet=quiet))
     alpha = 0.1 if alpha is None else alpha
     stage_list = [s for s in (split_list(stages) or ())]
@@ -341,7 +344,8 @@ def calibrate(
 
 
 def _calibrate_adaptive(settings: Any, items: Any, *, alpha: float | None, delta: float,
-                        max_calls: int, budget: float | None, spread: float, lam: float,
+                        max_calls: int, budget: float | None, spread: float, order: str,
+                        lam: float,
                         concurrency: int | None, dry_run: bool, force: bool, as_json: bool,
                         quiet: bool) -> int:
     from ..engine.session import Engine
@@ -351,7 +355,8 @@ def _calibrate_adaptive(settings: Any, items: Any, *, alpha: float | None, delta
             async with Engine(settings, on_status=progress.status) as engine:
                 return await engine.calibrate_adaptive(
                     items, max_calls=max_calls, budget=budget, alpha=alpha, delta=delta,
-                    spread=spread, lam=lam, on_progress=progress, concurrency=concurrency)
+                    spread=spread, order=order, lam=lam, on_progress=progress,
+                    concurrency=concurrency)
 
     report = run(go())
     stored = None

@@ -3,7 +3,8 @@
 Two modes share the stages and the runner below.
 
 **Adaptive** (the default, ``"mode": "adaptive"``): the stages are ``route:1, route:2, …,
-route:M`` (the router's best models for this prompt's cluster, one more per stage) with the
+route:M`` (the router's best model for this prompt's cluster, then the best overall, one
+more per stage; ``"order": "routed"`` takes the N best on the cluster instead) with the
 ``posterior`` signal: P(leader is right | votes) under the one-coin model with each model's
 reliability on this cluster (1 − Ψ). A stage stops the call when the posterior reaches the
 stopping threshold τ; the last stage always answers (the posterior-weighted majority). A stage
@@ -63,6 +64,8 @@ from .tasks import Task
 SIGNALS = ("agreement", "votes", "weighted", "posterior")
 DEFAULT_SIGNAL = "weighted"
 MODES = ("adaptive", "cascade")
+ORDERS = ("routed", "routed-then-best")
+DEFAULT_ORDER = "routed-then-best"
 #: Adaptive defaults when nothing is calibrated (the medians of what ``bench/auto.py`` chose on
 #: validation data of the MMLU-Pro replay at ≤ 2 calls per item).
 DEFAULT_TAU = 0.67
@@ -94,13 +97,13 @@ class StageSpec:
         return None
 
     def members(self, settings: Any, router: Router | None, cluster: int, lam: float,
-                registry: Any) -> list[str]:
+                registry: Any, order: str = "routed") -> list[str]:
         """The stage's model aliases for a prompt of ``cluster`` (raises on unknown names)."""
         n = self.routed
         if n is not None:
             if router is None:  # nothing profiled: the default panel in its listed order
                 return list(registry.panel(settings.get("panel")))[:n]
-            return router.rank(cluster, lam).top(n)
+            return router.order(cluster, n, order, lam)
         if "+" in self.spec or self.spec in settings.models:
             names = [x.strip() for x in self.spec.split("+") if x.strip()]
         else:
@@ -165,13 +168,17 @@ class CascadeConfig:
     #: Adaptive calibration: every calibration item's confidence and correctness per stage,
     #: from which thresholds for any α are calibrated at run time (``--alpha``).
     scores: dict[str, list[list[float]]] | None = None
+    #: Adaptive: which models ``route:N`` asks (``routed``: the N best on this cluster;
+    #: ``routed-then-best``: the best on this cluster, then the best overall).
+    order: str = DEFAULT_ORDER
 
     def to_dict(self) -> dict[str, Any]:
         d = {"mode": self.mode, "stages": self.stages, "thresholds": self.thresholds,
              "signal": self.signal, "lambda": self.lam, "alpha": self.alpha, "delta": self.delta,
              "calibrated": self.calibrated, "stats": self.stats}
         if self.mode == "adaptive":
-            d.update({"tau": self.tau, "stop_after": self.stop_after, "spread": self.spread})
+            d.update({"tau": self.tau, "stop_after": self.stop_after, "spread": self.spread,
+                      "order": self.order})
         return d
 
     @classmethod
@@ -185,7 +192,8 @@ class CascadeConfig:
                    alpha=doc.get("alpha"), delta=doc.get("delta"), calibrated=True,
                    stats=list(doc.get("stats") or []), mode=mode if mode in MODES else "cascade",
                    tau=doc.get("tau"), stop_after=doc.get("stop_after"),
-                   spread=float(doc.get("spread") or DEFAULT_SPREAD), scores=doc.get("scores"))
+                   spread=float(doc.get("spread") or DEFAULT_SPREAD), scores=doc.get("scores"),
+                   order=doc.get("order") if doc.get("order") in ORDERS else DEFAULT_ORDER)
 
     def alpha_thresholds(self, alpha: float) -> list[float | None]:
         """Trust-or-Escalate thresholds for ``alpha`` from the stored calibration scores
@@ -315,7 +323,8 @@ class Cascade:
         rule = rule_for(signal, reliability=self.reliability(cluster), tie_break=tie_break,
                         rating_of=rating_of, default_reliability=DEFAULT_RELIABILITY,
                         spread=cfg.spread, labels=labels)
-        resolved = [spec.members(self.settings, self.router, cluster, lam, self.registry)
+        order = cfg.order if cfg.mode == "adaptive" else "routed"
+        resolved = [spec.members(self.settings, self.router, cluster, lam, self.registry, order)
                     for spec in specs]
         if always:
             # Fewer models than stages (a small panel): a stage that adds nobody is dropped,
@@ -586,7 +595,7 @@ class AdaptiveReport:
         c = self.cascade
         d: dict[str, Any] = {"mode": "adaptive", "items": self.items, "tau": c.tau,
                              "stop_after": c.stop_after, "max_calls": len(c.stages),
-                             "spread": c.spread, "lambda": c.lam, "budget": self.budget,
+                             "spread": c.spread, "order": c.order, "lambda": c.lam, "budget": self.budget,
                              "accuracy": round(self.accuracy, 4),
                              "calls_per_item": round(self.calls_per_item, 3),
                              "calibration_calls_per_item": round(self.asked_per_item, 3),
@@ -605,7 +614,7 @@ class AdaptiveReport:
 async def calibrate_adaptive_on_tasks(engine: Any, tasks: Sequence[Task], *, max_calls: int,
                                       budget: float | None = None, alpha: float | None = None,
                                       delta: float = 0.1, spread: float = DEFAULT_SPREAD,
-                                      lam: float = 0.0,
+                                      lam: float = 0.0, order: str = DEFAULT_ORDER,
                                       on_progress: Callable[[int, int], None] | None = None,
                                       concurrency: int | None = None) -> AdaptiveReport:
     """Ask the ``max_calls`` routed models on every labelled task, then choose the stopping
@@ -625,11 +634,13 @@ async def calibrate_adaptive_on_tasks(engine: Any, tasks: Sequence[Task], *, max
         raise UsageError("--delta must be between 0 and 1")
     if spread < 2:
         raise UsageError("--spread must be at least 2")
+    if order not in ORDERS:
+        raise UsageError(f"--order must be one of {', '.join(ORDERS)}")
     if not tasks:
         raise UsageError("the calibration file has no items")
     cfg = CascadeConfig(stages=adaptive_stages(max_calls), thresholds=[None] * max_calls,
                         signal="posterior", lam=lam, alpha=alpha, delta=delta, mode="adaptive",
-                        spread=spread)
+                        spread=spread, order=order)
     router = load_router(engine.settings)
     runner = Cascade(engine.settings, engine.registry, cfg, router)
     plans = [runner.plan(t.question, t.context, thresholds=[None] * max_calls,
