@@ -45,13 +45,17 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from protocol import honest_split, load, mean_worst  # noqa: E402
+from protocol import honest_split, load, mean_worst
 
-from fscale_tui.engine.routing.calibrate import apply_cascade, calibrate_cascade  # noqa: E402
-from fscale_tui.engine.routing.cascade import (adaptive_arrays, adaptive_outcome,  # noqa: E402
-                                               choose_stopping, stage_arrays)
-from fscale_tui.engine.routing.router import DEFAULT_K, ClusterModel, Router  # noqa: E402
-from fscale_tui.engine.voting import Majority  # noqa: E402
+from fscale_tui.engine.routing.calibrate import apply_cascade, calibrate_cascade
+from fscale_tui.engine.routing.cascade import (
+    adaptive_arrays,
+    adaptive_outcome,
+    choose_stopping,
+    stage_arrays,
+)
+from fscale_tui.engine.routing.router import DEFAULT_K, ClusterModel, Router
+from fscale_tui.engine.voting import Majority
 
 SPREADS = (3.0, 10.0)
 ORDERS = ("routed", "routed-then-best")
@@ -151,7 +155,7 @@ def one_seed(rs, correct, seed, *, budget, max_calls, orders=ORDERS):
     measured = {m: float(correct[sp.observed(m), j].mean()) for j, m in enumerate(models)}
     top = sorted(models, key=lambda m: -measured[m])[:3]
     single_ok = correct[sp.test, models.index(top[0])].astype(bool)
-    maj_ok, maj_calls = majority_answers(rs, sp.test, top)
+    maj_ok, _ = majority_answers(rs, sp.test, top)
     two_ok, two_calls = majority_answers(rs, sp.test, top, two_then_third=True)
     out = {
         "seed": seed, "top3": top, "onboarded": list(sp.onboarded),

@@ -13,7 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fscale_tui.engine.routing.cascade import adaptive_outcome, choose_stopping, confidence
+from fscale_tui.engine.routing.cascade import (
+    adaptive_outcome,
+    choose_stopping,
+    confidence,
+)
 from fscale_tui.engine.voting import Posterior
 from tests.conftest import run_cli
 from tests.test_routing import make_tasks, write_replay_setup
@@ -260,9 +264,9 @@ def test_calibrate_with_alpha_stores_an_abstaining_k_auto(fscale_home):
 
 
 def test_routed_then_best_asks_the_cluster_specialist_first_then_the_best_overall():
-    from fscale_tui.engine.routing.router import Router
-
     from types import SimpleNamespace
+
+    from fscale_tui.engine.routing.router import Router
 
     r = Router(SimpleNamespace(k=2), {}, {}, {})  # two clusters (no embedder needed here)
     ids = np.array([0] * 50 + [1] * 50)
@@ -276,3 +280,16 @@ def test_routed_then_best_asks_the_cluster_specialist_first_then_the_best_overal
     assert r.order(0, 3, "routed") == ["spec", "lucky", "solid"]
     assert r.order(0, 3, "routed-then-best") == ["spec", "solid", "lucky"]
     assert r.order(0, 1, "routed-then-best") == ["spec"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (("--budget", "0.5"), "--budget is in calls per item"),
+    (("--max-calls", "0"), "--max-calls must be at least 1"),
+    (("--order", "random"), "--order must be one of"),
+    (("--alpha", "1.5"), "--alpha must be between 0 and 1"),
+])
+def test_calibrate_rejects_bad_adaptive_options_before_asking_anyone(fscale_home, args, message):
+    _, path = _profiled(fscale_home, 20)
+    proc = run_cli("calibrate", str(path), *args)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert not (fscale_home / "data" / "routing" / "calibration.json").exists()
