@@ -1,11 +1,11 @@
-"""Routing and calibrated cascades on the shared MMLU-Pro replay set (14 real models, 5943 items).
+"""Routing on the shared MMLU-Pro replay set (14 real models, 5943 items).
 
-    python bench/routing.py [--src /work/shared/data/mmlu_pro_replay] [--seeds 5] [--splits 50] [--json]
+    python bench/routing.py [--src /work/shared/data/mmlu_pro_replay] [--seeds 5] [--json]
 
 Everything runs in-process on the recorded answers with the engine's own functions (the same
 code paths as ``fscale profile``/``route``/``calibrate``/``-k auto``): ``ClusterModel`` (hashed
 TF-IDF + K-means), ``Router.add_model``/``choose_many`` (Ψ with Laplace smoothing, argmin Ψ +
-λ·cost), ``cascade.stage_arrays``/``confidence`` and ``calibrate.calibrate_cascade``.
+λ·cost).
 
 (a) Router quality: questions split 40/30/30 into train (cluster fitting) / validation /
     test; the 14 models are profiled on train+validation; accuracy vs mean cost on test for
@@ -16,12 +16,8 @@ TF-IDF + K-means), ``Router.add_model``/``choose_many`` (Ψ with Laplace smoothi
     cost <= c (a step curve), so 1.0 would be perfect at every budget.
 (b) Onboarding: 4 models are held out; the others are profiled on train+validation, the 4
     join by being profiled on the validation split only (no refit).
-(c) Cascade: stage 1 = route:3 (the router's 3 best models for the prompt's cluster), stage 2
-    = the 5 most accurate models (a strong panel; votes already gathered are reused); over
-    random calibration/test halves of the test split, thresholds by fixed-sequence testing
-    with Clopper-Pearson bounds at δ/2 per stage; for each α and confidence signal: the share
-    of splits whose test risk <= α (must be >= 1 − δ), mean coverage, mean calls per item (a
-    strong panel always costs 5).
+
+The cascade and the adaptive ``-k auto`` are measured by ``bench/auto.py``.
 """
 
 from __future__ import annotations
@@ -36,16 +32,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fscale_tui.engine.routing.calibrate import apply_cascade, calibrate_cascade  # noqa: E402
-from fscale_tui.engine.routing.cascade import SIGNALS, stage_arrays  # noqa: E402
 from fscale_tui.engine.routing.mmlu import load_replay_set, split_indices  # noqa: E402
 from fscale_tui.engine.routing.router import DEFAULT_K, ClusterModel, Router, compute_psi  # noqa: E402
 
 LAMBDAS = np.concatenate([np.linspace(0, 0.3, 61), np.linspace(0.35, 2.0, 12), [3.0, 5.0, 10.0, 20.0]])
 BUDGETS = (0.15, 0.2, 0.3, 0.5, 0.9)
 HELD_OUT = ("gemini-1.5-flash-002", "Qwen1.5-72B-Chat", "mathstral-7B", "Phi-3-mini-4k-instruct")
-ALPHAS = (0.05, 0.1, 0.2)
-DELTA = 0.1
 NN_K = 50
 
 
@@ -186,57 +178,10 @@ def curve_nn_masked(x_prof, prof_err, x_test, correct_test, cost_vec, smoothing=
     return pts
 
 
-def cascade_experiment(rs, correct, router, cl, tr, va, te, splits, lam=0.0):
-    models = list(rs.models)
-    trva = np.concatenate([tr, va])
-    acc_prof = correct[trva].mean(0)
-    strong = [models[j] for j in np.argsort(-acc_prof)[:5]]
-    idx = te
-    answers = {m: [rs.answers[m][i] for i in idx] for m in models}
-    gold = [rs.tasks[i].label for i in idx]
-    labels = [rs.tasks[i].answers for i in idx]
-    cl_te = cl[idx]
-    routed = [router.rank(int(c), lam).top(3) for c in cl_te]
-    stage_members = [routed, [strong] * len(idx)]
-    rel_cache = {int(c): router.reliability(int(c)) for c in set(cl_te.tolist())}
-
-    def reliability(i, m):
-        return rel_cache[int(cl_te[i])][m]
-
-    table = {}
-    for signal in SIGNALS:
-        confs, oks, calls = stage_arrays(answers, gold, labels, stage_members, signal,
-                                         reliability if signal == "weighted" else None)
-        rows = {}
-        for alpha in ALPHAS:
-            valid, cov, cpi, risks = 0, [], [], []
-            for s in range(splits):
-                perm = np.random.default_rng(1000 + s).permutation(len(idx))
-                cal, test = perm[: len(idx) // 2], perm[len(idx) // 2:]
-                stages = calibrate_cascade([c[cal] for c in confs], [o[cal] for o in oks], alpha, DELTA)
-                by = apply_cascade([c[test] for c in confs], [st.threshold for st in stages])
-                answered = by >= 0
-                wrong = sum(int((~oks[st][test][by == st]).sum()) for st in range(len(confs)))
-                risk = wrong / answered.sum() if answered.any() else 0.0
-                valid += risk <= alpha
-                risks.append(risk)
-                cov.append(answered.mean())
-                last = np.where(answered, by, len(confs) - 1)
-                cpi.append(np.mean([calls[last[t]][test[t]] for t in range(len(test))]))
-            rows[str(alpha)] = {"valid_share": round(valid / splits, 3), "coverage": round(float(np.mean(cov)), 4),
-                                "risk": round(float(np.mean(risks)), 4),
-                                "calls_per_item": round(float(np.mean(cpi)), 3)}
-        table[signal] = rows
-    best = max(SIGNALS, key=lambda s: table[s]["0.2"]["coverage"] if table[s]["0.2"]["valid_share"] >= 1 - DELTA else -1)
-    return {"stages": ["route:3", "strong=" + "+".join(strong)], "delta": DELTA, "splits": splits,
-            "items": len(idx), "panel_calls": 5, "signals": table, "best_signal": best}
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--src", default="/work/shared/data/mmlu_pro_replay")
     ap.add_argument("--seeds", type=int, default=5, help="router: repeat on this many random splits")
-    ap.add_argument("--splits", type=int, default=50, help="cascade: calibration/test splits")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     t0 = time.monotonic()
@@ -244,7 +189,7 @@ def main() -> int:
     gold = np.array([t.label for t in rs.tasks])
     correct = np.stack([np.array([a == g for a, g in zip(rs.answers[m], gold)]) for m in rs.models], 1).astype(float)
     report = {"items": len(rs.tasks), "models": len(rs.models)}
-    primary, state = None, None
+    primary = None
     gains, auc_r, auc_nn = [], [], []
     for seed in range(args.seeds):
         # The NN baseline embeds with the same embedder the clusters were fitted with.
@@ -252,12 +197,12 @@ def main() -> int:
         tr = np.array(split_indices(n, [0.4, 0.3, 0.3], seed)[0])
         emb = ClusterModel.fit([rs.tasks[i].text for i in tr], 1, seed=seed).embedder
         x = emb.transform([t.text for t in rs.tasks])
-        res, st = routing_experiment(rs, correct, x, seed)
+        res, _ = routing_experiment(rs, correct, x, seed)
         gains.append(res["router_gain_points"])
         auc_r.append(res["curves"][0]["auc"])
         auc_nn.append(res["curves"][1]["auc"])
         if seed == 0:
-            primary, state, x0 = res, st, x
+            primary, x0 = res, x
     report["routing"] = primary
     report["routing_over_seeds"] = {"seeds": args.seeds, "gain_points": gains,
                                     "mean_gain_points": round(float(np.mean(gains)), 2),
@@ -265,8 +210,6 @@ def main() -> int:
     onboard, _ = routing_experiment(rs, correct, x0, 0, held_out=HELD_OUT)
     onboard["held_out"] = list(HELD_OUT)
     report["onboarding"] = onboard
-    router, cm, cl, tr, va, te = state
-    report["cascade"] = cascade_experiment(rs, correct, router, cl, tr, va, te, args.splits)
     report["wall_s"] = round(time.monotonic() - t0, 1)
     if args.json:
         print(json.dumps(report, indent=1))
@@ -296,14 +239,6 @@ def print_report(r) -> None:
           f"AUC router {o['auc_router']} vs NN {o['auc_nn']}")
     print(f"\n(b) onboarding: {', '.join(r['onboarding']['held_out'])} profiled on validation only")
     curves(r["onboarding"])
-    c = r["cascade"]
-    print(f"\n(c) cascade {' → '.join(c['stages'])}; δ={c['delta']}, {c['splits']} splits of {c['items']} items")
-    print(f"  {'signal':<10}{'α':>6}{'risk≤α':>9}{'coverage':>10}{'risk':>8}{'calls/item':>12}")
-    for sig, rows in c["signals"].items():
-        for a, row in rows.items():
-            print(f"  {sig:<10}{a:>6}{row['valid_share']:>9.0%}{row['coverage']:>10.1%}{row['risk']:>8.1%}"
-                  f"{row['calls_per_item']:>12.2f}")
-    print(f"  strong panel always: {c['panel_calls']} calls/item; best signal: {c['best_signal']}")
     print(f"\nwall time {r['wall_s']} s")
 
 

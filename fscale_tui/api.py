@@ -37,7 +37,7 @@ def _run(coro: Any) -> Any:
 def _request(question: str, answers: str | Sequence[str], *, context: str | None = None,
              k: int | str | None = None, panel: str | None = None,
              models: str | Sequence[str] | None = None, tie_break: str | None = None,
-             item_id: str | None = None) -> ScaleRequest:
+             item_id: str | None = None, alpha: float | None = None) -> ScaleRequest:
     """The same request the CLI builds: ``answers``/``models`` as a list or a comma string,
     ``k`` a number or ``"auto"``."""
     from .engine.requests import parse_k, split_labels
@@ -49,7 +49,7 @@ def _request(question: str, answers: str | Sequence[str], *, context: str | None
     request = ScaleRequest(question=question, answers=tuple(labels or ()), context=context,
                            models=tuple(models) if models else None, panel=panel,
                            k=None if auto else parse_k(k), tie_break=tie_break, auto=auto,
-                           item_id=None if item_id is None else str(item_id))
+                           item_id=None if item_id is None else str(item_id), alpha=alpha)
     request.validate()
     return request
 
@@ -57,13 +57,15 @@ def _request(question: str, answers: str | Sequence[str], *, context: str | None
 def scale(question: str, answers: str | Sequence[str], *, context: str | None = None,
           k: int | str | None = None, panel: str | None = None,
           models: str | Sequence[str] | None = None,
-          tie_break: str | None = None, settings: Settings | None = None) -> ScaleResult:
+          tie_break: str | None = None, settings: Settings | None = None,
+          alpha: float | None = None) -> ScaleResult:
     """Ask several models to classify; returns the decision with votes and confidence.
 
     ``answers`` is a list of labels or a comma-separated string (``"YES,NO"``); ``k`` a number
-    or ``"auto"`` (route + calibrated cascade, as ``fscale scale -k auto``)."""
+    or ``"auto"`` (the routed models, as few as the evidence allows, as ``fscale scale -k
+    auto``); ``alpha`` with ``k="auto"``: abstain unless calibrated-confident at that risk."""
     request = _request(question, answers, context=context, k=k, panel=panel, models=models,
-                       tie_break=tie_break)
+                       tie_break=tie_break, alpha=alpha)
 
     async def go() -> ScaleResult:
         async with Engine(settings) as engine:

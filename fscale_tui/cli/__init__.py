@@ -42,9 +42,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                            "latency, cost, no-answer rate, pairwise error correlation and the "
                            "per-cluster error profile Ψ."),
     "route": ("routing", "Say which model a question would be routed to, and why."),
-    "calibrate": ("routing", "Calibrate the '-k auto' cascade: one confidence threshold per "
-                             "stage such that, with probability ≥ 1 − δ, at most α of the "
-                             "answered items are wrong."),
+    "calibrate": ("routing", "Calibrate '-k auto' on a labelled file: when to stop asking "
+                             "models (adaptive), and thresholds with risk ≤ α for abstaining."),
     "tui": ("tui", "Interactive terminal UI: live votes, health, panels, history (F1 for keys)."),
     "models": ("catalog", "List the catalogue: alias, provider, id, tier, family, cost, usable, "
                           "health."),

@@ -18,6 +18,7 @@ from .common import (engine_facade, guarded, load_settings_for_cli, print_json, 
 SELECT = "Choosing models"
 CLUSTERS = "Clusters"
 OUTPUT = "Output"
+ADAPTIVE = "Adaptive -k auto"
 
 
 class _Progress:
@@ -254,10 +255,14 @@ def route(
 @guarded
 def calibrate(
     tasks: str = typer.Argument(..., help="Labelled calibration task file (JSONL)."),
-    alpha: float = typer.Option(0.1, "--alpha", help="Target risk: at most this share of answered items wrong."),
+    alpha: float = typer.Option(None, "--alpha", help="Target risk: at most this share of answered items wrong; stored, '-k auto' then abstains unless confident. Adaptive mode without it: always answer (give --alpha to 'scale' per call). --stages: default 0.1."),
     delta: float = typer.Option(0.1, "--delta", help="The guarantee holds with probability ≥ 1 − δ (δ split over the stages)."),
-    stages: str = typer.Option("route:3,strong", "--stages", help="Cheapest first: route:N, a panel name, or a+b+c."),
-    signal: str = typer.Option("weighted", "--signal", help="Confidence: agreement | votes | weighted."),
+    stages: str = typer.Option(None, "--stages", help="Calibrate a fixed cascade instead of the adaptive rule: cheapest first, route:N, a panel name, or a+b+c (e.g. route:3,strong)."),
+    max_calls: int = typer.Option(4, "--max-calls", help="Adaptive: ask at most this many routed models per item.", rich_help_panel=ADAPTIVE),
+    budget: float = typer.Option(None, "--budget", help="Adaptive: the most accurate stopping rule within this many calls per item on average (default: the most accurate).", rich_help_panel=ADAPTIVE),
+    spread: float = typer.Option(10.0, "--spread", help="Adaptive: wrong answers spread over at most this many labels (the posterior's L).", rich_help_panel=ADAPTIVE),
+    order: str = typer.Option("routed-then-best", "--order", help="Adaptive: routed-then-best (the best model on the prompt's cluster, then the best overall) | routed (the best on the cluster).", rich_help_panel=ADAPTIVE),
+    signal: str = typer.Option("weighted", "--signal", help="--stages only. Confidence: agreement | votes | weighted | posterior."),
     lam: float = typer.Option(0.0, "--lambda", "-l", help="Cost weight λ for route:N stages."),
     concurrency: int = typer.Option(None, "--concurrency", help="Items in flight at once."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report without storing the thresholds."),
@@ -265,14 +270,22 @@ def calibrate(
     as_json: bool = typer.Option(False, "--json", help="Print the calibration report as JSON.", rich_help_panel=OUTPUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.", rich_help_panel=OUTPUT),
 ) -> None:
-    """Calibrate the '-k auto' cascade: one confidence threshold per stage such that, with
+    """Calibrate '-k auto' on a labelled file: when to stop asking models (adaptive), and
+    thresholds with risk ≤ α for abstaining.
+
+    Default (adaptive): asks the --max-calls routed models on every item, chooses the stopping
+    threshold τ (stop once P(answer right) ≥ τ) and the number of models that give the best
+    accuracy within --budget calls per item, and keeps every item's per-stage confidence so
+    that 'scale -k auto --alpha A' abstains with a guarantee for any α. With --alpha the
+    thresholds for it are stored and every '-k auto' call abstains unless confident.
+
+    With --stages: a fixed cascade, one confidence threshold per stage such that, with
     probability ≥ 1 − δ, at most α of the answered items are wrong (Trust or Escalate:
     fixed-sequence testing with exact Clopper–Pearson bounds, δ/stages per stage).
 
-    Prints, per stage, the threshold, the share of items it answers (coverage) and the
-    empirical risk among them; stores the thresholds for 'fscale scale -k auto'.
-
     Examples:
+
+      fscale calibrate cal.jsonl --budget 2
 
       fscale calibrate cal.jsonl --alpha 0.1 --delta 0.1 --stages route:3,strong
 
@@ -283,6 +296,13 @@ def calibrate(
 
     settings = load_settings_for_cli()
     items = load_tasks(tasks)
+    if stages is None:
+        raise typer.Exit(_calibrate_adaptive(settings, items, alpha=alpha, delta=delta,
+                                             max_calls=max_calls, budget=budget, spread=spread,
+                                             order=order, lam=lam, concurrency=concurrency,
+                                             dry_run=dry_run,
+                                             force=force, as_json=as_json, quiet=quiet))
+    alpha = 0.1 if alpha is None else alpha
     stage_list = [s for s in (split_list(stages) or ())]
 
     async def go() -> Any:
@@ -300,7 +320,7 @@ def calibrate(
                                "store it anyway, or a larger --alpha / stronger stages).[/yellow]")
     elif not dry_run:
         stored = str(report.cascade.save(settings))
-    out = {"schema": 1} | report.to_dict() | {"stored": stored}
+    out = {"schema": 1, "mode": "cascade"} | report.to_dict() | {"stored": stored}
     if as_json:
         print_json(out)
         return
@@ -321,6 +341,49 @@ def calibrate(
                   f"δ = {delta:g}, signal {signal}), {out['calls_per_item']:.2f} calls per item")
     if stored:
         stderr_console().print(f"stored in {stored}")
+
+
+def _calibrate_adaptive(settings: Any, items: Any, *, alpha: float | None, delta: float,
+                        max_calls: int, budget: float | None, spread: float, order: str,
+                        lam: float,
+                        concurrency: int | None, dry_run: bool, force: bool, as_json: bool,
+                        quiet: bool) -> int:
+    from ..engine.session import Engine
+
+    async def go() -> Any:
+        with _Progress("calibrate", show_progress(quiet, as_json)) as progress:
+            async with Engine(settings, on_status=progress.status) as engine:
+                return await engine.calibrate_adaptive(
+                    items, max_calls=max_calls, budget=budget, alpha=alpha, delta=delta,
+                    spread=spread, order=order, lam=lam, on_progress=progress,
+                    concurrency=concurrency)
+
+    report = run(go())
+    stored = None
+    if report.answers_nothing and not force and not dry_run:
+        stderr_console().print("[yellow]no stage reached a threshold with risk ≤ α: stored, "
+                               "every '-k auto' call would abstain. Not stored (use --force to "
+                               "store it anyway, a larger --alpha, or no --alpha).[/yellow]")
+    elif not dry_run:
+        stored = str(report.cascade.save(settings))
+    out = {"schema": 1} | report.to_dict() | {"stored": stored}
+    if as_json:
+        print_json(out)
+        return 0
+    console = stdout_console()
+    console.print(f"adaptive -k auto on {out['items']} items: stop once P(right) ≥ {out['tau']:g}, "
+                  f"at most {out['stop_after']} models → accuracy {out['accuracy']:.1%} at "
+                  f"{out['calls_per_item']:.2f} calls per item"
+                  + (f" (budget {budget:g})" if budget is not None else ""))
+    if "stages" in out:
+        risk = "-" if out["risk"] is None else f"{out['risk']:.1%}"
+        thresholds = ", ".join("never" if r["threshold"] is None else f"{r['threshold']:.4f}"
+                               for r in out["stages"])
+        console.print(f"with α = {alpha:g} (δ = {delta:g}): thresholds {thresholds}; coverage "
+                      f"{out['coverage']:.1%}, empirical risk {risk}; '-k auto' abstains below them")
+    if stored:
+        stderr_console().print(f"stored in {stored}")
+    return 0
 
 
 def register(app: typer.Typer) -> None:

@@ -91,7 +91,8 @@ def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
             obj["question"], answers, context=obj.get("context"),
             models=tuple(models) if models else None, panel=obj.get("panel", defaults["panel"]),
             k=obj.get("k", defaults["k"]), tie_break=defaults["tie_break"],
-            item_id=str(obj["id"]) if obj.get("id") is not None else None)
+            item_id=str(obj["id"]) if obj.get("id") is not None else None,
+            alpha=defaults.get("alpha"))
 
     return read_batch_items(path, build)
 
@@ -132,12 +133,13 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
 def scale(
     question: str = typer.Argument(None, help="The question every model answers.", show_default=False),
     answers: str = typer.Option(None, "--answers", "-a", help="Allowed labels, comma-separated, e.g. YES,NO."),
-    k: str = typer.Option(None, "-k", help="Number of models from the default panel, or 'auto' (route + calibrated cascade, see 'fscale calibrate').", rich_help_panel=SELECT),
+    k: str = typer.Option(None, "-k", help="Number of models from the default panel, or 'auto' (the routed best models, one more only while the evidence is not enough; see 'fscale calibrate').", rich_help_panel=SELECT),
     panel: str = typer.Option(None, "--panel", "-p", help="Named panel (see 'fscale panels').", rich_help_panel=SELECT),
     models: str = typer.Option(None, "--models", "-m", help="Explicit models, comma-separated aliases.", rich_help_panel=SELECT),
     context: str = typer.Option(None, "--context", "-c", help="Context text (goes in the system message)."),
     context_file: str = typer.Option(None, "--context-file", "-f", help="Read the context from a file ('-' = stdin)."),
     tie_break: str = typer.Option(None, "--tie-break", help="none (default: a tie is no decision, exit 3) | rating | order.", envvar="FSCALE_TIE_BREAK"),
+    alpha: float = typer.Option(None, "--alpha", help="-k auto: abstain (exit 3) unless the answer passes the threshold calibrated for this risk, e.g. 0.1 (needs 'fscale calibrate'). Without it -k auto always answers.", rich_help_panel=SELECT),
     batch: str = typer.Option(None, "--batch", help="JSONL file of items ('-' = stdin): one JSON result per line.", rich_help_panel=OUTPUT),
     concurrency: int = typer.Option(None, "--concurrency", min=1, help="Batch items in flight at once (per Ray actor with --ray).", rich_help_panel=OUTPUT),
     ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Run the --batch on Ray Data: alone, a local cluster; or a cluster ADDRESS (e.g. auto, ray://head:10001). Needs the [ray] extra.", rich_help_panel=OUTPUT),
@@ -162,9 +164,12 @@ def scale(
 
       fscale scale --batch items.jsonl -a YES,NO --ray --actors 4 > results.jsonl
 
-      fscale scale "Is 91 prime?" -a YES,NO -k auto --json   # route + cascade; exit 3 = abstained
+      fscale scale "Is 91 prime?" -a YES,NO -k auto --json   # routed models, as few as needed
 
-    Exit codes: 0 decided, 2 usage error, 3 no decision (tie or no valid vote),
+      fscale scale "Is 91 prime?" -a YES,NO -k auto --alpha 0.1   # exit 3 = abstained
+
+    Exit codes: 0 decided, 2 usage error (e.g. --alpha outside (0, 1), or --alpha without
+    a calibration), 3 no decision (tie, no valid vote, or -k auto --alpha abstained),
     4 every member failed / no provider usable, 130 interrupted.
     """
     labels = split_list(answers)
@@ -173,7 +178,7 @@ def scale(
         if question is not None:
             raise UsageError("give a question or --batch, not both")
         defaults = {"answers": labels, "models": split_list(models), "panel": panel, "k": kk,
-                    "tie_break": tie_break}
+                    "tie_break": tie_break, "alpha": alpha}
         raise typer.Exit(_run_batch(batch, defaults, concurrency=concurrency, quiet=quiet,
                                     learning=_learning_flags(no_challenger, no_log), ray=ray,
                                     actors=actors))
@@ -184,7 +189,8 @@ def scale(
     if not labels:
         raise UsageError("missing --answers, e.g. --answers YES,NO")
     request = scale_request(question, labels, context=resolve_context(context, context_file),
-                            models=split_list(models), panel=panel, k=kk, tie_break=tie_break)
+                            models=split_list(models), panel=panel, k=kk, tie_break=tie_break,
+                            alpha=alpha)
     raise typer.Exit(_run_one(request, as_json=as_json, quiet=quiet,
                               learning=_learning_flags(no_challenger, no_log)))
 

@@ -195,7 +195,8 @@ class Engine:
             "stream": request.stream, "counter": counter}
         if request.auto:
             plan = self.cascade().plan(request.question, request.context, lam=request.lam,
-                                       tie_break=tie_break, rating_of=self.rating_of)
+                                       tie_break=tie_break, rating_of=self.rating_of,
+                                       alpha=request.alpha, labels=len(labels))
             exclude = plan.all_members()
             notes = [plan.note] if plan.note else []
         else:
@@ -273,6 +274,7 @@ class Engine:
         answer: str | None = None
         conf: float | None = None
         decided_early = False
+        tally = None
         for index, stage in enumerate(plan.stages):
             names = [m.alias for m in stage.members]
             if stage.skip is not None:
@@ -316,7 +318,13 @@ class Engine:
         if answer is None:
             asked = [v for v in votes if v.status != "replaced"]
             failed = bool(asked) and all(v.status == "failed" for v in asked)
-            result.status = "all_failed" if failed else "abstained"
+            if failed:
+                result.status = "all_failed"
+            elif plan.always_answers:  # no abstention asked for: say why there is no answer
+                result.status = "tie" if overall.valid else "no_votes"
+                result.tied = list(tally.tied) if tally is not None else []
+            else:
+                result.status = "abstained"
         yield Decided(call_id, result)
 
     async def _start_challenger(self, call_id: str, messages: list[dict[str, str]],
@@ -454,6 +462,13 @@ class Engine:
         from .routing.cascade import calibrate_on_tasks
 
         return await calibrate_on_tasks(self, tasks, stages, **kwargs)
+
+    async def calibrate_adaptive(self, tasks: Any, **kwargs: Any) -> Any:
+        """Choose the adaptive ``-k auto`` stopping rule on labelled tasks (and keep the
+        per-stage confidences ``--alpha`` calibrates from); the caller stores the result."""
+        from .routing.cascade import calibrate_adaptive_on_tasks
+
+        return await calibrate_adaptive_on_tasks(self, tasks, **kwargs)
 
     # -- learning: evolve --------------------------------------------------------------------
     def propose_evolve(self, panel: str | None = None, *, min_calls: int = 30,

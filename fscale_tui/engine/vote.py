@@ -56,6 +56,9 @@ class ScaleRequest:
     auto: bool = False
     lam: float | None = None  # -k auto: cost weight λ for routed stages
     item_id: str | None = None  # a batch item's own id, kept beside the call id
+    #: -k auto: abstain unless the answer passes the threshold calibrated for this risk level
+    #: (None: the adaptive rule always answers, unless calibration stored an α).
+    alpha: float | None = None
 
     def validate(self) -> None:
         if not self.question or not self.question.strip():
@@ -72,6 +75,11 @@ class ScaleRequest:
             raise UsageError("give at most one of --models and --panel")
         if self.auto and chosen:
             raise UsageError("-k auto chooses the models itself: drop --models/--panel")
+        if self.alpha is not None:
+            if not self.auto:
+                raise UsageError("--alpha works with -k auto only (abstain unless confident)")
+            if not 0 < self.alpha < 1:
+                raise UsageError(f"--alpha must be between 0 and 1 (exclusive), not {self.alpha:g}")
         if self.k is not None and not self.auto and self.k < 1:
             raise UsageError("-k must be at least 1")
         if self.models and len(set(self.models)) != len(self.models):

@@ -1,6 +1,6 @@
 """Voting rules: how ballots become a decision, and when the decision can be made early.
 
-One interface, three rules, used by ``scale`` (every member's vote) and by the ``-k auto``
+One interface, four rules, used by ``scale`` (every member's vote) and by the ``-k auto``
 cascade (each stage's confidence against its threshold):
 
 ``Majority``            one vote per member; a final tie is no decision, or is broken by
@@ -8,6 +8,10 @@ cascade (each stage's confidence against its threshold):
                         (the higher-rated backer) — never by arrival order.
 ``Weighted``            reliability-weighted agreement: a ballot weighs its model's estimated
                         accuracy on this kind of prompt (1 − Ψ from the router's profile).
+``Posterior``           naive-Bayes posterior under the one-coin model: a model with reliability
+                        r is right with probability r and otherwise picks one of the other
+                        labels at random; a ballot weighs its log-odds log(r·(L−1)/(1−r)), and
+                        ``agreement``/``confidence`` are P(leader is right | ballots).
 
 A rule's :meth:`VotingRule.decide` gives a :class:`Tally`: the leading label, the vote counts,
 the weight behind each label, and two shares — ``confidence`` (the leader's share of the
@@ -24,6 +28,7 @@ Pure: no I/O, no asyncio.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -51,6 +56,8 @@ class Tally:
     total_weight: float = 0.0  # every ballot, no answer and failures included
     tied: list[str] = field(default_factory=list)
     tie_broken_by: str | None = None
+    #: ``Posterior`` only: P(the winner is right | ballots), what both shares report.
+    posterior: float | None = None
 
     @property
     def support(self) -> float:
@@ -61,6 +68,8 @@ class Tally:
         """The winner's share of the valid weight (None when there is no winner)."""
         if self.answer is None or self.valid_weight <= 0:
             return None
+        if self.posterior is not None:
+            return self.posterior
         return self.weights[self.answer] / self.valid_weight
 
     @property
@@ -68,6 +77,8 @@ class Tally:
         """The leader's share of every ballot's weight; 0 for an unbroken tie or no vote."""
         if self.answer is None or self.total_weight <= 0:
             return 0.0
+        if self.posterior is not None:
+            return self.posterior
         return self.weights[self.answer] / self.total_weight
 
 
@@ -178,10 +189,125 @@ class Weighted(VotingRule):
         return max(0.0, float(self.reliability.get(model, self.default)))
 
 
+#: ``Posterior``: errors spread over at most this many other labels + 1 by default.
+DEFAULT_SPREAD = 10.0
+#: Reliabilities are kept inside [chance + ε, RELIABILITY_CAP]: a model no better than chance
+#: carries no evidence (weight ~0), and no profile makes a model infallible.
+RELIABILITY_CAP = 0.99
+
+
+class Posterior(VotingRule):
+    """P(label | ballots) under the one-coin model, from per-model reliabilities.
+
+    With L effective labels (``min(len(labels), spread)``: wrong answers of real models
+    concentrate on a few distractors, ``spread`` says on how many), a ballot of a model with
+    reliability r for label l multiplies l's odds by r·(L−1)/(1−r); no answer is no evidence.
+    So P(l | ballots) = exp(s_l) / (Σ_voted exp(s) + max(0, L − #voted labels)) with s_l the
+    summed log-odds weights behind l. One ballot gives P = r; two reliable models agreeing
+    give a high posterior; a disagreement lowers it. The winner is the label with the highest
+    score (the more reliable backer wins a 1–1 split); ``agreement`` = ``confidence`` = its
+    posterior, which a stage compares with its stopping threshold.
+    """
+
+    name = "posterior"
+
+    def __init__(self, reliability: Mapping[str, float], default: float = 0.6,
+                 tie_break: str = "none", rating_of: Callable[[str], float] | None = None,
+                 spread: float = DEFAULT_SPREAD, labels: int | None = None) -> None:
+        super().__init__(tie_break, rating_of)
+        if spread < 2:
+            raise ValueError("spread must be at least 2 labels")
+        self.reliability = dict(reliability)
+        self.default = default
+        self.spread = float(spread)
+        #: The number of labels when known in advance (``weight`` needs it before ``decide``).
+        self.labels = labels
+
+    def effective_labels(self, labels: int | None = None) -> float:
+        n = labels if labels is not None else self.labels
+        return min(float(n), self.spread) if n else self.spread
+
+    def weight(self, model: str, labels: int | None = None) -> float:
+        """The log-odds a ballot of ``model`` adds to its label (≥ 0)."""
+        big_l = self.effective_labels(labels)
+        r = float(self.reliability.get(model, self.default))
+        r = min(RELIABILITY_CAP, max(1.0 / big_l + 1e-3, r))
+        return math.log(r * (big_l - 1) / (1 - r))
+
+    def ballot(self, model: str, answer: str | None, position: int = 0) -> Ballot:
+        return Ballot(model, answer, self.weight(model), position)
+
+    def posterior_of(self, label: str | None, weights: Mapping[str, float], n_labels: int) -> float:
+        if label is None or label not in weights:
+            return 0.0
+        big_l = self.effective_labels(n_labels)
+        top = max(weights.values())
+        z = sum(math.exp(w - top) for w in weights.values())
+        z += max(0.0, big_l - len(weights)) * math.exp(-top)
+        return math.exp(weights[label] - top) / z
+
+    def decide(self, ballots: Sequence[Ballot], labels: Sequence[str]) -> Tally:
+        # Weighed for this label set (a ballot made before the labels were known may not be).
+        ballots = [Ballot(b.model, b.answer, self.weight(b.model, len(labels)), b.position)
+                   for b in ballots]
+        tally = super().decide(ballots, labels)
+        if tally.answer is not None:
+            tally.posterior = self.posterior_of(tally.answer, tally.weights, len(labels))
+        return tally
+
+    def can_decide_early(self, ballots: Sequence[Ballot], labels: Sequence[str],
+                         pending: Sequence[float], threshold: float | None = None) -> bool:
+        """Settled when no way the pending ballots can vote changes the outcome.
+
+        The weights are non-negative and the posterior is a ratio of sums of exponentials, so
+        the worst case for the leader is every pending ballot backing its strongest rival (an
+        existing label or a new one) and the best case for any label is every pending ballot
+        backing it: two scenarios per label decide both "accept" and "escalate" exactly.
+        """
+        if not pending or self.labels != len(labels):
+            return False  # pending weights were made for another label set: wait (always safe)
+        tally = self.decide(ballots, labels)
+        rest = sum(max(0.0, w) for w in pending)
+        weights = dict(tally.weights)
+        n = len(labels)
+        new = next((lab for lab in labels if lab not in weights), None)
+        candidates = list(weights) + ([new] if new is not None else [])
+
+        def with_rest(label: str) -> dict[str, float]:
+            w = dict(weights)
+            w[label] = w.get(label, 0.0) + rest
+            return w
+
+        if threshold is None:
+            if tally.leader is None or tally.tied:
+                return False
+            best_other = max((w for lab, w in weights.items() if lab != tally.leader), default=0.0)
+            return weights[tally.leader] > best_other + rest + 1e-12
+        # Escalate: not even every pending ballot joining one label brings it to the threshold.
+        best_case = max((self.posterior_of(lab, with_rest(lab), n) for lab in candidates),
+                        default=0.0)
+        if best_case < threshold - 1e-12:
+            return True
+        # Accept: the leader stays ahead and above the threshold whoever the rest back.
+        if tally.leader is None or tally.tied:
+            return False
+        leader = tally.leader
+        for rival in (lab for lab in candidates if lab != leader):
+            w = with_rest(rival)
+            if w[rival] >= w[leader] - 1e-12 or self.posterior_of(leader, w, n) < threshold - 1e-12:
+                return False
+        return True
+
+
 def rule_for(signal: str, *, reliability: Mapping[str, float] | None = None,
              tie_break: str = "none", rating_of: Callable[[str], float] | None = None,
-             default_reliability: float = 0.6) -> VotingRule:
-    """The rule behind a confidence signal name (``agreement``/``votes``/``weighted``)."""
+             default_reliability: float = 0.6, spread: float = DEFAULT_SPREAD,
+             labels: int | None = None) -> VotingRule:
+    """The rule behind a confidence signal name (``agreement``/``votes``/``weighted``/
+    ``posterior``)."""
     if signal == "weighted":
         return Weighted(reliability or {}, default_reliability, tie_break, rating_of)
+    if signal == "posterior":
+        return Posterior(reliability or {}, default_reliability, tie_break, rating_of,
+                         spread=spread, labels=labels)
     return Majority(tie_break, rating_of)

@@ -103,7 +103,7 @@ class StagesView(Static):
         if not answered and asked and result.status in ("abstained", "all_failed"):
             asked[-1].state = "abstained"
         cal = ("calibrated thresholds" if result.calibrated
-               else "uncalibrated: a stage answers only when unanimous")
+               else "uncalibrated defaults, no risk guarantee")
         route = result.route or {}
         cluster = route.get("cluster")
         where = f"cluster {cluster} · " if cluster is not None else ""

@@ -176,3 +176,4 @@ def apply_cascade(confidences: Sequence[np.ndarray], thresholds: Sequence[float 
         take = (answered_by < 0) & (np.asarray(conf, dtype=float) >= tau)
         answered_by[take] = s
     return answered_by
+

@@ -1,4 +1,23 @@
-"""``-k auto``: route, then escalate through calibrated stages, or abstain (design §8).
+"""``-k auto``: route, then ask more models only while the evidence is not enough (design §8).
+
+Two modes share the stages and the runner below.
+
+**Adaptive** (the default, ``"mode": "adaptive"``): the stages are ``route:1, route:2, …,
+route:M`` (the router's best model for this prompt's cluster, then the best overall, one
+more per stage; ``"order": "routed"`` takes the N best on the cluster instead) with the
+``posterior`` signal: P(leader is right | votes) under the one-coin model with each model's
+reliability on this cluster (1 − Ψ). A stage stops the call when the posterior reaches the
+stopping threshold τ; the last stage always answers (the posterior-weighted majority). A stage
+whose members, even unanimous, cannot reach τ is asked together with the next one (so a call
+starts with two models when the routed one alone is not reliable enough on this cluster).
+``fscale calibrate CAL.jsonl`` chooses τ and M on labelled items (the most accurate setting
+within ``--budget`` calls per item) and keeps every item's per-stage confidence, so that
+``scale -k auto --alpha A`` can calibrate Trust-or-Escalate thresholds for any α on the spot:
+then the call abstains (exit 3) unless a stage passes its threshold, with the Clopper–Pearson
+guarantee below. Uncalibrated, τ = 0.67 and M = 4.
+
+**Cascade** (``fscale calibrate --stages …``): the stages as written, each answering only when
+its confidence passes the threshold calibrated for ``--alpha``; otherwise the call abstains.
 
 A cascade is a list of stages, cheapest first. A stage is written as
 
@@ -17,11 +36,10 @@ reused. Each stage's confidence c(x) comes from its voting rule (:mod:`..voting`
   accuracy on this prompt's cluster (1 − Ψ); confidence = weight behind the leader / total
   weight of the stage (no answer counts against it).
 
+- ``posterior``: P(leader is right | votes), see :class:`..voting.Posterior`.
+
 The first stage with c(x) ≥ its calibrated threshold answers; if none does, the call abstains
 (exit code 3). A stage that calibration found can never answer is skipped (not paid for).
-Uncalibrated, the stages are ``route:3`` (or the first 3 members of the default panel when
-nothing is profiled) then the default panel, each answering only when unanimous
-(``agreement`` = 1): a conservative default with no risk guarantee (``"calibrated": false``).
 """
 
 from __future__ import annotations
@@ -37,14 +55,23 @@ import numpy as np
 
 from .. import storage
 from ..errors import UsageError
-from ..voting import VotingRule, rule_for
-from .calibrate import CascadeCalibrator, StageCalibration
+from ..voting import DEFAULT_SPREAD, VotingRule, rule_for
+from .calibrate import CascadeCalibrator, StageCalibration, calibrate_cascade
 from .profile import load_router
 from .router import Router, routing_dir
 from .tasks import Task
 
-SIGNALS = ("agreement", "votes", "weighted")
+SIGNALS = ("agreement", "votes", "weighted", "posterior")
 DEFAULT_SIGNAL = "weighted"
+MODES = ("adaptive", "cascade")
+ORDERS = ("routed", "routed-then-best")
+DEFAULT_ORDER = "routed-then-best"
+#: Adaptive defaults when nothing is calibrated (the medians of what ``bench/auto.py`` chose on
+#: validation data of the MMLU-Pro replay at ≤ 2 calls per item).
+DEFAULT_TAU = 0.67
+DEFAULT_MAX_CALLS = 4
+#: The stopping thresholds ``fscale calibrate`` tries.
+TAU_GRID = tuple(round(0.30 + 0.01 * i, 2) for i in range(70))
 UNCALIBRATED_THRESHOLD = 1.0
 DEFAULT_RELIABILITY = 0.6
 
@@ -70,13 +97,13 @@ class StageSpec:
         return None
 
     def members(self, settings: Any, router: Router | None, cluster: int, lam: float,
-                registry: Any) -> list[str]:
+                registry: Any, order: str = "routed") -> list[str]:
         """The stage's model aliases for a prompt of ``cluster`` (raises on unknown names)."""
         n = self.routed
         if n is not None:
-            if router is None:
-                return [m.alias for m in registry.select(k=n)]
-            return router.rank(cluster, lam).top(n)
+            if router is None:  # nothing profiled: the default panel in its listed order
+                return list(registry.panel(settings.get("panel")))[:n]
+            return router.order(cluster, n, order, lam)
         if "+" in self.spec or self.spec in settings.models:
             names = [x.strip() for x in self.spec.split("+") if x.strip()]
         else:
@@ -98,7 +125,8 @@ def parse_stages(value: str | Sequence[str]) -> list[StageSpec]:
 
 
 def confidence(votes: Sequence[str | None], labels: Sequence[str], signal: str,
-               reliability: Sequence[float] | None = None) -> tuple[str | None, float]:
+               reliability: Sequence[float] | None = None,
+               spread: float = DEFAULT_SPREAD) -> tuple[str | None, float]:
     """(leading label, confidence) of a list of votes (None = no answer / failed).
 
     ``agreement``/``votes``: share of all votes that back the leader (a tie for the lead is
@@ -113,7 +141,7 @@ def confidence(votes: Sequence[str | None], labels: Sequence[str], signal: str,
     names = [f"m{i}" for i in range(len(votes))]
     rel = list(reliability) if reliability is not None else [DEFAULT_RELIABILITY] * len(votes)
     rule = rule_for(signal, reliability=dict(zip(names, rel)),
-                    default_reliability=DEFAULT_RELIABILITY)
+                    default_reliability=DEFAULT_RELIABILITY, spread=spread, labels=len(labels))
     tally = rule.decide([rule.ballot(n, v) for n, v in zip(names, votes)], labels)
     return tally.answer, tally.agreement
 
@@ -130,37 +158,81 @@ class CascadeConfig:
     delta: float | None = None
     calibrated: bool = True
     stats: list[dict[str, Any]] = field(default_factory=list)
+    #: ``adaptive``: stop at the first stage whose posterior reaches ``tau`` (the last of the
+    #: first ``stop_after`` stages always answers) unless an α is given; ``cascade``: abstain
+    #: unless a stage passes its threshold.
+    mode: str = "cascade"
+    tau: float | None = None
+    stop_after: int | None = None
+    spread: float = DEFAULT_SPREAD
+    #: Adaptive calibration: every calibration item's confidence and correctness per stage,
+    #: from which thresholds for any α are calibrated at run time (``--alpha``).
+    scores: dict[str, list[list[float]]] | None = None
+    #: Adaptive: which models ``route:N`` asks (``routed``: the N best on this cluster;
+    #: ``routed-then-best``: the best on this cluster, then the best overall).
+    order: str = DEFAULT_ORDER
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stages": self.stages, "thresholds": self.thresholds, "signal": self.signal,
-                "lambda": self.lam, "alpha": self.alpha, "delta": self.delta,
-                "calibrated": self.calibrated, "stats": self.stats}
+        d = {"mode": self.mode, "stages": self.stages, "thresholds": self.thresholds,
+             "signal": self.signal, "lambda": self.lam, "alpha": self.alpha, "delta": self.delta,
+             "calibrated": self.calibrated, "stats": self.stats}
+        if self.mode == "adaptive":
+            d.update({"tau": self.tau, "stop_after": self.stop_after, "spread": self.spread,
+                      "order": self.order})
+        return d
 
     @classmethod
     def load(cls, settings: Any) -> "CascadeConfig | None":
         doc = storage.read_json(calibration_path(settings))
         if not doc.get("stages"):
             return None
+        mode = doc.get("mode", "cascade")
         return cls(stages=list(doc["stages"]), thresholds=list(doc["thresholds"]),
                    signal=doc.get("signal", DEFAULT_SIGNAL), lam=float(doc.get("lambda") or 0.0),
                    alpha=doc.get("alpha"), delta=doc.get("delta"), calibrated=True,
-                   stats=list(doc.get("stats") or []))
+                   stats=list(doc.get("stats") or []), mode=mode if mode in MODES else "cascade",
+                   tau=doc.get("tau"), stop_after=doc.get("stop_after"),
+                   spread=float(doc.get("spread") or DEFAULT_SPREAD), scores=doc.get("scores"),
+                   order=doc.get("order") if doc.get("order") in ORDERS else DEFAULT_ORDER)
+
+    def alpha_thresholds(self, alpha: float) -> list[float | None]:
+        """Trust-or-Escalate thresholds for ``alpha`` from the stored calibration scores
+        (fixed-sequence Clopper–Pearson at δ/stages each, exactly as ``fscale calibrate``)."""
+        if not 0 < alpha < 1:
+            raise UsageError(f"--alpha must be between 0 and 1 (exclusive), not {alpha:g}")
+        if self.mode != "adaptive" or not self.scores:
+            raise UsageError("--alpha needs an adaptive calibration: run 'fscale calibrate "
+                             "CAL.jsonl' (a labelled file) first")
+        conf = np.asarray(self.scores["confidence"], dtype=float)
+        ok = np.asarray(self.scores["correct"], dtype=bool)
+        stages = calibrate_cascade([conf[:, s] for s in range(conf.shape[1])],
+                                   [ok[:, s] for s in range(ok.shape[1])], alpha,
+                                   float(self.delta or 0.1))
+        return [st.threshold for st in stages]
 
     def save(self, settings: Any) -> Path:
         path = calibration_path(settings)
+        doc = {**self.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if self.scores is not None:
+            doc["scores"] = self.scores
         with storage.locked(path):
-            storage.write_json(path, {**self.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            storage.write_json(path, doc)
         return path
 
 
+def adaptive_stages(max_calls: int) -> list[str]:
+    return [f"route:{n}" for n in range(1, max_calls + 1)]
+
+
 def default_cascade(settings: Any, router: Router | None, registry: Any) -> CascadeConfig:
-    """``route:3`` (or the default panel's first 3) then the default panel, unanimity only."""
-    panel = settings.get("panel")
-    members = registry.panel(panel)
-    first = "route:3" if router is not None else "+".join(members[:3])
-    stages = [first, "+".join(members)]
-    return CascadeConfig(stages=stages, thresholds=[UNCALIBRATED_THRESHOLD] * 2, signal="agreement",
-                         calibrated=False)
+    """Uncalibrated ``-k auto``: adaptive, τ = 0.67, at most 4 models, always answers.
+
+    Without a profile the routed stages are the default panel's first members and every
+    model's reliability is :data:`DEFAULT_RELIABILITY`."""
+    return CascadeConfig(stages=adaptive_stages(DEFAULT_MAX_CALLS),
+                         thresholds=[None] * DEFAULT_MAX_CALLS, signal="posterior",
+                         calibrated=False, mode="adaptive", tau=DEFAULT_TAU,
+                         stop_after=DEFAULT_MAX_CALLS)
 
 
 # -- planning a call: which models each stage asks, with which rule and threshold -------------
@@ -182,6 +254,9 @@ class AutoPlan:
     cluster: int | None
     routed: list[str] | None
     note: str | None = None
+    #: Adaptive without an α: the last stage answers whatever its confidence.
+    always_answers: bool = False
+    alpha: float | None = None
 
     def all_members(self) -> set[str]:
         return {m.alias for st in self.stages for m in st.members}
@@ -199,9 +274,9 @@ class Cascade:
         self.note = None
         if stored is None:
             stored = default_cascade(settings, self.router, registry)
-            self.note = ("-k auto is not calibrated (run 'fscale calibrate CAL.jsonl'): using the "
-                         f"default cascade {' → '.join(stored.stages)}, each stage answering only "
-                         "when unanimous; no risk guarantee")
+            self.note = ("-k auto is not calibrated (run 'fscale calibrate CAL.jsonl'): asking "
+                         f"up to {DEFAULT_MAX_CALLS} routed models until P(right) ≥ "
+                         f"{DEFAULT_TAU:g}; no risk guarantee")
         self.config = stored
         self.specs = parse_stages(stored.stages)
 
@@ -216,30 +291,83 @@ class Cascade:
     def plan(self, question: str, context: str | None, *, lam: float | None = None,
              tie_break: str = "none", rating_of: Callable[[str], float] | None = None,
              thresholds: Sequence[float | None] | None = None,
-             signal: str | None = None) -> AutoPlan:
-        """The stages for one prompt: members (routed per cluster), rule, threshold."""
+             signal: str | None = None, alpha: float | None = None,
+             labels: int | None = None) -> AutoPlan:
+        """The stages for one prompt: members (routed per cluster), rule, threshold.
+
+        ``alpha`` (adaptive mode): abstain unless a stage passes the threshold calibrated for
+        it; without it an adaptive plan always answers (unless calibrated with an α)."""
         cfg = self.config
         lam = cfg.lam if lam is None else lam
         signal = signal or cfg.signal
-        thresholds = list(cfg.thresholds if thresholds is None else thresholds)
+        specs = list(self.specs)
+        always = False
+        if alpha is not None and cfg.mode != "adaptive":
+            raise UsageError("--alpha needs an adaptive calibration; the stored one is a "
+                             "--stages cascade calibrated for α = "
+                             f"{cfg.alpha}: run 'fscale calibrate CAL.jsonl' without --stages")
+        if thresholds is not None:
+            thresholds = list(thresholds)
+        elif cfg.mode == "adaptive" and alpha is not None:
+            thresholds = self._alpha_thresholds(alpha)
+        elif cfg.mode == "adaptive" and cfg.alpha is None:
+            m = max(1, min(len(specs), int(cfg.stop_after or len(specs))))
+            specs = specs[:m]
+            thresholds = [float(cfg.tau if cfg.tau is not None else DEFAULT_TAU)] * (m - 1) + [0.0]
+            always = True
+        else:
+            thresholds = list(cfg.thresholds)
         cluster = self.cluster_of(question, context)
+        if always and tie_break == "none":
+            tie_break = "order"  # always answer: a tie goes to the better-routed model's label
         rule = rule_for(signal, reliability=self.reliability(cluster), tie_break=tie_break,
-                        rating_of=rating_of)
+                        rating_of=rating_of, default_reliability=DEFAULT_RELIABILITY,
+                        spread=cfg.spread, labels=labels)
+        order = cfg.order if cfg.mode == "adaptive" else "routed"
+        resolved = [spec.members(self.settings, self.router, cluster, lam, self.registry, order)
+                    for spec in specs]
+        if always:
+            # Fewer models than stages (a small panel): a stage that adds nobody is dropped,
+            # and the last distinct one answers.
+            keep = [i for i, names in enumerate(resolved) if i == 0 or names != resolved[i - 1]]
+            specs = [specs[i] for i in keep]
+            resolved = [resolved[i] for i in keep]
+            thresholds = [thresholds[i] for i in keep[:-1]] + [0.0]
         stages: list[StagePlan] = []
         asked: list[str] = []
-        for spec, tau in zip(self.specs, thresholds):
-            names = spec.members(self.settings, self.router, cluster, lam, self.registry)
+        for index, (spec, tau) in enumerate(zip(specs, thresholds)):
+            names = resolved[index]
             pool = list(dict.fromkeys(asked + names)) if signal == "votes" else names
             skip = None
-            if tau is None and cfg.calibrated:
+            if tau is None and (cfg.calibrated or alpha is not None):
                 skip = "never answers: calibration found no threshold with risk ≤ α"
+            elif (cfg.mode == "adaptive" and tau is not None and index < len(specs) - 1
+                  and labels and _best_case(rule, names, labels) < tau - 1e-12):
+                skip = "cannot reach the threshold even if unanimous: asked with the next stage"
             stages.append(StagePlan(spec.spec, [self.registry.model(n) for n in pool], tau, rule,
                                     skip))
             if skip is None:
                 asked = list(dict.fromkeys(asked + names))
         routed = self.router.rank(cluster, lam).top(3) if self.router is not None else None
+        note = self.note
+        if alpha is not None or (cfg.mode == "adaptive" and cfg.alpha is not None):
+            note = None  # a calibrated α: the guarantee is the one calibration gives
         return AutoPlan(stages, cfg.calibrated, signal, cluster if self.router else None, routed,
-                        self.note)
+                        note, always_answers=always,
+                        alpha=alpha if alpha is not None else (cfg.alpha if cfg.mode == "adaptive"
+                                                               else None))
+
+    def _alpha_thresholds(self, alpha: float) -> list[float | None]:
+        cache = self.__dict__.setdefault("_alpha_cache", {})
+        if alpha not in cache:
+            cache[alpha] = self.config.alpha_thresholds(alpha)
+        return list(cache[alpha])
+
+
+def _best_case(rule: VotingRule, members: Sequence[str], labels: int) -> float:
+    """The confidence of a stage whose members all give the same answer."""
+    names = [f"L{i}" for i in range(labels)]
+    return rule.decide([rule.ballot(m, names[0]) for m in members], names).agreement
 
 
 # -- calibration on a labelled file ---------------------------------------------------------
@@ -393,3 +521,170 @@ def stage_arrays(answers: Mapping[str, Sequence[str | None]], gold: Sequence[str
         oks.append(ok)
         calls.append(cnt)
     return confs, oks, calls
+
+
+# -- adaptive -k auto: per-stage posteriors, the stopping rule and its calibration -----------
+
+def adaptive_arrays(answers: Mapping[str, Sequence[str | None]], gold: Sequence[str],
+                    labels: Sequence[Sequence[str]], orders: Sequence[Sequence[str]],
+                    reliability: Callable[[int, str], float], max_calls: int, *,
+                    spread: float = DEFAULT_SPREAD) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, correct), each items × ``max_calls``: column s is the ``posterior`` of
+    the first s+1 models of ``orders[i]`` (the routed order), as the run-time stages compute it."""
+    n = len(gold)
+    conf = np.zeros((n, max_calls))
+    ok = np.zeros((n, max_calls), dtype=bool)
+    for i in range(n):
+        members = list(orders[i])[:max_calls]
+        for s in range(max_calls):
+            pool = members[: s + 1]
+            ans, c = confidence([answers[m][i] for m in pool], labels[i], "posterior",
+                                [reliability(i, m) for m in pool], spread)
+            conf[i, s], ok[i, s] = c, ans is not None and ans == gold[i]
+    return conf, ok
+
+
+def adaptive_outcome(conf: np.ndarray, ok: np.ndarray, tau: float,
+                     stop_after: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per item: whether the adaptive answer is right and how many models were asked (stop
+    at the first stage with confidence ≥ τ; the last of ``stop_after`` stages answers)."""
+    m = max(1, min(stop_after, conf.shape[1]))
+    hit = conf[:, :m] >= tau - 1e-12
+    hit[:, m - 1] = True
+    stop = hit.argmax(1)
+    return ok[np.arange(len(stop)), stop], stop + 1
+
+
+def choose_stopping(conf: np.ndarray, ok: np.ndarray, *, budget: float | None = None,
+                    taus: Sequence[float] = TAU_GRID) -> tuple[float, int, float, float]:
+    """The (τ, stop_after) with the best accuracy within ``budget`` calls per item (ties: fewer
+    calls) -> (τ, stop_after, accuracy, calls per item). Calls counted as models asked."""
+    best: tuple[float, float, float, int] | None = None  # (accuracy, -calls, tau, m)
+    for m in range(1, conf.shape[1] + 1):
+        for tau in taus:
+            right, calls = adaptive_outcome(conf, ok, tau, m)
+            acc, cpi = float(right.mean()), float(calls.mean())
+            if budget is not None and cpi > budget + 1e-9:
+                continue
+            key = (acc, -cpi, tau, m)
+            if best is None or key[:2] > best[:2]:
+                best = key
+    if best is None:  # not even one call per item fits: one call is the least there is
+        right, calls = adaptive_outcome(conf, ok, 0.0, 1)
+        return 0.0, 1, float(right.mean()), float(calls.mean())
+    return float(best[2]), int(best[3]), float(best[0]), float(-best[1])
+
+
+@dataclass
+class AdaptiveReport:
+    cascade: CascadeConfig
+    items: int
+    accuracy: float  # over every item (the adaptive rule always answers)
+    calls_per_item: float
+    asked_per_item: float  # what calibration itself asked (every stage on every item)
+    budget: float | None
+    alpha_stages: list[StageCalibration] | None = None
+    alpha_coverage: float | None = None
+    alpha_risk: float | None = None
+
+    @property
+    def answers_nothing(self) -> bool:
+        return self.alpha_stages is not None and all(s.threshold is None for s in self.alpha_stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.cascade
+        d: dict[str, Any] = {"mode": "adaptive", "items": self.items, "tau": c.tau,
+                             "stop_after": c.stop_after, "max_calls": len(c.stages),
+                             "spread": c.spread, "order": c.order, "lambda": c.lam, "budget": self.budget,
+                             "accuracy": round(self.accuracy, 4),
+                             "calls_per_item": round(self.calls_per_item, 3),
+                             "calibration_calls_per_item": round(self.asked_per_item, 3),
+                             "alpha": c.alpha, "delta": c.delta, "answers_nothing": self.answers_nothing}
+        if self.alpha_stages is not None:
+            d["stages"] = [{"stage": spec, "threshold": st.threshold, "reached": st.reached,
+                            "accepted": st.accepted,
+                            "risk": None if st.risk is None else round(st.risk, 4),
+                            "upper_bound": None if st.upper_bound is None else round(st.upper_bound, 4)}
+                           for spec, st in zip(c.stages, self.alpha_stages)]
+            d["coverage"] = round(self.alpha_coverage or 0.0, 4)
+            d["risk"] = None if self.alpha_risk is None else round(self.alpha_risk, 4)
+        return d
+
+
+async def calibrate_adaptive_on_tasks(engine: Any, tasks: Sequence[Task], *, max_calls: int,
+                                      budget: float | None = None, alpha: float | None = None,
+                                      delta: float = 0.1, spread: float = DEFAULT_SPREAD,
+                                      lam: float = 0.0, order: str = DEFAULT_ORDER,
+                                      on_progress: Callable[[int, int], None] | None = None,
+                                      concurrency: int | None = None) -> AdaptiveReport:
+    """Ask the ``max_calls`` routed models on every labelled task, then choose the stopping
+    threshold τ and the number of stages (the best accuracy within ``budget`` calls per item)
+    and keep each item's per-stage confidence for ``--alpha`` at run time. With ``alpha``,
+    the thresholds for it are calibrated now and stored (then ``-k auto`` abstains)."""
+    from ..client import RequestCounter
+    from ..prompts import build_messages
+
+    if max_calls < 1:
+        raise UsageError("--max-calls must be at least 1")
+    if budget is not None and budget < 1:
+        raise UsageError("--budget is in calls per item: at least 1")
+    if alpha is not None and not 0 < alpha < 1:
+        raise UsageError("--alpha must be between 0 and 1")
+    if not 0 < delta < 1:
+        raise UsageError("--delta must be between 0 and 1")
+    if spread < 2:
+        raise UsageError("--spread must be at least 2")
+    if order not in ORDERS:
+        raise UsageError(f"--order must be one of {', '.join(ORDERS)}")
+    if not tasks:
+        raise UsageError("the calibration file has no items")
+    cfg = CascadeConfig(stages=adaptive_stages(max_calls), thresholds=[None] * max_calls,
+                        signal="posterior", lam=lam, alpha=alpha, delta=delta, mode="adaptive",
+                        spread=spread, order=order)
+    router = load_router(engine.settings)
+    runner = Cascade(engine.settings, engine.registry, cfg, router)
+    plans = [runner.plan(t.question, t.context, thresholds=[None] * max_calls,
+                         labels=len(t.answers)) for t in tasks]
+    for plan in plans:  # resolve every member's provider (a missing key is an error now)
+        engine.registry.select(models=[m.alias for m in plan.stages[-1].members])
+    limit = asyncio.Semaphore(concurrency or engine.settings.get("batch_concurrency"))
+    n = len(tasks)
+    counters = [RequestCounter() for _ in tasks]
+    conf = np.zeros((n, max_calls))
+    ok = np.zeros((n, max_calls), dtype=bool)
+    done = 0
+
+    async def one(i: int) -> None:
+        nonlocal done
+        t, last = tasks[i], plans[i].stages[-1]
+        async with limit:
+            _, votes = await stage_vote(engine, last, t.answers,
+                                        build_messages(t.question, t.answers, t.context), [],
+                                        call_id="calibrate", task_id=t.id, counter=counters[i])
+        by_model = {v.model: (v.answer if v.status == "answered" else None) for v in votes}
+        members = [m.alias for m in last.members]
+        rule = last.rule
+        for s in range(max_calls):
+            pool = members[: s + 1]
+            tally = rule.decide([rule.ballot(m, by_model.get(m)) for m in pool], t.answers)
+            conf[i, s], ok[i, s] = tally.agreement, tally.answer == t.label
+        done += 1
+        if on_progress is not None:
+            on_progress(done, n)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    tau, stop_after, acc, cpi = choose_stopping(conf, ok, budget=budget)
+    cfg.tau, cfg.stop_after = tau, stop_after
+    cfg.scores = {"confidence": np.round(conf, 6).tolist(), "correct": ok.astype(int).tolist()}
+    report = AdaptiveReport(cfg, n, acc, cpi, float(np.mean([c.sent for c in counters])), budget)
+    if alpha is not None:
+        stages = calibrate_cascade([conf[:, s] for s in range(max_calls)],
+                                   [ok[:, s] for s in range(max_calls)], alpha, delta)
+        cfg.thresholds = [st.threshold for st in stages]
+        accepted = sum(st.accepted for st in stages)
+        report.alpha_stages = stages
+        report.alpha_coverage = accepted / n
+        report.alpha_risk = sum(st.errors for st in stages) / accepted if accepted else None
+    cfg.stats = [{"tau": tau, "stop_after": stop_after, "accuracy": round(acc, 4),
+                  "calls_per_item": round(cpi, 3), "items": n}]
+    return report

@@ -175,6 +175,31 @@ class Router:
         rows.sort(key=lambda r: (r["score"], r["cost"], r["model"]))
         return RouteChoice(cluster, rows)
 
+    def overall_error(self, name: str) -> float:
+        """The model's error rate over all its observations (recovered from Ψ and the counts:
+        Σ_c Ψ[c]·(n[c] + s) = errors · (1 + K·s/N))."""
+        psi, n = self.psi[name], self.counts[name]
+        total = float(n.sum())
+        if total <= 0:
+            return float(psi.mean())
+        return float((psi * (n + self.smoothing)).sum() / (1 + len(psi) * self.smoothing / total)
+                     / total)
+
+    def order(self, cluster: int, n: int, mode: str = "routed", lam: float = 0.0) -> list[str]:
+        """The models a ``route:n`` stage asks, best first. ``routed``: by Ψ[cluster] + λ·cost;
+        ``routed-then-best``: the routed model, then the best overall (the per-cluster ranking
+        of the runners-up is noisier than their overall ranking)."""
+        ranked = self.rank(cluster, lam).top(len(self.psi))
+        if mode == "routed" or n <= 1:
+            return ranked[:n]
+        if mode != "routed-then-best":
+            raise UsageError(f"unknown routing order {mode!r} (routed | routed-then-best)")
+        first = ranked[0]
+        rest = sorted((m for m in self.psi if m != first),
+                      key=lambda m: (self.overall_error(m) + lam * self.costs.get(m, 0.0),
+                                     self.costs.get(m, 0.0), m))
+        return [first, *rest][:n]
+
     def cluster_of(self, text: str) -> int:
         if self.clusters is None:
             return 0
