@@ -348,7 +348,9 @@ class Engine:
             else self._draws.get()
         await self.calls.ratings_snapshot()
         estimates = self.calls.estimates
-        k = how_many(candidates, estimates, int(s.get("challengers") or 1), draws=draws)
+        members = [estimates[a].accuracy for a in exclude if a in estimates]
+        bar = min(members) if len(members) == len(exclude) and members else None
+        k = how_many(candidates, estimates, int(s.get("challengers") or 1), draws=draws, bar=bar)
         aliases = choose(candidates, estimates, k, draws=draws)
         if not aliases:
             return None

@@ -38,7 +38,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -447,11 +447,12 @@ class LearningStore:
     def ratings(self) -> dict[str, R.ModelRating]:
         return _load(self.conn, None)
 
-    def reliability(self) -> dict[str, Estimate]:
-        """Each model's label-free accuracy estimate (Dawid–Skene over the whole log)."""
+    def reliability(self, family_of: Callable[[str], str] | None = None) -> dict[str, Estimate]:
+        """Each model's label-free accuracy estimate (Dawid–Skene over the whole log);
+        ``family_of`` groups models whose mistakes are alike (see :func:`.reliability.fit`)."""
         from .reliability import ReliabilityTracker
 
-        return refresh_tracker(self.conn, ReliabilityTracker())
+        return refresh_tracker(self.conn, ReliabilityTracker(family_of=family_of))
 
     def rating_values(self) -> dict[str, float]:
         return {row["model"]: row["rating"]

@@ -31,9 +31,9 @@ Thompson sampling.
 posterior of its accuracy (:mod:`.reliability`, Dawid–Skene over the log; the fleet's draws
 narrow it the same way, keeping its mean), and takes the ``k`` largest draws. ``k``
 (:func:`how_many`) is the number of eligible models still uncertain (posterior sd above
-:data:`EXPLORE_SD`, about 100 rated replies), at least 1 and at most the ``challengers`` setting:
-several shadows per call while there is much to learn (the first calls, a newly added model), one
-once every outsider is known.
+:data:`EXPLORE_SD`, about 100 rated replies) that could still beat the panel's weakest member,
+at least 1 and at most the ``challengers`` setting: several shadows per call while there is much
+to learn (the first calls, a newly added model), one once every outsider is known.
 """
 
 from __future__ import annotations
@@ -91,8 +91,13 @@ def _posterior(model: str, estimates: Mapping[str, Estimate],
 
 
 def how_many(candidates: Iterable[str], estimates: Mapping[str, Estimate], max_k: int,
-             draws: Mapping[str, int] | None = None, explore_sd: float = EXPLORE_SD) -> int:
-    """Shadows for this call: the uncertain eligible models, at least 1, at most ``max_k``."""
+             draws: Mapping[str, int] | None = None, explore_sd: float = EXPLORE_SD,
+             bar: float | None = None) -> int:
+    """Shadows for this call: the eligible models still worth learning about, at least 1, at
+    most ``max_k``. Worth it: the posterior sd is above ``explore_sd`` and (given ``bar``, the
+    estimate of the panel's weakest member: the seat an outsider could take) the model could
+    still clear the bar (mean + 2 sd ≥ ``bar``). A model known to be far below needs no more
+    than plain Thompson sampling's occasional draw."""
     pool = sorted(set(candidates))
     if not pool or max_k <= 0:
         return 0
@@ -100,7 +105,8 @@ def how_many(candidates: Iterable[str], estimates: Mapping[str, Estimate], max_k
     for m in pool:
         alpha, beta = _posterior(m, estimates, draws)
         n = alpha + beta
-        uncertain += (alpha * beta / (n * n * (n + 1.0))) ** 0.5 > explore_sd
+        sd = (alpha * beta / (n * n * (n + 1.0))) ** 0.5
+        uncertain += sd > explore_sd and (bar is None or alpha / n + 2 * sd >= bar)
     return max(1, min(max_k, uncertain, len(pool)))
 
 

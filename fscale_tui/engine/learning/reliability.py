@@ -41,7 +41,7 @@ Pure (numpy, no I/O): the rows come from :func:`.calllog.reliability_rows`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +119,7 @@ class VoteArrays:
     v_model: list[int] = field(default_factory=list)
     v_label: list[int] = field(default_factory=list)
     r_model: list[int] = field(default_factory=list)  # per reply (no answers included)
+    r_item: list[int] = field(default_factory=list)
 
     def model_id(self, model: str) -> int:
         j = self.index.get(model)
@@ -149,6 +150,7 @@ class VoteArrays:
         for model, answer in votes:
             j = self.model_id(model)
             self.r_model.append(j)
+            self.r_item.append(item)
             if answer is not None:
                 self.v_item.append(item)
                 self.v_model.append(j)
@@ -174,11 +176,15 @@ class Fit:
 
 def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
         init: Mapping[str, float] | None = None, max_iter: int = MAX_ITER,
-        tol: float = TOL) -> Fit:
+        tol: float = TOL, family_of: Callable[[str], str] | None = None) -> Fit:
     """One-coin Dawid–Skene EM over ``arrays``; ``init``: p_m to start from (warm start).
 
-    Cold start: every model at the prior's mode, clipped to [0.55, 0.9]: better than a coin,
-    so the fit starts on the side where models mean what they say.
+    Families (``family_of``; default: each model its own, which is plain Dawid–Skene): models
+    of one line make the same mistakes and must not vouch for each other, so on each call a
+    family's votes count as one voter's (each weighs 1/its family's votes there), and the M-step
+    scores each vote against the call's posterior **without the other votes of its family**.
+    Only votes on calls where another family voted (or feedback fixed the label) are evidence. Cold start: every model at the prior's mode, clipped to [0.55, 0.9]: better than
+    a coin, so the fit starts on the side where models mean what they say.
     """
     n_models, n_items = len(arrays.models), len(arrays.n_labels)
     if n_items == 0:
@@ -188,20 +194,47 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
     vi = np.asarray(arrays.v_item, dtype=np.int64)
     vm = np.asarray(arrays.v_model, dtype=np.int64)
     vl = np.asarray(arrays.v_label, dtype=np.int64)
+    ri = np.asarray(arrays.r_item, dtype=np.int64)
+    rm = np.asarray(arrays.r_model, dtype=np.int64)
     flat = vi * width + vl
-    n_votes = np.bincount(vm, minlength=n_models).astype(float)
-    n_replies = np.bincount(np.asarray(arrays.r_model, dtype=np.int64),
-                            minlength=n_models).astype(float)
     invalid = np.arange(width)[None, :] >= L[:, None]  # labels a call did not offer
     truth = np.asarray(arrays.truth, dtype=np.int64)
     wrong = np.asarray(arrays.wrong, dtype=np.int64)
     clamped = np.flatnonzero(truth >= 0)
+    is_clamped = truth >= 0
     ruled = np.flatnonzero((wrong >= 0) & (truth < 0))
     mask = np.where(invalid, -np.inf, 0.0)
     mask[ruled, wrong[ruled]] = -np.inf
     onehot = np.zeros((clamped.size, width))
     onehot[np.arange(clamped.size), truth[clamped]] = 1.0
     log_other = np.log(np.maximum(L - 1, 1)).astype(float)[vi]  # log(L_i - 1) per vote
+
+    # (call, family) groups of votes: what each vote's leave-family-out posterior removes.
+    names = [family_of(m) if family_of else m for m in arrays.models]
+    fam_ids = {f: k for k, f in enumerate(dict.fromkeys(names))}
+    fam = np.asarray([fam_ids[f] for f in names], dtype=np.int64)
+    n_fam = max(1, len(fam_ids))
+    keys, pv = np.unique(vi * n_fam + fam[vm], return_inverse=True)
+    pv = pv.reshape(-1)
+    p_item = keys // n_fam
+    n_pairs = keys.size
+    pair_votes = np.bincount(pv, minlength=n_pairs)
+    item_votes = np.bincount(vi, minlength=n_items)
+    own = pair_votes[pv]
+    share = 1.0 / own  # a family's votes on a call count as one voter's
+    informative_v = ((item_votes[vi] - own) > 0) | is_clamped[vi]
+    # Replies (no answers too): informative when some other family voted on the call.
+    r_keys = ri * n_fam + fam[rm] if rm.size else np.zeros(0, dtype=np.int64)
+    at = np.searchsorted(keys, r_keys)
+    found = (at < n_pairs) & (keys[np.minimum(at, max(n_pairs - 1, 0))] == r_keys) \
+        if n_pairs else np.zeros(r_keys.size, dtype=bool)
+    own_r = np.where(found, pair_votes[np.minimum(at, max(n_pairs - 1, 0))] if n_pairs else 0, 0)
+    informative_r = ((item_votes[ri] - own_r) > 0) | is_clamped[ri]
+    n_votes = np.bincount(vm, weights=informative_v.astype(float), minlength=n_models)
+    n_replies = np.bincount(rm, weights=informative_r.astype(float), minlength=n_models)
+    all_votes = np.bincount(vm, minlength=n_models)
+    all_replies = np.bincount(rm, minlength=n_models)
+    pair_flat = pv * width + vl
 
     start = min(0.9, max(0.55, (a - 1) / (a + b - 2) if a + b > 2 else 0.5))
     p = np.full(n_models, start)
@@ -211,37 +244,66 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
                 p[j] = float(init[m])
     p = np.clip(p, 1e-4, 1 - 1e-4)
     q = np.zeros((n_items, width))
+    right = np.zeros(n_models)
     iterations, converged = 0, False
     for iterations in range(1, max_iter + 1):
         lp, lw = np.log(p), np.log1p(-p)
         wrong_term = lw[vm] - log_other  # log((1-p)/(L-1)) for each vote
-        base = np.bincount(vi, weights=wrong_term, minlength=n_items)
-        bonus = np.bincount(flat, weights=lp[vm] - wrong_term, minlength=n_items * width)
-        logq = base[:, None] + bonus.reshape(n_items, width) + mask
-        logq -= logq.max(axis=1, keepdims=True)
-        q = np.exp(logq)
-        q /= q.sum(axis=1, keepdims=True)
+        bonus_term = lp[vm] - wrong_term
+        base = np.bincount(vi, weights=wrong_term * share, minlength=n_items)
+        bonus = np.bincount(flat, weights=bonus_term * share, minlength=n_items * width)
+        logit = base[:, None] + bonus.reshape(n_items, width) + mask
+        # Each vote's posterior without the *other* votes of its family on that call (a
+        # label-constant term cancels in the softmax, so only the label bonuses are removed).
+        c_bonus = np.bincount(pair_flat, weights=bonus_term * share,
+                              minlength=n_pairs * width).reshape(n_pairs, width)
+        shared = own > 1
+        right_v = np.empty(vm.size)
+        if shared.any():
+            k = np.flatnonzero(shared)
+            rows = logit[vi[k]] - c_bonus[pv[k]]
+            rows[np.arange(k.size), vl[k]] += bonus_term[k]
+            rows -= rows.max(axis=1, keepdims=True)
+            e = np.exp(rows)
+            right_v[k] = e[np.arange(k.size), vl[k]] / e.sum(axis=1)
+        solo = np.flatnonzero(~shared)
+        if solo.size:
+            z = logit - logit.max(axis=1, keepdims=True)
+            qz = np.exp(z)
+            qz /= qz.sum(axis=1, keepdims=True)
+            right_v[solo] = qz[vi[solo], vl[solo]]
         if clamped.size:
-            q[clamped] = onehot
-        s = np.bincount(vm, weights=q.ravel()[flat], minlength=n_models)
-        new = (s + a - 1.0) / np.maximum(n_votes + a + b - 2.0, 1e-9)
+            at_truth = is_clamped[vi]
+            right_v[at_truth] = (vl[at_truth] == truth[vi[at_truth]]).astype(float)
+        right = np.bincount(vm, weights=right_v * informative_v, minlength=n_models)
+        new = (right + a - 1.0) / np.maximum(n_votes + a + b - 2.0, 1e-9)
         new = np.clip(new, 1e-4, 1 - 1e-4)
         delta = float(np.abs(new - p).max()) if n_models else 0.0
         p = new
         if delta < tol:
             converged = True
             break
-    s = np.bincount(vm, weights=q.ravel()[flat], minlength=n_models)
+    # The label posterior of each call (all votes; feedback clamped), from the final p.
+    lp, lw = np.log(p), np.log1p(-p)
+    wrong_term = lw[vm] - log_other
+    logit = (np.bincount(vi, weights=wrong_term * share, minlength=n_items)[:, None]
+             + np.bincount(flat, weights=(lp[vm] - wrong_term) * share,
+                           minlength=n_items * width).reshape(n_items, width) + mask)
+    logit -= logit.max(axis=1, keepdims=True)
+    q = np.exp(logit)
+    q /= q.sum(axis=1, keepdims=True)
+    if clamped.size:
+        q[clamped] = onehot
     fed = np.zeros(n_items, dtype=bool)
     fed[clamped] = True
     on_feedback = np.bincount(vm, weights=fed[vi].astype(float), minlength=n_models)
     out: dict[str, Estimate] = {}
     for j, m in enumerate(arrays.models):
-        alpha = a + s[j]
-        beta = b + max(0.0, n_replies[j] - s[j])
-        out[m] = Estimate(m, alpha / (alpha + beta), beta_sd(alpha, beta), int(n_replies[j]),
-                          int(n_votes[j]), float(s[j]), float(p[j]), float(alpha), float(beta),
-                          int(on_feedback[j]))
+        alpha = a + right[j]
+        beta = b + max(0.0, n_replies[j] - right[j])
+        out[m] = Estimate(m, alpha / (alpha + beta), beta_sd(alpha, beta), int(all_replies[j]),
+                          int(all_votes[j]), float(right[j]), float(p[j]), float(alpha),
+                          float(beta), int(on_feedback[j]))
     return Fit(out, iterations, converged, q)
 
 
@@ -261,8 +323,10 @@ class ReliabilityTracker:
     small), and refits from the last estimates.
     """
 
-    def __init__(self, *, a: float = PRIOR_A, b: float = PRIOR_B) -> None:
+    def __init__(self, *, a: float = PRIOR_A, b: float = PRIOR_B,
+                 family_of: Callable[[str], str] | None = None) -> None:
         self.a, self.b = a, b
+        self.family_of = family_of
         self.reset()
 
     def reset(self) -> None:
@@ -297,7 +361,7 @@ class ReliabilityTracker:
                                          labels.index(wrong) if wrong in labels else -1)
             self._feedback = dict(feedback)
         if added or changed or not self.estimates:
-            result = fit(self.arrays, a=self.a, b=self.b,
+            result = fit(self.arrays, a=self.a, b=self.b, family_of=self.family_of,
                          init={m: e.vote_accuracy for m, e in self.estimates.items()})
             self.estimates, self.iterations = result.estimates, result.iterations
         return self.estimates

@@ -49,12 +49,21 @@ class CallLog:
         self._snapshot: dict[str, ModelRating] | None = None
         #: The label-free estimates of the last snapshot, and the tracker that refits them.
         self.estimates: dict[str, Estimate] = {}
-        self._tracker = ReliabilityTracker()
+        self._tracker = ReliabilityTracker(family_of=self.family_of)
         self._snapshot_at = 0.0
         self._loading: asyncio.Task[Any] | None = None
         #: When set, finished calls go here instead of the log (a Ray actor hands its records
         #: back to the driver, which writes them once): ``sink(record, learn)``.
         self.sink: Callable[[CallRecord, bool], None] | None = None
+
+    def family_of(self, alias: str) -> str:
+        """A model's family (config), so one line's shared mistakes do not vouch for each other."""
+        model = self.settings.models.get(alias)
+        if model is not None and model.family:
+            return str(model.family)
+        from ..catalogue import family_of
+
+        return family_of(alias)
 
     @property
     def enabled(self) -> bool:
@@ -193,7 +202,7 @@ class CallLog:
 
     def reliability(self) -> dict[str, Estimate]:
         """Each model's label-free accuracy estimate from the whole log (:mod:`.reliability`)."""
-        return self._read(lambda store: store.reliability())
+        return self._read(lambda store: store.reliability(self.family_of))
 
     def rating_history(self, models: Sequence[str] | None = None
                        ) -> dict[str, list[tuple[float, float]]]:
