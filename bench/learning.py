@@ -36,6 +36,7 @@ with ``--tune``: streams built from each tuning seed's train questions then val 
     python bench/learning.py                                   # seeds 0-4, no labels and 2 %
     python bench/learning.py --tune --seeds 100,101,102,103,104 --challengers 1,2,3
     python bench/learning.py --ranking elo                     # the old Elo decisions
+    python bench/learning.py --speed                           # the estimate on a 20k-call log
 
 Output: one block per run, the summary (mean / worst gap), and ``--json`` (default: a new
 temporary directory; never inside the repository).
@@ -52,7 +53,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -122,8 +122,17 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
                max_challengers: int, evolve_every: int) -> dict:
     from fscale_tui.engine.config import load_settings
     from fscale_tui.engine.learning import reliability as REL
-    from fscale_tui.engine.learning.calllog import LearningStore, record_from_scale, refresh_tracker
-    from fscale_tui.engine.learning.challenger import choose, eligible, how_many, thompson_pick
+    from fscale_tui.engine.learning.calllog import (
+        LearningStore,
+        record_from_scale,
+        refresh_tracker,
+    )
+    from fscale_tui.engine.learning.challenger import (
+        choose,
+        eligible,
+        how_many,
+        thompson_pick,
+    )
     from fscale_tui.engine.learning.evolve import apply_panel, propose_panel
     from fscale_tui.engine.registry import Registry
     from fscale_tui.engine.vote import ScaleRequest, Vote, ballots, result_from
@@ -191,7 +200,7 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
         request = ScaleRequest(question=f"MMLU-Pro #{task.id}", answers=labels)
         call_id = f"{tag}-{n}"
 
-        def vote(alias: str) -> Vote:
+        def vote(alias: str, item: int = item, labels: tuple = labels) -> Vote:
             a = rs.answers[alias][item]
             ok = a is not None and a in labels
             return Vote(alias, answer=a if ok else None, latency_s=0.0, raw=a,
@@ -234,7 +243,8 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
             current = registry.panel("default")
             proposal = propose_panel(
                 store.ratings(), current, candidates=list(settings.models),
-                family_of=lambda a: settings.models[a].family, min_calls=args.min_calls,
+                family_of=lambda a, models=settings.models: models[a].family,
+                min_calls=args.min_calls,
                 name="default", estimates=None if elo else estimates, z=args.z)
             if proposal.changed:
                 apply_panel(settings, proposal)  # what `fscale evolve --apply` does
@@ -280,6 +290,59 @@ def summarize(rs, run: dict, last: int) -> dict:
     }
 
 
+def speed(out: Path, n_calls: int = 20_000) -> None:
+    """The estimate on a ``n_calls`` log (8 models, 3 members + 2 challengers per call): cold
+    fit from SQLite, a warm refresh after 100 more calls, and the Elo replay for comparison."""
+    from fscale_tui.engine.learning import reliability as REL
+    from fscale_tui.engine.learning.calllog import (
+        CallRecord,
+        LearningStore,
+        ReplyRecord,
+        refresh_tracker,
+    )
+
+    rng = random.Random(0)
+    labels = list("ABCDEFGHIJ")
+    acc = {f"model-{j}": 0.3 + 0.06 * j for j in range(8)}
+    path = out / "speed" / "learning.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+
+    def call(i: int) -> CallRecord:
+        truth = rng.choice(labels)
+        voters = rng.sample(sorted(acc), 5)
+        return CallRecord(id=f"s{i}", labels=labels, members=voters[:3], replies=[
+            ReplyRecord(m, role="member" if k < 3 else "challenger",
+                        answer=truth if rng.random() < acc[m] else rng.choice(labels))
+            for k, m in enumerate(voters)])
+
+    with LearningStore(path) as store:
+        with store.transaction() as conn:  # written fast; the reads below are what is measured
+            for i in range(n_calls):
+                rec = call(i)
+                cur = conn.execute("INSERT INTO calls (id, kind, ts, labels, members) "
+                                   "VALUES (?, 'scale', ?, ?, ?)",
+                                   (rec.id, float(i), json.dumps(labels), json.dumps(rec.members)))
+                conn.executemany("INSERT INTO replies (call_seq, role, model, answer, status) "
+                                 "VALUES (?, ?, ?, ?, 'answered')",
+                                 [(cur.lastrowid, r.role, r.model, r.answer) for r in rec.replies])
+        t = time.perf_counter()
+        tracker = REL.ReliabilityTracker()
+        refresh_tracker(store.conn, tracker)
+        cold, cold_it = time.perf_counter() - t, tracker.iterations
+        for i in range(100):
+            store.record_call(call(n_calls + i), learn=False)
+        t = time.perf_counter()
+        refresh_tracker(store.conn, tracker)
+        warm, warm_it = time.perf_counter() - t, tracker.iterations
+        t = time.perf_counter()
+        store.replay()
+        elo = time.perf_counter() - t
+    print(f"{n_calls:,}-call log, {5 * n_calls:,} replies: estimate cold {cold:.2f}s "
+          f"({cold_it} EM iterations), warm refresh after 100 calls {warm:.2f}s "
+          f"({warm_it} iterations); Elo replay {elo:.2f}s")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -304,7 +367,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="directory for the runs' FSCALE_HOMEs and the JSON (default: a new "
                          "temporary directory)")
     ap.add_argument("--json", type=Path, default=None, help="default: OUT/learning.json")
+    ap.add_argument("--speed", action="store_true",
+                    help="only time the estimate on a 20,000-call log (and the Elo replay)")
     args = ap.parse_args(argv)
+    if args.speed:
+        speed(args.out or Path(tempfile.mkdtemp(prefix="fscale-learning-")))
+        return 0
     args.prior = tuple(float(x) for x in args.prior.split(","))
     out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="fscale-learning-"))
     out.mkdir(parents=True, exist_ok=True)

@@ -153,7 +153,7 @@ class Shadows:
     """The shadow challengers of one call: started with the panel, collected after it."""
 
     aliases: list[str]
-    tasks: list["asyncio.Task[Vote]"]
+    tasks: list[asyncio.Task[Vote]]
     counter: Any  # the RequestCounter all of them count their requests on
 
     def done(self) -> bool:
@@ -164,7 +164,7 @@ class Shadows:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
-    async def collect(self, grace_s: float) -> list["Vote"]:
+    async def collect(self, grace_s: float) -> list[Vote]:
         """Every shadow's vote, first drawn first: all of them get the same ``grace_s`` after
         the decision (they ran in parallel with the panel), then the rest are cancelled."""
         from ..vote import Vote

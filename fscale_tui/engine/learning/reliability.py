@@ -216,7 +216,6 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
     n_fam = max(1, len(fam_ids))
     keys, pv = np.unique(vi * n_fam + fam[vm], return_inverse=True)
     pv = pv.reshape(-1)
-    p_item = keys // n_fam
     n_pairs = keys.size
     pair_votes = np.bincount(pv, minlength=n_pairs)
     item_votes = np.bincount(vi, minlength=n_items)
