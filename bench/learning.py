@@ -290,6 +290,55 @@ def summarize(rs, run: dict, last: int) -> dict:
     }
 
 
+def rolling(xs: list[bool], w: int) -> list[float]:
+    out, total = [], 0
+    for i, x in enumerate(xs):
+        total += x
+        if i >= w:
+            total -= xs[i - w]
+        out.append(total / min(i + 1, w))
+    return out
+
+
+def plot(rs, runs: list[dict], summaries: list[dict], path: Path, window: int = 250) -> str:
+    """Rolling accuracy of the evolving panel (each run) beside the first run's best fixed
+    panel and starting panel, over the whole stream."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed: no PNG (pip install matplotlib)"
+    letters = {c: i + 1 for i, c in enumerate("ABCDEFGHIJ")}
+    first, s0 = runs[0], summaries[0]
+    order = first["order"]
+    answers = np.array([[letters.get(rs.answers[m][i] or "", 0) for m in rs.models] for i in order])
+    gold = np.array([letters[rs.tasks[i].label] for i in order])
+    col = {m: j for j, m in enumerate(rs.models)}
+    fixed = hindsight_correct(answers, gold, [[col[m] for m in s0["best_panel"]],
+                                              [col[m] for m in s0["start"]]])
+    fig, ax = plt.subplots(figsize=(9, 4.8), dpi=110)
+    x = range(1, len(order) + 1)
+    ax.plot(x, rolling(list(fixed[0]), window), color="black", lw=1.2,
+            label=f"best fixed panel on the last 1,000 (seed {s0['seed']})")
+    ax.plot(x, rolling(list(fixed[1]), window), ":", color="grey", lw=1.2,
+            label=f"starting panel ({', '.join(s0['start'])})")
+    for run, s in zip(runs, summaries):
+        fb = f", feedback on {s['feedback']} calls" if s["feedback"] else ", no labels"
+        ax.plot(x, rolling(run["correct"], window), lw=1.1, label=f"evolving (seed {s['seed']}{fb})")
+    ax.axvline(first["join_at"], color="#bbb", lw=0.8, ls="--")
+    ax.set_xlabel("call (the last 1,000 are test questions)")
+    ax.set_ylabel(f"accuracy (rolling {window} calls)")
+    ax.set_title("fscale evolve, label-free estimate, from the 3 worst models (MMLU-Pro replay)")
+    ax.legend(fontsize=6, loc="lower right")
+    ax.grid(alpha=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    return str(path)
+
+
 def speed(out: Path, n_calls: int = 20_000) -> None:
     """The estimate on a ``n_calls`` log (8 models, 3 members + 2 challengers per call): cold
     fit from SQLite, a warm refresh after 100 more calls, and the Elo replay for comparison."""
@@ -367,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="directory for the runs' FSCALE_HOMEs and the JSON (default: a new "
                          "temporary directory)")
     ap.add_argument("--json", type=Path, default=None, help="default: OUT/learning.json")
+    ap.add_argument("--png", type=Path, default=None,
+                    help="rolling-accuracy plot of the first configuration (default: OUT/learning.png)")
     ap.add_argument("--speed", action="store_true",
                     help="only time the estimate on a 20,000-call log (and the Elo replay)")
     args = ap.parse_args(argv)
@@ -377,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="fscale-learning-"))
     out.mkdir(parents=True, exist_ok=True)
     args.json = args.json or out / "learning.json"
+    args.png = args.png or out / "learning.png"
 
     from protocol import load
 
@@ -387,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             for e in args.evolve_every.split(",")]
     t0 = time.monotonic()
     report = []
+    plotted: list[tuple[dict, dict]] = []
     for max_ch, every in grid:
         for rate in rates:
             rows = []
@@ -394,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
                 run = run_stream(rs, seed, args, rate, out, max_ch, every)
                 s = summarize(rs, run, args.last)
                 rows.append(s)
+                if len(plotted) < 2 and seed == seeds[0] and (max_ch, every) == grid[0]:
+                    plotted.append((run, s))
                 fb = f"feedback on {s['feedback']} calls" if rate else "no labels"
                 print(f"seed {seed} ({fb}, ≤{max_ch} challengers, evolve every {every}): "
                       f"last-{args.last} {s['evolved_acc_last']:.3f} vs best fixed "
@@ -415,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"over {len(rows)} seeds; {extra:.2f} challenger calls per call", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1, default=str))
+    print("curve:", plot(rs, [r for r, _ in plotted], [s for _, s in plotted], args.png))
     print(f"wall time {time.monotonic() - t0:.1f}s; output in {out}")
     return 0
 

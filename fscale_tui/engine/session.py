@@ -350,7 +350,7 @@ class Engine:
         estimates = self.calls.estimates
         members = [estimates[a].accuracy for a in exclude if a in estimates]
         bar = min(members) if len(members) == len(exclude) and members else None
-        k = how_many(candidates, estimates, int(s.get("challengers") or 1), draws=draws, bar=bar)
+        k = how_many(candidates, estimates, int(s.get("challengers")), draws=draws, bar=bar)
         aliases = choose(candidates, estimates, k, draws=draws)
         if not aliases:
             return None

@@ -773,18 +773,19 @@ def reliability_rows(conn: sqlite3.Connection, after_seq: int = 0
     cancelled requests say nothing about a model's judgement), as for the Elo games."""
     from .reliability import Call
 
+    calls = {int(row[0]): row[1] for row in conn.execute(
+        "SELECT seq, labels FROM calls WHERE seq > ? AND kind = 'scale' ORDER BY seq",
+        (after_seq,))}
     marks_r, marks_s = ",".join("?" * len(RATED_ROLES)), ",".join("?" * len(RATED_STATUSES))
     votes: dict[int, list[tuple[str, str | None]]] = {}
-    for r in conn.execute(
-            f"SELECT r.call_seq, r.model, r.answer, r.status FROM replies r "
-            f"JOIN calls c ON c.seq = r.call_seq WHERE c.seq > ? AND c.kind = 'scale' "
-            f"AND r.role IN ({marks_r}) AND r.status IN ({marks_s}) ORDER BY r.call_seq, r.rowid",
+    for r in conn.execute(  # a range on the replies_by_call index: only the new calls' rows
+            f"SELECT call_seq, model, answer, status FROM replies WHERE call_seq > ? "
+            f"AND role IN ({marks_r}) AND status IN ({marks_s}) ORDER BY call_seq, rowid",
             (after_seq, *RATED_ROLES, *RATED_STATUSES)):
-        votes.setdefault(r[0], []).append(
-            (r[1], r[2] if r[3] == "answered" else None))
-    return [(int(row[0]), Call(json.loads(row[1] or "[]"), votes.get(row[0], [])))
-            for row in conn.execute("SELECT seq, labels FROM calls WHERE seq > ? AND kind = 'scale' "
-                                    "ORDER BY seq", (after_seq,))]
+        if r[0] in calls:
+            votes.setdefault(r[0], []).append((r[1], r[2] if r[3] == "answered" else None))
+    return [(seq, Call(json.loads(labels or "[]"), votes.get(seq, [])))
+            for seq, labels in calls.items()]
 
 
 def label_feedback(conn: sqlite3.Connection) -> dict[int, tuple[str | None, str | None]]:

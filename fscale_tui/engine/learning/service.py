@@ -135,9 +135,15 @@ class CallLog:
         try:
             conn.row_factory = sqlite3.Row
             rows = conn.execute("SELECT * FROM ratings").fetchall()
-            self.estimates = dict(refresh_tracker(conn, self._tracker))
         except sqlite3.Error:
+            conn.close()
             return {}
+        try:
+            self.estimates = dict(refresh_tracker(conn, self._tracker))
+        except (sqlite3.Error, ValueError) as exc:  # keep the last estimates, start afresh
+            self._tracker.reset()
+            _warn(f"warning: the accuracy estimates were not refreshed ({type(exc).__name__}: "
+                  f"{exc})")
         finally:
             conn.close()
         return {r["model"]: ModelRating(model=r["model"], rating=r["rating"], games=r["games"],
