@@ -26,8 +26,9 @@ the 4 onboarded ones are added to config.toml after the first third of the strea
 models). The run starts from the 3 worst models of the starting catalogue (models.csv accuracy)
 and uses no label unless ``--feedback-rate`` > 0 (a user confirming, or overriding with the gold
 letter, that fraction of calls at random). The score is the last ``--last`` (1,000) calls — all
-test questions — against the best fixed 3-model panel *in hindsight on those same calls* (of all
-14 models, majority with ties to its truly best member). A no-decision counts as wrong.
+test questions — against the best fixed 3-model panel *in hindsight on those same calls*: the
+best of all 14 × 13 × 12 ordered panels (3 members and the order that breaks their ties, as
+``tie_break = "order"``), chosen on those 1,000 calls. A no-decision counts as wrong.
 
 Knobs (``--challengers``, ``--evolve-every``, ``--min-calls``, ``--z``, ``--prior``) were chosen
 with ``--tune``: streams built from each tuning seed's train questions then val questions only
@@ -267,9 +268,8 @@ def summarize(rs, run: dict, last: int) -> dict:
     code = {c: i + 1 for i, c in enumerate(letters)}
     answers = np.array([[code.get(rs.answers[m][i] or "", 0) for m in rs.models] for i in order])
     gold = np.array([code[rs.tasks[i].label] for i in order])
-    true_acc = (answers == gold[:, None]).mean(0)
-    rank = sorted(range(len(rs.models)), key=lambda j: -true_acc[j])  # hindsight tie order
-    combos = [sorted(p, key=rank.index) for p in itertools.combinations(range(len(rs.models)), 3)]
+    # Every fixed panel: 3 members in every tie-break order (the `tie_break = "order"` setting).
+    combos = [list(p) for p in itertools.permutations(range(len(rs.models)), 3)]
     right = hindsight_correct(answers, gold, combos)
     best = int(right.sum(1).argmax())
     best_acc = float(right[best].mean())
