@@ -253,7 +253,7 @@ def test_ratings_cli_shows_the_estimate(server, stub_config):
     assert table.returncode == 0 and "accuracy" in table.stdout and "rating" in table.stdout
     lines = [ln for ln in table.stdout.splitlines() if ln.startswith(("fast-", "slow-"))]
     assert lines[0].startswith("fast-d") and "%" in lines[0]
-    shown = float(lines[0].split()[1].rstrip("%")) / 100
+    shown = float(lines[0].split()[1].rstrip("%")) / 100  # "fast-d  78.1% ±4.0%  ..."
     assert shown == pytest.approx(by["fast-d"]["estimate"]["accuracy"], abs=0.0011)
     evolve = json.loads(run_cli("evolve", "--json", "--min-calls", "30").stdout)
     assert evolve["ranked_by"] == "estimate"

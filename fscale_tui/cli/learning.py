@@ -216,16 +216,16 @@ def ratings(
     from rich.table import Table
 
     tbl = Table(box=None, pad_edge=False)
-    for col in ("model", "accuracy", "±", "answers", "rating", "±", "calls", "agreement",
-                "feedback", "last seen"):
-        tbl.add_column(col, justify="left" if col == "model" else "right")
+    # The estimate's answer rate and the Elo σ are in --json; the table fits 80 columns.
+    tbl.add_column("model", overflow="fold")
+    for col in ("accuracy ± sd", "rating", "calls", "agreement", "feedback", "last seen"):
+        tbl.add_column(col, justify="right", no_wrap=True)
     for r in rows:
-        agree = f"{r.agreement:.0%} of {r.agree + r.disagree}" if r.agreement is not None else "-"
+        agree = f"{r.agreement:.0%}" if r.agreement is not None else "-"
         e = estimates.get(r.model)
-        acc, sd, answers = ((f"{e.accuracy:.1%}", f"{e.sd:.1%}", f"{e.answer_rate:.0%}")
-                            if e is not None else ("-", "-", "-"))
-        tbl.add_row(r.model, acc, sd, answers, f"{r.rating:.0f}", f"{r.sigma:.0f}", str(r.calls),
-                    agree, str(r.feedback), _ago(r.last_seen))
+        acc = f"{e.accuracy:.1%} ±{e.sd:.1%}" if e is not None else "-"
+        tbl.add_row(r.model, acc, f"{r.rating:.0f}", str(r.calls), agree, str(r.feedback),
+                    _ago(r.last_seen))
     stdout_console().print(tbl)
 
 

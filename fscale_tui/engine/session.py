@@ -221,7 +221,9 @@ class Engine:
                     result.notes = notes + result.notes
                     if challenger is not None:
                         # Announced now; the challenger's vote follows in ChallengerAnswered.
-                        result.challenger = Vote(challenger.aliases[0], status="pending")
+                        result.challengers = [Vote(a, status="pending")
+                                              for a in challenger.aliases]
+                        result.challenger = result.challengers[0]
                     else:
                         notified = True
                         self.calls.record_scale(request, result)
