@@ -64,36 +64,62 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 DEFAULT_DATA = Path(os.environ.get("FSCALE_REPLAY_DATA", "/work/shared/data/mmlu_pro_replay"))
 
 
-def hindsight_correct(answers: np.ndarray, gold: np.ndarray, panels: list[list[int]],
-                      chunk: int = 256) -> np.ndarray:
-    """(panels × items) right/wrong of fixed panels: majority, ties to the first listed backer.
+def panel_decision(row: dict, panel: list[str]) -> str | None:
+    """The reference rule: majority of the panel; a tie goes to the first listed backer."""
+    votes = [row[m] for m in panel if row[m]]
+    if not votes:
+        return None
+    counts = {a: votes.count(a) for a in votes}
+    top = max(counts.values())
+    return next(row[m] for m in panel if row[m] and counts[row[m]] == top)
 
-    ``answers``: items × models label codes (0 = no answer); ``gold``: items. Each panel lists
-    its members in tie-break order.
+
+def hindsight_correct(rows: list[dict], gold: dict, panels: list[list[str]],
+                      chunk: int = 256) -> np.ndarray:
+    """``panel_decision`` right/wrong for many panels at once: a (panels × rows) boolean array.
+
+    ``rows``: ``{"id", model: letter or ""}``; each panel lists its members in tie-break order.
+    A member's support is the number of members that gave its (non-empty) answer; the decision
+    is the answer of the first member with the highest support, none if no answer.
     """
-    valid = answers > 0
-    right = answers == gold[:, None]
-    n_items = answers.shape[0]
-    out = np.zeros((len(panels), n_items), dtype=bool)
-    n = np.arange(n_items)[:, None]
+    if not panels:
+        return np.zeros((0, len(rows)), dtype=bool)
+    models = sorted({m for p in panels for m in p})
+    col = {m: j for j, m in enumerate(models)}
+    codes: dict[str, int] = {"": 0}
+    a = np.array([[codes.setdefault(r[m] or "", len(codes)) for m in models] for r in rows],
+                 dtype=np.int16).reshape(len(rows), len(models))
+    g = np.array([codes.get(gold[r["id"]], -1) for r in rows], dtype=np.int16)
+    valid = a > 0
+    right = a == g[:, None]
+    out = np.zeros((len(panels), len(rows)), dtype=bool)
+    n = np.arange(len(rows))[:, None]
     for size in sorted({len(p) for p in panels}):
         which = [i for i, p in enumerate(panels) if len(p) == size]
-        members = np.array([panels[i] for i in which], dtype=np.intp)
+        members = np.array([[col[m] for m in panels[i]] for i in which], dtype=np.intp)
         for lo in range(0, len(which), chunk):
-            mem = members[lo:lo + chunk]
-            ans = answers[:, mem]
+            mem = members[lo:lo + chunk]  # panels × size
+            ans = a[:, mem]  # rows × panels × size
             ok = valid[:, mem]
             support = np.zeros(ans.shape, dtype=np.int16)
             for p in range(size):
-                same = (ans[:, :, p:p + 1] == ans) & ok
+                same = (ans[:, :, p:p + 1] == ans) & ok  # who backs member p's answer
                 support[:, :, p] = same.sum(2) * ok[:, :, p]
-            pos = support.argmax(2)
-            chosen = mem[np.arange(len(mem))[None, :], pos]
+            pos = support.argmax(2)  # the first member with the highest support
+            chosen = mem[np.arange(len(mem))[None, :], pos]  # rows × panels: model index
             out[which[lo:lo + chunk]] = (right[n, chosen] & (support.max(2) > 0)).T
     return out
 
 
-def write_config(home: Path, models: list[str], panel: list[str], rs) -> None:
+def replay_rows(rs, items: list[int]) -> tuple[list[dict], dict]:
+    """The replay's answers of ``items`` as ``hindsight_correct`` rows, and their gold letters."""
+    rows = [{"id": rs.tasks[i].id, **{m: rs.answers[m][i] or "" for m in rs.models}}
+            for i in items]
+    return rows, {rs.tasks[i].id: rs.tasks[i].label for i in items}
+
+
+def write_config(home: Path, models: list[str], panel: list[str], listed: dict) -> None:
+    """config.toml: the catalogue (``listed``: model -> (accuracy, USD per Mtok)) and panel."""
     import tomli_w
 
     from fscale_tui.engine.catalogue import family_of
@@ -103,7 +129,7 @@ def write_config(home: Path, models: list[str], panel: list[str], rs) -> None:
         # catalogue entries (usable, with a family) for the registry, challengers and evolve.
         "providers": {"replay": {"base_url": "http://127.0.0.1:9/v1"}},
         "models": {m: {"provider": "replay", "id": m, "tier": "medium", "family": family_of(m),
-                       "cost": rs.costs.get(m, 0.0)} for m in models},
+                       "cost": listed.get(m, (0.0, 0.0))[1]} for m in models},
         "panels": {"default": list(panel)},
     }
     (home / "config.toml").write_text(tomli_w.dumps(doc))
@@ -150,7 +176,8 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
     home.mkdir(parents=True)
     env = {"FSCALE_HOME": str(home), "FSCALE_LOCAL": "off"}
     os.environ.update(env)
-    write_config(home, catalogue, start, rs)
+    listed = {m: (rs.accuracy[m], rs.costs.get(m, 0.0)) for m in rs.models}
+    write_config(home, catalogue, start, listed)
     settings = load_settings(env=env)
     registry = Registry(settings)
     store = LearningStore.for_settings(settings)
@@ -180,7 +207,7 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
     for n, item in enumerate(order, 1):
         if n == join_at + 1:  # a user adds the onboarded models to the catalogue
             current = registry.panel("default")
-            write_config(home, rs.models, current, rs)
+            write_config(home, rs.models, current, listed)
             settings = load_settings(env=env)
             registry = Registry(settings)
         task = rs.tasks[item]
@@ -263,14 +290,10 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
 
 
 def summarize(rs, run: dict, last: int) -> dict:
-    order = run["order"][-last:]
-    letters = "ABCDEFGHIJ"
-    code = {c: i + 1 for i, c in enumerate(letters)}
-    answers = np.array([[code.get(rs.answers[m][i] or "", 0) for m in rs.models] for i in order])
-    gold = np.array([code[rs.tasks[i].label] for i in order])
+    rows, gold = replay_rows(rs, run["order"][-last:])
     # Every fixed panel: 3 members in every tie-break order (the `tie_break = "order"` setting).
-    combos = [list(p) for p in itertools.permutations(range(len(rs.models)), 3)]
-    right = hindsight_correct(answers, gold, combos)
+    combos = [list(p) for p in itertools.permutations(rs.models, 3)]
+    right = hindsight_correct(rows, gold, combos)
     best = int(right.sum(1).argmax())
     best_acc = float(right[best].mean())
     evolved = float(np.mean(run["correct"][-last:]))
@@ -278,7 +301,7 @@ def summarize(rs, run: dict, last: int) -> dict:
     return {
         "seed": run["seed"], "start": run["start"], "onboarded": run["onboarded"],
         "evolved_acc_last": round(evolved, 4), "evolved_acc_all": round(float(np.mean(run["correct"])), 4),
-        "best_panel": [rs.models[j] for j in combos[best]], "best_acc_last": round(best_acc, 4),
+        "best_panel": combos[best], "best_acc_last": round(best_acc, 4),
         "gap_points": round(100 * (best_acc - evolved), 2),
         "final_panel": run["panels"][-1][1], "panels": run["panels"],
         "feedback": run["feedback"], "estimates": run["estimates"],
@@ -310,14 +333,10 @@ def plot(rs, runs: list[dict], summaries: list[dict], path: Path, window: int = 
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib not installed: no PNG (pip install matplotlib)"
-    letters = {c: i + 1 for i, c in enumerate("ABCDEFGHIJ")}
     first, s0 = runs[0], summaries[0]
     order = first["order"]
-    answers = np.array([[letters.get(rs.answers[m][i] or "", 0) for m in rs.models] for i in order])
-    gold = np.array([letters[rs.tasks[i].label] for i in order])
-    col = {m: j for j, m in enumerate(rs.models)}
-    fixed = hindsight_correct(answers, gold, [[col[m] for m in s0["best_panel"]],
-                                              [col[m] for m in s0["start"]]])
+    rows, gold = replay_rows(rs, order)
+    fixed = hindsight_correct(rows, gold, [s0["best_panel"], s0["start"]])
     fig, ax = plt.subplots(figsize=(9, 4.8), dpi=110)
     x = range(1, len(order) + 1)
     ax.plot(x, rolling(list(fixed[0]), window), color="black", lw=1.2,
@@ -392,6 +411,16 @@ def speed(out: Path, n_calls: int = 20_000) -> None:
           f"({warm_it} iterations); Elo replay {elo:.2f}s")
 
 
+def resolve_out(args: argparse.Namespace) -> Path:
+    """``--out`` or a fresh temporary directory (never inside the repository); fills in the
+    PNG and JSON paths."""
+    out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="fscale-learning-"))
+    out.mkdir(parents=True, exist_ok=True)
+    args.png = args.png or out / "learning.png"
+    args.json = args.json or out / "learning.json"
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -421,14 +450,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", action="store_true",
                     help="only time the estimate on a 20,000-call log (and the Elo replay)")
     args = ap.parse_args(argv)
+    out = resolve_out(args)
     if args.speed:
-        speed(args.out or Path(tempfile.mkdtemp(prefix="fscale-learning-")))
+        speed(out)
         return 0
     args.prior = tuple(float(x) for x in args.prior.split(","))
-    out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="fscale-learning-"))
-    out.mkdir(parents=True, exist_ok=True)
-    args.json = args.json or out / "learning.json"
-    args.png = args.png or out / "learning.png"
 
     from protocol import load
 
