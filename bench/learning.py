@@ -1,41 +1,51 @@
 """Learning backtest: does the evolving panel find the best panel without labels?
 
 Replays the MMLU-Pro replay set (real A–J answers of 14 public LLMs to 5,943 questions; see
-``../shared/data/mmlu_pro_replay/README.md``) as a stream of scale calls through fscale's own
+``/work/shared/data/mmlu_pro_replay/README.md``) as a stream of scale calls through fscale's own
 learning code, in process, at zero cost:
 
-* a temporary FSCALE_HOME (``<out>/home-<seed>``) whose config.toml declares the 14 models
-  (families from ``catalogue.family_of``, the rule the converter and the catalogue use) and the
-  starting panel as ``[panels] default``;
-* each call: the panel comes from ``Registry(load_settings()).panel("default")`` (what ``scale``
-  uses); the shadow challenger is drawn by the engine's own rule (``challenger.eligible`` +
-  ``thompson_pick`` over the stored ratings); members "arrive" in a random order and the
-  engine's early-decision rule (``vote.can_decide_early``) cancels the rest, as live; the
-  decision is made by ``VoteRunner._finish`` with ``--tie-break rating`` (stored ratings);
-  the result goes to the engine's observer (``CallRecorder``: call log + Elo update in SQLite);
-* every ``--evolve-every`` calls (500): ``propose_panel`` + ``apply_panel`` exactly as
-  ``fscale evolve --apply`` does, writing config.toml; the next call reloads the settings.
+* a temporary FSCALE_HOME per run whose ``config.toml`` declares the catalogue's models (families
+  from ``catalogue.family_of``) and the starting panel as ``[panels] default``;
+* each call: the panel is ``Registry(settings).select(panel="default")`` (what ``scale`` uses);
+  the shadow challengers are the engine's rule (``challenger.eligible`` + ``how_many`` +
+  ``choose``: Thompson draws from the label-free Beta posteriors, several per call while the
+  outsiders are uncertain, at most ``--challengers``); members arrive in a random order and
+  ``voting.Majority.can_decide_early`` cancels the rest, as live; the decision is
+  ``Majority("rating")`` with the engine's tie-break key (the estimate's accuracy); the result
+  is built by ``vote.result_from`` and logged by ``LearningStore.record_call`` via
+  ``calllog.record_from_scale`` (the call log and its Elo games, as the engine's writer does);
+* the estimates are refreshed every ``--refresh-every`` calls with ``calllog.refresh_tracker``
+  (the engine refreshes its snapshot at most once a second, incrementally, the same way);
+* every ``--evolve-every`` calls: ``evolve.propose_panel`` (ranked by the estimate) +
+  ``evolve.apply_panel``, exactly as ``fscale evolve --apply``; the next call re-reads config.
 
-No label is used for learning unless ``--feedback-rate`` > 0, which simulates a user confirming
-(or overriding with the gold letter) that fraction of calls, chosen at random.
+**Honest protocol** (``bench/protocol.py``): per seed, ``honest_split`` splits questions into
+train/val/test and picks 4 ``onboarded`` models. The stream is the train+val questions
+(shuffled) then the test questions (shuffled). The catalogue starts with the 10 other models;
+the 4 onboarded ones are added to config.toml after the first third of the stream (a user adding
+models). The run starts from the 3 worst models of the starting catalogue (models.csv accuracy)
+and uses no label unless ``--feedback-rate`` > 0 (a user confirming, or overriding with the gold
+letter, that fraction of calls at random). The score is the last ``--last`` (1,000) calls — all
+test questions — against the best fixed 3-model panel *in hindsight on those same calls*: the
+best of all 14 × 13 × 12 ordered panels (3 members and the order that breaks their ties, as
+``tie_break = "order"``), chosen on those 1,000 calls. A no-decision counts as wrong.
 
-The stream is the question file shuffled with ``--seed`` (the file is sorted by category, which
-would make "the last 1,000 calls" a different task). Accuracy counts a no-decision as wrong.
+Knobs (``--challengers``, ``--evolve-every``, ``--min-calls``, ``--z``, ``--prior``) were chosen
+with ``--tune``: streams built from each tuning seed's train questions then val questions only
+(seeds 100–104, never the reported ones; the score is the last 1,000 calls, all val).
 
-The hindsight baseline scores every fixed 3-model panel on the whole stream at once with numpy
-(:func:`hindsight_correct`: the same majority rule, ties to the first listed backer).
+    python bench/learning.py                                   # seeds 0-4, no labels and 2 %
+    python bench/learning.py --tune --seeds 100,101,102,103,104 --challengers 1,2,3
+    python bench/learning.py --ranking elo                     # the old Elo decisions
+    python bench/learning.py --speed                           # the estimate on a 20k-call log
 
-Everything goes to ``--out DIR`` (default: a new temporary directory, printed at the end; never
-inside the repository): the FSCALE_HOME of each run, ``learning.png`` and ``learning.json``.
-
-    python bench/learning.py --data /work/shared/data/mmlu_pro_replay     # seed 0, no feedback
-    python bench/learning.py --seeds 0,1,2,3,4 --feedback-rate 0.02 --png docs/learning-backtest.png
+Output: one block per run, the summary (mean / worst gap), and ``--json`` (default: a new
+temporary directory; never inside the repository).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import json
 import os
@@ -44,53 +54,33 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "mmlu_pro_replay"
-
-
-def load_data(data: Path):
-    gold, options = {}, {}
-    from fscale_tui.engine.jsonl import read_jsonl
-
-    for _, q in read_jsonl(data / "questions.jsonl", "questions file"):
-        gold[q["id"]] = q["answer"]
-        options[q["id"]] = len(q["options"])
-    with open(data / "answers.csv", encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    models = [c for c in rows[0] if c != "id"]
-    with open(data / "models.csv", encoding="utf-8", newline="") as fh:
-        listed = {r["model"]: (float(r["accuracy"]), float(r["usd_per_mtok"])) for r in csv.DictReader(fh)}
-    return gold, options, rows, models, listed
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+DEFAULT_DATA = Path(os.environ.get("FSCALE_REPLAY_DATA", "/work/shared/data/mmlu_pro_replay"))
 
 
 def panel_decision(row: dict, panel: list[str]) -> str | None:
-    """Majority of the panel; a tie goes to the first listed backer (panel order)."""
+    """The reference rule: majority of the panel; a tie goes to the first listed backer."""
     votes = [row[m] for m in panel if row[m]]
     if not votes:
         return None
-    counts = Counter(votes)
+    counts = {a: votes.count(a) for a in votes}
     top = max(counts.values())
-    tied = {a for a, c in counts.items() if c == top}
-    return next(row[m] for m in panel if row[m] in tied)
+    return next(row[m] for m in panel if row[m] and counts[row[m]] == top)
 
 
-def fixed_panel_accuracy(rows, gold, panel, order_key) -> list[bool]:
-    ordered = sorted(panel, key=order_key)
-    return [panel_decision(r, ordered) == gold[r["id"]] for r in rows]
+def hindsight_correct(rows: list[dict], gold: dict, panels: list[list[str]],
+                      chunk: int = 256) -> np.ndarray:
+    """``panel_decision`` right/wrong for many panels at once: a (panels × rows) boolean array.
 
-
-def hindsight_correct(rows: list[dict], gold: dict, panels: list[list[str]], chunk: int = 256) -> np.ndarray:
-    """``fixed_panel_accuracy`` for many panels at once: a (panels × rows) boolean array.
-
-    Each panel lists its members in tie-break order. A member's support is the number of
-    members that gave its (non-empty) answer; the decision is the answer of the first member
-    with the highest support (majority, ties to the first listed backer), none if no answer.
+    ``rows``: ``{"id", model: letter or ""}``; each panel lists its members in tie-break order.
+    A member's support is the number of members that gave its (non-empty) answer; the decision
+    is the answer of the first member with the highest support, none if no answer.
     """
     if not panels:
         return np.zeros((0, len(rows)), dtype=bool)
@@ -121,7 +111,15 @@ def hindsight_correct(rows: list[dict], gold: dict, panels: list[list[str]], chu
     return out
 
 
-def write_config(home: Path, models: list[str], start: list[str], listed) -> None:
+def replay_rows(rs, items: list[int]) -> tuple[list[dict], dict]:
+    """The replay's answers of ``items`` as ``hindsight_correct`` rows, and their gold letters."""
+    rows = [{"id": rs.tasks[i].id, **{m: rs.answers[m][i] or "" for m in rs.models}}
+            for i in items]
+    return rows, {rs.tasks[i].id: rs.tasks[i].label for i in items}
+
+
+def write_config(home: Path, models: list[str], panel: list[str], listed: dict) -> None:
+    """config.toml: the catalogue (``listed``: model -> (accuracy, USD per Mtok)) and panel."""
     import tomli_w
 
     from fscale_tui.engine.catalogue import family_of
@@ -131,153 +129,203 @@ def write_config(home: Path, models: list[str], start: list[str], listed) -> Non
         # catalogue entries (usable, with a family) for the registry, challengers and evolve.
         "providers": {"replay": {"base_url": "http://127.0.0.1:9/v1"}},
         "models": {m: {"provider": "replay", "id": m, "tier": "medium", "family": family_of(m),
-                       "cost": listed.get(m, (0, 0))[1]} for m in models},
-        "panels": {"default": list(start)},
+                       "cost": listed.get(m, (0.0, 0.0))[1]} for m in models},
+        "panels": {"default": list(panel)},
     }
     (home / "config.toml").write_text(tomli_w.dumps(doc))
 
 
-def run_stream(seed: int, data: Path, start: list[str] | None, evolve_every: int,
-               min_calls: int, feedback_rate: float, early: bool, tag: str, out: Path) -> dict:
+def stream_of(rs, seed: int, tune: bool) -> tuple[list[int], object]:
+    """The question order of one run and its split (see the module docstring)."""
+    from protocol import honest_split
+
+    sp = honest_split(rs, seed)
+    rng = np.random.default_rng(seed)
+    first, second = (sp.train, sp.val) if tune else (np.concatenate([sp.train, sp.val]), sp.test)
+    return [int(i) for i in rng.permutation(first)] + [int(i) for i in rng.permutation(second)], sp
+
+
+def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, out: Path,
+               max_challengers: int, evolve_every: int) -> dict:
     from fscale_tui.engine.config import load_settings
-    from fscale_tui.engine.health import HealthStore
-    from fscale_tui.engine.learning.calllog import CallRecorder, LearningStore
-    from fscale_tui.engine.learning.challenger import eligible, thompson_pick
+    from fscale_tui.engine.learning import reliability as REL
+    from fscale_tui.engine.learning.calllog import (
+        LearningStore,
+        record_from_scale,
+        refresh_tracker,
+    )
+    from fscale_tui.engine.learning.challenger import (
+        choose,
+        eligible,
+        how_many,
+        thompson_pick,
+    )
     from fscale_tui.engine.learning.evolve import apply_panel, propose_panel
     from fscale_tui.engine.registry import Registry
-    from fscale_tui.engine.vote import (ScaleRequest, Vote, VoteRunner, can_decide_early,
-                                        new_call_id, tally)
+    from fscale_tui.engine.vote import ScaleRequest, Vote, ballots, result_from
+    from fscale_tui.engine.voting import Majority
 
-    gold, n_options, rows, models, listed = load_data(data)
+    order, sp = stream_of(rs, seed, args.tune)
     rng = random.Random(seed)
-    rows = rows[:]
-    rng.shuffle(rows)
-    worst = sorted(models, key=lambda m: listed[m][0])[:3]
-    start = list(start or worst)
-
+    catalogue = [m for m in rs.models if m not in sp.onboarded]
+    start = sorted(catalogue, key=lambda m: rs.accuracy[m])[:3]
+    join_at = len(order) // 3
+    tag = f"{'tune' if args.tune else 'run'}-{seed}-fb{feedback_rate:g}-c{max_challengers}-e{evolve_every}"
     home = out / f"home-{tag}"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    os.environ["FSCALE_HOME"] = str(home)
-    os.environ["FSCALE_LOCAL"] = "off"
-    env = {"FSCALE_HOME": str(home)}
-    write_config(home, models, start, listed)
+    env = {"FSCALE_HOME": str(home), "FSCALE_LOCAL": "off"}
+    os.environ.update(env)
+    listed = {m: (rs.accuracy[m], rs.costs.get(m, 0.0)) for m in rs.models}
+    write_config(home, catalogue, start, listed)
     settings = load_settings(env=env)
-    recorder = CallRecorder(settings)
+    registry = Registry(settings)
     store = LearningStore.for_settings(settings)
+    from fscale_tui.engine.catalogue import family_of
+
+    tracker = REL.ReliabilityTracker(a=args.prior[0], b=args.prior[1],
+                                     family_of=family_of if args.families else None)
+    estimates: dict = {}
+    elo = args.ranking == "elo"
+    table: dict = {}
+    prior_mean = args.prior[0] / sum(args.prior)
+
+    def key(alias: str) -> float:  # the engine's --tie-break rating key
+        if elo:
+            r = table.get(alias)
+            return r.rating if r is not None else 1500.0
+        e = estimates.get(alias)
+        return e.accuracy if e is not None else prior_mean
+
+    rule = Majority("rating", key)
     correct: list[bool] = []
-    panels: list[tuple[int, list[str]]] = [(0, start)]
-    challengers: Counter[str] = Counter()
+    panels: list[tuple[int, list[str]]] = [(0, list(start))]
+    shadows_per_call: list[int] = []
     feedback_given = 0
     t0 = time.monotonic()
-
-    for n, row in enumerate(rows, 1):
-        health = HealthStore(settings)
-        registry = Registry(settings, is_down=health.is_down)
+    fit_s = 0.0
+    for n, item in enumerate(order, 1):
+        if n == join_at + 1:  # a user adds the onboarded models to the catalogue
+            current = registry.panel("default")
+            write_config(home, rs.models, current, listed)
+            settings = load_settings(env=env)
+            registry = Registry(settings)
+        task = rs.tasks[item]
+        labels = tuple(task.answers)
         members = registry.select(panel="default")
-        labels = tuple("ABCDEFGHIJ"[: max(n_options[row["id"]], 2)])
-        table = store.ratings()
-        shadow = thompson_pick(eligible(settings.models.values(), exclude=[m.alias for m in members],
-                                        available=registry.available, allow_thinking=False),
-                               table, rng)
-        request = ScaleRequest(question=f"MMLU-Pro #{row['id']}", answers=labels, id=new_call_id())
-        ratings_now = {m: r.rating for m, r in table.items()}
-        runner = VoteRunner(None, members, request, call_id=f"{request.id}-{n}", max_tokens=0,  # type: ignore[arg-type]
-                            temperature=0.0, tie_break="rating", substitute=lambda m, u: None,
-                            is_down=lambda a: False, rating_of=lambda a: ratings_now.get(a, 1500.0),
-                            on_failure=lambda m, e: None)
-        order = list(members)
-        if early:
-            rng.shuffle(order)  # arrival order
+        names = [m.alias for m in members]
+        pool = eligible(settings.models.values(), exclude=names, available=registry.available,
+                        allow_thinking=False)
+        if elo:
+            one = thompson_pick(pool, table, rng)
+            shadow = [one] if one else []
+        else:
+            seats = [estimates[a].accuracy for a in names if a in estimates]
+            bar = min(seats) if len(seats) == len(names) else None  # as the engine does
+            shadow = choose(pool, estimates,
+                            how_many(pool, estimates, max_challengers, bar=bar), rng)
+        shadows_per_call.append(len(shadow))
+        request = ScaleRequest(question=f"MMLU-Pro #{task.id}", answers=labels)
+        call_id = f"{tag}-{n}"
+
+        def vote(alias: str, item: int = item, labels: tuple = labels) -> Vote:
+            a = rs.answers[alias][item]
+            ok = a is not None and a in labels
+            return Vote(alias, answer=a if ok else None, latency_s=0.0, raw=a,
+                        status="answered" if ok else "no_answer")
+
+        position = {a: i for i, a in enumerate(names)}
+        arrival = names[:]
+        rng.shuffle(arrival)
         votes: list[Vote] = []
         decided_early = False
-        for i, m in enumerate(order):
-            answer = row[m.alias] or None
-            if answer is not None and answer not in labels:
-                answer = None
-            votes.append(Vote(model=m.alias, answer=answer, latency_s=0.0, raw=row[m.alias],
-                              status="answered" if answer else "no_answer"))
-            if early and can_decide_early(tally(votes, labels), labels, len(order) - i - 1):
+        for i, alias in enumerate(arrival):
+            votes.append(vote(alias))
+            pending = [1.0] * (len(arrival) - i - 1)
+            if pending and rule.can_decide_early(ballots(votes, rule, position), labels, pending):
                 decided_early = True
-                votes += [Vote(model=x.alias, answer=None, latency_s=None, status="cancelled")
-                          for x in order[i + 1:]]
+                votes += [Vote(x, status="cancelled") for x in arrival[i + 1:]]
                 break
-        result = runner._finish(votes, labels, time.monotonic(), decided_early)
-        if shadow is not None:
-            answer = row[shadow] or None
-            result.challenger = Vote(model=shadow, answer=answer if answer in labels else None,
-                                     latency_s=0.0, raw=row[shadow],
-                                     status="answered" if answer in labels else "no_answer")
-            result.challenger_calls = 1
-            challengers[shadow] += 1
-        recorder(request, result)  # the engine's observer: call log + ratings
-        correct.append(result.answer == gold[row["id"]])
+        tally = rule.decide(ballots(votes, rule, position), labels)
+        result = result_from(call_id, request, votes, tally, calls_made=len(votes),
+                             started=time.monotonic(), decided_early=decided_early)
+        result.challengers = [vote(a) for a in shadow]
+        result.challenger = result.challengers[0] if shadow else None
+        result.challenger_calls = len(shadow)
+        store.record_call(record_from_scale(request, result), keep_text=False)
+        correct.append(result.answer == task.label)
         if feedback_rate and rng.random() < feedback_rate:
             feedback_given += 1
-            if result.answer == gold[row["id"]]:
-                store.add_feedback(result.id, "confirm")
+            if result.answer == task.label:
+                store.add_feedback(call_id, "confirm")
             else:
-                store.add_feedback(result.id, "override", label=gold[row["id"]])
+                store.add_feedback(call_id, "override", label=task.label)
+        if n % args.refresh_every == 0 or n % evolve_every == 0:
+            t = time.monotonic()
+            if elo:
+                table = store.ratings()
+            else:
+                estimates = refresh_tracker(store.conn, tracker)
+            fit_s += time.monotonic() - t
         if n % evolve_every == 0:
-            current = Registry(settings).panel("default")
-            proposal = propose_panel(store.ratings(), current, candidates=list(settings.models),
-                                     family_of=lambda a: settings.models[a].family,
-                                     min_calls=min_calls, name="default")
+            current = registry.panel("default")
+            proposal = propose_panel(
+                store.ratings(), current, candidates=list(settings.models),
+                family_of=lambda a, models=settings.models: models[a].family,
+                min_calls=args.min_calls,
+                name="default", estimates=None if elo else estimates, z=args.z)
             if proposal.changed:
                 apply_panel(settings, proposal)  # what `fscale evolve --apply` does
                 settings = load_settings(env=env)  # the next call's `scale` reads the new panel
-                recorder.close()
-                recorder = CallRecorder(settings)
-            panels.append((n, Registry(settings).panel("default")))
-    recorder.close()
-    final = store.ratings()
+                registry = Registry(settings)
+            panels.append((n, registry.panel("default")))
+    final = refresh_tracker(store.conn, tracker)
     store.close()
-    return {"seed": seed, "start": start, "correct": correct, "panels": panels, "rows": rows,
-            "gold": gold, "models": models, "listed": listed, "challengers": challengers,
-            "ratings": {m: round(r.rating, 1) for m, r in sorted(final.items(), key=lambda kv: -kv[1].rating)},
-            "feedback": feedback_given, "seconds": time.monotonic() - t0}
+    return {"seed": seed, "start": start, "order": order, "correct": correct, "panels": panels,
+            "onboarded": list(sp.onboarded), "join_at": join_at,
+            "shadows": shadows_per_call, "feedback": feedback_given,
+            "estimates": {m: round(e.accuracy, 3) for m, e in
+                          sorted(final.items(), key=lambda kv: -kv[1].accuracy)},
+            "seconds": time.monotonic() - t0, "fit_seconds": fit_s}
 
 
-def rolling(xs: list[bool], w: int) -> list[float]:
-    out, s = [], 0
-    for i, x in enumerate(xs):
-        s += x
-        if i >= w:
-            s -= xs[i - w]
-        out.append(s / min(i + 1, w))
-    return out
-
-
-def summarize(run: dict, last: int) -> dict:
-    rows, gold, models = run["rows"], run["gold"], run["models"]
-    true_acc = {m: sum(r[m] == gold[r["id"]] for r in rows) / len(rows) for m in models}
-    key = lambda m: -true_acc[m]  # hindsight: ties broken by the truly best member
-    combos = list(itertools.combinations(models, 3))
-    right = hindsight_correct(rows, gold, [sorted(p, key=key) for p in combos])
-    fixed = {p: right[i].tolist() for i, p in enumerate(combos)}
-    # The first panel (in combination order) with the most right answers, as max() picks.
-    best_all = combos[int(right.sum(1).argmax())]
-    best_last = combos[int(right[:, -last:].sum(1).argmax())]
-    start = tuple(sorted(run["start"]))
-    start_key = next(p for p in fixed if tuple(sorted(p)) == start)
-    evolved_last = sum(run["correct"][-last:]) / last
+def summarize(rs, run: dict, last: int) -> dict:
+    rows, gold = replay_rows(rs, run["order"][-last:])
+    # Every fixed panel: 3 members in every tie-break order (the `tie_break = "order"` setting).
+    combos = [list(p) for p in itertools.permutations(rs.models, 3)]
+    right = hindsight_correct(rows, gold, combos)
+    best = int(right.sum(1).argmax())
+    best_acc = float(right[best].mean())
+    evolved = float(np.mean(run["correct"][-last:]))
+    shadows = np.array(run["shadows"])
     return {
-        "seed": run["seed"], "start": run["start"],
-        "start_acc_all": sum(fixed[start_key]) / len(rows),
-        "start_acc_last": sum(fixed[start_key][-last:]) / last,
-        "evolved_acc_all": sum(run["correct"]) / len(rows),
-        "evolved_acc_last": evolved_last,
-        "best_panel": list(best_all), "best_acc_all": sum(fixed[best_all]) / len(rows),
-        "best_acc_last": sum(fixed[best_all][-last:]) / last,
-        "best_last_panel": list(best_last), "best_last_acc_last": sum(fixed[best_last][-last:]) / last,
-        "gap_points": 100 * (sum(fixed[best_last][-last:]) / last - evolved_last),
-        "final_panel": run["panels"][-1][1], "panels": run["panels"], "ratings": run["ratings"],
-        "feedback": run["feedback"], "seconds": round(run["seconds"], 1),
-        "curves": {"evolving": run["correct"], "best": fixed[best_all], "start": fixed[start_key]},
+        "seed": run["seed"], "start": run["start"], "onboarded": run["onboarded"],
+        "evolved_acc_last": round(evolved, 4), "evolved_acc_all": round(float(np.mean(run["correct"])), 4),
+        "best_panel": combos[best], "best_acc_last": round(best_acc, 4),
+        "gap_points": round(100 * (best_acc - evolved), 2),
+        "final_panel": run["panels"][-1][1], "panels": run["panels"],
+        "feedback": run["feedback"], "estimates": run["estimates"],
+        "challenger_calls": int(shadows.sum()), "calls": len(shadows),
+        "calls_with_several": int((shadows > 1).sum()),
+        "challengers_per_call_first_1000": round(float(shadows[:1000].mean()), 3),
+        "challengers_per_call_last_1000": round(float(shadows[-1000:].mean()), 3),
+        "seconds": round(run["seconds"], 1), "fit_seconds": round(run["fit_seconds"], 2),
     }
 
 
-def plot(summaries: list[dict], path: Path, window: int) -> str:
+def rolling(xs: list[bool], w: int) -> list[float]:
+    out, total = [], 0
+    for i, x in enumerate(xs):
+        total += x
+        if i >= w:
+            total -= xs[i - w]
+        out.append(total / min(i + 1, w))
+    return out
+
+
+def plot(rs, runs: list[dict], summaries: list[dict], path: Path, window: int = 250) -> str:
+    """Rolling accuracy of the evolving panel (each run) beside the first run's best fixed
+    panel and starting panel, over the whole stream."""
     try:
         import matplotlib
 
@@ -285,23 +333,24 @@ def plot(summaries: list[dict], path: Path, window: int) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib not installed: no PNG (pip install matplotlib)"
+    first, s0 = runs[0], summaries[0]
+    order = first["order"]
+    rows, gold = replay_rows(rs, order)
+    fixed = hindsight_correct(rows, gold, [s0["best_panel"], s0["start"]])
     fig, ax = plt.subplots(figsize=(9, 4.8), dpi=110)
-    s = summaries[0]
-    x = range(1, len(s["curves"]["evolving"]) + 1)
-    for name, style, label in (("best", "-", f"best fixed panel in hindsight ({', '.join(s['best_panel'])})"),
-                               ("start", ":", f"starting panel ({', '.join(s['start'])})")):
-        ax.plot(x, rolling(s["curves"][name], window), style, color="grey" if name == "start" else "black",
-                lw=1.2, label=label)
-    for s in summaries:
+    x = range(1, len(order) + 1)
+    ax.plot(x, rolling(list(fixed[0]), window), color="black", lw=1.2,
+            label=f"best fixed panel on the last 1,000 (seed {s0['seed']})")
+    ax.plot(x, rolling(list(fixed[1]), window), ":", color="grey", lw=1.2,
+            label=f"starting panel ({', '.join(s0['start'])})")
+    for run, s in zip(runs, summaries):
         fb = f", feedback on {s['feedback']} calls" if s["feedback"] else ", no labels"
-        ax.plot(x, rolling(s["curves"]["evolving"], window), lw=1.4,
-                label=f"evolving panel (seed {s['seed']}{fb})")
-    for n, _ in summaries[0]["panels"][1:]:
-        ax.axvline(n, color="#ddd", lw=0.6, zorder=0)
-    ax.set_xlabel("call")
+        ax.plot(x, rolling(run["correct"], window), lw=1.1, label=f"evolving (seed {s['seed']}{fb})")
+    ax.axvline(first["join_at"], color="#bbb", lw=0.8, ls="--")
+    ax.set_xlabel("call (the last 1,000 are test questions)")
     ax.set_ylabel(f"accuracy (rolling {window} calls)")
-    ax.set_title("fscale evolve on the MMLU-Pro replay: 3-model panel, evolve every 500 calls")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("fscale evolve, label-free estimate, from the 3 worst models (MMLU-Pro replay)")
+    ax.legend(fontsize=6, loc="lower right")
     ax.grid(alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -309,8 +358,62 @@ def plot(summaries: list[dict], path: Path, window: int) -> str:
     return str(path)
 
 
+def speed(out: Path, n_calls: int = 20_000) -> None:
+    """The estimate on a ``n_calls`` log (8 models, 3 members + 2 challengers per call): cold
+    fit from SQLite, a warm refresh after 100 more calls, and the Elo replay for comparison."""
+    from fscale_tui.engine.learning import reliability as REL
+    from fscale_tui.engine.learning.calllog import (
+        CallRecord,
+        LearningStore,
+        ReplyRecord,
+        refresh_tracker,
+    )
+
+    rng = random.Random(0)
+    labels = list("ABCDEFGHIJ")
+    acc = {f"model-{j}": 0.3 + 0.06 * j for j in range(8)}
+    path = out / "speed" / "learning.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+
+    def call(i: int) -> CallRecord:
+        truth = rng.choice(labels)
+        voters = rng.sample(sorted(acc), 5)
+        return CallRecord(id=f"s{i}", labels=labels, members=voters[:3], replies=[
+            ReplyRecord(m, role="member" if k < 3 else "challenger",
+                        answer=truth if rng.random() < acc[m] else rng.choice(labels))
+            for k, m in enumerate(voters)])
+
+    with LearningStore(path) as store:
+        with store.transaction() as conn:  # written fast; the reads below are what is measured
+            for i in range(n_calls):
+                rec = call(i)
+                cur = conn.execute("INSERT INTO calls (id, kind, ts, labels, members) "
+                                   "VALUES (?, 'scale', ?, ?, ?)",
+                                   (rec.id, float(i), json.dumps(labels), json.dumps(rec.members)))
+                conn.executemany("INSERT INTO replies (call_seq, role, model, answer, status) "
+                                 "VALUES (?, ?, ?, ?, 'answered')",
+                                 [(cur.lastrowid, r.role, r.model, r.answer) for r in rec.replies])
+        t = time.perf_counter()
+        tracker = REL.ReliabilityTracker()
+        refresh_tracker(store.conn, tracker)
+        cold, cold_it = time.perf_counter() - t, tracker.iterations
+        for i in range(100):
+            store.record_call(call(n_calls + i), learn=False)
+        t = time.perf_counter()
+        refresh_tracker(store.conn, tracker)
+        warm, warm_it = time.perf_counter() - t, tracker.iterations
+        t = time.perf_counter()
+        store.replay()
+        elo = time.perf_counter() - t
+    print(f"{n_calls:,}-call log, {5 * n_calls:,} replies: estimate cold {cold:.2f}s "
+          f"({cold_it} EM iterations), warm refresh after 100 calls {warm:.2f}s "
+          f"({warm_it} iterations); Elo replay {elo:.2f}s")
+
+
 def resolve_out(args: argparse.Namespace) -> Path:
-    """``--out`` or a fresh temporary directory; fills in the PNG and JSON paths."""
+    """``--out`` or a fresh temporary directory (never inside the repository); fills in the
+    PNG and JSON paths."""
     out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="fscale-learning-"))
     out.mkdir(parents=True, exist_ok=True)
     args.png = args.png or out / "learning.png"
@@ -321,60 +424,79 @@ def resolve_out(args: argparse.Namespace) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--seeds", default="0", help="comma-separated stream seeds")
-    ap.add_argument("--start", default=None, help="starting panel, comma-separated (default: the 3 worst models)")
-    ap.add_argument("--evolve-every", type=int, default=500)
-    ap.add_argument("--min-calls", type=int, default=30)
+    ap.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (≥ 5 to report)")
+    ap.add_argument("--tune", action="store_true",
+                    help="tuning streams: train then val questions only (use seeds 100-104)")
+    ap.add_argument("--ranking", choices=("estimate", "elo"), default="estimate",
+                    help="decisions by the label-free estimate (default) or by Elo (the old rule)")
+    ap.add_argument("--challengers", default="3",
+                    help="max shadow challengers per call (comma-separated: a grid with --tune)")
+    ap.add_argument("--evolve-every", default="250", help="calls between evolves (grid allowed)")
+    ap.add_argument("--min-calls", type=int, default=30, help="replies a model needs for a seat")
+    ap.add_argument("--z", type=float, default=1.0, help="evolve ranks by mean − z·sd")
+    ap.add_argument("--prior", default="2,2", help="Beta prior a,b on a model's accuracy")
+    ap.add_argument("--no-families", dest="families", action="store_false",
+                    help="plain Dawid-Skene (no leave-family-out scoring)")
+    ap.add_argument("--refresh-every", type=int, default=25, help="calls between estimate refreshes")
     ap.add_argument("--last", type=int, default=1000)
-    ap.add_argument("--feedback-rate", type=float, default=0.0,
-                    help="also run with simulated user feedback on this fraction of calls")
-    ap.add_argument("--no-early", action="store_true", help="every member answers (no early decision)")
+    ap.add_argument("--feedback-rate", type=float, default=0.02,
+                    help="also run with simulated user feedback on this fraction of calls (0: off)")
     ap.add_argument("--out", type=Path, default=None,
-                    help="directory for the runs' FSCALE_HOMEs, the PNG and the JSON "
-                         "(default: a new temporary directory)")
-    ap.add_argument("--png", type=Path, default=None, help="default: OUT/learning.png")
+                    help="directory for the runs' FSCALE_HOMEs and the JSON (default: a new "
+                         "temporary directory)")
     ap.add_argument("--json", type=Path, default=None, help="default: OUT/learning.json")
+    ap.add_argument("--png", type=Path, default=None,
+                    help="rolling-accuracy plot of the first configuration (default: OUT/learning.png)")
+    ap.add_argument("--speed", action="store_true",
+                    help="only time the estimate on a 20,000-call log (and the Elo replay)")
     args = ap.parse_args(argv)
     out = resolve_out(args)
-    t0 = time.monotonic()
-    start = args.start.split(",") if args.start else None
+    if args.speed:
+        speed(out)
+        return 0
+    args.prior = tuple(float(x) for x in args.prior.split(","))
+
+    from protocol import load
+
+    rs, _ = load(args.data)
     seeds = [int(s) for s in args.seeds.split(",")]
-    variants = [0.0] + ([args.feedback_rate] if args.feedback_rate > 0 else [])
-    summaries = []
-    for rate in variants:
-        for seed in seeds:
-            tag = f"{seed}" + (f"-fb{rate:g}" if rate else "")
-            run = run_stream(seed, args.data, start, args.evolve_every, args.min_calls, rate,
-                             not args.no_early, tag, out)
-            s = summarize(run, args.last)
-            summaries.append(s)
-            fb = f"simulated feedback on {s['feedback']} calls ({rate:.0%})" if rate else "no labels"
-            print(f"seed {seed}, {fb}: {s['seconds']}s")
-            print(f"  starting panel {s['start']}: {s['start_acc_all']:.3f} overall, "
-                  f"{s['start_acc_last']:.3f} on the last {args.last}")
-            print(f"  evolving panel: {s['evolved_acc_all']:.3f} overall, "
-                  f"{s['evolved_acc_last']:.3f} on the last {args.last}; final panel {s['final_panel']}")
-            print(f"  best fixed panel in hindsight {s['best_panel']}: {s['best_acc_all']:.3f} overall, "
-                  f"{s['best_acc_last']:.3f} on the last {args.last}")
-            print(f"  best fixed panel on the last {args.last} {s['best_last_panel']}: "
-                  f"{s['best_last_acc_last']:.3f}  → gap {s['gap_points']:+.1f} points")
-            print("  panels: " + "; ".join(f"@{n}: {','.join(p)}" for n, p in s["panels"]))
-            print("  final ratings: " + ", ".join(f"{m} {r:.0f}" for m, r in s["ratings"].items()))
-    no_fb = [s for s in summaries if not s["feedback"]]
-    gaps = [s["gap_points"] for s in no_fb]
-    print(f"\nwithout labels, over {len(no_fb)} seed(s): evolved last-{args.last} accuracy "
-          f"{sum(s['evolved_acc_last'] for s in no_fb) / len(no_fb):.3f}, "
-          f"mean gap to the best fixed panel {sum(gaps) / len(gaps):+.2f} points, worst {max(gaps):+.2f}")
-    fb = [s for s in summaries if s["feedback"]]
-    if fb:
-        g = [s["gap_points"] for s in fb]
-        print(f"with simulated feedback ({args.feedback_rate:.0%}): evolved last-{args.last} accuracy "
-              f"{sum(s['evolved_acc_last'] for s in fb) / len(fb):.3f}, mean gap {sum(g) / len(g):+.2f}, "
-              f"worst {max(g):+.2f}")
-    print("curve:", plot([no_fb[0]] + fb[:1], args.png, window=500))
+    rates = [0.0] + ([args.feedback_rate] if args.feedback_rate > 0 else [])
+    grid = [(int(c), int(e)) for c in args.challengers.split(",")
+            for e in args.evolve_every.split(",")]
+    t0 = time.monotonic()
+    report = []
+    plotted: list[tuple[dict, dict]] = []
+    for max_ch, every in grid:
+        for rate in rates:
+            rows = []
+            for seed in seeds:
+                run = run_stream(rs, seed, args, rate, out, max_ch, every)
+                s = summarize(rs, run, args.last)
+                rows.append(s)
+                if len(plotted) < 2 and seed == seeds[0] and (max_ch, every) == grid[0]:
+                    plotted.append((run, s))
+                fb = f"feedback on {s['feedback']} calls" if rate else "no labels"
+                print(f"seed {seed} ({fb}, ≤{max_ch} challengers, evolve every {every}): "
+                      f"last-{args.last} {s['evolved_acc_last']:.3f} vs best fixed "
+                      f"{s['best_acc_last']:.3f} {s['best_panel']} → gap {s['gap_points']:+.1f}; "
+                      f"final {s['final_panel']}; challenger calls {s['challenger_calls']} "
+                      f"({s['challenger_calls'] / s['calls']:.2f}/call, "
+                      f"{s['challengers_per_call_first_1000']:.2f} in the first 1,000, "
+                      f"{s['challengers_per_call_last_1000']:.2f} in the last); "
+                      f"{s['seconds']}s (estimates {s['fit_seconds']}s)", flush=True)
+            gaps = [r["gap_points"] for r in rows]
+            extra = sum(r["challenger_calls"] for r in rows) / sum(r["calls"] for r in rows)
+            summary = {"challengers": max_ch, "evolve_every": every, "feedback_rate": rate,
+                       "mean_gap": round(float(np.mean(gaps)), 2), "worst_gap": round(max(gaps), 2),
+                       "challenger_calls_per_call": round(extra, 3), "runs": rows}
+            report.append(summary)
+            print(f"== {'tune' if args.tune else 'report'} {args.ranking}, ≤{max_ch} challengers, "
+                  f"evolve every {every}, {'feedback ' + format(rate, '.0%') if rate else 'no labels'}: "
+                  f"mean gap {summary['mean_gap']:+.2f}, worst {summary['worst_gap']:+.2f} points "
+                  f"over {len(rows)} seeds; {extra:.2f} challenger calls per call", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps([{k: v for k, v in s.items() if k != "curves"} for s in summaries],
-                                    indent=1, default=str))
+    args.json.write_text(json.dumps(report, indent=1, default=str))
+    print("curve:", plot(rs, [r for r, _ in plotted], [s for _, s in plotted], args.png))
     print(f"wall time {time.monotonic() - t0:.1f}s; output in {out}")
     return 0
 

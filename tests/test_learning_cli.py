@@ -23,6 +23,8 @@ OUTSIDERS = {"fast-c", "fast-d", "fast-a2"}  # stub models outside the default p
 def challenger_on(monkeypatch):
     monkeypatch.setenv("FSCALE_CHALLENGER", "1")
     monkeypatch.setenv("FSCALE_LOCAL", "off")  # only the stub models may be drawn
+    # One shadow per call, as these tests count; several early on have their own test.
+    monkeypatch.setenv("FSCALE_CHALLENGERS", "1")
 
 
 def run_scale(request: ScaleRequest):
@@ -116,7 +118,7 @@ def test_log_calls_off_writes_nothing(server, stub_config, fscale_home):
 
 def test_no_challenger_flag(server, stub_config, monkeypatch):
     server.set_default(Behaviour(reply="YES"))
-    env = {"FSCALE_CHALLENGER": "1", "FSCALE_LOCAL": "off"}
+    env = {"FSCALE_CHALLENGER": "1", "FSCALE_LOCAL": "off", "FSCALE_CHALLENGERS": "1"}
     data = json.loads(run_cli("scale", "q?", "-a", "YES,NO", "--json", "--no-challenger", env=env).stdout)
     assert data["challenger"] is None and server.count() == 3
     data = json.loads(run_cli("scale", "q?", "-a", "YES,NO", "--json", env=env).stdout)
@@ -127,7 +129,7 @@ def test_feedback_cli_updates_challenger_too_and_unknown_id_exits_2(server, stub
     server.set_default(Behaviour(reply="NO"))
     for m in ("fast-a", "fast-b", "slow-c"):
         server.script(mid(m), Behaviour(reply="YES"))
-    env = {"FSCALE_CHALLENGER": "1", "FSCALE_LOCAL": "off"}
+    env = {"FSCALE_CHALLENGER": "1", "FSCALE_LOCAL": "off", "FSCALE_CHALLENGERS": "1"}
     data = json.loads(run_cli("scale", "q?", "-a", "YES,NO", "--json", env=env).stdout)
     shadow = data["challenger"]["model"]
     proc = run_cli("feedback", data["id"], "--override", "NO", "--json")
@@ -289,10 +291,14 @@ def test_four_cli_processes_log_every_call_and_rating(server, stub_config, tmp_p
                                "-a", "YES,NO", "--concurrency", "4"], env=env, cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
+    shadows = 0
     for p in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
         assert len(out.splitlines()) == 15
+        shadows += sum(len(json.loads(line)["challengers"]) for line in out.splitlines())
+    # One to `challengers` (3) shadows per call: several while the outsiders are unknown.
+    assert 60 <= shadows <= 180
     with LearningStore.for_settings(load_settings()) as store:
         assert store.count() == 60
         table = store.ratings()
@@ -301,7 +307,11 @@ def test_four_cli_processes_log_every_call_and_rating(server, stub_config, tmp_p
         assert sum(r.calls for r in table.values()) == rated  # every reply's update landed
         assert table["slow-c"].calls == table["slow-c"].disagree > 0
         challengers = sum(table[m].calls for m in OUTSIDERS if m in table)
-        assert challengers == 60  # one shadow reply per call, none lost
+        logged = store.conn.execute("SELECT COUNT(*) FROM replies WHERE role = 'challenger'"
+                                    ).fetchone()[0]
+        answered = store.conn.execute("SELECT COUNT(*) FROM replies WHERE role = 'challenger' "
+                                      "AND status = 'answered'").fetchone()[0]
+        assert logged == shadows and challengers == answered  # every shadow reply, none lost
         assert sum(r.rating for r in table.values()) == pytest.approx(1500 * len(table))  # zero-sum
 
 

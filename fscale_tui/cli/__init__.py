@@ -32,12 +32,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
                              "families, or another strategy."),
     "health": ("catalog", "Probe models concurrently: ok / slow / rate_limited / dead / "
                           "unavailable / error."),
-    "ratings": ("learning", "Model ratings learnt from logged calls: rating ± uncertainty, "
-                            "calls, agreement, feedback."),
+    "ratings": ("learning", "Model ratings learnt from logged calls: accuracy estimate ± sd, "
+                            "Elo rating, calls, feedback."),
     "feedback": ("learning", "Tell fscale whether a past call was right; every model that "
                              "answered it is re-rated."),
-    "evolve": ("learning", "Propose the champion panel from ratings, show the diff, and with "
-                           "--apply write it."),
+    "evolve": ("learning", "Propose the champion panel from the evidence, show the diff, and "
+                           "with --apply write it."),
     "profile": ("routing", "Profile models on a labelled task file: accuracy, stability, "
                            "latency, cost, no-answer rate, pairwise error correlation and the "
                            "per-cluster error profile Ψ."),

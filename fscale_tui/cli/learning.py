@@ -170,12 +170,14 @@ def ratings(
     plot: bool = typer.Option(False, "--plot", help="Draw each model's rating history in the terminal."),
     models: str = typer.Option(None, "--models", "-m", help="Only these models (comma-separated)."),
 ) -> None:
-    """Model ratings learnt from logged calls: rating ± uncertainty, calls, agreement, feedback.
+    """Model ratings learnt from logged calls: accuracy estimate ± sd, Elo rating, calls, feedback.
 
-    Ratings are Elo with expected scores: each reply plays the leave-one-out majority of the
-    other replies (zero-sum, so agreeing with a majority you are part of earns nothing on
-    balance); user feedback ('fscale feedback') counts 4× as much. 'fscale evolve' turns them
-    into a panel.
+    "accuracy" is the label-free estimate that decisions follow (evolve, the shadow
+    challengers, --tie-break rating): the chance that a reply of the model is right, fitted
+    jointly over every logged vote (Dawid–Skene EM; calls with feedback count with their known
+    label), ± its posterior sd. It does not trust a bad majority: agreeing with models that are
+    often wrong earns little. "rating" is Elo against the leave-one-out majority of the other
+    replies (zero-sum; feedback 4×), shown for reference. Rows are sorted by accuracy.
 
     Examples:
 
@@ -183,17 +185,25 @@ def ratings(
 
       fscale ratings --plot --models fast-a,fast-b
 
-      fscale ratings --json | jq '.[0]'
+      fscale ratings --json | jq '.[0].estimate'
     """
     wanted = split_list(models)
     with engine_facade() as engine:
         table = engine.calls.ratings()
+        estimates = engine.calls.reliability()
         hist = engine.calls.rating_history(wanted) if plot else {}
-    rows = sorted(table.values(), key=lambda r: (-r.rating, r.model))
+
+    def accuracy(model: str) -> float:
+        e = estimates.get(model)
+        return e.accuracy if e is not None else -1.0
+
+    rows = sorted(table.values(), key=lambda r: (-accuracy(r.model), -r.rating, r.model))
     if wanted:
         rows = [r for r in rows if r.model in wanted]
     if as_json:
-        print_json([{"schema": 1, **r.to_dict()} for r in rows])
+        print_json([{"schema": 1, **r.to_dict(),
+                     "estimate": estimates[r.model].to_dict() if r.model in estimates else None}
+                    for r in rows])
         return
     if not rows:
         sys.stderr.write("fscale: no ratings yet: they are learnt from logged 'scale' calls\n")
@@ -206,12 +216,16 @@ def ratings(
     from rich.table import Table
 
     tbl = Table(box=None, pad_edge=False)
-    for col in ("model", "rating", "±", "calls", "agreement", "feedback", "last seen"):
-        tbl.add_column(col, justify="left" if col == "model" else "right")
+    # The estimate's answer rate and the Elo σ are in --json; the table fits 80 columns.
+    tbl.add_column("model", overflow="fold")
+    for col in ("accuracy ± sd", "rating", "calls", "agreement", "feedback", "last seen"):
+        tbl.add_column(col, justify="right", no_wrap=True)
     for r in rows:
-        agree = f"{r.agreement:.0%} of {r.agree + r.disagree}" if r.agreement is not None else "-"
-        tbl.add_row(r.model, f"{r.rating:.0f}", f"{r.sigma:.0f}", str(r.calls), agree,
-                    str(r.feedback), _ago(r.last_seen))
+        agree = f"{r.agreement:.0%}" if r.agreement is not None else "-"
+        e = estimates.get(r.model)
+        acc = f"{e.accuracy:.1%} ±{e.sd:.1%}" if e is not None else "-"
+        tbl.add_row(r.model, acc, f"{r.rating:.0f}", str(r.calls), agree, str(r.feedback),
+                    _ago(r.last_seen))
     stdout_console().print(tbl)
 
 
@@ -293,11 +307,12 @@ def evolve(
     size: int = typer.Option(None, "--size", min=1, help="Seats (default: the current panel's size)."),
     as_json: bool = typer.Option(False, "--json", help="Print the proposal as JSON."),
 ) -> None:
-    """Propose the champion panel from ratings, show the diff, and with --apply write it.
+    """Propose the champion panel from the evidence, show the diff, and with --apply write it.
 
-    The best-rated usable models with at least --min-calls logged calls, one per family
-    first; a member keeps its seat unless a candidate is clearly better rated. After --apply,
-    'fscale scale' (and --panel NAME) use the new panel.
+    The usable models with the best label-free accuracy estimate ('fscale ratings'; ranked by
+    its lower bound, mean − 1 sd) and at least --min-calls rated replies, one per family
+    first; a member keeps its seat unless a candidate is clearly better (1 point). After
+    --apply, 'fscale scale' (and --panel NAME) use the new panel.
 
     Examples:
 
@@ -335,9 +350,11 @@ def _print_diff(p: Any) -> None:
            [("=", m) for m in p.proposed if m in p.current]
     for sign, m in rows:
         e = p.evidence(m)
-        agree = f"{e['agreement']:.0%}" if e["agreement"] is not None else "-"
-        out.write(f"  {sign} {m:<28} rating {e['rating']:7.1f} ±{e['sigma']:<4.0f} calls {e['calls']:<6} "
-                  f"agreement {agree:>4}  feedback {e['feedback']}\n")
+        est = e.get("estimate")
+        acc = (f"accuracy {est['accuracy']:6.1%} ±{est['sd']:<5.1%}" if est is not None
+               else f"accuracy {'-':>6}  {'':<5}")
+        out.write(f"  {sign} {m:<28} {acc} rating {e['rating']:7.1f} ±{e['sigma']:<4.0f} "
+                  f"calls {e['calls']:<6} feedback {e['feedback']}\n")
     if not p.changed:
         out.write("  (no change)\n")
 

@@ -79,6 +79,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("timeout_thinking", float, 300.0, "FSCALE_TIMEOUT_THINKING", "per-call timeout for thinking models (s)"),
         Setting("slow_after", float, 10.0, "FSCALE_SLOW_AFTER", "health: a reply slower than this is 'slow' (s)"),
         Setting("challenger", bool, True, "FSCALE_CHALLENGER", "ask one shadow challenger per scale call (outside the panel, not part of the decision)"),
+        Setting("challengers", int, 3, "FSCALE_CHALLENGERS", "most shadow challengers per call while an outsider that could take a seat is still uncertain (falls to 1 once every one is known)"),
         Setting("challenger_grace", float, 1.0, "FSCALE_CHALLENGER_GRACE", "seconds to wait for the challenger after the decision before cancelling it"),
         Setting("challenger_thinking", bool, False, "FSCALE_CHALLENGER_THINKING", "allow thinking-tier models as challengers"),
         Setting("log_calls", bool, True, "FSCALE_LOG_CALLS", "log every call in the data directory and learn ratings from it"),

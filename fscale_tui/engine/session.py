@@ -222,31 +222,30 @@ class Engine:
                     result.notes = notes + result.notes
                     if challenger is not None:
                         # Announced now; the challenger's vote follows in ChallengerAnswered.
-                        result.challenger = Vote(challenger[0], status="pending")
+                        result.challengers = [Vote(a, status="pending")
+                                              for a in challenger.aliases]
+                        result.challenger = result.challengers[0]
                     else:
                         notified = True
                         self.calls.record_scale(request, result)
                 yield event
             if challenger is not None and result is not None:
-                alias, task, ch_counter = challenger
-                from .learning import challenger as shadow
-
-                result.challenger = await shadow.collect(
-                    task, alias, float(self.settings.get("challenger_grace")))
-                result.challenger_calls = ch_counter.sent
+                shadows = await challenger.collect(float(self.settings.get("challenger_grace")))
+                result.challenger, result.challengers = shadows[0], shadows
+                result.challenger_calls = challenger.counter.sent
                 notified = True
                 self.calls.record_scale(request, result)
                 yield ChallengerAnswered(result.id, result.challenger)
         finally:
-            if challenger is not None and not challenger[1].done():
-                challenger[1].cancel()
-                await asyncio.gather(challenger[1], return_exceptions=True)
+            if challenger is not None and not challenger.done():
+                await challenger.cancel()
             if result is not None and not notified:
                 # The consumer stopped after Decided: still log the call (challenger cancelled).
                 if challenger is not None and (result.challenger is None
                                                or result.challenger.status == "pending"):
-                    result.challenger = Vote(challenger[0], status="cancelled")
-                    result.challenger_calls = challenger[2].sent
+                    result.challengers = [Vote(a, status="cancelled") for a in challenger.aliases]
+                    result.challenger = result.challengers[0]
+                    result.challenger_calls = challenger.counter.sent
                 self.calls.record_scale(request, result)
 
     async def _plain_stage(self, members: list[ModelConfig], call_id: str, request: ScaleRequest,
@@ -329,14 +328,17 @@ class Engine:
 
     async def _start_challenger(self, call_id: str, messages: list[dict[str, str]],
                                 labels: tuple[str, ...], exclude: set[str], reserved: set[str],
-                                ask_kwargs: dict[str, Any]
-                                ) -> tuple[str, asyncio.Task[Any], Any] | None:
-        """One shadow model outside the call, by Thompson sampling over its rating."""
+                                ask_kwargs: dict[str, Any]) -> Any:
+        """The shadow challengers outside the call: Thompson draws from each model's label-free
+        accuracy posterior; several (at most the ``challengers`` setting) while some outsider is
+        still uncertain, one once all are known (``learning.challenger.how_many``).
+
+        Returns them as a ``learning.challenger.Shadows`` (None: no challenger this call)."""
         s = self.settings
         if not s.get("challenger") or not s.get("log_calls"):
             return None  # nothing would record its evidence
         from .client import RequestCounter
-        from .learning.challenger import eligible, thompson_pick
+        from .learning.challenger import Shadows, choose, eligible, how_many
 
         # Embedded local models only challenge local panels: starting a llama.cpp server for a
         # shadow vote would cost seconds of CPU on every call of a remote panel.
@@ -354,20 +356,27 @@ class Engine:
             self._draws = SharedView(self.coordination.draws.load)
         draws = await asyncio.to_thread(self._draws.get) if self._draws._data is None \
             else self._draws.get()
-        alias = thompson_pick(candidates, await self.calls.ratings_snapshot(), draws=draws)
-        if alias is None:
+        await self.calls.ratings_snapshot()
+        estimates = self.calls.estimates
+        members = [estimates[a].accuracy for a in exclude if a in estimates]
+        bar = min(members) if len(members) == len(exclude) and members else None
+        k = how_many(candidates, estimates, int(s.get("challengers")), draws=draws, bar=bar)
+        aliases = choose(candidates, estimates, k, draws=draws)
+        if not aliases:
             return None
-        self._draws.put(alias, int(draws.get(alias, 0)) + 1)
         shared = self.coordination.draws
-        self.writer.submit(lambda: shared.add(alias))
-        reserved.add(alias)
+        for alias in aliases:
+            self._draws.put(alias, int(draws.get(alias, 0)) + 1)
+            self.writer.submit(lambda alias=alias: shared.add(alias))
+            reserved.add(alias)
         counter = RequestCounter()
-        task = asyncio.ensure_future(self.asker.ask(
+        tasks = [asyncio.ensure_future(self.asker.ask(
             s.models[alias], messages, labels=labels, call_id=call_id,
-            **{**ask_kwargs, "counter": counter, "stream": False}))
-        self._challenger_tasks.add(task)
-        task.add_done_callback(self._challenger_tasks.discard)
-        return alias, task, counter
+            **{**ask_kwargs, "counter": counter, "stream": False})) for alias in aliases]
+        for task in tasks:
+            self._challenger_tasks.add(task)
+            task.add_done_callback(self._challenger_tasks.discard)
+        return Shadows(aliases, tasks, counter)
 
     async def scale(self, request: ScaleRequest) -> ScaleResult:
         return await final_result(self.scale_events(request), Decided)
@@ -473,7 +482,8 @@ class Engine:
     # -- learning: evolve --------------------------------------------------------------------
     def propose_evolve(self, panel: str | None = None, *, min_calls: int = 30,
                        size: int | None = None) -> Any:
-        """The champion panel for ``panel`` (default: the default panel) from the ratings."""
+        """The champion panel for ``panel`` (default: the default panel), ranked by the label-free
+        accuracy estimates (``learning.reliability``); Elo ratings ride along for display."""
         from .learning.evolve import propose_panel
 
         name = panel or self.settings.get("panel")
@@ -482,7 +492,8 @@ class Engine:
         models = self.settings.models
         return propose_panel(self.calls.ratings(), current, candidates=candidates,
                              family_of=lambda a: models[a].family if a in models else a,
-                             size=size, min_calls=min_calls, name=name)
+                             size=size, min_calls=min_calls, name=name,
+                             estimates=self.calls.reliability())
 
     def apply_evolve(self, proposal: Any) -> None:
         from .learning.evolve import apply_panel

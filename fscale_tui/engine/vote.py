@@ -134,6 +134,9 @@ class ScaleResult:
     #: ``calls_made`` counts only the decision's requests.
     challenger: Vote | None = None
     challenger_calls: int = 0
+    #: Every shadow challenger's vote (``challenger`` is the first): several while the
+    #: learning is uncertain (the ``challengers`` setting), else one.
+    challengers: list[Vote] = field(default_factory=list)
     item_id: str | None = None
     #: Notes for people (e.g. "-k 5 asked 3 models: ...") that the CLI prints on stderr.
     notes: list[str] = field(default_factory=list)
@@ -178,6 +181,7 @@ class ScaleResult:
             "tie_broken_by": self.tie_broken_by,
             "challenger": None if self.challenger is None else self.challenger.to_dict(),
             "challenger_calls": self.challenger_calls,
+            "challengers": [v.to_dict() for v in self.challengers],
         }
         if self.auto:
             answered = next((i for i, s in enumerate(self.stages) if s.accepted), None)

@@ -3,9 +3,13 @@
 - :mod:`.calllog` — the SQLite call log + rating table, feedback.
 - :mod:`.service` — the call log as the engine uses it: writes on the background writer,
   ratings snapshots, reads for views.
-- :mod:`.ratings` — Elo with expected scores against leave-one-out consensus and feedback.
-- :mod:`.challenger` — Thompson-sampled shadow challenger, asked beside the panel.
-- :mod:`.evolve` — the champion panel from ratings, written to config.toml on ``--apply``.
+- :mod:`.ratings` — Elo with expected scores against leave-one-out consensus and feedback
+  (displayed, for reference).
+- :mod:`.reliability` — each model's accuracy estimated without labels (Dawid–Skene EM over
+  every logged vote, feedback clamped): what the decisions follow.
+- :mod:`.challenger` — Thompson-sampled shadow challengers (several while outsiders are
+  uncertain), asked beside the panel.
+- :mod:`.evolve` — the champion panel from the estimates, written to config.toml on ``--apply``.
 
 Engine code: imports neither typer nor textual.
 """

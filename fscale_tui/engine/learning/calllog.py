@@ -38,14 +38,17 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..redact import redact
 from . import ratings as R
+
+if TYPE_CHECKING:
+    from .reliability import Call, Estimate, ReliabilityTracker
 
 DB_NAME = "learning.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -244,8 +247,11 @@ def record_from_scale(request: Any, result: Any) -> CallRecord:
                            latency_s=v.latency_s, error=v.error, substitute_for=v.substitute_for,
                            raw=v.raw, thinking=v.thinking or None, tokens=v.tokens)
                for v in result.votes]
+    shadows = list(getattr(result, "challengers", None) or [])
     challenger = getattr(result, "challenger", None)
-    if challenger is not None:
+    if challenger is not None and not any(v is challenger for v in shadows):
+        shadows.insert(0, challenger)
+    for challenger in shadows:
         replies.append(ReplyRecord(model=challenger.model, role="challenger",
                                    answer=challenger.answer, status=challenger.status,
                                    latency_s=challenger.latency_s, error=challenger.error,
@@ -440,6 +446,13 @@ class LearningStore:
     # -- reading ------------------------------------------------------------------------------
     def ratings(self) -> dict[str, R.ModelRating]:
         return _load(self.conn, None)
+
+    def reliability(self, family_of: Callable[[str], str] | None = None) -> dict[str, Estimate]:
+        """Each model's label-free accuracy estimate (Dawid–Skene over the whole log);
+        ``family_of`` groups models whose mistakes are alike (see :func:`.reliability.fit`)."""
+        from .reliability import ReliabilityTracker
+
+        return refresh_tracker(self.conn, ReliabilityTracker(family_of=family_of))
 
     def rating_values(self) -> dict[str, float]:
         return {row["model"]: row["rating"]
@@ -749,6 +762,56 @@ def replay_ratings(conn: sqlite3.Connection) -> dict[str, R.ModelRating]:
         "INSERT INTO rating_history (model, ts, rating, call_id, source) VALUES (?,?,?,?,?)",
         history)
     return table
+
+
+# -- the rows of the label-free estimate (reliability.py) ----------------------------------------
+def reliability_rows(conn: sqlite3.Connection, after_seq: int = 0
+                     ) -> list[tuple[int, Call]]:
+    """Every ``scale`` call after ``after_seq`` with its labels and rated replies, in order.
+
+    A rated reply is a member's or challenger's ``answered`` / ``no_answer`` reply (failed and
+    cancelled requests say nothing about a model's judgement), as for the Elo games."""
+    from .reliability import Call
+
+    calls = {int(row[0]): row[1] for row in conn.execute(
+        "SELECT seq, labels FROM calls WHERE seq > ? AND kind = 'scale' ORDER BY seq",
+        (after_seq,))}
+    marks_r, marks_s = ",".join("?" * len(RATED_ROLES)), ",".join("?" * len(RATED_STATUSES))
+    votes: dict[int, list[tuple[str, str | None]]] = {}
+    for r in conn.execute(  # a range on the replies_by_call index: only the new calls' rows
+            f"SELECT call_seq, model, answer, status FROM replies WHERE call_seq > ? "
+            f"AND role IN ({marks_r}) AND status IN ({marks_s}) ORDER BY call_seq, rowid",
+            (after_seq, *RATED_ROLES, *RATED_STATUSES)):
+        if r[0] in calls:
+            votes.setdefault(r[0], []).append((r[1], r[2] if r[3] == "answered" else None))
+    return [(seq, Call(json.loads(labels or "[]"), votes.get(seq, [])))
+            for seq, labels in calls.items()]
+
+
+def label_feedback(conn: sqlite3.Connection) -> dict[int, tuple[str | None, str | None]]:
+    """``{call seq: (true label, known-wrong label)}`` from the current label verdicts
+    (confirm / reject / override); ``prefer`` feedback names no label and is not here."""
+    out: dict[int, tuple[str | None, str | None]] = {}
+    for f in conn.execute(
+            "SELECT f.call_seq, f.call_id, f.kind, f.label, c.answer, c.labels FROM feedback f "
+            "JOIN calls c ON c.seq = f.call_seq WHERE f.state = ? AND f.kind != 'prefer' "
+            "ORDER BY f.seq", (CURRENT,)):
+        try:
+            truth, wrong, _ = _verdict(f["kind"], f["answer"], json.loads(f["labels"] or "[]"),
+                                       [], f["label"], None, None, f["call_id"])
+        except UsageError:  # cannot happen for a row add_feedback wrote
+            continue
+        out[int(f["call_seq"])] = (truth, wrong)
+    return out
+
+
+def refresh_tracker(conn: sqlite3.Connection, tracker: ReliabilityTracker) -> dict[str, Estimate]:
+    """Bring ``tracker`` up to date with the log: the calls it has not seen, the current label
+    feedback; a log that restarted (moved aside) starts the tracker afresh."""
+    top = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM calls").fetchone()[0])
+    if top < tracker.last_seq:
+        tracker.reset()
+    return tracker.refresh(reliability_rows(conn, tracker.last_seq), label_feedback(conn))
 
 
 # -- schema migrations ---------------------------------------------------------------------------

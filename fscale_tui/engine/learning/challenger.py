@@ -26,6 +26,14 @@ spent on a model (draws this log has not rated yet, e.g. made on other hosts) ta
 optimism and narrows its spread, so the never-drawn outsiders get their turn instead of every
 process drawing the same one. Without shared draws (or when ``draws <= games``) this is plain
 Thompson sampling.
+
+**Label-free choice (what the engine uses).** :func:`choose` draws from each model's Beta
+posterior of its accuracy (:mod:`.reliability`, Dawid–Skene over the log; the fleet's draws
+narrow it the same way, keeping its mean), and takes the ``k`` largest draws. ``k``
+(:func:`how_many`) is the number of eligible models still uncertain (posterior sd above
+:data:`EXPLORE_SD`, about 100 rated replies) that could still beat the panel's weakest member,
+at least 1 and at most the ``challengers`` setting: several shadows per call while there is much
+to learn (the first calls, a newly added model), one once every outsider is known.
 """
 
 from __future__ import annotations
@@ -33,9 +41,15 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .ratings import BASE, ModelRating, sigma
+from .reliability import Estimate, prior_estimate
+
+#: A model is still "uncertain" (worth an extra shadow) while its accuracy's posterior sd is above
+#: this: 0.05 is about 100 rated replies of a 50 % model.
+EXPLORE_SD = 0.05
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -63,6 +77,52 @@ def thompson_pick(candidates: Iterable[str], ratings: Mapping[str, ModelRating],
     return None if best is None else best[1]
 
 
+def _posterior(model: str, estimates: Mapping[str, Estimate],
+               draws: Mapping[str, int] | None) -> tuple[float, float]:
+    """Beta(alpha, beta) of a model's accuracy; draws the fleet made beyond the replies this log
+    rated count as replies at the current mean (narrower, same mean)."""
+    e = estimates.get(model) or prior_estimate(model)
+    alpha, beta = e.alpha, e.beta
+    extra = int(draws.get(model, 0)) - e.replies if draws else 0
+    if extra > 0:
+        scale = (alpha + beta + extra) / (alpha + beta)
+        alpha, beta = alpha * scale, beta * scale
+    return alpha, beta
+
+
+def how_many(candidates: Iterable[str], estimates: Mapping[str, Estimate], max_k: int,
+             draws: Mapping[str, int] | None = None, explore_sd: float = EXPLORE_SD,
+             bar: float | None = None) -> int:
+    """Shadows for this call: the eligible models still worth learning about, at least 1, at
+    most ``max_k``. Worth it: the posterior sd is above ``explore_sd`` and (given ``bar``, the
+    estimate of the panel's weakest member: the seat an outsider could take) the model could
+    still clear the bar (mean + 2 sd ≥ ``bar``). A model known to be far below needs no more
+    than plain Thompson sampling's occasional draw."""
+    pool = sorted(set(candidates))
+    if not pool or max_k <= 0:
+        return 0
+    uncertain = 0
+    for m in pool:
+        alpha, beta = _posterior(m, estimates, draws)
+        n = alpha + beta
+        sd = (alpha * beta / (n * n * (n + 1.0))) ** 0.5
+        uncertain += sd > explore_sd and (bar is None or alpha / n + 2 * sd >= bar)
+    return max(1, min(max_k, uncertain, len(pool)))
+
+
+def choose(candidates: Iterable[str], estimates: Mapping[str, Estimate], k: int,
+           rng: random.Random | None = None,
+           draws: Mapping[str, int] | None = None) -> list[str]:
+    """Thompson sampling on the Beta posteriors: the ``k`` models with the largest draws."""
+    rng = rng or random.Random()
+    scored = []
+    for m in sorted(set(candidates)):
+        alpha, beta = _posterior(m, estimates, draws)
+        scored.append((rng.betavariate(alpha, beta), m))
+    scored.sort(reverse=True)
+    return [m for _, m in scored[:max(0, k)]]
+
+
 def eligible(models: Iterable["ModelConfig"], *, exclude: Iterable[str],
              available: Callable[["ModelConfig"], bool], allow_thinking: bool) -> list[str]:
     """Aliases that may be a challenger for a call whose members are ``exclude``."""
@@ -86,3 +146,41 @@ async def collect(task: "asyncio.Task[Vote]", alias: str, grace_s: float) -> "Vo
     if task.cancelled():
         return Vote(alias, status="cancelled")
     return task.result()
+
+
+@dataclass
+class Shadows:
+    """The shadow challengers of one call: started with the panel, collected after it."""
+
+    aliases: list[str]
+    tasks: list[asyncio.Task[Vote]]
+    counter: Any  # the RequestCounter all of them count their requests on
+
+    def done(self) -> bool:
+        return all(t.done() for t in self.tasks)
+
+    async def cancel(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def collect(self, grace_s: float) -> list[Vote]:
+        """Every shadow's vote, first drawn first: all of them get the same ``grace_s`` after
+        the decision (they ran in parallel with the panel), then the rest are cancelled."""
+        from ..vote import Vote
+
+        pending = [t for t in self.tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=max(0.0, grace_s))
+        votes = []
+        for alias, task in zip(self.aliases, self.tasks):
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                votes.append(Vote(alias, status="cancelled",
+                                  error="still running after the decision's grace period"))
+            elif task.cancelled():
+                votes.append(Vote(alias, status="cancelled"))
+            else:
+                votes.append(task.result())
+        return votes

@@ -1,10 +1,16 @@
-"""evolve: propose the champion panel from ratings, show the diff, write it to config.toml.
+"""evolve: propose the champion panel from the evidence, show the diff, write it to config.toml.
 
-The proposal (:func:`propose_panel`) takes the best-rated models that have enough evidence
-(``min_calls`` logged calls), one per family first so the panel's errors stay independent, then
+The proposal (:func:`propose_panel`) takes the best models that have enough evidence
+(``min_calls`` rated replies), one per family first so the panel's errors stay independent, then
 fills any seat left with the next best regardless of family. Seats that no qualified model can
-fill keep their current member. A current member is only replaced by a model rated at least
-``margin`` points higher, so the panel does not flap between near-equal models.
+fill keep their current member. A current member is only replaced by a clearly better model
+(by ``margin``), so the panel does not flap between near-equal models.
+
+"Best" is the label-free accuracy estimate (:mod:`.reliability`, Dawid–Skene over the call log)
+when ``estimates`` are given — the engine always gives them: its lower bound ``mean − z·sd``,
+so a model with little evidence does not take a seat on one lucky streak, and ``margin`` is in
+accuracy (:data:`ACCURACY_MARGIN`, one point). Without estimates (older callers) it is the Elo
+rating, ``margin`` in rating points. The Elo ratings stay in the proposal for display.
 
 ``apply_panel`` writes ``[panels] NAME = [...]`` with ``config.update_user_config`` (atomic,
 under the cross-process lock); the registry reads that panel on the next ``scale``.
@@ -17,9 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .ratings import ModelRating
+from .reliability import Estimate, Z
 
 DEFAULT_MIN_CALLS = 30
 DEFAULT_MARGIN = 10.0
+#: A challenger must beat a member's lower bound by this much accuracy to take its seat.
+ACCURACY_MARGIN = 0.01
 
 
 @dataclass
@@ -30,6 +39,8 @@ class PanelProposal:
     ratings: dict[str, ModelRating] = field(default_factory=dict)
     min_calls: int = DEFAULT_MIN_CALLS
     applied: bool = False
+    #: The label-free estimates the proposal ranked by (empty: it ranked by Elo rating).
+    estimates: dict[str, Estimate] = field(default_factory=dict)
 
     @property
     def added(self) -> list[str]:
@@ -45,36 +56,60 @@ class PanelProposal:
 
     def evidence(self, model: str) -> dict[str, Any]:
         r = self.ratings.get(model) or ModelRating(model)
-        return r.to_dict()
+        e = self.estimates.get(model)
+        return {**r.to_dict(), "estimate": None if e is None else e.to_dict()}
 
     def to_dict(self) -> dict[str, Any]:
         return {"panel": self.name, "current": self.current, "proposed": self.proposed,
                 "added": [self.evidence(m) for m in self.added],
                 "removed": [self.evidence(m) for m in self.removed],
                 "kept": [self.evidence(m) for m in self.proposed if m in self.current],
-                "changed": self.changed, "applied": self.applied, "min_calls": self.min_calls}
+                "changed": self.changed, "applied": self.applied, "min_calls": self.min_calls,
+                "ranked_by": "estimate" if self.estimates else "rating"}
 
 
 def propose_panel(ratings: Mapping[str, ModelRating], current: Sequence[str], *,
                   candidates: Sequence[str], family_of: Callable[[str], str], size: int | None = None,
-                  min_calls: int = DEFAULT_MIN_CALLS, margin: float = DEFAULT_MARGIN,
-                  name: str = "default") -> PanelProposal:
+                  min_calls: int = DEFAULT_MIN_CALLS, margin: float | None = None,
+                  name: str = "default", estimates: Mapping[str, Estimate] | None = None,
+                  z: float = Z) -> PanelProposal:
     """The champion panel of ``size`` seats (default: the current panel's size).
 
     ``candidates`` are the models that may sit on the panel (usable, not down); only those with
-    at least ``min_calls`` logged calls qualify. Current members get a ``margin`` bonus so a
-    challenger must be clearly better to take a seat.
+    at least ``min_calls`` rated replies qualify. With ``estimates`` the ranking is each model's
+    accuracy lower bound (mean − ``z``·sd); without, its Elo rating. Current members get a
+    ``margin`` bonus (default :data:`ACCURACY_MARGIN` / :data:`DEFAULT_MARGIN`) so a challenger
+    must be clearly better to take a seat.
     """
     size = size or len(current) or 3
     cur = list(dict.fromkeys(current))
+    est = dict(estimates or {})
+
+    if est:
+        bonus = ACCURACY_MARGIN if margin is None else margin
+
+        def value(m: str) -> float | None:
+            e = est.get(m)
+            return None if e is None else e.lower(z)
+
+        def evidence(m: str) -> int:
+            return est[m].replies if m in est else 0
+    else:
+        bonus = DEFAULT_MARGIN if margin is None else margin
+
+        def value(m: str) -> float | None:
+            r = ratings.get(m)
+            return None if r is None else r.rating
+
+        def evidence(m: str) -> int:
+            return ratings[m].calls if m in ratings else 0
 
     def score(m: str) -> float:
-        r = ratings.get(m)
-        base = r.rating if r is not None else float("-inf")
-        return base + (margin if m in cur else 0.0)
+        base = value(m)
+        return (float("-inf") if base is None else base) + (bonus if m in cur else 0.0)
 
     qualified = [m for m in dict.fromkeys(candidates)
-                 if (ratings.get(m) is not None and ratings[m].calls >= min_calls)]
+                 if value(m) is not None and evidence(m) >= min_calls]
     ranked = sorted(qualified, key=lambda m: (-score(m), m))
     chosen: list[str] = []
     families: set[str] = set()
@@ -104,7 +139,7 @@ def propose_panel(ratings: Mapping[str, ModelRating], current: Sequence[str], *,
             proposed.append(new.pop(0))
     proposed += new
     return PanelProposal(name=name, current=cur, proposed=proposed[:size],
-                         ratings=dict(ratings), min_calls=min_calls)
+                         ratings=dict(ratings), min_calls=min_calls, estimates=est)
 
 
 def apply_panel(settings: Any, proposal: PanelProposal) -> None:

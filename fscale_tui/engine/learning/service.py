@@ -4,8 +4,10 @@ Writes (every finished call, and the ratings it moves) go to the engine's backgr
 one thread, in order, so the event loop never waits on SQLite's lock (another process may hold
 it for seconds). Reads for views (history, one call, ratings, feedback) are blocking calls that
 open their own short-lived connection: the CLI calls them directly, the TUI from thread workers.
-The engine itself reads ratings (challenger choice, ``--tie-break rating``) from a snapshot
-refreshed in a thread at most once a second.
+The engine itself reads a snapshot (the Elo ratings and the label-free accuracy estimates of
+:mod:`.reliability`, used for the challengers' choice and ``--tie-break rating``) refreshed in a
+thread at most once a second; the estimates are refitted incrementally (only new calls are
+read, EM starts from the last fit).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from ..background import BackgroundWriter
 from ..errors import ExitCode, FscaleError
 from .calllog import (CallRecord, LearningStore, ReplyRecord, is_damage, quarantine_damaged,
                       record_from_scale)
-from .ratings import BASE, ModelRating
+from .ratings import ModelRating
+from .reliability import PRIOR_A, PRIOR_B, Estimate, ReliabilityTracker
 
 T = TypeVar("T")
 
@@ -44,11 +47,23 @@ class CallLog:
         self.settings = settings
         self.writer = writer
         self._snapshot: dict[str, ModelRating] | None = None
+        #: The label-free estimates of the last snapshot, and the tracker that refits them.
+        self.estimates: dict[str, Estimate] = {}
+        self._tracker = ReliabilityTracker(family_of=self.family_of)
         self._snapshot_at = 0.0
         self._loading: asyncio.Task[Any] | None = None
         #: When set, finished calls go here instead of the log (a Ray actor hands its records
         #: back to the driver, which writes them once): ``sink(record, learn)``.
         self.sink: Callable[[CallRecord, bool], None] | None = None
+
+    def family_of(self, alias: str) -> str:
+        """A model's family (config), so one line's shared mistakes do not vouch for each other."""
+        model = self.settings.models.get(alias)
+        if model is not None and model.family:
+            return str(model.family)
+        from ..catalogue import family_of
+
+        return family_of(alias)
 
     @property
     def enabled(self) -> bool:
@@ -107,6 +122,9 @@ class CallLog:
 
     # -- ratings snapshot for the engine ----------------------------------------------------
     def _read_ratings(self) -> dict[str, ModelRating]:
+        """The Elo table (and, as a side effect, ``estimates`` brought up to date)."""
+        from .calllog import refresh_tracker
+
         path = LearningStore.for_settings(self.settings).path
         if not path.exists():
             return {}
@@ -118,7 +136,14 @@ class CallLog:
             conn.row_factory = sqlite3.Row
             rows = conn.execute("SELECT * FROM ratings").fetchall()
         except sqlite3.Error:
+            conn.close()
             return {}
+        try:
+            self.estimates = dict(refresh_tracker(conn, self._tracker))
+        except (sqlite3.Error, ValueError) as exc:  # keep the last estimates, start afresh
+            self._tracker.reset()
+            _warn(f"warning: the accuracy estimates were not refreshed ({type(exc).__name__}: "
+                  f"{exc})")
         finally:
             conn.close()
         return {r["model"]: ModelRating(model=r["model"], rating=r["rating"], games=r["games"],
@@ -147,9 +172,11 @@ class CallLog:
         return self._snapshot or {}
 
     def rating_of(self, alias: str) -> float:
-        """The last snapshot's rating (BASE when unknown); used by ``--tie-break rating``."""
-        entry = (self._snapshot or {}).get(alias)
-        return entry.rating if entry is not None else BASE
+        """``--tie-break rating``'s key: the last snapshot's label-free accuracy estimate (the
+        prior's mean when unknown). Not Elo: the estimate does not trust a bad majority, and a
+        tie is exactly where the majority says nothing."""
+        entry = self.estimates.get(alias)
+        return entry.accuracy if entry is not None else PRIOR_A / (PRIOR_A + PRIOR_B)
 
     async def close(self) -> None:
         if self._loading is not None and not self._loading.done():
@@ -178,6 +205,10 @@ class CallLog:
 
     def ratings(self) -> dict[str, ModelRating]:
         return self._read(lambda store: store.ratings())
+
+    def reliability(self) -> dict[str, Estimate]:
+        """Each model's label-free accuracy estimate from the whole log (:mod:`.reliability`)."""
+        return self._read(lambda store: store.reliability(self.family_of))
 
     def rating_history(self, models: Sequence[str] | None = None
                        ) -> dict[str, list[tuple[float, float]]]:

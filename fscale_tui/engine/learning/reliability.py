@@ -1,0 +1,366 @@
+"""Label-free reliability: each model's accuracy estimated jointly from the call log.
+
+Elo against the leave-one-out majority (:mod:`.ratings`) trusts the majority: when the panel is
+bad, a better outsider who disagrees with it *loses*. This module does what annotation work does
+when there is no gold label: a **one-coin Dawid–Skene** model fitted by EM over every logged
+vote (Dawid & Skene 1979; "one-coin": each model ``m`` has one accuracy ``p_m``, and a wrong
+vote is spread evenly over the call's other labels).
+
+- **Items** are logged ``scale`` calls with their offered labels; **votes** are every member's
+  and challenger's parsed label (one per model per call). An unparseable reply is no vote on the
+  label, but it counts as a reply that was not right (see ``accuracy`` below); failed and
+  cancelled requests say nothing.
+- **E-step**: the posterior over each call's true label, ``q_i(l) ∝ Π_m p_m^[v=l] ·
+  ((1-p_m)/(L_i-1))^[v≠l]`` (uniform label prior). A call with user feedback is **clamped**:
+  ``confirm`` / ``override`` (and ``reject`` with two labels) fix its label, a ``reject`` with
+  more labels rules one out. ``prefer`` feedback names no label and is left to Elo.
+- **M-step**: ``s_m = Σ q_i(v_mi)`` (expected right votes), and with a Beta(``a``, ``b``) prior
+  ``p_m = (s_m + a - 1) / (n_m + a + b - 2)`` (MAP; ``n_m`` votes).
+
+Agreement with *everyone*, weighted by how reliable everyone is, is what moves an estimate, so
+three weak models that disagree with each other cannot out-vote one strong outsider whose
+answers line up with each of theirs more often than they line up with one another.
+
+**What is reported** (:class:`Estimate`): ``accuracy`` = the chance that a *reply* of the model is
+right, posterior ``Beta(a + s_m, b + r_m - s_m)`` over its ``r_m`` rated replies (no answer =
+not right), with ``sd`` its posterior standard deviation and ``lower`` = mean − ``z``·sd; plus
+``vote_accuracy`` (``p_m``, right when it answers), ``answer_rate`` and the counts. ``sd`` comes
+from the effective counts (it ignores the labels' own uncertainty, so it is a little narrow).
+
+Decisions use it: ``evolve`` ranks by ``lower`` with a minimum of replies, the shadow
+challengers are Thompson draws from the Beta posterior (:mod:`.challenger`), and ``--tie-break
+rating`` prefers the backer with the higher ``accuracy``.
+
+**Speed**: vectorised numpy (``bincount`` over the vote arrays, one ``items × labels`` matrix);
+:class:`ReliabilityTracker` keeps the arrays and the last estimates, reads only calls it has not
+seen, and warm-starts EM from the last fit, so a refresh costs a few iterations.
+
+Pure (numpy, no I/O): the rows come from :func:`.calllog.reliability_rows`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Beta prior on a model's accuracy (vote right when it answers): mean 0.5, worth 4 replies.
+PRIOR_A = 2.0
+PRIOR_B = 2.0
+#: Lower bound = mean − Z · sd (evolve's ranking).
+Z = 1.0
+MAX_ITER = 200
+TOL = 1e-5
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One model's label-free reliability and the evidence behind it."""
+
+    model: str
+    accuracy: float  # P(a reply is right): posterior mean
+    sd: float  # posterior sd of ``accuracy``
+    replies: int  # rated replies (answers + no answers)
+    votes: int  # replies with a parseable label
+    right: float  # expected right votes (effective count, feedback-clamped calls exact)
+    vote_accuracy: float  # P(right | it answered): the EM's p_m
+    alpha: float  # posterior Beta(alpha, beta) of ``accuracy``
+    beta: float
+    feedback: int = 0  # of its votes, on calls whose label feedback fixed
+
+    @property
+    def answer_rate(self) -> float:
+        return self.votes / self.replies if self.replies else 0.0
+
+    def lower(self, z: float = Z) -> float:
+        return self.accuracy - z * self.sd
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accuracy": round(self.accuracy, 4), "sd": round(self.sd, 4),
+                "lower": round(self.lower(), 4), "replies": self.replies, "votes": self.votes,
+                "vote_accuracy": round(self.vote_accuracy, 4),
+                "answer_rate": round(self.answer_rate, 4), "feedback": self.feedback}
+
+
+def prior_estimate(model: str, a: float = PRIOR_A, b: float = PRIOR_B) -> Estimate:
+    """What is believed about a model with no rated reply: the prior."""
+    mean = a / (a + b)
+    return Estimate(model, mean, beta_sd(a, b), 0, 0, 0.0, mean, a, b)
+
+
+def beta_sd(a: float, b: float) -> float:
+    n = a + b
+    return math.sqrt(a * b / (n * n * (n + 1.0)))
+
+
+@dataclass
+class Call:
+    """One logged call as the estimator sees it: labels, votes, and what feedback says."""
+
+    labels: Sequence[str]
+    votes: Sequence[tuple[str, str | None]]  # (model, label or None for no answer)
+    truth: str | None = None
+    wrong: str | None = None
+
+
+@dataclass
+class VoteArrays:
+    """Every rated reply of the log as flat arrays (appendable)."""
+
+    models: list[str] = field(default_factory=list)
+    index: dict[str, int] = field(default_factory=dict)
+    n_labels: list[int] = field(default_factory=list)  # per item
+    truth: list[int] = field(default_factory=list)  # per item: label index, -1 unknown
+    wrong: list[int] = field(default_factory=list)  # per item: label index ruled out, -1 none
+    v_item: list[int] = field(default_factory=list)  # per vote
+    v_model: list[int] = field(default_factory=list)
+    v_label: list[int] = field(default_factory=list)
+    r_model: list[int] = field(default_factory=list)  # per reply (no answers included)
+    r_item: list[int] = field(default_factory=list)
+
+    def model_id(self, model: str) -> int:
+        j = self.index.get(model)
+        if j is None:
+            j = self.index[model] = len(self.models)
+            self.models.append(model)
+        return j
+
+    def add(self, call: Call) -> int:
+        """Append one call; returns its item index (-1 when it has no rated reply)."""
+        labels = list(dict.fromkeys(call.labels))
+        pos = {lab: k for k, lab in enumerate(labels)}
+        seen: set[str] = set()
+        votes = []
+        for model, answer in call.votes:
+            if model in seen:  # a model listed twice (member and challenger) counts once
+                continue
+            seen.add(model)
+            if answer is not None and answer not in pos:
+                answer = None  # not one of the call's labels: no vote on them
+            votes.append((model, answer))
+        if not votes or len(labels) < 2:
+            return -1
+        item = len(self.n_labels)
+        self.n_labels.append(len(labels))
+        self.truth.append(pos.get(call.truth, -1) if call.truth is not None else -1)
+        self.wrong.append(pos.get(call.wrong, -1) if call.wrong is not None else -1)
+        for model, answer in votes:
+            j = self.model_id(model)
+            self.r_model.append(j)
+            self.r_item.append(item)
+            if answer is not None:
+                self.v_item.append(item)
+                self.v_model.append(j)
+                self.v_label.append(pos[answer])
+        return item
+
+    def set_feedback(self, item: int, truth: int, wrong: int) -> None:
+        self.truth[item], self.wrong[item] = truth, wrong
+
+
+@dataclass
+class Fit:
+    """The result of one EM fit: per-model estimates and the per-call label posteriors."""
+
+    estimates: dict[str, Estimate]
+    iterations: int
+    converged: bool
+    posterior: np.ndarray  # items × max labels (rows sum to 1)
+
+    def __getitem__(self, model: str) -> Estimate:
+        return self.estimates[model]
+
+
+def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
+        init: Mapping[str, float] | None = None, max_iter: int = MAX_ITER,
+        tol: float = TOL, family_of: Callable[[str], str] | None = None) -> Fit:
+    """One-coin Dawid–Skene EM over ``arrays``; ``init``: p_m to start from (warm start).
+
+    Families (``family_of``; default: each model its own, which is plain Dawid–Skene): models
+    of one line make the same mistakes and must not vouch for each other, so on each call a
+    family's votes count as one voter's (each weighs 1/its family's votes there), and the M-step
+    scores each vote against the call's posterior **without the other votes of its family**.
+    Only votes on calls where another family voted (or feedback fixed the label) are evidence. Cold start: every model at the prior's mode, clipped to [0.55, 0.9]: better than
+    a coin, so the fit starts on the side where models mean what they say.
+    """
+    n_models, n_items = len(arrays.models), len(arrays.n_labels)
+    if n_items == 0:
+        return Fit({}, 0, True, np.zeros((0, 0)))
+    L = np.asarray(arrays.n_labels, dtype=np.int64)
+    width = int(L.max())
+    vi = np.asarray(arrays.v_item, dtype=np.int64)
+    vm = np.asarray(arrays.v_model, dtype=np.int64)
+    vl = np.asarray(arrays.v_label, dtype=np.int64)
+    ri = np.asarray(arrays.r_item, dtype=np.int64)
+    rm = np.asarray(arrays.r_model, dtype=np.int64)
+    flat = vi * width + vl
+    invalid = np.arange(width)[None, :] >= L[:, None]  # labels a call did not offer
+    truth = np.asarray(arrays.truth, dtype=np.int64)
+    wrong = np.asarray(arrays.wrong, dtype=np.int64)
+    clamped = np.flatnonzero(truth >= 0)
+    is_clamped = truth >= 0
+    ruled = np.flatnonzero((wrong >= 0) & (truth < 0))
+    mask = np.where(invalid, -np.inf, 0.0)
+    mask[ruled, wrong[ruled]] = -np.inf
+    onehot = np.zeros((clamped.size, width))
+    onehot[np.arange(clamped.size), truth[clamped]] = 1.0
+    log_other = np.log(np.maximum(L - 1, 1)).astype(float)[vi]  # log(L_i - 1) per vote
+
+    # (call, family) groups of votes: what each vote's leave-family-out posterior removes.
+    names = [family_of(m) if family_of else m for m in arrays.models]
+    fam_ids = {f: k for k, f in enumerate(dict.fromkeys(names))}
+    fam = np.asarray([fam_ids[f] for f in names], dtype=np.int64)
+    n_fam = max(1, len(fam_ids))
+    keys, pv = np.unique(vi * n_fam + fam[vm], return_inverse=True)
+    pv = pv.reshape(-1)
+    n_pairs = keys.size
+    pair_votes = np.bincount(pv, minlength=n_pairs)
+    item_votes = np.bincount(vi, minlength=n_items)
+    own = pair_votes[pv]
+    share = 1.0 / own  # a family's votes on a call count as one voter's
+    informative_v = ((item_votes[vi] - own) > 0) | is_clamped[vi]
+    # Replies (no answers too): informative when some other family voted on the call.
+    r_keys = ri * n_fam + fam[rm] if rm.size else np.zeros(0, dtype=np.int64)
+    at = np.searchsorted(keys, r_keys)
+    found = (at < n_pairs) & (keys[np.minimum(at, max(n_pairs - 1, 0))] == r_keys) \
+        if n_pairs else np.zeros(r_keys.size, dtype=bool)
+    own_r = np.where(found, pair_votes[np.minimum(at, max(n_pairs - 1, 0))] if n_pairs else 0, 0)
+    informative_r = ((item_votes[ri] - own_r) > 0) | is_clamped[ri]
+    n_votes = np.bincount(vm, weights=informative_v.astype(float), minlength=n_models)
+    n_replies = np.bincount(rm, weights=informative_r.astype(float), minlength=n_models)
+    all_votes = np.bincount(vm, minlength=n_models)
+    all_replies = np.bincount(rm, minlength=n_models)
+    pair_flat = pv * width + vl
+
+    start = min(0.9, max(0.55, (a - 1) / (a + b - 2) if a + b > 2 else 0.5))
+    p = np.full(n_models, start)
+    if init:
+        for j, m in enumerate(arrays.models):
+            if m in init:
+                p[j] = float(init[m])
+    p = np.clip(p, 1e-4, 1 - 1e-4)
+    q = np.zeros((n_items, width))
+    right = np.zeros(n_models)
+    iterations, converged = 0, False
+    for iterations in range(1, max_iter + 1):
+        lp, lw = np.log(p), np.log1p(-p)
+        wrong_term = lw[vm] - log_other  # log((1-p)/(L-1)) for each vote
+        bonus_term = lp[vm] - wrong_term
+        base = np.bincount(vi, weights=wrong_term * share, minlength=n_items)
+        bonus = np.bincount(flat, weights=bonus_term * share, minlength=n_items * width)
+        logit = base[:, None] + bonus.reshape(n_items, width) + mask
+        # Each vote's posterior without the *other* votes of its family on that call (a
+        # label-constant term cancels in the softmax, so only the label bonuses are removed).
+        c_bonus = np.bincount(pair_flat, weights=bonus_term * share,
+                              minlength=n_pairs * width).reshape(n_pairs, width)
+        shared = own > 1
+        right_v = np.empty(vm.size)
+        if shared.any():
+            k = np.flatnonzero(shared)
+            rows = logit[vi[k]] - c_bonus[pv[k]]
+            rows[np.arange(k.size), vl[k]] += bonus_term[k]
+            rows -= rows.max(axis=1, keepdims=True)
+            e = np.exp(rows)
+            right_v[k] = e[np.arange(k.size), vl[k]] / e.sum(axis=1)
+        solo = np.flatnonzero(~shared)
+        if solo.size:
+            z = logit - logit.max(axis=1, keepdims=True)
+            qz = np.exp(z)
+            qz /= qz.sum(axis=1, keepdims=True)
+            right_v[solo] = qz[vi[solo], vl[solo]]
+        if clamped.size:
+            at_truth = is_clamped[vi]
+            right_v[at_truth] = (vl[at_truth] == truth[vi[at_truth]]).astype(float)
+        right = np.bincount(vm, weights=right_v * informative_v, minlength=n_models)
+        new = (right + a - 1.0) / np.maximum(n_votes + a + b - 2.0, 1e-9)
+        new = np.clip(new, 1e-4, 1 - 1e-4)
+        delta = float(np.abs(new - p).max()) if n_models else 0.0
+        p = new
+        if delta < tol:
+            converged = True
+            break
+    # The label posterior of each call (all votes; feedback clamped), from the final p.
+    lp, lw = np.log(p), np.log1p(-p)
+    wrong_term = lw[vm] - log_other
+    logit = (np.bincount(vi, weights=wrong_term * share, minlength=n_items)[:, None]
+             + np.bincount(flat, weights=(lp[vm] - wrong_term) * share,
+                           minlength=n_items * width).reshape(n_items, width) + mask)
+    logit -= logit.max(axis=1, keepdims=True)
+    q = np.exp(logit)
+    q /= q.sum(axis=1, keepdims=True)
+    if clamped.size:
+        q[clamped] = onehot
+    fed = np.zeros(n_items, dtype=bool)
+    fed[clamped] = True
+    on_feedback = np.bincount(vm, weights=fed[vi].astype(float), minlength=n_models)
+    out: dict[str, Estimate] = {}
+    for j, m in enumerate(arrays.models):
+        alpha = a + right[j]
+        beta = b + max(0.0, n_replies[j] - right[j])
+        out[m] = Estimate(m, alpha / (alpha + beta), beta_sd(alpha, beta), int(all_replies[j]),
+                          int(all_votes[j]), float(right[j]), float(p[j]), float(alpha),
+                          float(beta), int(on_feedback[j]))
+    return Fit(out, iterations, converged, q)
+
+
+def estimate(calls: Iterable[Call], **kwargs: Any) -> dict[str, Estimate]:
+    """Estimates from scratch for a list of calls (tests, one-shot reads)."""
+    arrays = VoteArrays()
+    for call in calls:
+        arrays.add(call)
+    return fit(arrays, **kwargs).estimates
+
+
+class ReliabilityTracker:
+    """The estimates of a growing log, refreshed incrementally and warm-started.
+
+    ``refresh(rows, feedback)`` takes the calls logged since the last refresh (``(seq, Call)``
+    rows, in order) and the *current* feedback of the whole log (``{seq: (truth, wrong)}``;
+    small), and refits from the last estimates.
+    """
+
+    def __init__(self, *, a: float = PRIOR_A, b: float = PRIOR_B,
+                 family_of: Callable[[str], str] | None = None) -> None:
+        self.a, self.b = a, b
+        self.family_of = family_of
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything (the log was replaced)."""
+        self.arrays = VoteArrays()
+        self.item_of: dict[int, int] = {}  # call seq -> item
+        self.labels_of: list[list[str]] = []
+        self.last_seq = 0
+        self.estimates: dict[str, Estimate] = {}
+        self.iterations = 0
+        self._feedback: dict[int, tuple[str | None, str | None]] = {}
+
+    def refresh(self, rows: Iterable[tuple[int, Call]],
+                feedback: Mapping[int, tuple[str | None, str | None]]) -> dict[str, Estimate]:
+        added = False
+        for seq, call in rows:
+            self.last_seq = max(self.last_seq, seq)
+            item = self.arrays.add(Call(call.labels, call.votes))
+            if item >= 0:
+                self.item_of[seq] = item
+                self.labels_of.append(list(dict.fromkeys(call.labels)))
+                added = True
+        changed = dict(feedback) != self._feedback
+        if changed:
+            for seq in set(self._feedback) | set(feedback):
+                item = self.item_of.get(seq)
+                if item is None:
+                    continue
+                truth, wrong = feedback.get(seq, (None, None))
+                labels = self.labels_of[item]
+                self.arrays.set_feedback(item, labels.index(truth) if truth in labels else -1,
+                                         labels.index(wrong) if wrong in labels else -1)
+            self._feedback = dict(feedback)
+        if added or changed or not self.estimates:
+            result = fit(self.arrays, a=self.a, b=self.b, family_of=self.family_of,
+                         init={m: e.vote_accuracy for m, e in self.estimates.items()})
+            self.estimates, self.iterations = result.estimates, result.iterations
+        return self.estimates
