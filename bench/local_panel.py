@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,9 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
     "cand-0.5b-r": (W05, {"reasoning": "brief", "variant": "0.5B, brief reasoning first"}),
     "cand-1.5b-t1-s3": (W15, {"params": {"seed": 3, "temperature": 1.0},
                               "variant": "1.5B, seed 3, T=1.0"}),
+    # One sentence of reasoning (ended by its first full stop) instead of one line.
+    "cand-0.5b-s": (W05, {"reasoning": "sentence", "variant": "0.5B, one-sentence fact first"}),
+    "cand-1.5b-s": (W15, {"reasoning": "sentence", "variant": "1.5B, one-sentence fact first"}),
 }
 BASE = ("local-qwen-1.5b", "local-qwen-0.5b")
 DEFAULT_VOTERS = BASE + tuple(CANDIDATES)
@@ -243,6 +247,42 @@ def report(cache: dict, panels: list[tuple[str, ...]], voters: list[str]) -> lis
     return lines
 
 
+#: The goal (issue 13): the panel beats its best member on at least one set and is never more
+#: than this many points below it.
+GOAL_SLACK = 1.0
+
+
+def all_panels(cache: dict, voters: list[str]) -> list[str]:
+    """Every three-voter panel of ``voters`` answered on every set: its majority accuracy per
+    set against its best member, and whether it meets the goal (beats the best member on at
+    least one set, never more than ``GOAL_SLACK`` points below it)."""
+    sets = {name: e for name, e in cache.items() if not name.startswith("_")}
+    have = [v for v in voters
+            if all(len(e["answers"].get(v, [])) >= len(e["items"]) for e in sets.values())]
+    rows = []
+    for p in combinations(have, 3):
+        cells, diffs = [], []
+        for e in sets.values():
+            items, n = e["items"], len(e["items"])
+            votes = {v: [a["answer"] for a in e["answers"][v][:n]] for v in p}
+            right = [sum(votes[v][i] == it["gold"] for i, it in enumerate(items)) / n for v in p]
+            pa = sum(majority([votes[v][i] for v in p]) == it["gold"]
+                     for i, it in enumerate(items)) / n
+            diffs.append((pa - max(right)) * 100)
+            cells.append(f"{pa:>7.1%} {diffs[-1]:>+5.1f}")
+        goal = any(d > 0 for d in diffs) and all(d >= -GOAL_SLACK for d in diffs)
+        rows.append((goal, min(diffs), " + ".join(p), cells))
+    rows.sort(key=lambda r: (not r[0], -r[1]))
+    width = max((len(r[2]) for r in rows), default=10) + 2
+    lines = [(f"\n## every three-voter panel ({', '.join(sets)}: majority accuracy, points vs its "
+              f"best member; goal: above it on one set, never more than {GOAL_SLACK:g} below)"),
+             f"{'panel':<{width}}" + "".join(f"{name:>14}" for name in sets) + "  goal"]
+    for goal, _, name, cells in rows:
+        lines.append(f"{name:<{width}}" + "".join(f"{c:>14}" for c in cells)
+                     + ("  met" if goal else "  -"))
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA,
@@ -257,6 +297,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="answers cache JSON (default: a temp dir)")
     ap.add_argument("--home", help="FSCALE_HOME to use (default: a fresh temporary one)")
     ap.add_argument("--report-only", action="store_true", help="only print the report from --out")
+    ap.add_argument("--all-panels", action="store_true",
+                    help="also rank every three-voter panel of --voters answered on every set")
     args = ap.parse_args()
     print("$ " + shlex.join(["python", "bench/local_panel.py", *sys.argv[1:]]))
     voters = [v.strip() for v in args.voters.split(",") if v.strip()]
@@ -283,6 +325,8 @@ def main() -> None:
     print(f"threads per llama.cpp server: {os.environ.get('FSCALE_LOCAL_THREADS', 'default')}, "
           f"{os.cpu_count()} cores")
     print("\n".join(report(cache, panels, voters)))
+    if args.all_panels:
+        print("\n".join(all_panels(cache, voters)))
 
 
 async def run(args, cache: dict, voters: list[str], panels: list[tuple[str, ...]]) -> None:

@@ -142,6 +142,24 @@ def test_brief_reasoning_grammar_is_one_short_line_then_the_answer():
         lp.label_grammar(("YES", "NO"), "long")
 
 
+def test_sentence_reasoning_grammar_stops_the_reason_at_its_first_full_stop():
+    g = lp.label_grammar(("YES", "NO"), "sentence")
+    assert g == ('root ::= reason "\\n" "Answer: " ("YES" | "NO")\n'
+                 f'reason ::= "{lp.REASON_LEAD}" [^\\n\\r NYny.] [^\\n\\r.]{{0,{lp.REASON_CHARS - 2}}} "."')
+    # Unlike "brief", no full stop may appear before the one that ends the reason.
+    assert "[^\\n\\r]{" in lp.label_grammar(("YES", "NO"), "brief")
+    assert "sentence" in lp.REASONING_MODES and "brief" in lp.REASONING_MODES
+
+
+def test_a_sentence_reply_parses_to_its_final_label_even_when_the_fact_names_the_other():
+    from fscale_tui.engine.parsing import parse_reply
+
+    labels = ("positive", "negative")
+    reply = "Fact: The review is not negative at all.\nAnswer: positive"
+    assert parse_reply(reply, labels).answer == "positive"
+    assert parse_reply("Fact: 83 is an odd number.\nAnswer: NO", ("YES", "NO")).answer == "NO"
+
+
 def test_extra_body_of_the_reasoning_voter_allows_a_short_reason_first():
     s = load_settings()
     adapter = lp.LocalAdapter(s.providers["local"], s)

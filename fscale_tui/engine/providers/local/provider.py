@@ -146,7 +146,11 @@ def model_installed(model: ModelConfig) -> bool:
 REASON_CHARS = 100
 REASON_MAX_TOKENS = 64
 REASON_LEAD = "Fact: "
-REASONING_MODES = ("brief",)
+#: ``brief``: one line, full stops allowed inside it (the model may go on after its first
+#: sentence, up to ``REASON_CHARS``). ``sentence``: one sentence, ended by its first full stop:
+#: the 0.5B otherwise states the right fact and then rambles on ("Fact: 94 is an even number.
+#: Answer: YES. The statement is true. ...") until it contradicts it in the final answer.
+REASONING_MODES = ("brief", "sentence")
 
 
 def label_grammar(labels: tuple[str, ...], reasoning: str | None = None) -> str:
@@ -185,8 +189,10 @@ def label_grammar(labels: tuple[str, ...], reasoning: str | None = None) -> str:
     initials = sorted({c for label in ordered for c in (label[:1].lower(), label[:1].upper())
                        if c.isprintable() and not c.isspace()})
     first = "".join("\\" + c if c in "\\]^-" else c for c in initials)
+    stop = "." if reasoning == "sentence" else ""  # no full stop before the last one
     return (f'root ::= reason "\\n" {answer}\n'
-            f'reason ::= {literal(REASON_LEAD)} [^\\n\\r {first}] [^\\n\\r]{{0,{REASON_CHARS - 2}}} "."')
+            f'reason ::= {literal(REASON_LEAD)} [^\\n\\r {first}{stop}] '
+            f'[^\\n\\r{stop}]{{0,{REASON_CHARS - 2}}} "."')
 
 
 # -- server settings ---------------------------------------------------------------------------
