@@ -1,15 +1,17 @@
-"""How much the local panel's voters really differ, and which third voter helps.
+"""How much the local panel's voters really differ, and which three-voter panel helps.
 
 For a set of candidate local voters, asks every voter every item alone (one model per call, so
 each voter answers each item) on (a) labelled SST-2 items and (b) a small yes/no arithmetic set
 generated here deterministically, then prints per set: each voter's accuracy, the pairwise
 disagreement rate, the majority accuracy of the candidate three-voter panels against their best
 single member, warm latency per call (median) and, for each candidate panel, a few real k=3
-panel calls (``Engine.scale`` with the three models).
+panel calls (``Engine.scale`` with the three models). ``--all-panels`` ranks every three-voter
+panel of ``--voters`` against issue 13's goal (above its best member on one set, never more
+than a point below it).
 
     python bench/local_panel.py                            # all voters, 200 SST-2 + 64 arithmetic
     python bench/local_panel.py --voters local-qwen-1.5b,local-qwen-0.5b --sets arith
-    python bench/local_panel.py --report-only --out /tmp/lp/answers.json
+    python bench/local_panel.py --report-only --out /tmp/lp/answers.json --all-panels
 
 Per-item answers are cached in ``--out`` (JSON, default in a temporary directory): a second run
 with the same file only asks what is missing, so panels can be recombined without re-asking.
@@ -47,17 +49,18 @@ W05 = "qwen2.5-coder-0.5b-instruct-q4_k_m"
 CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
     "local-qwen-1.5b-s2": (W15, {"params": {"seed": 2, "temperature": 0.7},
                                  "variant": "1.5B, seed 2, T=0.7"}),
-    "local-qwen-1.5b-r": (W15, {"reasoning": "brief", "variant": "1.5B, brief reasoning first"}),
     # The other model with the same brief reasoning first.
     "cand-0.5b-r": (W05, {"reasoning": "brief", "variant": "0.5B, brief reasoning first"}),
     "cand-1.5b-t1-s3": (W15, {"params": {"seed": 3, "temperature": 1.0},
                               "variant": "1.5B, seed 3, T=1.0"}),
-    # One sentence of reasoning (ended by its first full stop) instead of one line.
-    "cand-0.5b-s": (W05, {"reasoning": "sentence", "variant": "0.5B, one-sentence fact first"}),
-    "cand-1.5b-s": (W15, {"reasoning": "sentence", "variant": "1.5B, one-sentence fact first"}),
 }
-BASE = ("local-qwen-1.5b", "local-qwen-0.5b")
-DEFAULT_VOTERS = BASE + tuple(CANDIDATES)
+#: The built-in local models (plain 1.5B and 0.5B, and the fact-first variants).
+BUILTIN = ("local-qwen-1.5b", "local-qwen-0.5b", "local-qwen-1.5b-r", "local-qwen-0.5b-s",
+           "local-qwen-1.5b-s")
+#: The built-in ``local`` panel (provider.LOCAL_PANEL) and the one before it.
+LOCAL_PANEL = ("local-qwen-1.5b-r", "local-qwen-0.5b-s", "local-qwen-1.5b-s")
+OLD_PANEL = ("local-qwen-1.5b", "local-qwen-0.5b", "local-qwen-1.5b-r")
+DEFAULT_VOTERS = BUILTIN + tuple(CANDIDATES)
 DATA = next((p for p in (REPO / ".." / "shared" / "data" / "sst2_dev.tsv",
                          REPO / ".." / ".." / "shared" / "data" / "sst2_dev.tsv") if p.exists()),
             REPO / ".." / "shared" / "data" / "sst2_dev.tsv")
@@ -292,7 +295,8 @@ def main() -> None:
     ap.add_argument("--sets", default="arith,sst2", help="comma list of: arith, sst2")
     ap.add_argument("--voters", default=",".join(DEFAULT_VOTERS), help="comma list of voter aliases")
     ap.add_argument("--panels", default=None,
-                    help="';'-separated panels 'a+b+c' (default: the two base models + each other voter)")
+                    help="';'-separated panels 'a+b+c' (default: the built-in local panel and the "
+                         "one before it)")
     ap.add_argument("--panel-calls", type=int, default=5, help="real k=3 panel calls per panel and set")
     ap.add_argument("--out", type=Path, default=None, help="answers cache JSON (default: a temp dir)")
     ap.add_argument("--home", help="FSCALE_HOME to use (default: a fresh temporary one)")
@@ -305,7 +309,7 @@ def main() -> None:
     if args.panels:
         panels = [tuple(p.split("+")) for p in args.panels.split(";")]
     else:
-        panels = [BASE + (v,) for v in voters if v not in BASE]
+        panels = [LOCAL_PANEL, OLD_PANEL]
     tmp = None
     if args.out is None:
         tmp = tempfile.mkdtemp(prefix="fscale-local-panel-")
