@@ -148,7 +148,9 @@ def test_feedback_cli_updates_challenger_too_and_unknown_id_exits_2(server, stub
 def test_feedback_replaces_and_undo_takes_back_through_the_cli(server, stub_config):
     """Issue 12 item 8: --confirm then --override on one call used to count both (+64, -75.7);
     now the override replaces the confirm, and --undo takes it back (ratings recomputed)."""
-    server.set_default(Behaviour(reply="YES"))
+    # slow-c's dissent arrives first, so the early decision can never cancel it (under load it
+    # sometimes did, and slow-c then had no rating to compare).
+    server.set_default(Behaviour(reply="YES", latency=0.5))
     server.script(mid("slow-c"), Behaviour(reply="NO"))
     data = json.loads(run_cli("scale", "q?", "-a", "YES,NO", "--json").stdout)
     consensus = {r["model"]: r for r in json.loads(run_cli("ratings", "--json").stdout)}
