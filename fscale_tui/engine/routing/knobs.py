@@ -71,6 +71,9 @@ class Selection:
     lam_budget: float | None  # the best λ whose validation cost is within the budget
     val_auc: float
     table: dict[str, dict[str, Any]] = field(default_factory=dict)  # every candidate's figures
+    #: (λ_a, λ_b, p): route a share p of prompts (drawn at random) with λ_a and the rest with
+    #: λ_b, the pair of the validation curve's hull that spends the budget (None: no budget)
+    budget_mix: tuple[float, float, float] | None = None
 
 
 def select_router(candidates: Mapping[str, tuple[np.ndarray, int]], correct: np.ndarray,
@@ -114,13 +117,35 @@ def select_router(candidates: Mapping[str, tuple[np.ndarray, int]], correct: np.
     # The most accurate λ; among equals the cheapest.
     i_best = int(np.lexsort((cost, -accs))[0])
     i_budget = None
+    mix = None
     if budget is not None:
         ok = np.flatnonzero(cost <= budget + 1e-12)
         if len(ok):
             i_budget = int(ok[np.lexsort((cost[ok], -accs[ok]))[0]])
+        mix = _budget_mix(pts, lambdas, budget)
     return Selection(name, int(candidates[name][1]), float(table[name]["smoothing"]),
                      float(lambdas[i_best]), None if i_budget is None else float(lambdas[i_budget]),
-                     best[0], table)
+                     best[0], table, mix)
+
+
+def _budget_mix(pts: list[tuple[float, float]], lambdas: Sequence[float], budget: float
+                ) -> tuple[float, float, float] | None:
+    """The two λ of the curve's hull around ``budget`` and the share p of the first."""
+    hull = upper_hull(pts)
+    if not hull or budget < hull[0][0] - 1e-12:
+        return None
+    lam_of = {}
+    for lam, p in zip(lambdas, pts):
+        lam_of.setdefault((round(p[0], 12), round(p[1], 12)), float(lam))
+
+    def lam(point: tuple[float, float]) -> float:
+        return lam_of[(round(point[0], 12), round(point[1], 12))]
+
+    for a, b in zip(hull, hull[1:]):
+        if budget <= b[0]:
+            p = (b[0] - budget) / (b[0] - a[0]) if b[0] > a[0] else 0.0
+            return lam(a), lam(b), float(p)
+    return lam(hull[-1]), lam(hull[-1]), 1.0
 
 
 def lp_bound(acc: np.ndarray, weights: np.ndarray, costs: np.ndarray) -> list[tuple[float, float]]:
@@ -155,7 +180,12 @@ def lp_bound(acc: np.ndarray, weights: np.ndarray, costs: np.ndarray) -> list[tu
         pa = (w[None] * np.take_along_axis(np.broadcast_to(acc, (len(chunk),) + acc.shape),
                                            pick[:, :, None], 2)[:, :, 0]).sum(1)
         points.update(zip(np.round(pc, 12), np.round(pa, 12)))
-    # The upper concave hull, cheapest first.
+    return upper_hull(points)
+
+
+def upper_hull(points: Any) -> list[tuple[float, float]]:
+    """The upper concave hull of (cost, accuracy) points, cheapest first: what mixing the
+    points' policies at random (prompt by prompt) can reach."""
     hull: list[tuple[float, float]] = []
     for c, a in sorted(points, key=lambda p: (p[0], -p[1])):
         if hull and a <= hull[-1][1]:
