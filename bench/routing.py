@@ -127,6 +127,30 @@ def lp_bounds(ids_by_name, correct, test, costs, budget):
     return out
 
 
+def whole_replay_bound(rs, correct):
+    """The finding behind acceptance 2, on the whole dev replay in-sample: the best single
+    model, the models cheaper than it, and the oracle LP bound at 80 % / 100 % of its cost."""
+    costs = np.array([rs.costs[m] for m in rs.models])
+    acc = correct.mean(0)
+    j = int(np.argmax(acc))
+    cats = sorted({t.category for t in rs.tasks})
+    texts = [t.text for t in rs.tasks]
+    x = HashedTfidf().fit(texts).transform(texts)
+    ids = {"category": np.array([cats.index(t.category) for t in rs.tasks])}
+    for k in (20, 50):
+        ids[f"tfidf-K{k}"] = assign(x, kmeans(x, k, seed=0))
+    out = {"best": {"model": rs.models[j], "accuracy": float(acc[j]), "cost": float(costs[j])},
+           "cheaper": [{"model": m, "cost": float(costs[i]), "accuracy": float(acc[i])}
+                       for i, m in enumerate(rs.models) if costs[i] < costs[j]], "bound": {}}
+    for name, c in ids.items():
+        labels = np.unique(c)
+        hull = lp_bound(np.stack([correct[c == u].mean(0) for u in labels]),
+                        np.array([(c == u).sum() for u in labels], dtype=float), costs)
+        out["bound"][name] = {"at_80": bound_at(hull, BUDGET_SHARE * costs[j]),
+                              "at_100": bound_at(hull, costs[j]), "any_cost": hull[-1][1]}
+    return out
+
+
 def point(chosen_row, correct_items, cost_vec):
     rows = np.arange(len(chosen_row))
     return float(cost_vec[chosen_row].mean()), float(correct_items[rows, chosen_row].mean())
@@ -335,6 +359,7 @@ def main() -> int:
     texts = [t.text for t in rs.tasks]
     report = {"items": len(rs.tasks), "models": len(rs.models), "seeds": args.seeds,
               "prices": {m: rs.costs[m] for m in rs.models}}
+    report["finding"] = whole_replay_bound(rs, correct)
     # (a)+(b) on every question with TF-IDF.
     tfidf = {"tfidf": lambda train, texts=texts: tfidf_vectors(texts, train)}
     report["tfidf"] = experiment(rs, correct, args.seeds, tfidf, "all questions, hashed TF-IDF")
@@ -439,6 +464,16 @@ def print_report(r) -> None:
           f"(questions 40/30/30, 4 models onboarded on val only); everything chosen on val")
     cheap = sorted(r["prices"].items(), key=lambda kv: kv[1])
     print("  prices ($/Mtok): " + ", ".join(f"{m} {c:g}" for m, c in cheap))
+    f = r["finding"]
+    b = f["best"]
+    print(f"\nwhy ≥ best single at ≤ 80% of its cost is out of reach (whole replay, in-sample): the best "
+          f"single model is {b['model']} ({pct(b['accuracy'])}, ${b['cost']:g}); cheaper: "
+          + ", ".join(f"{c['model']} (${c['cost']:g}, {pct(c['accuracy'])})" for c in f["cheaper"]))
+    print("  oracle LP bound (every model's accuracy per cluster known, models mixed per cluster "
+          "optimally under the budget):")
+    for name, v in f["bound"].items():
+        print(f"    clusters = {name:<10} at 80% of its cost {pct(v['at_80'])}, at 100% {pct(v['at_100'])}, "
+              f"at any cost {pct(v['any_cost'])}")
     print_block(r["tfidf"])
     if "local" in r:
         print_block(r["local"])
