@@ -35,6 +35,7 @@ def test_cache_hits_and_misses(tmp_path):
     assert np.array_equal(cache.get_many("w1", [key, key])[key], v)
     assert cache.get_many("other-weights", [key]) == {}  # keyed by the weights too
     assert cache.count("w1") == 1 and cache.count() == 1
+    assert (tmp_path / "e.sqlite").stat().st_mode & 0o777 == 0o600  # prompts' hashes stay private
 
 
 def test_a_filled_cache_serves_vectors_without_a_server(tmp_path):

@@ -157,7 +157,13 @@ class EmbeddingCache:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            import os
+
+            from .. import storage
+
+            storage.ensure_dir(self.path.parent)
+            if not self.path.exists():  # private like every state file (SQLite's -wal follows)
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, storage.FILE_MODE))
             conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=60000")
