@@ -1,22 +1,28 @@
 """Routing on the shared MMLU-Pro replay set (14 real models, 5943 items).
 
-    python bench/routing.py [--src /work/shared/data/mmlu_pro_replay] [--seeds 5] [--json]
+    python bench/routing.py [--seeds 5] [--embed-cache PATH] [--json]
 
-Everything runs in-process on the recorded answers with the engine's own functions (the same
-code paths as ``fscale profile``/``route``/``calibrate``/``-k auto``): ``ClusterModel`` (hashed
-TF-IDF + K-means), ``Router.add_model``/``choose_many`` (Ψ with Laplace smoothing, argmin Ψ +
-λ·cost).
+Everything runs in-process on the recorded answers with the engine's own functions:
+``embed`` (hashed TF-IDF; the local model's llama.cpp embeddings read from the cache
+``fscale profile --embedding local`` fills), ``clusters.kmeans``, ``router.compute_psi`` /
+``choose_smoothing`` (Ψ shrunk toward each model's global error), ``knobs.select_router`` and
+``knobs.lp_bound``.
 
-(a) Router quality: questions split 40/30/30 into train (cluster fitting) / validation /
-    test; the 14 models are profiled on train+validation; accuracy vs mean cost on test for
-    a λ sweep, against the best single model (the cost/accuracy frontier of single models),
-    random routing (uniform over the k cheapest models, k = 1…14), a per-prompt k-nearest-
-    neighbour router (the baseline UniRoute compares with) and the oracle. Area under the
-    curve = mean over cost budgets c in [cheapest, dearest] of the best accuracy reached at
-    cost <= c (a step curve), so 1.0 would be perfect at every budget.
-(b) Onboarding: 4 models are held out; the others are profiled on train+validation, the 4
-    join by being profiled on the validation split only (no refit).
-
+(a)+(b) Router quality, honestly (``protocol.honest_split``, one split per seed): questions
+    40/30/30 train/val/test; 10 models profiled on train, 4 onboarded with their val answers
+    only. Clusters are fitted on train prompts. The representation (TF-IDF or local
+    embeddings) and K, Ψ's shrinkage s (cross-fitted log-loss) and λ (the most accurate λ, and
+    the most accurate λ within 80 % of the best single model's cost, both on val) are chosen
+    on val by cross-fitting (``select_router``); test is used once, for the figures. Against:
+    the best single model (its test accuracy, at any cost and at the router's cost), the
+    nearest-neighbour router (per-prompt k-NN, onboarded models' neighbours from val), the
+    cost/accuracy frontier of single models, and the oracle LP bound: the best any
+    cluster-level router could do knowing every model's *test* accuracy per cluster, mixing
+    models per cluster optimally under the cost budget (per category, TF-IDF K=20/50 and the
+    chosen clusters). Area = mean over budgets c in [cheapest, dearest] of the best accuracy
+    reached at cost <= c (a step curve over the λ sweep). Over ``--seeds`` seeds: mean, worst.
+    The local-embedding variant runs on the questions whose vectors are in ``--embed-cache``
+    (a random subset while the cache fills), with TF-IDF on the same subset beside it.
 The cascade and the adaptive ``-k auto`` are measured by ``bench/auto.py``.
 """
 
@@ -31,214 +37,367 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fscale_tui.engine.routing.mmlu import load_replay_set, split_indices  # noqa: E402
-from fscale_tui.engine.routing.router import DEFAULT_K, ClusterModel, Router, compute_psi  # noqa: E402
+from protocol import honest_split, load, mean_worst  # noqa: E402
 
-LAMBDAS = np.concatenate([np.linspace(0, 0.3, 61), np.linspace(0.35, 2.0, 12), [3.0, 5.0, 10.0, 20.0]])
-BUDGETS = (0.15, 0.2, 0.3, 0.5, 0.9)
-HELD_OUT = ("gemini-1.5-flash-002", "Qwen1.5-72B-Chat", "mathstral-7B", "Phi-3-mini-4k-instruct")
+from fscale_tui.engine.routing.clusters import assign, kmeans  # noqa: E402
+from fscale_tui.engine.routing.embed import (LOCAL_DEFAULT_ALIAS, EmbeddingCache, HashedTfidf,  # noqa: E402
+                                             LocalEmbedder)
+from fscale_tui.engine.routing.knobs import (LAMBDAS, bound_at, choices, curve, frontier_auc,  # noqa: E402
+                                             lp_bound, psi_table, select_router)
+from fscale_tui.engine.routing.mmlu import select  # noqa: E402
+
+BUDGET_SHARE = 0.8  # "at <= 80 % of the best single model's cost"
+K_GRID = (5, 10, 20, 50)
 NN_K = 50
+DEFAULT_CACHE = Path("/work/cache/fscale-embed/embeddings.sqlite")
 
 
-def frontier_auc(points: list[tuple[float, float]], lo: float, hi: float, grid: int = 801) -> float:
-    """Mean over budgets c in [lo, hi] of the best accuracy among points with cost <= c."""
-    pts = sorted(points)
-    cs = np.linspace(lo, hi, grid)
-    best = np.zeros(grid)
-    for cost, acc in pts:
-        best[cs >= cost - 1e-12] = np.maximum(best[cs >= cost - 1e-12], acc)
-    return float(best.mean())
-
-
-def best_at(points: list[tuple[float, float]], budget: float) -> float:
+def best_at(points, budget: float) -> float:
     return max((a for c, a in points if c <= budget + 1e-12), default=0.0)
 
 
-def router_for(models, cl_prof, errors_prof, costs, k, prof_rows_by_model):
-    router = Router(None, {}, {}, {})
-    router.clusters = None
-    for m in models:
-        rows = prof_rows_by_model[m]
-        router.psi[m], router.counts[m] = compute_psi(cl_prof[rows], errors_prof[m][rows], k,
-                                                      smoothing=router.smoothing)
-        router.costs[m] = costs[m]
-    return router
-
-
-def curve_router(router, models, cl_test, correct_test, costs):
-    pts = []
-    for lam in LAMBDAS:
-        ch = router.choose_many(cl_test, float(lam), models)
-        idx = np.array([models.index(models[c]) for c in ch])
-        pts.append((float(np.mean([costs[models[c]] for c in ch])),
-                    float(correct_test[np.arange(len(ch)), idx].mean())))
-    return pts
-
-
-def curve_nn(x_prof, err_prof_mat, x_test, correct_test, cost_vec, smoothing=5.0):
-    sims = x_test @ x_prof.T
-    nn = np.argpartition(-sims, NN_K, axis=1)[:, :NN_K]
-    prior = err_prof_mat.mean(0)
-    est = (err_prof_mat[nn].sum(1) + smoothing * prior) / (NN_K + smoothing)
-    pts = []
-    for lam in LAMBDAS:
-        ch = (est + lam * cost_vec).argmin(1)
-        pts.append((float(cost_vec[ch].mean()), float(correct_test[np.arange(len(ch)), ch].mean())))
-    return pts
-
-
-def curve_oracle(correct_test, cost_vec):
-    pts = []
-    for lam in LAMBDAS:
-        ch = ((1 - correct_test) + lam * cost_vec + 1e-9 * cost_vec).argmin(1)
-        pts.append((float(cost_vec[ch].mean()), float(correct_test[np.arange(len(ch)), ch].mean())))
-    return pts
-
-
-def curve_random(correct_test, cost_vec, seed=0):
-    rng = np.random.default_rng(seed)
-    order = np.argsort(cost_vec, kind="stable")
-    pts = []
-    for k in range(1, len(order) + 1):
-        ch = order[rng.integers(0, k, size=len(correct_test))]
-        pts.append((float(cost_vec[ch].mean()), float(correct_test[np.arange(len(ch)), ch].mean())))
-    return pts
-
-
-def summarise(name, pts, lo, hi):
-    return {"name": name, "auc": round(frontier_auc(pts, lo, hi), 4),
-            "best_accuracy": round(max(a for _, a in pts), 4),
-            "best_at_budget": {str(b): round(best_at(pts, b), 4) for b in BUDGETS}}
-
-
-def routing_experiment(rs, correct, x, seed, held_out=()):
-    n = len(rs.tasks)
-    tr, va, te = (np.array(p) for p in split_indices(n, [0.4, 0.3, 0.3], seed))
-    models = list(rs.models)
-    costs = rs.costs
-    cost_vec = np.array([costs[m] for m in models])
-    texts = [t.text for t in rs.tasks]
-    cm = ClusterModel.fit([texts[i] for i in tr], DEFAULT_K, seed=seed)
-    cl = cm.assign(texts)
-    err = {m: 1.0 - correct[:, j] for j, m in enumerate(models)}
-    trva = np.concatenate([tr, va])
-    rows = {m: (va if m in held_out else trva) for m in models}
-    router = Router(cm, {}, {}, {})
-    for m in models:  # the same call a new model's profile makes: no refit, no other model touched
-        router.add_model(m, cl[rows[m]], err[m][rows[m]], costs[m])
-    correct_test = correct[te]
-    pts_router = curve_router(router, models, cl[te], correct_test, costs)
-    err_mat = 1.0 - correct
-    # NN router: per-prompt neighbours among the profiled prompts (held-out models: val only).
-    x_prof = x[trva]
-    prof_err = err_mat[trva].copy()
-    if held_out:
-        in_val = np.isin(trva, va)
-        for j, m in enumerate(models):
-            if m in held_out:
-                prof_err[~in_val, j] = np.nan
-        # neighbours of a held-out model come from validation prompts only
-        pts_nn = curve_nn_masked(x_prof, prof_err, x[te], correct_test, cost_vec)
-    else:
-        pts_nn = curve_nn(x_prof, prof_err, x[te], correct_test, cost_vec)
-    single = [(float(cost_vec[j]), float(correct_test[:, j].mean())) for j in range(len(models))]
-    lo, hi = float(cost_vec.min()), float(cost_vec.max())
-    best_j = int(np.argmax([a for _, a in single]))
-    out = {
-        "seed": seed, "split": [len(tr), len(va), len(te)], "k": cm.k,
-        "best_single": {"model": models[best_j], "accuracy": round(single[best_j][1], 4),
-                        "cost": single[best_j][0]},
-        "curves": [summarise("router (ours)", pts_router, lo, hi),
-                   summarise("nearest-neighbour router", pts_nn, lo, hi),
-                   summarise("best single model (frontier)", single, lo, hi),
-                   summarise("random", curve_random(correct_test, cost_vec, seed), lo, hi),
-                   summarise("oracle", curve_oracle(correct_test, cost_vec), lo, hi)],
-    }
-    best_router = max(pts_router, key=lambda p: p[1])
-    out["router_gain_points"] = round(100 * (best_router[1] - single[best_j][1]), 2)
-    out["router_best_point"] = {"cost": round(best_router[0], 4), "accuracy": round(best_router[1], 4),
-                                "lambda": float(LAMBDAS[pts_router.index(best_router)])}
-    return out, (router, cm, cl, tr, va, te)
-
-
-def curve_nn_masked(x_prof, prof_err, x_test, correct_test, cost_vec, smoothing=5.0):
-    sims = x_test @ x_prof.T
-    est = np.zeros((len(x_test), prof_err.shape[1]))
-    for j in range(prof_err.shape[1]):
-        ok = ~np.isnan(prof_err[:, j])
-        s = sims[:, ok]
-        e = prof_err[ok, j]
+def nn_estimates(x, err, fit_rows, items):
+    """Per-prompt k-NN error estimates (items × models); model j's neighbours among fit_rows[j]."""
+    sims = x[items] @ x[np.unique(np.concatenate(list(fit_rows.values())))].T
+    pool = np.unique(np.concatenate(list(fit_rows.values())))
+    pos = {int(r): i for i, r in enumerate(pool)}
+    est = np.zeros((len(items), err.shape[1]))
+    for j, rows in fit_rows.items():
+        cols = np.array([pos[int(r)] for r in rows])
+        s = sims[:, cols]
+        e = err[rows, j]
         nn = np.argpartition(-s, NN_K, axis=1)[:, :NN_K]
-        est[:, j] = (e[nn].sum(1) + smoothing * e.mean()) / (NN_K + smoothing)
+        est[:, j] = (e[nn].sum(1) + 5.0 * e.mean()) / (NN_K + 5.0)
+    return est
+
+
+def nn_curve(est, correct_items, cost_vec):
+    rows = np.arange(len(est))
     pts = []
     for lam in LAMBDAS:
         ch = (est + lam * cost_vec).argmin(1)
-        pts.append((float(cost_vec[ch].mean()), float(correct_test[np.arange(len(ch)), ch].mean())))
+        pts.append((float(cost_vec[ch].mean()), float(correct_items[rows, ch].mean())))
     return pts
+
+
+def tfidf_vectors(texts, train):
+    emb = HashedTfidf().fit([texts[i] for i in train])
+    return emb.transform(texts)
+
+
+def cluster_ids(x, train, k, seed):
+    centroids = kmeans(x[train], k, seed=seed)
+    return assign(x, centroids)
+
+
+def lp_bounds(ids_by_name, correct, test, costs, budget):
+    """The oracle LP bound at ``budget`` and at any cost, per clustering (test accuracies)."""
+    out = {}
+    for name, ids in ids_by_name.items():
+        c = ids[test]
+        labels = np.unique(c)
+        acc = np.stack([correct[test][c == u].mean(0) for u in labels])
+        w = np.array([(c == u).sum() for u in labels], dtype=float)
+        hull = lp_bound(acc, w, costs)
+        out[name] = {"at_budget": bound_at(hull, budget), "any_cost": hull[-1][1],
+                     "clusters": len(labels)}
+    return out
+
+
+def whole_replay_bound(rs, correct):
+    """The finding behind acceptance 2, on the whole dev replay in-sample: the best single
+    model, the models cheaper than it, and the oracle LP bound at 80 % / 100 % of its cost."""
+    costs = np.array([rs.costs[m] for m in rs.models])
+    acc = correct.mean(0)
+    j = int(np.argmax(acc))
+    cats = sorted({t.category for t in rs.tasks})
+    texts = [t.text for t in rs.tasks]
+    x = HashedTfidf().fit(texts).transform(texts)
+    ids = {"category": np.array([cats.index(t.category) for t in rs.tasks])}
+    for k in (20, 50):
+        ids[f"tfidf-K{k}"] = assign(x, kmeans(x, k, seed=0))
+    out = {"best": {"model": rs.models[j], "accuracy": float(acc[j]), "cost": float(costs[j])},
+           "cheaper": [{"model": m, "cost": float(costs[i]), "accuracy": float(acc[i])}
+                       for i, m in enumerate(rs.models) if costs[i] < costs[j]], "bound": {}}
+    for name, c in ids.items():
+        labels = np.unique(c)
+        hull = lp_bound(np.stack([correct[c == u].mean(0) for u in labels]),
+                        np.array([(c == u).sum() for u in labels], dtype=float), costs)
+        out["bound"][name] = {"at_80": bound_at(hull, BUDGET_SHARE * costs[j]),
+                              "at_100": bound_at(hull, costs[j]), "any_cost": hull[-1][1]}
+    return out
+
+
+def point(chosen_row, correct_items, cost_vec):
+    rows = np.arange(len(chosen_row))
+    return float(cost_vec[chosen_row].mean()), float(correct_items[rows, chosen_row].mean())
+
+
+def run_seed(rs, correct, seed, vectors, categories, k_grid=K_GRID):
+    """One honest split: choose on val, report on test. ``vectors``: representation -> callable
+    (train indices) -> (items × d) unit rows."""
+    sp = honest_split(rs, seed)
+    models = list(rs.models)
+    cost_vec = np.array([rs.costs[m] for m in models])
+    err = 1.0 - correct
+    fit_rows = {j: sp.observed(m) for j, m in enumerate(models)}
+    # The reference: the best single model as validation says (what a user would pick), judged
+    # on test; "hindsight" is the model best on test itself (a stricter comparison).
+    val_acc = correct[sp.val].mean(0)
+    test_acc = correct[sp.test].mean(0)
+    jr, jh = int(np.argmax(val_acc)), int(np.argmax(test_acc))
+    best = {"model": models[jr], "accuracy": float(test_acc[jr]), "cost": float(cost_vec[jr])}
+    hindsight = {"model": models[jh], "accuracy": float(test_acc[jh]), "cost": float(cost_vec[jh])}
+    budget = budget_val = BUDGET_SHARE * best["cost"]
+    singles = [(float(cost_vec[j]), float(test_acc[j])) for j in range(len(models))]
+    lo, hi = float(cost_vec.min()), float(cost_vec.max())
+    out = {"seed": seed, "split": [len(sp.train), len(sp.val), len(sp.test)],
+           "onboarded": list(sp.onboarded), "best_single": best, "best_single_hindsight": hindsight,
+           "single_frontier_auc": frontier_auc(singles, lo, hi), "routers": {}, "nn": {}}
+    ids_all, xs = {}, {}
+    for rep, make in vectors.items():
+        xs[rep] = make(sp.train)
+        for k in k_grid:
+            ids_all[f"{rep}-K{k}"] = (cluster_ids(xs[rep], sp.train, k, seed), k)
+    groups = {rep: {n: v for n, v in ids_all.items() if n.startswith(rep + "-")} for rep in vectors}
+    if len(vectors) > 1:
+        groups["val-chosen"] = ids_all
+    for name, cands in groups.items():
+        sel = select_router(cands, correct, fit_rows, sp.val, cost_vec, budget=budget_val, seed=seed)
+        ids, k = cands[sel.name]
+        psi = psi_table(ids, err, fit_rows, k, sel.smoothing)
+        ch = choices(psi, ids[sp.test], cost_vec)
+        pts = curve(ch, correct[sp.test], cost_vec)
+        lam_i = list(LAMBDAS).index(sel.lam_best)
+        c_best, a_best = pts[lam_i]
+        r = {"chosen": sel.name, "k": k, "smoothing": sel.smoothing, "val_auc": round(sel.val_auc, 4),
+             "candidates": sel.table, "auc": frontier_auc(pts, lo, hi),
+             "lam_best": sel.lam_best, "best": {"cost": c_best, "accuracy": a_best},
+             # the best single model (any cost), and the best single model within the router's cost
+             "gain_vs_best_single": a_best - best["accuracy"],
+             "gain_vs_hindsight_single": a_best - hindsight["accuracy"],
+             "gain_at_equal_cost": a_best - best_at(singles, c_best)}
+        if sel.budget_mix is not None:
+            la, lb, p = sel.budget_mix
+            (ca, aa), (cb, ab) = pts[list(LAMBDAS).index(la)], pts[list(LAMBDAS).index(lb)]
+            c_m, a_m = p * ca + (1 - p) * cb, p * aa + (1 - p) * ab
+            r["budget_mix"] = {"lambdas": [la, lb], "p": p, "cost": c_m, "cost_share": c_m / best["cost"],
+                               "accuracy": a_m, "gap_to_best_single": a_m - best["accuracy"]}
+        if sel.lam_budget is not None:
+            c_b, a_b = pts[list(LAMBDAS).index(sel.lam_budget)]
+            r["budget"] = {"lambda": sel.lam_budget, "cost": c_b, "cost_share": c_b / best["cost"],
+                           "accuracy": a_b, "gap_to_best_single": a_b - best["accuracy"]}
+        out["routers"][name] = r
+    for rep, x in xs.items():
+        est = nn_estimates(x, err, fit_rows, sp.test)
+        out["nn"][rep] = {"auc": frontier_auc(nn_curve(est, correct[sp.test], cost_vec), lo, hi)}
+    bound_ids = {"category": categories}
+    for rep in vectors:
+        for k in (20, 50):
+            if f"{rep}-K{k}" in ids_all:
+                bound_ids[f"{rep}-K{k}"] = ids_all[f"{rep}-K{k}"][0]
+    out["lp_bound"] = lp_bounds(bound_ids, correct, sp.test, cost_vec, budget)
+    out["budget"] = budget
+    out["_state"] = (sp, ids_all, fit_rows)
+    return out
+
+
+def experiment(rs, correct, seeds, vectors, label):
+    cats = {c: i for i, c in enumerate(sorted({t.category for t in rs.tasks}))}
+    categories = np.array([cats[t.category] for t in rs.tasks])
+    runs = [run_seed(rs, correct, seed, vectors, categories) for seed in range(seeds)]
+    return {"label": label, "items": len(rs.tasks), "runs": runs, "summary": summarise(runs)}
+
+
+def summarise(runs):
+    def mw(values, worst="min"):
+        return mean_worst([float(v) for v in values], worst=worst)
+
+    s = {"best_single_accuracy": mw([r["best_single"]["accuracy"] for r in runs]),
+         "hindsight_single_accuracy": mw([r["best_single_hindsight"]["accuracy"] for r in runs]),
+         "single_frontier_auc": mw([r["single_frontier_auc"] for r in runs]), "routers": {}, "nn": {},
+         "lp_bound_at_budget": {}}
+    for name in runs[0]["routers"]:
+        rr = [r["routers"][name] for r in runs]
+        s["routers"][name] = {
+            "auc": mw([x["auc"] for x in rr]),
+            "best_accuracy": mw([x["best"]["accuracy"] for x in rr]),
+            "gain_vs_best_single": mw([x["gain_vs_best_single"] for x in rr]),
+            "gain_vs_hindsight_single": mw([x["gain_vs_hindsight_single"] for x in rr]),
+            "gain_at_equal_cost": mw([x["gain_at_equal_cost"] for x in rr]),
+            "budget_accuracy": mw([x["budget"]["accuracy"] for x in rr if "budget" in x]),
+            "budget_gap": mw([x["budget"]["gap_to_best_single"] for x in rr if "budget" in x]),
+            "budget_cost_share": mw([x["budget"]["cost_share"] for x in rr if "budget" in x], "max"),
+            "mix_accuracy": mw([x["budget_mix"]["accuracy"] for x in rr if "budget_mix" in x]),
+            "mix_cost_share": mw([x["budget_mix"]["cost_share"] for x in rr if "budget_mix" in x], "max"),
+            "mix_gap": mw([x["budget_mix"]["gap_to_best_single"] for x in rr if "budget_mix" in x]),
+            "auc_minus_nn": mw([x["auc"] - max(r["nn"].values(), key=lambda v: v["auc"])["auc"]
+                                for x, r in zip(rr, runs)]),
+            "chosen": [x["chosen"] for x in rr], "smoothing": [x["smoothing"] for x in rr]}
+    for rep in runs[0]["nn"]:
+        s["nn"][rep] = mw([r["nn"][rep]["auc"] for r in runs])
+    for name in runs[0]["lp_bound"]:
+        s["lp_bound_at_budget"][name] = mw([r["lp_bound"][name]["at_budget"] or 0.0 for r in runs], "max")
+    return s
+
+
+def local_vectors(rs, cache_path, home=None, compute=False):
+    """The local model's vectors of every question in the cache (rows of those not cached:
+    None), computing the missing ones first with ``compute`` (needs the [local] extra)."""
+    settings = None
+    if compute:
+        import os
+
+        if home:
+            os.environ["FSCALE_HOME"] = str(home)
+        from fscale_tui.engine.config import load_settings
+
+        settings = load_settings()
+    from fscale_tui.engine.providers.local.weights import BUILTIN_WEIGHTS
+    from fscale_tui.engine.providers.local.provider import builtin_models
+
+    weights = builtin_models()[LOCAL_DEFAULT_ALIAS].options["weights"]
+    emb = LocalEmbedder(LOCAL_DEFAULT_ALIAS, settings, cache=EmbeddingCache(cache_path),
+                        model_sha=BUILTIN_WEIGHTS[weights].sha256)
+    texts = [t.text for t in rs.tasks]
+    if compute:
+        order = np.random.default_rng(0).permutation(len(texts))  # a partial cache is a random subset
+        t0 = time.monotonic()
+        for i in range(0, len(order), 64):
+            emb.transform([texts[j] for j in order[i:i + 64]])
+            print(json.dumps({"done": min(i + 64, len(order)), "wall_s": round(time.monotonic() - t0, 1),
+                              **emb.stats}), file=sys.stderr, flush=True)
+    return emb.lookup(texts)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--src", default="/work/shared/data/mmlu_pro_replay")
-    ap.add_argument("--seeds", type=int, default=5, help="router: repeat on this many random splits")
+    ap.add_argument("--src", default="/work/shared/data/mmlu_pro_replay", help="the replay set")
+    ap.add_argument("--seeds", type=int, default=5, help="honest splits (>= 5)")
+    ap.add_argument("--embed-cache", type=Path, default=DEFAULT_CACHE,
+                    help="the local model's embedding cache (SQLite) to read question vectors from")
+    ap.add_argument("--embed-missing", action="store_true",
+                    help="embed the questions missing from --embed-cache first (slow: local model)")
+    ap.add_argument("--embed-home", default=None, help="FSCALE_HOME for --embed-missing")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     t0 = time.monotonic()
-    rs = load_replay_set(Path(args.src))
-    gold = np.array([t.label for t in rs.tasks])
-    correct = np.stack([np.array([a == g for a, g in zip(rs.answers[m], gold)]) for m in rs.models], 1).astype(float)
-    report = {"items": len(rs.tasks), "models": len(rs.models)}
-    primary = None
-    gains, auc_r, auc_nn = [], [], []
-    for seed in range(args.seeds):
-        # The NN baseline embeds with the same embedder the clusters were fitted with.
-        n = len(rs.tasks)
-        tr = np.array(split_indices(n, [0.4, 0.3, 0.3], seed)[0])
-        emb = ClusterModel.fit([rs.tasks[i].text for i in tr], 1, seed=seed).embedder
-        x = emb.transform([t.text for t in rs.tasks])
-        res, _ = routing_experiment(rs, correct, x, seed)
-        gains.append(res["router_gain_points"])
-        auc_r.append(res["curves"][0]["auc"])
-        auc_nn.append(res["curves"][1]["auc"])
-        if seed == 0:
-            primary, x0 = res, x
-    report["routing"] = primary
-    report["routing_over_seeds"] = {"seeds": args.seeds, "gain_points": gains,
-                                    "mean_gain_points": round(float(np.mean(gains)), 2),
-                                    "auc_router": auc_r, "auc_nn": auc_nn}
-    onboard, _ = routing_experiment(rs, correct, x0, 0, held_out=HELD_OUT)
-    onboard["held_out"] = list(HELD_OUT)
-    report["onboarding"] = onboard
+    rs, correct = load(args.src) if args.src else load()
+    texts = [t.text for t in rs.tasks]
+    report = {"items": len(rs.tasks), "models": len(rs.models), "seeds": args.seeds,
+              "prices": {m: rs.costs[m] for m in rs.models}}
+    report["finding"] = whole_replay_bound(rs, correct)
+    # (a)+(b) on every question with TF-IDF.
+    tfidf = {"tfidf": lambda train, texts=texts: tfidf_vectors(texts, train)}
+    report["tfidf"] = experiment(rs, correct, args.seeds, tfidf, "all questions, hashed TF-IDF")
+    # The local model's embeddings, on the questions the cache holds (TF-IDF beside it).
+    vecs = local_vectors(rs, args.embed_cache, args.embed_home, args.embed_missing) \
+        if args.embed_cache.exists() or args.embed_missing else [None] * len(texts)
+    have = [i for i, v in enumerate(vecs) if v is not None]
+    report["local_coverage"] = len(have)
+    if len(have) >= 300:
+        sub = select(rs, only={rs.tasks[i].id for i in have})
+        pos = {t.id: i for i, t in enumerate(rs.tasks)}
+        idx = np.array([pos[t.id] for t in sub.tasks])
+        x_local = np.stack([vecs[i] for i in idx]).astype(np.float32)
+        sub_texts = [t.text for t in sub.tasks]
+        both = {"tfidf": lambda train: tfidf_vectors(sub_texts, train),
+                "local": lambda train: x_local}
+        report["local"] = experiment(sub, correct[idx], args.seeds, both,
+                                     f"{len(have)} questions embedded by {LOCAL_DEFAULT_ALIAS}")
+    for block in ("tfidf", "local"):
+        for r in report.get(block, {}).get("runs", []):
+            r.pop("_state", None)
     report["wall_s"] = round(time.monotonic() - t0, 1)
     if args.json:
-        print(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1, default=float))
         return 0
     print_report(report)
     return 0
 
 
-def print_report(r) -> None:
-    def curves(block):
-        print(f"  best single model on test: {block['best_single']['model']} "
-              f"{block['best_single']['accuracy']:.1%} at cost {block['best_single']['cost']:g}")
-        print(f"  router best: {block['router_best_point']['accuracy']:.1%} at cost "
-              f"{block['router_best_point']['cost']:.3f} (λ={block['router_best_point']['lambda']:g}), "
-              f"gain {block['router_gain_points']:+.2f} points")
-        head = "  " + f"{'curve':<30}{'AUC':>7}{'best':>8}" + "".join(f"{'≤' + str(b):>8}" for b in BUDGETS)
-        print(head)
-        for c in block["curves"]:
-            print("  " + f"{c['name']:<30}{c['auc']:>7.4f}{c['best_accuracy']:>8.1%}"
-                  + "".join(f"{c['best_at_budget'][str(b)]:>8.1%}" for b in BUDGETS))
+def pct(x):
+    return "-" if x is None else f"{100 * x:.1f}%"
 
-    print(f"MMLU-Pro replay: {r['items']} items, {r['models']} models")
-    print(f"\n(a) router quality (seed 0, split {r['routing']['split']}, K={r['routing']['k']})")
-    curves(r["routing"])
-    o = r["routing_over_seeds"]
-    print(f"  over {o['seeds']} splits: gain {o['gain_points']} (mean {o['mean_gain_points']:+.2f}); "
-          f"AUC router {o['auc_router']} vs NN {o['auc_nn']}")
-    print(f"\n(b) onboarding: {', '.join(r['onboarding']['held_out'])} profiled on validation only")
-    curves(r["onboarding"])
+
+def pts(x):
+    return f"{100 * x:+.2f}"
+
+
+def print_block(b) -> None:
+    s = b["summary"]
+    print(f"\n{b['label']} ({b['items']} items; per seed: test items {b['runs'][0]['split'][2]})")
+    for key, what in (("best_single", "best single model on val, its test accuracy"),
+                      ("best_single_hindsight", "best single model on test (hindsight)")):
+        print(f"  {what}: " + ", ".join(
+            f"seed {r['seed']} {r[key]['model']} {pct(r[key]['accuracy'])} (${r[key]['cost']:g})"
+            for r in b["runs"]))
+    for name, r in s["routers"].items():
+        print(f"  router [{name}] chosen on val: {', '.join(r['chosen'])}; Ψ shrinkage s = "
+              f"{', '.join(f'{v:g}' for v in r['smoothing'])}")
+    head = f"  {'figure (test part, mean / worst over seeds)':<58}"
+    print(head)
+
+    def row(label, d, fmt=pct):
+        print(f"  {label:<58}{fmt(d['mean']):>10} / {fmt(d['worst']):<10}")
+
+    row("best single model (chosen on val): accuracy", s["best_single_accuracy"])
+    row("best single model on test (hindsight): accuracy", s["hindsight_single_accuracy"])
+    for name, r in s["routers"].items():
+        row(f"router [{name}]: accuracy at the val-chosen λ", r["best_accuracy"])
+        row(f"router [{name}]: gain vs best single (points)", r["gain_vs_best_single"], pts)
+        row(f"router [{name}]: gain vs hindsight single (points)", r["gain_vs_hindsight_single"], pts)
+        row(f"router [{name}]: gain vs best single within its cost", r["gain_at_equal_cost"], pts)
+        row(f"router [{name}]: accuracy at ≤80% budget λ (val-chosen)", r["budget_accuracy"])
+        row(f"router [{name}]: … its cost / best single's cost", r["budget_cost_share"],
+            lambda v: f"{100 * v:.0f}%")
+        row(f"router [{name}]: … gap to best single (points)", r["budget_gap"], pts)
+        row(f"router [{name}]: accuracy mixing 2 val-chosen λ at 80% budget", r["mix_accuracy"])
+        row(f"router [{name}]: … its cost / best single's cost", r["mix_cost_share"],
+            lambda v: f"{100 * v:.0f}%")
+        row(f"router [{name}]: … gap to best single (points)", r["mix_gap"], pts)
+    for name, v in s["lp_bound_at_budget"].items():
+        row(f"oracle LP bound at 80% cost, clusters = {name} (mean / max)", v)
+    for name, r in s["routers"].items():
+        row(f"area: router [{name}]", r["auc"], lambda v: f"{v:.4f}")
+    for rep, v in s["nn"].items():
+        row(f"area: nearest-neighbour router ({rep})", v, lambda v: f"{v:.4f}")
+    row("area: best-single frontier", s["single_frontier_auc"], lambda v: f"{v:.4f}")
+    for name, r in s["routers"].items():
+        row(f"area: router [{name}] − best NN router", r["auc_minus_nn"], lambda v: f"{v:+.4f}")
+    print("  per seed (router chosen on val; acc / cost at λ_best; at the budget λ; area; NN area; LP bound):")
+    for r in b["runs"]:
+        for name, x in r["routers"].items():
+            bud = x.get("budget_mix") or {}
+            print(f"    seed {r['seed']} [{name}] {x['chosen']:<10} s={x['smoothing']:<5g} "
+                  f"{pct(x['best']['accuracy'])} @ ${x['best']['cost']:.3f}  "
+                  f"budget {pct(bud.get('accuracy'))} @ {100 * bud.get('cost_share', 0):.0f}%  "
+                  f"area {x['auc']:.4f}  NN {max(v['auc'] for v in r['nn'].values()):.4f}  "
+                  f"LP(category) {pct(r['lp_bound']['category']['at_budget'])}")
+
+
+def print_report(r) -> None:
+    print(f"MMLU-Pro replay: {r['items']} items, {r['models']} models; {r['seeds']} honest splits "
+          f"(questions 40/30/30, 4 models onboarded on val only); everything chosen on val")
+    cheap = sorted(r["prices"].items(), key=lambda kv: kv[1])
+    print("  prices ($/Mtok): " + ", ".join(f"{m} {c:g}" for m, c in cheap))
+    f = r["finding"]
+    b = f["best"]
+    print(f"\nwhy ≥ best single at ≤ 80% of its cost is out of reach (whole replay, in-sample): the best "
+          f"single model is {b['model']} ({pct(b['accuracy'])}, ${b['cost']:g}); cheaper: "
+          + ", ".join(f"{c['model']} (${c['cost']:g}, {pct(c['accuracy'])})" for c in f["cheaper"]))
+    print("  oracle LP bound (every model's accuracy per cluster known, models mixed per cluster "
+          "optimally under the budget):")
+    for name, v in f["bound"].items():
+        print(f"    clusters = {name:<10} at 80% of its cost {pct(v['at_80'])}, at 100% {pct(v['at_100'])}, "
+              f"at any cost {pct(v['any_cost'])}")
+    print_block(r["tfidf"])
+    if "local" in r:
+        print_block(r["local"])
+    else:
+        print(f"\nlocal embeddings: only {r['local_coverage']} questions cached: not run")
     print(f"\nwall time {r['wall_s']} s")
 
 

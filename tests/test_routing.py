@@ -13,7 +13,7 @@ import tomli_w
 from fscale_tui.engine.errors import UsageError
 from fscale_tui.engine.providers.replay import prompt_sha256
 from fscale_tui.engine.routing.cascade import confidence, parse_stages
-from fscale_tui.engine.routing.router import ClusterModel, Router, compute_psi
+from fscale_tui.engine.routing.router import SMOOTHING_GRID, ClusterModel, Router, compute_psi
 from fscale_tui.engine.routing.tasks import Task, load_tasks
 from tests.conftest import run_cli
 
@@ -144,6 +144,10 @@ def test_profile_route_calibrate_and_k_auto_end_to_end(fscale_home):
     assert rep["models"]["mathy"]["accuracy"] == 0.5 and rep["calls"]["asked"] == 160
     assert rep["models"]["coin"]["no_answer_rate"] > 0.3
     assert len(rep["clusters"]["psi"]["mathy"]) == 2
+    # Ψ's shrinkage was chosen on what was profiled (cross-fitted) and is stored for routing.
+    assert rep["knobs"]["smoothing"] in SMOOTHING_GRID and rep["knobs"]["smoothing_observations"] == 160
+    assert json.loads((fscale_home / "data" / "routing" / "knobs.json").read_text())["smoothing"] == \
+        rep["knobs"]["smoothing"]
 
     # Adding one model profiles only that model; what is stored is skipped.
     proc = run_cli("profile", str(path), "--models", "mathy,coin,lawyer", "--resume", "--json")

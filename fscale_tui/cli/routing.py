@@ -100,7 +100,7 @@ def profile(
     resume: bool = typer.Option(False, "--resume", help="Skip the trials already stored (adding a model profiles only it)."),
     fit_clusters: str = typer.Option(None, "--fit-clusters", help="Fit the prompt clusters on this training task file first.", rich_help_panel=CLUSTERS),
     clusters: int = typer.Option(20, "--clusters", "-K", help="Number of K-means clusters for --fit-clusters.", rich_help_panel=CLUSTERS),
-    embedding: str = typer.Option("hashed-tfidf", "--embedding", help="hashed-tfidf (no download) or sentence-transformers:<model> (if installed).", rich_help_panel=CLUSTERS),
+    embedding: str = typer.Option("hashed-tfidf", "--embedding", help="hashed-tfidf (no download), local:<alias> (a local model's llama.cpp embeddings, cached; 'local' = local-qwen-0.5b) or sentence-transformers:<model> (if installed).", rich_help_panel=CLUSTERS),
     concurrency: int = typer.Option(None, "--concurrency", help="Requests in flight at once."),
     path: bool = typer.Option(False, "--path", help="Print the routing state directory and exit.", rich_help_panel=OUTPUT),
     as_json: bool = typer.Option(False, "--json", help="Print the profile report as one JSON object.", rich_help_panel=OUTPUT),
@@ -130,10 +130,16 @@ def profile(
         return
     console = stderr_console()
     if fit_clusters is not None:
-        fitted = routing.fit_clusters(fit_clusters, clusters, embedding)
+        with _Progress("embed", show_progress(quiet, as_json)) as progress:
+            fitted = routing.fit_clusters(fit_clusters, clusters, embedding,
+                                          on_progress=progress, emit=progress.status)
         if not quiet and not as_json:
             console.print(f"fitted {fitted['clusters']} clusters ({embedding}) on "
                           f"{fitted['prompts']} prompts of {fit_clusters}")
+            if fitted.get("embedded"):
+                e = fitted["embedded"]
+                console.print(f"embedded {e['new']} prompts ({e['tokens']} tokens in {e['seconds']:g}s), "
+                              f"{e['cached']} from the cache")
         if tasks is None:
             if as_json:
                 print_json({"schema": 1, **fitted})
@@ -158,10 +164,16 @@ def profile(
         if not quiet and not as_json:
             console.print(f"asked {counts['asked']} ({counts['failed']} failed), "
                           f"skipped {counts['skipped']} already profiled")
+        # Ψ's shrinkage is re-chosen on everything profiled so far (cross-fitted; cheap).
+        knobs = routing.tune()
+        if not quiet and not as_json:
+            console.print(f"Ψ shrinkage: {knobs['smoothing']:g} pseudo-observations (cross-fitted on "
+                          f"{knobs['smoothing_observations']} observations)")
     else:
         names = list(split_list(models) or ()) or None
     report = routing.report(names, keys)
     report["calls"] = counts
+    report["knobs"] = routing.knobs()
     if as_json:
         print_json({"schema": 1, **report})
     elif report["models"]:

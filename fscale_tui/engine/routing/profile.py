@@ -39,7 +39,8 @@ import numpy as np
 from .. import storage
 from ..config import ModelConfig
 from ..errors import UsageError
-from .router import ClusterModel, Router, router_from_assignments, routing_dir
+from .router import (ClusterModel, Router, choose_smoothing, read_knobs, router_from_assignments,
+                     routing_dir, write_knobs)
 from .tasks import Task
 
 log = logging.getLogger("fscale")
@@ -432,8 +433,30 @@ def build_router(store: ProfileStore, settings: Any, clusters: ClusterModel | No
     obs = {m: (np.array([assigned.get(k, 0) for k in r], dtype=int), np.fromiter(r.values(), float, len(r)))
            for m, r in rates.items()}
     costs = {m: (settings.models[m].cost if m in settings.models else 0.0) for m in names}
-    kwargs = {} if smoothing is None else {"smoothing": smoothing}
+    if smoothing is None:  # the strength chosen for this profile (tune_smoothing), if any
+        smoothing = read_knobs(store.path.parent).get("smoothing")
+    kwargs = {} if smoothing is None else {"smoothing": float(smoothing)}
     return router_from_assignments(clusters, obs, costs, **kwargs)
+
+
+def tune_smoothing(store: ProfileStore, settings: Any, clusters: ClusterModel | None, *,
+                   models: Sequence[str] | None = None) -> dict[str, Any]:
+    """Choose Ψ's shrinkage strength on the stored observations (cross-fitted, see
+    ``router.choose_smoothing``) and store it in ``knobs.json``: every later router uses it."""
+    names = list(models) if models is not None else [m for m in store.models() if m in settings.models]
+    rates = {m: store.error_rates(m) for m in names}
+    needed = {k for r in rates.values() for k in r}
+    assigned = PromptClusters.for_store(store).assign(clusters, store, needed)
+    obs = {m: (np.array([assigned.get(k, 0) for k in r], dtype=int), np.fromiter(r.values(), float, len(r)))
+           for m, r in rates.items() if r}
+    k = clusters.k if clusters is not None else 1
+    best, scores = choose_smoothing(obs, k)
+    knobs = {**read_knobs(store.path.parent), "smoothing": best,
+             "smoothing_log_loss": {str(s): round(v, 6) for s, v in scores.items()},
+             "smoothing_observations": int(sum(len(o[0]) for o in obs.values())),
+             "clusters": clusters.fingerprint if clusters is not None else None}
+    write_knobs(store.path.parent, knobs)
+    return knobs
 
 
 class PromptClusters:
@@ -491,4 +514,4 @@ def load_router(settings: Any, *, models: Sequence[str] | None = None) -> Router
     names = [m for m in (models or store.models()) if m in settings.models and store.observations(m)]
     if not names:
         return None
-    return build_router(store, settings, ClusterModel.load(routing_dir(settings)), models=names)
+    return build_router(store, settings, ClusterModel.load(routing_dir(settings), settings), models=names)

@@ -7,7 +7,10 @@ profiled prompts of cluster c, Laplace-smoothed towards its overall error rate::
     Ψ(m)[c] = (errors(m, c) + s · p̄(m)) / (n(m, c) + s)        (s = 5 pseudo-observations)
 
 so a cluster with few observations falls back to the model's overall error rate (with p̄ = ½
-and s = 2 this is the classic add-one rule). A prompt x goes to
+and s = 2 this is the classic add-one rule). The strength s is a knob: :func:`choose_smoothing`
+picks it by cross-fitting (the s whose Ψ, fitted on all folds but one, best predicts the
+errors of the held-out fold, in log-loss, summed over the models), and ``fscale profile``
+stores the choice in ``<data>/routing/knobs.json`` next to the profile. A prompt x goes to
 ``argmin_m Ψ(m)[cluster(x)] + λ · cost(m)``. Nothing is trained per model: a new model joins by
 being profiled (on a validation file) and its Ψ is computed from those observations only.
 """
@@ -17,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,9 @@ from .embed import DEFAULT_EMBEDDING, make_embedder
 
 DEFAULT_K = 20
 DEFAULT_SMOOTHING = 5.0
+#: The strengths :func:`choose_smoothing` considers (pseudo-observations of the global rate).
+SMOOTHING_GRID = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
+KNOBS = "knobs.json"
 
 
 def routing_dir(settings: Any) -> Path:
@@ -55,10 +61,20 @@ class ClusterModel:
 
     @classmethod
     def fit(cls, texts: Sequence[str], k: int = DEFAULT_K, *, embedding: str = DEFAULT_EMBEDDING,
-            seed: int = 0) -> "ClusterModel":
+            seed: int = 0, settings: Any = None,
+            on_progress: Callable[[int, int], None] | None = None,
+            emit: Callable[[Any], None] | None = None) -> "ClusterModel":
+        """Embed ``texts`` and fit ``k`` centroids. ``settings`` is needed by a ``local:``
+        embedding (it finds the model); ``on_progress(done, total)`` and ``emit`` (first-use
+        events) report its embedding work."""
         if len(texts) < 2:
             raise UsageError("fitting clusters needs at least two prompts")
-        embedder = make_embedder(embedding).fit(texts)
+        embedder = make_embedder(embedding, settings=settings)
+        if on_progress is not None and hasattr(embedder, "on_progress"):
+            embedder.on_progress = on_progress
+        if emit is not None and hasattr(embedder, "emit"):
+            embedder.emit = emit
+        embedder = embedder.fit(texts)
         x = embedder.transform(texts)
         centroids = kmeans(x, min(k, len(texts)), seed=seed)
         return cls(embedding, embedder, centroids, {"n": len(texts), "seed": seed})
@@ -90,7 +106,7 @@ class ClusterModel:
         return path
 
     @classmethod
-    def load(cls, directory: Path) -> "ClusterModel | None":
+    def load(cls, directory: Path, settings: Any = None) -> "ClusterModel | None":
         path = directory / "clusters.npz"
         if not path.exists():
             return None
@@ -104,7 +120,7 @@ class ClusterModel:
             return None
         state = {k[len("embedder_"):]: v for k, v in arrays.items() if k.startswith("embedder_")}
         embedding = str(meta.get("embedding") or DEFAULT_EMBEDDING)
-        return cls(embedding, make_embedder(embedding, state), arrays["centroids"], meta,
+        return cls(embedding, make_embedder(embedding, state, settings=settings), arrays["centroids"], meta,
                    hashlib.sha256(raw).hexdigest())
 
 
@@ -123,6 +139,44 @@ def compute_psi(cluster_ids: np.ndarray, errors: np.ndarray, k: int, *,
     err = np.bincount(cluster_ids, weights=errors, minlength=k)[:k]
     psi = (err + smoothing * prior) / (n + smoothing)
     return psi, n
+
+
+def choose_smoothing(observations: Mapping[str, tuple[Sequence[int], Sequence[float]]], k: int, *,
+                     grid: Sequence[float] = SMOOTHING_GRID, folds: int = 5, seed: int = 0
+                     ) -> tuple[float, dict[float, float]]:
+    """The shrinkage strength s of :func:`compute_psi`, chosen by cross-fitting.
+
+    ``observations`` is ``{model: (cluster ids, errors in 0..1)}``. Each model's observations
+    are cut into ``folds`` random folds; Ψ is fitted with each s on all folds but one (the
+    prior is that model's error rate on those folds) and scored by the mean Bernoulli
+    log-loss of the held-out errors. Returns (the best s, {s: mean log-loss}); with too few
+    observations to cross-fit, the default.
+    """
+    rng = np.random.default_rng(seed)
+    total = {float(s): 0.0 for s in grid}
+    n_scored = 0
+    for _, (ids, errors) in sorted(observations.items()):
+        ids = np.asarray(ids, dtype=int)
+        errors = np.asarray(errors, dtype=float)
+        if len(ids) < 2 * folds:
+            continue
+        fold = rng.permutation(len(ids)) % folds
+        for f in range(folds):
+            fit, held = fold != f, fold == f
+            prior = float(errors[fit].mean())
+            n = np.bincount(ids[fit], minlength=k)[:k].astype(float)
+            err = np.bincount(ids[fit], weights=errors[fit], minlength=k)[:k]
+            for s in total:
+                psi = np.clip((err + s * prior) / (n + s), 1e-4, 1 - 1e-4)[ids[held]]
+                e = errors[held]
+                total[s] += float(-(e * np.log(psi) + (1 - e) * np.log(1 - psi)).sum())
+        n_scored += len(ids)
+    if not n_scored:
+        return DEFAULT_SMOOTHING, {}
+    scores = {s: v / n_scored for s, v in total.items()}
+    # Ties (within float noise) go to the stronger shrinkage: the simpler model.
+    best = min(scores, key=lambda s: (round(scores[s], 9), -s))
+    return best, scores
 
 
 @dataclass(frozen=True)
@@ -259,6 +313,15 @@ def router_from_assignments(clusters: ClusterModel | None,
         router.add_model(model, np.asarray(ids, dtype=int), np.asarray(errors, dtype=float),
                          costs.get(model, 0.0))
     return router
+
+
+def read_knobs(directory: Path) -> dict[str, Any]:
+    """The knobs chosen for the stored profile (``knobs.json``; empty when none was chosen)."""
+    return storage.read_json(directory / KNOBS)
+
+
+def write_knobs(directory: Path, knobs: Mapping[str, Any]) -> None:
+    storage.write_json(directory / KNOBS, json_safe(dict(knobs)))
 
 
 def describe(choice: RouteChoice, lam: float) -> str:

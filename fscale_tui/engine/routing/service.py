@@ -7,13 +7,13 @@ ask models, so they are async methods of the Engine itself (``engine.profile``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from .profile import ProfileStore, load_router, summarize
-from .router import ClusterModel, describe, routing_dir
+from .profile import ProfileStore, load_router, summarize, tune_smoothing
+from .router import ClusterModel, describe, read_knobs, routing_dir
 from .tasks import load_tasks
 
 NO_PROFILE = ("no profiled model: run 'fscale profile --fit-clusters TRAIN.jsonl' and "
@@ -29,15 +29,37 @@ class Routing:
         """Where clusters, profiles and the calibration live."""
         return routing_dir(self.settings)
 
-    def fit_clusters(self, path: str, k: int, embedding: str) -> dict[str, Any]:
-        """Embed a training task file's prompts and fit K clusters (stored for later runs)."""
+    def fit_clusters(self, path: str, k: int, embedding: str, *,
+                     on_progress: Callable[[int, int], None] | None = None,
+                     emit: Callable[[Any], None] | None = None) -> dict[str, Any]:
+        """Embed a training task file's prompts and fit K clusters (stored for later runs).
+
+        A ``local:<alias>`` embedding embeds through the local model's embedding server:
+        ``on_progress(done, total)`` counts the prompts, ``emit`` gets the server's first-use
+        events; vectors are cached, so a task file is embedded once."""
         if k < 1:
             raise UsageError("--clusters must be at least 1")
         train = load_tasks(path)
-        model = ClusterModel.fit([t.text for t in train], k, embedding=embedding)
+        model = ClusterModel.fit([t.text for t in train], k, embedding=embedding,
+                                 settings=self.settings, on_progress=on_progress, emit=emit)
         model.meta["source"] = path
         model.save(self.directory)
-        return {"clusters": model.k, "embedding": embedding, "prompts": len(train)}
+        out = {"clusters": model.k, "embedding": embedding, "prompts": len(train)}
+        stats = getattr(model.embedder, "stats", None)
+        if stats:
+            out["embedded"] = {"cached": stats["cached"], "new": stats["embedded"],
+                               "tokens": stats["tokens"], "seconds": round(stats["seconds"], 2)}
+        return out
+
+    def tune(self, models: Sequence[str] | None = None) -> dict[str, Any]:
+        """Choose Ψ's shrinkage on the stored profile (cross-fitted) and keep it for routing."""
+        store = ProfileStore.for_settings(self.settings)
+        return tune_smoothing(store, self.settings, ClusterModel.load(self.directory, self.settings),
+                              models=list(models) if models else None)
+
+    def knobs(self) -> dict[str, Any]:
+        """The knobs chosen for the stored profile (Ψ's shrinkage; empty until profiled)."""
+        return read_knobs(self.directory)
 
     def report(self, models: Sequence[str] | None = None,
                keys: Sequence[str] | None = None) -> dict[str, Any]:
@@ -45,7 +67,7 @@ class Routing:
         them, or ``models``; on every stored prompt, or ``keys``)."""
         store = ProfileStore.for_settings(self.settings)
         names = list(models) if models else store.models()
-        return summarize(store, names, self.settings, ClusterModel.load(self.directory),
+        return summarize(store, names, self.settings, ClusterModel.load(self.directory, self.settings),
                          list(keys) if keys is not None else None)
 
     def router(self, models: Sequence[str] | None = None) -> Any:

@@ -291,6 +291,60 @@ def start_server(model: ModelConfig, provider: ProviderConfig, settings: Setting
     return state
 
 
+#: Suffix of an embedding server's name: ``<model id>.embed`` (its own state and log files).
+EMBED_SUFFIX = ".embed"
+
+
+def weights_sha256(model: ModelConfig, gguf: str) -> str:
+    """What identifies the model's weights in an embedding cache: the pinned sha256 of a
+    built-in, else the sha256 of the GGUF file (hashed once, remembered by size and mtime)."""
+    w = BUILTIN_WEIGHTS.get(str(model.options.get("weights", "")))
+    if w is not None:
+        return w.sha256
+    return _file_sha256(gguf, *_stat_key(gguf))
+
+
+def _stat_key(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(8 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def start_embedding_server(model: ModelConfig, provider: ProviderConfig, settings: Settings,
+                           emit: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Reuse or start the embedding server of ``model``'s weights (blocking); its state, with
+    ``weights_sha256`` added. Same lifecycle as a chat server (idle exit, ``fscale local stop``)."""
+    import dataclasses
+
+    from ...events import ServerReady, ServerStarting
+    from . import servers
+
+    if emit is not None:
+        prepare_weights(model, settings, emit)
+    chat = server_spec(model, provider, settings)
+    # One prompt per slot and a batch that holds a whole prompt (see serve.py --embedding).
+    spec = dataclasses.replace(chat, name=chat.name + EMBED_SUFFIX, embedding=True,
+                               n_ctx=min(chat.n_ctx, 1024))
+    announce = emit is not None and not _server_alive(settings, spec.name)
+    if announce:
+        emit(ServerStarting("", model.alias, spec.name))
+    t0 = time.monotonic()
+    state = servers.ensure_server(settings.paths, spec)
+    if announce:
+        emit(ServerReady("", model.alias, spec.name, time.monotonic() - t0))
+    return {**state, "weights_sha256": weights_sha256(model, spec.gguf)}
+
+
 # -- the adapter the chat client uses --------------------------------------------------------
 class LocalAdapter:
     """Gives the chat client the URL of each model's server, starting it on first use."""

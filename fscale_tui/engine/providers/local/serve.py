@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--idle-timeout", type=float, default=900.0)
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--embedding", action="store_true",
+                    help="serve /v1/embeddings (mean pooling, L2-normalised); one prompt per slot")
     args = ap.parse_args(argv)
 
     import xllamacpp
@@ -68,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     params.cpuparams_batch.n_threads = max(1, args.threads)
     params.model_alias = [args.name]
     params.endpoint_slots = True
+    if args.embedding:
+        # Mean pooling over the prompt's tokens (Qwen's GGUF declares no pooling); a prompt is
+        # embedded in one batch, so the physical batch must hold a whole slot's context.
+        params.embedding = True
+        params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+        params.embd_normalize = 2
+        params.n_batch = params.n_ubatch = params.n_ctx
     started = time.time()
     server = xllamacpp.Server(params)
     url = str(server.listening_address).rstrip("/")
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     state = {
         "name": args.name, "pid": os.getpid(), "token": args.token, "url": url, "base_url": url + "/v1", "port": port,
         "gguf": args.gguf, "n_ctx": args.n_ctx, "parallel": params.n_parallel,
-        "threads": args.threads, "idle_timeout": args.idle_timeout,
+        "threads": args.threads, "idle_timeout": args.idle_timeout, "embedding": args.embedding,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "load_s": round(time.time() - started, 3),
         "xllamacpp": getattr(xllamacpp, "__version__", "?"),
     }

@@ -62,6 +62,10 @@ class ServerSpec:
     parallel: int = DEFAULT_PARALLEL
     threads: int = 0  # 0: half the cores (two servers usually run side by side)
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    #: Serve ``/v1/embeddings`` (mean-pooled, L2-normalised) instead of chat: llama.cpp fixes
+    #: the pooling and the batch size when the context is made, so an embedding server is a
+    #: server of its own (``<model id>.embed``), never the chat server of the same weights.
+    embedding: bool = False
 
     def resolved_threads(self) -> int:
         return self.threads or max(1, (os.cpu_count() or 2) // 2)
@@ -273,6 +277,8 @@ def _start(paths: Paths, spec: ServerSpec, path: Path, start_timeout: float) -> 
     cmd = [sys.executable, "-m", SERVE_MODULE, "--name", spec.name, "--gguf", spec.gguf,
            "--state", str(path), "--token", token, "--n-ctx", str(spec.n_ctx), "--parallel", str(spec.parallel),
            "--threads", str(spec.resolved_threads()), "--idle-timeout", str(spec.idle_timeout)]
+    if spec.embedding:
+        cmd.append("--embedding")
     with os.fdopen(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, storage.FILE_MODE), "ab") as fh:
         fh.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {spec.name}: "
                  f"{json.dumps(asdict(spec))}\n".encode())
