@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import random
 from pathlib import Path
 
@@ -143,7 +144,16 @@ def test_k_auto_stops_after_one_call_when_the_routed_model_is_reliable(fscale_ho
 
 def test_k_auto_asks_a_third_model_only_when_the_second_does_not_confirm(fscale_home):
     tasks, _ = _profiled(fscale_home)
-    _adaptive_file(fscale_home, tau=0.93)  # the routed model alone (0.9) is not sure enough
+    # τ between what the routed model alone gives (its reliability on the cluster, which the
+    # profile's cross-fitted shrinkage sets) and what it gives with the second one agreeing.
+    ranking = json.loads(run_cli("route", tasks[2].question, "--json").stdout)["ranking"]
+    rel = {r["model"]: 1.0 - r["psi"] for r in ranking}
+    assert [r["model"] for r in ranking][:2] == ["mathy", "coin"]
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    alone = rel["mathy"]
+    agreed = 1 / (1 + math.exp(-(logit(rel["mathy"]) + logit(rel["coin"]))))
+    assert alone < agreed
+    _adaptive_file(fscale_home, tau=(alone + agreed) / 2)  # the routed model alone is not enough
 
     def ask(task):
         proc = run_cli("scale", task.question, "-a", "YES,NO", "-k", "auto", "--json")

@@ -19,6 +19,7 @@ background writer, in order, and ``aclose()`` drains it.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
@@ -63,6 +64,7 @@ class Engine:
         self.rating_of: Callable[[str], float] = self.calls.rating_of
         self._challenger_tasks: set[asyncio.Task[Any]] = set()
         self._cascade: Any = None
+        self._plan_lock = threading.Lock()
         self._draws: Any = None
 
     def capture_calls(self, sink: Callable[[Any, bool], None]) -> None:
@@ -159,6 +161,14 @@ class Engine:
                          "config.toml ('fscale config path') for more")
         return members, notes
 
+    def _auto_plan(self, request: ScaleRequest, tie_break: str, labels: int) -> Any:
+        """The ``-k auto`` plan of one request (one at a time: the embedder's cache and
+        client are shared)."""
+        with self._plan_lock:
+            return self.cascade().plan(request.question, request.context, lam=request.lam,
+                                       tie_break=tie_break, rating_of=self.rating_of,
+                                       alpha=request.alpha, labels=labels)
+
     def cascade(self) -> Any:
         """The ``-k auto`` router and cascade, loaded once per engine (numpy only then)."""
         if self._cascade is None:
@@ -194,9 +204,9 @@ class Engine:
                             else request.temperature),
             "stream": request.stream, "counter": counter}
         if request.auto:
-            plan = self.cascade().plan(request.question, request.context, lam=request.lam,
-                                       tie_break=tie_break, rating_of=self.rating_of,
-                                       alpha=request.alpha, labels=len(labels))
+            # In a worker thread: loading the router reads files, and embedding the question
+            # may be an HTTP call to a local embedding server (``--embedding local``).
+            plan = await asyncio.to_thread(self._auto_plan, request, tie_break, len(labels))
             exclude = plan.all_members()
             notes = [plan.note] if plan.note else []
         else:

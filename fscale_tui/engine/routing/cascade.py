@@ -675,7 +675,9 @@ async def calibrate_adaptive_on_tasks(engine: Any, tasks: Sequence[Task], *, max
     await asyncio.gather(*(one(i) for i in range(n)))
     tau, stop_after, acc, cpi = choose_stopping(conf, ok, budget=budget)
     cfg.tau, cfg.stop_after = tau, stop_after
-    cfg.scores = {"confidence": np.round(conf, 6).tolist(), "correct": ok.astype(int).tolist()}
+    # Unrounded: a threshold is one of these values, and a call must reach it with the same
+    # arithmetic (rounded up, it was just out of reach of the very item it came from).
+    cfg.scores = {"confidence": conf.tolist(), "correct": ok.astype(int).tolist()}
     report = AdaptiveReport(cfg, n, acc, cpi, float(np.mean([c.sent for c in counters])), budget)
     if alpha is not None:
         stages = calibrate_cascade([conf[:, s] for s in range(max_calls)],
