@@ -53,6 +53,15 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
     "cand-0.5b-r": (W05, {"reasoning": "brief", "variant": "0.5B, brief reasoning first"}),
     "cand-1.5b-t1-s3": (W15, {"params": {"seed": 3, "temperature": 1.0},
                               "variant": "1.5B, seed 3, T=1.0"}),
+    # The 1.5B's "Fact:" on a review is mostly the verdict itself ("The sentiment of this movie
+    # review is negative."), so its settings share their SST-2 errors. Other lead-ins make it
+    # name its evidence first: "key words" (quotes two phrases; stops computing on arithmetic,
+    # answering YES) and "decisive detail" (computes on arithmetic: "that 18 + 18 equals 36,
+    # not 34.", and quotes or paraphrases the review).
+    "cand-1.5b-kw": (W15, {"reasoning": "sentence", "reason_lead": "Fact: The key words are ",
+                           "variant": "1.5B, one sentence naming the key words first"}),
+    "cand-1.5b-dd": (W15, {"reasoning": "sentence", "reason_lead": "Fact: The decisive detail is ",
+                           "variant": "1.5B, one sentence naming the decisive detail first"}),
 }
 #: The built-in local models (plain 1.5B and 0.5B, and the fact-first variants).
 BUILTIN = ("local-qwen-1.5b", "local-qwen-0.5b", "local-qwen-1.5b-r", "local-qwen-0.5b-s",

@@ -158,6 +158,18 @@ def test_sentence_reasoning_grammar_stops_the_reason_at_its_first_full_stop():
     assert "sentence" in lp.REASONING_MODES and "brief" in lp.REASONING_MODES
 
 
+def test_a_reason_lead_replaces_the_lead_in_and_keeps_the_rest_of_the_grammar():
+    g = lp.label_grammar(("positive", "negative"), "sentence", 'Fact: The "decisive" detail is ')
+    assert g == ('root ::= reason "\\n" "Answer: " ("positive" | "negative")\n'
+                 'reason ::= "Fact: The \\"decisive\\" detail is " [^\\n\\r NPnp.] '
+                 f'[^\\n\\r.]{{0,{lp.REASON_CHARS - 2}}} "."')
+    # No lead (or an empty one) is the default "Fact: ".
+    assert lp.label_grammar(("YES", "NO"), "brief", None) == lp.label_grammar(("YES", "NO"), "brief")
+    assert lp.label_grammar(("YES", "NO"), "brief", "") == lp.label_grammar(("YES", "NO"), "brief")
+    # Without reasoning there is no reason, so no lead either.
+    assert lp.label_grammar(("YES", "NO"), None, "x ") == 'root ::= "Answer: " ("YES" | "NO")'
+
+
 def test_a_sentence_reply_parses_to_its_final_label_even_when_the_fact_names_the_other():
     from fscale_tui.engine.parsing import parse_reply
 
@@ -199,6 +211,21 @@ def test_the_reasoning_option_is_a_known_model_key(fscale_home):
     s = load_settings()
     assert s.models["my-reasoner"].options["reasoning"] == "brief"
     assert not any("reasoning" in w for w in storage.warnings)
+
+
+def test_the_reason_lead_option_is_a_known_model_key_and_reaches_the_grammar(fscale_home):
+    (fscale_home / "config.toml").write_text(
+        '[models.my-detail]\nprovider = "local"\nid = "qwen2.5-coder-1.5b-instruct-q4_k_m"\n'
+        'weights = "qwen2.5-coder-1.5b-instruct-q4_k_m"\nreasoning = "sentence"\n'
+        'reason_lead = "Fact: The clue is "\n')
+    s = load_settings()
+    m = s.models["my-detail"]
+    assert m.options["reason_lead"] == "Fact: The clue is "
+    assert not any("reason_lead" in w for w in storage.warnings)
+    body = lp.LocalAdapter(s.providers["local"], s).extra_body(m, labels=("YES", "NO"))
+    assert body == {"grammar": lp.label_grammar(("YES", "NO"), "sentence", "Fact: The clue is "),
+                    "max_tokens": lp.REASON_MAX_TOKENS}
+    assert 'reason ::= "Fact: The clue is " [' in body["grammar"]
 
 
 # -- weights -----------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ TYPE = PROVIDER = "local"
 #: Server settings in [providers.local] / [models.X], and where a model's weights come from.
 PROVIDER_OPTIONS = ("idle_timeout", "n_ctx", "parallel", "threads")
 MODEL_OPTIONS = ("weights", "gguf", "hf_repo", "hf_file", "hf_revision",
-                 "idle_timeout", "n_ctx", "parallel", "threads", "reasoning")
+                 "idle_timeout", "n_ctx", "parallel", "threads", "reasoning", "reason_lead")
 #: With no key set anywhere, the default panel falls back to the embedded local models.
 DEFAULT_PANEL = "local"
 RUNTIME_MODULE = "xllamacpp"
@@ -158,9 +158,15 @@ REASON_LEAD = "Fact: "
 #: the 0.5B otherwise states the right fact and then rambles on ("Fact: 94 is an even number.
 #: Answer: YES. The statement is true. ...") until it contradicts it in the final answer.
 REASONING_MODES = ("brief", "sentence")
+#: ``reason_lead`` (a model option) replaces ``REASON_LEAD``. On a review the 1.5B's "Fact: "
+#: is mostly the verdict itself ("The sentiment of this movie review is negative."), so its
+#: settings share their SST-2 errors; "Fact: The decisive detail is " makes it name its evidence
+#: (and still compute on arithmetic: "that 18 + 18 equals 36, not 34.").
+DETAIL_LEAD = "Fact: The decisive detail is "
 
 
-def label_grammar(labels: tuple[str, ...], reasoning: str | None = None) -> str:
+def label_grammar(labels: tuple[str, ...], reasoning: str | None = None,
+                  lead: str | None = None) -> str:
     """A GBNF grammar whose only sentences are ``Answer: <label>``, one label exactly.
 
     The prefix matches the format the vote prompt asks for; forcing the bare label as the
@@ -171,9 +177,11 @@ def label_grammar(labels: tuple[str, ...], reasoning: str | None = None) -> str:
     ``\\nAnswer: <label>``: the line opens with ``REASON_LEAD`` ("Fact: "), then up to
     ``REASON_CHARS`` characters without a newline that neither start with a space nor with a
     label's first letter, ending with a full stop. With ``reasoning="sentence"`` that full
-    stop is the only one (the reason is one sentence). The vote prompt already says "think briefly
-    if you need to, then end with 'Answer: <label>'", and the engine's parser reads the last
-    ``Answer:`` line, so the reply parses the same way.
+    stop is the only one (the reason is one sentence). ``lead`` (a model's ``reason_lead``
+    option) replaces the lead-in: the words it ends with frame what the model states first.
+    The vote prompt already says "think briefly if you need to, then end with
+    'Answer: <label>'", and the engine's parser reads the last ``Answer:`` line, so the reply
+    parses the same way.
     """
     def literal(text: str) -> str:
         escaped = (text.replace("\\", "\\\\").replace('"', '\\"')
@@ -199,7 +207,7 @@ def label_grammar(labels: tuple[str, ...], reasoning: str | None = None) -> str:
     first = "".join("\\" + c if c in "\\]^-" else c for c in initials)
     stop = "." if reasoning == "sentence" else ""  # no full stop before the last one
     return (f'root ::= reason "\\n" {answer}\n'
-            f'reason ::= {literal(REASON_LEAD)} [^\\n\\r {first}{stop}] '
+            f'reason ::= {literal(lead or REASON_LEAD)} [^\\n\\r {first}{stop}] '
             f'[^\\n\\r{stop}]{{0,{REASON_CHARS - 2}}} "."')
 
 
@@ -351,7 +359,8 @@ class LocalAdapter:
         """
         if labels:
             reasoning = model.options.get("reasoning") or None
-            body: dict[str, Any] = {"grammar": label_grammar(tuple(labels), reasoning)}
+            lead = model.options.get("reason_lead") or None
+            body: dict[str, Any] = {"grammar": label_grammar(tuple(labels), reasoning, lead)}
             if reasoning:
                 body["max_tokens"] = REASON_MAX_TOKENS
             return body
