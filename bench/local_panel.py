@@ -53,13 +53,19 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
     "cand-0.5b-r": (W05, {"reasoning": "brief", "variant": "0.5B, brief reasoning first"}),
     "cand-1.5b-t1-s3": (W15, {"params": {"seed": 3, "temperature": 1.0},
                               "variant": "1.5B, seed 3, T=1.0"}),
+    # The 1.5B's "Fact:" on a review is mostly the verdict itself ("The sentiment of this movie
+    # review is negative."), so its settings share their SST-2 errors. Another lead-in makes it
+    # name its evidence first: "key words" quotes two phrases but stops computing on arithmetic
+    # (answers YES); "decisive detail" still computes (now built in: local-qwen-1.5b-d).
+    "cand-1.5b-kw": (W15, {"reasoning": "sentence", "reason_lead": "Fact: The key words are ",
+                           "variant": "1.5B, one sentence naming the key words first"}),
 }
 #: The built-in local models (plain 1.5B and 0.5B, and the fact-first variants).
 BUILTIN = ("local-qwen-1.5b", "local-qwen-0.5b", "local-qwen-1.5b-r", "local-qwen-0.5b-s",
-           "local-qwen-1.5b-s")
+           "local-qwen-1.5b-s", "local-qwen-1.5b-d")
 #: The built-in ``local`` panel (provider.LOCAL_PANEL) and the one before it.
-LOCAL_PANEL = ("local-qwen-1.5b-r", "local-qwen-0.5b-s", "local-qwen-1.5b-s")
-OLD_PANEL = ("local-qwen-1.5b", "local-qwen-0.5b", "local-qwen-1.5b-r")
+LOCAL_PANEL = ("local-qwen-1.5b-r", "local-qwen-0.5b-s", "local-qwen-1.5b-d")
+OLD_PANEL = ("local-qwen-1.5b-r", "local-qwen-0.5b-s", "local-qwen-1.5b-s")
 DEFAULT_VOTERS = BUILTIN + tuple(CANDIDATES)
 DATA = next((p for p in (REPO / ".." / "shared" / "data" / "sst2_dev.tsv",
                          REPO / ".." / ".." / "shared" / "data" / "sst2_dev.tsv") if p.exists()),

@@ -141,15 +141,17 @@ def test_label_constrained_answers_from_the_real_model(home):
 @pytest.mark.parametrize("member", lp.LOCAL_PANEL)
 def test_each_panel_member_states_a_fact_then_its_reply_parses_to_a_label(home, member):
     """Every member of the local panel writes a short reason before the constrained
-    'Answer: <label>' (one line for "brief", one sentence for "sentence"); the engine's parser
-    reads the label from the last line."""
+    'Answer: <label>' (one line for "brief", one sentence for "sentence"), opening with its
+    lead-in ("Fact: " or its ``reason_lead``); the engine's parser reads the label from the
+    last line."""
     import asyncio
     import re
 
     from fscale_tui.engine.session import Engine
     from fscale_tui.engine.vote import ScaleRequest
 
-    mode = load_settings().models[member].options["reasoning"]
+    options = load_settings().models[member].options
+    mode, lead = options["reasoning"], options.get("reason_lead") or lp.REASON_LEAD
 
     async def go():
         async with Engine() as engine:
@@ -158,7 +160,7 @@ def test_each_panel_member_states_a_fact_then_its_reply_parses_to_a_label(home, 
 
     result = asyncio.run(go())
     raw = result.votes[0].raw
-    m = re.fullmatch(re.escape(lp.REASON_LEAD) + rf"([^\n]{{1,{lp.REASON_CHARS}}})\nAnswer: (YES|NO)",
+    m = re.fullmatch(re.escape(lead) + rf"([^\n]{{1,{lp.REASON_CHARS}}})\nAnswer: (YES|NO)",
                      raw or "")
     assert m, raw
     assert m.group(1)[0] not in " YNyn" and m.group(1).endswith(".")

@@ -62,12 +62,16 @@ def test_builtin_local_provider_models_and_panel_are_in_the_settings():
     assert {m.id for m in members} == {ID_05, ID_15}  # two distinct models, one reused
     assert all(m.provider == "local" and m.tier == "fast" and m.family == "qwen" and m.cost == 0
                for m in members)
-    # Every member states a fact before its answer, each in its own way: the 1.5B one line
-    # ("brief") and one sentence, the 0.5B one sentence; greedy, no sampling parameters.
-    assert {(m.id, m.options.get("reasoning")) for m in members} == {
-        (ID_15, "brief"), (ID_05, "sentence"), (ID_15, "sentence")}
+    # Every member states one sentence before its answer, greedy, no sampling parameters: the
+    # 1.5B naming the decisive detail, the 0.5B and the 1.5B a plain "Fact: " (on a review the
+    # 1.5B's plain fact is mostly the verdict, so its settings share their errors).
+    assert [(m.id, m.options.get("reasoning"), m.options.get("reason_lead")) for m in members] == [
+        (ID_15, "sentence", lp.DETAIL_LEAD), (ID_05, "sentence", None), (ID_15, "sentence", None)]
     assert all(m.options.get("variant") and "params" not in m.options for m in members)
-    assert panel[0] == "local-qwen-1.5b-r"  # -k 1 gets the strongest member
+    assert panel[0] == "local-qwen-1.5b-d"  # -k 1 gets the strongest member
+    # The plain models and the 1.5B with one short line of reasoning stay available outside it.
+    assert s.models["local-qwen-1.5b-r"].options["reasoning"] == "brief"
+    assert "local-qwen-1.5b-r" not in panel
     # The plain models stay available outside the panel.
     for alias, wid in (("local-qwen-1.5b", ID_15), ("local-qwen-0.5b", ID_05)):
         assert s.models[alias].id == wid and "reasoning" not in s.models[alias].options
@@ -158,6 +162,18 @@ def test_sentence_reasoning_grammar_stops_the_reason_at_its_first_full_stop():
     assert "sentence" in lp.REASONING_MODES and "brief" in lp.REASONING_MODES
 
 
+def test_a_reason_lead_replaces_the_lead_in_and_keeps_the_rest_of_the_grammar():
+    g = lp.label_grammar(("positive", "negative"), "sentence", 'Fact: The "decisive" detail is ')
+    assert g == ('root ::= reason "\\n" "Answer: " ("positive" | "negative")\n'
+                 'reason ::= "Fact: The \\"decisive\\" detail is " [^\\n\\r NPnp.] '
+                 f'[^\\n\\r.]{{0,{lp.REASON_CHARS - 2}}} "."')
+    # No lead (or an empty one) is the default "Fact: ".
+    assert lp.label_grammar(("YES", "NO"), "brief", None) == lp.label_grammar(("YES", "NO"), "brief")
+    assert lp.label_grammar(("YES", "NO"), "brief", "") == lp.label_grammar(("YES", "NO"), "brief")
+    # Without reasoning there is no reason, so no lead either.
+    assert lp.label_grammar(("YES", "NO"), None, "x ") == 'root ::= "Answer: " ("YES" | "NO")'
+
+
 def test_a_sentence_reply_parses_to_its_final_label_even_when_the_fact_names_the_other():
     from fscale_tui.engine.parsing import parse_reply
 
@@ -192,6 +208,29 @@ def test_extra_body_of_a_sentence_voter_caps_the_reason_at_one_sentence(alias, m
     assert adapter.extra_body(m, labels=None, stream=False) is None
 
 
+def test_extra_body_of_the_detail_voter_opens_its_sentence_with_the_decisive_detail():
+    s = load_settings()
+    adapter = lp.LocalAdapter(s.providers["local"], s)
+    m = s.models["local-qwen-1.5b-d"]
+    assert m.id == ID_15 and m.options["reasoning"] == "sentence"
+    body = adapter.extra_body(m, labels=("positive", "negative"), stream=False)
+    assert body == {"grammar": lp.label_grammar(("positive", "negative"), "sentence",
+                                                "Fact: The decisive detail is "),
+                    "max_tokens": lp.REASON_MAX_TOKENS}
+    assert 'reason ::= "Fact: The decisive detail is " [^\\n\\r NPnp.] [^\\n\\r.]{0,' in body["grammar"]
+    assert adapter.extra_body(m, labels=None, stream=False) is None
+
+
+def test_a_detail_reply_parses_to_its_final_label():
+    from fscale_tui.engine.parsing import parse_reply
+
+    reply = ('Fact: The decisive detail is that the reviewer calls it "hardly a masterpiece" '
+             "but praises it.\nAnswer: positive")
+    assert parse_reply(reply, ("positive", "negative")).answer == "positive"
+    reply = "Fact: The decisive detail is that 18 + 18 equals 36, not 34.\nAnswer: NO"
+    assert parse_reply(reply, ("YES", "NO")).answer == "NO"
+
+
 def test_the_reasoning_option_is_a_known_model_key(fscale_home):
     (fscale_home / "config.toml").write_text(
         '[models.my-reasoner]\nprovider = "local"\nid = "qwen2.5-coder-0.5b-instruct-q4_k_m"\n'
@@ -199,6 +238,21 @@ def test_the_reasoning_option_is_a_known_model_key(fscale_home):
     s = load_settings()
     assert s.models["my-reasoner"].options["reasoning"] == "brief"
     assert not any("reasoning" in w for w in storage.warnings)
+
+
+def test_the_reason_lead_option_is_a_known_model_key_and_reaches_the_grammar(fscale_home):
+    (fscale_home / "config.toml").write_text(
+        '[models.my-detail]\nprovider = "local"\nid = "qwen2.5-coder-1.5b-instruct-q4_k_m"\n'
+        'weights = "qwen2.5-coder-1.5b-instruct-q4_k_m"\nreasoning = "sentence"\n'
+        'reason_lead = "Fact: The clue is "\n')
+    s = load_settings()
+    m = s.models["my-detail"]
+    assert m.options["reason_lead"] == "Fact: The clue is "
+    assert not any("reason_lead" in w for w in storage.warnings)
+    body = lp.LocalAdapter(s.providers["local"], s).extra_body(m, labels=("YES", "NO"))
+    assert body == {"grammar": lp.label_grammar(("YES", "NO"), "sentence", "Fact: The clue is "),
+                    "max_tokens": lp.REASON_MAX_TOKENS}
+    assert 'reason ::= "Fact: The clue is " [' in body["grammar"]
 
 
 # -- weights -----------------------------------------------------------------------------------
@@ -380,15 +434,17 @@ async def test_scale_on_the_local_panel_sends_grammar_and_variant_params(stub_as
     result = events[-1].result
     assert result.answer == "positive" and len(result.members) == 3
     started = {e.model: e for e in events if isinstance(e, VoteStarted)}
-    assert set(started) == {"local-qwen-1.5b-r", "local-qwen-0.5b-s", "local-qwen-1.5b-s"}
-    assert started["local-qwen-1.5b-r"].variant == "1.5B, brief reasoning first"
+    assert set(started) == {"local-qwen-1.5b-d", "local-qwen-0.5b-s", "local-qwen-1.5b-s"}
+    assert started["local-qwen-1.5b-d"].variant == "1.5B, one sentence naming the decisive detail first"
     assert started["local-qwen-0.5b-s"].variant == "0.5B, one-sentence fact first"
     bodies = [r.body for r in srv.requests if r.path.endswith("/chat/completions")]
-    brief = lp.label_grammar(("positive", "negative"), "brief")
+    detail = lp.label_grammar(("positive", "negative"), "sentence", lp.DETAIL_LEAD)
     sentence = lp.label_grammar(("positive", "negative"), "sentence")
-    # The two 1.5B members differ by their grammar; a vote can be cancelled once two agree.
+    # The two 1.5B members differ by their grammar's lead-in; a vote can be cancelled once two
+    # agree.
+    assert detail != sentence
     assert bodies and {(b["model"], b["grammar"]) for b in bodies} <= {
-        (ID_15, brief), (ID_05, sentence), (ID_15, sentence)}
+        (ID_15, detail), (ID_05, sentence), (ID_15, sentence)}
     for b in bodies:  # every member: a short reason first, few tokens, greedy
         assert b["temperature"] == 0.0 and "seed" not in b
         assert b["max_tokens"] == lp.REASON_MAX_TOKENS

