@@ -250,7 +250,6 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
         result = result_from(call_id, request, votes, tally, calls_made=len(votes),
                              started=time.monotonic(), decided_early=decided_early)
         result.challengers = [vote(a) for a in shadow]
-        result.challenger = result.challengers[0] if shadow else None
         result.challenger_calls = len(shadow)
         store.record_call(record_from_scale(request, result), keep_text=False)
         correct.append(result.answer == task.label)

@@ -234,14 +234,13 @@ class Engine:
                         # Announced now; the challenger's vote follows in ChallengerAnswered.
                         result.challengers = [Vote(a, status="pending")
                                               for a in challenger.aliases]
-                        result.challenger = result.challengers[0]
                     else:
                         notified = True
                         self.calls.record_scale(request, result)
                 yield event
             if challenger is not None and result is not None:
                 shadows = await challenger.collect(float(self.settings.get("challenger_grace")))
-                result.challenger, result.challengers = shadows[0], shadows
+                result.challengers = shadows
                 result.challenger_calls = challenger.counter.sent
                 notified = True
                 self.calls.record_scale(request, result)
@@ -254,7 +253,6 @@ class Engine:
                 if challenger is not None and (result.challenger is None
                                                or result.challenger.status == "pending"):
                     result.challengers = [Vote(a, status="cancelled") for a in challenger.aliases]
-                    result.challenger = result.challengers[0]
                     result.challenger_calls = challenger.counter.sent
                 self.calls.record_scale(request, result)
 

@@ -130,12 +130,10 @@ class ScaleResult:
     tie_broken_by: str | None = None
     question: str = ""
     answers: list[str] = field(default_factory=list)
-    #: The shadow challenger's vote (not part of the decision), and the requests it cost;
-    #: ``calls_made`` counts only the decision's requests.
-    challenger: Vote | None = None
+    #: The requests the shadow challengers cost; ``calls_made`` counts only the decision's.
     challenger_calls: int = 0
-    #: Every shadow challenger's vote (``challenger`` is the first): several while the
-    #: learning is uncertain (the ``challengers`` setting), else one.
+    #: Every shadow challenger's vote (not part of the decision): several while the learning
+    #: is uncertain (the ``challengers`` setting), else one; ``challenger`` is the first.
     challengers: list[Vote] = field(default_factory=list)
     item_id: str | None = None
     #: Notes for people (e.g. "-k 5 asked 3 models: ...") that the CLI prints on stderr.
@@ -146,6 +144,15 @@ class ScaleResult:
     calibrated: bool | None = None
     signal: str | None = None
     route: dict[str, Any] | None = None
+
+    @property
+    def challenger(self) -> Vote | None:
+        """The first shadow challenger's vote (None: no challenger on this call)."""
+        return self.challengers[0] if self.challengers else None
+
+    @challenger.setter
+    def challenger(self, vote: Vote | None) -> None:
+        self.challengers = [] if vote is None else [vote, *self.challengers[1:]]
 
     @property
     def exit_code(self) -> ExitCode:

@@ -247,11 +247,7 @@ def record_from_scale(request: Any, result: Any) -> CallRecord:
                            latency_s=v.latency_s, error=v.error, substitute_for=v.substitute_for,
                            raw=v.raw, thinking=v.thinking or None, tokens=v.tokens)
                for v in result.votes]
-    shadows = list(getattr(result, "challengers", None) or [])
-    challenger = getattr(result, "challenger", None)
-    if challenger is not None and not any(v is challenger for v in shadows):
-        shadows.insert(0, challenger)
-    for challenger in shadows:
+    for challenger in result.challengers:
         replies.append(ReplyRecord(model=challenger.model, role="challenger",
                                    answer=challenger.answer, status=challenger.status,
                                    latency_s=challenger.latency_s, error=challenger.error,
