@@ -333,3 +333,58 @@ def test_the_tui_call_detail_marks_feedback_that_no_longer_counts(store):
     lines = [ln for ln in detail_markup(store.get("c1")).splitlines() if ln.startswith("feedback")]
     assert "superseded" in lines[0] and "no longer counts" in lines[0]
     assert lines[1] == "feedback: override NO"
+
+
+def _deleted_sqlite_files_held() -> list[str]:
+    """Links of this process's open descriptors that point at deleted SQLite files."""
+    import os
+
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.endswith(" (deleted)") and ".db" in target:
+            held.append(target)
+    return held
+
+
+def test_a_second_store_in_one_process_keeps_the_first_ones_wal_alive(fscale_home):
+    """The TUI opens the call log twice (the writer thread and History); another process then
+    reads it (`fscale history`). Opening the file outside SQLite dropped the first connection's
+    locks, so the other process checkpointed and deleted the WAL under it: every later call of
+    the TUI went to a deleted file and was lost to every other process."""
+    import subprocess
+    import sys
+
+    path = LearningStore.for_settings(load_settings()).path
+    writer = LearningStore(path)
+    writer.record_call(call("tui-1", {"fast-a": "YES", "fast-b": "YES"}))
+    reader = LearningStore(path)  # History opens its own store in the same process
+    assert reader.conn.execute("SELECT count(*) FROM calls").fetchone()[0] == 1
+    count = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+             "print(c.execute('SELECT count(*) FROM calls').fetchone()[0]); c.close()")
+    other = subprocess.run([sys.executable, "-c", count, str(path)], capture_output=True,
+                           text=True, check=True)
+    assert other.stdout.strip() == "1"
+    assert _deleted_sqlite_files_held() == []
+    writer.record_call(call("tui-2", {"fast-a": "NO", "fast-b": "NO"}))
+    other = subprocess.run([sys.executable, "-c", count, str(path)], capture_output=True,
+                           text=True, check=True)
+    assert other.stdout.strip() == "2"  # the TUI's next call is seen by other processes
+    reader.close()
+    writer.close()
+
+
+def test_sqlite_files_are_opened_only_through_the_state_helper():
+    """By construction: no module but storage.py opens a SQLite database (nothing may open the
+    file outside SQLite, and every database gets the same privacy and discipline)."""
+    from pathlib import Path
+
+    import fscale_tui
+
+    root = Path(fscale_tui.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if "sqlite3.connect(" in p.read_text() and p.name != "storage.py"]
+    assert offenders == []

@@ -133,8 +133,9 @@ class SQLiteLimiter(SendLimiter):
         self._fallback: MemoryLimiter | None = None
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        from . import storage
+
+        conn = storage.open_sqlite(self.path, timeout=timeout, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=%d" % int(timeout * 1000))
         try:
             conn.execute("PRAGMA journal_mode=WAL")

@@ -22,7 +22,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import sqlite3
 
 log = logging.getLogger("fscale")
 T = TypeVar("T")
@@ -187,3 +190,31 @@ def update_json(path: Path, change: Callable[[dict[str, Any]], T]) -> T:
         result = change(value)
         write_json(path, value)
         return result
+
+
+def open_sqlite(path: Path, *, timeout: float, readonly: bool = False,
+                check_same_thread: bool = True) -> "sqlite3.Connection":
+    """The one way fscale opens a SQLite database (call log, send limiter, embedding cache).
+
+    The file is never opened outside SQLite: closing *any* descriptor of a SQLite file drops
+    every POSIX lock this process holds on it, so another process may then checkpoint and
+    delete the WAL under a live connection of ours (SQLite's "How To Corrupt", §2.2) — calls
+    written afterwards go to a deleted file and are lost. Privacy is set by path (``chmod``,
+    which opens nothing); SQLite gives its -wal and -shm files the database file's mode.
+    ``readonly`` opens with ``mode=ro`` and creates nothing.
+    """
+    import sqlite3
+    from urllib.parse import quote
+
+    path = Path(path)
+    if readonly:
+        return sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=timeout,
+                               isolation_level=None, check_same_thread=check_same_thread)
+    ensure_dir(path.parent)
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None,
+                           check_same_thread=check_same_thread)
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+            os.chmod(path, FILE_MODE)
+    return conn

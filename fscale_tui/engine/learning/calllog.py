@@ -186,7 +186,7 @@ def quarantine_damaged(paths: Iterable[Path] | None = None) -> list[Path]:
             continue
         with storage.locked(path):
             try:
-                conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+                conn = storage.open_sqlite(path, timeout=BUSY_TIMEOUT_MS / 1000)
                 try:
                     verdict = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
                 finally:
@@ -318,13 +318,9 @@ class LearningStore:
             return self._open()
 
     def _open(self) -> sqlite3.Connection:
-        # Created 0600 (SQLite gives its -wal and -shm files the database file's mode).
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        with contextlib.suppress(OSError):
-            st = self.path.stat()
-            if st.st_mode & 0o077 and st.st_uid == os.getuid():
-                os.chmod(self.path, 0o600)
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        from .. import storage
+
+        conn = storage.open_sqlite(self.path, timeout=BUSY_TIMEOUT_MS / 1000)
         try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

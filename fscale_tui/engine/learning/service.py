@@ -129,7 +129,7 @@ class CallLog:
         if not path.exists():
             return {}
         try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+            conn = storage.open_sqlite(path, timeout=1.0, readonly=True)
         except sqlite3.Error:
             return {}
         try:

@@ -157,15 +157,9 @@ class EmbeddingCache:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            import os
-
             from .. import storage
 
-            storage.ensure_dir(self.path.parent)
-            if not self.path.exists():  # private like every state file (SQLite's -wal follows)
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, storage.FILE_MODE))
-            conn = sqlite3.connect(self.path, timeout=60.0, isolation_level=None,
-                                   check_same_thread=False)
+            conn = storage.open_sqlite(self.path, timeout=60.0, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=60000")
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
