@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ import anyio  # noqa: E402
 from mcp import ClientSession, StdioServerParameters, stdio_client  # noqa: E402
 
 from tests.conftest import REPO, Behaviour, mid, run_cli, write_config  # noqa: E402
+from tests.test_readme import _run, parse_readme, reader  # noqa: E402,F401 (reader: a fixture)
 
 TOOLS = {"scale", "verify", "generate", "route", "health", "models"}
 
@@ -343,8 +345,6 @@ def test_without_the_sdk_the_command_says_how_to_install_it(fscale_home):
 def test_the_generate_tool_describes_every_registered_strategy():
     """The description is written out (the registry would import the HTTP stack at start-up);
     a new strategy must be added to it."""
-    import re
-
     from fscale_tui.cli.mcp import STRATEGIES
     from fscale_tui.engine.strategies import names
 
@@ -366,3 +366,60 @@ def test_json_output_masks_a_secret_that_json_encoding_would_escape(monkeypatch)
     data = json.loads(text)
     assert data == {"votes": [{"error": "401: bad key [redacted]"}], "[redacted]": 1}
     assert secret not in text and json.dumps(secret)[1:-1] not in text
+
+
+# -- SKILL.md: the agent skill's front matter, and every example runs ----------------------------
+SKILL = REPO / "SKILL.md"
+
+
+def skill_front_matter() -> dict[str, str]:
+    text = SKILL.read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    head = text.split("---\n")[1]
+    fields = {}
+    for line in head.splitlines():
+        key, sep, value = line.partition(": ")
+        assert sep and re.fullmatch(r"[a-z-]+", key), line
+        # A plain YAML scalar: nothing that would end it or start a flow / an alias.
+        assert ": " not in value and " #" not in value and value[0] not in "[]{}&*!|>'\"%@`", line
+        fields[key] = value
+    return fields
+
+
+def test_skill_front_matter_follows_the_agent_skill_format():
+    fields = skill_front_matter()
+    assert set(fields) <= {"name", "description", "license", "compatibility", "metadata",
+                           "allowed-tools"}
+    assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", fields["name"]) and len(fields["name"]) <= 64
+    assert 1 <= len(fields["description"]) <= 1024 and "Use when" in fields["description"]
+    assert len(fields.get("compatibility", "")) <= 500
+    body = SKILL.read_text(encoding="utf-8")
+    for heading in ("## When to use it", "### Classify", "### Verify a draft against its source",
+                    "### Generate and select", "### Agent self-evaluation"):
+        assert heading in body
+
+
+def skill_tool_calls() -> list[dict[str, Any]]:
+    blocks = re.findall(r"```json\n(.*?)\n```", SKILL.read_text(encoding="utf-8"), re.S)
+    return [json.loads(b) for b in blocks if '"tool"' in b]
+
+
+SKILL_SH = parse_readme(SKILL.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("example", SKILL_SH, ids=[e.id for e in SKILL_SH])
+def test_skill_cli_example_runs(reader, example):
+    proc = _run(reader, example)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "schema" in json.loads(proc.stdout)
+
+
+async def test_skill_tool_call_examples_run_through_the_server(reader, errlog):
+    calls = skill_tool_calls()
+    assert {c["tool"] for c in calls} == {"scale", "verify", "generate"}
+    env = {k: v for k, v in reader.env.items()}
+    async with mcp_session(errlog, env=env) as session:
+        for call in calls:
+            result = await session.call_tool(call["tool"], call["arguments"])
+            assert not result.is_error, (call, text_of(result))
+            assert result.structured_content["status"] == "decided", call
