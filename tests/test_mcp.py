@@ -224,6 +224,17 @@ async def test_no_decision_is_a_result_with_its_exit_code_and_no_provider_is_an_
     assert tie.meta["fscale"] == {"exit_code": 3, "exit": "no_decision"}
 
 
+async def test_the_notes_the_cli_prints_for_people_come_with_the_result(server, stub_config,
+                                                                         errlog):
+    server.set_default(Behaviour(reply="YES"))
+    async with mcp_session(errlog) as session:
+        capped = await session.call_tool("scale", {"question": "q?", "answers": ["YES", "NO"],
+                                                   "k": 9})
+    assert capped.structured_content["answer"] == "YES"
+    assert len(capped.structured_content["members"]) == 7
+    assert capped.meta["fscale"]["notes"][0].startswith("-k 9: only 7 usable models")
+
+
 async def test_budget_is_checked_and_refused_until_the_engine_takes_one(server, stub_config,
                                                                         errlog):
     """`budget` is accepted by the schema, checked, and (until -k auto has a budget) refused

@@ -235,8 +235,10 @@ async def open_engine() -> Any:
     return await asyncio.to_thread(lambda: Engine(origin=ORIGIN))
 
 
-async def scale_call(calls: Calls, request: Any, progress: Progress) -> tuple[dict[str, Any], ExitCode]:
-    """One scale (or verify) call: the object ``--json`` prints, at the moment of decision."""
+async def scale_call(calls: Calls, request: Any, progress: Progress
+                     ) -> tuple[dict[str, Any], ExitCode, list[str]]:
+    """One scale (or verify) call: the object ``--json`` prints, at the moment of decision, its
+    exit code, and the notes the CLI prints for people (e.g. "-k 5: only 3 usable models")."""
     from ..engine.events import Decided, VoteStarted
 
     async def body(decided: "asyncio.Future[Any]") -> None:
@@ -249,7 +251,8 @@ async def scale_call(calls: Calls, request: Any, progress: Progress) -> tuple[di
                 elif isinstance(event, Decided):
                     progress.close()
                     if not decided.done():
-                        decided.set_result((event.result.to_dict(), event.result.exit_code))
+                        decided.set_result((event.result.to_dict(), event.result.exit_code,
+                                            list(event.result.notes)))
                 else:
                     line = vote_line(event)
                     if line is not None:
@@ -338,21 +341,26 @@ def build_server(calls: Calls | None = None) -> Any:
     from .. import __version__
     from ..engine.redact import redact, redact_tree
     from ..engine.requests import MAX_K, generate_request, scale_request, verify_request
-    from .common import json_text
+    from .common import flush_storage_warnings, json_text
 
     calls = calls or Calls()
 
     # -- results ------------------------------------------------------------------------------
-    def result(obj: Any, code: ExitCode, *, wrap: bool = False) -> CallToolResult:
-        """The CLI's ``--json`` text as content and the same object as structured content."""
+    def result(obj: Any, code: ExitCode, notes: list[str] | None = None, *,
+               wrap: bool = False) -> CallToolResult:
+        """The CLI's ``--json`` text as content and the same object as structured content;
+        ``_meta.fscale``: the CLI's exit code, and the notes it prints on stderr."""
         text = json_text(obj)
+        meta: dict[str, Any] = {"exit_code": int(code), "exit": exit_name(code)}
+        if notes:
+            meta["notes"] = [redact(note) for note in notes]
         try:
             data = json.loads(text)
         except ValueError:  # the redactor cut through JSON syntax (never seen): redact the tree
             data = redact_tree(obj)
         return CallToolResult(content=[TextContent(type="text", text=text)],
                               structured_content={"result": data} if wrap else data,
-                              _meta={"fscale": {"exit_code": int(code), "exit": exit_name(code)}})
+                              _meta={"fscale": meta})
 
     def failure(exc: BaseException) -> CallToolResult:
         message, code = error_text(exc)
@@ -364,11 +372,14 @@ def build_server(calls: Calls | None = None) -> Any:
                               "error": message}})
 
     async def guard(work: Callable[[], Awaitable[CallToolResult]]) -> CallToolResult:
-        """Every error of a tool becomes a tool error; cancellation goes through."""
+        """Every error of a tool becomes a tool error; cancellation goes through. Warnings
+        about state files (e.g. one moved aside) go to stderr, the client's log, as the CLI's do."""
         try:
             return await work()
         except Exception as exc:
             return failure(exc)
+        finally:
+            flush_storage_warnings()
 
     # -- output schemas (what the CLI's --json prints; extra fields are allowed) -------------
     class Vote(TypedDict):
