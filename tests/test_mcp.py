@@ -434,3 +434,48 @@ async def test_skill_tool_call_examples_run_through_the_server(reader, errlog):
             result = await session.call_tool(call["tool"], call["arguments"])
             assert not result.is_error, (call, text_of(result))
             assert result.structured_content["status"] == "decided", call
+
+
+def test_run_by_hand_it_says_what_it_is_and_ctrl_c_stops_it(fscale_home):
+    """In a terminal the server says it waits for an MCP client; Ctrl-C ends it with exit 130
+    (the SDK's stdin reader would otherwise keep it waiting for a line)."""
+    import pty
+    import select
+    import signal
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "fscale_tui", "mcp"], stdin=slave,
+                            stdout=subprocess.PIPE, stderr=slave, cwd=REPO)
+    os.close(slave)
+    shown = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"Ctrl-C stops it" not in shown and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                shown += os.read(master, 4096)
+        # Typed at the terminal: the server answers on stdout, so it is serving (reading stdin).
+        os.write(master, json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "person", "version": "0"}}}).encode() + b"\n")
+        assert json.loads(proc.stdout.readline())["id"] == 1
+        time.sleep(0.5)  # back to waiting for the next line
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=15)
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            shown += data
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    text = shown.decode(errors="replace")
+    assert "fscale mcp: serving MCP on stdin/stdout for an MCP client" in text
+    assert code == 130 and "fscale: interrupted" in text
+    assert proc.stdout.read() == b""  # nothing but the protocol's answers on stdout

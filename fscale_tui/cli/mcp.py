@@ -698,14 +698,14 @@ def build_server(calls: Calls | None = None) -> Any:
 def serve_mcp() -> None:
     """Serve fscale's tools to agents over the Model Context Protocol (stdio; the \\[mcp] extra).
 
-    Tools: scale, verify, generate, route, health, models. Each returns the object the command's
-    --json prints; votes arrive as progress notifications; a cancelled call cancels its
-    requests; every call is logged (fscale history, origin mcp). stdout is the protocol: start
-    it from an MCP client, not by hand. Client configuration (stdio servers):
+    Tools: scale, verify, generate, route, health, models.
+    Each returns the object its command's --json prints; votes arrive as progress.
+    A cancelled call cancels its requests; every call is logged (origin: mcp).
+    stdout is the protocol: an MCP client starts the server, not a person.
+
+    Examples (client configuration; see README "Use from an agent"):
 
       {"mcpServers": {"fscale": {"command": "fscale", "args": ["mcp"]}}}
-
-    Example:
 
       claude mcp add fscale -- fscale mcp
     """
@@ -713,6 +713,22 @@ def serve_mcp() -> None:
         from mcp.server.mcpserver import MCPServer  # noqa: F401
     except ImportError:
         raise UsageError("fscale mcp needs the MCP SDK (2.x): pip install 'fscale[mcp]'") from None
+    import os
+    import signal
+    import sys
+
+    def interrupted(_signum: int, _frame: Any) -> None:
+        # The SDK reads stdin in a thread no cancellation reaches, so a graceful stop would wait
+        # for the next line forever. State files are written atomically and the call log in
+        # transactions: stopping here loses at most the bookkeeping of a call in flight.
+        sys.stderr.write("fscale: interrupted\n")
+        sys.stderr.flush()
+        os._exit(int(ExitCode.INTERRUPTED))
+
+    signal.signal(signal.SIGINT, interrupted)
+    if sys.stdin.isatty():  # a person, not a client: say what this is and how to leave
+        sys.stderr.write("fscale mcp: serving MCP on stdin/stdout for an MCP client "
+                         "(see 'fscale mcp --help'); Ctrl-C stops it\n")
     build_server().run("stdio")
 
 
