@@ -22,7 +22,8 @@ def test_help_lists_every_command():
         assert name in proc.stdout
 
 
-@pytest.mark.parametrize("command", ["scale", "verify", "health", "models", "panels", "config"])
+@pytest.mark.parametrize("command", ["scale", "verify", "health", "models", "panels", "config",
+                                     "mcp"])
 def test_every_command_help_has_an_example(command):
     proc = run_cli(command, "--help")
     assert proc.returncode == 0 and "Example" in proc.stdout
@@ -30,13 +31,15 @@ def test_every_command_help_has_an_example(command):
 
 @pytest.mark.parametrize("args", [
     ["scale", "--help"], ["models", "--json"], ["panels"], ["config", "show"], ["health", "--help"],
-    ["verify", "--help"],
+    ["verify", "--help"], ["mcp", "--help"],
 ])
 def test_one_shot_commands_do_not_import_textual(args):
-    """Nor ray or redis (the [ray] and [fleet] extras): only a Redis URL or --ray loads them."""
+    """Nor ray or redis (the [ray] and [fleet] extras): only a Redis URL or --ray loads them;
+    nor the MCP SDK (the [mcp] extra): only the server ``fscale mcp`` loads it."""
     code = ("import sys\nfrom fscale_tui.cli import app\n"
             "try:\n    app(args=%r)\nexcept SystemExit:\n    pass\n"
-            "bad = sorted({m.split('.')[0] for m in sys.modules} & {'textual', 'ray', 'redis'})\n"
+            "bad = sorted({m.split('.')[0] for m in sys.modules}\n"
+            "             & {'textual', 'ray', 'redis', 'mcp', 'mcp_types'})\n"
             "print(' '.join(bad) if bad else 'CLEAN')"
             % (args,))
     env = {k: v for k, v in os.environ.items() if k != "FSCALE_REDIS_URL"}

@@ -202,12 +202,14 @@ LIGHT_ENGINE = {"fscale_tui.engine", "fscale_tui.engine.errors", "fscale_tui.eng
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"], [], ["config", "path"],
                                   ["scale", "q?"], ["verify"], ["nope"], ["scale", "--help"],
-                                  ["--show-completion"]])
+                                  ["--show-completion"], ["mcp", "--help"]])
 def test_start_up_imports_neither_httpx_nor_the_engine_nor_textual(fscale_home, args):
+    """Nor the MCP SDK: ``fscale mcp --help`` is as light as any other help."""
     proc = subprocess.run([sys.executable, "-c", IMPORTS, *args], capture_output=True, text=True,
                           cwd=REPO, stdin=subprocess.DEVNULL)
     modules = json.loads(proc.stderr.rsplit("MODULES ", 1)[1])
-    assert not [m for m in modules if m.split(".")[0] in ("httpx", "textual", "numpy")]
+    assert not [m for m in modules if m.split(".")[0] in ("httpx", "textual", "numpy", "mcp",
+                                                          "mcp_types")]
     assert "fscale_tui.engine.session" not in modules
     engine = {m for m in modules if m.startswith("fscale_tui.engine")}
     assert engine <= LIGHT_ENGINE, sorted(engine - LIGHT_ENGINE)

@@ -54,6 +54,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                             "members, feedback."),
     "local": ("local", "Embedded local models: llama.cpp servers for small GGUF models "
                        "(the \\[local] extra)."),
+    "mcp": ("mcp", "Serve fscale's tools to agents over the Model Context Protocol (stdio; "
+                   "the \\[mcp] extra)."),
 }
 
 #: module name -> the click group its ``register()`` filled (each module loads once).

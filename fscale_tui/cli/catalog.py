@@ -19,6 +19,23 @@ config_app = typer.Typer(no_args_is_help=True, help=(
     "Examples:\n\n  fscale config path\n\n  fscale config show --json"))
 
 
+def model_rows(engine: Any, usable_only: bool = False) -> list[dict[str, Any]]:
+    """The catalogue as ``fscale models --json`` prints it (and the MCP ``models`` tool returns it)."""
+    return [{"schema": 1, **r} for r in engine.catalog.models() if r["usable"] or not usable_only]
+
+
+def health_ok(rows: list[dict[str, Any]]) -> bool:
+    """``fscale health`` exits 0 when at least one model is ok (or slow), else 4."""
+    return any(r["status"] in ("ok", "slow") for r in rows)
+
+
+def health_json(probes: list[Any], targets: list[Any]) -> list[dict[str, Any]]:
+    """Probe results in the order of their targets, as ``fscale health --json`` prints them
+    (and the MCP ``health`` tool returns them)."""
+    order = {m.alias: i for i, m in enumerate(targets)}
+    return [p.to_dict() for p in sorted(probes, key=lambda p: order[p.model])]
+
+
 @models_app.callback()
 @guarded
 def models(ctx: typer.Context,
@@ -37,9 +54,9 @@ def models(ctx: typer.Context,
     if ctx.invoked_subcommand is not None:
         return
     with engine_facade() as engine:
-        rows = [r for r in engine.catalog.models() if r["usable"] or not usable_only]
+        rows = model_rows(engine, usable_only)
     if as_json:
-        print_json([{"schema": 1, **r} for r in rows])
+        print_json(rows)
         return
     from rich.table import Table
 
@@ -202,20 +219,17 @@ def health(
         results = run(go())
     finally:
         status.close()
-    order = {m.alias: i for i, m in enumerate(targets)}
-    results.sort(key=lambda p: order[p.model])
+    rows = health_json(results, targets)
     if not as_json:
         sys.stderr.write(f"fscale: health verdicts shared through the {fleet.get('backend')} "
                          f"backend ({fleet.get('where')})\n")
     if as_json:
-        print_json([{"schema": 1, "model": p.model, "status": p.status,
-                     "latency_s": None if p.latency_s is None else round(p.latency_s, 4),
-                     "detail": p.detail} for p in results])
+        print_json(rows)
     else:
-        for p in results:
-            sys.stdout.write(f"{p.model}\t{p.status}\n")
-    ok = any(p.status in ("ok", "slow") for p in results)
-    no_key = [p.model for p in results if p.status == "no_key"]
+        for r in rows:
+            sys.stdout.write(f"{r['model']}\t{r['status']}\n")
+    ok = health_ok(rows)
+    no_key = [r["model"] for r in rows if r["status"] == "no_key"]
     if no_key and not as_json:
         sys.stderr.write(f"fscale: not probed (no key or not installed): {', '.join(no_key)}\n")
     raise typer.Exit(int(ExitCode.DECIDED if ok else ExitCode.ALL_FAILED))

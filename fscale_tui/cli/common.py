@@ -228,11 +228,17 @@ def split_list(value: str | None) -> tuple[str, ...] | None:
     return split_labels(value)
 
 
-def print_json(obj: Any) -> None:
-    """One JSON document on stdout; its text passes the redactor (vote errors quote servers)."""
-    from ..engine.redact import redact
+def json_text(obj: Any) -> str:
+    """The JSON text ``--json`` prints for ``obj`` (the MCP tools return the same): every
+    string passes the redactor (vote errors quote servers), and then the text as a whole."""
+    from ..engine.redact import redact, redact_tree
 
-    sys.stdout.write(redact(json.dumps(obj, ensure_ascii=False)) + "\n")
+    return redact(json.dumps(redact_tree(obj), ensure_ascii=False))
+
+
+def print_json(obj: Any) -> None:
+    """One JSON document on stdout (see :func:`json_text`)."""
+    sys.stdout.write(json_text(obj) + "\n")
     sys.stdout.flush()
 
 

@@ -111,12 +111,9 @@ def summary(result: Any) -> str:
 
 
 def _request(question: str, opts: dict[str, Any]) -> Any:
-    from ..engine.generate import GenerateRequest
+    from ..engine.requests import generate_request
 
-    fields = {k: v for k, v in opts.items() if v is not None}
-    req = GenerateRequest(question=question, **fields)
-    req.validate()
-    return req
+    return generate_request(question, **opts)
 
 
 def _run_one(request: Any, *, as_json: bool, quiet: bool) -> int:

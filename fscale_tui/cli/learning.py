@@ -92,6 +92,9 @@ def history_show(call_id: str = typer.Argument(..., metavar="ID", help="A call i
     conf = f"{item['confidence']:.0%}" if item["confidence"] is not None else "-"
     out.write(f"decision:  {item['answer'] if item['answer'] is not None else '-'}  "
               f"({item['status']}, confidence {conf})\n")
+    origin = (item.get("extra") or {}).get("origin")
+    if origin:  # who asked, when it was not the CLI (e.g. "mcp": an agent)
+        out.write(f"origin:    {origin}\n")
     usage = (item.get("extra") or {}).get("usage") or {}
     if usage:
         cost = usage.get("cost_usd")

@@ -187,6 +187,15 @@ def profile(
 ROUTE_SCHEMA = 1
 
 
+def route_json(routing: Any, question: str, context: str | None, lam: float,
+               names: tuple[str, ...] | None) -> tuple[dict[str, Any], str]:
+    """One question's routing as ``fscale route --json`` prints it (the MCP ``route`` tool
+    returns the same), and why in words."""
+    text = question if not context else f"{question}\n\n{context}"
+    choice, why, fitted = routing.route(text, lam, names)
+    return {"schema": ROUTE_SCHEMA, **choice, "lambda": lam, "clusters_fitted": fitted}, why
+
+
 def _route_batch(routing: Any, path: str, lam: float, names: tuple[str, ...] | None) -> int:
     """One JSON line per item, in input order; a bad line is an error line, not a stop."""
     from .common import read_batch_items
@@ -252,16 +261,15 @@ def route(
         routing = engine.routing
     if batch is not None:
         raise typer.Exit(_route_batch(routing, batch, lam, names))
-    text = question if not context else f"{question}\n\n{context}"
-    choice, why, fitted = routing.route(text, lam, names)
+    obj, why = route_json(routing, question, context, lam, names)
     if as_json:
-        print_json({"schema": ROUTE_SCHEMA, **choice, "lambda": lam, "clusters_fitted": fitted})
+        print_json(obj)
         return
-    if not fitted:
+    if not obj["clusters_fitted"]:
         stderr_console().print("[yellow]no clusters fitted: every question is one cluster "
                                "(fscale profile --fit-clusters TRAIN.jsonl)[/yellow]")
     stderr_console().print(why)
-    sys.stdout.write(choice["model"] + "\n")
+    sys.stdout.write(obj["model"] + "\n")
 
 
 @guarded

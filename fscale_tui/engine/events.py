@@ -101,6 +101,12 @@ class ProbeResult(Event):
     latency_s: float | None
     detail: str = ""
 
+    def to_dict(self) -> dict[str, Any]:
+        """One probe as ``fscale health --json`` prints it (and the MCP ``health`` tool returns it)."""
+        return {"schema": 1, "model": self.model, "status": self.status,
+                "latency_s": None if self.latency_s is None else round(self.latency_s, 4),
+                "detail": self.detail}
+
 
 # -- generate (best-of-k, self-consistency, judges, step-wise search) --------------------------
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 MASK = "[redacted]"
 
@@ -57,6 +58,21 @@ def redact(text: str | None) -> str | None:
         if secret in text:
             text = text.replace(secret, MASK)
     return _PATTERNS.sub(_sub, text)
+
+
+def redact_tree(value: Any) -> Any:
+    """``value`` (JSON-like: dicts, lists, strings, numbers) with every string redacted.
+
+    For structured output: redacting each string before it is encoded also catches a secret
+    that JSON encoding would escape (a quote or backslash in it) and so hide from
+    :func:`redact` run over the encoded text."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_tree(k): redact_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_tree(v) for v in value]
+    return value
 
 
 _KEY_PREFIXES = re.compile(r"^((?i:bearer\s+\S|nvapi-|sk-|gh[pousr]_|github_pat_|xox[bap]-)|AKIA[A-Z0-9]{12})")

@@ -8,7 +8,7 @@ checks what was typed before it loads the vote machinery.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 
@@ -94,5 +94,15 @@ def scale_request(question: str, answers: str | tuple[str, ...], *, context: str
                            models=models, panel=panel, k=None if is_auto(k) else parse_k(k),
                            tie_break=tie_break, id=id, stream=stream, auto=is_auto(k),
                            item_id=item_id, alpha=alpha)
+    request.validate()
+    return request
+
+
+def generate_request(question: str, **opts: object) -> Any:
+    """A validated generate request; options given as None take the request's defaults."""
+    from .generate import GenerateRequest
+
+    request = GenerateRequest(question=question,
+                              **{k: v for k, v in opts.items() if v is not None})  # type: ignore[arg-type]
     request.validate()
     return request

@@ -42,10 +42,13 @@ from .voting import Majority
 class Engine:
     """``on_status``: called on the event loop's thread with events that belong to no call
     but can keep a first run waiting (``Preparing``: a local model's weights being joined,
-    ``ServerStarting`` / ``ServerReady``: its server starting); views show them as progress."""
+    ``ServerStarting`` / ``ServerReady``: its server starting); views show them as progress.
+    ``origin``: who makes the calls when it is not a person at the CLI (``"mcp"``: an agent),
+    logged with each call as ``extra.origin``."""
 
     def __init__(self, settings: Settings | None = None, *, transport: Any = None,
-                 on_status: Callable[[Event], None] | None = None) -> None:
+                 on_status: Callable[[Event], None] | None = None,
+                 origin: str | None = None) -> None:
         self.settings = settings or load_settings()
         self.on_status = on_status
         self.writer = BackgroundWriter()
@@ -56,7 +59,7 @@ class Engine:
                                   backend=self.coordination.health)
         self.registry = Registry(self.settings, is_down=self.health.is_down)
         self.catalog = Catalog(self.settings, self.registry, self.health)
-        self.calls = CallLog(self.settings, self.writer)
+        self.calls = CallLog(self.settings, self.writer, origin=origin)
         self._transport = transport
         self._client: Any = None
         self.asker = Asker(self.settings, lambda: self.client, self.health, self.registry)

@@ -43,9 +43,12 @@ def _warn(message: str) -> None:
 class CallLog:
     """Logging calls, learning ratings from them, and reading them back."""
 
-    def __init__(self, settings: Any, writer: BackgroundWriter) -> None:
+    def __init__(self, settings: Any, writer: BackgroundWriter, *,
+                 origin: str | None = None) -> None:
         self.settings = settings
         self.writer = writer
+        #: Who made the calls (e.g. "mcp"), stored as ``extra.origin`` on each (None: not said).
+        self.origin = origin
         self._snapshot: dict[str, ModelRating] | None = None
         #: The label-free estimates of the last snapshot, and the tracker that refits them.
         self.estimates: dict[str, Estimate] = {}
@@ -85,6 +88,8 @@ class CallLog:
         """Log one call (and learn from it) on the writer thread; a failure is a warning."""
         if not self.enabled:
             return
+        if self.origin is not None:
+            record.extra.setdefault("origin", self.origin)
         if self.sink is not None:
             self.sink(record, learn)
             return
