@@ -42,7 +42,11 @@ class TuiState:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data: dict[str, Any] = storage.read_json(path)
+        try:
+            self.data: dict[str, Any] = storage.read_json(path)
+        except OSError as exc:  # unreadable, or a symbolic link: start afresh, say it once
+            storage.warn_state_unwritten(exc, path)
+            self.data = {}
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
@@ -51,8 +55,8 @@ class TuiState:
         self.data.update(values)
         try:
             storage.write_json(self.path, self.data)
-        except OSError:  # a read-only state dir must not break the UI
-            pass
+        except OSError as exc:  # a read-only state dir must not break the UI
+            storage.warn_state_unwritten(exc, self.path)
 
 
 def _default_engine_factory() -> Any:

@@ -88,6 +88,17 @@ def flush_storage_warnings() -> None:
     storage.warnings.clear()
 
 
+def _home_problem(exc: Exception) -> str | None:
+    """The one line for a file or folder of the home that cannot be used (any command, any
+    path that did not turn it into a StateError itself), or None for anything else."""
+    from ..engine import storage
+
+    why = storage.home_problem(exc)
+    if why is None:
+        return None
+    return f"cannot use fscale's files ({why}); {storage.advice(why)}"
+
+
 def guarded(fn: F) -> F:
     """Turn engine errors, Ctrl-C and crashes into one line on stderr and an exit code."""
 
@@ -113,6 +124,9 @@ def guarded(fn: F) -> F:
         except Exception as exc:
             if DEBUG["on"]:
                 traceback.print_exc(file=sys.stderr)
+            home = _home_problem(exc)
+            if home is not None:  # a read-only, full or denied home: not a bug of ours
+                fail(home, ExitCode.USAGE_ERROR)
             fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
                  ExitCode.INTERNAL_ERROR)
         finally:

@@ -401,11 +401,30 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None)
 
 
 def update_user_config(paths: Paths, change) -> None:
-    """Read-modify-write config.toml under the cross-process lock (used by panels/evolve)."""
-    import tomli_w
+    """Edit config.toml in place, keeping the user's file (used by panels set/rm and evolve).
 
-    path = paths.config_file
-    with storage.locked(path):
-        doc = read_user_config(path)
-        change(doc)
-        storage.atomic_write_text(path, tomli_w.dumps(doc))
+    The file is edited with tomlkit, a style-preserving TOML library: comments, blank lines,
+    key order and quoting survive, and ``change(doc)`` only touches what it changes (``doc``
+    behaves like a dict). A config.toml that is a symbolic link (dotfiles) stays a link: the
+    file it points to is rewritten. The write is atomic and under the cross-process lock; a
+    file that is invalid or holds a secret is refused before anything is written (exit 2),
+    and a home that cannot be written is a :class:`~.errors.StateError` (exit 2).
+    """
+    import tomlkit
+
+    link = paths.config_file
+    path = storage.resolve_user_file(link)
+    try:
+        with storage.locked(link):
+            read_user_config(path)  # invalid TOML or a secret: refused, nothing written
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                text = ""
+            doc = tomlkit.parse(text)
+            change(doc)
+            mode = path.stat().st_mode & 0o777 & storage.FILE_MODE if path.exists() \
+                else storage.FILE_MODE
+            storage.atomic_write_text(path, tomlkit.dumps(doc), mode=mode or storage.FILE_MODE)
+    except OSError as exc:
+        raise storage.state_error(exc, path, f"write {link}") from None

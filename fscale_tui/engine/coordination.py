@@ -182,7 +182,10 @@ class FileDraws(DrawCounts):
         def change(doc: dict[str, Any]) -> None:
             doc[alias] = int(doc.get(alias) or 0) + 1
 
-        storage.update_json(self.path, change)
+        try:
+            storage.update_json(self.path, change)
+        except OSError as exc:  # a read-only or full home: said once, the run goes on
+            storage.warn_state_unwritten(exc, self.path)
 
 
 class EmbeddedCoordination(Coordination):
