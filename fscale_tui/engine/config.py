@@ -241,13 +241,9 @@ def check_no_secrets(doc: dict[str, Any], text: str, path: Path) -> None:
         where = _where(path, _line_of(text, leaf, start) or _line_of(text, leaf))
         table = ".".join(keys[:-1])
         if keys == ["fleet", "redis_url"]:
-            from urllib.parse import urlsplit
+            from .coordination import url_secrets
 
-            try:
-                has_password = urlsplit(node).password is not None
-            except ValueError:
-                has_password = True
-            if has_password or looks_like_secret(node):
+            if url_secrets(node) or looks_like_secret(node):
                 raise ConfigError(f"{where}: [fleet] redis_url contains a password (value not "
                                   "shown): put the whole URL in the environment variable "
                                   "FSCALE_REDIS_URL instead")
