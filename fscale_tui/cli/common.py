@@ -267,6 +267,26 @@ def optional_value(argv: list[str], flag: str, default: str) -> list[str]:
     return out
 
 
+def _stdout_for_data_only() -> Any:
+    """Ray's driver prints raylet messages ("(raylet) Task … failed … retried") on file
+    descriptor 1. From here on fd 1 is stderr for everyone else, and the results go to a
+    private duplicate of the real stdout: stdout stays data only."""
+    sys.stdout.flush()
+    data = os.dup(1)
+    os.dup2(2, 1)
+    return os.fdopen(data, "w", encoding="utf-8")
+
+
+def _quiet_ray() -> None:
+    """No Ray Data progress logs on stderr (the CLI prints its own summary; ``-q`` is quiet)."""
+    import logging
+
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+
 def run_on_ray(kind: str, items: list[Any], out: Any, *, address: str, actors: int | None,
                concurrency: int | None, overrides: dict[str, Any] | None = None,
                settings: Any = None) -> None:
@@ -280,6 +300,8 @@ def run_on_ray(kind: str, items: list[Any], out: Any, *, address: str, actors: i
         raise UsageError("--ray needs Ray: pip install 'fscale[ray]'") from None
     ensure_ray(address)
     handle_sigterm()  # ray.init set its own SIGTERM handler (sys.exit): ours drains and says so
+    _quiet_ray()
+    out.write_to(_stdout_for_data_only())
     results = run_requests(kind, items, address=address, actors=actors or 2,
                            item_concurrency=concurrency, overrides=overrides, settings=settings)
     with contextlib.closing(results):  # a stop closes it at once: its writer is drained
@@ -422,6 +444,11 @@ class BatchOutput:
         self._where = where
         #: Items whose line went out (an interruption tells how far the batch got).
         self.written = 0
+
+    def write_to(self, stream: Any) -> None:
+        """Lines that would go to stdout go to ``stream`` (``--resume`` lines stay in OUT)."""
+        if self._write is print_json:
+            self._write = lambda obj: print_json(obj, file=stream)
 
     def batch_index(self, position: int) -> int:
         """The place in the batch file of the ``position``-th item run."""
