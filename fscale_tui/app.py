@@ -7,6 +7,8 @@ or feed it fixed events); it is the only place decisions are made.
 
 from __future__ import annotations
 
+import contextlib
+
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -120,6 +122,14 @@ class FscaleApp(App[int]):
 
     def on_mount(self) -> None:
         self.switch_mode(self._start)
+        # SIGTERM quits like ctrl+q (the terminal restored, the engine's writer drained), with
+        # the documented code 143; not a Python exception raised somewhere in the UI loop.
+        import asyncio
+        import signal
+
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGTERM, lambda: self.exit(return_code=143))
 
     def screen_ready(self, name: str) -> None:
         """Called by a screen once it is mounted; records the start-up figure."""

@@ -135,3 +135,44 @@ def test_sigterm_during_one_call_is_one_line_and_143(server, fscale_home, tmp_pa
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and out == ""
     assert [x for x in err.splitlines() if x.startswith("fscale:")] == ["fscale: terminated"], err
+
+
+def test_sigterm_quits_the_tui_like_ctrl_q_with_143(server, fscale_home):
+    """The TUI on a real pseudo-terminal: SIGTERM restores the terminal, closes the engine and
+    exits 143 with one line (it used to die at once, or raise inside the UI loop)."""
+    import pty
+    import select
+
+    write_config(fscale_home, server)
+    master, slave = pty.openpty()
+    env = dict(os.environ, FSCALE_HOME=str(fscale_home), TERM="xterm-256color")
+    proc = subprocess.Popen([sys.executable, "-m", "fscale_tui", "tui"], cwd=REPO, env=env,
+                            stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while b"Question" not in seen and time.monotonic() < deadline:  # the Ask screen is drawn
+            if select.select([master], [], [], 0.1)[0]:
+                seen += os.read(master, 65536)
+        proc.send_signal(signal.SIGTERM)
+        while proc.poll() is None and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    break
+        code = proc.wait(timeout=30)
+        while select.select([master], [], [], 0.2)[0]:  # what it wrote on its way out
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert code == 143
+    assert b"fscale: terminated" in seen
+    assert b"\x1b[?1049l" in seen  # the alternate screen was left: the terminal is restored
