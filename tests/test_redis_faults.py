@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import time
 from pathlib import Path
@@ -132,66 +131,65 @@ def test_an_ipv6_url_works(server, fscale_home):
     assert "EVALSHA" in fake.commands
 
 
-async def test_redis_is_used_again_once_it_is_back_with_the_sends_made_meanwhile(fscale_home,
-                                                                                 capfd):
-    """Redis goes away: one warning, the embedded backend; it comes back: after the back-off
-    the next send goes through Redis again, and the sends made meanwhile are in its record."""
-    import redis as redis_client
-
+@pytest.fixture
+def coordinated(fscale_home, monkeypatch):
+    """A real redis-server and this process's coordination backend on it (warnings reset)."""
     from fscale_tui.engine import coordination as C
     from fscale_tui.engine.config import load_settings
 
     C._warned.clear()
     with RedisServer() as srv:
-        os.environ["FSCALE_REDIS_URL"] = srv.url
+        monkeypatch.setenv("FSCALE_REDIS_URL", srv.url)
+        coord = C.make_coordination(load_settings())
         try:
-            coord = C.make_coordination(load_settings())
-            limiter = coord.limiter()
-            await limiter.acquire("stub", 600)
-            assert coord.name == "redis"
-            srv.stop()
-            for _ in range(3):
-                await limiter.acquire("stub", 600)
-            assert coord.name == "embedded"
-            srv.restart()
-            await asyncio.sleep(C.RETRY_FIRST_S + 0.1)
-            await limiter.acquire("stub", 600)
-            assert coord.name == "redis"
-            stored = redis_client.Redis.from_url(srv.url).zcard("fscale:rl:stub")
-            await limiter.aclose()
-            coord.close()
+            yield srv, coord
         finally:
-            del os.environ["FSCALE_REDIS_URL"]
-    assert stored == 5  # 1 before, 3 while away (added back), 1 now; the lost first re-added
+            coord.close()
+
+
+def _zcard(srv: RedisServer) -> int:
+    import redis as redis_client
+
+    return redis_client.Redis.from_url(srv.url).zcard("fscale:rl:stub")
+
+
+async def test_redis_is_used_again_once_it_is_back_with_the_sends_made_meanwhile(coordinated,
+                                                                                 capfd):
+    """Redis goes away: one warning, the embedded backend; it comes back: after the back-off
+    the next send goes through Redis again, and the sends made meanwhile are in its record."""
+    from fscale_tui.engine.coordination import RETRY_FIRST_S
+
+    srv, coord = coordinated
+    limiter = coord.limiter()
+    await limiter.acquire("stub", 600)
+    assert coord.name == "redis"
+    srv.stop()
+    for _ in range(3):
+        await limiter.acquire("stub", 600)
+    assert coord.name == "embedded"
+    srv.restart()
+    await asyncio.sleep(RETRY_FIRST_S + 0.1)
+    await limiter.acquire("stub", 600)
+    assert coord.name == "redis"
+    await limiter.aclose()
+    assert _zcard(srv) == 5  # 1 before, 3 while away (added back), 1 now; the lost first re-added
     err = capfd.readouterr().err
     assert err.count("is unreachable or misbehaves") == 1, err
 
 
-async def test_a_redis_that_lost_its_data_gets_this_process_sends_back(fscale_home, capfd):
+async def test_a_redis_that_lost_its_data_gets_this_process_sends_back(coordinated, capfd):
     """FLUSHALL (or a restart fast enough that the connection survives): the reservation
     script sees another epoch, and this process adds its sends of the window back first."""
     import redis as redis_client
 
-    from fscale_tui.engine import coordination as C
-    from fscale_tui.engine.config import load_settings
-
-    C._warned.clear()
-    with RedisServer() as srv:
-        os.environ["FSCALE_REDIS_URL"] = srv.url
-        try:
-            coord = C.make_coordination(load_settings())
-            limiter = coord.limiter()
-            for _ in range(4):
-                await limiter.acquire("stub", 600)
-            direct = redis_client.Redis.from_url(srv.url)
-            direct.flushall()
-            await limiter.acquire("stub", 600)
-            stored = direct.zcard("fscale:rl:stub")
-            await limiter.aclose()
-            coord.close()
-        finally:
-            del os.environ["FSCALE_REDIS_URL"]
-    assert coord.name == "redis" and stored == 5
+    srv, coord = coordinated
+    limiter = coord.limiter()
+    for _ in range(4):
+        await limiter.acquire("stub", 600)
+    redis_client.Redis.from_url(srv.url).flushall()
+    await limiter.acquire("stub", 600)
+    await limiter.aclose()
+    assert coord.name == "redis" and _zcard(srv) == 5
     assert capfd.readouterr().err.count("lost fscale's send record") == 1
 
 

@@ -13,7 +13,7 @@ import typer
 
 from ..engine.errors import UsageError
 from ..engine.strategies import names as strategy_names
-from .common import (BatchOutput, read_batch_items, guarded, print_json, resolve_context, run,
+from .common import (read_batch_items, guarded, print_json, resolve_context, run,
                      show_progress, split_list, stderr_console)
 
 #: The engine's strategy registry (this module is imported only when 'generate' runs).

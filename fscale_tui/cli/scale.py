@@ -9,7 +9,7 @@ import typer
 
 from ..engine.errors import UsageError
 from ..engine.requests import is_auto, parse_k, scale_request, verify_request
-from .common import (BatchOutput, guarded, read_batch_items, print_json, read_stdin, read_text_file,
+from .common import (guarded, read_batch_items, print_json, read_stdin, read_text_file,
                      resolve_context, run, show_progress, split_list, stderr_console,
                      stdin_has_data)
 
