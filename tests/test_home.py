@@ -253,6 +253,11 @@ _ALLOWED = {
         "the output folder the user names for an exported task set, not the home",
     ("fscale_tui/cli/common.py", "devnull = os.open(os.devnull, os.O_WRONLY)"):
         "/dev/null in place of a closed stdout",
+    ("fscale_tui/cli/common.py", 'return os.fdopen(data, "w", encoding="utf-8")'):
+        "a duplicate of this process's stdout (the results of --batch --ray)",
+    ("fscale_tui/cli/resume.py",
+     'self._stream = open(self.path, "a", encoding="utf-8")  # the user\'s output file'):
+        "the user's --resume output file (results are appended to it), not the home",
 }
 
 

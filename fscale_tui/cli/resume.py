@@ -40,26 +40,31 @@ class ResumeFile:
         self._read()
 
     def _read(self) -> None:
+        """Line by line (OUT may be large): the results it holds, and a torn last line cut."""
         try:
-            data = self.path.read_bytes()
+            fh = open(self.path, "rb")
         except FileNotFoundError:
             return
         except OSError as exc:
             raise UsageError(f"--resume {str(self.path)!r}: cannot be read ({exc.strerror})") \
                 from None
-        end = data.rfind(b"\n") + 1
-        if end < len(data):  # a line a killed process left half-written: that item runs again
-            self.cut = len(data) - end
+        end = 0  # the end of the last complete line
+        with fh:
+            for line in fh:
+                if not line.endswith(b"\n"):  # half-written by a killed process: runs again
+                    self.cut = len(line)
+                    break
+                end += len(line)
+                try:
+                    obj = json.loads(line) if line.strip() else None
+                except ValueError:
+                    obj = None
+                if isinstance(obj, dict) and isinstance(obj.get("status"), str):
+                    index = obj.get("index")
+                    key = result_key(obj.get("item_id"), index if isinstance(index, int) else None)
+                    self.done[key] = obj["status"]
+        if self.cut:
             os.truncate(self.path, end)
-        for line in data[:end].split(b"\n"):
-            try:
-                obj = json.loads(line) if line.strip() else None
-            except ValueError:
-                obj = None
-            if isinstance(obj, dict) and isinstance(obj.get("status"), str):
-                index = obj.get("index")
-                self.done[result_key(obj.get("item_id"),
-                                     index if isinstance(index, int) else None)] = obj["status"]
 
     def pending(self, items: Sequence[T]) -> tuple[list[T], list[int]]:
         """The items without a result in OUT, and their positions in the batch file."""
