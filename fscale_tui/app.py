@@ -7,6 +7,8 @@ or feed it fixed events); it is the only place decisions are made.
 
 from __future__ import annotations
 
+import contextlib
+
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -42,7 +44,11 @@ class TuiState:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data: dict[str, Any] = storage.read_json(path)
+        try:
+            self.data: dict[str, Any] = storage.read_json(path)
+        except OSError as exc:  # unreadable, or a symbolic link: start afresh, say it once
+            storage.warn_state_unwritten(exc, path)
+            self.data = {}
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.data.get(key, default)
@@ -51,8 +57,8 @@ class TuiState:
         self.data.update(values)
         try:
             storage.write_json(self.path, self.data)
-        except OSError:  # a read-only state dir must not break the UI
-            pass
+        except OSError as exc:  # a read-only state dir must not break the UI
+            storage.warn_state_unwritten(exc, self.path)
 
 
 def _default_engine_factory() -> Any:
@@ -116,6 +122,14 @@ class FscaleApp(App[int]):
 
     def on_mount(self) -> None:
         self.switch_mode(self._start)
+        # SIGTERM quits like ctrl+q (the terminal restored, the engine's writer drained), with
+        # the documented code 143; not a Python exception raised somewhere in the UI loop.
+        import asyncio
+        import signal
+
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGTERM, lambda: self.exit(return_code=143))
 
     def screen_ready(self, name: str) -> None:
         """Called by a screen once it is mounted; records the start-up figure."""

@@ -15,13 +15,21 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._start()
+
+    def restart(self) -> None:
+        """Stop it and start an empty one on the same port (a restart without persistence)."""
+        self.stop()
+        self._start()
+
+    def _start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: `apt-get install -y redis-server` "
                                "(.ci/run installs it when missing)")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--protected-mode", "yes", "--loglevel", "warning"],

@@ -336,18 +336,9 @@ def test_the_tui_call_detail_marks_feedback_that_no_longer_counts(store):
 
 
 def _deleted_sqlite_files_held() -> list[str]:
-    """Links of this process's open descriptors that point at deleted SQLite files."""
-    import os
+    from tests.home_load import deleted_sqlite_files_held
 
-    held = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            continue
-        if target.endswith(" (deleted)") and ".db" in target:
-            held.append(target)
-    return held
+    return deleted_sqlite_files_held()
 
 
 def test_a_second_store_in_one_process_keeps_the_first_ones_wal_alive(fscale_home):

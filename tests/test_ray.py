@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -126,3 +127,37 @@ def test_ray_flag_alone_means_a_local_cluster():
     assert optional_value(["fscale", "scale", "--batch", "x", "--ray"], "--ray", "local")[-1] == "local"
     assert optional_value(["f", "--ray", "-q"], "--ray", "local") == ["f", "--ray", "local", "-q"]
     assert optional_value(["f", "--ray", "ray://h:1"], "--ray", "local") == ["f", "--ray", "ray://h:1"]
+
+
+def test_cli_batch_on_ray_streams_and_a_stop_keeps_every_finished_item(ray_cluster, server,
+                                                                       fscale_home, tmp_path):
+    """``--batch --ray`` prints results in input order as blocks finish (not after the whole
+    dataset), so Ctrl-C keeps every finished item in the output and the call log, and
+    ``--resume`` finishes the rest: every item once."""
+    from tests.test_stops import _items, _lines, _logged_ids, start_batch, stop_after
+
+    n = 600
+    _config(fscale_home, server, panel=("fast-a",))
+    server.set_default(Behaviour(reply="YES", latency=0.05))
+    items = _items(tmp_path / "items.jsonl", n)
+    out = tmp_path / "out.jsonl"
+    proc = start_batch(fscale_home, out, "scale", "--batch", str(items), "-a", "YES,NO", "-k",
+                       "1", "-q", "--ray", ray_cluster, "--concurrency", "2")
+    import time
+    deadline = time.monotonic() + 180
+    while not out.read_bytes() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.count() < n // 2, "the first result came only after most of the job"
+    rc, err = stop_after(proc, out, 1, signal.SIGINT)
+    assert rc == 130 and "fscale: interrupted: " in err, err
+    printed = _lines(out)
+    assert 0 < len(printed) < n
+    assert [x["index"] for x in printed] == list(range(len(printed)))  # input order
+    assert {x["id"] for x in printed} <= _logged_ids(fscale_home)
+    env = dict(os.environ, FSCALE_HOME=str(fscale_home))
+    done = subprocess.run([sys.executable, "-m", "fscale_tui", "scale", "--batch", str(items),
+                           "-a", "YES,NO", "-k", "1", "-q", "--resume", str(out)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert sorted(x["index"] for x in _lines(out)) == list(range(n))

@@ -192,8 +192,9 @@ def main() -> None:
         # NO_COLOR means no styling at all, in the help too (typer's help console reads this
         # when it is first imported; our own consoles see common.no_color()).
         os.environ.setdefault("_TYPER_FORCE_DISABLE_TERMINAL", "1")
-    from .common import optional_value
+    from .common import handle_sigterm, optional_value
 
+    handle_sigterm()  # SIGTERM stops like Ctrl-C: drained, one line, exit 143
     sys.argv = optional_value(sys.argv, "--ray", "local")
     try:
         from .common import check_argv

@@ -273,11 +273,21 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print as JSO
                "source": "builtin" if p.builtin else "config"}
         for name, p in settings.providers.items()
     }
-    with engine_facade(settings) as engine:
-        fleet = engine.coordination_info()
+    from ..engine.errors import ConfigError
+
+    invalid: ConfigError | None = None
+    try:
+        with engine_facade(settings) as engine:
+            fleet = engine.coordination_info()
+    except ConfigError as exc:  # an invalid Redis URL: shown (masked), then exit 2
+        from ..engine.coordination import describe_settings
+
+        fleet, invalid = describe_settings(settings), exc
     if as_json:
         print_json({"schema": 1, "config_file": str(settings.paths.config_file),
                     "settings": values, "providers": providers, "coordination": fleet})
+        if invalid is not None:
+            raise invalid
         return
     out = sys.stdout
     out.write(f"config file: {settings.paths.config_file}"
@@ -292,6 +302,9 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print as JSO
               f"{fleet['shared_by']})\n")
     if fleet.get("note"):
         out.write(f"  note: {fleet['note']}\n")
+    if invalid is not None:
+        out.flush()
+        raise invalid
 
 
 def register(app: typer.Typer) -> None:

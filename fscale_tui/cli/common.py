@@ -15,7 +15,7 @@ import os
 import stat
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import typer
@@ -69,6 +69,30 @@ def stderr_is_terminal() -> bool:
         return False
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that every ``finally`` and ``async
+    with`` runs: nothing new is sent, the engine drains its call-log writer, one line is
+    printed and the exit code is 143."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def handle_sigterm() -> None:
+    """SIGTERM stops fscale the way Ctrl-C does (exit 143); set again after anything that
+    replaced it (asyncio restores the default on its way out, ``ray.init`` sets its own)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+#: Set by a batch that is stopped: how far it got (the one line says it).
+STOPPED: dict[str, str] = {}
+
+
 def fail(message: str, code: ExitCode) -> None:
     """Print one clear line on stderr (secrets redacted) and exit with ``code``."""
     from ..engine.redact import redact
@@ -88,6 +112,17 @@ def flush_storage_warnings() -> None:
     storage.warnings.clear()
 
 
+def _home_problem(exc: Exception) -> str | None:
+    """The one line for a file or folder of the home that cannot be used (any command, any
+    path that did not turn it into a StateError itself), or None for anything else."""
+    from ..engine import storage
+
+    why = storage.home_problem(exc)
+    if why is None:
+        return None
+    return f"cannot use fscale's files ({why}); {storage.advice(why)}"
+
+
 def guarded(fn: F) -> F:
     """Turn engine errors, Ctrl-C and crashes into one line on stderr and an exit code."""
 
@@ -102,9 +137,14 @@ def guarded(fn: F) -> F:
             if DEBUG["on"]:
                 traceback.print_exc(file=sys.stderr)
             fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            sys.stderr.write("fscale: interrupted\n")
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except KeyboardInterrupt as exc:
+            # Ctrl-C or SIGTERM: one line (how far a batch got) and 130 / 143.
+            term = isinstance(exc, Terminated)
+            detail = STOPPED.pop("detail", "")
+            sys.stderr.write(f"fscale: {'terminated' if term else 'interrupted'}"
+                             f"{': ' + detail if detail else ''}\n")
+            raise typer.Exit(int(ExitCode.TERMINATED if term else ExitCode.INTERRUPTED)) \
+                from None
         except BrokenPipeError:
             # The reader of our stdout went away (e.g. `| head`): not an error of ours.
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -113,6 +153,9 @@ def guarded(fn: F) -> F:
         except Exception as exc:
             if DEBUG["on"]:
                 traceback.print_exc(file=sys.stderr)
+            home = _home_problem(exc)
+            if home is not None:  # a read-only, full or denied home: not a bug of ours
+                fail(home, ExitCode.USAGE_ERROR)
             fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
                  ExitCode.INTERNAL_ERROR)
         finally:
@@ -122,10 +165,39 @@ def guarded(fn: F) -> F:
 
 
 def run(coro: Any) -> Any:
-    """``asyncio.run`` (asyncio is imported only by commands that run the event loop)."""
-    import asyncio
+    """``asyncio.run`` (asyncio is imported only by commands that run the event loop).
 
-    return asyncio.run(coro)
+    SIGTERM is handled like asyncio's Ctrl-C: the main task is cancelled (nothing new is
+    sent, every ``async with Engine`` closes and drains its writer), then :class:`Terminated`
+    is raised."""
+    import asyncio
+    import signal
+
+    async def main() -> Any:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        stopped: list[bool] = []
+
+        def on_sigterm() -> None:
+            stopped.append(True)
+            if task is not None:
+                task.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+            pass
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            if stopped:
+                raise Terminated() from None
+            raise
+
+    try:
+        return asyncio.run(main())
+    finally:
+        handle_sigterm()
 
 
 def stdin_has_data() -> bool:
@@ -195,21 +267,46 @@ def optional_value(argv: list[str], flag: str, default: str) -> list[str]:
     return out
 
 
+def _stdout_for_data_only() -> Any:
+    """Ray's driver prints raylet messages ("(raylet) Task … failed … retried") on file
+    descriptor 1. From here on fd 1 is stderr for everyone else, and the results go to a
+    private duplicate of the real stdout: stdout stays data only."""
+    sys.stdout.flush()
+    data = os.dup(1)
+    os.dup2(2, 1)
+    return os.fdopen(data, "w", encoding="utf-8")
+
+
+def _quiet_ray() -> None:
+    """No Ray Data progress logs on stderr (the CLI prints its own summary; ``-q`` is quiet)."""
+    import logging
+
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+
 def run_on_ray(kind: str, items: list[Any], out: Any, *, address: str, actors: int | None,
                concurrency: int | None, overrides: dict[str, Any] | None = None,
                settings: Any = None) -> None:
     """``--batch --ray``: the items on a Ray actor pool; results into ``out`` in input order."""
     try:
-        from ..integrations.ray import run_requests
+        from ..integrations.ray import ensure_ray, run_requests
         import ray  # noqa: F401
     except ImportError:
         from ..engine.errors import UsageError
 
         raise UsageError("--ray needs Ray: pip install 'fscale[ray]'") from None
-    for index, outcome in run_requests(kind, items, address=address, actors=actors or 2,
-                                       item_concurrency=concurrency, overrides=overrides,
-                                       settings=settings):
-        out.add(index, outcome)
+    ensure_ray(address)
+    handle_sigterm()  # ray.init set its own SIGTERM handler (sys.exit): ours drains and says so
+    _quiet_ray()
+    out.write_to(_stdout_for_data_only())
+    results = run_requests(kind, items, address=address, actors=actors or 2,
+                           item_concurrency=concurrency, overrides=overrides, settings=settings)
+    with contextlib.closing(results):  # a stop closes it at once: its writer is drained
+        for index, outcome in results:
+            out.add(index, outcome)
 
 
 def check_argv(argv: list[str]) -> None:
@@ -236,10 +333,11 @@ def json_text(obj: Any) -> str:
     return redact(json.dumps(redact_tree(obj), ensure_ascii=False))
 
 
-def print_json(obj: Any) -> None:
-    """One JSON document on stdout (see :func:`json_text`)."""
-    sys.stdout.write(json_text(obj) + "\n")
-    sys.stdout.flush()
+def print_json(obj: Any, file: Any = None) -> None:
+    """One JSON document on stdout (or ``file``; see :func:`json_text`)."""
+    stream = sys.stdout if file is None else file
+    stream.write(json_text(obj) + "\n")
+    stream.flush()
 
 
 def load_settings_for_cli():
@@ -291,6 +389,40 @@ def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any]) -> list[
     return items
 
 
+@contextlib.contextmanager
+def batch_output(items: list[Any], empty_field: str, resume: str | None, *, quiet: bool = False
+                 ) -> Iterator[tuple[Any, list[Any]]]:
+    """The output of a batch, and the items to run: all of them, or with ``--resume OUT``
+    those without a result in OUT (their results are appended to OUT). On Ctrl-C or SIGTERM
+    the finished results are written (none has to run again) and the one line says how far
+    the batch got."""
+    resumed = None
+    if resume is None:
+        out = BatchOutput(items, empty_field)
+        todo = items
+    else:
+        from .resume import ResumeFile
+
+        resumed = ResumeFile(resume)
+        todo, where = resumed.pending(items)
+        if not quiet:
+            sys.stderr.write(f"fscale: {resumed.note(len(items), len(todo))}\n")
+        out = BatchOutput(todo, empty_field, write=resumed.writer(), where=where,
+                          previous=resumed.done.values())
+    try:
+        yield out, todo
+    except KeyboardInterrupt:
+        out.flush_pending()
+        done = len(items) - len(todo) + out.written
+        where_to = f" {resume}" if resume else " OUTPUT (the file the results went to)"
+        STOPPED["detail"] = (f"{done} of {len(items)} items done; run the same command with "
+                             f"--resume{where_to} to finish")
+        raise
+    finally:
+        if resumed is not None:
+            resumed.close()
+
+
 class BatchOutput:
     """Batch results as JSON lines on stdout, in input order, each as soon as it can go out.
 
@@ -299,18 +431,39 @@ class BatchOutput:
     The exit code: 0 if every item was decided, 4 if every item failed, else 3.
     """
 
-    def __init__(self, items: list[Any], empty_field: str) -> None:
+    def __init__(self, items: list[Any], empty_field: str, *,
+                 write: Callable[[dict[str, Any]], None] | None = None,
+                 where: list[int] | None = None, previous: Iterable[str] = ()) -> None:
         self.items = items
         self.empty_field = empty_field
-        self.statuses: list[str] = []
+        #: ``--resume``: the results already in the output file count in the summary and code.
+        self.statuses: list[str] = list(previous)
+        self._previous = len(self.statuses)
         self.calls = 0
         self.cost: float | None = None
         self._pending: dict[int, dict[str, Any]] = {}
         self._next = 0
+        #: Where a line goes (stdout, or the ``--resume`` file) and each item's ``index`` (its
+        #: place in the batch file, when only some of its items run).
+        self._write = write or print_json
+        self._where = where
+        #: Items whose line went out (an interruption tells how far the batch got).
+        self.written = 0
+
+    def write_to(self, stream: Any) -> None:
+        """Lines that would go to stdout go to ``stream`` (``--resume`` lines stay in OUT)."""
+        if self._write is print_json:
+            self._write = lambda obj: print_json(obj, file=stream)
+
+    def batch_index(self, position: int) -> int:
+        """The place in the batch file of the ``position``-th item run."""
+        return position if self._where is None else self._where[position]
 
     def add(self, index: int, outcome: Any) -> None:
+        position = index
+        index = self.batch_index(position)
         if isinstance(outcome, Exception):
-            item = self.items[index]
+            item = self.items[position]
             item_id = getattr(item, "item_id", None)
             obj = {"schema": 1, "index": index, "id": None, "item_id": item_id,
                    "status": "error", self.empty_field: None, "error": str(outcome)}
@@ -320,10 +473,18 @@ class BatchOutput:
             if obj.get("cost_usd") is not None:
                 self.cost = (self.cost or 0.0) + float(obj["cost_usd"])
         self.statuses.append(obj["status"])
-        self._pending[index] = obj
+        self._pending[position] = obj
         while self._next in self._pending:
-            print_json(self._pending.pop(self._next))
+            self._write(self._pending.pop(self._next))
+            self.written += 1
             self._next += 1
+
+    def flush_pending(self) -> None:
+        """On an interruption: write the results that finished ahead of an unfinished item
+        (their ``index`` says where they belong), so no finished item has to run again."""
+        for position in sorted(self._pending):
+            self._write(self._pending.pop(position))
+            self.written += 1
 
     def summary(self) -> str:
         """One line for people: outcomes, calls per item and USD per item."""
@@ -332,9 +493,12 @@ class BatchOutput:
         for status in self.statuses:
             counts[status] = counts.get(status, 0) + 1
         parts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-        line = f"{n} item{'s' if n != 1 else ''} ({parts}); {self.calls / max(1, n):.2f} calls per item"
+        ran = n - self._previous  # --resume: the calls are those of the items run now
+        now = f"{ran} run now, " if self._previous else ""
+        line = (f"{n} item{'s' if n != 1 else ''} ({parts}); {now}"
+                f"{self.calls / max(1, ran):.2f} calls per item")
         if self.cost is not None:
-            line += f", ${self.cost / max(1, n):.6f} per item"
+            line += f", ${self.cost / max(1, ran):.6f} per item"
         return line
 
     @property

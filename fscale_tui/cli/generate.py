@@ -13,7 +13,7 @@ import typer
 
 from ..engine.errors import UsageError
 from ..engine.strategies import names as strategy_names
-from .common import (BatchOutput, read_batch_items, guarded, print_json, resolve_context, run,
+from .common import (read_batch_items, guarded, print_json, resolve_context, run,
                      show_progress, split_list, stderr_console)
 
 #: The engine's strategy registry (this module is imported only when 'generate' runs).
@@ -177,38 +177,43 @@ def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
 
 
 def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool,
-               ray: str | None = None, actors: int | None = None) -> int:
+               ray: str | None = None, actors: int | None = None,
+               resume: str | None = None) -> int:
     from ..engine.session import Engine
+    from .common import batch_output
     from .render import StatusPrinter
 
     items = _batch_requests(path, defaults)
     console = stderr_console()
 
-    out = BatchOutput(items, "output")
-    if ray is not None:
-        from .common import run_on_ray
+    with batch_output(items, "output", resume, quiet=quiet) as (out, todo):
+        if ray is not None:
+            from .common import run_on_ray
 
-        run_on_ray("generate", items, out, address=ray, actors=actors, concurrency=concurrency)
-        return out.exit_code
-    status = StatusPrinter(console, not quiet)
-    noted = False
+            run_on_ray("generate", todo, out, address=ray, actors=actors,
+                       concurrency=concurrency)
+            return out.exit_code
+        status = StatusPrinter(console, not quiet)
+        noted = False
 
-    async def go() -> None:
-        nonlocal noted
-        async with Engine(on_status=status) as engine:
-            async for index, outcome in engine.generate_batch(items, concurrency=concurrency):
-                out.add(index, outcome)
-                if not quiet and not isinstance(outcome, Exception):
-                    console.print(f"[dim]item {index}:[/dim] " + summary(outcome))
-                    if outcome.judges_independent is False and not noted:
-                        noted = True  # once per batch: the same catalogue picked every judge
-                        console.print(judges_note(outcome.generators, outcome.same_family_judges),
-                                      highlight=False)
+        async def go() -> None:
+            nonlocal noted
+            async with Engine(on_status=status) as engine:
+                async for index, outcome in engine.generate_batch(todo, concurrency=concurrency):
+                    out.add(index, outcome)
+                    if not quiet and not isinstance(outcome, Exception):
+                        console.print(f"[dim]item {out.batch_index(index)}:[/dim] "
+                                      + summary(outcome))
+                        if outcome.judges_independent is False and not noted:
+                            noted = True  # once per batch: the same catalogue picked every judge
+                            console.print(judges_note(outcome.generators,
+                                                      outcome.same_family_judges),
+                                          highlight=False)
 
-    try:
-        run(go())
-    finally:
-        status.close()
+        try:
+            run(go())
+        finally:
+            status.close()
     if not quiet:
         console.print(f"[dim]{out.summary()}[/dim]")
     return out.exit_code
@@ -233,6 +238,7 @@ def generate(
     seed: int = typer.Option(None, "--seed", help="Make the judges' shuffles reproducible.", rich_help_panel=STRATEGY),
     gold: str = typer.Option(None, "--gold", help="Expected answer: also report coverage and whether the selection is correct.", rich_help_panel=OUTPUT),
     batch: str = typer.Option(None, "--batch", help="JSONL file of items ('-' = stdin): one JSON result per line.", rich_help_panel=OUTPUT),
+    resume: str = typer.Option(None, "--resume", metavar="OUT", help="--batch: skip the items that already have a result line in OUT (the output of a stopped run) and append the others' results to OUT.", rich_help_panel=OUTPUT),
     concurrency: int = typer.Option(None, "--concurrency", min=1, help="Batch items in flight at once (per Ray actor with --ray).", rich_help_panel=OUTPUT),
     ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Run the --batch on Ray Data: alone, a local cluster; or a cluster ADDRESS. Needs the [ray] extra.", rich_help_panel=OUTPUT),
     actors: int = typer.Option(None, "--actors", min=1, help="--ray: actors in the pool (default 2).", rich_help_panel=OUTPUT),
@@ -257,8 +263,11 @@ def generate(
 
       fscale generate --batch items.jsonl -s beam -k 4 --width 2 --max-steps 6 > results.jsonl
 
+      fscale generate --batch items.jsonl -s beam -k 4 --resume results.jsonl   # after a stop
+
     Exit codes: 0 selected, 2 usage error, 3 no decision (no valid judge vote or final answer;
-    the fallback is in the JSON), 4 every generator failed / no provider, 130 interrupted.
+    the fallback is in the JSON), 4 every generator failed / no provider, 130 interrupted,
+    143 terminated (SIGTERM).
     """
     opts: dict[str, Any] = {
         "k": k, "strategy": strategy, "judges": judges, "models": split_list(models),
@@ -272,9 +281,11 @@ def generate(
         if context is not None or context_file is not None:
             raise UsageError("with --batch, give each item its own \"context\"")
         raise typer.Exit(_run_batch(batch, opts, concurrency=concurrency, quiet=quiet, ray=ray,
-                                    actors=actors))
+                                    actors=actors, resume=resume))
     if ray is not None:
         raise UsageError("--ray runs a --batch; give --batch FILE")
+    if resume is not None:
+        raise UsageError("--resume finishes a --batch; give --batch FILE")
     if question is None:
         raise UsageError("missing QUESTION (or --batch FILE); see 'fscale generate --help'")
     request = _request(question, {**opts, "context": resolve_context(context, context_file)})

@@ -9,7 +9,7 @@ import typer
 
 from ..engine.errors import UsageError
 from ..engine.requests import is_auto, parse_k, scale_request, verify_request
-from .common import (BatchOutput, guarded, read_batch_items, print_json, read_stdin, read_text_file,
+from .common import (guarded, read_batch_items, print_json, read_stdin, read_text_file,
                      resolve_context, run, show_progress, split_list, stderr_console,
                      stdin_has_data)
 
@@ -99,31 +99,32 @@ def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
 
 def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool,
                learning: dict[str, bool] | None = None, ray: str | None = None,
-               actors: int | None = None) -> int:
+               actors: int | None = None, resume: str | None = None) -> int:
     from ..engine.session import Engine
+    from .common import batch_output
     from .render import BatchProgress, StatusPrinter, print_notes
 
     items = _batch_requests(path, defaults)
     console = stderr_console()
-    out = BatchOutput(items, "answer")
-    if ray is not None:
-        from .common import run_on_ray
+    with batch_output(items, "answer", resume, quiet=quiet) as (out, todo):
+        if ray is not None:
+            from .common import run_on_ray
 
-        run_on_ray("scale", items, out, address=ray, actors=actors, concurrency=concurrency,
-                   overrides=learning)
-        return out.exit_code
+            run_on_ray("scale", todo, out, address=ray, actors=actors, concurrency=concurrency,
+                       overrides=learning)
+            return out.exit_code
 
-    async def go() -> None:
-        with BatchProgress(console, len(items), "scale", enabled=not quiet) as progress:
-            status = StatusPrinter(console, not quiet, display=progress.display)
-            async with Engine(_engine_settings(learning), on_status=status) as engine:
-                async for index, outcome in engine.scale_batch(items, concurrency=concurrency):
-                    out.add(index, outcome)
-                    if not quiet and not isinstance(outcome, Exception) and index == 0:
-                        print_notes(console, outcome)
-                    progress.advance()
+        async def go() -> None:
+            with BatchProgress(console, len(todo), "scale", enabled=not quiet) as progress:
+                status = StatusPrinter(console, not quiet, display=progress.display)
+                async with Engine(_engine_settings(learning), on_status=status) as engine:
+                    async for index, outcome in engine.scale_batch(todo, concurrency=concurrency):
+                        out.add(index, outcome)
+                        if not quiet and not isinstance(outcome, Exception) and index == 0:
+                            print_notes(console, outcome)
+                        progress.advance()
 
-    run(go())
+        run(go())
     if not quiet:
         console.print(f"[dim]{out.summary()}[/dim]")
     return out.exit_code
@@ -141,6 +142,7 @@ def scale(
     tie_break: str = typer.Option(None, "--tie-break", help="none (default: a tie is no decision, exit 3) | rating | order.", envvar="FSCALE_TIE_BREAK"),
     alpha: float = typer.Option(None, "--alpha", help="-k auto: abstain (exit 3) unless the answer passes the threshold calibrated for this risk, e.g. 0.1 (needs 'fscale calibrate'). Without it -k auto always answers.", rich_help_panel=SELECT),
     batch: str = typer.Option(None, "--batch", help="JSONL file of items ('-' = stdin): one JSON result per line.", rich_help_panel=OUTPUT),
+    resume: str = typer.Option(None, "--resume", metavar="OUT", help="--batch: skip the items that already have a result line in OUT (the output of a stopped run) and append the others' results to OUT.", rich_help_panel=OUTPUT),
     concurrency: int = typer.Option(None, "--concurrency", min=1, help="Batch items in flight at once (per Ray actor with --ray).", rich_help_panel=OUTPUT),
     ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Run the --batch on Ray Data: alone, a local cluster; or a cluster ADDRESS (e.g. auto, ray://head:10001). Needs the [ray] extra.", rich_help_panel=OUTPUT),
     actors: int = typer.Option(None, "--actors", min=1, help="--ray: actors in the pool (default 2).", rich_help_panel=OUTPUT),
@@ -162,6 +164,8 @@ def scale(
 
       fscale scale --batch items.jsonl -a YES,NO > results.jsonl
 
+      fscale scale --batch items.jsonl -a YES,NO --resume results.jsonl   # after a stop: the rest
+
       fscale scale --batch items.jsonl -a YES,NO --ray --actors 4 > results.jsonl
 
       fscale scale "Is 91 prime?" -a YES,NO -k auto --json   # routed models, as few as needed
@@ -170,7 +174,7 @@ def scale(
 
     Exit codes: 0 decided, 2 usage error (e.g. --alpha outside (0, 1), or --alpha without
     a calibration), 3 no decision (tie, no valid vote, or -k auto --alpha abstained),
-    4 every member failed / no provider usable, 130 interrupted.
+    4 every member failed / no provider usable, 130 interrupted, 143 terminated (SIGTERM).
     """
     labels = split_list(answers)
     kk: Any = "auto" if is_auto(k) else parse_k(k)
@@ -181,9 +185,11 @@ def scale(
                     "tie_break": tie_break, "alpha": alpha}
         raise typer.Exit(_run_batch(batch, defaults, concurrency=concurrency, quiet=quiet,
                                     learning=_learning_flags(no_challenger, no_log), ray=ray,
-                                    actors=actors))
+                                    actors=actors, resume=resume))
     if ray is not None:
         raise UsageError("--ray runs a --batch; give --batch FILE")
+    if resume is not None:
+        raise UsageError("--resume finishes a --batch; give --batch FILE")
     if question is None:
         raise UsageError("missing QUESTION (or --batch FILE); see 'fscale scale --help'")
     if not labels:

@@ -48,6 +48,10 @@ def tui(
                          f"ready_epoch={app.ready_epoch:.6f}\n")
     # ``run()`` returns the value given to ``exit()`` (None after a crash); the return code is
     # what says whether a screen raised (Textual sets 1), so a crash never exits 0.
+    if app.return_code == 143:
+        import sys
+
+        sys.stderr.write("fscale: terminated\n")
     raise typer.Exit(int(app.return_code or 0))
 
 

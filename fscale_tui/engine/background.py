@@ -4,14 +4,19 @@ The engine's event loop must never wait on a file lock or a busy SQLite database
 process may hold either for seconds. Every such write is submitted here instead; a single
 daemon thread runs them one after another (so they land in the order they were made) and the
 engine drains the queue when it closes, so nothing is lost when the process exits normally.
+A process stopped another way (Ctrl-C or SIGTERM while a writer was still open, an exception
+past the engine) drains every writer still holding work at interpreter exit (``atexit``), so a
+result that was printed is never missing from the call log.
 """
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -19,6 +24,16 @@ log = logging.getLogger("fscale")
 T = TypeVar("T")
 
 _STOP = object()
+#: Writers with a running thread (drained at exit, see the module doc).
+_LIVE: "weakref.WeakSet[BackgroundWriter]" = weakref.WeakSet()
+#: The longest the exit waits for one writer (another process may hold the database).
+EXIT_DRAIN_S = 60.0
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    for writer in list(_LIVE):
+        writer.drain(EXIT_DRAIN_S)
 
 
 class BackgroundWriter:
@@ -64,6 +79,7 @@ class BackgroundWriter:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
+                _LIVE.add(self)
             self._pending += 1
         self._queue.put((fn, future))
         return future

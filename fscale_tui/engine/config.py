@@ -241,13 +241,9 @@ def check_no_secrets(doc: dict[str, Any], text: str, path: Path) -> None:
         where = _where(path, _line_of(text, leaf, start) or _line_of(text, leaf))
         table = ".".join(keys[:-1])
         if keys == ["fleet", "redis_url"]:
-            from urllib.parse import urlsplit
+            from .coordination import url_secrets
 
-            try:
-                has_password = urlsplit(node).password is not None
-            except ValueError:
-                has_password = True
-            if has_password or looks_like_secret(node):
+            if url_secrets(node) or looks_like_secret(node):
                 raise ConfigError(f"{where}: [fleet] redis_url contains a password (value not "
                                   "shown): put the whole URL in the environment variable "
                                   "FSCALE_REDIS_URL instead")
@@ -401,11 +397,30 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None)
 
 
 def update_user_config(paths: Paths, change) -> None:
-    """Read-modify-write config.toml under the cross-process lock (used by panels/evolve)."""
-    import tomli_w
+    """Edit config.toml in place, keeping the user's file (used by panels set/rm and evolve).
 
-    path = paths.config_file
-    with storage.locked(path):
-        doc = read_user_config(path)
-        change(doc)
-        storage.atomic_write_text(path, tomli_w.dumps(doc))
+    The file is edited with tomlkit, a style-preserving TOML library: comments, blank lines,
+    key order and quoting survive, and ``change(doc)`` only touches what it changes (``doc``
+    behaves like a dict). A config.toml that is a symbolic link (dotfiles) stays a link: the
+    file it points to is rewritten. The write is atomic and under the cross-process lock; a
+    file that is invalid or holds a secret is refused before anything is written (exit 2),
+    and a home that cannot be written is a :class:`~.errors.StateError` (exit 2).
+    """
+    import tomlkit
+
+    link = paths.config_file
+    path = storage.resolve_user_file(link)
+    try:
+        with storage.locked(link):
+            read_user_config(path)  # invalid TOML or a secret: refused, nothing written
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                text = ""
+            doc = tomlkit.parse(text)
+            change(doc)
+            mode = path.stat().st_mode & 0o777 & storage.FILE_MODE if path.exists() \
+                else storage.FILE_MODE
+            storage.atomic_write_text(path, tomlkit.dumps(doc), mode=mode or storage.FILE_MODE)
+    except OSError as exc:
+        raise storage.state_error(exc, path, f"write {link}") from None

@@ -33,9 +33,23 @@ Three pieces of state decide whether many processes behave like one:
       process records are in the copy at once.
     - Exploration counts: one hash (``fscale:challenger:draws``), ``HINCRBY`` per draw.
 
-    If Redis cannot be reached (at start or mid-run), fscale prints **one** warning and goes on
-    with the embedded backend for the rest of the process: a call is never lost, nor does it
-    hang (every Redis command has a short socket timeout).
+    Redis is allowed to misbehave. Every command has a deadline (:data:`REDIS_TIMEOUT_S`);
+    a connection error, a timeout, a reply of the wrong type (``+OK`` where an integer or a
+    map is due) or out of range (a delay no real reservation can need) is one and the same
+    failure: **one** warning, and the embedded backend until Redis answers again. Redis is
+    tried again after a back-off (1 s, doubling to 30 s) and used again as soon as it
+    answers; the sends this process made meanwhile are added to the shared record then.
+    The client speaks RESP2 (no ``HELLO`` handshake to get wrong).
+
+    **A Redis that lost its data** (restarted empty, flushed): a token in ``fscale:epoch``,
+    checked by the reservation script, changes; each process then adds its own sends of the
+    last window back to the record before its next reservation (and says so once), so the
+    fleet-wide limit still holds.
+
+    **A bad URL** (a port out of range, a broken IPv6 address, an unknown scheme) is a
+    configuration error (exit 2); ``config show`` still shows it, masked. A password is
+    masked wherever a URL is shown, in the userinfo (``:pass@``) or as a query parameter
+    (``?password=…``), and registered with the redactor.
 
 ``redis`` and ``ray`` are imported only when a Redis URL is configured: one-shot commands
 without one never import them.
@@ -44,7 +58,9 @@ without one never import them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sys
 import threading
 import time
@@ -58,30 +74,90 @@ from .ratelimit import WINDOW_S, Clock, SendLimiter, make_limiter, window_from_e
 REDIS_ENV = "FSCALE_REDIS_URL"
 #: Seconds a Redis command (or connection attempt) may take before the backend is given up.
 REDIS_TIMEOUT_S = 2.0
+#: Back-off before Redis is tried again after a failure: first, then doubling up to the last.
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 30.0
+#: Holds a token that changes when Redis loses fscale's data (restart without persistence).
+EPOCH_KEY = "fscale:epoch"
+#: Query parameters of a Redis URL whose value is a secret.
+SECRET_PARAMS = ("password", "pass", "passwd", "pwd", "auth", "token", "secret")
 #: Seconds between two refreshes of the local copy of the shared health verdicts and counts.
 REFRESH_S = 1.0
 PREFIX = "fscale:"
 DRAWS_FILE = "challenger.json"
 
-_warned = False
+_warned: set[str] = set()
+
+
+def _secret_param(name: str) -> bool:
+    return name.lower() in SECRET_PARAMS or "password" in name.lower()
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """The secrets a Redis URL carries: the userinfo password and the values of query
+    parameters such as ``password`` (redis-py accepts both)."""
+    if not url:
+        return []
+    from urllib.parse import parse_qsl
+
+    out: list[str] = []
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            out.append(parts.password)
+        out += [v for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                if v and _secret_param(k)]
+    except ValueError:
+        pass
+    return out
 
 
 def safe_url(url: str | None) -> str:
-    """The URL with any password replaced by ``***`` (for every message and ``config show``)."""
+    """The URL with every password replaced by ``***`` (the userinfo's and a query parameter's)
+    for every message and ``config show``; a URL that cannot even be split shows its scheme."""
     if not url:
         return ""
+    from urllib.parse import parse_qsl, urlencode
+
     try:
         parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, hostport = netloc.rsplit("@", 1)
+            if ":" in userinfo:
+                netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+        query = parts.query
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_secret_param(k) for k, _ in pairs):
+            query = urlencode([(k, "***" if _secret_param(k) else v) for k, v in pairs],
+                              safe="*")
+        shown = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
-        return "redis://***"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    netloc = f"{user}:***@{host}" if user else f":***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        scheme = url.split("://", 1)[0] if "://" in url else "redis"
+        return f"{scheme}://***"
+    for secret in url_secrets(url):  # a value the parser saw differently (escaped, repeated)
+        shown = shown.replace(secret, "***")
+    return shown
+
+
+def check_url(url: str) -> str | None:
+    """Why ``url`` is not a usable Redis URL (words without the URL), or None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError: out of range, not a number
+        host = parts.hostname
+    except ValueError as exc:
+        return str(exc).lower()
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return f"the scheme must be redis://, rediss:// or unix://, not {parts.scheme or 'none'}"
+    if parts.scheme != "unix" and not host:
+        return "no host"
+    if port == 0:
+        return "port 0"
+    db = parts.path.lstrip("/")
+    if parts.scheme != "unix" and db and not db.isdigit():
+        return f"the database must be a number, not {db!r}"
+    return None
 
 
 def redis_url(settings: Any) -> tuple[str | None, str]:
@@ -95,11 +171,10 @@ def redis_url(settings: Any) -> tuple[str | None, str]:
     return None, "default"
 
 
-def _warn_once(message: str) -> None:
-    global _warned
-    if _warned:
+def _warn_once(message: str, key: str = "redis") -> None:
+    if key in _warned:
         return
-    _warned = True
+    _warned.add(key)
     from .redact import redact
 
     sys.stderr.write(f"fscale: warning: {redact(message)}\n")
@@ -182,7 +257,10 @@ class FileDraws(DrawCounts):
         def change(doc: dict[str, Any]) -> None:
             doc[alias] = int(doc.get(alias) or 0) + 1
 
-        storage.update_json(self.path, change)
+        try:
+            storage.update_json(self.path, change)
+        except OSError as exc:  # a read-only or full home: said once, the run goes on
+            storage.warn_state_unwritten(exc, self.path)
 
 
 class EmbeddedCoordination(Coordination):
@@ -207,13 +285,31 @@ class EmbeddedCoordination(Coordination):
 
 
 # -- redis -----------------------------------------------------------------------------------
-#: KEYS[1] the provider's sorted set, KEYS[2] its sequence counter.
-#: ARGV: rpm, padded window (s). Returns the delay until the reserved slot, in microseconds.
+#: KEYS[1] the provider's sorted set, KEYS[2] its sequence counter, KEYS[3] the epoch key.
+#: ARGV: rpm, padded window (s), the epoch the caller knows ('' if none), a fresh epoch token,
+#: then send times (Redis clock) to add first (a caller re-seeding what Redis lost).
+#: Returns {delay until the reserved slot in microseconds, epoch, Redis's time in µs}; the delay
+#: is -1 when the caller's epoch is not Redis's: Redis lost the record, re-seed and call again.
 _RESERVE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local rpm = tonumber(ARGV[1])
 local padded = tonumber(ARGV[2])
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[3], epoch)
+end
+if ARGV[3] ~= '' and ARGV[3] ~= epoch then
+  return {-1, epoch, now_us}
+end
+for i = 5, #ARGV do
+  local s = tonumber(ARGV[i])
+  if s and s > now - padded then
+    redis.call('ZADD', KEYS[1], s, string.format('%.6f', s) .. ':seed:' .. redis.call('INCR', KEYS[2]))
+  end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. tostring(now - padded))
 local n = redis.call('ZCARD', KEYS[1])
 local slot = now
@@ -232,62 +328,151 @@ redis.call('ZADD', KEYS[1], slot, string.format('%.6f', slot) .. ':' .. seq)
 local ttl = math.ceil((slot - now) + 2 * padded) + 1
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
-return math.floor((slot - now) * 1000000)
+return {math.floor((slot - now) * 1000000), epoch, now_us}
 """
 
 
+class RedisReplyError(Exception):
+    """A reply of the wrong type or out of range: Redis (or what answers as Redis) misbehaves."""
+
+
 def _redis_errors() -> tuple[type[BaseException], ...]:
+    """Everything a misbehaving Redis can cause in the client or in our reading of a reply:
+    all of them are the same failure (one warning, the embedded backend meanwhile)."""
     import redis
 
-    return (redis.RedisError, OSError, asyncio.TimeoutError, TimeoutError)
+    return (redis.RedisError, OSError, asyncio.TimeoutError, TimeoutError, RedisReplyError,
+            ValueError, TypeError, AttributeError, IndexError, KeyError, OverflowError)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, str):
+        return value
+    raise RedisReplyError(f"expected a string, got {type(value).__name__}")
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RedisReplyError(f"expected an integer, got {type(value).__name__}")
+    return value
 
 
 class RedisLimiter(SendLimiter):
-    """The fleet-wide send record (see the module doc); falls back to the embedded limiter."""
+    """The fleet-wide send record (see the module doc); the embedded limiter while Redis fails.
+
+    This process remembers its own sends of the last padded window (in Redis's clock), so it
+    can put them back when Redis lost them or when it returns from the embedded backend."""
 
     def __init__(self, coordination: "RedisCoordination", *, clock: Clock | None = None,
                  window: float = WINDOW_S) -> None:
         self.coordination = coordination
         self.clock = clock
         self.window = window
+        self.padded = window + max(1.0, window / 60.0)
+        #: The longest wait a real reservation can ask for: a longer one is a bad reply.
+        self.max_delay = 60 * self.padded
         self._client: Any = None
         self._script: Any = None
         self._fallback: SendLimiter | None = None
+        self._epoch: dict[str, str] = {}
+        #: key -> this process's send times (Redis clock) of the last padded window
+        self._sent: dict[str, list[float]] = {}
+        #: key -> sends made on the embedded backend, not yet in Redis
+        self._unshared: dict[str, list[float]] = {}
+        #: Redis's clock minus ours (sends made while Redis is away are kept in its clock)
+        self._offset = 0.0
 
     def _embedded(self) -> SendLimiter:
         if self._fallback is None:
             self._fallback = self.coordination.embedded.limiter(clock=self.clock)
         return self._fallback
 
-    async def acquire(self, key: str, rpm: float, burst: int | None = None) -> float:
-        if self.coordination.failed is not None:
-            return await self._embedded().acquire(key, rpm, burst)
-        try:
-            if self._client is None:
-                self._client = self.coordination.async_client()
-                self._script = self._client.register_script(_RESERVE_LUA)
-            padded = self.window + max(1.0, self.window / 60.0)
-            limit = max(1, int(rpm))
-            micros = await self._script(keys=[f"{PREFIX}rl:{key}", f"{PREFIX}rlseq:{key}"],
-                                        args=[limit, repr(padded)])
-        except _redis_errors() as exc:
-            self.coordination.fail(exc)
-            return await self._embedded().acquire(key, rpm, burst)
-        delay = max(0.0, int(micros) / 1e6)
-        if delay > 0:
-            if self.clock is not None:
-                await self.clock.sleep(delay)
-            else:
-                await asyncio.sleep(delay)
+    def _remember(self, key: str, when: float, *, unshared: bool = False) -> None:
+        horizon = when - self.padded
+        for book in (self._sent, self._unshared) if unshared else (self._sent,):
+            times = [t for t in book.get(key, ()) if t > horizon]
+            times.append(when)
+            book[key] = times
+
+    async def _call(self, key: str, rpm: float, known: str, seeds: list[float]
+                    ) -> tuple[int, str, int]:
+        if self._client is None:
+            self._client = self.coordination.async_client()
+            self._script = self._client.register_script(_RESERVE_LUA)
+        async with asyncio.timeout(REDIS_TIMEOUT_S):
+            reply = await self._script(
+                keys=[f"{PREFIX}rl:{key}", f"{PREFIX}rlseq:{key}", EPOCH_KEY],
+                args=[max(1, int(rpm)), repr(self.padded), known, os.urandom(8).hex(),
+                      *[repr(t) for t in seeds]])
+        if not isinstance(reply, (list, tuple)) or len(reply) != 3:
+            raise RedisReplyError(f"the reservation script answered {type(reply).__name__}")
+        micros, epoch, now_us = _integer(reply[0]), _text(reply[1]), _integer(reply[2])
+        if micros != -1 and not 0 <= micros <= self.max_delay * 1e6:
+            raise RedisReplyError(f"a delay of {micros / 1e6:.0f} s is not a reservation")
+        return micros, epoch, now_us
+
+    async def _reserve(self, key: str, rpm: float) -> float:
+        seeds = self._unshared.pop(key, [])
+        micros, epoch, now_us = await self._call(key, rpm, self._epoch.get(key, ""), seeds)
+        if micros == -1:  # Redis lost the record (restarted empty): put our sends back
+            _warn_once(f"Redis at {safe_url(self.coordination.url)} lost fscale's send record "
+                       "(restarted empty?): this process adds back its sends of the last minute",
+                       key="redis-lost")
+            seeds = self._sent.get(key, [])
+            micros, epoch, now_us = await self._call(key, rpm, epoch, seeds)
+            if micros == -1:
+                raise RedisReplyError("the epoch changed twice in one reservation")
+        self._epoch[key] = epoch
+        now = now_us / 1e6
+        self._offset = now - time.time()
+        delay = micros / 1e6
+        self._remember(key, now + delay)
         return delay
 
-    async def aclose(self) -> None:
-        if self._client is not None:
+    async def acquire(self, key: str, rpm: float, burst: int | None = None) -> float:
+        c = self.coordination
+        if c.available():
             try:
-                await self._client.aclose()
-            except Exception:  # closing a dead connection must not fail the run
-                pass
-            self._client = None
+                delay = await self._reserve(key, rpm)
+            except _redis_errors() as exc:
+                await self._drop_client()
+                c.fail(exc)
+            else:
+                c.recovered()
+                if delay > 0:
+                    if self.clock is not None:
+                        await self.clock.sleep(delay)
+                    else:
+                        await asyncio.sleep(delay)
+                return delay
+        # While Redis is away: never more than rpm of this process's own sends in a window,
+        # counting those it reserved through Redis just before (the same rule as the script,
+        # reserved at once so concurrent callers cannot all pass), and the embedded limiter.
+        now = time.time() + self._offset
+        times = sorted(t for t in self._sent.get(key, ()) if t > now - self.padded)
+        slot = max([now, *times[-1:]])
+        limit = max(1, int(rpm))
+        if len(times) >= limit:
+            slot = max(slot, times[-limit] + self.padded)
+        self._remember(key, slot, unshared=True)
+        waited = slot - now
+        if waited > 0:
+            if self.clock is not None:
+                await self.clock.sleep(waited)
+            else:
+                await asyncio.sleep(waited)
+        return waited + await self._embedded().acquire(key, rpm, burst)
+
+    async def _drop_client(self) -> None:
+        client, self._client, self._script = self._client, None, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), REDIS_TIMEOUT_S)
+
+    async def aclose(self) -> None:
+        await self._drop_client()
         if self._fallback is not None:
             await self._fallback.aclose()
 
@@ -300,34 +485,29 @@ class RedisHealth(HealthBackend):
 
     def load(self) -> dict[str, Any]:
         c = self.coordination
-        if c.failed is None:
-            try:
-                client = c.sync_client()
-                keys = sorted(client.scan_iter(match=f"{PREFIX}health:*", count=500))
-                values = client.mget(keys) if keys else []
-                out: dict[str, Any] = {}
-                for k, v in zip(keys, values):
-                    if v is None:
-                        continue
-                    try:
-                        out[k.decode()[len(PREFIX) + 7:]] = json.loads(v)
-                    except (ValueError, UnicodeDecodeError):
-                        continue
-                return out
-            except _redis_errors() as exc:
-                c.fail(exc)
-        return c.embedded.health.load()
+
+        def read(client: Any) -> dict[str, Any]:
+            keys = sorted(client.scan_iter(match=f"{PREFIX}health:*", count=500))
+            values = client.mget(keys) if keys else []
+            out: dict[str, Any] = {}
+            for k, v in zip(keys, values):
+                if v is None:
+                    continue
+                try:
+                    entry = json.loads(v)
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                if isinstance(entry, dict):
+                    out[_text(k)[len(PREFIX) + 7:]] = entry
+            return out
+
+        return c.run(read, c.embedded.health.load)
 
     def store(self, alias: str, entry: dict[str, Any], ttl: float | None) -> None:
         c = self.coordination
-        if c.failed is None:
-            try:
-                ex = None if ttl is None else max(1, int(ttl + 1))
-                c.sync_client().set(f"{PREFIX}health:{alias}", json.dumps(entry), ex=ex)
-                return
-            except _redis_errors() as exc:
-                c.fail(exc)
-        c.embedded.health.store(alias, entry, ttl)
+        ex = None if ttl is None else max(1, int(ttl + 1))
+        c.run(lambda client: client.set(f"{PREFIX}health:{alias}", json.dumps(entry), ex=ex),
+              lambda: c.embedded.health.store(alias, entry, ttl))
 
 
 class RedisDraws(DrawCounts):
@@ -336,23 +516,19 @@ class RedisDraws(DrawCounts):
 
     def load(self) -> dict[str, int]:
         c = self.coordination
-        if c.failed is None:
-            try:
-                raw = c.sync_client().hgetall(f"{PREFIX}challenger:draws")
-                return {k.decode(): int(v) for k, v in raw.items()}
-            except _redis_errors() as exc:
-                c.fail(exc)
-        return c.embedded.draws.load()
+
+        def read(client: Any) -> dict[str, int]:
+            raw = client.hgetall(f"{PREFIX}challenger:draws")
+            if not isinstance(raw, dict):
+                raise RedisReplyError(f"HGETALL answered {type(raw).__name__}")
+            return {_text(k): int(v) for k, v in raw.items()}
+
+        return c.run(read, c.embedded.draws.load)
 
     def add(self, alias: str) -> None:
         c = self.coordination
-        if c.failed is None:
-            try:
-                c.sync_client().hincrby(f"{PREFIX}challenger:draws", alias, 1)
-                return
-            except _redis_errors() as exc:
-                c.fail(exc)
-        c.embedded.draws.add(alias)
+        c.run(lambda client: client.hincrby(f"{PREFIX}challenger:draws", alias, 1),
+              lambda: c.embedded.draws.add(alias))
 
 
 class RedisCoordination(Coordination):
@@ -361,8 +537,10 @@ class RedisCoordination(Coordination):
         self.url = url
         self.source = source
         self.embedded = EmbeddedCoordination(settings)
-        #: Why Redis was given up (None while it is in use).
+        #: Why Redis is not in use now (None while it is).
         self.failed: str | None = None
+        self._retry_at = 0.0
+        self._backoff = RETRY_FIRST_S
         self._sync: Any = None
         self._lock = threading.Lock()
         self._health = RedisHealth(self)
@@ -373,8 +551,9 @@ class RedisCoordination(Coordination):
         return "redis" if self.failed is None else "embedded"
 
     def _kwargs(self) -> dict[str, Any]:
+        # RESP2: no HELLO handshake (a server answering it with +OK broke the client).
         return {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S,
-                "retry_on_timeout": False, "health_check_interval": 0}
+                "retry_on_timeout": False, "health_check_interval": 0, "protocol": 2}
 
     def sync_client(self) -> Any:
         with self._lock:
@@ -389,21 +568,55 @@ class RedisCoordination(Coordination):
 
         return redis.asyncio.Redis.from_url(self.url, **self._kwargs())
 
+    def available(self) -> bool:
+        """Whether to use Redis now: yes while it works, and again once the back-off after a
+        failure is over (that call is the retry)."""
+        return self.failed is None or time.monotonic() >= self._retry_at
+
+    def run(self, op: Any, fallback: Any) -> Any:
+        """``op(client)`` on Redis (blocking; off the event loop), or ``fallback()`` while
+        Redis fails; any failure of ``op`` is one failure of the backend."""
+        if self.available():
+            try:
+                result = op(self.sync_client())
+            except _redis_errors() as exc:
+                self._drop_sync()
+                self.fail(exc)
+            else:
+                self.recovered()
+                return result
+        return fallback()
+
+    def _drop_sync(self) -> None:
+        with self._lock:
+            client, self._sync = self._sync, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+
     def ping(self) -> bool:
         """Reach Redis once (at start); on failure warn once and use the embedded backend."""
-        try:
-            self.sync_client().ping()
-            return True
-        except _redis_errors() as exc:
-            self.fail(exc)
-            return False
+        return bool(self.run(lambda client: client.ping() or True, lambda: False))
 
     def fail(self, exc: BaseException) -> None:
-        if self.failed is not None:
+        """One failure (of any kind): the embedded backend until the back-off is over. The
+        first one in this process is said once; retries that fail again are silent."""
+        with self._lock:
+            first = self.failed is None
+            self.failed = f"{type(exc).__name__}: {exc}".replace(self.url, safe_url(self.url))
+            self._retry_at = time.monotonic() + self._backoff
+            self._backoff = min(RETRY_MAX_S, self._backoff * 2)
+        if first:
+            _warn_once(f"Redis at {safe_url(self.url)} is unreachable or misbehaves "
+                       f"({self.failed}); going on with the embedded backend (limits and health "
+                       "shared on this machine only) and trying Redis again now and then")
+
+    def recovered(self) -> None:
+        if self.failed is None:
             return
-        self.failed = f"{type(exc).__name__}: {exc}".replace(self.url, safe_url(self.url))
-        _warn_once(f"Redis at {safe_url(self.url)} is unreachable ({self.failed}); going on "
-                   "with the embedded backend (limits and health shared on this machine only)")
+        with self._lock:
+            self.failed = None
+            self._backoff = RETRY_FIRST_S
 
     def limiter(self, *, clock: Clock | None = None) -> SendLimiter:
         return RedisLimiter(self, clock=clock, window=window_from_env(self.settings.env))
@@ -418,25 +631,38 @@ class RedisCoordination(Coordination):
                 "shared_by": "every process on every host using this Redis URL"}
 
     def close(self) -> None:
-        if self._sync is not None:
-            try:
-                self._sync.close()
-            except Exception:
-                pass
+        self._drop_sync()
+
+
+def _url_error(settings: Any) -> tuple[str | None, str, str | None]:
+    """``(url, source, why it is invalid or None)``."""
+    url, source = redis_url(settings)
+    return url, source, (check_url(url) if url else None)
+
+
+def describe_settings(settings: Any) -> dict[str, Any]:
+    """What ``config show`` prints about coordination when the URL is invalid (no engine can
+    be made): the masked URL and why."""
+    url, source, why = _url_error(settings)
+    return {"backend": "invalid", "where": safe_url(url), "source": source,
+            "shared_by": "nobody: the Redis URL is invalid",
+            "note": f"invalid Redis URL ({why})"}
 
 
 def make_coordination(settings: Any) -> Coordination:
-    """The backend the settings ask for: Redis when a URL is set and reachable, else embedded."""
-    url, source = redis_url(settings)
+    """The backend the settings ask for: Redis when a URL is set and reachable, else embedded.
+    An invalid URL is a :class:`~.errors.ConfigError` (exit 2) naming where it came from."""
+    url, source, why = _url_error(settings)
     if not url:
         return EmbeddedCoordination(settings)
     from .redact import register_secrets
 
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    register_secrets([password])  # the password alone: the rest of the URL is not a secret
+    register_secrets(url_secrets(url))  # the passwords alone: the rest of the URL is no secret
+    if why is not None:
+        from .errors import ConfigError
+
+        where = REDIS_ENV if source == "env" else "config.toml [fleet] redis_url"
+        raise ConfigError(f"{where}: invalid Redis URL {safe_url(url)}: {why}")
     try:
         import redis  # noqa: F401
     except ImportError:

@@ -13,7 +13,8 @@ class ExitCode(IntEnum):
     USAGE_ERROR = 2
     NO_DECISION = 3  # tie, abstention, or no valid vote
     ALL_FAILED = 4  # every member / provider failed, or none is usable
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+    TERMINATED = 143  # SIGTERM: stopped like Ctrl-C (128 + 15)
 
 
 def exit_code_for(status: str) -> ExitCode:
@@ -44,6 +45,14 @@ class UsageError(FscaleError):
 
 class ConfigError(FscaleError):
     """config.toml is invalid (the message names the file and the key)."""
+
+    exit_code = ExitCode.USAGE_ERROR
+
+
+class StateError(FscaleError):
+    """fscale's home cannot be read or written: a read-only or full file system, permission
+    denied, a file where a folder should be, or a symbolic link in place of a state file. The
+    message names the file and why (``storage.state_error`` builds it)."""
 
     exit_code = ExitCode.USAGE_ERROR
 

@@ -107,12 +107,16 @@ class HealthStore:
             self.entries()[model.alias] = entry
         ttl = None if expires is None else max(0.0, expires - now)
         backend = self.backend
-        if backend is not None:
-            def write() -> None:
-                backend.store(model.alias, entry, ttl)
-        else:
-            def write() -> None:
-                storage.update_json(self.path, change)
+
+        def write() -> None:
+            try:
+                if backend is not None:
+                    backend.store(model.alias, entry, ttl)
+                else:
+                    storage.update_json(self.path, change)
+            except OSError as exc:  # a read-only or full home: said once, the run goes on
+                storage.warn_state_unwritten(exc, self.path)
+
         if self.submit is not None:
             self.submit(write)
         else:

@@ -47,8 +47,9 @@ class Paths:
 
     def ensure(self, which: str) -> Path:
         """Return one of the directories (``"data"``, ``"state"``, ...), creating it (0700) if needed."""
-        path: Path = getattr(self, f"{which}_dir")
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        from .storage import ensure_dir
+
+        path: Path = ensure_dir(getattr(self, f"{which}_dir"))
         # fscale's own folders are private (an older version created them 0755).
         try:
             st = path.stat()

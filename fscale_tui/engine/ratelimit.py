@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import sys
 import threading
 import time
 from pathlib import Path
@@ -177,15 +176,19 @@ class SQLiteLimiter(SendLimiter):
                 self._inline = self._connect(timeout=0.0)
             now = self.clock.now()
             send_at = self._reserve_in(self._inline, key, now, capacity, interval)
-        except sqlite3.OperationalError:
+        except (sqlite3.OperationalError, OSError):
             send_at = None  # locked by another process (or being created): wait in a thread
         if send_at is None:
             try:
                 send_at = await asyncio.to_thread(self._reserve_threaded, key, capacity, interval)
-            except sqlite3.Error as exc:
-                # The state directory is unusable (read-only, full disk): limit this process alone.
-                sys.stderr.write(f"fscale: warning: rate limits are per process ({self.path}: {exc})\n")
-                self._fallback = MemoryLimiter(clock=self.clock, window=self.window)
+            except (sqlite3.Error, OSError) as exc:
+                # The state directory is unusable (read-only, full disk): limit this process
+                # alone, and say so once (not once per request in flight).
+                from . import storage
+
+                storage.warn_state_unwritten(exc, self.path)
+                if self._fallback is None:
+                    self._fallback = MemoryLimiter(clock=self.clock, window=self.window)
                 return await self._fallback.acquire(key, rpm, burst)
         now = self.clock.now()
         if send_at > now:

@@ -43,6 +43,8 @@ from typing import Any
 SCALE_COLUMNS = ("answer", "confidence", "status", "votes", "calls_made", "item_id", "error")
 GENERATE_COLUMNS = ("output", "status", "strategy", "calls_made", "item_id", "error")
 _CALLS = "_fscale_calls"
+#: Items per block of a CLI batch (``run_requests``): the granularity of streamed results.
+BLOCK_ITEMS = 64
 _REQUEST = "_fscale_request"
 _RESULT = "_fscale_result"
 
@@ -311,34 +313,53 @@ def run_requests(kind: str, requests: list[Any], *, address: str | None = None,
                  settings: Any = None) -> Iterator[tuple[int, Any]]:
     """The CLI's ``--batch --ray``: requests built by the driver, run on the actor pool;
     yields ``(index, outcome)`` in input order (an outcome has ``to_dict``, or is an
-    exception for a bad input line). The call log is written by the driver, once."""
+    exception for a bad input line) **as blocks finish**: the dataset is streamed, never
+    materialised, so memory stays bounded and an interruption keeps every finished item.
+
+    The call log is written by the driver, once: each block's records are handed to the
+    driver's writer before its results are yielded (printed), and the writer is drained when
+    the iteration ends — also when it is stopped (Ctrl-C, SIGTERM) — so every printed result
+    is in the call log."""
     ray = ensure_ray(address)
     overrides = overrides or {}
     settings = _settings(settings, overrides)
     rows = [{"_fscale_index": i, _REQUEST: pickle.dumps(r)}
             for i, r in enumerate(requests) if not isinstance(r, Exception)]
     bad = {i: r for i, r in enumerate(requests) if isinstance(r, Exception)}
-    size = batch_size or max(1, min(256, -(-len(rows) // max(1, actors * 4))))
-    if rows:
-        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), actors * 4)))
-        out = _finish(_map(ds, kind, spec={}, actors=actors, batch_size=size,
-                           item_concurrency=item_concurrency, overrides=overrides,
-                           settings=settings), settings)
-        done = out.select_columns(["_fscale_index", _RESULT]).iter_batches(
-            batch_format="numpy", batch_size=1024)
-    else:
-        done = iter(())
-    pending = dict(bad)
-    next_index = 0
-    for batch in done:
-        for index, blob in zip(batch["_fscale_index"], batch[_RESULT]):
-            index = int(index)
-            d = json.loads(blob)
-            pending[index] = RuntimeError(d["error"]) if d.get("status") == "error" \
-                and d.get("id") is None else _Result(d)
+    # Small blocks: results (and the call log) advance every BLOCK_ITEMS items, not once the
+    # whole dataset is done.
+    size = batch_size or max(1, min(BLOCK_ITEMS, -(-len(rows) // max(1, actors * 4))))
+    blocks = max(1, -(-len(rows) // size))
+    # One task per block: a batch_size larger than the blocks would make Ray bundle several
+    # blocks into one task, and the first result would wait for all of them.
+    size = max(1, -(-len(rows) // blocks))
+    from ..engine.session import Engine
+
+    engine = Engine(settings)
+    try:
+        if rows:
+            ds = ray.data.from_items(rows, override_num_blocks=blocks)
+            out = _map(ds, kind, spec={}, actors=actors, batch_size=size,
+                       item_concurrency=item_concurrency, overrides=overrides,
+                       settings=settings)
+            done: Iterator[Any] = out.iter_batches(batch_format="numpy", batch_size=None,
+                                                   prefetch_batches=0)
+        else:
+            done = iter(())
+        pending = dict(bad)
+        next_index = 0
+        for batch in done:
+            engine.record_calls(record for blob in batch[_CALLS]
+                                for record in pickle.loads(blob))
+            for index, blob in zip(batch["_fscale_index"], batch[_RESULT]):
+                d = json.loads(blob)
+                pending[int(index)] = RuntimeError(d["error"]) if d.get("status") == "error" \
+                    and d.get("id") is None else _Result(d)
             while next_index in pending:
                 yield next_index, pending.pop(next_index)
                 next_index += 1
-    while next_index in pending:
-        yield next_index, pending.pop(next_index)
-        next_index += 1
+        while next_index in pending:
+            yield next_index, pending.pop(next_index)
+            next_index += 1
+    finally:
+        engine.close()  # drains the writer: every result yielded so far is logged

@@ -276,8 +276,10 @@ def rated_replies(replies: Sequence[ReplyRecord]) -> list[R.Reply]:
 class LearningStore:
     """The call log + ratings database. Open with ``LearningStore.for_settings(settings)``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
+        #: Reads only (a home that cannot be written): nothing is created or migrated.
+        self.readonly = readonly
         self._conn: sqlite3.Connection | None = None
 
     @classmethod
@@ -300,6 +302,8 @@ class LearningStore:
         """
         from .. import storage
 
+        if self.readonly or str(self.path) == ":memory:":
+            return self._open()
         storage.ensure_dir(self.path.parent)
         OPENED.add(self.path)
         try:
@@ -320,11 +324,15 @@ class LearningStore:
     def _open(self) -> sqlite3.Connection:
         from .. import storage
 
-        conn = storage.open_sqlite(self.path, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = storage.open_sqlite(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   readonly=self.readonly)
         try:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            if self.readonly:
+                return conn
+            if str(self.path) != ":memory:":
+                conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             migrate(conn)
         except BaseException:

@@ -16,6 +16,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import storage
@@ -34,10 +35,8 @@ SNAPSHOT_MAX_AGE_S = 1.0
 SNAPSHOT_WAIT_S = 0.25
 
 
-def _warn(message: str) -> None:
-    from ..redact import redact
-
-    storage.warnings.append(redact(message) or "")
+def _warn(message: str, key: str | None = None) -> None:
+    storage.warn(message, key)
 
 
 class CallLog:
@@ -58,6 +57,12 @@ class CallLog:
         #: When set, finished calls go here instead of the log (a Ray actor hands its records
         #: back to the driver, which writes them once): ``sink(record, learn)``.
         self.sink: Callable[[CallRecord, bool], None] | None = None
+        #: Calls this process could not write to the log (a full or read-only home).
+        self.unlogged = 0
+
+    @property
+    def path(self) -> Any:
+        return LearningStore.for_settings(self.settings).path
 
     def family_of(self, alias: str) -> str:
         """A model's family (config), so one line's shared mistakes do not vouch for each other."""
@@ -99,7 +104,14 @@ class CallLog:
             try:
                 self._writer_store().record_call(record, learn=learn, keep_text=keep_text)
             except (sqlite3.Error, OSError) as exc:
-                _warn(f"warning: the call log was not written ({type(exc).__name__}: {exc})")
+                self.unlogged += 1
+                store = self.writer.local.pop("calllog", None)
+                if store is not None:  # a fresh connection for the next call (space may return)
+                    store.close()
+                why = storage.home_problem(exc, self.path) or f"{type(exc).__name__}: {exc}"
+                # Once per process: a batch on a full disk says it once, not once per item.
+                _warn(f"warning: the call log cannot be written ({why}); calls of this run "
+                      "are not logged", key="calllog-write")
 
         self.writer.submit(write)
 
@@ -189,9 +201,14 @@ class CallLog:
             await asyncio.gather(self._loading, return_exceptions=True)
 
     # -- reading and feedback (views; blocking) --------------------------------------------
-    def _read(self, fn: Callable[[LearningStore], T]) -> T:
+    def _read(self, fn: Callable[[LearningStore], T], *, write: bool = False) -> T:
         """Run ``fn`` on a fresh store; a log damaged past its header is moved aside (a fresh
-        one starts next time) and reported as one clear error."""
+        one starts next time) and reported as one clear error.
+
+        A home that cannot be written (read-only, full, denied) still answers reads: the log
+        is opened read-only (an absent log reads as empty). A write there, or a log that cannot
+        be read at all, is a :class:`~..errors.StateError` (one line, exit 2)."""
+        path = self.path
         try:
             with self.open() as store:
                 return fn(store)
@@ -199,7 +216,21 @@ class CallLog:
             if is_damage(exc) and quarantine_damaged():
                 raise FscaleError(f"the call log is damaged ({exc}); it was moved aside, run the "
                                   "command again", ExitCode.INTERNAL_ERROR) from None
-            raise
+            if storage.home_problem(exc, path) is None:
+                raise
+            failure: BaseException = exc
+        except OSError as exc:
+            if storage.home_problem(exc, path) is None:
+                raise
+            failure = exc
+        if write:
+            raise storage.state_error(failure, path, "write the call log") from None
+        try:
+            with LearningStore(path if path.exists() else Path(":memory:"),
+                               readonly=path.exists()) as store:
+                return fn(store)
+        except (sqlite3.OperationalError, OSError) as exc:
+            raise storage.state_error(exc, path, "read the call log") from None
 
     def history(self, limit: int = 20, text: str | None = None) -> list[dict[str, Any]]:
         """Newest first; ``text`` filters on id, item id, question, answer and status (SQL)."""
@@ -222,7 +253,8 @@ class CallLog:
     def feedback(self, call_id: str, kind: str, **fields: Any) -> dict[str, Any]:
         """Record feedback; the latest of a group on a call replaces the earlier one (then the
         outcome's ``replaced`` names it and ``changes`` are the net rating changes)."""
-        outcome = self._read(lambda store: store.add_feedback(call_id, kind, **fields))
+        outcome = self._read(lambda store: store.add_feedback(call_id, kind, **fields),
+                             write=True)
         self._snapshot_at = 0.0
         return outcome
 
@@ -231,6 +263,6 @@ class CallLog:
         from the log without it. Returns ``{"id", "undone": {kind, label, prefer, over, ts,
         state, ...}, "changes": {model: delta}, "feedback": [kinds still current]}``; a call
         with nothing to undo (or an unknown id) is a UsageError."""
-        outcome = self._read(lambda store: store.undo_feedback(call_id))
+        outcome = self._read(lambda store: store.undo_feedback(call_id), write=True)
         self._snapshot_at = 0.0
         return outcome

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import statistics
 import time
@@ -43,7 +42,6 @@ from .router import (ClusterModel, Router, choose_smoothing, read_knobs, router_
                      routing_dir, write_knobs)
 from .tasks import Task
 
-log = logging.getLogger("fscale")
 
 #: Trials after the first are sampled at least this warm, or "stability" would mean nothing.
 TRIAL_TEMPERATURE = 0.7
@@ -114,7 +112,7 @@ class ProfileStore:
     # -- the journal -----------------------------------------------------------------------
     def _load(self) -> None:
         try:
-            raw = self.path.read_bytes()
+            raw = storage.read_bytes(self.path)
         except FileNotFoundError:
             return
         self.size = len(raw)
@@ -131,9 +129,7 @@ class ProfileStore:
                     records.append(json.loads(line))
                 except ValueError:
                     if i != last:  # a torn last line is an interrupted append: not an error
-                        msg = f"warning: {self.path} line {i + 1} is not JSON; skipped"
-                        storage.warnings.append(msg)
-                        log.warning(msg)
+                        storage.warn(f"warning: {self.path} line {i + 1} is not JSON; skipped")
         for rec in records:
             self._apply(rec)
         self.records = len(records)
@@ -168,19 +164,11 @@ class ProfileStore:
         if not records:
             return
         data = "".join(_dumps(r) + "\n" for r in records).encode("utf-8")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         with storage.locked(self.path):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                end = os.lseek(fd, 0, os.SEEK_END)
-                if end and os.pread(fd, 1, end - 1) != b"\n":
-                    data = b"\n" + data  # close a torn line left by a killed process
-                os.write(fd, data)
-                if sync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-        self.size += len(data)
+            # 0600 like every file of the home (it holds the question texts); a line torn by a
+            # killed process is closed first.
+            written = storage.append_bytes(self.path, data, sync=sync, mend_torn_line=True)
+        self.size += written
         for rec in records:
             self._apply(rec)
         self.records += len(records)

