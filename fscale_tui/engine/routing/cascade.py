@@ -447,9 +447,11 @@ class Cascade:
         cost = (f"${choice.expected_cost:.3g}" if unit == "usd"
                 else f"{choice.expected_cost:.2f} calls")
         what = "within --budget " + budget.text if budget is not None else "by default"
-        note = (f"-k auto planned on the profile ({what}): {' → '.join(order)}, stopping once "
-                f"P(right) ≥ {chosen.tau:g}; expected {cost} per item, "
-                f"{choice.expected_accuracy:.1%} on the profile; no risk guarantee")
+        how = (f"{' → '.join(order)}, stopping once P(right) ≥ {chosen.tau:g}" if len(order) > 1
+               else f"asking {order[0]}")
+        note = (f"-k auto planned on the profile, not calibrated ({what}): {how}; expected "
+                f"{cost} per item, {choice.expected_accuracy:.1%} on the profile; no risk "
+                "guarantee")
         return AutoPlan(stages, False, "posterior", cluster if self.router else None, order,
                         note, always_answers=True, spend=spend)
 

@@ -34,9 +34,8 @@ accuracy) are kept with their offsets refitted on the whole profile (``routing/p
   the prompts, by a hash of the question, takes the cheaper one) so that the expected spend
   equals the budget.
 - Without one, the **default** is the cheapest plan whose cross-fitted accuracy is within one
-  standard error (of the paired difference) of the most accurate plan that costs no more than
-  the best single model — the one-standard-error rule: never pay for a gain the profile cannot
-  tell from noise, never spend more than asking the best model.
+  standard error (of the paired difference) of the most accurate plan — the one-standard-error
+  rule: never pay for a gain the profile cannot tell from noise.
 
 The router's budget (``fscale route --budget``) is chosen the same way: the cross-fitted curve
 of argmin Ψ + λ·cost over λ, and the two λ of its hull around the budget.
@@ -379,10 +378,10 @@ def hull(candidates: Sequence[Candidate]) -> list[Candidate]:
     return out
 
 
-def one_se_default(candidates: Sequence[Candidate], cap: float) -> Candidate:
+def one_se_default(candidates: Sequence[Candidate], cap: float | None = None) -> Candidate:
     """The cheapest candidate within one standard error (of the paired difference) of the
-    most accurate candidate costing at most ``cap``."""
-    affordable = [c for c in candidates if c.cost <= cap + 1e-9] or \
+    most accurate candidate (costing at most ``cap``, if given)."""
+    affordable = [c for c in candidates if cap is None or c.cost <= cap + 1e-9] or \
         [min(candidates, key=lambda c: c.cost)]
     top = max(affordable, key=lambda c: (c.accuracy, -c.cost))
     good = []
@@ -614,7 +613,7 @@ def plan(ev: Evidence, rows: np.ndarray, *,
     assert chosen is not None
     _, spread, scored = chosen
     on_hull = hull(scored)
-    default = one_se_default(scored, float(ev.price[best]))
+    default = one_se_default(scored)
     keep = list(on_hull) + ([default] if all(c is not default for c in on_hull) else [])
     keep.sort(key=lambda c: (c.cost, -c.accuracy))
     full = 1.0 - psi_full[ev.clusters[rows]]
