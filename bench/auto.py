@@ -200,6 +200,8 @@ def one_seed(rs, correct, seed, *, budgets, cascade=False, bound=True):
             pool = P.choose_pool(ev, correct[sp.val].mean(0))
             row["class_bound"] = class_bound(ev, test, pool, plans.spread, plans.family_rho,
                                              ch.amount, cm.k)
+            row["bound_vs_best_single"] = (None if row["class_bound"] is None
+                                           else row["class_bound"] - float(single_ok.mean()))
         out["budgets"][spec] = row
     if cascade:
         out["cascade"] = cascade_figures(rs, correct, sp, cm, cl, models, measured)
@@ -314,7 +316,9 @@ def summarise(runs, budgets):
                                 "worst": round(float(max((r["budgets"][spec]["spend_vs_budget"] for r in runs), key=abs)), 4)},
             "calls": col("budgets", spec, "calls", worst="max"),
             "class_bound": col("budgets", spec, "class_bound", worst="max")
-            if all(r["budgets"][spec].get("class_bound") is not None for r in runs) else None}
+            if all(r["budgets"][spec].get("class_bound") is not None for r in runs) else None,
+            "bound_vs_best_single": col("budgets", spec, "bound_vs_best_single", worst="max")
+            if all(r["budgets"][spec].get("bound_vs_best_single") is not None for r in runs) else None}
     if "cascade" in runs[0]:
         s["cascade"] = {}
         for key in runs[0]["cascade"]:
@@ -363,10 +367,18 @@ def print_report(rep) -> None:
               + (f"{pct(cb['mean']):>8} ({pct(cb['worst'])})" if cb else "       -"))
     print("  class bound: the best any plan of the planner's class (pool, τ grid, two plans mixed) "
           "reaches within the budget when fitted on the test items themselves (mean / max).")
+    for spec, b in s["budgets"].items():
+        g = b.get("bound_vs_best_single")
+        if g:
+            print(f"  {spec}: class bound − best single model: {100 * g['mean']:+.2f} points (max "
+                  f"{100 * g['worst']:+.2f})" + ("; below it on every seed: no plan of this class "
+                                                  "reaches the best single model at this budget"
+                                                  if g["worst"] < 0 else ""))
     for r in rep["runs"]:
         parts = [f"{spec}: {pct(b['accuracy'])} at {b['relative_cost']:.3f}x "
-                 f"(budget {b['spend_vs_budget']:+.1%}; {' / '.join(dict.fromkeys(b['plans']))}, "
-                 f"p={b['share_first']:.2f})" for spec, b in r["budgets"].items()]
+                 f"(budget {b['spend_vs_budget']:+.1%}; bound {pct(b['class_bound']) if b.get('class_bound') else '-'}; "
+                 f"{' / '.join(dict.fromkeys(b['plans']))}, p={b['share_first']:.2f})"
+                 for spec, b in r["budgets"].items()]
         print(f"    seed {r['seed']} (best {pct(r['best_single']['accuracy'])}, top-3 "
               f"{pct(r['top3']['accuracy'])}, default {pct(r['default']['accuracy'])} at "
               f"{r['default']['relative_cost']:.3f}x): " + "; ".join(parts))
