@@ -28,14 +28,17 @@ pool of at most six models — the price/accuracy Pareto set and the best model 
 and τ on a grid) is scored on the jointly profiled items with 2-fold cross-fitting: Ψ and the
 offsets are fitted on one half, the plan's accuracy and spend measured on the other, so no item
 is scored by a reliability fitted on it. The plans on the upper hull of (expected cost,
-accuracy) are kept with their offsets refitted on the whole profile (``routing/plans.json``).
+accuracy) are kept with their offsets refitted on the whole profile (``routing/plans.json``);
+a kept plan's expected spend is then measured as it will run (those offsets) on the profiled
+items — spend needs no label, and the cross-fitted one ran a slightly different policy.
 
 - A **budget** picks the two hull plans around it and mixes them (a deterministic share p of
   the prompts, by a hash of the question, takes the cheaper one) so that the expected spend
   equals the budget.
-- Without one, the **default** is the cheapest plan whose cross-fitted accuracy is within one
-  standard error (of the paired difference) of the most accurate plan — the one-standard-error
-  rule: never pay for a gain the profile cannot tell from noise.
+- Without one, the **default** is the cheapest plan as accurate as the top-3 majority vote
+  (what one would run to be safe) on the same items: cross-fitted, within one standard error
+  of the item-by-item difference (a one-item gap is noise, not a reason to pay 30 % more);
+  when none is, the cheapest plan within one standard error of the most accurate one.
 
 The router's budget (``fscale route --budget``) is chosen the same way: the cross-fitted curve
 of argmin Ψ + λ·cost over λ, and the two λ of its hull around the budget.
@@ -64,7 +67,7 @@ from .knobs import LAMBDAS, frontier_auc, upper_hull
 from .router import DEFAULT_SMOOTHING, SWITCH_Z, compute_psi, routing_dir, switch_penalty
 
 PLANS = "plans.json"
-PLANS_VERSION = 1
+PLANS_VERSION = 4
 #: The most models a plan asks, and the most a plan may choose from.
 MAX_STAGES = 4
 POOL = 6
@@ -74,7 +77,7 @@ FOLDS = 2
 #: Pseudo-observations pulling a stage offset toward "no shift" (tiny stages stay as they were).
 OFFSET_PSEUDO = 5.0
 #: Fewer jointly profiled items than this: no plan (``-k auto`` falls back to the routed order).
-MIN_JOINT = 40
+MIN_JOINT = 20
 SPREAD_MAX = 10.0
 NO_ANSWER, NOT_ASKED = -1, -2
 
@@ -97,6 +100,10 @@ class Evidence:
     unit: str  # "usd" | "calls"
     families: list[str]
     keys: list[str] = field(default_factory=list)
+    #: items × models: what asking that model that item cost (its recorded tokens at its
+    #: price); None: every call of a model costs ``price``. Spend estimates use it, so that
+    #: long prompts, which escalate more often, are not priced at the mean.
+    item_price: np.ndarray | None = None
 
     @property
     def correct(self) -> np.ndarray:
@@ -255,7 +262,9 @@ def simulate(ev: Evidence, models: Sequence[int], tau: float, *, spread: float,
             post = np.where(voted.any(1), 1.0 / z, 0.0)
             lead = np.where(voted.any(1), scores.argmax(1), NO_ANSWER)
             active = d["reach"]
-            d["cost"][active] += ev.price[d["order"][active, k]]
+            asked = d["order"][active, k]
+            d["cost"][active] += (ev.price[asked] if ev.item_price is None
+                                  else ev.item_price[rows[active], asked])
             d["calls"][active] += 1
             stop = active & ((post >= tau - 1e-12) | (k == n_stages - 1))
             d["lead"][stop] = lead[stop]
@@ -376,6 +385,22 @@ def hull(candidates: Sequence[Candidate]) -> list[Candidate]:
                    key=lambda c: (len(c.models), c.calls))
         out.append(best)
     return out
+
+
+def default_candidate(candidates: Sequence[Candidate], target: np.ndarray | None) -> Candidate:
+    """The default plan: the cheapest candidate whose cross-fitted accuracy is within one
+    standard error (of the paired difference, item by item) of ``target``'s — right/wrong per
+    item of the top-3 majority vote on the same items; none: :func:`one_se_default`."""
+    if target is not None and len(target) > 1:
+        t = target.astype(float)
+        enough = []
+        for c in candidates:
+            d = c.right.astype(float) - t
+            if d.mean() >= -float(d.std(ddof=1)) / math.sqrt(len(d)) - 1e-12:
+                enough.append(c)
+        if enough:
+            return min(enough, key=lambda c: (c.cost, -c.accuracy))
+    return one_se_default(candidates)
 
 
 def one_se_default(candidates: Sequence[Candidate], cap: float | None = None) -> Candidate:
@@ -565,7 +590,10 @@ def router_curve(ev: Evidence, rows: np.ndarray, folds: Sequence[np.ndarray],
         table = psi + (switch_penalty(psi, counts, smoothing, switch_z) if switch_z else 0.0)
         ch = choices(table, ev.clusters[held], route_cost, lambdas)
         picked[:, [pos[int(r)] for r in held]] = ch
-    pts = [(float(ev.price[c].mean()), float(correct[rows, c].mean())) for c in picked]
+    spend = (ev.price[None, :] if ev.item_price is None else ev.item_price[rows])
+    pts = [(float(np.take_along_axis(np.broadcast_to(spend, (len(rows), len(ev.models))),
+                                     c[:, None], 1).mean()), float(correct[rows, c].mean()))
+           for c in picked]
     out = []
     for cost, acc in upper_hull(pts):
         lam = next(float(lambdas[i]) for i, p in enumerate(pts)
@@ -613,7 +641,8 @@ def plan(ev: Evidence, rows: np.ndarray, *,
     assert chosen is not None
     _, spread, scored = chosen
     on_hull = hull(scored)
-    default = one_se_default(scored)
+    by_acc = sorted(names, key=lambda j: (-accuracy[j], ev.price[j]))
+    default = default_candidate(scored, _majority(ev, rows, by_acc[:3]))
     keep = list(on_hull) + ([default] if all(c is not default for c in on_hull) else [])
     keep.sort(key=lambda c: (c.cost, -c.accuracy))
     full = 1.0 - psi_full[ev.clusters[rows]]
@@ -622,7 +651,14 @@ def plan(ev: Evidence, rows: np.ndarray, *,
         cols = list(c.models)
         fitted = simulate(ev, cols, c.tau, spread=spread, family_rho=rho, est_rows=rows,
                           est_base=full[:, cols], eval_rows=rows[:0], eval_base=full[:0, cols]).offsets
-        plans.append(Plan([ev.models[j] for j in cols], c.tau, c.accuracy, c.cost, c.calls,
+        # Spend does not need labels to be judged: the plan as it will run (these offsets, Ψ
+        # on everything) is measured on the profiled items themselves; the accuracy stays the
+        # cross-fitted one.
+        run = simulate(ev, cols, c.tau, spread=spread, family_rho=rho, est_rows=rows[:0],
+                       est_base=full[:0, cols], eval_rows=rows, eval_base=full[:, cols],
+                       offsets=fitted)
+        plans.append(Plan([ev.models[j] for j in cols], c.tau, c.accuracy, float(run.cost.mean()),
+                          float(run.calls.mean()),
                           [{ev.models[j]: float(b) for j, b in st.items()} for st in fitted]))
     rng = np.random.default_rng(seed)
     fold = rng.permutation(len(rows)) % folds
@@ -630,7 +666,6 @@ def plan(ev: Evidence, rows: np.ndarray, *,
     curve = router_curve(ev, rows, fold_rows, psi_without,
                          route_cost if route_cost is not None else ev.price,
                          smoothing=smoothing, switch_z=switch_z)
-    by_acc = sorted(names, key=lambda j: (-accuracy[j], ev.price[j]))
     frontier = {"spreads_tried": sorted({round(estimated, 4), SPREAD_MAX}),
         "singles": [{"model": ev.models[j], "accuracy": float(accuracy[j]), "cost": float(ev.price[j])}
                     for j in by_acc],
@@ -699,14 +734,18 @@ def evidence_from_profile(settings: Any) -> tuple[Evidence, dict[str, Any]] | No
     rows: list[dict[str, str | None]] = [{} for _ in keys]
     obs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     tokens: dict[str, list[float]] = {}
-    for m in names:
+    item_tokens = np.full((len(keys), len(names)), np.nan)
+    for j, m in enumerate(names):
         r_idx, errs = [], []
         for key, prompt, item in store.observations(m, keys):
             i = index[key]
             rows[i][m] = item["answers"][0]
             r_idx.append(i)
             errs.append(sum(a != prompt["label"] for a in item["answers"]) / len(item["answers"]))
-            tokens.setdefault(m, []).extend(float(u) for u in item.get("tokens") or [] if u)
+            used = [float(u) for u in item.get("tokens") or [] if u]
+            tokens.setdefault(m, []).extend(used)
+            if used:
+                item_tokens[i, j] = used[0]
         obs[m] = (np.array(r_idx, dtype=int), np.array(errs, dtype=float))
     gold = [store.prompts[k]["label"] for k in keys]
     answers, gold_idx = encode_answers(rows, gold, names)
@@ -718,6 +757,7 @@ def evidence_from_profile(settings: Any) -> tuple[Evidence, dict[str, Any]] | No
     cluster_ids = np.array([assigned.get(k, 0) for k in keys], dtype=int)
     k = clusters.k if clusters is not None else 1
     costs = np.array([float(settings.models[m].cost or 0.0) for m in names])
+    item_price = None
     if not (costs > 0).any():
         unit, price = "calls", np.ones(len(names))
     else:
@@ -725,9 +765,11 @@ def evidence_from_profile(settings: Any) -> tuple[Evidence, dict[str, Any]] | No
         fallback = float(np.mean(known)) if known else ASSUMED_TOKENS
         per_call = np.array([np.mean(tokens[m]) if tokens.get(m) else fallback for m in names])
         unit, price = "usd", costs * per_call / 1e6
+        filled = np.where(np.isnan(item_tokens), per_call[None, :], item_tokens)
+        item_price = costs[None, :] * filled / 1e6
     families = [settings.models[m].family or family_of(settings.models[m].id) for m in names]
     ev = Evidence(names, answers, gold_idx, np.array(labels), cluster_ids, k, price, unit,
-                  families, keys)
+                  families, keys, item_price)
     smoothing = read_knobs(directory).get("smoothing")
     return ev, {"obs": obs, "k": k, "smoothing": float(smoothing or DEFAULT_SMOOTHING),
                 "route_cost": costs}
