@@ -36,9 +36,11 @@ items — spend needs no label, and the cross-fitted one ran a slightly differen
   the prompts, by a hash of the question, takes the cheaper one) so that the expected spend
   equals the budget.
 - Without one, the **default** is the cheapest plan as accurate as the top-3 majority vote
-  (what one would run to be safe) on the same items: cross-fitted, within one standard error
-  of the item-by-item difference (a one-item gap is noise, not a reason to pay 30 % more);
-  when none is, the cheapest plan within one standard error of the most accurate one.
+  (what one would run to be safe) and not clearly worse than the most accurate plan, on the
+  same items, cross-fitted: within one standard error of the item-by-item difference from the
+  vote (a one-item gap is noise, not a reason to pay 30 % more), and within two of the best
+  plan (the best of hundreds of estimates is optimistic; when a plan is much better than the
+  vote, the default follows it).
 
 The router's budget (``fscale route --budget``) is chosen the same way: the cross-fitted curve
 of argmin Ψ + λ·cost over λ, and the two λ of its hull around the budget.
@@ -67,7 +69,7 @@ from .knobs import LAMBDAS, frontier_auc, upper_hull
 from .router import DEFAULT_SMOOTHING, SWITCH_Z, compute_psi, routing_dir, switch_penalty
 
 PLANS = "plans.json"
-PLANS_VERSION = 4
+PLANS_VERSION = 5
 #: The most models a plan asks, and the most a plan may choose from.
 MAX_STAGES = 4
 POOL = 6
@@ -387,20 +389,29 @@ def hull(candidates: Sequence[Candidate]) -> list[Candidate]:
     return out
 
 
+#: The default is not clearly worse than the most accurate plan: within this many standard
+#: errors of it (the most accurate of hundreds of cross-fitted estimates is itself optimistic,
+#: so one standard error would chase noise).
+BEST_SE = 2.0
+
+
+def _within(c: Candidate, ref: np.ndarray, z: float) -> bool:
+    """c's accuracy is at most ``z`` standard errors (paired, item by item) under ``ref``'s."""
+    d = c.right.astype(float) - ref.astype(float)
+    if len(d) < 2:
+        return bool(d.mean() >= -1e-12)
+    return bool(d.mean() >= -z * float(d.std(ddof=1)) / math.sqrt(len(d)) - 1e-12)
+
+
 def default_candidate(candidates: Sequence[Candidate], target: np.ndarray | None) -> Candidate:
-    """The default plan: the cheapest candidate whose cross-fitted accuracy is within one
-    standard error (of the paired difference, item by item) of ``target``'s — right/wrong per
-    item of the top-3 majority vote on the same items; none: :func:`one_se_default`."""
-    if target is not None and len(target) > 1:
-        t = target.astype(float)
-        enough = []
-        for c in candidates:
-            d = c.right.astype(float) - t
-            if d.mean() >= -float(d.std(ddof=1)) / math.sqrt(len(d)) - 1e-12:
-                enough.append(c)
-        if enough:
-            return min(enough, key=lambda c: (c.cost, -c.accuracy))
-    return one_se_default(candidates)
+    """The default plan: the cheapest candidate that is as accurate as ``target`` — right/wrong
+    per item of the top-3 majority vote — within one standard error, and not clearly worse
+    than the most accurate candidate (within ``BEST_SE``); all cross-fitted, paired item by
+    item. No candidate is both: the cheapest within ``BEST_SE`` of the most accurate."""
+    top = max(candidates, key=lambda c: (c.accuracy, -c.cost))
+    near_best = [c for c in candidates if _within(c, top.right, BEST_SE)]
+    both = [c for c in near_best if target is None or _within(c, target, 1.0)]
+    return min(both or near_best, key=lambda c: (c.cost, -c.accuracy))
 
 
 def one_se_default(candidates: Sequence[Candidate], cap: float | None = None) -> Candidate:
