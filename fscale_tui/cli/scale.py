@@ -92,7 +92,8 @@ def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
             models=tuple(models) if models else None, panel=obj.get("panel", defaults["panel"]),
             k=obj.get("k", defaults["k"]), tie_break=defaults["tie_break"],
             item_id=str(obj["id"]) if obj.get("id") is not None else None,
-            alpha=defaults.get("alpha"), budget=defaults.get("budget"))
+            alpha=defaults.get("alpha"),
+            budget=defaults.get("budget") if is_auto(obj.get("k", defaults["k"])) else None)
 
     return read_batch_items(path, build)
 
