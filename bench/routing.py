@@ -47,8 +47,11 @@ from fscale_tui.engine.routing.embed import (LOCAL_DEFAULT_ALIAS, EmbeddingCache
 from fscale_tui.engine.routing.knobs import (LAMBDAS, bound_at, choices, curve, frontier_auc,  # noqa: E402
                                              lp_bound, psi_table, select_router)
 from fscale_tui.engine.routing.mmlu import select  # noqa: E402
+from fscale_tui.engine.routing import planner as P  # noqa: E402
+from fscale_tui.engine.routing.router import compute_psi, switch_penalty  # noqa: E402
 
 BUDGET_SHARE = 0.8  # "at <= 80 % of the best single model's cost"
+ROUTE_BUDGET = 0.7  # `fscale route --budget 0.7x` (issue 20): λ chosen on val by the engine's planner
 K_GRID = (5, 10, 20, 50)
 NN_K = 50
 DEFAULT_CACHE = Path("/work/cache/fscale-embed/embeddings.sqlite")
@@ -189,6 +192,7 @@ def run_seed(rs, correct, seed, vectors, categories, k_grid=K_GRID):
             c_b, a_b = pts[list(LAMBDAS).index(sel.lam_budget)]
             r["budget"] = {"lambda": sel.lam_budget, "cost": c_b, "cost_share": c_b / best["cost"],
                            "accuracy": a_b, "gap_to_best_single": a_b - best["accuracy"]}
+        r.update(engine_router(rs, correct, sp, ids, k, sel.smoothing, cost_vec, best, seed))
         out["routers"][name] = r
     for rep, x in xs.items():
         est = nn_estimates(x, err, fit_rows, sp.test)
@@ -199,9 +203,55 @@ def run_seed(rs, correct, seed, vectors, categories, k_grid=K_GRID):
             if f"{rep}-K{k}" in ids_all:
                 bound_ids[f"{rep}-K{k}"] = ids_all[f"{rep}-K{k}"][0]
     out["lp_bound"] = lp_bounds(bound_ids, correct, sp.test, cost_vec, budget)
+    out["lp_bound_route_budget"] = lp_bounds(bound_ids, correct, sp.test, cost_vec,
+                                             ROUTE_BUDGET * best["cost"])
     out["budget"] = budget
     out["_state"] = (sp, ids_all, fit_rows)
     return out
+
+
+def engine_router(rs, correct, sp, ids, k, smoothing, cost_vec, best, seed):
+    """The router as ``fscale route`` runs it: argmin Ψ + λ·cost + the switching penalty
+    (``router.switch_penalty``); at λ = 0, and at ``--budget 0.7x`` with λ chosen on val by
+    ``planner.router_curve`` (2-fold cross-fitted, the two λ of its hull around the budget,
+    prompts split between them by the hash of their text), figures on test."""
+    models = list(rs.models)
+    err = 1.0 - correct
+    ev = P.Evidence(models, np.zeros((len(rs.tasks), len(models)), dtype=int),
+                    np.zeros(len(rs.tasks), dtype=int), np.full(len(rs.tasks), 10), ids, k,
+                    cost_vec, "usd", models)
+    ev.answers[correct == 0] = 1  # right = label 0, wrong = 1: all router_curve needs
+
+    def psi_without(held):
+        cols = []
+        for j, m in enumerate(models):
+            rows = np.setdiff1d(sp.observed(m), held, assume_unique=True)
+            cols.append(compute_psi(ids[rows], err[rows, j], k, smoothing=smoothing))
+        return np.stack([c[0] for c in cols], 1), np.stack([c[1] for c in cols], 1)
+
+    psi, counts = psi_without(np.zeros(0, dtype=int))
+    table = psi + switch_penalty(psi, counts, smoothing)
+    test = sp.test
+    pick0 = choices(table, ids[test], cost_vec, [0.0])[0]
+    acc0 = float(correct[test, pick0].mean())
+    fold = np.random.default_rng(seed).permutation(len(sp.val)) % 2
+    curve_pts = P.router_curve(ev, sp.val, [sp.val[fold == f] for f in (0, 1)], psi_without,
+                               cost_vec, smoothing=smoothing)
+    amount = ROUTE_BUDGET * best["cost"]
+    i, j, p = P.mix_for([(c["cost"], c["accuracy"]) for c in curve_pts], amount)
+    la, lb = curve_pts[i]["lambda"], curve_pts[j]["lambda"]
+    texts = [rs.tasks[t].text for t in test]
+    first = np.array([P.takes_first(t, p) for t in texts])
+    pa, pb = choices(table, ids[test], cost_vec, [la, lb])
+    pick = np.where(first, pa, pb)
+    acc_b = float(correct[test, pick].mean())
+    cost_b = float(cost_vec[pick].mean())
+    return {"lambda0": {"accuracy": acc0, "cost_share": float(cost_vec[pick0].mean()) / best["cost"],
+                        "gain_vs_best_single": acc0 - best["accuracy"]},
+            "route_budget": {"lambdas": [la, lb], "p": p, "accuracy": acc_b,
+                             "cost_share": cost_b / best["cost"],
+                             "spend_vs_budget": cost_b / amount - 1.0,
+                             "gap_to_best_single": acc_b - best["accuracy"]}}
 
 
 def experiment(rs, correct, seeds, vectors, label):
@@ -235,6 +285,17 @@ def summarise(runs):
             "mix_gap": mw([x["budget_mix"]["gap_to_best_single"] for x in rr if "budget_mix" in x]),
             "auc_minus_nn": mw([x["auc"] - max(r["nn"].values(), key=lambda v: v["auc"])["auc"]
                                 for x, r in zip(rr, runs)]),
+            "lambda0_accuracy": mw([x["lambda0"]["accuracy"] for x in rr]),
+            "lambda0_gain": mw([x["lambda0"]["gain_vs_best_single"] for x in rr]),
+            "lambda0_cost_share": mw([x["lambda0"]["cost_share"] for x in rr], "max"),
+            "route_budget_accuracy": mw([x["route_budget"]["accuracy"] for x in rr]),
+            "route_budget_gap": mw([x["route_budget"]["gap_to_best_single"] for x in rr]),
+            "route_budget_cost_share": mw([x["route_budget"]["cost_share"] for x in rr], "max"),
+            "route_budget_spend": mw([x["route_budget"]["spend_vs_budget"] for x in rr], "max"),
+            "lp_route_budget_gap": mw([r["lp_bound_route_budget"][x["chosen"].rsplit("-", 1)[0] + "-K20"]["at_budget"]
+                                       - r["best_single"]["accuracy"]
+                                       if (x["chosen"].rsplit("-", 1)[0] + "-K20") in r["lp_bound_route_budget"]
+                                       else float("nan") for x, r in zip(rr, runs)], "max"),
             "chosen": [x["chosen"] for x in rr], "smoothing": [x["smoothing"] for x in rr]}
     for rep in runs[0]["nn"]:
         s["nn"][rep] = mw([r["nn"][rep]["auc"] for r in runs])
@@ -358,6 +419,19 @@ def print_block(b) -> None:
         row(f"router [{name}]: … its cost / best single's cost", r["mix_cost_share"],
             lambda v: f"{100 * v:.0f}%")
         row(f"router [{name}]: … gap to best single (points)", r["mix_gap"], pts)
+    for name, r in s["routers"].items():
+        row(f"router [{name}] at λ = 0 (switching rule): accuracy", r["lambda0_accuracy"])
+        row(f"router [{name}] at λ = 0: gain vs best single (points)", r["lambda0_gain"], pts)
+        row(f"router [{name}] at λ = 0: cost / best single's (max)", r["lambda0_cost_share"],
+            lambda v: f"{100 * v:.0f}%")
+        row(f"route --budget {ROUTE_BUDGET}x [{name}]: accuracy", r["route_budget_accuracy"])
+        row(f"route --budget {ROUTE_BUDGET}x [{name}]: gap to best single", r["route_budget_gap"], pts)
+        row(f"route --budget {ROUTE_BUDGET}x [{name}]: cost / best single's (max)",
+            r["route_budget_cost_share"], lambda v: f"{100 * v:.0f}%")
+        row(f"route --budget {ROUTE_BUDGET}x [{name}]: spend / budget − 1 (max)",
+            r["route_budget_spend"], lambda v: f"{100 * v:+.1f}%")
+        row(f"oracle LP bound at {ROUTE_BUDGET}x, K=20 − best single (mean / max)",
+            r["lp_route_budget_gap"], pts)
     for name, v in s["lp_bound_at_budget"].items():
         row(f"oracle LP bound at 80% cost, clusters = {name} (mean / max)", v)
     for name, r in s["routers"].items():

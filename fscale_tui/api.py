@@ -37,7 +37,8 @@ def _run(coro: Any) -> Any:
 def _request(question: str, answers: str | Sequence[str], *, context: str | None = None,
              k: int | str | None = None, panel: str | None = None,
              models: str | Sequence[str] | None = None, tie_break: str | None = None,
-             item_id: str | None = None, alpha: float | None = None) -> ScaleRequest:
+             item_id: str | None = None, alpha: float | None = None,
+             budget: str | None = None) -> ScaleRequest:
     """The same request the CLI builds: ``answers``/``models`` as a list or a comma string,
     ``k`` a number or ``"auto"``."""
     from .engine.requests import parse_k, split_labels
@@ -49,7 +50,8 @@ def _request(question: str, answers: str | Sequence[str], *, context: str | None
     request = ScaleRequest(question=question, answers=tuple(labels or ()), context=context,
                            models=tuple(models) if models else None, panel=panel,
                            k=None if auto else parse_k(k), tie_break=tie_break, auto=auto,
-                           item_id=None if item_id is None else str(item_id), alpha=alpha)
+                           item_id=None if item_id is None else str(item_id), alpha=alpha,
+                           budget=None if budget is None else str(budget))
     request.validate()
     return request
 
@@ -58,14 +60,15 @@ def scale(question: str, answers: str | Sequence[str], *, context: str | None = 
           k: int | str | None = None, panel: str | None = None,
           models: str | Sequence[str] | None = None,
           tie_break: str | None = None, settings: Settings | None = None,
-          alpha: float | None = None) -> ScaleResult:
+          alpha: float | None = None, budget: str | None = None) -> ScaleResult:
     """Ask several models to classify; returns the decision with votes and confidence.
 
     ``answers`` is a list of labels or a comma-separated string (``"YES,NO"``); ``k`` a number
     or ``"auto"`` (the routed models, as few as the evidence allows, as ``fscale scale -k
-    auto``); ``alpha`` with ``k="auto"``: abstain unless calibrated-confident at that risk."""
+    auto``); ``alpha`` with ``k="auto"``: abstain unless calibrated-confident at that risk;
+    ``budget`` with ``k="auto"``: ``"0.7x"`` of the best single model's price, or USD per item."""
     request = _request(question, answers, context=context, k=k, panel=panel, models=models,
-                       tie_break=tie_break, alpha=alpha)
+                       tie_break=tie_break, alpha=alpha, budget=budget)
 
     async def go() -> ScaleResult:
         async with Engine(settings) as engine:
@@ -77,8 +80,8 @@ def scale(question: str, answers: str | Sequence[str], *, context: str | None = 
 def scale_batch(items: Iterable[dict[str, Any]], *, k: int | str | None = None,
                 panel: str | None = None,
                 models: Sequence[str] | None = None, tie_break: str | None = None,
-                concurrency: int | None = None,
-                settings: Settings | None = None) -> list[ScaleResult | Exception]:
+                concurrency: int | None = None, settings: Settings | None = None,
+                budget: str | None = None) -> list[ScaleResult | Exception]:
     """Classify many items (dicts with question, answers, optional context and id).
 
     Returns one entry per item in input order: a ScaleResult, or the exception that item
@@ -91,7 +94,9 @@ def scale_batch(items: Iterable[dict[str, Any]], *, k: int | str | None = None,
             requests.append(_request(item["question"], item["answers"], context=item.get("context"),
                                      k=item.get("k", k), panel=item.get("panel", panel),
                                      models=item.get("models", models), tie_break=tie_break,
-                                     item_id=item.get("id")))
+                                     item_id=item.get("id"),
+                                     budget=budget if str(item.get("k", k)).strip() == "auto"
+                                     else None))
         except (KeyError, TypeError) as exc:
             requests.append(UsageError(f"bad item: missing or invalid {exc}"))
         except UsageError as exc:

@@ -83,6 +83,8 @@ class FscaleApp(App[int]):
         Binding("f5", "switch_mode('ratings')", "Ratings", priority=True),
         Binding("f6", "switch_mode('panels')", "Panels", priority=True),
         Binding("f7", "switch_mode('history')", "History", priority=True),
+        # Not in the footer (it would push every screen's own keys out): F1 and ctrl+p list it.
+        Binding("f8", "switch_mode('profile')", "Profile", priority=True, show=False),
         Binding("ctrl+t", "toggle_theme", "Light/dark theme", show=False),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]

@@ -287,6 +287,10 @@ def test_routed_then_best_asks_the_cluster_specialist_first_then_the_best_overal
     r.add_model("lucky", ids, np.r_[np.full(50, 0.1), np.full(50, 0.9)], cost=0.1)
     assert r.overall_error("solid") == pytest.approx(0.2)
     assert r.overall_error("lucky") == pytest.approx(0.5)
+    # lucky's 0.1 against solid's 0.2 on 50 items is not evidence enough to outrank the model
+    # that is best overall (the switching penalty); spec's 0 against 0.2 is.
+    assert r.order(0, 3, "routed") == ["spec", "solid", "lucky"]
+    r.switch_z, r._penalty = 0.0, None  # plain argmin Ψ: lucky's few items count
     assert r.order(0, 3, "routed") == ["spec", "lucky", "solid"]
     assert r.order(0, 3, "routed-then-best") == ["spec", "solid", "lucky"]
     assert r.order(0, 1, "routed-then-best") == ["spec"]

@@ -186,7 +186,7 @@ async def test_cancelling_a_call_cancels_its_requests_and_the_server_stays_up(
     ("scale", {"question": " ", "answers": ["YES", "NO"]}, "the question is empty"),
     ("scale", {"question": "q?", "answers": ["YES", "NO"], "models": ["nope"]}, "nope"),
     ("scale", {"question": "q?", "answers": ["YES", "NO"], "k": "auto", "budget": "cheap"},
-     "budget must be USD per item (e.g. 0.002) or a multiple of the best single model's cost"),
+     "write 0.7x (relative to the best single model) or 0.002 (USD per item)"),
     ("verify", {"draft": "", "source": "The sky is blue."}, "the draft is empty"),
     ("generate", {"question": "q?", "strategy": "nope"}, "--strategy must be one of judge"),
     ("route", {"question": "q?"}, "fscale profile"),
@@ -235,24 +235,26 @@ async def test_the_notes_the_cli_prints_for_people_come_with_the_result(server, 
     assert capped.meta["fscale"]["notes"][0].startswith("-k 9: only 7 usable models")
 
 
-async def test_budget_is_checked_and_refused_until_the_engine_takes_one(server, stub_config,
-                                                                        errlog):
-    """`budget` is accepted by the schema, checked, and (until -k auto has a budget) refused
-    with a clear usage error rather than silently ignored."""
+async def test_budget_is_checked_like_the_cli_and_spent_by_the_planner(server, stub_config,
+                                                                       errlog):
+    """`budget` is the CLI's --budget: checked by the same parser (a bad one is a usage error
+    before any model is asked) and handed to -k auto's planner (no profile: its usage error)."""
     from fscale_tui.cli.mcp import budget_option
     from fscale_tui.engine.errors import UsageError
 
-    for good in ("0.7x", "0.002", 0.5, "2X"):
-        with pytest.raises(UsageError, match="not supported by this version"):
-            budget_option(good)
+    for good, text in (("0.7x", "0.7x"), ("0.002", "0.002"), (0.5, "0.5"), ("2X", "2X")):
+        assert budget_option(good) == {"budget": text}
     for bad in ("-1", "0x", "x", "1.5y", ""):
-        with pytest.raises(UsageError, match="budget must be"):
+        with pytest.raises(UsageError, match="budget"):
             budget_option(bad)
     assert budget_option(None) == {}
     async with mcp_session(errlog) as session:
-        result = await session.call_tool("scale", {"question": "q?", "answers": ["YES", "NO"],
-                                                   "k": "auto", "budget": "0.7x"})
-    assert result.is_error and "budget is not supported by this version" in text_of(result)
+        bad = await session.call_tool("scale", {"question": "q?", "answers": ["YES", "NO"],
+                                                "k": "auto", "budget": "1.5y"})
+        plain = await session.call_tool("scale", {"question": "q?", "answers": ["YES", "NO"],
+                                                  "k": 3, "budget": "0.7x"})
+    assert bad.is_error and "0.7x" in text_of(bad) and "usage_error" in text_of(bad)
+    assert plain.is_error and "-k auto only" in text_of(plain)
     assert server.count() == 0  # refused before any model was asked
 
 

@@ -28,7 +28,6 @@ SDK reads the tools' signatures (defined inside :func:`build_server`) as real ty
 
 import asyncio
 import json
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -90,28 +89,15 @@ def validation_message(tool: str, errors: list[dict[str, Any]]) -> str:
     return f"bad arguments for {tool}: " + "; ".join(parts)
 
 
-BUDGET = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(x?)")
-
-
 def budget_option(budget: str | float | None) -> dict[str, Any]:
-    """``budget`` for ``scale_request``: USD per item (``0.002``) or relative to the best single
-    model (``0.7x``), passed through as the CLI's ``--budget`` is when the engine takes one;
-    until then it is checked and refused with a clear usage error (never silently ignored)."""
+    """``budget`` for ``scale_request``, as the CLI's ``--budget`` takes it: USD per item
+    (``0.002``) or relative to the best single model (``0.7x``). It is checked by the engine's
+    own parser here, so a bad one is the CLI's usage error before any model is asked."""
     if budget is None:
         return {}
-    text = str(budget).strip().lower()
-    match = BUDGET.fullmatch(text)
-    if match is None or float(match[1]) <= 0:
-        raise UsageError(f"budget must be USD per item (e.g. 0.002) or a multiple of the best "
-                         f"single model's cost (e.g. 0.7x), not {str(budget)!r}")
-    import inspect
+    from ..engine.routing.budget import parse_budget
 
-    from ..engine.requests import scale_request
-
-    if "budget" in inspect.signature(scale_request).parameters:
-        return {"budget": text}
-    raise UsageError("budget is not supported by this version of fscale yet (the budget-aware "
-                     "k='auto' is not installed); leave it out")
+    return {"budget": parse_budget(budget).text}
 
 
 def vote_line(event: Any) -> str | None:
@@ -559,8 +545,8 @@ def build_server(calls: Calls | None = None) -> Any:
                         "calibrate`).")] = None,
         budget: Annotated[str | float | None, Field(
             description="k='auto' only: the spend per item, in USD (0.002) or relative to the "
-                        "best single model (\"0.7x\"). Not supported by this version yet: "
-                        "giving it is a usage error.")] = None,
+                        "best single model (\"0.7x\"), as the CLI's --budget: the plan is "
+                        "chosen on the profile so the expected spend fits.")] = None,
         ctx: Context = None,  # type: ignore[assignment]
     ) -> Annotated[CallToolResult, ScaleOutput]:
         """Several models vote on one of the allowed labels; the majority wins, as soon as the

@@ -103,6 +103,8 @@ def profile(
     embedding: str = typer.Option("hashed-tfidf", "--embedding", help="hashed-tfidf (no download), local:<alias> (a local model's llama.cpp embeddings, cached; 'local' = local-qwen-0.5b) or sentence-transformers:<model> (if installed).", rich_help_panel=CLUSTERS),
     concurrency: int = typer.Option(None, "--concurrency", help="Requests in flight at once."),
     path: bool = typer.Option(False, "--path", help="Print the routing state directory and exit.", rich_help_panel=OUTPUT),
+    frontier: bool = typer.Option(False, "--frontier", help="Print the frontier: accuracy vs price of every single model, top-k majorities, the router along its budget, the -k auto plans (default marked *) and the calibrated cascade.", rich_help_panel=OUTPUT),
+    png: str = typer.Option(None, "--png", metavar="FILE", help="Plot the frontier into a PNG file (needs the [plot] extra: matplotlib).", rich_help_panel=OUTPUT),
     as_json: bool = typer.Option(False, "--json", help="Print the profile report as one JSON object.", rich_help_panel=OUTPUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.", rich_help_panel=OUTPUT),
 ) -> None:
@@ -119,6 +121,8 @@ def profile(
       fscale profile val.jsonl --models fast-a,fast-b,slow-c --trials 3
 
       fscale profile val.jsonl --models new-model --resume --json
+
+      fscale profile --frontier --png frontier.png
     """
     from ..engine.routing.tasks import load_tasks
 
@@ -169,8 +173,36 @@ def profile(
         if not quiet and not as_json:
             console.print(f"Ψ shrinkage: {knobs['smoothing']:g} pseudo-observations (cross-fitted on "
                           f"{knobs['smoothing_observations']} observations)")
+        # -k auto's plans and the router's budgets, chosen on the profile (cross-fitted).
+        try:
+            planned = routing.replan()
+        except UsageError as exc:
+            planned = {"error": str(exc)}
+        if not quiet and not as_json and planned:
+            if "error" in planned:
+                console.print(f"[yellow]-k auto not planned: {planned['error']}[/yellow]")
+            else:
+                d = planned["default"]
+                rel = "" if d["relative_cost"] is None else f" ({d['relative_cost']:.2f}x the best single model)"
+                console.print(f"-k auto planned on {planned['items']} items: default {d['plan']}, "
+                              f"{d['accuracy']:.1%} at {d['calls']:.2f} calls per item{rel}")
     else:
         names = list(split_list(models) or ()) or None
+    if frontier or png:
+        from .frontier import print_frontier, write_png
+
+        data = routing.frontier()
+        if data is None:
+            raise UsageError("nothing profiled yet: fscale profile TASKS.jsonl --models a,b")
+        if png:
+            write_png(data, png)
+            if not quiet:
+                console.print(f"frontier plotted in {png}")
+        if as_json:
+            print_json({"schema": 1, "frontier": data})
+        elif frontier:
+            print_frontier(data, stdout_console(fixed_width_when_piped=True))
+        return
     report = routing.report(names, keys)
     report["calls"] = counts
     report["knobs"] = routing.knobs()
@@ -188,15 +220,16 @@ ROUTE_SCHEMA = 1
 
 
 def route_json(routing: Any, question: str, context: str | None, lam: float,
-               names: tuple[str, ...] | None) -> tuple[dict[str, Any], str]:
+               names: tuple[str, ...] | None, budget: Any = None) -> tuple[dict[str, Any], str]:
     """One question's routing as ``fscale route --json`` prints it (the MCP ``route`` tool
-    returns the same), and why in words."""
+    returns the same), and why in words. With a ``budget`` λ comes from the profile."""
     text = question if not context else f"{question}\n\n{context}"
-    choice, why, fitted = routing.route(text, lam, names)
-    return {"schema": ROUTE_SCHEMA, **choice, "lambda": lam, "clusters_fitted": fitted}, why
+    choice, why, fitted = routing.route(text, lam, names, budget)
+    return {"schema": ROUTE_SCHEMA, **choice, "clusters_fitted": fitted}, why
 
 
-def _route_batch(routing: Any, path: str, lam: float, names: tuple[str, ...] | None) -> int:
+def _route_batch(routing: Any, path: str, lam: float, names: tuple[str, ...] | None,
+                 budget: Any = None) -> int:
     """One JSON line per item, in input order; a bad line is an error line, not a stop."""
     from .common import read_batch_items
 
@@ -210,7 +243,7 @@ def _route_batch(routing: Any, path: str, lam: float, names: tuple[str, ...] | N
 
     items = read_batch_items(path, build)
     good = [i for i, item in enumerate(items) if not isinstance(item, Exception)]
-    routed, fitted = routing.route_many([items[i]["text"] for i in good], lam, names)
+    routed, fitted = routing.route_many([items[i]["text"] for i in good], lam, names, budget)
     choices = dict(zip(good, routed))
     lines = []
     for index, item in enumerate(items):
@@ -219,7 +252,7 @@ def _route_batch(routing: Any, path: str, lam: float, names: tuple[str, ...] | N
                           "model": None, "error": str(item)})
             continue
         lines.append({"schema": ROUTE_SCHEMA, "index": index, "id": item["id"], "status": "routed",
-                      **choices[index], "lambda": lam, "clusters_fitted": fitted})
+                      **choices[index], "clusters_fitted": fitted})
     import json
 
     sys.stdout.write("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
@@ -232,7 +265,8 @@ def _route_batch(routing: Any, path: str, lam: float, names: tuple[str, ...] | N
 def route(
     question: str = typer.Argument(None, help="The question to route.", show_default=False),
     context: str = typer.Option(None, "--context", "-c", help="Context text (part of what is embedded)."),
-    lam: float = typer.Option(0.0, "--lambda", "-l", help="Cost weight λ: score = expected error + λ·cost."),
+    lam: float = typer.Option(None, "--lambda", "-l", help="Cost weight λ: score = expected error + λ·cost (default 0, or what --budget implies)."),
+    budget: str = typer.Option(None, "--budget", help="Spend at most this per item on average instead of giving λ: 0.7x (of the best single model's price) or 0.002 (USD); λ is chosen on the profile. Default: FSCALE_BUDGET or [routing] budget when --lambda is not given."),
     models: str = typer.Option(None, "--models", "-m", help="Only consider these models.", rich_help_panel=SELECT),
     batch: str = typer.Option(None, "--batch", help="JSONL file of items ('-' = stdin; question, context?, id?): one JSON line per item, in input order.", rich_help_panel=OUTPUT),
     as_json: bool = typer.Option(False, "--json", help="Print the choice and the ranking as JSON.", rich_help_panel=OUTPUT),
@@ -251,17 +285,26 @@ def route(
       fscale route "Is this clause enforceable?" --json | jq .ranking
 
       fscale route --batch test.jsonl --lambda 0.05 > routes.jsonl
+
+      fscale route --batch test.jsonl --budget 0.7x > routes.jsonl   # λ chosen on the profile
     """
     if batch is not None and (question is not None or context is not None):
         raise UsageError("give a question or --batch FILE, not both (items carry their context)")
     if batch is None and question is None:
         raise UsageError("missing QUESTION (or --batch FILE); see 'fscale route --help'")
+    from ..engine.routing.budget import configured_budget, parse_budget
+
+    if budget is not None and lam is not None:
+        raise UsageError("give --lambda or --budget, not both")
     names = split_list(models)
     with engine_facade() as engine:
         routing = engine.routing
+        spend = (parse_budget(budget) if budget is not None
+                 else configured_budget(engine.settings) if lam is None and not names else None)
+    lam = 0.0 if lam is None else lam
     if batch is not None:
-        raise typer.Exit(_route_batch(routing, batch, lam, names))
-    obj, why = route_json(routing, question, context, lam, names)
+        raise typer.Exit(_route_batch(routing, batch, lam, names, spend))
+    obj, why = route_json(routing, question, context, lam, names, spend)
     if as_json:
         print_json(obj)
         return
@@ -279,7 +322,7 @@ def calibrate(
     delta: float = typer.Option(0.1, "--delta", help="The guarantee holds with probability ≥ 1 − δ (δ split over the stages)."),
     stages: str = typer.Option(None, "--stages", help="Calibrate a fixed cascade instead of the adaptive rule: cheapest first, route:N, a panel name, or a+b+c (e.g. route:3,strong)."),
     max_calls: int = typer.Option(4, "--max-calls", help="Adaptive: ask at most this many routed models per item.", rich_help_panel=ADAPTIVE),
-    budget: float = typer.Option(None, "--budget", help="Adaptive: the most accurate stopping rule within this many calls per item on average (default: the most accurate).", rich_help_panel=ADAPTIVE),
+    budget: str = typer.Option(None, "--budget", help="Adaptive: the most accurate stopping rule within this many calls per item on average, e.g. 2 (or 2calls); unlike scale/route --budget a bare number counts calls here. 0.7x or $0.002 state it in price instead (default: the most accurate).", rich_help_panel=ADAPTIVE),
     spread: float = typer.Option(10.0, "--spread", help="Adaptive: wrong answers spread over at most this many labels (the posterior's L).", rich_help_panel=ADAPTIVE),
     order: str = typer.Option("routed-then-best", "--order", help="Adaptive: routed-then-best (the best model on the prompt's cluster, then the best overall) | routed (the best on the cluster).", rich_help_panel=ADAPTIVE),
     signal: str = typer.Option("weighted", "--signal", help="--stages only. Confidence: agreement | votes | weighted | posterior."),
@@ -369,7 +412,7 @@ def _store(settings: Any, report: Any, *, force: bool, dry_run: bool, hint: str)
 
 
 def _calibrate_adaptive(settings: Any, items: Any, *, alpha: float | None, delta: float,
-                        max_calls: int, budget: float | None, spread: float, order: str,
+                        max_calls: int, budget: str | None, spread: float, order: str,
                         lam: float,
                         concurrency: int | None, dry_run: bool, force: bool, as_json: bool,
                         quiet: bool) -> int:
@@ -394,7 +437,7 @@ def _calibrate_adaptive(settings: Any, items: Any, *, alpha: float | None, delta
     console.print(f"adaptive -k auto on {out['items']} items: stop once P(right) ≥ {out['tau']:g}, "
                   f"at most {out['stop_after']} models → accuracy {out['accuracy']:.1%} at "
                   f"{out['calls_per_item']:.2f} calls per item"
-                  + (f" (budget {budget:g})" if budget is not None else ""))
+                  + (f" (budget {budget})" if budget is not None else ""))
     if "stages" in out:
         risk = "-" if out["risk"] is None else f"{out['risk']:.1%}"
         thresholds = ", ".join("never" if r["threshold"] is None else f"{r['threshold']:.4f}"

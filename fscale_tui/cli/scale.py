@@ -92,7 +92,8 @@ def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
             models=tuple(models) if models else None, panel=obj.get("panel", defaults["panel"]),
             k=obj.get("k", defaults["k"]), tie_break=defaults["tie_break"],
             item_id=str(obj["id"]) if obj.get("id") is not None else None,
-            alpha=defaults.get("alpha"))
+            alpha=defaults.get("alpha"),
+            budget=defaults.get("budget") if is_auto(obj.get("k", defaults["k"])) else None)
 
     return read_batch_items(path, build)
 
@@ -141,6 +142,7 @@ def scale(
     context_file: str = typer.Option(None, "--context-file", "-f", help="Read the context from a file ('-' = stdin)."),
     tie_break: str = typer.Option(None, "--tie-break", help="none (default: a tie is no decision, exit 3) | rating | order.", envvar="FSCALE_TIE_BREAK"),
     alpha: float = typer.Option(None, "--alpha", help="-k auto: abstain (exit 3) unless the answer passes the threshold calibrated for this risk, e.g. 0.1 (needs 'fscale calibrate'). Without it -k auto always answers.", rich_help_panel=SELECT),
+    budget: str = typer.Option(None, "--budget", help="-k auto: the most an item may cost on average: 0.7x (of the best single model's price) or 0.002 (USD). The plan is chosen on the profile so the expected spend fits; the JSON has budget, expected_cost_usd and cost_usd. Default: FSCALE_BUDGET or [routing] budget, else the plan as accurate as the best affordable one within noise.", rich_help_panel=SELECT),
     batch: str = typer.Option(None, "--batch", help="JSONL file of items ('-' = stdin): one JSON result per line.", rich_help_panel=OUTPUT),
     resume: str = typer.Option(None, "--resume", metavar="OUT", help="--batch: skip the items that already have a result line in OUT (the output of a stopped run) and append the others' results to OUT.", rich_help_panel=OUTPUT),
     concurrency: int = typer.Option(None, "--concurrency", min=1, help="Batch items in flight at once (per Ray actor with --ray).", rich_help_panel=OUTPUT),
@@ -172,9 +174,12 @@ def scale(
 
       fscale scale "Is 91 prime?" -a YES,NO -k auto --alpha 0.1   # exit 3 = abstained
 
-    Exit codes: 0 decided, 2 usage error (e.g. --alpha outside (0, 1), or --alpha without
-    a calibration), 3 no decision (tie, no valid vote, or -k auto --alpha abstained),
-    4 every member failed / no provider usable, 130 interrupted, 143 terminated (SIGTERM).
+      fscale scale --batch items.jsonl -k auto --budget 0.5x   # at most half the best model's price
+
+    Exit codes: 0 decided, 2 usage error (e.g. --alpha outside (0, 1), --alpha without
+    a calibration, --budget without a profile), 3 no decision (tie, no valid vote, or -k auto
+    --alpha abstained), 4 every member failed / no provider usable, 130 interrupted,
+    143 terminated (SIGTERM).
     """
     labels = split_list(answers)
     kk: Any = "auto" if is_auto(k) else parse_k(k)
@@ -182,7 +187,7 @@ def scale(
         if question is not None:
             raise UsageError("give a question or --batch, not both")
         defaults = {"answers": labels, "models": split_list(models), "panel": panel, "k": kk,
-                    "tie_break": tie_break, "alpha": alpha}
+                    "tie_break": tie_break, "alpha": alpha, "budget": budget}
         raise typer.Exit(_run_batch(batch, defaults, concurrency=concurrency, quiet=quiet,
                                     learning=_learning_flags(no_challenger, no_log), ray=ray,
                                     actors=actors, resume=resume))
@@ -196,7 +201,7 @@ def scale(
         raise UsageError("missing --answers, e.g. --answers YES,NO")
     request = scale_request(question, labels, context=resolve_context(context, context_file),
                             models=split_list(models), panel=panel, k=kk, tie_break=tie_break,
-                            alpha=alpha)
+                            alpha=alpha, budget=budget)
     raise typer.Exit(_run_one(request, as_json=as_json, quiet=quiet,
                               learning=_learning_flags(no_challenger, no_log)))
 

@@ -130,10 +130,13 @@ def _convert(setting: Setting, raw: Any, origin: str) -> Any:
 
 #: Top-level tables of config.toml, and the keys each kind of table knows. A key that is not here
 #: is ignored with a one-line warning naming the closest known key (typos must not go unnoticed).
-TOP_LEVEL_KEYS = ("providers", "models", "panels", "defaults", "fleet")
+TOP_LEVEL_KEYS = ("providers", "models", "panels", "defaults", "fleet", "routing")
 #: ``[fleet]``: what several fscale processes share (engine/coordination.py). A redis_url with a
 #: password is refused here: it must come from the environment (FSCALE_REDIS_URL).
 FLEET_KEYS = ("redis_url",)
+#: ``[routing]``: ``budget`` = what ``-k auto`` and ``route`` may spend per item ("0.7x" of the
+#: best single model, or USD like "0.002"; ``FSCALE_BUDGET`` overrides it).
+ROUTING_KEYS = ("budget",)
 #: Provider types add their own option keys (``providers.option_keys``).
 PROVIDER_KEYS = ("base_url", "api_key_env", "rpm", "burst", "concurrency", "type",
                  "continuation")
@@ -291,7 +294,8 @@ def warn_unknown_keys(doc: dict[str, Any], text: str, path: Path) -> None:
                 if key not in known:
                     _warn(f"{_where(path, _line_of(text, key, start))}: unknown key {key} in "
                           f"[{kind}.{name}] ignored{_suggest(key, known)}")
-    for table, known_keys in (("fleet", FLEET_KEYS), ("defaults", tuple(SETTINGS))):
+    for table, known_keys in (("fleet", FLEET_KEYS), ("routing", ROUTING_KEYS),
+                              ("defaults", tuple(SETTINGS))):
         fields = doc.get(table)
         if not isinstance(fields, dict):
             continue
@@ -377,6 +381,15 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None)
             raise ConfigError(f"{cfg_path}: panels.{name} must be a list of model aliases")
         panels[name] = list(members)
 
+    routing = _table(doc, "routing", cfg_path)
+    if routing.get("budget") not in (None, ""):
+        from .errors import UsageError
+        from .routing.budget import parse_budget
+
+        try:
+            parse_budget(routing["budget"], option="budget")
+        except UsageError as exc:
+            raise ConfigError(f"{cfg_path} [routing]: {exc}") from None
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     defaults = _table(doc, "defaults", cfg_path)

@@ -82,7 +82,8 @@ def scale_request(question: str, answers: str | tuple[str, ...], *, context: str
                   models: tuple[str, ...] | None = None, panel: str | None = None,
                   k: int | str | None = None, tie_break: str | None = None,
                   id: str | None = None, stream: bool = False,
-                  item_id: str | None = None, alpha: float | None = None) -> ScaleRequest:
+                  item_id: str | None = None, alpha: float | None = None,
+                  budget: str | None = None) -> ScaleRequest:
     """A validated scale request; ``answers`` may be the comma-separated text as typed."""
     from .vote import ScaleRequest
 
@@ -93,7 +94,7 @@ def scale_request(question: str, answers: str | tuple[str, ...], *, context: str
                            context=context if context and context.strip() else None,
                            models=models, panel=panel, k=None if is_auto(k) else parse_k(k),
                            tie_break=tie_break, id=id, stream=stream, auto=is_auto(k),
-                           item_id=item_id, alpha=alpha)
+                           item_id=item_id, alpha=alpha, budget=budget)
     request.validate()
     return request
 

@@ -167,10 +167,14 @@ class Engine:
     def _auto_plan(self, request: ScaleRequest, tie_break: str, labels: int) -> Any:
         """The ``-k auto`` plan of one request (one at a time: the embedder's cache and
         client are shared)."""
+        from .routing.budget import configured_budget, parse_budget
+
+        budget = (parse_budget(request.budget) if request.budget is not None
+                  else None if request.alpha is not None else configured_budget(self.settings))
         with self._plan_lock:
             return self.cascade().plan(request.question, request.context, lam=request.lam,
                                        tie_break=tie_break, rating_of=self.rating_of,
-                                       alpha=request.alpha, labels=labels)
+                                       alpha=request.alpha, labels=labels, budget=budget)
 
     def cascade(self) -> Any:
         """The ``-k auto`` router and cascade, loaded once per engine (numpy only then)."""
@@ -324,7 +328,7 @@ class Engine:
             members=[v.model for v in votes if v.status != "replaced"],
             question=request.question, answers=list(labels), item_id=request.item_id,
             auto=True, stages=outcomes, calibrated=plan.calibrated, signal=plan.signal,
-            route={"cluster": plan.cluster, "models": plan.routed})
+            route={"cluster": plan.cluster, "models": plan.routed}, spend=plan.spend)
         if answer is None:
             asked = [v for v in votes if v.status != "replaced"]
             failed = bool(asked) and all(v.status == "failed" for v in asked)

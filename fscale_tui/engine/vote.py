@@ -59,6 +59,9 @@ class ScaleRequest:
     #: -k auto: abstain unless the answer passes the threshold calibrated for this risk level
     #: (None: the adaptive rule always answers, unless calibration stored an α).
     alpha: float | None = None
+    #: -k auto: the most an item may cost on average, "0.7x" (of the best single model) or
+    #: "0.002" (USD); None: ``FSCALE_BUDGET`` / ``[routing] budget``, else the planner's default.
+    budget: str | None = None
 
     def validate(self) -> None:
         if not self.question or not self.question.strip():
@@ -80,6 +83,12 @@ class ScaleRequest:
                 raise UsageError("--alpha works with -k auto only (abstain unless confident)")
             if not 0 < self.alpha < 1:
                 raise UsageError(f"--alpha must be between 0 and 1 (exclusive), not {self.alpha:g}")
+        if self.budget is not None:
+            if not self.auto:
+                raise UsageError("--budget works with -k auto only (the planner spends it)")
+            from .routing.budget import parse_budget
+
+            parse_budget(self.budget)
         if self.k is not None and not self.auto and self.k < 1:
             raise UsageError("-k must be at least 1")
         if self.models and len(set(self.models)) != len(self.models):
@@ -144,6 +153,8 @@ class ScaleResult:
     calibrated: bool | None = None
     signal: str | None = None
     route: dict[str, Any] | None = None
+    #: ``-k auto`` planned on the profile: the plan, the budget and the expected spend.
+    spend: dict[str, Any] | None = None
 
     @property
     def challenger(self) -> Vote | None:
@@ -196,6 +207,12 @@ class ScaleResult:
                       "stages": [s.to_dict() for s in self.stages],
                       "calibrated": self.calibrated, "signal": self.signal,
                       "route": self.route})
+            spend = self.spend or {}
+            usd = spend.get("unit") == "usd"
+            d.update({"plan": spend.get("plan"), "budget": spend.get("budget"),
+                      "expected_cost_usd": (round(spend["expected_cost"], 8)
+                                            if usd and "expected_cost" in spend else None),
+                      "expected_accuracy": spend.get("expected_accuracy")})
         return d
 
 

@@ -213,15 +213,22 @@ class Posterior(VotingRule):
 
     def __init__(self, reliability: Mapping[str, float], default: float = 0.6,
                  tie_break: str = "none", rating_of: Callable[[str], float] | None = None,
-                 spread: float = DEFAULT_SPREAD, labels: int | None = None) -> None:
+                 spread: float = DEFAULT_SPREAD, labels: int | None = None,
+                 families: Mapping[str, str] | None = None, family_rho: float = 0.0) -> None:
         super().__init__(tie_break, rating_of)
         if spread < 2:
             raise ValueError("spread must be at least 2 labels")
+        if not 0.0 <= family_rho < 1.0:
+            raise ValueError("family_rho must be in [0, 1)")
         self.reliability = dict(reliability)
         self.default = default
         self.spread = float(spread)
         #: The number of labels when known in advance (``weight`` needs it before ``decide``).
         self.labels = labels
+        #: Correlated families: the ballots of one family for one label count as the heaviest
+        #: one plus (1 − ρ) of the others (ρ = 0: every ballot counts in full).
+        self.families = dict(families or {})
+        self.family_rho = float(family_rho)
 
     def effective_labels(self, labels: int | None = None) -> float:
         n = labels if labels is not None else self.labels
@@ -237,6 +244,22 @@ class Posterior(VotingRule):
     def ballot(self, model: str, answer: str | None, position: int = 0) -> Ballot:
         return Ballot(model, answer, self.weight(model), position)
 
+    def discounted(self, ballots: Sequence[Ballot]) -> list[Ballot]:
+        """Per (family, label), the heaviest ballot keeps its weight and the others keep
+        (1 − ρ) of theirs (order-independent; ballots without an answer are unchanged)."""
+        heaviest: dict[tuple[str, str], int] = {}
+        for i, b in enumerate(ballots):
+            if b.answer is None:
+                continue
+            key = (self.families.get(b.model, b.model), b.answer)
+            j = heaviest.get(key)
+            if j is None or b.weight > ballots[j].weight:
+                heaviest[key] = i
+        keep = set(heaviest.values())
+        return [b if b.answer is None or i in keep
+                else Ballot(b.model, b.answer, (1 - self.family_rho) * b.weight, b.position)
+                for i, b in enumerate(ballots)]
+
     def posterior_of(self, label: str | None, weights: Mapping[str, float], n_labels: int) -> float:
         if label is None or label not in weights:
             return 0.0
@@ -250,6 +273,8 @@ class Posterior(VotingRule):
         # Weighed for this label set (a ballot made before the labels were known may not be).
         ballots = [Ballot(b.model, b.answer, self.weight(b.model, len(labels)), b.position)
                    for b in ballots]
+        if self.family_rho > 0 and self.families:
+            ballots = self.discounted(ballots)
         tally = super().decide(ballots, labels)
         if tally.answer is not None:
             tally.posterior = self.posterior_of(tally.answer, tally.weights, len(labels))

@@ -257,6 +257,8 @@ class AutoPlan:
     #: Adaptive without an α: the last stage answers whatever its confidence.
     always_answers: bool = False
     alpha: float | None = None
+    #: Planned from the profile (``planner``): the plan, the budget and the expected spend.
+    spend: dict[str, Any] | None = None
 
     def all_members(self) -> set[str]:
         return {m.alias for st in self.stages for m in st.members}
@@ -272,6 +274,9 @@ class Cascade:
         self.router = router if router is not None else load_router(settings)
         stored = config or CascadeConfig.load(settings)
         self.note = None
+        self.stored = stored is not None
+        self._plans: Any = None
+        self._plans_error: str | None = None
         if stored is None:
             stored = default_cascade(settings, self.router, registry)
             self.note = ("-k auto is not calibrated (run 'fscale calibrate CAL.jsonl'): asking "
@@ -279,6 +284,20 @@ class Cascade:
                          f"{DEFAULT_TAU:g}; no risk guarantee")
         self.config = stored
         self.specs = parse_stages(stored.stages)
+
+    def plans(self) -> Any:
+        """The plans of the stored profile (``planner.PlanSet``; planned on first use when the
+        profile changed), or None with the reason in ``_plans_error``."""
+        if self._plans is None and self._plans_error is None:
+            from .planner import load_plans
+
+            try:
+                self._plans = load_plans(self.settings) if self.router is not None else None
+            except UsageError as exc:
+                self._plans_error = str(exc)
+            if self._plans is None and self._plans_error is None:
+                self._plans_error = "nothing is profiled"
+        return self._plans
 
     def reliability(self, cluster: int) -> dict[str, float]:
         return self.router.reliability(cluster) if self.router is not None else {}
@@ -292,11 +311,26 @@ class Cascade:
              tie_break: str = "none", rating_of: Callable[[str], float] | None = None,
              thresholds: Sequence[float | None] | None = None,
              signal: str | None = None, alpha: float | None = None,
-             labels: int | None = None) -> AutoPlan:
+             labels: int | None = None, budget: Any = None,
+             cluster: int | None = None) -> AutoPlan:
         """The stages for one prompt: members (routed per cluster), rule, threshold.
 
+        With a profile and no stored calibration (or with a ``budget``), the plan chosen on the
+        profile (``planner``): the plan's models cheapest evidence first, stopping at its τ.
         ``alpha`` (adaptive mode): abstain unless a stage passes the threshold calibrated for
         it; without it an adaptive plan always answers (unless calibrated with an α)."""
+        if thresholds is None and alpha is None and (budget is not None or not self.stored):
+            plans = self.plans()
+            if plans is not None:
+                return self._planned(plans, question, context, budget=budget,
+                                     tie_break=tie_break, rating_of=rating_of, labels=labels)
+            if budget is not None:
+                raise UsageError(f"--budget needs a profile to plan from ({self._plans_error}): "
+                                 "run 'fscale profile --fit-clusters TRAIN.jsonl' and 'fscale "
+                                 "profile VAL.jsonl --models …' first")
+        if budget is not None:
+            raise UsageError("--budget and --alpha do not go together: the risk guarantee "
+                             "comes from the calibration, not from a budget")
         cfg = self.config
         lam = cfg.lam if lam is None else lam
         signal = signal or cfg.signal
@@ -317,7 +351,8 @@ class Cascade:
             always = True
         else:
             thresholds = list(cfg.thresholds)
-        cluster = self.cluster_of(question, context)
+        if cluster is None:
+            cluster = self.cluster_of(question, context)
         if always and tie_break == "none":
             tie_break = "order"  # always answer: a tie goes to the better-routed model's label
         rule = rule_for(signal, reliability=self.reliability(cluster), tie_break=tie_break,
@@ -356,6 +391,69 @@ class Cascade:
                         note, always_answers=always,
                         alpha=alpha if alpha is not None else (cfg.alpha if cfg.mode == "adaptive"
                                                                else None))
+
+    def _planned(self, plans: Any, question: str, context: str | None, *, budget: Any,
+                 tie_break: str, rating_of: Callable[[str], float] | None,
+                 labels: int | None) -> AutoPlan:
+        """The stages of the profile's plan for this prompt (see ``planner``): the plan's
+        models ordered by price per unit of evidence on the prompt's cluster; stage k asks the
+        first k+1 with the escalation-aware reliabilities of stage k and stops at τ; the last
+        stage always answers."""
+        from ..voting import Posterior
+        from .planner import evidence_order, shifted
+
+        choice = plans.choose(budget)
+        text = question if not context else f"{question}\n\n{context}"
+        chosen = choice.plan_for(text)
+        cluster = self.cluster_of(question, context)
+        rel0 = self.reliability(cluster)
+        spread = float(plans.spread)
+        big_l = min(float(labels), spread) if labels else spread
+        names = [m for m in chosen.models if m in self.settings.models]
+        if not names:
+            raise UsageError("the planned models are no longer configured: run 'fscale profile' again")
+        base = np.array([[rel0.get(m, DEFAULT_RELIABILITY) for m in names]])
+        price = np.array([plans.prices.get(m, 0.0) for m in names])
+        order = [names[j] for j in evidence_order(range(len(names)), base, price,
+                                                   np.array([big_l]))[0]]
+        families = {m: (self.settings.models[m].family or m) for m in names}
+        if tie_break == "none":
+            tie_break = "order"  # always answer: a tie goes to the earlier-asked model's label
+        stages: list[StagePlan] = []
+        for k in range(len(order)):
+            members = order[: k + 1]
+            offsets = chosen.offsets[k] if k < len(chosen.offsets) else {}
+            reliability = {m: float(shifted(np.array(rel0.get(m, DEFAULT_RELIABILITY)),
+                                            offsets.get(m, 0.0))) for m in names}
+            rule = Posterior(reliability, DEFAULT_RELIABILITY, tie_break, rating_of,
+                             spread=spread, labels=labels, families=families,
+                             family_rho=float(plans.family_rho))
+            tau = float(chosen.tau) if k < len(order) - 1 else 0.0
+            skip = None
+            if k < len(order) - 1 and labels and _best_case(rule, members, labels) < tau - 1e-12:
+                skip = "cannot reach the threshold even if unanimous: asked with the next stage"
+            stages.append(StagePlan(f"plan:{k + 1}", [self.registry.model(m) for m in members],
+                                    tau, rule, skip))
+        unit = plans.unit
+        spend = {"plan": chosen.label(), "models": order, "tau": chosen.tau, "unit": unit,
+                 "expected_cost": choice.expected_cost,
+                 "expected_accuracy": round(choice.expected_accuracy, 4),
+                 "budget": None if budget is None else
+                 {**budget.to_dict(), "amount": choice.amount,
+                  "relative_to": plans.best_single["model"],
+                  "best_single_cost": plans.best_single["cost"]},
+                 "mix": None if choice.a is choice.b else
+                 {"plans": [choice.a.label(), choice.b.label()], "share_first": round(choice.p, 4)}}
+        cost = (f"${choice.expected_cost:.3g}" if unit == "usd"
+                else f"{choice.expected_cost:.2f} calls")
+        what = "within --budget " + budget.text if budget is not None else "by default"
+        how = (f"{' → '.join(order)}, stopping once P(right) ≥ {chosen.tau:g}" if len(order) > 1
+               else f"asking {order[0]}")
+        note = (f"-k auto planned on the profile, not calibrated ({what}): {how}; expected "
+                f"{cost} per item, {choice.expected_accuracy:.1%} on the profile; no risk "
+                "guarantee")
+        return AutoPlan(stages, False, "posterior", cluster if self.router else None, order,
+                        note, always_answers=True, spend=spend)
 
     def _alpha_thresholds(self, alpha: float) -> list[float | None]:
         cache = self.__dict__.setdefault("_alpha_cache", {})
@@ -556,15 +654,19 @@ def adaptive_outcome(conf: np.ndarray, ok: np.ndarray, tau: float,
 
 
 def choose_stopping(conf: np.ndarray, ok: np.ndarray, *, budget: float | None = None,
-                    taus: Sequence[float] = TAU_GRID) -> tuple[float, int, float, float]:
+                    taus: Sequence[float] = TAU_GRID, costs: np.ndarray | None = None
+                    ) -> tuple[float, int, float, float]:
     """The (τ, stop_after) with the best accuracy within ``budget`` calls per item (ties: fewer
-    calls) -> (τ, stop_after, accuracy, calls per item). Calls counted as models asked."""
+    calls) -> (τ, stop_after, accuracy, calls per item). Calls counted as models asked; with
+    ``costs`` (items × stages: what stopping after each stage costs) the budget is a mean cost."""
     best: tuple[float, float, float, int] | None = None  # (accuracy, -calls, tau, m)
+    rows = np.arange(conf.shape[0])
     for m in range(1, conf.shape[1] + 1):
         for tau in taus:
             right, calls = adaptive_outcome(conf, ok, tau, m)
             acc, cpi = float(right.mean()), float(calls.mean())
-            if budget is not None and cpi > budget + 1e-9:
+            spent = cpi if costs is None else float(costs[rows, calls.astype(int) - 1].mean())
+            if budget is not None and spent > budget + 1e-9:
                 continue
             key = (acc, -cpi, tau, m)
             if best is None or key[:2] > best[:2]:
@@ -612,7 +714,7 @@ class AdaptiveReport:
 
 
 async def calibrate_adaptive_on_tasks(engine: Any, tasks: Sequence[Task], *, max_calls: int,
-                                      budget: float | None = None, alpha: float | None = None,
+                                      budget: Any = None, alpha: float | None = None,
                                       delta: float = 0.1, spread: float = DEFAULT_SPREAD,
                                       lam: float = 0.0, order: str = DEFAULT_ORDER,
                                       on_progress: Callable[[int, int], None] | None = None,
@@ -624,10 +726,13 @@ async def calibrate_adaptive_on_tasks(engine: Any, tasks: Sequence[Task], *, max
     from ..client import RequestCounter
     from ..prompts import build_messages
 
+    from .budget import Budget, parse_budget
+
     if max_calls < 1:
         raise UsageError("--max-calls must be at least 1")
-    if budget is not None and budget < 1:
-        raise UsageError("--budget is in calls per item: at least 1")
+    spec = budget if isinstance(budget, Budget) or budget is None else \
+        parse_budget(budget, bare="calls")
+    budget = spec.value if spec is not None and spec.kind == "calls" else None
     if alpha is not None and not 0 < alpha < 1:
         raise UsageError("--alpha must be between 0 and 1")
     if not 0 < delta < 1:
@@ -673,7 +778,23 @@ async def calibrate_adaptive_on_tasks(engine: Any, tasks: Sequence[Task], *, max
             on_progress(done, n)
 
     await asyncio.gather(*(one(i) for i in range(n)))
-    tau, stop_after, acc, cpi = choose_stopping(conf, ok, budget=budget)
+    costs = None
+    if spec is not None and spec.kind != "calls":
+        # A price budget: what stopping after stage s costs, from the profile's prices.
+        from .planner import load_plans
+
+        priced = load_plans(engine.settings)
+        if priced is None:
+            raise UsageError(f"--budget {spec.text} needs prices from a profile: run 'fscale "
+                             "profile' first (or give the budget in calls, e.g. 2)")
+        budget = spec.amount(float(priced.best_single["cost"]), priced.unit)
+        costs = np.zeros((n, max_calls))
+        for i in range(n):
+            spent = np.cumsum([priced.prices.get(m.alias, 0.0) for m in plans[i].stages[-1].members])
+            spent = spent[:max_calls]
+            costs[i, :len(spent)] = spent
+            costs[i, len(spent):] = spent[-1] if len(spent) else 0.0
+    tau, stop_after, acc, cpi = choose_stopping(conf, ok, budget=budget, costs=costs)
     cfg.tau, cfg.stop_after = tau, stop_after
     # Unrounded: a threshold is one of these values, and a call must reach it with the same
     # arithmetic (rounded up, it was just out of reach of the very item it came from).

@@ -2,7 +2,8 @@
 
 ``<data>/routing/profiles.jsonl`` is an append-only journal, one JSON record per line::
 
-    {"p": KEY, "id": "q1", "text": "…", "label": "YES", "category": "math"}   a prompt
+    {"p": KEY, "id": "q1", "text": "…", "label": "YES", "category": "math",
+     "answers": ["YES", "NO"]}                                                a prompt
     {"m": ALIAS, "k": KEY, "t": 0, "a": "YES", "s": 0.41}                       one answer
     {"drop": {"models": [ALIAS, …], "keys": [KEY, …]}}                         forget trials
 
@@ -148,7 +149,8 @@ class ProfileStore:
             item["tokens"].append(rec.get("u"))
         elif "p" in rec:
             self.prompts[rec["p"]] = {"id": rec.get("id"), "text": rec.get("text"),
-                                      "label": rec.get("label"), "category": rec.get("category")}
+                                      "label": rec.get("label"), "category": rec.get("category"),
+                                      "answers": rec.get("answers")}
         elif "drop" in rec:
             keys = rec["drop"].get("keys") or []
             for model in rec["drop"].get("models") or []:
@@ -256,7 +258,8 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
         if stored:
             header.append({"drop": {"models": stored, "keys": keys}})
     for t in tasks:
-        prompt = {"id": t.id, "text": t.text, "label": t.label, "category": t.category}
+        prompt = {"id": t.id, "text": t.text, "label": t.label, "category": t.category,
+                  "answers": list(t.answers)}
         if store.prompts.get(t.key) != prompt:
             header.append({"p": t.key, **prompt})
     store.append(header)

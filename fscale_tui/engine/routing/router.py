@@ -34,6 +34,11 @@ from .embed import DEFAULT_EMBEDDING, make_embedder
 
 DEFAULT_K = 20
 DEFAULT_SMOOTHING = 5.0
+#: A model outranks the most accurate model on a cluster only when its Ψ there is lower by
+#: more than this many standard errors of the difference (one-sided 95 %): a difference that
+#: ~100 profiled items per cluster cannot tell from noise does not move traffic away from the
+#: model that is best overall (so λ = 0 is never worse than the best single model by chance).
+SWITCH_Z = 1.645
 #: The strengths :func:`choose_smoothing` considers (pseudo-observations of the global rate).
 SMOOTHING_GRID = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
 KNOBS = "knobs.json"
@@ -141,6 +146,22 @@ def compute_psi(cluster_ids: np.ndarray, errors: np.ndarray, k: int, *,
     return psi, n
 
 
+def switch_penalty(psi: np.ndarray, counts: np.ndarray, smoothing: float,
+                   z: float = SWITCH_Z) -> np.ndarray:
+    """(K × models) what a model needs to beat on each cluster, beyond the best model's Ψ:
+    ``z`` standard errors of the difference of the two smoothed rates (0 for the model with
+    the lowest overall error, the *anchor*)."""
+    psi = np.asarray(psi, dtype=float)
+    counts = np.asarray(counts, dtype=float)
+    total = counts.sum(0)
+    overall = np.where(total > 0, (psi * counts).sum(0) / np.maximum(total, 1e-12), psi.mean(0))
+    anchor = int(np.argmin(overall))
+    se = np.sqrt(np.clip(psi * (1 - psi), 0.0, None) / (counts + smoothing))
+    pen = z * np.sqrt(se ** 2 + se[:, [anchor]] ** 2)
+    pen[:, anchor] = 0.0
+    return pen
+
+
 def choose_smoothing(observations: Mapping[str, tuple[Sequence[int], Sequence[float]]], k: int, *,
                      grid: Sequence[float] = SMOOTHING_GRID, folds: int = 5, seed: int = 0
                      ) -> tuple[float, dict[float, float]]:
@@ -209,22 +230,41 @@ class Router:
     def k(self) -> int:
         return self.clusters.k if self.clusters is not None else 1
 
+    #: ``SWITCH_Z`` of :func:`switch_penalty` (0: plain argmin Ψ + λ·cost)
+    switch_z: float = SWITCH_Z
+    _penalty: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
     def add_model(self, name: str, cluster_ids: np.ndarray, errors: np.ndarray, cost: float) -> None:
         """A new model joins from its observations alone: no refit of the clusters or others."""
         self.psi[name], self.counts[name] = compute_psi(cluster_ids, errors, self.k,
                                                         smoothing=self.smoothing)
         self.costs[name] = float(cost)
+        self._penalty = None
+
+    def penalties(self) -> dict[str, np.ndarray]:
+        """Per model, the switching penalty of each cluster (see :func:`switch_penalty`)."""
+        if self._penalty is None:
+            names = list(self.psi)
+            if not names:
+                return {}
+            pen = switch_penalty(np.stack([self.psi[m] for m in names], 1),
+                                 np.stack([self.counts[m] for m in names], 1), self.smoothing,
+                                 self.switch_z)
+            self._penalty = {m: pen[:, j] for j, m in enumerate(names)}
+        return self._penalty
 
     def rank(self, cluster: int, lam: float = 0.0, models: Iterable[str] | None = None) -> RouteChoice:
         names = [m for m in (models if models is not None else self.psi) if m in self.psi]
         if not names:
             raise UsageError("no profiled model to route to: run 'fscale profile TASKS.jsonl --models …' first")
         rows = []
+        penalty = self.penalties()
         for m in names:
             psi = float(self.psi[m][cluster])
             cost = self.costs.get(m, 0.0)
             rows.append({"model": m, "psi": round(psi, 4), "cost": cost,
-                         "score": round(psi + lam * cost, 6), "n": int(self.counts[m][cluster])})
+                         "score": round(psi + lam * cost + penalty[m][cluster], 6),
+                         "n": int(self.counts[m][cluster])})
         # Ties go to the cheaper model, then the name, so routing is deterministic.
         rows.sort(key=lambda r: (r["score"], r["cost"], r["model"]))
         return RouteChoice(cluster, rows)
@@ -280,7 +320,8 @@ class Router:
 
     def choose_many(self, cluster_ids: np.ndarray, lam: float, models: Sequence[str]) -> np.ndarray:
         """Vectorised argmin over ``models`` for many prompts (index into ``models``)."""
-        table = np.stack([self.psi[m] + lam * self.costs.get(m, 0.0) for m in models], axis=1)
+        pen = self.penalties()
+        table = np.stack([self.psi[m] + lam * self.costs.get(m, 0.0) + pen[m] for m in models], axis=1)
         return table[np.asarray(cluster_ids, dtype=int)].argmin(1)
 
     def reliability(self, cluster: int) -> dict[str, float]:

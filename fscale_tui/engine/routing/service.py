@@ -57,6 +57,29 @@ class Routing:
         return tune_smoothing(store, self.settings, ClusterModel.load(self.directory, self.settings),
                               models=list(models) if models else None)
 
+    def replan(self) -> dict[str, Any] | None:
+        """Plan ``-k auto`` (and the router's budgets) on the stored profile now and keep it
+        (``routing/plans.json``); -> a summary, or None when nothing is profiled."""
+        from .planner import plans_for_profile
+
+        plans = plans_for_profile(self.settings)
+        if plans is None:
+            return None
+        d = plans.plans[plans.default]
+        return {"items": plans.items, "unit": plans.unit, "plans": len(plans.plans),
+                "default": {"plan": d.label(), "accuracy": round(d.accuracy, 4),
+                            "cost": d.cost, "calls": round(d.calls, 3),
+                            "relative_cost": (round(d.cost / plans.best_single["cost"], 4)
+                                              if plans.best_single["cost"] else None)},
+                "best_single": plans.best_single, "seconds": round(plans.seconds, 2)}
+
+    def frontier(self) -> dict[str, Any] | None:
+        """Accuracy against price of singles, top-k majorities, the router, the ``-k auto``
+        plans and the stored calibration, on the profile (``frontier.frontier``)."""
+        from .frontier import frontier
+
+        return frontier(self.settings)
+
     def knobs(self) -> dict[str, Any]:
         """The knobs chosen for the stored profile (Ψ's shrinkage; empty until profiled)."""
         return read_knobs(self.directory)
@@ -76,16 +99,60 @@ class Routing:
             raise UsageError(NO_PROFILE)
         return router
 
-    def route(self, text: str, lam: float = 0.0, models: Sequence[str] | None = None
-              ) -> tuple[dict[str, Any], str, bool]:
-        """-> (the choice as JSON, why in words, whether clusters are fitted)."""
+    def budget_lambdas(self, budget: Any) -> dict[str, Any]:
+        """The router's λ for a budget (``planner.PlanSet.route_budget``: two λ of the
+        cross-fitted curve's hull and the share of prompts routed with the first) plus what
+        the JSON reports about it."""
+        from .planner import load_plans
+
+        plans = load_plans(self.settings)
+        if plans is None:
+            raise UsageError(NO_PROFILE)
+        mix = plans.route_budget(budget)
+        usd = plans.unit == "usd"
+        return {**mix, "budget": {**budget.to_dict(), "amount": mix["amount"], "unit": plans.unit,
+                                  "relative_to": plans.best_single["model"],
+                                  "best_single_cost": plans.best_single["cost"]},
+                "expected_cost_usd": mix["expected_cost"] if usd else None}
+
+    def route(self, text: str, lam: float = 0.0, models: Sequence[str] | None = None,
+              budget: Any = None) -> tuple[dict[str, Any], str, bool]:
+        """-> (the choice as JSON, why in words, whether clusters are fitted). With a
+        ``budget`` λ comes from the profile (see :meth:`budget_lambdas`)."""
         router = self.router(models)
+        extra: dict[str, Any] = {}
+        if budget is not None:
+            extra, lam = self._budgeted(budget, models, [text])
+            lam = lam[0]
         choice = router.route(text, lam)
-        return choice.to_dict(), describe(choice, lam), router.clusters is not None
+        return {**choice.to_dict(), "lambda": lam, **extra}, describe(choice, lam), \
+            router.clusters is not None
 
     def route_many(self, texts: Sequence[str], lam: float = 0.0,
-                   models: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], bool]:
+                   models: Sequence[str] | None = None, budget: Any = None
+                   ) -> tuple[list[dict[str, Any]], bool]:
         """Many prompts with the router loaded (and the prompts embedded) once."""
         router = self.router(models)
-        return ([c.to_dict() for c in router.route_many(list(texts), lam, None)],
-                router.clusters is not None)
+        texts = list(texts)
+        if budget is None:
+            return ([{**c.to_dict(), "lambda": lam} for c in router.route_many(texts, lam, None)],
+                    router.clusters is not None)
+        extra, lams = self._budgeted(budget, models, texts)
+        out: list[dict[str, Any]] = [{} for _ in texts]
+        for value in sorted(set(lams)):
+            idx = [i for i, x in enumerate(lams) if x == value]
+            for i, c in zip(idx, router.route_many([texts[i] for i in idx], value, None)):
+                out[i] = {**c.to_dict(), "lambda": value, **extra}
+        return out, router.clusters is not None
+
+    def _budgeted(self, budget: Any, models: Sequence[str] | None,
+                  texts: Sequence[str]) -> tuple[dict[str, Any], list[float]]:
+        from .planner import takes_first
+
+        if models:
+            raise UsageError("--budget plans over every profiled model: drop --models")
+        mix = self.budget_lambdas(budget)
+        (la, lb), p = mix["lambdas"], mix["p"]
+        extra = {"budget": mix["budget"], "expected_cost_usd": mix["expected_cost_usd"],
+                 "expected_accuracy": round(mix["expected_accuracy"], 4)}
+        return extra, [la if takes_first(t, p) else lb for t in texts]
