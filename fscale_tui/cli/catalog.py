@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import typer
 
+from ..engine import output
 from ..engine.errors import ExitCode
 from .common import (engine_facade, guarded, load_settings_for_cli, print_json, run, split_list,
                      stderr_console, stdout_console)
@@ -72,14 +72,14 @@ def models_refresh(as_json: bool = typer.Option(False, "--json", help="Print the
         print_json({"schema": 1, **report})
         return
     if not report:
-        sys.stderr.write("fscale: no usable provider to ask (set a key or declare one in config.toml)\n")
+        output.err.write("fscale: no usable provider to ask (set a key or declare one in config.toml)\n")
         return
     for name, info in report.items():
         if "error" in info:
-            sys.stdout.write(f"{name}: could not list models: {info['error']}\n")
+            output.out.write(f"{name}: could not list models: {info['error']}\n")
             continue
         gone = ", ".join(info["gone"]) or "none"
-        sys.stdout.write(f"{name}: {info['listed']} listed, {info['catalogued']} catalogued, gone: {gone}\n")
+        output.out.write(f"{name}: {info['listed']} listed, {info['catalogued']} catalogued, gone: {gone}\n")
 
 
 @panels_app.callback()
@@ -104,7 +104,7 @@ def panels(ctx: typer.Context,
         print_json({"schema": 1, **data})
         return
     for name, info in data.items():
-        sys.stdout.write(f"{name:<16} {', '.join(info['members'])}  [{info['source']}]\n")
+        output.out.write(f"{name:<16} {', '.join(info['members'])}  [{info['source']}]\n")
 
 
 @panels_app.command("show")
@@ -125,7 +125,7 @@ def panels_show(name: str = typer.Argument(..., help="Panel name."),
         print_json({"schema": 1, "name": name, "members": rows})
         return
     for r in rows:
-        sys.stdout.write(f"{r['alias']:<22} {r['tier']:<9} {r['family']:<10} {r['provider']}:{r['id']}\n")
+        output.out.write(f"{r['alias']:<22} {r['tier']:<9} {r['family']:<10} {r['provider']}:{r['id']}\n")
 
 
 @panels_app.command("set")
@@ -141,7 +141,7 @@ def panels_set(name: str = typer.Argument(..., help="Panel name."),
     aliases = list(split_list(members) or ())
     with engine_facade() as engine:
         path = engine.catalog.set_panel(name, aliases)
-    sys.stderr.write(f"fscale: panel {name} = {', '.join(aliases)} (written to {path})\n")
+    output.err.write(f"fscale: panel {name} = {', '.join(aliases)} (written to {path})\n")
 
 
 @panels_app.command("rm")
@@ -155,7 +155,7 @@ def panels_rm(name: str = typer.Argument(..., help="Panel name.")) -> None:
     """
     with engine_facade() as engine:
         path = engine.catalog.remove_panel(name)
-    sys.stderr.write(f"fscale: panel {name} removed from {path}\n")
+    output.err.write(f"fscale: panel {name} removed from {path}\n")
 
 
 @guarded
@@ -205,7 +205,7 @@ def health(
     order = {m.alias: i for i, m in enumerate(targets)}
     results.sort(key=lambda p: order[p.model])
     if not as_json:
-        sys.stderr.write(f"fscale: health verdicts shared through the {fleet.get('backend')} "
+        output.err.write(f"fscale: health verdicts shared through the {fleet.get('backend')} "
                          f"backend ({fleet.get('where')})\n")
     if as_json:
         print_json([{"schema": 1, "model": p.model, "status": p.status,
@@ -213,11 +213,11 @@ def health(
                      "detail": p.detail} for p in results])
     else:
         for p in results:
-            sys.stdout.write(f"{p.model}\t{p.status}\n")
+            output.out.write(f"{p.model}\t{p.status}\n")
     ok = any(p.status in ("ok", "slow") for p in results)
     no_key = [p.model for p in results if p.status == "no_key"]
     if no_key and not as_json:
-        sys.stderr.write(f"fscale: not probed (no key or not installed): {', '.join(no_key)}\n")
+        output.err.write(f"fscale: not probed (no key or not installed): {', '.join(no_key)}\n")
     raise typer.Exit(int(ExitCode.DECIDED if ok else ExitCode.ALL_FAILED))
 
 
@@ -233,10 +233,10 @@ def config_path(all_dirs: bool = typer.Option(False, "--all", help="Also print t
     from ..engine.paths import Paths
 
     paths = Paths.resolve()
-    sys.stdout.write(f"{paths.config_file}\n")
+    output.out.write(f"{paths.config_file}\n")
     if all_dirs:
         for which in ("data", "state", "cache"):
-            sys.stdout.write(f"{which}\t{getattr(paths, which + '_dir')}\n")
+            output.out.write(f"{which}\t{getattr(paths, which + '_dir')}\n")
 
 
 @config_app.command("show")
@@ -265,7 +265,7 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print as JSO
         print_json({"schema": 1, "config_file": str(settings.paths.config_file),
                     "settings": values, "providers": providers, "coordination": fleet})
         return
-    out = sys.stdout
+    out = output.out
     out.write(f"config file: {settings.paths.config_file}"
               f"{'' if settings.paths.config_file.exists() else ' (not created yet)'}\n\n")
     for name, info in values.items():

@@ -41,10 +41,10 @@ def tui(
     app.run(headless=exit_when_ready)
     app.state.update()
     if exit_when_ready:
-        import sys
+        from ..engine import output
 
         ready = app.ready_after if app.ready_after is not None else float("nan")
-        sys.stdout.write(f"import_s={app.started_at - t0:.4f} ready_s={ready:.4f} "
+        output.out.write(f"import_s={app.started_at - t0:.4f} ready_s={ready:.4f} "
                          f"ready_epoch={app.ready_epoch:.6f}\n")
     # ``run()`` returns the value given to ``exit()`` (None after a crash); the return code is
     # what says whether a screen raised (Textual sets 1), so a crash never exits 0.

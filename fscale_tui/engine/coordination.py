@@ -100,10 +100,10 @@ def _warn_once(message: str) -> None:
     if _warned:
         return
     _warned = True
-    from .redact import redact
+    from .output import err
 
-    sys.stderr.write(f"fscale: warning: {redact(message)}\n")
-    sys.stderr.flush()
+    err.write(f"fscale: warning: {message}\n")
+    err.flush()
 
 
 # -- the interface -------------------------------------------------------------------------

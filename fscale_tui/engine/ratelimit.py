@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-import sys
 import threading
 import time
 from pathlib import Path
@@ -184,7 +183,9 @@ class SQLiteLimiter(SendLimiter):
                 send_at = await asyncio.to_thread(self._reserve_threaded, key, capacity, interval)
             except sqlite3.Error as exc:
                 # The state directory is unusable (read-only, full disk): limit this process alone.
-                sys.stderr.write(f"fscale: warning: rate limits are per process ({self.path}: {exc})\n")
+                from .output import err
+
+                err.write(f"fscale: warning: rate limits are per process ({self.path}: {exc})\n")
                 self._fallback = MemoryLimiter(clock=self.clock, window=self.window)
                 return await self._fallback.acquire(key, rpm, burst)
         now = self.clock.now()
