@@ -14,12 +14,12 @@ import json
 import os
 import stat
 import sys
-import traceback
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
 
+from ..engine import output
 from ..engine.errors import ExitCode, FscaleError, UsageError, exit_code_for
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,14 +32,40 @@ def no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
 
 
-def console(*, stderr: bool = False, **kwargs: Any):
-    """A rich console with the CLI's rules: no highlighting, no styles under ``NO_COLOR``."""
+@functools.cache
+def _console_class() -> type:
+    """rich's Console, redacting: every string it renders (markup, table cells, progress
+    descriptions) passes the redactor *before* it is laid out, so a key cannot be folded over
+    two lines where the stream-level redaction would no longer see it whole."""
+    import re
+
     from rich.console import Console
 
+    from ..engine.redact import MASK, redact
+
+    unescaped_mask = re.compile(r"(?<!\\)" + re.escape(MASK))
+
+    class RedactingConsole(Console):
+        def render_str(self, text: str, *args: Any, **kwargs: Any) -> Any:
+            clean = redact(text) or ""
+            markup = kwargs.get("markup")
+            if clean != text and (self._markup if markup is None else markup):
+                # The mask must stay text, not become the markup tag [redacted].
+                clean = unescaped_mask.sub(lambda m: "\\" + MASK, clean)
+            return super().render_str(clean, *args, **kwargs)
+
+    return RedactingConsole
+
+
+def console(*, stderr: bool = False, **kwargs: Any):
+    """The one console factory: a rich console with the CLI's rules (no highlighting, no
+    styles under ``NO_COLOR``) that writes through the output boundary (``engine.output``):
+    every string is redacted before layout and every byte again on its way out."""
     kwargs.setdefault("highlight", False)
     if no_color():
         kwargs["color_system"] = None
-    return Console(stderr=stderr, **kwargs)
+    kwargs.setdefault("file", output.err if stderr else output.out)
+    return _console_class()(**kwargs)
 
 
 def stderr_console():
@@ -71,9 +97,7 @@ def stderr_is_terminal() -> bool:
 
 def fail(message: str, code: ExitCode) -> None:
     """Print one clear line on stderr (secrets redacted) and exit with ``code``."""
-    from ..engine.redact import redact
-
-    sys.stderr.write(f"fscale: error: {redact(message)}\n")
+    output.err.write(f"fscale: error: {message}\n")
     raise typer.Exit(int(code))
 
 
@@ -81,10 +105,8 @@ def flush_storage_warnings() -> None:
     storage = sys.modules.get("fscale_tui.engine.storage")
     if storage is None:  # nothing was stored, so nothing to warn about
         return
-    from ..engine.redact import redact
-
     for message in storage.warnings:
-        sys.stderr.write(f"fscale: {redact(message)}\n")
+        output.err.write(f"fscale: {message}\n")
     storage.warnings.clear()
 
 
@@ -100,10 +122,10 @@ def guarded(fn: F) -> F:
         except FscaleError as exc:
             flush_storage_warnings()
             if DEBUG["on"]:
-                traceback.print_exc(file=sys.stderr)
+                output.print_traceback()
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            sys.stderr.write("fscale: interrupted\n")
+            output.err.write("fscale: interrupted\n")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:
             # The reader of our stdout went away (e.g. `| head`): not an error of ours.
@@ -112,7 +134,7 @@ def guarded(fn: F) -> F:
             raise typer.Exit(0) from None
         except Exception as exc:
             if DEBUG["on"]:
-                traceback.print_exc(file=sys.stderr)
+                output.print_traceback()
             fail(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
                  ExitCode.INTERNAL_ERROR)
         finally:
@@ -230,10 +252,8 @@ def split_list(value: str | None) -> tuple[str, ...] | None:
 
 def print_json(obj: Any) -> None:
     """One JSON document on stdout; its text passes the redactor (vote errors quote servers)."""
-    from ..engine.redact import redact
-
-    sys.stdout.write(redact(json.dumps(obj, ensure_ascii=False)) + "\n")
-    sys.stdout.flush()
+    output.out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    output.out.flush()
 
 
 def load_settings_for_cli():
@@ -289,14 +309,16 @@ class BatchOutput:
     """Batch results as JSON lines on stdout, in input order, each as soon as it can go out.
 
     A failed item becomes ``{"schema", "index", "id": null, "item_id", "status": "error",
-    <empty_field>: null, "error"}`` (``item_id``: the line's own ``id`` when it had one).
-    The exit code: 0 if every item was decided, 4 if every item failed, else 3.
+    <empty_field>: null, "error"}`` (``item_id``: the line's own ``id`` when it could be read).
+    The exit code: 0 if every item was decided; 2 if every line was bad input (nothing ran);
+    4 if every item failed; else 3 (some item had no decision, failed, or was a bad line).
     """
 
-    def __init__(self, items: list[Any], empty_field: str) -> None:
-        self.items = items
+    def __init__(self, items: Any, empty_field: str) -> None:
+        self.items = items  # a list (Ray) or a stream of items (engine.items.BatchItems)
         self.empty_field = empty_field
         self.statuses: list[str] = []
+        self.bad_lines = 0
         self.calls = 0
         self.cost: float | None = None
         self._pending: dict[int, dict[str, Any]] = {}
@@ -304,8 +326,11 @@ class BatchOutput:
 
     def add(self, index: int, outcome: Any) -> None:
         if isinstance(outcome, Exception):
-            item = self.items[index]
-            item_id = getattr(item, "item_id", None)
+            item_id = getattr(outcome, "item_id", None)
+            if item_id is None and isinstance(self.items, (list, tuple)) \
+                    and index < len(self.items):
+                item_id = getattr(self.items[index], "item_id", None)
+            self.bad_lines += isinstance(outcome, UsageError)
             obj = {"schema": 1, "index": index, "id": None, "item_id": item_id,
                    "status": "error", self.empty_field: None, "error": str(outcome)}
         else:
@@ -333,5 +358,9 @@ class BatchOutput:
 
     @property
     def exit_code(self) -> int:
+        if self.statuses and self.bad_lines == len(self.statuses):
+            return int(ExitCode.USAGE_ERROR)  # every line was bad input: nothing was asked
         codes = {exit_code_for(s) for s in self.statuses}
+        if self.bad_lines:
+            codes.add(ExitCode.NO_DECISION)
         return int(codes.pop() if len(codes) == 1 else ExitCode.NO_DECISION)

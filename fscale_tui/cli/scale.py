@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import typer
 
+from ..engine import output
 from ..engine.errors import UsageError
 from ..engine.requests import is_auto, parse_k, scale_request, verify_request
-from .common import (BatchOutput, guarded, read_batch_items, print_json, read_stdin, read_text_file,
+from .common import (BatchOutput, guarded, print_json, read_stdin, read_text_file,
                      resolve_context, run, show_progress, split_list, stderr_console,
                      stdin_has_data)
 
@@ -55,8 +55,8 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool,
         if as_json:
             print_json(result.to_dict())
         elif result.answer is not None:
-            sys.stdout.write(result.answer + "\n")
-            sys.stdout.flush()
+            output.out.write(result.answer + "\n")
+            output.out.flush()
 
     async def go() -> Any:
         async with Engine(_engine_settings(learning), on_status=status) as engine:
@@ -75,26 +75,11 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool,
     return int(result.exit_code)
 
 
-def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
-    from ..engine.requests import scale_request
+def _batch_requests(path: str, defaults: dict[str, Any]) -> Any:
+    """The batch's items, decoded line by line by the one input schema (engine/items.py)."""
+    from ..engine.items import scale_items
 
-    def build(obj: dict[str, Any]) -> Any:
-        answers = obj.get("answers", defaults["answers"])
-        if not answers:
-            raise ValueError("no answers (give them in the item or with --answers)")
-        if not isinstance(answers, str):
-            answers = tuple(str(a) for a in answers)
-        models = obj.get("models", defaults["models"])
-        if isinstance(models, str):
-            models = split_list(models)
-        return scale_request(
-            obj["question"], answers, context=obj.get("context"),
-            models=tuple(models) if models else None, panel=obj.get("panel", defaults["panel"]),
-            k=obj.get("k", defaults["k"]), tie_break=defaults["tie_break"],
-            item_id=str(obj["id"]) if obj.get("id") is not None else None,
-            alpha=defaults.get("alpha"))
-
-    return read_batch_items(path, build)
+    return scale_items(path, defaults)
 
 
 def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool,
@@ -109,12 +94,13 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
     if ray is not None:
         from .common import run_on_ray
 
-        run_on_ray("scale", items, out, address=ray, actors=actors, concurrency=concurrency,
-                   overrides=learning)
+        out.items = list(items)
+        run_on_ray("scale", out.items, out, address=ray, actors=actors,
+                   concurrency=concurrency, overrides=learning)
         return out.exit_code
 
     async def go() -> None:
-        with BatchProgress(console, len(items), "scale", enabled=not quiet) as progress:
+        with BatchProgress(console, items.total, "scale", enabled=not quiet) as progress:
             status = StatusPrinter(console, not quiet, display=progress.display)
             async with Engine(_engine_settings(learning), on_status=status) as engine:
                 async for index, outcome in engine.scale_batch(items, concurrency=concurrency):
