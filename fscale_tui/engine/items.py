@@ -136,7 +136,9 @@ def _loose(line: bytes | str) -> Any:
         return None
 
 
-def _describe(value: Any) -> str:
+def describe(value: Any, *, text: bool = True) -> str:
+    """A value as a few words for an error line (never its whole text; with ``text=False`` a
+    string is only "a string": a config value could be a key pasted in the wrong place)."""
     if isinstance(value, _Big):
         return f"a {len(value.lstrip('-'))}-digit number"
     if value is None:
@@ -153,8 +155,10 @@ def _describe(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "a list"
     if isinstance(value, str):
-        text = value if len(value) <= 40 else value[:39] + "…"
-        return json.dumps(text, ensure_ascii=False)
+        if not text:
+            return "a string"
+        shown = value if len(value) <= 40 else value[:39] + "…"
+        return json.dumps(shown, ensure_ascii=False)
     return type(value).__name__
 
 
@@ -180,7 +184,7 @@ def _field_message(detail: str, obj: Any, k_auto: bool) -> str:
         return f"no {missing[1]}" if missing[1] == "question" else f"{missing[1]} is missing"
     if detail == "Expected `object`, got `array`" and not path or \
             re.fullmatch(r"Expected `object`, got `\w+`", detail) and not path:
-        return f"not a JSON object (got {_describe(obj) if obj is not None else 'something else'})"
+        return f"not a JSON object (got {describe(obj) if obj is not None else 'something else'})"
     if not path:
         return detail  # a message of ours, raised in __post_init__ ("question: ...")
     parts = re.findall(r"\.(\w+)|\[(\d+)\]", path)
@@ -200,7 +204,7 @@ def _field_message(detail: str, obj: Any, k_auto: bool) -> str:
         must = "must be a non-empty string" if field in ("answers", "models", "judge_models",
                                                         "candidates", "candidate_models") else must
     if isinstance(obj, dict):
-        got = _describe(value)
+        got = describe(value)
     else:  # the line could not be read again as plain JSON (e.g. nested too deeply)
         kind = re.search(r"got `(\w+)`", detail)
         got = _KINDS.get(kind[1], kind[1]) if kind else "a value out of range"
@@ -284,14 +288,14 @@ def _labels(value: str | list[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         labels = split_labels(value) or ()
         if len(labels) < 2:
-            raise ValueError(f'answers must name at least two labels, not {_describe(value)}')
+            raise ValueError(f'answers must name at least two labels, not {describe(value)}')
         return labels
     labels = []
     for i, label in enumerate(value):
         if not label.strip():
             raise ValueError(f"answers[{i}] is empty")
         if "," in label:
-            raise ValueError(f"answers[{i}] {_describe(label)} contains a comma: give each "
+            raise ValueError(f"answers[{i}] {describe(label)} contains a comma: give each "
                              "label as its own string")
         labels.append(label.strip())
     if len(labels) < 2:
@@ -301,7 +305,7 @@ def _labels(value: str | list[str]) -> tuple[str, ...]:
     seen: dict[str, int] = {}
     for i, label in enumerate(labels):
         if label.casefold() in seen:
-            raise ValueError(f"answers[{i}] {_describe(label)} repeats answers[{seen[label.casefold()]}]")
+            raise ValueError(f"answers[{i}] {describe(label)} repeats answers[{seen[label.casefold()]}]")
         seen[label.casefold()] = i
     return tuple(labels)
 
@@ -415,4 +419,4 @@ def generate_api_request(obj: Any, defaults: dict[str, Any]) -> Any:
 
 __all__ = ["BatchItems", "GenerateApiItem", "GenerateItem", "ItemError", "ScaleItem",
            "convert_item", "decode_item", "generate_api_request", "generate_from_item",
-           "generate_items", "scale_api_request", "scale_from_item", "scale_items"]
+           "describe", "generate_items", "scale_api_request", "scale_from_item", "scale_items"]
