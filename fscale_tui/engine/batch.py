@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -32,28 +33,16 @@ async def bounded(items: Iterable[Any], run: Callable[[Any], Awaitable[R]], conc
     line) is passed through, and an item that raises yields its exception: one failure never
     stops the others. Leaving the loop early cancels what is still running.
 
-    ``items`` is consumed lazily — a list, or an iterator that reads and decodes a file line by
-    line, pulled in a worker thread so that reading a slow pipe never blocks the event loop —
-    and never more than ``window`` items past the oldest unfinished one (default
-    ``4 × concurrency``): a caller that prints in input order holds at most that many results,
-    and memory stays flat however long the input is."""
+    ``items`` is consumed lazily: a list directly; any other iterable (a file or stdin read and
+    decoded line by line) by a reader thread, so a slow pipe never blocks the event loop and
+    each line runs as soon as it arrives. Never more than ``window`` items (default
+    ``4 × concurrency``) are taken past the oldest unfinished one: a caller that prints in
+    input order holds at most that many results, and memory stays flat however long the
+    input is."""
     limit = max(1, concurrency)
-    window = max(limit, window or 4 * limit)
-    in_memory = isinstance(items, (list, tuple))
-    source = iter(items)
-    fetched: collections.deque[Any] = collections.deque()
-    exhausted = False
+    feed = _Feed(items, max(limit, window or 4 * limit))
     running: dict[asyncio.Future[Any], int] = {}
-    finished: set[int] = set()  # indices done, above the oldest unfinished one
-    oldest = 0  # every index below is finished
-    started = 0  # the next index to start
-
-    def finish(index: int) -> None:
-        nonlocal oldest
-        finished.add(index)
-        while oldest in finished:
-            finished.discard(oldest)
-            oldest += 1
+    arrival: asyncio.Future[Any] | None = None
 
     async def one(item: Any) -> R | Exception:
         try:
@@ -68,48 +57,139 @@ async def bounded(items: Iterable[Any], run: Callable[[Any], Awaitable[R]], conc
 
     try:
         while True:
-            ready: list[tuple[int, Exception]] = []
-            while len(running) < limit and started < oldest + window:
-                if not fetched:
-                    if exhausted:
-                        break
-                    want = min(limit, oldest + window - started)
-                    more = _take(source, want) if in_memory else \
-                        await asyncio.to_thread(_take, source, want)
-                    if len(more) < want:
-                        exhausted = True
-                    if not more:
-                        break
-                    fetched.extend(more)
-                item = fetched.popleft()
-                index, started = started, started + 1
+            while len(running) < limit:
+                taken = feed.take()
+                if taken is None:
+                    break
+                index, item = taken
                 if isinstance(item, Exception):
-                    finish(index)
-                    ready.append((index, item))
+                    feed.finish(index)
+                    yield index, item
                 else:
                     running[asyncio.ensure_future(one(item))] = index
-            for outcome in ready:
-                yield outcome
-            if not running:
-                if exhausted and not fetched:
-                    return
-                continue
-            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in sorted(done, key=running.__getitem__):
+            feed.raise_failure()
+            if not running and feed.exhausted:
+                return
+            waiting = set(running)
+            if len(running) < limit and not feed.exhausted:
+                if arrival is None:
+                    arrival = asyncio.ensure_future(feed.arrived())
+                waiting.add(arrival)
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if arrival is not None and arrival in done:
+                arrival = None
+            for task in sorted((t for t in done if t in running), key=running.__getitem__):
                 index = running.pop(task)
-                finish(index)
+                feed.finish(index)
                 yield index, task.result()
     finally:
-        for task in running:
+        feed.close()
+        pending = [*running, *([arrival] if arrival is not None else [])]
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _take(source: Iterator[Any], n: int) -> list[Any]:
-    """Up to ``n`` more items of ``source`` (fewer only at its end)."""
-    out = []
-    for item in source:
-        out.append(item)
-        if len(out) >= n:
-            break
-    return out
+class _Feed:
+    """The items of :func:`bounded`, numbered, taken at most ``window`` past the oldest
+    unfinished one: from a list directly, from any other iterable through a reader thread."""
+
+    def __init__(self, items: Iterable[Any], window: int) -> None:
+        self.window = window
+        self.oldest = 0  # every index below is finished
+        self._finished: set[int] = set()
+        self._next = 0  # the index of the next item taken
+        self._buffer: collections.deque[Any] = collections.deque()
+        self._failure: BaseException | None = None
+        self._end = False
+        self._list = items if isinstance(items, (list, tuple)) else None
+        self._event: asyncio.Event | None = None
+        if self._list is None:
+            self._loop = asyncio.get_running_loop()
+            self._event = asyncio.Event()
+            self._room = threading.Condition()
+            self._read = 0  # items the reader has produced
+            self._closed = False
+            threading.Thread(target=self._reader, args=(iter(items),), daemon=True,
+                             name="fscale-batch-reader").start()
+
+    # -- the reader thread ------------------------------------------------------------------
+    def _reader(self, source: Iterator[Any]) -> None:
+        try:
+            for item in source:
+                with self._room:
+                    while self._read >= self.oldest + self.window and not self._closed:
+                        self._room.wait()
+                    if self._closed:
+                        return
+                    self._read += 1
+                self._post(item, end=False)
+            self._post(None, end=True)
+        except BaseException as exc:  # a read error ends the batch with that error
+            self._post(exc, end=True, failure=True)
+
+    def _post(self, item: Any, *, end: bool, failure: bool = False) -> None:
+        def put() -> None:
+            if failure:
+                self._failure = item
+            elif not end:
+                self._buffer.append(item)
+            if end:
+                self._end = True
+            assert self._event is not None
+            self._event.set()
+
+        try:
+            self._loop.call_soon_threadsafe(put)
+        except RuntimeError:  # the loop is gone: nobody is waiting any more
+            pass
+
+    # -- the event loop side ----------------------------------------------------------------
+    @property
+    def exhausted(self) -> bool:
+        """No item will be taken any more."""
+        if self._list is not None:
+            return self._next >= len(self._list)
+        return self._end and not self._buffer
+
+    def take(self) -> tuple[int, Any] | None:
+        """The next ``(index, item)`` if one is ready and within the window, else None."""
+        if self._next >= self.oldest + self.window:
+            return None
+        if self._list is not None:
+            if self._next >= len(self._list):
+                return None
+            item = self._list[self._next]
+        elif self._buffer:
+            item = self._buffer.popleft()
+        else:
+            return None
+        index, self._next = self._next, self._next + 1
+        return index, item
+
+    async def arrived(self) -> None:
+        """Return once the reader has posted something (an item, the end or a failure)."""
+        assert self._event is not None
+        await self._event.wait()
+        self._event.clear()
+
+    def finish(self, index: int) -> None:
+        self._finished.add(index)
+        moved = False
+        while self.oldest in self._finished:
+            self._finished.discard(self.oldest)
+            self.oldest += 1
+            moved = True
+        if moved and self._list is None:
+            with self._room:
+                self._room.notify()
+
+    def raise_failure(self) -> None:
+        if self._failure is not None and not self._buffer:
+            raise self._failure
+
+    def close(self) -> None:
+        if self._list is None:
+            with self._room:
+                self._closed = True
+                self._room.notify()

@@ -570,9 +570,16 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None)
             values[name] = _convert(setting, env[setting.env], f"environment {setting.env}")
             sources[name] = "env"
     # Every configured key variable's value is removed from all text fscale prints or stores.
-    from .redact import register_secrets
+    # So are the credentials of the Redis URL (``:pass@``, ``?password=``) and the value of any
+    # environment variable whose name says it holds a secret (OPENAI_API_KEY, HF_TOKEN, ...).
+    from .redact import register_secrets, register_url_secrets
 
     register_secrets(p.api_key(env) for p in providers.values())
+    register_url_secrets(env.get("FSCALE_REDIS_URL"))
+    fleet = doc.get("fleet")
+    if isinstance(fleet, dict) and isinstance(fleet.get("redis_url"), str):
+        register_url_secrets(fleet["redis_url"])
+    register_secrets(value for name, value in env.items() if is_secret_key_name(name))
     return Settings(paths=paths, providers=providers, models=models, panels=panels,
                     values=values, sources=sources, env=env, user_config=doc)
 
