@@ -153,16 +153,18 @@ def _located(path: Path, keys: list[str]) -> int | None:
         return None
 
 
-def _convert(setting: Setting, raw: Any, origin: str | Callable[[], str]) -> Any:
-    """A setting's value from config.toml (a TOML value) or the environment (a string), by the
-    one typed schema: ``k = 2.5`` is not 2, ``challenger = "banana"`` is not false."""
+def _convert(setting: Setting, raw: Any, origin: str | Callable[[], str], *,
+             text: bool = False) -> Any:
+    """A setting's value from config.toml (a TOML value) or, with ``text``, the environment
+    (a string to parse), by the one typed schema: ``k = 2.5`` is not 2, ``challenger = "yes"``
+    in TOML is a string (TOML has true), ``FSCALE_CHALLENGER=banana`` is not false."""
     import msgspec
 
     from .items import describe
 
     value = raw
     try:
-        if isinstance(raw, str) and setting.type is not str:  # the environment
+        if text and isinstance(raw, str) and setting.type is not str:  # the environment
             text = raw.strip().lower()
             if setting.type is bool:
                 if text not in _TRUE | _FALSE:
@@ -567,7 +569,8 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None)
                 cfg_path, _located(cfg_path, ["defaults", name])) + " [defaults]")
             sources[name] = "config"
         if env.get(setting.env) not in (None, ""):
-            values[name] = _convert(setting, env[setting.env], f"environment {setting.env}")
+            values[name] = _convert(setting, env[setting.env], f"environment {setting.env}",
+                                    text=True)
             sources[name] = "env"
     # Every configured key variable's value is removed from all text fscale prints or stores.
     # So are the credentials of the Redis URL (``:pass@``, ``?password=``) and the value of any
