@@ -250,6 +250,7 @@ def generate(
 
     Exit codes: 0 selected, 2 usage error, 3 no decision (no valid judge vote or final answer;
     the fallback is in the JSON), 4 every generator failed / no provider, 130 interrupted.
+    --batch: 3 when some line was bad (one error line each) or undecided, 2 when every line was.
     """
     opts: dict[str, Any] = {
         "k": k, "strategy": strategy, "judges": judges, "models": split_list(models),

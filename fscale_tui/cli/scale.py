@@ -156,7 +156,9 @@ def scale(
 
     Exit codes: 0 decided, 2 usage error (e.g. --alpha outside (0, 1), or --alpha without
     a calibration), 3 no decision (tie, no valid vote, or -k auto --alpha abstained),
-    4 every member failed / no provider usable, 130 interrupted.
+    4 every member failed / no provider usable, 130 interrupted. --batch: 0 every item
+    decided, 3 some line was bad (one error line each) or undecided, 4 every item failed,
+    2 every line was bad.
     """
     labels = split_list(answers)
     kk: Any = "auto" if is_auto(k) else parse_k(k)

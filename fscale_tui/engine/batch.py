@@ -110,16 +110,23 @@ class _Feed:
             self._room = threading.Condition()
             self._read = 0  # items the reader has produced
             self._closed = False
+            self._incoming: collections.deque[tuple[Any, bool, bool]] = collections.deque()
+            self._wake_pending = False
             threading.Thread(target=self._reader, args=(iter(items),), daemon=True,
                              name="fscale-batch-reader").start()
 
     # -- the reader thread ------------------------------------------------------------------
     def _reader(self, source: Iterator[Any]) -> None:
+        # Once the window is full, wait until half of it is free and read on in a burst: one
+        # wake-up per half window instead of a thread switch per item.
+        refill = max(1, self.window // 2)
         try:
             for item in source:
                 with self._room:
-                    while self._read >= self.oldest + self.window and not self._closed:
-                        self._room.wait()
+                    if self._read >= self.oldest + self.window:
+                        while self._read > self.oldest + self.window - refill \
+                                and not self._closed:
+                            self._room.wait()
                     if self._closed:
                         return
                     self._read += 1
@@ -129,20 +136,28 @@ class _Feed:
             self._post(exc, end=True, failure=True)
 
     def _post(self, item: Any, *, end: bool, failure: bool = False) -> None:
-        def put() -> None:
+        # Items land in a thread-safe deque; the loop is woken once per batch of them (not per
+        # item) while it has not yet drained the previous ones.
+        self._incoming.append((item, end, failure))
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop is gone: nobody is waiting any more
+                pass
+
+    def _drain(self) -> None:
+        self._wake_pending = False  # before draining: a later post schedules another drain
+        while self._incoming:
+            item, end, failure = self._incoming.popleft()
             if failure:
                 self._failure = item
             elif not end:
                 self._buffer.append(item)
             if end:
                 self._end = True
-            assert self._event is not None
-            self._event.set()
-
-        try:
-            self._loop.call_soon_threadsafe(put)
-        except RuntimeError:  # the loop is gone: nobody is waiting any more
-            pass
+        assert self._event is not None
+        self._event.set()
 
     # -- the event loop side ----------------------------------------------------------------
     @property
@@ -180,7 +195,9 @@ class _Feed:
             self._finished.discard(self.oldest)
             self.oldest += 1
             moved = True
-        if moved and self._list is None:
+        # Wake the reader only when it can read a burst (see _reader).
+        if moved and self._list is None \
+                and self._read <= self.oldest + self.window - max(1, self.window // 2):
             with self._room:
                 self._room.notify()
 

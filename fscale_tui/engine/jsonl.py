@@ -77,19 +77,14 @@ def iter_jsonl(data: bytes) -> Iterator[tuple[int, Any]]:
 
 def read_bytes(path: str | Path, what: str = "file") -> bytes:
     """The bytes of ``path`` ('-' = stdin); a missing or unreadable file is a UsageError."""
-    if str(path) == "-":
+    stream = _open_binary(path, what)
+    if stream is None:
         return sys.stdin.buffer.read()
-    if not str(path).strip():
-        raise UsageError(f"{what}: the file name is empty")
-    p = Path(path)
-    try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"{what} {str(path)!r} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"{what} {str(path)!r} is a directory") from None
-    except OSError as exc:
-        raise UsageError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
+    with stream:
+        try:
+            return stream.read()
+        except OSError as exc:
+            raise UsageError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
 
 
 def _open_binary(path: str | Path, what: str) -> Any:

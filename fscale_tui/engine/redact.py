@@ -39,11 +39,13 @@ _PATTERNS = re.compile(
     r"|\bgh[pousr]_[A-Za-z0-9]{16,}"
     r"|\bgithub_pat_[A-Za-z0-9_]{16,}"
     r"|\bsk-[A-Za-z0-9_-]{16,}"
-    # The password of a URL's user info (redis://:pass@host, redis://user:pass@host) ...
-    r"|(\b[a-z][a-z0-9+.-]*://[^\s:/?#@\[\]]*:)[^\s/?#@]+(?=@)"
-    # ... and a credential in its query string (redis://host/0?password=..., &token=...).
-    r"|([?&;](?:password|passwd|pass|pwd|auth|token|secret|api_?key|access_?token)=)[^\s&;#\"'<>]+"
 )
+#: The password of a URL's user info (redis://:pass@host, redis://user:pass@host) and a
+#: credential in its query string (redis://host/0?password=..., &token=...). Separate, and run
+#: only on text that has "://" or "=", so the common case pays nothing for them.
+_URL_USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s:/?#@\[\]]*:)[^\s/?#@]+(?=@)")
+_URL_QUERY = re.compile(r"(?i)([?&;](?:password|passwd|pass|pwd|auth|token|secret|api_?key"
+                        r"|access_?token)=)[^\s&;#\"'<>]+")
 
 #: A piece of a registered value this long is masked wherever it appears in the value ...
 MIN_FRAGMENT_LEN = 12
@@ -107,7 +109,7 @@ def register_url_secrets(url: str | None) -> None:
 
 
 def _sub(match: re.Match[str]) -> str:
-    prefix = match.group(1) or match.group(2) or match.group(3)
+    prefix = match.group(1)
     return (prefix or "") + MASK
 
 
@@ -157,6 +159,10 @@ def redact(text: str | None) -> str | None:
                 pieces += [text[last:start], MASK]
                 last = end
             text = "".join(pieces) + text[last:]
+    if "://" in text and "@" in text:
+        text = _URL_USERINFO.sub(_sub, text)
+    if "=" in text:
+        text = _URL_QUERY.sub(_sub, text)
     return _PATTERNS.sub(_sub, text)
 
 
