@@ -34,26 +34,31 @@ def _run(coro: Any) -> Any:
                      "use 'async with Engine() as e: await e.scale(...)' instead")
 
 
+def _listed(value: Any) -> Any:
+    """A sequence given to the API as the list the schema expects (a string stays a string)."""
+    if value is None or isinstance(value, (str, list)):
+        return value
+    try:
+        return list(value)
+    except TypeError:
+        return value  # not a sequence: the schema says what it must be
+
+
 def _request(question: str, answers: str | Sequence[str], *, context: str | None = None,
              k: int | str | None = None, panel: str | None = None,
              models: str | Sequence[str] | None = None, tie_break: str | None = None,
              item_id: str | None = None, alpha: float | None = None,
              budget: str | None = None) -> ScaleRequest:
-    """The same request the CLI builds: ``answers``/``models`` as a list or a comma string,
-    ``k`` a number or ``"auto"``."""
-    from .engine.requests import parse_k, split_labels
+    """The same request the CLI builds, through the same schema as a batch line
+    (``engine/items.py``): ``answers``/``models`` as a list or a comma string, ``k`` a number
+    or ``"auto"``; a wrong type is a UsageError naming the argument, never coerced."""
+    from .engine.items import scale_api_request
 
-    labels = split_labels(answers) if isinstance(answers, str) else tuple(answers)
-    if isinstance(models, str):
-        models = split_labels(models)
-    auto = isinstance(k, str) and k.strip() == "auto"
-    request = ScaleRequest(question=question, answers=tuple(labels or ()), context=context,
-                           models=tuple(models) if models else None, panel=panel,
-                           k=None if auto else parse_k(k), tie_break=tie_break, auto=auto,
-                           item_id=None if item_id is None else str(item_id), alpha=alpha,
-                           budget=None if budget is None else str(budget))
-    request.validate()
-    return request
+    item = {"question": question, "answers": _listed(answers), "context": context, "k": k,
+            "panel": panel, "models": _listed(models), "id": item_id}
+    return scale_api_request({n: v for n, v in item.items() if v is not None},
+                             {"tie_break": tie_break, "alpha": alpha,
+                              "budget": None if budget is None else str(budget)})
 
 
 def scale(question: str, answers: str | Sequence[str], *, context: str | None = None,
@@ -88,18 +93,16 @@ def scale_batch(items: Iterable[dict[str, Any]], *, k: int | str | None = None,
     raised (a bad item never stops the batch). An item's ``id`` is kept as ``item_id``; every
     call gets its own unique call id.
     """
+    from .engine.items import convert_item, scale_api_request
+
+    defaults = {"k": convert_item({"question": "-", "k": k}, _scale_schema()).k,
+                "panel": panel, "models": tuple(_listed(models)) if models else None,
+                "tie_break": tie_break, "budget": None if budget is None else str(budget)}
     requests: list[ScaleRequest | Exception] = []
     for item in items:
         try:
-            requests.append(_request(item["question"], item["answers"], context=item.get("context"),
-                                     k=item.get("k", k), panel=item.get("panel", panel),
-                                     models=item.get("models", models), tie_break=tie_break,
-                                     item_id=item.get("id"),
-                                     budget=budget if str(item.get("k", k)).strip() == "auto"
-                                     else None))
-        except (KeyError, TypeError) as exc:
-            requests.append(UsageError(f"bad item: missing or invalid {exc}"))
-        except UsageError as exc:
+            requests.append(scale_api_request(item, defaults))
+        except UsageError as exc:  # one bad item is one error entry; the others run
             requests.append(exc)
 
     async def go() -> list[ScaleResult | Exception]:
@@ -118,14 +121,18 @@ _GENERATE_FIELDS = ("context", "k", "strategy", "judges", "models", "panel", "ju
                     "early_stop", "candidates", "candidate_models", "id")
 
 
-def _generate_request(question: str, **fields: Any) -> "GenerateRequest":
-    from .engine.generate import GenerateRequest
+def _scale_schema() -> Any:
+    from .engine.items import ScaleItem
 
-    given = {k: v for k, v in fields.items() if v is not None}
-    for key in ("models", "judge_models", "candidates", "candidate_models"):
-        if key in given:
-            given[key] = tuple(given[key]) or None
-    return GenerateRequest(question=question, **given)
+    return ScaleItem
+
+
+def _generate_request(question: str, **fields: Any) -> "GenerateRequest":
+    """A generate request through the same schema as a batch line (``engine/items.py``)."""
+    from .engine.items import generate_api_request
+
+    given = {k: _listed(v) for k, v in fields.items() if v is not None}
+    return generate_api_request({"question": question, **given}, {})
 
 
 def generate(question: str, *, context: str | None = None, k: int | None = None,
@@ -167,20 +174,16 @@ def generate_batch(items: Iterable[dict[str, Any]], *, concurrency: int | None =
     unknown = set(defaults) - set(_GENERATE_FIELDS)
     if unknown:
         raise UsageError(f"unknown option(s) for generate_batch: {', '.join(sorted(unknown))}")
+    from .engine.items import generate_api_request
+
+    given = {k: _listed(v) for k, v in defaults.items() if v is not None}
     requests: list[Any] = []
     for item in items:
         try:
-            fields = {**defaults, **{k: v for k, v in item.items() if k in _GENERATE_FIELDS}}
-            if "id" in fields:
-                fields["item_id"] = str(fields.pop("id"))
-            if not isinstance(item.get("question"), str):
-                raise KeyError("question")
-            req = _generate_request(item["question"], **fields)
-            req.validate()
-            requests.append(req)
-        except (KeyError, TypeError, AttributeError) as exc:
-            requests.append(UsageError(f"bad item: missing or invalid {exc}"))
-        except UsageError as exc:
+            if not isinstance(item, dict):
+                raise UsageError(f"an item must be a dict, not {type(item).__name__}")
+            requests.append(generate_api_request({**given, **item}, {}))
+        except UsageError as exc:  # one bad item is one error entry; the others run
             requests.append(exc)
 
     async def go() -> list[Any]:

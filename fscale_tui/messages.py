@@ -15,8 +15,32 @@ class EngineEvent(Message):
 
     def __init__(self, event: Any, run: int) -> None:
         super().__init__()
-        self.event = event
+        self.event = redacted(event)
         self.run = run
+
+
+def redacted(event: Any) -> Any:
+    """``event`` with every text field (and a challenger's vote) passed through the redactor:
+    the TUI's side of the output boundary (``engine/output.py``). Results are rendered through
+    ``widgets.votes.first_lines``, which redacts as well."""
+    import dataclasses
+
+    from .engine.redact import redact
+
+    if not dataclasses.is_dataclass(event) or isinstance(event, type):
+        return event
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, str):
+            clean = redact(value)
+        elif f.name == "vote" and dataclasses.is_dataclass(value):  # ChallengerAnswered
+            clean = redacted(value)
+        else:
+            continue
+        if clean is not value and clean != value:
+            changes[f.name] = clean
+    return dataclasses.replace(event, **changes) if changes else event
 
 
 class SettingsChanged(Message):

@@ -85,7 +85,9 @@ def report_click_error(exc: Any) -> NoReturn:
     ctx = getattr(exc, "ctx", None)
     if ctx is not None:
         message += f" (see '{ctx.command_path} --help')"
-    sys.stderr.write(f"fscale: error: {message}\n")
+    from ..engine import output
+
+    output.err.write(f"fscale: error: {message}\n")
     raise typer.Exit(exc.exit_code)
 
 
@@ -170,7 +172,9 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"fscale {__version__}")
+        from ..engine import output
+
+        output.out.write(f"fscale {__version__}\n")
         raise typer.Exit(0)
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import typer
 
+from ..engine import output
 from ..engine.errors import ExitCode
 from .common import (engine_facade, guarded, load_settings_for_cli, print_json, run, split_list,
                      stderr_console, stdout_console)
@@ -89,14 +89,14 @@ def models_refresh(as_json: bool = typer.Option(False, "--json", help="Print the
         print_json({"schema": 1, **report})
         return
     if not report:
-        sys.stderr.write("fscale: no usable provider to ask (set a key or declare one in config.toml)\n")
+        output.err.write("fscale: no usable provider to ask (set a key or declare one in config.toml)\n")
         return
     for name, info in report.items():
         if "error" in info:
-            sys.stdout.write(f"{name}: could not list models: {info['error']}\n")
+            output.out.write(f"{name}: could not list models: {info['error']}\n")
             continue
         gone = ", ".join(info["gone"]) or "none"
-        sys.stdout.write(f"{name}: {info['listed']} listed, {info['catalogued']} catalogued, gone: {gone}\n")
+        output.out.write(f"{name}: {info['listed']} listed, {info['catalogued']} catalogued, gone: {gone}\n")
 
 
 @panels_app.callback()
@@ -121,7 +121,7 @@ def panels(ctx: typer.Context,
         print_json({"schema": 1, **data})
         return
     for name, info in data.items():
-        sys.stdout.write(f"{name:<16} {', '.join(info['members'])}  [{info['source']}]\n")
+        output.out.write(f"{name:<16} {', '.join(info['members'])}  [{info['source']}]\n")
 
 
 @panels_app.command("show")
@@ -142,7 +142,7 @@ def panels_show(name: str = typer.Argument(..., help="Panel name."),
         print_json({"schema": 1, "name": name, "members": rows})
         return
     for r in rows:
-        sys.stdout.write(f"{r['alias']:<22} {r['tier']:<9} {r['family']:<10} {r['provider']}:{r['id']}\n")
+        output.out.write(f"{r['alias']:<22} {r['tier']:<9} {r['family']:<10} {r['provider']}:{r['id']}\n")
 
 
 @panels_app.command("set")
@@ -158,7 +158,7 @@ def panels_set(name: str = typer.Argument(..., help="Panel name."),
     aliases = list(split_list(members) or ())
     with engine_facade() as engine:
         path = engine.catalog.set_panel(name, aliases)
-    sys.stderr.write(f"fscale: panel {name} = {', '.join(aliases)} (written to {path})\n")
+    output.err.write(f"fscale: panel {name} = {', '.join(aliases)} (written to {path})\n")
 
 
 @panels_app.command("rm")
@@ -172,7 +172,7 @@ def panels_rm(name: str = typer.Argument(..., help="Panel name.")) -> None:
     """
     with engine_facade() as engine:
         path = engine.catalog.remove_panel(name)
-    sys.stderr.write(f"fscale: panel {name} removed from {path}\n")
+    output.err.write(f"fscale: panel {name} removed from {path}\n")
 
 
 @guarded
@@ -221,17 +221,17 @@ def health(
         status.close()
     rows = health_json(results, targets)
     if not as_json:
-        sys.stderr.write(f"fscale: health verdicts shared through the {fleet.get('backend')} "
+        output.err.write(f"fscale: health verdicts shared through the {fleet.get('backend')} "
                          f"backend ({fleet.get('where')})\n")
     if as_json:
         print_json(rows)
     else:
         for r in rows:
-            sys.stdout.write(f"{r['model']}\t{r['status']}\n")
+            output.out.write(f"{r['model']}\t{r['status']}\n")
     ok = health_ok(rows)
     no_key = [r["model"] for r in rows if r["status"] == "no_key"]
     if no_key and not as_json:
-        sys.stderr.write(f"fscale: not probed (no key or not installed): {', '.join(no_key)}\n")
+        output.err.write(f"fscale: not probed (no key or not installed): {', '.join(no_key)}\n")
     raise typer.Exit(int(ExitCode.DECIDED if ok else ExitCode.ALL_FAILED))
 
 
@@ -247,10 +247,10 @@ def config_path(all_dirs: bool = typer.Option(False, "--all", help="Also print t
     from ..engine.paths import Paths
 
     paths = Paths.resolve()
-    sys.stdout.write(f"{paths.config_file}\n")
+    output.out.write(f"{paths.config_file}\n")
     if all_dirs:
         for which in ("data", "state", "cache"):
-            sys.stdout.write(f"{which}\t{getattr(paths, which + '_dir')}\n")
+            output.out.write(f"{which}\t{getattr(paths, which + '_dir')}\n")
 
 
 @config_app.command("show")
@@ -289,7 +289,7 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print as JSO
         if invalid is not None:
             raise invalid
         return
-    out = sys.stdout
+    out = output.out
     out.write(f"config file: {settings.paths.config_file}"
               f"{'' if settings.paths.config_file.exists() else ' (not created yet)'}\n\n")
     for name, info in values.items():

@@ -14,12 +14,12 @@ import json
 import os
 import stat
 import sys
-import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import typer
 
+from ..engine import output
 from ..engine.errors import ExitCode, FscaleError, UsageError, exit_code_for
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,14 +32,40 @@ def no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
 
 
-def console(*, stderr: bool = False, **kwargs: Any):
-    """A rich console with the CLI's rules: no highlighting, no styles under ``NO_COLOR``."""
+@functools.cache
+def _console_class() -> type:
+    """rich's Console, redacting: every string it renders (markup, table cells, progress
+    descriptions) passes the redactor *before* it is laid out, so a key cannot be folded over
+    two lines where the stream-level redaction would no longer see it whole."""
+    import re
+
     from rich.console import Console
 
+    from ..engine.redact import MASK, redact
+
+    unescaped_mask = re.compile(r"(?<!\\)" + re.escape(MASK))
+
+    class RedactingConsole(Console):
+        def render_str(self, text: str, *args: Any, **kwargs: Any) -> Any:
+            clean = redact(text) or ""
+            markup = kwargs.get("markup")
+            if clean != text and (self._markup if markup is None else markup):
+                # The mask must stay text, not become the markup tag [redacted].
+                clean = unescaped_mask.sub(lambda m: "\\" + MASK, clean)
+            return super().render_str(clean, *args, **kwargs)
+
+    return RedactingConsole
+
+
+def console(*, stderr: bool = False, **kwargs: Any):
+    """The one console factory: a rich console with the CLI's rules (no highlighting, no
+    styles under ``NO_COLOR``) that writes through the output boundary (``engine.output``):
+    every string is redacted before layout and every byte again on its way out."""
     kwargs.setdefault("highlight", False)
     if no_color():
         kwargs["color_system"] = None
-    return Console(stderr=stderr, **kwargs)
+    kwargs.setdefault("file", output.err if stderr else output.out)
+    return _console_class()(**kwargs)
 
 
 def stderr_console():
@@ -95,9 +121,7 @@ STOPPED: dict[str, str] = {}
 
 def fail(message: str, code: ExitCode) -> None:
     """Print one clear line on stderr (secrets redacted) and exit with ``code``."""
-    from ..engine.redact import redact
-
-    sys.stderr.write(f"fscale: error: {redact(message)}\n")
+    output.err.write(f"fscale: error: {message}\n")
     raise typer.Exit(int(code))
 
 
@@ -105,10 +129,8 @@ def flush_storage_warnings() -> None:
     storage = sys.modules.get("fscale_tui.engine.storage")
     if storage is None:  # nothing was stored, so nothing to warn about
         return
-    from ..engine.redact import redact
-
     for message in storage.warnings:
-        sys.stderr.write(f"fscale: {redact(message)}\n")
+        output.err.write(f"fscale: {message}\n")
     storage.warnings.clear()
 
 
@@ -135,13 +157,13 @@ def guarded(fn: F) -> F:
         except FscaleError as exc:
             flush_storage_warnings()
             if DEBUG["on"]:
-                traceback.print_exc(file=sys.stderr)
+                output.print_traceback()
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt as exc:
             # Ctrl-C or SIGTERM: one line (how far a batch got) and 130 / 143.
             term = isinstance(exc, Terminated)
             detail = STOPPED.pop("detail", "")
-            sys.stderr.write(f"fscale: {'terminated' if term else 'interrupted'}"
+            output.err.write(f"fscale: {'terminated' if term else 'interrupted'}"
                              f"{': ' + detail if detail else ''}\n")
             raise typer.Exit(int(ExitCode.TERMINATED if term else ExitCode.INTERRUPTED)) \
                 from None
@@ -152,7 +174,7 @@ def guarded(fn: F) -> F:
             raise typer.Exit(0) from None
         except Exception as exc:
             if DEBUG["on"]:
-                traceback.print_exc(file=sys.stderr)
+                output.print_traceback()
             home = _home_problem(exc)
             if home is not None:  # a read-only, full or denied home: not a bug of ours
                 fail(home, ExitCode.USAGE_ERROR)
@@ -271,7 +293,7 @@ def _stdout_for_data_only() -> Any:
     """Ray's driver prints raylet messages ("(raylet) Task … failed … retried") on file
     descriptor 1. From here on fd 1 is stderr for everyone else, and the results go to a
     private duplicate of the real stdout: stdout stays data only."""
-    sys.stdout.flush()
+    output.out.flush()
     data = os.dup(1)
     os.dup2(2, 1)
     return os.fdopen(data, "w", encoding="utf-8")
@@ -334,8 +356,9 @@ def json_text(obj: Any) -> str:
 
 
 def print_json(obj: Any, file: Any = None) -> None:
-    """One JSON document on stdout (or ``file``; see :func:`json_text`)."""
-    stream = sys.stdout if file is None else file
+    """One JSON document on stdout (or ``file``, e.g. the ``--resume`` output; see
+    :func:`json_text`)."""
+    stream = output.out if file is None else file
     stream.write(json_text(obj) + "\n")
     stream.flush()
 
@@ -390,13 +413,16 @@ def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any]) -> list[
 
 
 @contextlib.contextmanager
-def batch_output(items: list[Any], empty_field: str, resume: str | None, *, quiet: bool = False
-                 ) -> Iterator[tuple[Any, list[Any]]]:
-    """The output of a batch, and the items to run: all of them, or with ``--resume OUT``
-    those without a result in OUT (their results are appended to OUT). On Ctrl-C or SIGTERM
-    the finished results are written (none has to run again) and the one line says how far
-    the batch got."""
+def batch_output(items: Any, empty_field: str, resume: str | None, *, quiet: bool = False
+                 ) -> Iterator[tuple[Any, Any]]:
+    """The output of a batch, and the items to run (a stream, as the input schema decodes
+    them): all of them, or with ``--resume OUT`` those without a result in OUT (their results
+    are appended to OUT). On Ctrl-C or SIGTERM the finished results are written (none has to
+    run again) and the one line says how far the batch got."""
     resumed = None
+    total = getattr(items, "total", None)
+    if total is None and isinstance(items, (list, tuple)):
+        total = len(items)
     if resume is None:
         out = BatchOutput(items, empty_field)
         todo = items
@@ -406,16 +432,17 @@ def batch_output(items: list[Any], empty_field: str, resume: str | None, *, quie
         resumed = ResumeFile(resume)
         todo, where = resumed.pending(items)
         if not quiet:
-            sys.stderr.write(f"fscale: {resumed.note(len(items), len(todo))}\n")
+            output.err.write(f"fscale: {resumed.note(total)}\n")
         out = BatchOutput(todo, empty_field, write=resumed.writer(), where=where,
                           previous=resumed.done.values())
     try:
         yield out, todo
     except KeyboardInterrupt:
         out.flush_pending()
-        done = len(items) - len(todo) + out.written
+        done = out.previous + out.written
+        of = f" of {total}" if total is not None else ""
         where_to = f" {resume}" if resume else " OUTPUT (the file the results went to)"
-        STOPPED["detail"] = (f"{done} of {len(items)} items done; run the same command with "
+        STOPPED["detail"] = (f"{done}{of} items done; run the same command with "
                              f"--resume{where_to} to finish")
         raise
     finally:
@@ -427,18 +454,20 @@ class BatchOutput:
     """Batch results as JSON lines on stdout, in input order, each as soon as it can go out.
 
     A failed item becomes ``{"schema", "index", "id": null, "item_id", "status": "error",
-    <empty_field>: null, "error"}`` (``item_id``: the line's own ``id`` when it had one).
-    The exit code: 0 if every item was decided, 4 if every item failed, else 3.
+    <empty_field>: null, "error"}`` (``item_id``: the line's own ``id`` when it could be read).
+    The exit code: 0 if every item was decided; 2 if every line was bad input (nothing ran);
+    4 if every item failed; else 3 (some item had no decision, failed, or was a bad line).
     """
 
-    def __init__(self, items: list[Any], empty_field: str, *,
+    def __init__(self, items: Any, empty_field: str, *,
                  write: Callable[[dict[str, Any]], None] | None = None,
                  where: list[int] | None = None, previous: Iterable[str] = ()) -> None:
-        self.items = items
+        self.items = items  # a list (Ray) or a stream of items (engine.items.BatchItems)
         self.empty_field = empty_field
         #: ``--resume``: the results already in the output file count in the summary and code.
         self.statuses: list[str] = list(previous)
-        self._previous = len(self.statuses)
+        self.previous = len(self.statuses)
+        self.bad_lines = 0
         self.calls = 0
         self.cost: float | None = None
         self._pending: dict[int, dict[str, Any]] = {}
@@ -463,8 +492,11 @@ class BatchOutput:
         position = index
         index = self.batch_index(position)
         if isinstance(outcome, Exception):
-            item = self.items[position]
-            item_id = getattr(item, "item_id", None)
+            item_id = getattr(outcome, "item_id", None)
+            if item_id is None and isinstance(self.items, (list, tuple)) \
+                    and position < len(self.items):
+                item_id = getattr(self.items[position], "item_id", None)
+            self.bad_lines += isinstance(outcome, UsageError)
             obj = {"schema": 1, "index": index, "id": None, "item_id": item_id,
                    "status": "error", self.empty_field: None, "error": str(outcome)}
         else:
@@ -493,8 +525,8 @@ class BatchOutput:
         for status in self.statuses:
             counts[status] = counts.get(status, 0) + 1
         parts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-        ran = n - self._previous  # --resume: the calls are those of the items run now
-        now = f"{ran} run now, " if self._previous else ""
+        ran = n - self.previous  # --resume: the calls are those of the items run now
+        now = f"{ran} run now, " if self.previous else ""
         line = (f"{n} item{'s' if n != 1 else ''} ({parts}); {now}"
                 f"{self.calls / max(1, ran):.2f} calls per item")
         if self.cost is not None:
@@ -503,5 +535,9 @@ class BatchOutput:
 
     @property
     def exit_code(self) -> int:
+        if self.statuses and self.bad_lines == len(self.statuses):
+            return int(ExitCode.USAGE_ERROR)  # every line was bad input: nothing was asked
         codes = {exit_code_for(s) for s in self.statuses}
+        if self.bad_lines:
+            codes.add(ExitCode.NO_DECISION)
         return int(codes.pop() if len(codes) == 1 else ExitCode.NO_DECISION)

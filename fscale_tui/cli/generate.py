@@ -6,14 +6,14 @@ candidates, judge votes and search steps are shown on stderr as they happen.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import typer
 
+from ..engine import output
 from ..engine.errors import UsageError
 from ..engine.strategies import names as strategy_names
-from .common import (read_batch_items, guarded, print_json, resolve_context, run,
+from .common import (guarded, print_json, resolve_context, run,
                      show_progress, split_list, stderr_console)
 
 #: The engine's strategy registry (this module is imported only when 'generate' runs).
@@ -24,7 +24,10 @@ OUTPUT = "Output"
 
 
 def _short(text: str | None, width: int = 60) -> str:
-    flat = " ".join((text or "").split())
+    from ..engine.redact import redact
+
+    # Redacted before it is cut: a cut key is a prefix the redactor may no longer recognise.
+    flat = " ".join((redact(text) or "").split())
     return flat if len(flat) <= width else flat[:width - 1] + "…"
 
 
@@ -148,32 +151,15 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool) -> int:
     if as_json:
         print_json(result.to_dict())
     elif result.output is not None and result.status == "decided":
-        sys.stdout.write(result.output.rstrip("\n") + "\n")
+        output.out.write(result.output.rstrip("\n") + "\n")
     return int(result.exit_code)
 
 
-ITEM_FIELDS = {"context": str, "gold": str, "k": int, "strategy": str, "judges": int,
-               "panel": str, "max_tokens": int, "max_steps": int, "width": int, "seed": int,
-               "temperature": float, "verifier": str}
+def _batch_requests(path: str, defaults: dict[str, Any]) -> Any:
+    """The batch's items, decoded line by line by the one input schema (engine/items.py)."""
+    from ..engine.items import generate_items
 
-
-def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
-    def build(obj: dict[str, Any]) -> Any:
-        opts = dict(defaults)
-        for key, kind in ITEM_FIELDS.items():
-            if obj.get(key) is not None:
-                opts[key] = kind(obj[key])
-        for key in ("models", "judge_models"):
-            if obj.get(key):
-                value = obj[key]
-                opts[key] = tuple(split_list(value) or ()) if isinstance(value, str) else tuple(value)
-        if opts.get("models") and obj.get("panel"):
-            opts["models"] = None
-        if obj.get("id") is not None:
-            opts["item_id"] = str(obj["id"])
-        return _request(obj["question"], opts)
-
-    return read_batch_items(path, build)
+    return generate_items(path, defaults)
 
 
 def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool,
@@ -190,6 +176,8 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
         if ray is not None:
             from .common import run_on_ray
 
+            todo = list(todo)
+            out.items = todo
             run_on_ray("generate", todo, out, address=ray, actors=actors,
                        concurrency=concurrency)
             return out.exit_code
@@ -267,7 +255,8 @@ def generate(
 
     Exit codes: 0 selected, 2 usage error, 3 no decision (no valid judge vote or final answer;
     the fallback is in the JSON), 4 every generator failed / no provider, 130 interrupted,
-    143 terminated (SIGTERM).
+    143 terminated (SIGTERM). --batch: 3 when some line was bad (one error line each) or
+    undecided, 2 when every line was.
     """
     opts: dict[str, Any] = {
         "k": k, "strategy": strategy, "judges": judges, "models": split_list(models),

@@ -7,12 +7,12 @@ rated; feedback on a call id outweighs consensus; evolve turns ratings into the 
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
 import typer
 
+from ..engine import output
 from ..engine.errors import UsageError
 from .common import engine_facade, guarded, print_json, split_list, stdout_console
 
@@ -55,14 +55,14 @@ def history(ctx: typer.Context,
         print_json(rows)
         return
     if not rows:
-        sys.stderr.write("fscale: the call log is empty (run 'fscale scale ...' first)\n")
+        output.err.write("fscale: the call log is empty (run 'fscale scale ...' first)\n")
         return
     for r in rows:
         answer = r["answer"] if r["answer"] is not None else f"({r['status']})"
         fb = f"  feedback: {','.join(r['feedback'])}" if r["feedback"] else ""
         q = (r["question"] or f"#{r['question_hash']}").replace("\n", " ")
         q = q if len(q) <= 48 else q[:47] + "…"
-        sys.stdout.write(f"{r['id']}  {r['time']}  {r['kind']:<8} {answer:<14} "
+        output.out.write(f"{r['id']}  {r['time']}  {r['kind']:<8} {answer:<14} "
                          f"[{', '.join(r['members'])}]  {q}{fb}\n")
 
 
@@ -81,7 +81,7 @@ def history_show(call_id: str = typer.Argument(..., metavar="ID", help="A call i
     if as_json:
         print_json({"schema": 1, **item})
         return
-    out = sys.stdout
+    out = output.out
     out.write(f"id:        {item['id']}  ({item['kind']}, {item['time']})\n")
     out.write(f"question:  {item['question'] if item['question'] is not None else '(not stored) #' + str(item['question_hash'])}\n")
     if item["context_hash"]:
@@ -134,7 +134,7 @@ def history_export(
         raise UsageError("say what to export: --replay (the only format so far)")
     with engine_facade() as engine:
         written, read = engine.export_replay(out, limit)
-    sys.stderr.write(f"fscale: wrote {written} replay lines from {read} calls to {out}\n")
+    output.err.write(f"fscale: wrote {written} replay lines from {read} calls to {out}\n")
 
 
 # -- ratings -----------------------------------------------------------------------------------
@@ -209,12 +209,12 @@ def ratings(
                     for r in rows])
         return
     if not rows:
-        sys.stderr.write("fscale: no ratings yet: they are learnt from logged 'scale' calls\n")
+        output.err.write("fscale: no ratings yet: they are learnt from logged 'scale' calls\n")
         return
     if plot:
         series = {m: [rating for _, rating in hist.get(m, [])] for m in [r.model for r in rows]}
         for line in text_plot(series):
-            sys.stdout.write(line + "\n")
+            output.out.write(line + "\n")
         return
     from rich.table import Table
 
@@ -281,9 +281,9 @@ def feedback(
         print_json({"schema": 1, **outcome})
         return
     for model, delta in sorted(outcome["changes"].items(), key=lambda kv: -kv[1]):
-        sys.stdout.write(f"{model:<28} {delta:+8.1f}\n")
+        output.out.write(f"{model:<28} {delta:+8.1f}\n")
     if undo:
-        sys.stderr.write(f"fscale: feedback '{outcome['undone']['kind']}' "
+        output.err.write(f"fscale: feedback '{outcome['undone']['kind']}' "
                          f"({_feedback_text(outcome['undone'])}) on {outcome['id']} undone; "
                          "ratings recomputed from the log\n")
         return
@@ -291,7 +291,7 @@ def feedback(
     replaced = outcome.get("replaced")
     note = (f", replacing '{replaced['kind']}' ({_feedback_text(replaced)}); ratings recomputed "
             "from the log") if replaced else ""
-    sys.stderr.write(f"fscale: feedback '{kind}' ({what}) recorded for {call_id}{note}\n")
+    output.err.write(f"fscale: feedback '{kind}' ({what}) recorded for {call_id}{note}\n")
 
 
 def _feedback_text(f: dict[str, Any]) -> str:
@@ -338,15 +338,15 @@ def evolve(
     else:
         _print_diff(proposal)
     if not apply:
-        sys.stderr.write("fscale: dry run: nothing written (use --apply to write the panel to config.toml)\n")
+        output.err.write("fscale: dry run: nothing written (use --apply to write the panel to config.toml)\n")
     elif proposal.applied:
-        sys.stderr.write(f"fscale: panel {name!r} written to {settings.paths.config_file}\n")
+        output.err.write(f"fscale: panel {name!r} written to {settings.paths.config_file}\n")
     else:
-        sys.stderr.write(f"fscale: panel {name!r} is already the champion panel: nothing to write\n")
+        output.err.write(f"fscale: panel {name!r} is already the champion panel: nothing to write\n")
 
 
 def _print_diff(p: Any) -> None:
-    out = sys.stdout
+    out = output.out
     out.write(f"panel {p.name}: {', '.join(p.current)}  →  {', '.join(p.proposed)}"
               f"   (models need ≥ {p.min_calls} calls)\n")
     rows = [("-", m) for m in p.removed] + [("+", m) for m in p.added] + \

@@ -6,9 +6,9 @@ by later calls; it stops by itself after an idle timeout. stdout is data; people
 
 from __future__ import annotations
 
-import sys
 import typer
 
+from ..engine import output
 from .common import engine_facade, guarded, print_json, stderr_console
 
 local_app = typer.Typer(
@@ -36,13 +36,13 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print a JSON list
         print_json([{"schema": 1, **r} for r in rows])
         return
     if not installed:
-        sys.stderr.write(f"fscale: {engine.local.help}\n")
+        output.err.write(f"fscale: {engine.local.help}\n")
     for r in rows:
         state = r["status"]
         if state == "running":
             state = f"running pid {r['pid']} {r['url']} {r['rss_mb']} MB, stops in {r['stops_in_s']:g}s"
         inst = "installed" if r["installed"] else "not installed"
-        sys.stdout.write(f"{r['server']:<38} {inst:<14} {state}  ({', '.join(r['aliases'])})\n")
+        output.out.write(f"{r['server']:<38} {inst:<14} {state}  ({', '.join(r['aliases'])})\n")
 
 
 @local_app.command("start")
@@ -71,8 +71,8 @@ def start(models: list[str] = typer.Argument(None, help="Local model aliases or 
                 state = engine.local.start(name, status)
                 verb = "started" if state.get("started") else "already running"
                 err.print(f"{name}: {verb} (pid {state['pid']})")
-                sys.stdout.write(f"{name}\t{state['base_url']}\n")
-                sys.stdout.flush()
+                output.out.write(f"{name}\t{state['base_url']}\n")
+                output.out.flush()
     finally:
         status.close()
 
@@ -91,9 +91,9 @@ def stop(models: list[str] = typer.Argument(None, help="Local model aliases or i
     with engine_facade() as engine:
         stopped_names = engine.local.stop(list(models) if models else None)
     for name in stopped_names:
-        sys.stdout.write(f"{name}\n")
+        output.out.write(f"{name}\n")
     stopped = len(stopped_names)
-    sys.stderr.write(f"fscale: stopped {stopped} local server{'s' if stopped != 1 else ''}\n")
+    output.err.write(f"fscale: stopped {stopped} local server{'s' if stopped != 1 else ''}\n")
 
 
 @local_app.command("path")
@@ -106,7 +106,7 @@ def path() -> None:
       tail -f "$(fscale local path)"/*.log
     """
     with engine_facade() as engine:
-        sys.stdout.write(f"{engine.local.directory}\n")
+        output.out.write(f"{engine.local.directory}\n")
 
 
 def register(app: typer.Typer) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 
 import typer
 
+from ..engine import output
 from ..engine.errors import ExitCode, FscaleError, UsageError
 from .common import guarded
 
@@ -707,13 +708,13 @@ def serve_mcp() -> None:
         # The SDK reads stdin in a thread no cancellation reaches, so a graceful stop would wait
         # for the next line forever. State files are written atomically and the call log in
         # transactions: stopping here loses at most the bookkeeping of a call in flight.
-        sys.stderr.write("fscale: interrupted\n")
-        sys.stderr.flush()
+        output.err.write("fscale: interrupted\n")
+        output.err.flush()
         os._exit(int(ExitCode.INTERRUPTED))
 
     signal.signal(signal.SIGINT, interrupted)
     if sys.stdin.isatty():  # a person, not a client: say what this is and how to leave
-        sys.stderr.write("fscale mcp: serving MCP on stdin/stdout for an MCP client "
+        output.err.write("fscale mcp: serving MCP on stdin/stdout for an MCP client "
                          "(see 'fscale mcp --help'); Ctrl-C stops it\n")
     build_server().run("stdio")
 

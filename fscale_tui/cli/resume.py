@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,20 +66,26 @@ class ResumeFile:
         if self.cut:
             os.truncate(self.path, end)
 
-    def pending(self, items: Sequence[T]) -> tuple[list[T], list[int]]:
-        """The items without a result in OUT, and their positions in the batch file."""
-        keep: list[T] = []
+    def pending(self, items: Iterable[T]) -> tuple[Iterator[T], list[int]]:
+        """The items without a result in OUT (a stream: the batch reads them as it runs), and
+        their positions in the batch file (filled as the stream is read)."""
         where: list[int] = []
-        for index, item in enumerate(items):
-            if result_key(getattr(item, "item_id", None), index) not in self.done:
-                keep.append(item)
-                where.append(index)
-        return keep, where
 
-    def note(self, total: int, todo: int) -> str:
+        def keep() -> Iterator[T]:
+            for index, item in enumerate(items):
+                if result_key(getattr(item, "item_id", None), index) not in self.done:
+                    where.append(index)
+                    yield item
+
+        return keep(), where
+
+    def note(self, total: int | None) -> str:
         cut = " (a half-written last line was cut off)" if self.cut else ""
-        return (f"resuming {self.path}: {total - todo} of {total} item"
-                f"{'s' if total != 1 else ''} already done{cut}; {todo} to go")
+        done = len(self.done)
+        if total is None:
+            return f"resuming {self.path}: {done} item{'s' if done != 1 else ''} already done{cut}"
+        return (f"resuming {self.path}: {min(done, total)} of {total} item"
+                f"{'s' if total != 1 else ''} already done{cut}; {max(0, total - done)} to go")
 
     def writer(self) -> Callable[[dict[str, Any]], None]:
         """A function appending one result line to OUT (each line written and flushed whole);

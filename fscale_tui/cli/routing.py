@@ -6,11 +6,11 @@ to stderr. State lives in ``<data>/routing/`` (``fscale profile --path`` prints 
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import typer
 
+from ..engine import output
 from ..engine.errors import ExitCode, UsageError
 from .common import (engine_facade, guarded, load_settings_for_cli, print_json, run, show_progress,
                      split_list, stderr_console, stdout_console)
@@ -130,7 +130,7 @@ def profile(
     with engine_facade(settings) as facade:
         routing = facade.routing
     if path:
-        sys.stdout.write(f"{routing.directory}\n")
+        output.out.write(f"{routing.directory}\n")
         return
     console = stderr_console()
     if fit_clusters is not None:
@@ -255,8 +255,8 @@ def _route_batch(routing: Any, path: str, lam: float, names: tuple[str, ...] | N
                       **choices[index], "clusters_fitted": fitted})
     import json
 
-    sys.stdout.write("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
-    sys.stdout.flush()
+    output.out.write("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
+    output.out.flush()
     errors = len(items) - len(good)
     return int(ExitCode.DECIDED if not errors else ExitCode.ALL_FAILED if not good else ExitCode.NO_DECISION)
 
@@ -312,7 +312,7 @@ def route(
         stderr_console().print("[yellow]no clusters fitted: every question is one cluster "
                                "(fscale profile --fit-clusters TRAIN.jsonl)[/yellow]")
     stderr_console().print(why)
-    sys.stdout.write(obj["model"] + "\n")
+    output.out.write(obj["model"] + "\n")
 
 
 @guarded

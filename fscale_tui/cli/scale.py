@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import typer
 
+from ..engine import output
 from ..engine.errors import UsageError
 from ..engine.requests import is_auto, parse_k, scale_request, verify_request
-from .common import (guarded, read_batch_items, print_json, read_stdin, read_text_file,
+from .common import (guarded, print_json, read_stdin, read_text_file,
                      resolve_context, run, show_progress, split_list, stderr_console,
                      stdin_has_data)
 
@@ -55,8 +55,8 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool,
         if as_json:
             print_json(result.to_dict())
         elif result.answer is not None:
-            sys.stdout.write(result.answer + "\n")
-            sys.stdout.flush()
+            output.out.write(result.answer + "\n")
+            output.out.flush()
 
     async def go() -> Any:
         async with Engine(_engine_settings(learning), on_status=status) as engine:
@@ -75,27 +75,17 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool,
     return int(result.exit_code)
 
 
-def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
-    from ..engine.requests import scale_request
+def _batch_requests(path: str, defaults: dict[str, Any]) -> Any:
+    """The batch's items, decoded line by line by the one input schema (engine/items.py)."""
+    from ..engine.items import scale_items
 
-    def build(obj: dict[str, Any]) -> Any:
-        answers = obj.get("answers", defaults["answers"])
-        if not answers:
-            raise ValueError("no answers (give them in the item or with --answers)")
-        if not isinstance(answers, str):
-            answers = tuple(str(a) for a in answers)
-        models = obj.get("models", defaults["models"])
-        if isinstance(models, str):
-            models = split_list(models)
-        return scale_request(
-            obj["question"], answers, context=obj.get("context"),
-            models=tuple(models) if models else None, panel=obj.get("panel", defaults["panel"]),
-            k=obj.get("k", defaults["k"]), tie_break=defaults["tie_break"],
-            item_id=str(obj["id"]) if obj.get("id") is not None else None,
-            alpha=defaults.get("alpha"),
-            budget=defaults.get("budget") if is_auto(obj.get("k", defaults["k"])) else None)
+    return scale_items(path, defaults)
 
-    return read_batch_items(path, build)
+
+def _remaining(items: Any, out: Any) -> int | None:
+    """Items the bar counts: the batch file's (None for stdin) less those ``--resume`` skips."""
+    total = getattr(items, "total", None)
+    return None if total is None else max(0, total - out.previous)
 
 
 def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool,
@@ -111,12 +101,15 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
         if ray is not None:
             from .common import run_on_ray
 
+            todo = list(todo)
+            out.items = todo
             run_on_ray("scale", todo, out, address=ray, actors=actors, concurrency=concurrency,
                        overrides=learning)
             return out.exit_code
 
         async def go() -> None:
-            with BatchProgress(console, len(todo), "scale", enabled=not quiet) as progress:
+            with BatchProgress(console, _remaining(items, out), "scale",
+                               enabled=not quiet) as progress:
                 status = StatusPrinter(console, not quiet, display=progress.display)
                 async with Engine(_engine_settings(learning), on_status=status) as engine:
                     async for index, outcome in engine.scale_batch(todo, concurrency=concurrency):
@@ -179,7 +172,8 @@ def scale(
     Exit codes: 0 decided, 2 usage error (e.g. --alpha outside (0, 1), --alpha without
     a calibration, --budget without a profile), 3 no decision (tie, no valid vote, or -k auto
     --alpha abstained), 4 every member failed / no provider usable, 130 interrupted,
-    143 terminated (SIGTERM).
+    143 terminated (SIGTERM). --batch: 0 every item decided, 3 some line was bad (one error
+    line each) or undecided, 4 every item failed, 2 every line was bad.
     """
     labels = split_list(answers)
     kk: Any = "auto" if is_auto(k) else parse_k(k)

@@ -40,18 +40,16 @@ def tui(
     app = FscaleApp(start=screen, exit_when_ready=exit_when_ready)
     app.run(headless=exit_when_ready)
     app.state.update()
-    if exit_when_ready:
-        import sys
+    from ..engine import output
 
+    if exit_when_ready:
         ready = app.ready_after if app.ready_after is not None else float("nan")
-        sys.stdout.write(f"import_s={app.started_at - t0:.4f} ready_s={ready:.4f} "
+        output.out.write(f"import_s={app.started_at - t0:.4f} ready_s={ready:.4f} "
                          f"ready_epoch={app.ready_epoch:.6f}\n")
     # ``run()`` returns the value given to ``exit()`` (None after a crash); the return code is
     # what says whether a screen raised (Textual sets 1), so a crash never exits 0.
     if app.return_code == 143:
-        import sys
-
-        sys.stderr.write("fscale: terminated\n")
+        output.err.write("fscale: terminated\n")
     raise typer.Exit(int(app.return_code or 0))
 
 

@@ -61,7 +61,6 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -69,6 +68,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from . import storage
+from .redact import is_secret_param, url_secrets
 from .ratelimit import WINDOW_S, Clock, SendLimiter, make_limiter, window_from_env
 
 REDIS_ENV = "FSCALE_REDIS_URL"
@@ -80,36 +80,12 @@ RETRY_MAX_S = 30.0
 #: Holds a token that changes when Redis loses fscale's data (restart without persistence).
 EPOCH_KEY = "fscale:epoch"
 #: Query parameters of a Redis URL whose value is a secret.
-SECRET_PARAMS = ("password", "pass", "passwd", "pwd", "auth", "token", "secret")
 #: Seconds between two refreshes of the local copy of the shared health verdicts and counts.
 REFRESH_S = 1.0
 PREFIX = "fscale:"
 DRAWS_FILE = "challenger.json"
 
 _warned: set[str] = set()
-
-
-def _secret_param(name: str) -> bool:
-    return name.lower() in SECRET_PARAMS or "password" in name.lower()
-
-
-def url_secrets(url: str | None) -> list[str]:
-    """The secrets a Redis URL carries: the userinfo password and the values of query
-    parameters such as ``password`` (redis-py accepts both)."""
-    if not url:
-        return []
-    from urllib.parse import parse_qsl
-
-    out: list[str] = []
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            out.append(parts.password)
-        out += [v for k, v in parse_qsl(parts.query, keep_blank_values=True)
-                if v and _secret_param(k)]
-    except ValueError:
-        pass
-    return out
 
 
 def safe_url(url: str | None) -> str:
@@ -128,8 +104,8 @@ def safe_url(url: str | None) -> str:
                 netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
         query = parts.query
         pairs = parse_qsl(query, keep_blank_values=True)
-        if any(_secret_param(k) for k, _ in pairs):
-            query = urlencode([(k, "***" if _secret_param(k) else v) for k, v in pairs],
+        if any(is_secret_param(k) for k, _ in pairs):
+            query = urlencode([(k, "***" if is_secret_param(k) else v) for k, v in pairs],
                               safe="*")
         shown = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
@@ -175,10 +151,10 @@ def _warn_once(message: str, key: str = "redis") -> None:
     if key in _warned:
         return
     _warned.add(key)
-    from .redact import redact
+    from .output import err
 
-    sys.stderr.write(f"fscale: warning: {redact(message)}\n")
-    sys.stderr.flush()
+    err.write(f"fscale: warning: {message}\n")
+    err.flush()
 
 
 # -- the interface -------------------------------------------------------------------------

@@ -48,6 +48,10 @@ def parse_line(line: bytes | str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise JSONLError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise JSONLError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise JSONLError(f"invalid JSON: {exc}") from None
 
 
 def _parse_numbered(numbered: Iterable[tuple[int, bytes | str]]) -> Iterator[tuple[int, Any]]:
@@ -73,19 +77,63 @@ def iter_jsonl(data: bytes) -> Iterator[tuple[int, Any]]:
 
 def read_bytes(path: str | Path, what: str = "file") -> bytes:
     """The bytes of ``path`` ('-' = stdin); a missing or unreadable file is a UsageError."""
-    if str(path) == "-":
+    stream = _open_binary(path, what)
+    if stream is None:
         return sys.stdin.buffer.read()
+    with stream:
+        try:
+            return stream.read()
+        except OSError as exc:
+            raise UsageError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
+
+
+def _open_binary(path: str | Path, what: str) -> Any:
+    if str(path) == "-":
+        return None
     if not str(path).strip():
         raise UsageError(f"{what}: the file name is empty")
-    p = Path(path)
     try:
-        return p.read_bytes()
+        return open(path, "rb")  # noqa: SIM115 - closed by the caller's generator
     except FileNotFoundError:
         raise UsageError(f"{what} {str(path)!r} does not exist") from None
     except IsADirectoryError:
         raise UsageError(f"{what} {str(path)!r} is a directory") from None
     except OSError as exc:
         raise UsageError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
+
+
+def iter_file_lines(path: str | Path, what: str = "file") -> Iterator[tuple[int, bytes]]:
+    """Stream ``path`` ('-' = stdin): ``(lineno, line)`` for every non-blank line, read one at a
+    time (memory follows the longest line, not the file). Lines end at ``\n`` only and are
+    yielded with their terminator (``\n`` or ``\r\n``: whitespace to a JSON decoder, so no
+    copy of a long line is made to cut it off)."""
+    stream = _open_binary(path, what)
+    if stream is None:
+        source = getattr(sys.stdin, "buffer", None)
+        if source is None:  # replaced by a text-only object (tests, embedding)
+            source = (line.encode("utf-8", "surrogatepass") for line in sys.stdin)
+        lines: Iterable[bytes] = source
+    else:
+        lines = stream
+    try:
+        for lineno, line in enumerate(lines, 1):
+            if line and not line.isspace():
+                yield lineno, line
+    except OSError as exc:
+        raise UsageError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+def count_items(path: str | Path) -> int:
+    """The number of non-blank lines of a file (a batch's total, for its progress bar)."""
+    count = 0
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.isspace():
+                count += 1
+    return count
 
 
 def read_jsonl(path: str | Path, what: str = "file", *,
@@ -100,5 +148,5 @@ def read_jsonl(path: str | Path, what: str = "file", *,
     return out
 
 
-__all__ = ["JSONLError", "iter_jsonl", "iter_lines", "parse_line", "read_bytes", "read_jsonl",
-           "split_lines"]
+__all__ = ["JSONLError", "count_items", "iter_file_lines", "iter_jsonl", "iter_lines", "parse_line",
+           "read_bytes", "read_jsonl", "split_lines"]

@@ -50,6 +50,9 @@ class CandidateCard(Static):
         self.remove_class("-pending")
         lat = f"{latency_s:.2f}s" if latency_s else ""
         self.border_subtitle = " · ".join(x for x in (lat, f"answer {answer}" if answer else "") if x)
+        from ..engine.redact import redact
+
+        text = redact(text) or ""
         lines = text.strip().splitlines()[:40] if text else []
         self.update(escape("\n".join(lines)) if lines else "[dim](empty)[/dim]")
 

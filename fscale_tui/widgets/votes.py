@@ -41,7 +41,12 @@ STATUS_LOOK = {
 
 
 def first_lines(text: str | None, n: int = 1, width: int = 200) -> str:
-    """The first ``n`` non-empty lines of ``text``, joined with ' / ' and cut at ``width``."""
+    """The first ``n`` non-empty lines of ``text``, joined with ' / ' and cut at ``width``;
+    secrets are masked first (server text reaches the TUI's cells and cards through here, and a
+    key cut at ``width`` would no longer be recognised)."""
+    from ..engine.redact import redact
+
+    text = redact(text)
     if not text:
         return ""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()][:n]

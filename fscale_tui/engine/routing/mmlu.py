@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import output
 from ..catalogue import family_of
 from ..errors import UsageError
 from ..providers.replay import prompt_sha256
@@ -223,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                           only_ids=read_ids(args.only_ids) if args.only_ids else None,
                           exclude_ids=read_ids(args.exclude_ids) if args.exclude_ids else None)
     except FscaleError as exc:  # a bad input line: one line naming file:line, not a traceback
-        print(f"mmlu: error: {exc}", file=sys.stderr)
+        output.err.write(f"mmlu: error: {exc}\n")
         return int(exc.exit_code)
-    print(json.dumps(written))
+    output.out.write(json.dumps(written) + "\n")
     return 0
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from ... import storage
+from ... import output, storage
 from .servers import read_state, try_locked
 
 
@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     # The starter holds the lock while it waits for us: write atomically, without the lock.
     storage.write_json(args.state, state)
-    print(f"fscale-local: serving {args.name} at {url} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    output.err.write(f"fscale-local: serving {args.name} at {url} (pid {os.getpid()})\n")
+    output.err.flush()
     reason = "signal"
     tick = max(0.2, min(2.0, args.idle_timeout / 4))
 
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)  # finish the clean-up once started
         _remove_if_ours(args.state, args.token)
-        print(f"fscale-local: stopping {args.name} ({reason})", file=sys.stderr, flush=True)
+        output.err.write(f"fscale-local: stopping {args.name} ({reason})\n")
+        output.err.flush()
         del server
     return 0
 
