@@ -173,17 +173,28 @@ def read_text_file(path: str, what: str) -> str:
 
 
 def resolve_context(context: str | None, context_file: str | None, *, use_stdin: bool = True) -> str | None:
-    """--context TEXT, --context-file PATH ('-' = stdin), or piped stdin, in that order."""
+    """--context TEXT, --context-file PATH ('-' = stdin), or piped stdin, in that order.
+
+    Piped input that is empty (or blank) is a usage error, not "no context": a script that
+    pipes an empty file by mistake must not get a confident answer about nothing. Only an
+    explicit ``--context ''`` asks without context.
+    """
     if context is not None and context_file is not None:
         raise UsageError("give --context or --context-file, not both")
     if context is not None:
         return context
     if context_file is not None:
-        return read_text_file(context_file, "context file")
-    if use_stdin and stdin_has_data():
+        data = read_text_file(context_file, "context file")
+        where = "on stdin" if context_file == "-" else f"in {context_file!r}"
+    elif use_stdin and stdin_has_data():
         data = read_stdin("context")
-        return data if data.strip() else None
-    return None
+        where = "piped on stdin"
+    else:
+        return None
+    if not data.strip():
+        raise UsageError(f"the context {where} is empty; to ask without context, "
+                         "give --context ''")
+    return data
 
 
 def optional_value(argv: list[str], flag: str, default: str) -> list[str]:
