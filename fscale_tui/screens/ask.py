@@ -50,16 +50,20 @@ class AskScreen(FscaleScreen):
         self.run_no = 0
         self.current: Worker | None = None
         self._scale_answers = "YES,NO"
+        #: each mode keeps its own question: verify must never ask the Ask screen's question
+        self._questions = {"scale": "", "verify": ""}
 
     # -- layout ----------------------------------------------------------------------------
     def body(self) -> ComposeResult:
         saved: dict[str, Any] = self.app.state.get("ask", {}) or {}
         mode = saved.get("mode", "scale") if saved.get("mode") in ("scale", "verify") else "scale"
         self._scale_answers = saved.get("answers") or "YES,NO"
+        self._questions = {"scale": str(saved.get("question") or ""),
+                           "verify": str(saved.get("verify_question") or "")}
         with Vertical(id="ask-form"):
             with Horizontal(classes="form-row"):
                 yield Select(MODES, value=mode, allow_blank=False, compact=True, id="mode")
-                yield Input(saved.get("question", ""), placeholder="Question (Enter runs it)",
+                yield Input(self._questions["scale"], placeholder="Question (Enter runs it)",
                             compact=True, id="question")
             with Horizontal(classes="form-row"):
                 yield Label("answers", classes="field-label")
@@ -140,6 +144,11 @@ class AskScreen(FscaleScreen):
     def _apply_mode(self, mode: Any) -> None:
         verify = mode == "verify"
         answers = self.query_one("#answers", Input)
+        question = self.query_one("#question", Input)
+        if verify != self.has_class("-verify"):
+            # Each mode has its own question: the one typed for scale is kept for scale.
+            self._questions["scale" if verify else "verify"] = question.value
+            question.value = self._questions["verify" if verify else "scale"]
         if verify and not self.has_class("-verify"):
             self._scale_answers = answers.value
             answers.value = "YES,NO"
@@ -148,7 +157,7 @@ class AskScreen(FscaleScreen):
         answers.disabled = verify
         self.set_class(verify, "-verify")
         self.query_one("#context", TextArea).border_title = "source" if verify else "context"
-        self.query_one("#question", Input).placeholder = (
+        question.placeholder = (
             "Question (empty: does the draft make claims the source does not support?)"
             if verify else "Question (Enter runs it)")
 
@@ -320,9 +329,12 @@ class AskScreen(FscaleScreen):
 
     def _save(self) -> None:
         """Remember the form for the next start."""
+        verify = self.has_class("-verify")
+        typed = self.query_one("#question", Input).value
         self.app.state.update(ask={
             "mode": self.query_one("#mode", Select).value,
-            "question": self.query_one("#question", Input).value,
+            "question": self._questions["scale"] if verify else typed,
+            "verify_question": typed if verify else self._questions["verify"],
             "answers": (self._scale_answers if self.has_class("-verify")
                         else self.query_one("#answers", Input).value),
             "panel": self.query_one("#panel", Select).value,
