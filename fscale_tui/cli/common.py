@@ -88,6 +88,18 @@ def flush_storage_warnings() -> None:
     storage.warnings.clear()
 
 
+def with_help_pointer(exc: FscaleError) -> str:
+    """A usage error's message ends with ``(see 'fscale CMD --help')``, as click's own usage
+    errors do, unless it already points somewhere (``(see 'fscale models')``)."""
+    message = str(exc)
+    if not isinstance(exc, UsageError) or "(see '" in message:
+        return message
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context(silent=True)
+    return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
+
+
 def guarded(fn: F) -> F:
     """Turn engine errors, Ctrl-C and crashes into one line on stderr and an exit code."""
 
@@ -101,7 +113,7 @@ def guarded(fn: F) -> F:
             flush_storage_warnings()
             if DEBUG["on"]:
                 traceback.print_exc(file=sys.stderr)
-            fail(str(exc), exc.exit_code)
+            fail(with_help_pointer(exc), exc.exit_code)
         except KeyboardInterrupt:
             sys.stderr.write("fscale: interrupted\n")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None

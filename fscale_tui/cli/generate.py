@@ -143,11 +143,8 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool) -> int:
         result = run(go())
     finally:
         status.close()
-    if as_json and not quiet and not show and result.judges_independent is False:
-        # With --json into a pipe the event lines are silent; the note is for people, so it
-        # still goes to stderr (the JSON carries "judges_independent": false).
-        stderr_console().print(judges_note(result.generators, result.same_family_judges),
-                               highlight=False)
+    # With --json and no terminal on stderr nothing is printed there but errors (README): the
+    # JSON carries "judges_independent": false; on a terminal the event lines said it already.
     if as_json:
         print_json(result.to_dict())
     elif result.output is not None and result.status == "decided":
@@ -279,7 +276,7 @@ def generate(
     if ray is not None:
         raise UsageError("--ray runs a --batch; give --batch FILE")
     if question is None:
-        raise UsageError("missing QUESTION (or --batch FILE); see 'fscale generate --help'")
+        raise UsageError("missing QUESTION (or --batch FILE)")
     request = _request(question, {**opts, "context": resolve_context(context, context_file)})
     raise typer.Exit(_run_one(request, as_json=as_json, quiet=quiet))
 

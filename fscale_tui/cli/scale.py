@@ -50,7 +50,8 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool,
     def emit(result: Any) -> None:
         # The decision goes to stdout the moment it is known; the call then finishes its
         # bookkeeping (the shadow challenger's grace period, the call log) before exiting.
-        if not quiet:
+        # Notes are for people: with --json into a pipe they are in the JSON only.
+        if show:
             print_notes(console, result)
         if as_json:
             print_json(result.to_dict())
@@ -185,7 +186,7 @@ def scale(
     if ray is not None:
         raise UsageError("--ray runs a --batch; give --batch FILE")
     if question is None:
-        raise UsageError("missing QUESTION (or --batch FILE); see 'fscale scale --help'")
+        raise UsageError("missing QUESTION (or --batch FILE)")
     if not labels:
         raise UsageError("missing --answers, e.g. --answers YES,NO")
     request = scale_request(question, labels, context=resolve_context(context, context_file),
