@@ -9,7 +9,6 @@ is opened over it with Pilot, and under a real pseudo-terminal (tmux) running ``
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
