@@ -204,3 +204,26 @@ def test_every_usage_error_points_at_the_commands_help(stub_config, args, comman
     assert proc.returncode == 2, proc.stderr
     assert re.fullmatch(rf"fscale: error: .+ \(see 'fscale {command} --help'\)\n", proc.stderr), \
         proc.stderr
+
+
+async def test_the_default_panel_is_named_when_config_toml_sets_none(fscale_home):
+    """README: the default panel is the first of nim, github (then local) whose key is set.
+    `fscale panels` and the Panels screen listed no panel as the default, while evolve spoke
+    of "the default panel 'default'"."""
+    from fscale_tui.app import FscaleApp
+    from tests.test_tui import wait_for
+
+    proc = run_cli("panels", env={"NVIDIA_API_KEY": "nvapi-test-not-a-key"})
+    assert proc.returncode == 0, proc.stderr
+    starred = [line.split()[0] for line in proc.stdout.splitlines() if line.endswith("★ default")]
+    assert starred == ["nim"] and "the 'default' panel is 'nim'" in proc.stderr
+    os.environ["NVIDIA_API_KEY"] = "nvapi-test-not-a-key"
+    try:
+        app = FscaleApp(start="panels")
+        async with app.run_test(size=(100, 30)) as pilot:
+            table = app.screen.query_one("#panels-table")
+            await wait_for(pilot, lambda: table.row_count > 0, what="the panels")
+            assert str(table.get_cell_at((0, 0))) == "nim ★"
+            assert "(now 'nim')" in str(app.screen.query_one("#evolve-diff").render())
+    finally:
+        del os.environ["NVIDIA_API_KEY"]

@@ -95,13 +95,16 @@ class PanelsScreen(FscaleScreen):
             self.query_one("#panel-members", Static).update(f"configuration error: {exc}")
             return
         default = settings.get("panel")
+        # With no [panels] default the default panel is a built-in one (by the keys set): star it.
+        effective = self.catalog.default_resolves_to() or default
         if getattr(self, "proposal", None) is None:
+            alias = f" (now {effective!r})" if effective != default else ""
             self.query_one("#evolve-diff", Static).update(
-                f"v: evolve proposal for the default panel {escape(repr(default))} (dry run); "
-                "x applies it")
-        names = sorted(settings.panels, key=lambda n: (n != default, n))
+                f"v: evolve proposal for the default panel {escape(repr(default))}"
+                f"{escape(alias)} (dry run); x applies it")
+        names = sorted(settings.panels, key=lambda n: (n != effective, n))
         for name in names:
-            label = f"{name} ★" if name == default else name
+            label = f"{name} ★" if name == effective else name
             table.add_row(label, str(len(settings.panels[name])), self.catalog.panel_source(name),
                           key=name)
         if keep in names:
