@@ -203,7 +203,7 @@ class GenerateScreen(FscaleScreen):
         was on screen."""
         if not self.cards:
             return
-        room = self.query_one("#candidates").size.width or self.app.size.width - 2
+        room = self.size.width - 2  # the row's margins; the screen's size is known at once
         width = max(CARD_MIN_WIDTH, room // len(self.cards))
         for card in self.cards.values():
             card.styles.width = width
@@ -271,7 +271,7 @@ class GenerateScreen(FscaleScreen):
             winner = self.cards.get(result.winner_index)
             if winner is not None:  # once laid out: more cards than fit scroll to the winner
                 self.call_after_refresh(self.query_one("#candidates", HorizontalScroll)
-                                        .scroll_to_widget, winner)
+                                        .scroll_to_widget, winner, animate=False)
         elif result.status == "all_failed":
             banner.show(f"[b]→ no output: every generator failed[/b]\n{tail}", "-failed")
         else:
