@@ -223,7 +223,7 @@ def generate(
     models: str = typer.Option(None, "--models", "-m", help="Generator models, comma-separated (cycled when k is larger).", rich_help_panel=SELECT),
     panel: str = typer.Option(None, "--panel", "-p", help="Named panel of generators (see 'fscale panels').", rich_help_panel=SELECT),
     judge_models: str = typer.Option(None, "--judge-models", help="Judge / verifier models, comma-separated (default: chosen outside the generators' families).", rich_help_panel=SELECT),
-    context: str = typer.Option(None, "--context", "-c", help="Context text (goes in the system message)."),
+    context: str = typer.Option(None, "--context", "-c", help="Context text (goes in the system message). Without it, piped stdin is the context (empty input is an error); --context '' asks without context."),
     context_file: str = typer.Option(None, "--context-file", "-f", help="Read the context from a file ('-' = stdin)."),
     max_tokens: int = typer.Option(None, "--max-tokens", help="Reply length limit per call.", envvar="FSCALE_MAX_TOKENS"),
     temperature: float = typer.Option(None, "--temperature", "-t", help="Sampling temperature (default: 0 for distinct judge-strategy models, 0.7 for samples).", rich_help_panel=STRATEGY),

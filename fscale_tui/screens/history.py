@@ -279,7 +279,7 @@ class HistoryScreen(FscaleScreen):
         name = call_name(self.calls.get(ref) or {"id": outcome.get("id"), "seq": ref.lstrip("#")})
         self.app.call_from_thread(
             self.notify, f"{kind} recorded for call {name}"
-            + (f": {moved}" if moved else ""), title="feedback")
+            + (f"; Elo rating changes: {moved}" if moved else ""), title="feedback")
         self.app.call_from_thread(self.refill)
 
     def action_override(self) -> None:
