@@ -1004,7 +1004,14 @@ def _sse_events(model: str, beh: Behaviour, text: str, body: dict) -> list:
         deltas.extend({"content": p} for p in _split(text))
     deltas[0] = {"role": "assistant", **deltas[0]}
     out: list = [chunk(d) for d in deltas]
-    out.append(chunk({}, "stop", _usage(body, "" if beh.null_content else text, beh) if beh.usage else None))
+    out.append(chunk({}, "stop"))
+    # As OpenAI and llama.cpp do: a stream reports its usage only when the request asks for it
+    # (stream_options.include_usage), in one more chunk whose choices are empty.
+    if beh.usage and (body.get("stream_options") or {}).get("include_usage"):
+        last = _dumps({"id": cid, "object": "chat.completion.chunk", "created": created,
+                       "model": model, "choices": [],
+                       "usage": _usage(body, "" if beh.null_content else text, beh)})
+        out.append(last.encode())
     out.append(_DONE)
     return out
 

@@ -184,7 +184,8 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_code(fscale_home, how):
     proc = run_cli(*how, "scale", "q?", env=env)
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr
-    assert proc.stderr.rstrip().splitlines()[-1] == "fscale: error: missing --answers, e.g. --answers YES,NO"
+    assert proc.stderr.rstrip().splitlines()[-1] == ("fscale: error: missing --answers, e.g. --answers "
+                                                     "YES,NO (see 'fscale scale --help')")
     proc = run_cli(*how, "scale", "q?", "-a", "YES,NO", env=env)  # no provider at all
     assert proc.returncode == 4 and "Traceback" in proc.stderr
 

@@ -63,3 +63,28 @@ def test_invalid_utf8_argument(server, stub_config):
     proc = run_bytes("scale", b"caf\xe9?", "-a", "YES,NO", "-k", "1", stdin=b"")
     assert proc.returncode == 2 and b"not valid UTF-8" in proc.stderr
     assert server.count() == 0
+
+
+@pytest.mark.parametrize("args", [
+    ("scale", "Is this review positive?", "-a", "POSITIVE,NEGATIVE", "-k", "1"),
+    ("scale", "Is this review positive?", "-a", "POSITIVE,NEGATIVE", "-k", "1", "--context-file", "-"),
+    ("generate", "Summarise the review", "-k", "1"),
+])
+@pytest.mark.parametrize("stdin", [b"", b"  \n\n"])
+def test_empty_piped_context_is_a_usage_error_not_no_context(server, stub_config, args, stdin):
+    """`printf "" | fscale scale ...`: an empty file piped by mistake is not "no context"."""
+    server.set_default(Behaviour(reply="Answer: NEGATIVE"))
+    proc = run_bytes(*args, stdin=stdin)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert "empty" in err and "--context ''" in err and len(err.strip().splitlines()) == 1
+    assert proc.stdout == b"" and server.count() == 0
+
+
+def test_an_explicit_empty_context_asks_without_context(server, stub_config):
+    server.set_default(Behaviour(reply="Answer: NEGATIVE"))
+    proc = run_bytes("scale", "Is this review positive?", "-a", "POSITIVE,NEGATIVE", "-k", "1",
+                     "--context", "", stdin=b"")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout == b"NEGATIVE\n" and server.count() == 1
+    assert "Context:" not in server.requests[0].body["messages"][0]["content"]

@@ -178,7 +178,8 @@ def test_feedback_replaces_and_undo_takes_back_through_the_cli(server, stub_conf
 
     nothing = run_cli("feedback", data["id"], "--undo")
     assert nothing.returncode == 2 and nothing.stdout == ""
-    assert nothing.stderr.strip() == f"fscale: error: call {data['id']!r} has no feedback to undo"
+    assert nothing.stderr.strip() == (f"fscale: error: call {data['id']!r} has no feedback to undo "
+                                      "(see 'fscale feedback --help')")
     unknown = run_cli("feedback", "no-such-id", "--undo")
     assert unknown.returncode == 2 and unknown.stderr.startswith("fscale: error: no call with id")
     assert len(unknown.stderr.strip().splitlines()) == 1

@@ -261,3 +261,122 @@ def test_first_run_on_a_terminal_shows_joining_and_server_start(fscale_home, tmp
         paths = Paths.resolve()
         for name in servers.known_servers(paths):
             servers.stop_server(paths, name)
+
+
+# -- Ctrl-C on a cold start (issue 22) ---------------------------------------------------------
+def _serve_processes(home: Path) -> list[int]:
+    """Pids of local model servers of this FSCALE_HOME (their command line names its state)."""
+    marker = str(home / "state" / "local")
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if servers.SERVE_MODULE.encode() in argv and any(a.startswith(marker.encode()) for a in argv):
+            if servers.pid_running(int(entry.name)):
+                pids.append(int(entry.name))
+    return pids
+
+
+def interrupt_cli(*args: str, when: str, env: dict[str, str], timeout: float = 120) -> tuple[int, str, float]:
+    """Run ``fscale ARGS`` with stderr on a real pseudo-terminal; the moment the terminal shows
+    ``when``, send SIGINT (what Ctrl-C does). -> (exit code, what the terminal showed,
+    seconds from the signal to the exit)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    from tests.conftest import REPO
+
+    full = {**os.environ, "TERM": "xterm-256color", **env}
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "fscale_tui", *args], stdin=subprocess.DEVNULL,
+                            stdout=slave, stderr=slave, env=full, cwd=REPO)
+    os.close(slave)
+    seen, sent, exited = b"", None, None
+    deadline = time.monotonic() + timeout
+    try:
+        while exited is None:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise TimeoutError(f"fscale {' '.join(args)} did not exit in {timeout}s; "
+                                   f"terminal: {seen.decode(errors='replace')[-800:]}")
+            if select.select([master], [], [], 0.02)[0]:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    pass
+            if sent is None and when.encode() in seen:
+                proc.send_signal(signal.SIGINT)
+                sent = time.monotonic()
+            if proc.poll() is not None:
+                exited = time.monotonic()
+        while select.select([master], [], [], 0.1)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert sent is not None, f"the terminal never showed {when!r}: {seen.decode(errors='replace')[-800:]}"
+    return proc.returncode, seen.decode(errors="replace"), exited - sent
+
+
+COLD = ["scale", "Is 10 greater than 3?", "-a", "YES,NO"]  # the default (local) panel: two servers
+COLD_ENV = {"FSCALE_LOCAL_N_CTX": "512", "FSCALE_LOCAL_PARALLEL": "1",
+            "FSCALE_LOCAL_IDLE_TIMEOUT": "120"}
+
+
+def test_ctrl_c_while_the_weights_are_joined_exits_and_keeps_no_partial_file(
+        small_local_servers: Path):
+    """Issue 22: Ctrl-C during the first run's weight join used to wait for the whole join and
+    both servers' start, and leave the servers running. Now the join stops, its temporary
+    file is removed, and no server is started."""
+    home = small_local_servers
+    try:
+        code, terminal, took = interrupt_cli(*COLD, when="joining", env=COLD_ENV)
+        assert code == 130, terminal
+        assert "fscale: interrupted" in terminal and "Traceback" not in terminal
+        assert _serve_processes(home) == []
+        assert not servers.known_servers(Paths.resolve())
+        cache = home / "cache" / "local"
+        assert not list(cache.glob("*.tmp")), list(cache.iterdir())
+        for w in weights.BUILTIN_WEIGHTS.values():  # a file in the cache is whole and verified
+            path = weights.builtin_path(w, cache.parent)
+            assert not path.exists() or weights.is_verified(path, w.sha256)
+        print(f"SIGINT during the join: exit after {took:.2f}s")
+    finally:
+        paths = Paths.resolve()
+        for name in servers.known_servers(paths):
+            servers.stop_server(paths, name)
+
+
+def test_ctrl_c_while_the_servers_start_stops_the_servers_it_started(home: Path):
+    """Issue 22: Ctrl-C while the local servers load their models: the command exits and the
+    servers it was starting are stopped (they stayed up, 2.7 GB, until `fscale local stop`)."""
+    paths = Paths.resolve()
+    for w in weights.BUILTIN_WEIGHTS.values():  # joined already: the next step is the start
+        weights.ensure_builtin(w, paths.cache_dir)
+    try:
+        code, terminal, took = interrupt_cli(*COLD, when="starting the local server", env=COLD_ENV)
+        assert code == 130, terminal
+        assert "fscale: interrupted" in terminal and "Traceback" not in terminal
+        assert _serve_processes(home) == []
+        assert not servers.known_servers(paths)
+        logs = [servers.log_path(paths, ID_05), servers.log_path(paths, ID_15)]
+        assert any("abandoned" in p.read_text() for p in logs if p.exists())
+        print(f"SIGINT during the server start: exit after {took:.2f}s")
+    finally:
+        for name in servers.known_servers(paths):
+            servers.stop_server(paths, name)

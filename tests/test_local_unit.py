@@ -413,7 +413,7 @@ def stub_as_local(installed, monkeypatch):
 
         monkeypatch.setattr(servers, "ensure_server", fake_ensure)
         monkeypatch.setattr(lp, "server_spec",
-                            lambda m, p, s: servers.ServerSpec(name=m.id, gguf="/x.gguf"))
+                            lambda m, p, s, *_: servers.ServerSpec(name=m.id, gguf="/x.gguf"))
         srv.started = started  # type: ignore[attr-defined]
         yield srv
 
@@ -474,7 +474,7 @@ async def test_a_model_that_cannot_start_fails_as_a_vote_not_the_run(installed, 
         raise servers.LocalServerError("boom: the local server exited during start-up")
 
     monkeypatch.setattr(servers, "ensure_server", broken)
-    monkeypatch.setattr(lp, "server_spec", lambda m, p, s: servers.ServerSpec(name=m.id, gguf="/x"))
+    monkeypatch.setattr(lp, "server_spec", lambda m, p, s, *_: servers.ServerSpec(name=m.id, gguf="/x"))
     async with Engine() as engine:
         result = await engine.scale(ScaleRequest(question="q?", answers=["YES", "NO"],
                                                  models=["local-qwen-0.5b"]))

@@ -169,7 +169,9 @@ def test_profile_route_calibrate_and_k_auto_end_to_end(fscale_home):
     assert data["calibrated"] is False and data["abstained"] is False and proc.returncode == 0
     assert data["answer"] == tasks[0].label and data["calls_made"] == 1
     assert data["signal"] == "posterior" and data["stages"][0]["models"] == ["mathy"]
-    assert "not calibrated" in proc.stderr
+    assert proc.stderr == ""  # --json into a pipe: "calibrated": false says it
+    text = run_cli("scale", tasks[0].question, "-a", "YES,NO", "-k", "auto")
+    assert text.returncode == 0 and "not calibrated" in text.stderr  # the note for people
 
     proc = run_cli("calibrate", str(path), "--alpha", "0.1", "--delta", "0.1",
                    "--stages", "route:1,strong", "--signal", "weighted", "--json")

@@ -287,6 +287,7 @@ def test_palette_has_an_entry_for_every_screen_action(server, stub_config):
 
 async def test_challenger_row_is_shown_apart_from_the_decision(server, stub_config, monkeypatch):
     monkeypatch.setenv("FSCALE_CHALLENGER", "1")
+    monkeypatch.setenv("FSCALE_CHALLENGERS", "1")  # several: tests/test_tui_estimates.py
     server.set_default(Behaviour(reply="Answer: NO"))
     for alias in ("fast-a", "fast-b", "slow-c"):
         server.script(mid(alias), Behaviour(reply="Answer: YES"))

@@ -47,6 +47,7 @@ def recorded_events() -> list[Any]:
                          answers=["SAFE", "VULNERABLE"])
     result.challenger = Vote("fast-d", "VULNERABLE", 0.77, status="answered",
                              raw="Answer: VULNERABLE", tokens=9)
+    result.challenger_calls = 1
     return [
         VoteStarted(CALL, "fast-a", "vendor-a/fast"),
         VoteStarted(CALL, "fast-b", "vendor-b/fast"),
@@ -64,7 +65,8 @@ def recorded_events() -> list[Any]:
 
 
 def recorded_generate_events() -> list[Any]:
-    """One judge-strategy generate call as the engine reported it."""
+    """One judge-strategy generate call as the engine reported it: the last candidate wins
+    (at 80 columns the winner must be on screen, not only the first card)."""
     from fscale_tui.engine.events import CandidateGenerated, GenerateStarted, Generated, JudgeVoted
     from fscale_tui.engine.generate import Candidate, GenerateResult, JudgeVote
 
@@ -73,15 +75,15 @@ def recorded_generate_events() -> list[Any]:
              "23 * 17: 23 * 10 = 230, 23 * 7 = 161, total 391.\nAnswer: 391"]
     gens = ("fast-a", "fast-b", "slow-c")
     cands = [Candidate(i, gens[i], texts[i], answer=texts[i][-3:], latency_s=0.4 + i / 10,
-                       votes=(2, 0, 1)[i]) for i in range(3)]
+                       votes=(1, 0, 2)[i]) for i in range(3)]
     judges = ("fast-d", "think-e", "fast-a2")
-    choices = (0, 0, 2)
+    choices = (2, 0, 2)
     ballots = [JudgeVote(judge=j, choice_index=c, choice_model=gens[c], raw=f"Best: Output {c + 1}")
                for j, c in zip(judges, choices)]
-    result = GenerateResult(id=CALL, strategy="judge", status="decided", output=texts[0],
-                            answer="391", winner_model="fast-a", winner_index=0,
+    result = GenerateResult(id=CALL, strategy="judge", status="decided", output=texts[2],
+                            answer="391", winner_model="slow-c", winner_index=2,
                             all_outputs=cands, judge_votes=ballots,
-                            counts={"0": 2, "2": 1}, selected_by="judges", calls_made=6,
+                            counts={"2": 2, "0": 1}, selected_by="judges", calls_made=6,
                             elapsed_s=1.84, question="What is 17*23?", generators=list(gens),
                             judges=list(judges), judges_independent=False,
                             same_family_judges=["fast-a2"])
@@ -209,6 +211,7 @@ def test_ask_screen_verify_mode(snap_home, snap_compare):
         screen.query_one("#mode").value = "verify"
         screen.query_one("#context").text = "The bridge opened in 1932 and is 503 m long."
         screen.query_one("#draft").text = "The 503 m bridge opened in 1931."
+        screen.query_one("#votes").focus()  # no blinking cursor: the picture must not depend on timing
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=verify)
@@ -314,6 +317,9 @@ async def run_recorded_generate(pilot) -> None:
         await pilot.pause()
         if screen.query_one("#gen-banner").has_class("-decided"):
             break
+    # Off the prompt: its blinking cursor would make the picture depend on timing.
+    screen.query_one("#judges").focus()
+    await pilot.pause()
 
 
 @pytest.mark.parametrize("screen", ["generate", "health", "ratings", "panels", "history"])
@@ -327,3 +333,30 @@ def test_every_screen_at_80x24(snap_home, snap_compare, screen):
         seed_call_log(load_settings())
     run_before = run_recorded_generate if screen == "generate" else None
     assert snap_compare(make_app(screen), terminal_size=(80, 24), run_before=run_before)
+
+
+#: The README's screenshots (docs/screens/) are these snapshots, copied when they change.
+DOCS_SCREENS = {
+    "ask": "test_ask_screen_after_a_call", "verify": "test_ask_screen_verify_mode",
+    "generate": "test_generate_screen", "health": "test_health_screen",
+    "ratings": "test_ratings_screen", "panels": "test_panels_evolve_dry_run",
+    "history": "test_history_screen", "history-call": "test_history_call_detail",
+    "ask-auto": "test_ask_screen_k_auto_stages", "ask-card": "test_ask_screen_member_card",
+    "ask-80x24": "test_ask_screen_small_terminal", "ask-200x60": "test_ask_screen_large_terminal",
+    "ask-light": "test_light_theme", "help": "test_help_screen",
+}
+
+
+def test_the_readmes_screenshots_are_the_current_snapshots():
+    """README shows docs/screens/*.svg: each is its snapshot, so the pictures cannot drift from
+    the screens (update: --snapshot-update, then copy as DOCS_SCREENS says)."""
+    from tests.conftest import REPO
+
+    snapshots = REPO / "tests" / "__snapshots__" / "test_tui_snapshots"
+    docs = REPO / "docs" / "screens"
+    assert {p.stem for p in docs.glob("*.svg")} == set(DOCS_SCREENS)
+    readme = (REPO / "README.md").read_text()
+    for doc, snapshot in DOCS_SCREENS.items():
+        assert f"docs/screens/{doc}.svg" in readme
+        assert (docs / f"{doc}.svg").read_bytes() == (snapshots / f"{snapshot}.svg").read_bytes(), \
+            f"docs/screens/{doc}.svg is not the current {snapshot} snapshot: copy it"

@@ -71,7 +71,29 @@ def load_command(name: str) -> Any:
         holder = typer.Typer(rich_markup_mode="rich", add_completion=False)
         module.register(holder)
         group = _loaded[module_name] = typer.main.get_group(holder)
+        for command in group.commands.values():
+            _reflow(command)
     return group.commands[name]
+
+
+def reflow_help(text: str) -> str:
+    """A docstring as help: each prose paragraph on one line, so the terminal wraps it at its
+    own width (Typer's rich mode keeps single line breaks, which broke sentences in the middle
+    wherever the docstring did); indented paragraphs (examples) and ``\\b`` ones as written."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(
+        p if p.startswith("\b") or any(line[:1].isspace() for line in p.splitlines())
+        else " ".join(line.strip() for line in p.splitlines())
+        for p in paragraphs)
+
+
+def _reflow(command: Any) -> None:
+    if command.help:
+        command.help = reflow_help(command.help)
+    for sub in getattr(command, "commands", {}).values():
+        _reflow(sub)
 
 
 def report_click_error(exc: Any) -> NoReturn:

@@ -117,11 +117,18 @@ def panels(ctx: typer.Context,
         return
     with engine_facade() as engine:
         data = engine.catalog.panels()
+        default = engine.catalog.default_panel_name()
+        effective = engine.catalog.default_resolves_to()
     if as_json:
         print_json({"schema": 1, **data})
         return
     for name, info in data.items():
-        output.out.write(f"{name:<16} {', '.join(info['members'])}  [{info['source']}]\n")
+        mark = "  ★ default" if name == effective else ""
+        output.out.write(f"{name:<16} {', '.join(info['members'])}  [{info['source']}]{mark}\n")
+    if effective is not None and effective != default:
+        output.err.write(f"fscale: the {default!r} panel is {effective!r}: the first of nim, "
+                         "github, local that can run here ([panels] default in config.toml "
+                         "chooses another)\n")
 
 
 @panels_app.command("show")

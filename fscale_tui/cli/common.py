@@ -145,6 +145,18 @@ def _home_problem(exc: Exception) -> str | None:
     return f"cannot use fscale's files ({why}); {storage.advice(why)}"
 
 
+def with_help_pointer(exc: FscaleError) -> str:
+    """A usage error's message ends with ``(see 'fscale CMD --help')``, as click's own usage
+    errors do, unless it already points somewhere (``(see 'fscale models')``)."""
+    message = str(exc)
+    if not isinstance(exc, UsageError) or "(see '" in message:
+        return message
+    from typer._click.globals import get_current_context
+
+    ctx = get_current_context(silent=True)
+    return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
+
+
 def guarded(fn: F) -> F:
     """Turn engine errors, Ctrl-C and crashes into one line on stderr and an exit code."""
 
@@ -158,7 +170,7 @@ def guarded(fn: F) -> F:
             flush_storage_warnings()
             if DEBUG["on"]:
                 output.print_traceback()
-            fail(str(exc), exc.exit_code)
+            fail(with_help_pointer(exc), exc.exit_code)
         except KeyboardInterrupt as exc:
             # Ctrl-C or SIGTERM: one line (how far a batch got) and 130 / 143.
             term = isinstance(exc, Terminated)
@@ -267,17 +279,28 @@ def read_text_file(path: str, what: str) -> str:
 
 
 def resolve_context(context: str | None, context_file: str | None, *, use_stdin: bool = True) -> str | None:
-    """--context TEXT, --context-file PATH ('-' = stdin), or piped stdin, in that order."""
+    """--context TEXT, --context-file PATH ('-' = stdin), or piped stdin, in that order.
+
+    Piped input that is empty (or blank) is a usage error, not "no context": a script that
+    pipes an empty file by mistake must not get a confident answer about nothing. Only an
+    explicit ``--context ''`` asks without context.
+    """
     if context is not None and context_file is not None:
         raise UsageError("give --context or --context-file, not both")
     if context is not None:
         return context
     if context_file is not None:
-        return read_text_file(context_file, "context file")
-    if use_stdin and stdin_has_data():
+        data = read_text_file(context_file, "context file")
+        where = "on stdin" if context_file == "-" else f"in {context_file!r}"
+    elif use_stdin and stdin_has_data():
         data = read_stdin("context")
-        return data if data.strip() else None
-    return None
+        where = "piped on stdin"
+    else:
+        return None
+    if not data.strip():
+        raise UsageError(f"the context {where} is empty; to ask without context, "
+                         "give --context ''")
+    return data
 
 
 def optional_value(argv: list[str], flag: str, default: str) -> list[str]:

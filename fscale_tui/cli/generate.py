@@ -143,11 +143,8 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool) -> int:
         result = run(go())
     finally:
         status.close()
-    if as_json and not quiet and not show and result.judges_independent is False:
-        # With --json into a pipe the event lines are silent; the note is for people, so it
-        # still goes to stderr (the JSON carries "judges_independent": false).
-        stderr_console().print(judges_note(result.generators, result.same_family_judges),
-                               highlight=False)
+    # With --json and no terminal on stderr nothing is printed there but errors (README): the
+    # JSON carries "judges_independent": false; on a terminal the event lines said it already.
     if as_json:
         print_json(result.to_dict())
     elif result.output is not None and result.status == "decided":
@@ -216,7 +213,7 @@ def generate(
     models: str = typer.Option(None, "--models", "-m", help="Generator models, comma-separated (cycled when k is larger).", rich_help_panel=SELECT),
     panel: str = typer.Option(None, "--panel", "-p", help="Named panel of generators (see 'fscale panels').", rich_help_panel=SELECT),
     judge_models: str = typer.Option(None, "--judge-models", help="Judge / verifier models, comma-separated (default: chosen outside the generators' families).", rich_help_panel=SELECT),
-    context: str = typer.Option(None, "--context", "-c", help="Context text (goes in the system message)."),
+    context: str = typer.Option(None, "--context", "-c", help="Context text (goes in the system message). Without it, piped stdin is the context (empty input is an error); --context '' asks without context."),
     context_file: str = typer.Option(None, "--context-file", "-f", help="Read the context from a file ('-' = stdin)."),
     max_tokens: int = typer.Option(None, "--max-tokens", help="Reply length limit per call.", envvar="FSCALE_MAX_TOKENS"),
     temperature: float = typer.Option(None, "--temperature", "-t", help="Sampling temperature (default: 0 for distinct judge-strategy models, 0.7 for samples).", rich_help_panel=STRATEGY),
@@ -276,7 +273,7 @@ def generate(
     if resume is not None:
         raise UsageError("--resume finishes a --batch; give --batch FILE")
     if question is None:
-        raise UsageError("missing QUESTION (or --batch FILE); see 'fscale generate --help'")
+        raise UsageError("missing QUESTION (or --batch FILE)")
     request = _request(question, {**opts, "context": resolve_context(context, context_file)})
     raise typer.Exit(_run_one(request, as_json=as_json, quiet=quiet))
 

@@ -277,11 +277,12 @@ def feedback(
             outcome = engine.calls.undo_feedback(call_id)
         else:
             outcome = engine.calls.feedback(call_id, kind, label=override, prefer=prefer, over=over)
-    if as_json:
-        print_json({"schema": 1, **outcome})
-        return
-    for model, delta in sorted(outcome["changes"].items(), key=lambda kv: -kv[1]):
-        output.out.write(f"{model:<28} {delta:+8.1f}\n")
+        if as_json:
+            print_json({"schema": 1, **outcome})
+            return
+        ratings = engine.calls.ratings() if outcome["changes"] else {}
+        estimates = engine.calls.reliability() if outcome["changes"] else {}
+    _print_changes(outcome["changes"], ratings, estimates)
     if undo:
         output.err.write(f"fscale: feedback '{outcome['undone']['kind']}' "
                          f"({_feedback_text(outcome['undone'])}) on {outcome['id']} undone; "
@@ -292,6 +293,21 @@ def feedback(
     note = (f", replacing '{replaced['kind']}' ({_feedback_text(replaced)}); ratings recomputed "
             "from the log") if replaced else ""
     output.err.write(f"fscale: feedback '{kind}' ({what}) recorded for {call_id}{note}\n")
+
+
+def _print_changes(changes: dict[str, float], ratings: dict[str, Any],
+                   estimates: dict[str, Any]) -> None:
+    """What the feedback moved, one labelled row per model: the Elo change and the rating it
+    moved to, and the accuracy estimate (what decisions follow) as it stands now."""
+    if not changes:
+        return
+    width = max(28, *(len(m) for m in changes))
+    output.out.write(f"{'model':<{width}} {'Elo change':>10} {'Elo now':>8}  accuracy ± sd\n")
+    for model, delta in sorted(changes.items(), key=lambda kv: -kv[1]):
+        r, e = ratings.get(model), estimates.get(model)
+        now = f"{r.rating:.1f}" if r is not None else "-"
+        acc = f"{e.accuracy:.1%} ±{e.sd:.1%}" if e is not None else "-"
+        output.out.write(f"{model:<{width}} {delta:>+10.1f} {now:>8}  {acc}\n")
 
 
 def _feedback_text(f: dict[str, Any]) -> str:

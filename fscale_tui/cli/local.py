@@ -88,7 +88,17 @@ def stop(models: list[str] = typer.Argument(None, help="Local model aliases or i
 
       fscale local stop local-qwen-1.5b
     """
-    with engine_facade() as engine:
+    from ..engine.config import load_settings
+    from ..engine.errors import ConfigError
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        # Stopping needs no configuration: the servers are found by their state files.
+        output.err.write(f"fscale: warning: {exc}; stopping the local servers "
+                         "without it\n")
+        settings = load_settings(user_config=False)
+    with engine_facade(settings) as engine:
         stopped_names = engine.local.stop(list(models) if models else None)
     for name in stopped_names:
         output.out.write(f"{name}\n")

@@ -291,7 +291,7 @@ def route(
     if batch is not None and (question is not None or context is not None):
         raise UsageError("give a question or --batch FILE, not both (items carry their context)")
     if batch is None and question is None:
-        raise UsageError("missing QUESTION (or --batch FILE); see 'fscale route --help'")
+        raise UsageError("missing QUESTION (or --batch FILE)")
     from ..engine.routing.budget import configured_budget, parse_budget
 
     if budget is not None and lam is not None:
@@ -396,7 +396,8 @@ def calibrate(
     console.print(table)
     risk = "-" if out["risk"] is None else f"{out['risk']:.1%}"
     console.print(f"total: coverage {out['coverage']:.1%}, empirical risk {risk} (α = {alpha:g}, "
-                  f"δ = {delta:g}, signal {signal}), {out['calls_per_item']:.2f} calls per item")
+                  f"δ = {delta:g}, signal {signal}), {out['calls_per_item']:.2f} calls per item",
+                  soft_wrap=True)
     if stored:
         stderr_console().print(f"stored in {stored}")
 
@@ -434,16 +435,19 @@ def _calibrate_adaptive(settings: Any, items: Any, *, alpha: float | None, delta
         print_json(out)
         return 0
     console = stdout_console()
+    from .render import plural
+
     console.print(f"adaptive -k auto on {out['items']} items: stop once P(right) ≥ {out['tau']:g}, "
-                  f"at most {out['stop_after']} models → accuracy {out['accuracy']:.1%} at "
-                  f"{out['calls_per_item']:.2f} calls per item"
-                  + (f" (budget {budget})" if budget is not None else ""))
+                  f"at most {plural(out['stop_after'], 'model')} → accuracy {out['accuracy']:.1%} "
+                  f"at {out['calls_per_item']:.2f} calls per item"
+                  + (f" (budget {budget})" if budget is not None else ""), soft_wrap=True)
     if "stages" in out:
         risk = "-" if out["risk"] is None else f"{out['risk']:.1%}"
         thresholds = ", ".join("never" if r["threshold"] is None else f"{r['threshold']:.4f}"
                                for r in out["stages"])
         console.print(f"with α = {alpha:g} (δ = {delta:g}): thresholds {thresholds}; coverage "
-                      f"{out['coverage']:.1%}, empirical risk {risk}; '-k auto' abstains below them")
+                      f"{out['coverage']:.1%}, empirical risk {risk}; '-k auto' abstains below them",
+                      soft_wrap=True)
     if stored:
         stderr_console().print(f"stored in {stored}")
     return 0

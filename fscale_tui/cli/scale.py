@@ -50,7 +50,8 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool,
     def emit(result: Any) -> None:
         # The decision goes to stdout the moment it is known; the call then finishes its
         # bookkeeping (the shadow challenger's grace period, the call log) before exiting.
-        if not quiet:
+        # Notes are for people: with --json into a pipe they are in the JSON only.
+        if show:
             print_notes(console, result)
         if as_json:
             print_json(result.to_dict())
@@ -131,7 +132,7 @@ def scale(
     k: str = typer.Option(None, "-k", help="Number of models from the default panel, or 'auto' (the routed best models, one more only while the evidence is not enough; see 'fscale calibrate').", rich_help_panel=SELECT),
     panel: str = typer.Option(None, "--panel", "-p", help="Named panel (see 'fscale panels').", rich_help_panel=SELECT),
     models: str = typer.Option(None, "--models", "-m", help="Explicit models, comma-separated aliases.", rich_help_panel=SELECT),
-    context: str = typer.Option(None, "--context", "-c", help="Context text (goes in the system message)."),
+    context: str = typer.Option(None, "--context", "-c", help="Context text (goes in the system message). Without it, piped stdin is the context (empty input is an error); --context '' asks without context."),
     context_file: str = typer.Option(None, "--context-file", "-f", help="Read the context from a file ('-' = stdin)."),
     tie_break: str = typer.Option(None, "--tie-break", help="none (default: a tie is no decision, exit 3) | rating | order.", envvar="FSCALE_TIE_BREAK"),
     alpha: float = typer.Option(None, "--alpha", help="-k auto: abstain (exit 3) unless the answer passes the threshold calibrated for this risk, e.g. 0.1 (needs 'fscale calibrate'). Without it -k auto always answers.", rich_help_panel=SELECT),
@@ -190,7 +191,7 @@ def scale(
     if resume is not None:
         raise UsageError("--resume finishes a --batch; give --batch FILE")
     if question is None:
-        raise UsageError("missing QUESTION (or --batch FILE); see 'fscale scale --help'")
+        raise UsageError("missing QUESTION (or --batch FILE)")
     if not labels:
         raise UsageError("missing --answers, e.g. --answers YES,NO")
     request = scale_request(question, labels, context=resolve_context(context, context_file),

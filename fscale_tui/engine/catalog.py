@@ -68,6 +68,18 @@ class Catalog:
     def default_panel_name(self) -> str:
         return str(self.settings.get("panel"))
 
+    def default_resolves_to(self) -> str | None:
+        """The named panel the default panel is: itself when configured, else the built-in
+        panel chosen by the keys that are set (``local`` with none); None if nothing is usable."""
+        name = self.default_panel_name()
+        if name in self.settings.panels:
+            return name
+        try:
+            members = list(self.registry.panel(name))
+        except (NoProviderError, UsageError):
+            return None
+        return next((n for n, ms in self.settings.panels.items() if list(ms) == members), None)
+
     def set_panel(self, name: str, members: list[str]) -> Path:
         if not name.strip():
             raise UsageError("a panel needs a name")

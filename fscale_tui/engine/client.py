@@ -222,6 +222,8 @@ class ChatClient:
             body["temperature"] = temperature
         if stream:
             body["stream"] = True
+            # Streams report their tokens only when asked (OpenAI, llama.cpp, vLLM, NIM).
+            body["stream_options"] = {"include_usage": True}
         if extra:
             body.update(extra)
         params = model.options.get("params")

@@ -236,6 +236,23 @@ def _decode_table(fields: dict[str, Any], kind: str, name: str, path: Path) -> N
                           f"{describe(fields.get(key), text=False)}") from None
 
 
+def config_line(path: Path, table: str, key: str | None = None, value: str | None = None) -> str:
+    """``path:LINE`` of ``[table] key = ...`` (or of the ``[table]`` header) in the user's
+    config.toml, for messages; with ``value``, the line of that quoted string from the key on
+    (a list written over several lines). Just ``path`` when the line cannot be found."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return str(path)
+    start = _table_line(text, table) or 0
+    line = _line_of(text, key, start) if key is not None else start or None
+    if line and value is not None:
+        quoted = re.compile("[\"']" + re.escape(value) + "[\"']")
+        line = next((n for n, x in enumerate(text.split("\n"), 1)
+                     if n >= line and quoted.search(x)), line)
+    return _where(path, line)
+
+
 #: Top-level tables of config.toml, and the keys each kind of table knows. A key that is not here
 #: is ignored with a one-line warning naming the closest known key (typos must not go unnoticed).
 TOP_LEVEL_KEYS = ("providers", "models", "panels", "defaults", "fleet", "routing")
@@ -493,11 +510,15 @@ def _table(doc: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
     return value
 
 
-def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None) -> Settings:
-    """Build the Settings for this process (defaults < config file < environment)."""
+def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None, *,
+                  user_config: bool = True) -> Settings:
+    """Build the Settings for this process (defaults < config file < environment).
+
+    ``user_config=False`` leaves config.toml out (built-ins and environment only): for what
+    must work while the file is broken, such as stopping the local servers."""
     env = dict(os.environ if env is None else env)
     paths = paths or Paths.resolve(env)
-    doc = read_user_config(paths.config_file)
+    doc = read_user_config(paths.config_file) if user_config else {}
     cfg_path = paths.config_file
 
     providers = {name: ProviderConfig(name=name, builtin=True, **fields)
@@ -522,7 +543,8 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None)
         merged.update({k: v for k, v in fields.items() if k in known})
         ptype = merged.get("type", "openai")
         if ptype == "openai" and not merged.get("base_url"):
-            raise ConfigError(f"{cfg_path}: [providers.{name}] needs base_url")
+            raise ConfigError(f"{config_line(cfg_path, f'providers.{name}')}: "
+                              f"[providers.{name}] needs base_url")
         providers[name] = ProviderConfig(name=name, base_url=str(merged.get("base_url", "")),
                                          api_key_env=merged.get("api_key_env"),
                                          rpm=merged.get("rpm"), burst=merged.get("burst"),
@@ -545,12 +567,16 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None)
         merged.update({k: v for k, v in fields.items() if k in known})
         for required in ("provider", "id"):
             if required not in merged:
-                raise ConfigError(f"{cfg_path}: [models.{alias}] needs {required}")
+                raise ConfigError(f"{config_line(cfg_path, f'models.{alias}')}: "
+                                  f"[models.{alias}] needs {required}")
         if merged["provider"] not in providers:
-            raise ConfigError(f"{cfg_path}: [models.{alias}] uses unknown provider {merged['provider']!r}")
+            raise ConfigError(f"{config_line(cfg_path, f'models.{alias}', 'provider')}: "
+                              f"[models.{alias}] uses unknown provider {merged['provider']!r} "
+                              f"(providers: {', '.join(sorted(providers))})")
         tier = merged.get("tier", "medium")
         if tier not in TIERS:
-            raise ConfigError(f"{cfg_path}: [models.{alias}] tier must be one of {', '.join(TIERS)}")
+            raise ConfigError(f"{config_line(cfg_path, f'models.{alias}', 'tier')}: "
+                              f"[models.{alias}] tier must be one of {', '.join(TIERS)}")
         models[alias] = ModelConfig(alias=alias, provider=merged["provider"], id=str(merged["id"]),
                                     tier=tier, family=str(merged.get("family") or ""),
                                     cost=float(merged.get("cost") or 0.0),
@@ -560,7 +586,8 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None)
     panels.update(extra_panels)
     for name, members in _table(doc, "panels", cfg_path).items():
         if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
-            raise ConfigError(f"{cfg_path}: panels.{name} must be a list of model aliases")
+            raise ConfigError(f"{config_line(cfg_path, 'panels', name)}: [panels] {name} must "
+                              "be a list of model aliases")
         panels[name] = list(members)
 
     routing = _table(doc, "routing", cfg_path)

@@ -41,6 +41,20 @@ class Registry:
         except KeyError:
             raise UsageError(f"unknown model {alias!r} (see 'fscale models')") from None
 
+    def _member(self, alias: str, panel: str) -> ModelConfig:
+        """A panel's member; a configured panel naming an unknown model says where to fix it."""
+        if alias in self.settings.models:
+            return self.settings.models[alias]
+        configured = self.settings.user_config.get("panels")
+        if isinstance(configured, dict) and panel in configured:
+            from .config import config_line
+
+            where = config_line(self.settings.paths.config_file, "panels", panel, alias)
+            raise UsageError(f"{where}: panel {panel!r} names unknown model {alias!r} (see "
+                             f"'fscale models'; fix it there or with 'fscale panels set {panel} "
+                             "MODEL,...')")
+        return self.model(alias)
+
     def usable(self, model: ModelConfig) -> bool:
         provider = self.settings.providers.get(model.provider)
         return provider is not None and provider.usable(self.settings.env)
@@ -85,8 +99,9 @@ class Registry:
         if models:
             chosen = [self.model(a) for a in models]
         else:
-            names = self.panel(panel or self.settings.get("panel"))
-            chosen = [self.model(a) for a in names]
+            name = panel or self.settings.get("panel")
+            names = self.panel(name)
+            chosen = [self._member(a, name) for a in names]
             if k is not None:
                 if k < 1:
                     raise UsageError("-k must be at least 1")

@@ -29,6 +29,8 @@ from .base import FscaleScreen
 MODES = [("scale", "scale"), ("verify", "verify")]
 #: what the k field accepts as it is typed: digits, or (a prefix of) "auto"
 K_TYPED = r"[0-9]*|[aA]([uU]([tT][oO]?)?)?"
+#: what the α field accepts as it is typed: a number such as 0.1
+ALPHA_TYPED = r"[0-9]*\.?[0-9]*"
 IDLE_TEXT = "Type a question and press Enter (ctrl+r runs from anywhere on this screen)."
 MAX_SAVED_TEXT = 20_000
 
@@ -50,16 +52,22 @@ class AskScreen(FscaleScreen):
         self.run_no = 0
         self.current: Worker | None = None
         self._scale_answers = "YES,NO"
+        #: each mode keeps its own question: verify must never ask the Ask screen's question
+        self._questions = {"scale": "", "verify": ""}
+        #: the last decision (its challengers fill in after it: ``ChallengerAnswered``)
+        self.last_result: Any = None
 
     # -- layout ----------------------------------------------------------------------------
     def body(self) -> ComposeResult:
         saved: dict[str, Any] = self.app.state.get("ask", {}) or {}
         mode = saved.get("mode", "scale") if saved.get("mode") in ("scale", "verify") else "scale"
         self._scale_answers = saved.get("answers") or "YES,NO"
+        self._questions = {"scale": str(saved.get("question") or ""),
+                           "verify": str(saved.get("verify_question") or "")}
         with Vertical(id="ask-form"):
             with Horizontal(classes="form-row"):
                 yield Select(MODES, value=mode, allow_blank=False, compact=True, id="mode")
-                yield Input(saved.get("question", ""), placeholder="Question (Enter runs it)",
+                yield Input(self._questions["scale"], placeholder="Question (Enter runs it)",
                             compact=True, id="question")
             with Horizontal(classes="form-row"):
                 yield Label("answers", classes="field-label")
@@ -72,6 +80,13 @@ class AskScreen(FscaleScreen):
                 yield Input(str(saved.get("k") or ""), placeholder="all", compact=True, id="k",
                             restrict=K_TYPED, max_length=4,
                             tooltip="number of models, or auto (route + calibrated cascade)")
+                yield Label("α", classes="field-label")
+                # -k auto --alpha: abstain unless the answer passes the calibrated threshold
+                yield Input(str(saved.get("alpha") or ""), placeholder="-", compact=True,
+                            id="alpha", restrict=ALPHA_TYPED, max_length=5,
+                            tooltip="k = auto: abstain unless the answer passes the threshold "
+                                    "calibrated for this risk, e.g. 0.1 (needs 'fscale "
+                                    "calibrate'); empty: always answer")
                 yield Button("Run", id="run", variant="primary", compact=True)
                 yield Button("File…", id="pick", compact=True)
         with Horizontal(id="texts"):
@@ -140,6 +155,11 @@ class AskScreen(FscaleScreen):
     def _apply_mode(self, mode: Any) -> None:
         verify = mode == "verify"
         answers = self.query_one("#answers", Input)
+        question = self.query_one("#question", Input)
+        if verify != self.has_class("-verify"):
+            # Each mode has its own question: the one typed for scale is kept for scale.
+            self._questions["scale" if verify else "verify"] = question.value
+            question.value = self._questions["verify" if verify else "scale"]
         if verify and not self.has_class("-verify"):
             self._scale_answers = answers.value
             answers.value = "YES,NO"
@@ -147,8 +167,9 @@ class AskScreen(FscaleScreen):
             answers.value = self._scale_answers
         answers.disabled = verify
         self.set_class(verify, "-verify")
+        self._k_changed()
         self.query_one("#context", TextArea).border_title = "source" if verify else "context"
-        self.query_one("#question", Input).placeholder = (
+        question.placeholder = (
             "Question (empty: does the draft make claims the source does not support?)"
             if verify else "Question (Enter runs it)")
 
@@ -186,7 +207,19 @@ class AskScreen(FscaleScreen):
             return verify_request(context, self.query_one("#draft", TextArea).text,
                                   question=question, **common)
         return scale_request(question, self.query_one("#answers", Input).value,
-                             context=context, **common)
+                             context=context, alpha=self._alpha() if auto else None, **common)
+
+    def _alpha(self) -> float | None:
+        """The α field (``-k auto --alpha``): empty means always answer."""
+        from ..engine.errors import UsageError
+
+        text = self.query_one("#alpha", Input).value.strip()
+        if not text:
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise UsageError(f"α must be a number between 0 and 1, e.g. 0.1 (not {text!r})") from None
 
     def action_run(self) -> None:
         """Run the question (or verify) on the chosen panel."""
@@ -219,12 +252,19 @@ class AskScreen(FscaleScreen):
         banner = self.query_one(DecisionBanner)
         stages = self.query_one(StagesView)
         if isinstance(event, Decided):
+            self.last_result = event.result
             banner.show_result(event.result)
             stages.show_result(event.result)
-            if getattr(event.result, "challenger", None) is not None:
-                table.show_challenger(event.result.challenger)
+            for shadow in getattr(event.result, "challengers", None) or []:
+                table.show_challenger(shadow)
         elif isinstance(event, ChallengerAnswered):
-            table.show_challenger(event.vote)
+            # Every challenger's vote is on the result by now (the event names the first).
+            result = self.last_result
+            shadows = getattr(result, "challengers", None) or [event.vote]
+            for shadow in shadows:
+                table.show_challenger(shadow)
+            if result is not None:
+                banner.show_result(result)  # with what the challengers cost
         else:
             with self.app.batch_update():
                 stages.apply(event)
@@ -279,10 +319,12 @@ class AskScreen(FscaleScreen):
 
     @on(Input.Changed, "#k")
     def _k_changed(self) -> None:
-        """k = auto chooses the models itself: the panel selector does not apply."""
+        """k = auto chooses the models itself: the panel selector does not apply, α does."""
         from ..engine.requests import is_auto
 
-        self.query_one("#panel", Select).disabled = is_auto(self.query_one("#k", Input).value)
+        auto = is_auto(self.query_one("#k", Input).value)
+        self.query_one("#panel", Select).disabled = auto
+        self.query_one("#alpha", Input).disabled = not auto or self.has_class("-verify")
 
     # -- context ---------------------------------------------------------------------------
     def action_open_context(self) -> None:
@@ -320,13 +362,17 @@ class AskScreen(FscaleScreen):
 
     def _save(self) -> None:
         """Remember the form for the next start."""
+        verify = self.has_class("-verify")
+        typed = self.query_one("#question", Input).value
         self.app.state.update(ask={
             "mode": self.query_one("#mode", Select).value,
-            "question": self.query_one("#question", Input).value,
+            "question": self._questions["scale"] if verify else typed,
+            "verify_question": typed if verify else self._questions["verify"],
             "answers": (self._scale_answers if self.has_class("-verify")
                         else self.query_one("#answers", Input).value),
             "panel": self.query_one("#panel", Select).value,
             "k": self.query_one("#k", Input).value,
+            "alpha": self.query_one("#alpha", Input).value,
             "context": self.query_one("#context", TextArea).text[:MAX_SAVED_TEXT],
             "draft": self.query_one("#draft", TextArea).text[:MAX_SAVED_TEXT],
         })

@@ -23,6 +23,10 @@ from ..widgets.table import FillTable
 from ..widgets.votes import DecisionBanner, first_lines
 from .base import FscaleScreen
 
+#: A candidate card is never narrower than this; more cards than fit scroll sideways.
+CARD_MIN_WIDTH = 24
+
+
 def strategy_names() -> tuple[str, ...]:
     """The engine's strategy registry (the same list as ``fscale generate --strategy``)."""
     from ..engine.strategies import names
@@ -49,7 +53,8 @@ class CandidateCard(Static):
     def filled(self, text: str, latency_s: float | None, answer: str | None) -> None:
         self.remove_class("-pending")
         lat = f"{latency_s:.2f}s" if latency_s else ""
-        self.border_subtitle = " · ".join(x for x in (lat, f"answer {answer}" if answer else "") if x)
+        self._facts = [x for x in (f"answer {answer}" if answer else "", lat) if x]
+        self.border_subtitle = " · ".join(self._facts)
         from ..engine.redact import redact
 
         text = redact(text) or ""
@@ -64,7 +69,10 @@ class CandidateCard(Static):
     def result(self, votes: float, winner: bool) -> None:
         self.set_class(winner, "-winner")
         title = f"#{self.index} {self.model}"
-        self.border_title = (f"★ {title} — winner" if winner else title) + f" · {votes:g} votes"
+        # Short enough for a narrow card: the votes join the facts under the text.
+        self.border_title = f"★ winner {title}" if winner else title
+        self.border_subtitle = " · ".join([f"{votes:g} vote{'' if votes == 1 else 's'}",
+                                           *getattr(self, "_facts", [])])
 
 
 class GenerateScreen(FscaleScreen):
@@ -189,7 +197,22 @@ class GenerateScreen(FscaleScreen):
         if card is None:
             card = self.cards[index] = CandidateCard(index, model)
             self.query_one("#candidates").mount(card)
+            self._fit_cards()
         return card
+
+    def _fit_cards(self) -> None:
+        """Share the width between the cards (at least ``CARD_MIN_WIDTH`` each). Left to
+        ``1fr`` in a scrolling row, every card took the whole width: at 80 columns only #0
+        was on screen."""
+        if not self.cards:
+            return
+        room = self.size.width - 2  # the row's margins; the screen's size is known at once
+        width = max(CARD_MIN_WIDTH, room // len(self.cards))
+        for card in self.cards.values():
+            card.styles.width = width
+
+    def on_resize(self) -> None:
+        self._fit_cards()
 
     @on(EngineEvent)
     def engine_event(self, message: EngineEvent) -> None:
@@ -249,8 +272,9 @@ class GenerateScreen(FscaleScreen):
                         f"selected by {escape(result.selected_by or result.strategy)}\n{tail}",
                         "-decided")
             winner = self.cards.get(result.winner_index)
-            if winner is not None:
-                self.query_one("#candidates", HorizontalScroll).scroll_to_widget(winner)
+            if winner is not None:  # once laid out: more cards than fit scroll to the winner
+                self.call_after_refresh(self.query_one("#candidates", HorizontalScroll)
+                                        .scroll_to_widget, winner, animate=False)
         elif result.status == "all_failed":
             banner.show(f"[b]→ no output: every generator failed[/b]\n{tail}", "-failed")
         else:

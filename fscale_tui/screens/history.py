@@ -67,7 +67,9 @@ def detail_markup(call: dict[str, Any]) -> str:
         if reply.get("substitute_for"):
             head += f" (for {escape(reply['substitute_for'])})"
         lat = f"{reply['latency_s']:.2f}s" if reply.get("latency_s") is not None else "-"
-        lines.append(f"{head}  {escape(str(reply.get('status')))}  answer={escape(str(reply.get('answer')))}  {lat}")
+        answer = reply.get("answer")
+        said = f"answer [b]{escape(str(answer))}[/b]" if answer is not None else "no answer"
+        lines.append(f"{head}  {escape(str(reply.get('status')))}  {said}  {lat}")
         if reply.get("error"):
             lines.append(f"  [red]{escape(reply['error'])}[/red]")
         if reply.get("thinking"):
@@ -98,6 +100,19 @@ class CallDetail(ModalScreen[None]):
             yield Static(detail_markup(self.call))
 
 
+class FilterInput(Input):
+    """The History filter: Esc clears it and Down keeps it; both go back to the calls."""
+
+    BINDINGS = [Binding("escape", "leave(True)", "Back to the calls", show=False),
+                Binding("down", "leave(False)", "Back to the calls", show=False)]
+
+    def action_leave(self, clear: bool) -> None:
+        """Leave the filter for the table (Esc also clears it)."""
+        if clear:
+            self.value = ""
+        self.screen.query_one("#history-table").focus()
+
+
 class HistoryScreen(FscaleScreen):
     """Past calls, filterable; Enter opens one; feedback keys update the ratings."""
 
@@ -117,8 +132,9 @@ class HistoryScreen(FscaleScreen):
         self.calls: dict[str, dict[str, Any]] = {}
 
     def body(self) -> ComposeResult:
-        yield Input(placeholder="filter: text in the question, answer, status or id (/ to focus)",
-                    compact=True, id="history-filter")
+        yield FilterInput(placeholder="filter: question, answer, status or id · / focuses · "
+                                      "Esc clears · ↓ back",
+                          compact=True, id="history-filter")
         yield Static("", id="history-note")
         yield FillTable(id="history-table", cursor_type="row")
 
@@ -263,7 +279,7 @@ class HistoryScreen(FscaleScreen):
         name = call_name(self.calls.get(ref) or {"id": outcome.get("id"), "seq": ref.lstrip("#")})
         self.app.call_from_thread(
             self.notify, f"{kind} recorded for call {name}"
-            + (f": {moved}" if moved else ""), title="feedback")
+            + (f"; Elo rating changes: {moved}" if moved else ""), title="feedback")
         self.app.call_from_thread(self.refill)
 
     def action_override(self) -> None:

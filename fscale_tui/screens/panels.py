@@ -3,7 +3,8 @@
 Edits go through the engine's catalogue (read-modify-write of config.toml under the lock,
 atomic write); the engine is then rebuilt so the next run uses the new panel. Evolve always
 acts on the default panel (the one ``scale`` uses) and says so; its proposal is computed by
-the engine in a thread (it reads the call log).
+the engine in a thread (it reads the call log). Each member shows its label-free accuracy
+estimate ± sd (what evolve ranks by) beside its Elo rating, read from the call log in a thread.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from rich.markup import escape
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Static
 
 from ..engine.errors import FscaleError
 from ..messages import SettingsChanged
+from ..widgets.evidence import accuracy_text, elo_text
 from .base import FscaleScreen
 
 
@@ -34,6 +35,11 @@ class PanelsScreen(FscaleScreen):
         Binding("v", "evolve", "Evolve"),
         Binding("x", "apply", "Apply"),
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: model -> (estimate, rating) from the call log, once read (``load_evidence``)
+        self.evidence: dict[str, tuple[Any, Any]] | None = None
 
     def body(self) -> ComposeResult:
         with Horizontal(id="panels-main"):
@@ -50,6 +56,24 @@ class PanelsScreen(FscaleScreen):
         self.reload()
         table.focus()
         super().on_mount()
+
+    def on_screen_resume(self) -> None:
+        self.load_evidence()
+
+    @work(thread=True, exclusive=True, group="panels-evidence", exit_on_error=False)
+    def load_evidence(self) -> None:
+        """Each model's accuracy estimate and Elo rating, from the call log (in a thread)."""
+        try:
+            estimates = self.app.engine.calls.reliability()
+            ratings = self.app.engine.calls.ratings()
+        except Exception:  # an unreadable log: the members are listed without evidence
+            return
+        evidence = {m: (estimates.get(m), ratings.get(m)) for m in {*estimates, *ratings}}
+        self.app.call_from_thread(self._evidence_loaded, evidence)
+
+    def _evidence_loaded(self, evidence: dict[str, tuple[Any, Any]]) -> None:
+        self.evidence = evidence
+        self._show_members(self.selected())
 
     @property
     def settings(self) -> Any:
@@ -71,18 +95,22 @@ class PanelsScreen(FscaleScreen):
             self.query_one("#panel-members", Static).update(f"configuration error: {exc}")
             return
         default = settings.get("panel")
+        # With no [panels] default the default panel is a built-in one (by the keys set): star it.
+        effective = self.catalog.default_resolves_to() or default
         if getattr(self, "proposal", None) is None:
+            alias = f" (now {effective!r})" if effective != default else ""
             self.query_one("#evolve-diff", Static).update(
-                f"v: evolve proposal for the default panel {escape(repr(default))} (dry run); "
-                "x applies it")
-        names = sorted(settings.panels, key=lambda n: (n != default, n))
+                f"v: evolve proposal for the default panel {escape(repr(default))}"
+                f"{escape(alias)} (dry run); x applies it")
+        names = sorted(settings.panels, key=lambda n: (n != effective, n))
         for name in names:
-            label = f"{name} ★" if name == default else name
+            label = f"{name} ★" if name == effective else name
             table.add_row(label, str(len(settings.panels[name])), self.catalog.panel_source(name),
                           key=name)
         if keep in names:
             table.move_cursor(row=names.index(keep))
         self._show_members(self.selected())
+        self.load_evidence()
 
     def selected(self) -> str | None:
         table = self.query_one("#panels-table", DataTable)
@@ -110,6 +138,9 @@ class PanelsScreen(FscaleScreen):
                     default=0)
         families = max((len(settings.models[a].family or "-") for a in members
                         if a in settings.models), default=0)
+        # A narrow pane (80 columns) drops tier and family rather than wrap every line.
+        room = pane.content_size.width or self.app.size.width // 2
+        full = 2 + width + 1 + tiers + 1 + families + 1 + 22 + 1 + len("usable")
         for alias in members:
             model = settings.models.get(alias)
             row = rows.get(alias)
@@ -119,9 +150,21 @@ class PanelsScreen(FscaleScreen):
             state = "usable" if row["usable"] else f"no: {row['why_not']}"
             if row["health"] in ("dead", "unavailable", "rate_limited"):
                 state = f"[dim]{row['health']}[/dim]"
-            lines.append(f"  {escape(alias.ljust(width))} {model.tier:<{tiers}} "
-                         f"{escape((model.family or '-').ljust(families))} {state}")
+            kind = (f"{model.tier:<{tiers}} {escape((model.family or '-').ljust(families))} "
+                    if full <= room else "")
+            lines.append(f"  {escape(alias.ljust(width))} {kind}"
+                         f"{self._evidence_text(alias)} {state}")
+        if members:
+            lines += ["", "[dim]accuracy ± sd: the label-free estimate evolve ranks by; "
+                          "Elo for reference[/dim]"]
         pane.update("\n".join(lines))
+
+    def _evidence_text(self, alias: str) -> str:
+        """``"78.1% ±4.2% Elo 1532"`` for a member (``…`` while the call log is read)."""
+        if self.evidence is None:
+            return f"{'…':>13} {'':<8}"
+        estimate, rating = self.evidence.get(alias, (None, None))
+        return f"{accuracy_text(estimate):>13} {elo_text(rating):<8}"
 
     # -- editing ---------------------------------------------------------------------------
     def action_edit(self) -> None:
@@ -219,25 +262,21 @@ class PanelsScreen(FscaleScreen):
         self.query_one("#evolve-diff", Static).update(self._diff_markup(proposal))
 
     def _diff_markup(self, p: Any) -> str:
-        def row(model: str | None, mark: str, style: str) -> str:
-            if model is None:
-                return ""
-            r = p.ratings.get(model)
-            info = f"{r.rating:7.1f} ({r.calls} calls)" if r is not None else "   unrated"
-            text = f"{mark} {escape(model):<22}{info}"
-            return f"[{style}]{text}[/{style}]" if style else text
-
-        width = max(len(p.current), len(p.proposed))
+        """The proposal as ``fscale evolve`` prints it: - leaves, + joins, = stays, each with
+        its accuracy estimate ± sd (what it is ranked by), Elo rating and calls."""
+        rows = ([("-", m, "red") for m in p.removed] + [("+", m, "green") for m in p.added]
+                + [("=", m, "") for m in p.proposed if m in p.current])
+        width = max((len(m) for _, m, _ in rows), default=0)
         lines = [f"[b]evolve {escape(p.name)}[/b] (the default panel; dry run; models need "
                  f"≥ {p.min_calls} calls)",
-                 f"{'current':<44}proposed"]
-        for i in range(width):
-            cur = p.current[i] if i < len(p.current) else None
-            new = p.proposed[i] if i < len(p.proposed) else None
-            left = row(cur, "-" if cur in p.removed else " ", "red" if cur in p.removed else "")
-            right = row(new, "+" if new in p.added else " ", "green" if new in p.added else "")
-            pad = 44 - len(Text.from_markup(left).plain) if left else 44
-            lines.append(left + " " * pad + right)
+                 f"current  {escape(', '.join(p.current))}",
+                 f"proposed {escape(', '.join(p.proposed))}"]
+        for mark, model, style in rows:
+            rating = p.ratings.get(model)
+            text = (f"{mark} {escape(model.ljust(width))} "
+                    f"{accuracy_text(p.estimates.get(model)):>13} {elo_text(rating):<8} "
+                    f"{rating.calls if rating is not None else 0} calls")
+            lines.append(f"[{style}]{text}[/{style}]" if style else text)
         lines.append("x applies this proposal" if p.changed
                      else "no change proposed: the current panel stays")
         return "\n".join(lines)

@@ -1,8 +1,10 @@
-"""Ratings: every rated model's Elo, calls, agreement, feedback and trend.
+"""Ratings: every rated model's accuracy estimate ± sd, Elo, calls, agreement, feedback, trend.
 
-Read from the learning store (``engine.learning.calllog``); panel members and challengers
-(rated models outside the panel, whose evidence comes from shadow calls) are marked.
-Click a column header, or press s, to sort.
+Read through the engine's call log (``engine.calls``): the label-free accuracy estimate is what
+decisions follow (evolve, the shadow challengers, ``--tie-break rating``), so it comes first and
+is the default order, as in ``fscale ratings``; the Elo rating is shown beside it for reference.
+Panel members and challengers (rated models outside the panel, whose evidence comes from shadow
+calls) are marked. Click a column header, or press s, to sort.
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ from textual.widgets import DataTable, Static
 
 from ..engine.errors import FscaleError
 from ..messages import SettingsChanged
+from ..widgets.evidence import accuracy_text
 from ..widgets.table import FillTable
 from .base import FscaleScreen
 
 SPARK = "▁▂▃▄▅▆▇█"
-COLUMNS = (("seat", "seat"), ("model", "model"), ("rating", "rating"), ("sigma", "±"),
-           ("calls", "calls"), ("agreement", "agreement"), ("feedback", "feedback"),
-           ("trend", "trend"))
-SORTS = ("rating", "calls", "agreement", "feedback", "model")
+#: As ``fscale ratings``: the Elo σ is left out so that the table fits 80 columns.
+COLUMNS = (("seat", "seat"), ("model", "model"), ("accuracy", "accuracy ± sd"),
+           ("rating", "Elo"), ("calls", "calls"), ("agreement", "agreement"),
+           ("feedback", "feedback"), ("trend", "trend"))
+SORTS = ("accuracy", "rating", "calls", "agreement", "feedback", "model")
 
 
 def sparkline(values: list[float], width: int = 16) -> str:
@@ -50,7 +54,7 @@ class RatingsScreen(FscaleScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.sort_by = "rating"
+        self.sort_by = "accuracy"
 
     def body(self) -> ComposeResult:
         yield Static("", id="ratings-note")
@@ -78,6 +82,7 @@ class RatingsScreen(FscaleScreen):
         engine = self.app.engine
         try:
             ratings = list(engine.calls.ratings().values())
+            estimates = engine.calls.reliability()
             history = engine.calls.rating_history()
         except Exception as exc:  # an unreadable store is reported, not fatal
             self.app.call_from_thread(self.query_one("#ratings-note", Static).update,
@@ -88,12 +93,19 @@ class RatingsScreen(FscaleScreen):
         except FscaleError:
             panel = []
         self.app.call_from_thread(self.show, ratings, history, set(panel),
-                                  engine.catalog.default_panel_name())
+                                  engine.catalog.default_panel_name(), estimates)
 
     def show(self, ratings: list[Any], history: dict[str, Any], panel: set[str],
-             panel_name: str) -> None:
+             panel_name: str, estimates: dict[str, Any] | None = None) -> None:
         """Fill the table, sorted."""
+        estimates = estimates or {}
+
+        def accuracy(model: str) -> float:
+            e = estimates.get(model)
+            return e.accuracy if e is not None else -1.0
+
         keyed = {
+            "accuracy": lambda r: (-accuracy(r.model), -r.rating),
             "rating": lambda r: -r.rating,
             "calls": lambda r: -r.calls,
             "agreement": lambda r: -(r.agreement if r.agreement is not None else -1),
@@ -110,16 +122,18 @@ class RatingsScreen(FscaleScreen):
                 agreement = f"{r.agreement:.0%}" if r.agreement is not None else "-"
                 trend = sparkline([v for _t, v in history.get(r.model, [])])
                 table.add_row(seat, Text(r.model, style="bold" if r.model in panel else ""),
-                              f"{r.rating:7.1f}", f"{r.sigma:5.1f}", str(r.calls), agreement,
+                              accuracy_text(estimates.get(r.model)),
+                              f"{r.rating:6.1f}", str(r.calls), agreement,
                               str(r.feedback), Text(trend, style="cyan"), key=r.model)
-        note = (f"{len(ratings)} rated · sorted by {self.sort_by} (s) · "
-                f"★ panel {panel_name!r} · ◇ challenger (outside the panel)")
+        note = (f"{len(ratings)} rated · sorted by {self.sort_by} (s) · accuracy: label-free "
+                f"estimate, what decisions follow; Elo for reference · ★ panel {panel_name!r} · "
+                "◇ challenger (outside the panel)")
         if not ratings:
             note = "No ratings yet: every scale call is logged and rated; ask something first (F2)."
         self.query_one("#ratings-note", Static).update(note)
 
     def action_cycle_sort(self) -> None:
-        """Sort by the next column (rating, calls, agreement, feedback, model)."""
+        """Sort by the next column (accuracy, rating, calls, agreement, feedback, model)."""
         self.sort_by = SORTS[(SORTS.index(self.sort_by) + 1) % len(SORTS)]
         self.action_reload()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual.widgets import DataTable
 
 
@@ -12,6 +13,8 @@ class FillTable(DataTable):
 
     #: small enough that the table still fits an 80-column terminal
     MIN_LAST = 8
+    #: (full, short) header of the last column: the short one when the full one would be cut
+    LAST_LABELS: tuple[str, str] | None = None
 
     def on_resize(self, event: Any) -> None:
         self.fit_last_column()
@@ -29,6 +32,11 @@ class FillTable(DataTable):
             last.auto_width = False
             last.width = width
             self._require_update_dimensions = True
+        if self.LAST_LABELS is not None:
+            full, short = self.LAST_LABELS
+            label = full if len(full) <= width else short
+            if last.label.plain != label:
+                last.label = Text(label)
         # Rendered rows are cached with the old widths: drop them.
         self._clear_caches()
         self.refresh()

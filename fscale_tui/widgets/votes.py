@@ -79,6 +79,9 @@ class MemberView:
 class VoteTable(FillTable):
     """One keyed row per member; rows fill in as that member's events arrive."""
 
+    #: at 80 columns the note column is narrow: its header shortens instead of being cut
+    LAST_LABELS = ("reasoning / error", "note")
+
     DEFAULT_CSS = """
     VoteTable { height: 1fr; }
     """
@@ -209,7 +212,9 @@ class VoteTable(FillTable):
             answer,
             Text(f"{view.latency_s:.2f}s" if view.latency_s is not None else "", style=dim),
             Text(str(view.tokens) if view.tokens is not None else "", style=dim),
-            Text(view.note, style="red" if view.status == "failed" else (dim or "italic")),
+            # Cut with an ellipsis where the column ends (the card below has the whole text).
+            Text(view.note, style="red" if view.status == "failed" else (dim or "italic"),
+                 no_wrap=True, overflow="ellipsis"),
         ]
 
     def _render_row(self, view: MemberView) -> None:
@@ -276,6 +281,22 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+def shadow_spend(result: Any) -> str:
+    """What the shadow challengers cost, apart from the decision's calls (they are never part
+    of it): ``"shadow: 3 challengers, 3 calls"``; empty without challengers.
+
+    The one place the banner words it: read from the result's ``challengers`` and
+    ``challenger_calls`` for now (a unified spend object is coming)."""
+    shadows = list(getattr(result, "challengers", None) or [])
+    if not shadows:
+        return ""
+    n = f"{len(shadows)} challenger{'s' if len(shadows) != 1 else ''}"
+    if all(v.status == "pending" for v in shadows):
+        return f"shadow: {n} asked"
+    calls = int(getattr(result, "challenger_calls", 0) or 0)
+    return f"shadow: {n}, {calls} call{'s' if calls != 1 else ''}"
+
+
 def describe_result(result: Any) -> tuple[str, str]:
     """(markup, css class) for the banner: answer, confidence with counts, early / cancelled."""
     counts = "  ".join(f"{label}={n}" for label, n in
@@ -298,6 +319,8 @@ def describe_result(result: Any) -> tuple[str, str]:
     cost = (getattr(result, "usage", None) or {}).get("cost_usd")
     notes.append(f"{result.calls_made} calls, {result.elapsed_s:.2f}s"
                  + (f", ${cost:.6f}" if cost else ""))
+    if shadow := shadow_spend(result):
+        notes.append(shadow)
     tail = " · ".join(notes)
     valid = f"valid {result.valid_votes}/{len(result.members)}"
     if result.status == "decided":

@@ -82,9 +82,16 @@ class LocalServers:
         return lp.start_server(model, provider, self.settings, emit)
 
     def stop(self, names: list[str] | None = None) -> list[str]:
-        """Stop the servers of ``names`` (default: every known one); returns those stopped."""
-        chosen = list(self.targets(names)) if names else servers.known_servers(self.settings.paths)
-        return [name for name in chosen if servers.stop_server(self.settings.paths, name)]
+        """Stop the servers of ``names`` (aliases, model ids, or the server names that
+        ``fscale local status`` lists; default: every known one); returns those stopped."""
+        known = servers.known_servers(self.settings.paths)
+        if names:
+            others = [n for n in names if n not in known]
+            chosen = [n for n in names if n in known] + (list(self.targets(others)) if others else [])
+        else:
+            chosen = known
+        return [name for name in dict.fromkeys(chosen)
+                if servers.stop_server(self.settings.paths, name)]
 
     def default_models(self) -> list[str]:
         return list(self.settings.panels.get("local") or [])

@@ -21,6 +21,7 @@ import asyncio
 import functools
 import importlib.util
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -236,7 +237,8 @@ def server_setting(key: str, provider: ProviderConfig, model: ModelConfig | None
         raise ConfigError(f"local server setting {key} = {raw!r} is not a valid {kind.__name__}") from None
 
 
-def server_spec(model: ModelConfig, provider: ProviderConfig, settings: Settings):
+def server_spec(model: ModelConfig, provider: ProviderConfig, settings: Settings,
+                cancelled: Callable[[], bool] | None = None):
     """Resolve the model's GGUF (joining or downloading it if needed) and its server settings.
 
     Blocking: the first call for a built-in model joins its chunks (a second or two).
@@ -244,14 +246,16 @@ def server_spec(model: ModelConfig, provider: ProviderConfig, settings: Settings
     from .servers import ServerSpec
     from .weights import resolve_gguf
 
-    gguf = resolve_gguf(model.options, settings.paths.cache_dir, alias=model.alias)
+    gguf = resolve_gguf(model.options, settings.paths.cache_dir, alias=model.alias,
+                        cancelled=cancelled)
     values = {key: server_setting(key, provider, model, settings.env) for key in SERVER_SETTINGS}
     return ServerSpec(name=model.id, gguf=str(gguf), **values)
 
 
 # -- first use: join the weights, start the server, and say so ------------------------------
 def prepare_weights(model: ModelConfig, settings: Settings,
-                    emit: Callable[[Any], None]) -> None:
+                    emit: Callable[[Any], None],
+                    cancelled: Callable[[], bool] | None = None) -> None:
     """Join a built-in model's weights now if they are not in the cache yet, reporting the
     bytes as ``Preparing`` events (what ``server_spec`` would otherwise do silently)."""
     from ...events import Preparing
@@ -266,7 +270,8 @@ def prepare_weights(model: ModelConfig, settings: Settings,
         return
     emit(Preparing("", model.alias, w.title, 0, w.size))
     ensure_builtin(w, cache_dir,
-                   lambda done, total: emit(Preparing("", model.alias, w.title, done, total)))
+                   lambda done, total: emit(Preparing("", model.alias, w.title, done, total)),
+                   cancelled)
 
 
 def _server_alive(settings: Settings, name: str) -> bool:
@@ -282,19 +287,25 @@ def _server_alive(settings: Settings, name: str) -> bool:
 
 
 def start_server(model: ModelConfig, provider: ProviderConfig, settings: Settings,
-                 emit: Callable[[Any], None] | None = None) -> dict[str, Any]:
+                 emit: Callable[[Any], None] | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Reuse or start ``model``'s server (blocking), joining its weights first if needed.
 
     With ``emit``, the slow first-use steps are reported as they happen: ``Preparing``
-    (bytes joined), ``ServerStarting`` and ``ServerReady``.
+    (bytes joined), ``ServerStarting`` and ``ServerReady``. ``cancelled`` is asked between
+    steps, while the weights are joined and while the server loads: once it says so, the
+    join is abandoned (``weights.JoinCancelled``) or the server this call started is stopped
+    (``servers.StartCancelled``).
     """
     if emit is not None:
-        prepare_weights(model, settings, emit)
-    return _ensure(model, server_spec(model, provider, settings), settings, emit)
+        prepare_weights(model, settings, emit, cancelled)
+    return _ensure(model, server_spec(model, provider, settings, cancelled), settings, emit,
+                   cancelled)
 
 
 def _ensure(model: ModelConfig, spec: Any, settings: Settings,
-            emit: Callable[[Any], None] | None) -> dict[str, Any]:
+            emit: Callable[[Any], None] | None,
+            cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Reuse or start the server of ``spec``, announcing a start with ``emit``."""
     from ...events import ServerReady, ServerStarting
     from . import servers
@@ -303,7 +314,7 @@ def _ensure(model: ModelConfig, spec: Any, settings: Settings,
     if announce:
         emit(ServerStarting("", model.alias, spec.name))
     t0 = time.monotonic()
-    state = servers.ensure_server(settings.paths, spec)
+    state = servers.ensure_server(settings.paths, spec, cancelled=cancelled)
     if announce:
         emit(ServerReady("", model.alias, spec.name, time.monotonic() - t0))
     return state
@@ -369,9 +380,9 @@ class LocalAdapter:
         #: ``ServerStarting`` and ``ServerReady`` events, on the event loop's thread.
         self.on_status: Callable[[Any], None] | None = None
 
-    def _ensure(self, model: ModelConfig,
-                emit: Callable[[Any], None] | None = None) -> dict[str, Any]:
-        return start_server(model, self.provider, self.settings, emit)
+    def _ensure(self, model: ModelConfig, emit: Callable[[Any], None] | None = None,
+                cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
+        return start_server(model, self.provider, self.settings, emit, cancelled)
 
     def _emitter(self) -> Callable[[Any], None] | None:
         """``on_status`` callable from the worker thread: events are handed to the loop."""
@@ -395,8 +406,16 @@ class LocalAdapter:
             state = self._states.get(name)
             if state is not None and touch(self.settings.paths, name, int(state["pid"])):
                 return str(state["base_url"])
+            # The join and the start run in a thread, which asyncio cannot cancel: when the
+            # call is cancelled (Ctrl-C, Esc, an early decision) the thread is told to stop
+            # between steps, and stops the server it was starting. Otherwise the process would
+            # wait at exit for the join and the model load to finish, and leave the server up.
+            stop = threading.Event()
             try:
-                state = await asyncio.to_thread(self._ensure, model, self._emitter())
+                state = await asyncio.to_thread(self._ensure, model, self._emitter(), stop.is_set)
+            except asyncio.CancelledError:
+                stop.set()
+                raise
             except FscaleError as exc:
                 kind = "unavailable" if exc.exit_code == 2 else "server"
                 raise ProviderError(kind, str(exc)) from None

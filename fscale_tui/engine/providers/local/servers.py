@@ -27,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,10 @@ class LocalServerError(FscaleError):
     """A local model server could not be started or reached."""
 
     exit_code = ExitCode.ALL_FAILED
+
+
+class StartCancelled(Exception):
+    """The caller gave up (Ctrl-C) while a server was starting: the server was stopped."""
 
 
 @dataclass(frozen=True)
@@ -240,11 +244,15 @@ def touch(paths: Paths, name: str, pid: int) -> bool:
     return True
 
 
-def ensure_server(paths: Paths, spec: ServerSpec, *, start_timeout: float = START_TIMEOUT) -> dict[str, Any]:
+def ensure_server(paths: Paths, spec: ServerSpec, *, start_timeout: float = START_TIMEOUT,
+                  cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Reuse the running server for ``spec.name`` or start one; returns its state.
 
     Blocking (it may wait for a model to load): call it from a thread in async code.
     The returned dict has ``started`` = True when this call started the server.
+    ``cancelled`` is asked while the server loads: once it says so (Ctrl-C), the server this
+    call started is stopped and :class:`StartCancelled` raised; a server it merely found
+    running is left alone.
     """
     path = state_path(paths, spec.name)
     with storage.locked(path):
@@ -260,11 +268,12 @@ def ensure_server(paths: Paths, spec: ServerSpec, *, start_timeout: float = STAR
             if ours:
                 _terminate(pid)
             _remove(path)
-        state = _start(paths, spec, path, start_timeout)
+        state = _start(paths, spec, path, start_timeout, cancelled)
         return {**state, "started": True}
 
 
-def _start(paths: Paths, spec: ServerSpec, path: Path, start_timeout: float) -> dict[str, Any]:
+def _start(paths: Paths, spec: ServerSpec, path: Path, start_timeout: float,
+           cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
     log = log_path(paths, spec.name)
     storage.ensure_dir(log.parent)
     with contextlib.suppress(OSError):
@@ -285,20 +294,35 @@ def _start(paths: Paths, spec: ServerSpec, path: Path, start_timeout: float) -> 
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
     deadline = time.monotonic() + start_timeout
-    while time.monotonic() < deadline:
-        code = proc.poll()
-        if code is not None:
-            raise LocalServerError(f"the local server for {spec.name} exited during start-up "
-                                   f"(code {code}): {_log_tail(log)} (log: {log})")
-        state = read_state(path)
-        if (state is not None and int(state["pid"]) == proc.pid and state.get("token") == token
-                and answers(state, spec.name)):
-            return state
-        time.sleep(0.1)
-    _terminate(proc.pid)
-    _remove(path)
-    raise LocalServerError(f"the local server for {spec.name} did not answer within "
-                           f"{start_timeout:g}s (log: {log})")
+    ready = False
+    try:
+        while time.monotonic() < deadline:
+            if cancelled is not None and cancelled():
+                raise StartCancelled(spec.name)
+            code = proc.poll()
+            if code is not None:
+                raise LocalServerError(f"the local server for {spec.name} exited during start-up "
+                                       f"(code {code}): {_log_tail(log)} (log: {log})")
+            state = read_state(path)
+            if (state is not None and int(state["pid"]) == proc.pid and state.get("token") == token
+                    and answers(state, spec.name, timeout=0.5)):
+                if cancelled is not None and cancelled():
+                    raise StartCancelled(spec.name)
+                ready = True
+                return state
+            time.sleep(0.05)
+        raise LocalServerError(f"the local server for {spec.name} did not answer within "
+                               f"{start_timeout:g}s (log: {log})")
+    finally:
+        if not ready:
+            # Given up (timeout, Ctrl-C, a crash of ours): the half-started server goes too. While
+            # it loads the model it has no signal handler, so SIGTERM ends it at once.
+            _terminate(proc.pid, timeout=2.0)
+            _remove(path)
+            with contextlib.suppress(OSError):
+                with log.open("ab") as fh:
+                    fh.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} start of {spec.name} "
+                             "abandoned: the server was stopped\n".encode())
 
 
 def _log_tail(log: Path, lines: int = 3) -> str:

