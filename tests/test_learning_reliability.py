@@ -17,10 +17,10 @@ from fscale_tui.engine.learning.calllog import (
     ReplyRecord,
     refresh_tracker,
 )
-from fscale_tui.engine.learning.challenger import EXPLORE_SD, choose, how_many
+from fscale_tui.engine.learning.challenger import EXPLORE_SD, allowance, choose, plan, worth_exploring
 from fscale_tui.engine.learning.evolve import propose_panel
 from fscale_tui.engine.session import Engine
-from tests.conftest import run_cli
+from tests.conftest import STUB_MODELS, run_cli
 
 LABELS = ["A", "B", "C", "D"]
 #: The starting panel is three weak models (35 % on four labels: two of them agree on the same
@@ -190,30 +190,72 @@ def test_no_answer_counts_as_a_reply_that_was_not_right():
     assert est["z"].accuracy < 0.05 and est["x"].accuracy > 0.9
 
 
-def test_challengers_are_several_while_uncertain_then_one(stub_config):
-    """Early on every outsider is unknown: up to the ``challengers`` setting per call; once all
-    of them have evidence, one; a newly added model brings the extra shadows back."""
+def test_shadows_go_to_uncertain_outsiders_and_stop_once_known(stub_config):
+    """Exploration goes where a model's place is uncertain: every outsider while nothing is
+    known (as many as the budget allows), a newly added model first, and nothing once every
+    outsider is known — where the old rule asked at least one shadow on every call forever."""
     pool = ["fast-c", "fast-d", "fast-a2"]
-    assert how_many(pool, {}, 3) == 3 and how_many(pool, {}, 2) == 2
-    assert how_many(pool, {}, 0) == 0 and how_many([], {}, 3) == 0
+    fam = families()
+    assert len(plan(pool, {}, budget=3, max_k=3, rng=random.Random(0))) == 3
+    assert len(plan(pool, {}, budget=1, max_k=3, rng=random.Random(0))) == 1
+    assert plan(pool, {}, budget=0, max_k=3) == [] and plan(pool, {}, budget=3, max_k=0) == []
     log_calls(synthetic_calls(600))
     with LearningStore.for_settings(load_settings()) as store:
         est = store.reliability()
     assert est["fast-c"].sd < EXPLORE_SD and est["fast-d"].sd < EXPLORE_SD
-    assert how_many(["fast-c", "fast-d"], est, 3) == 1
-    # fast-a2 never replied: the only uncertain one, so one shadow (and it is likely drawn).
-    assert how_many(pool, est, 3) == 1
-    picks = [choose(pool, est, 1, random.Random(i))[0] for i in range(200)]
-    assert picks.count("fast-a2") > picks.count("fast-c")
-    # The fleet already drew fast-a2 often: its posterior narrows, it is no longer uncertain.
-    assert how_many(pool, est, 3, draws={"fast-a2": 500}) == 1
-    many = choose(pool, est, 2, random.Random(0))
-    assert len(many) == 2 and len(set(many)) == 2
+    # Known outsiders: nothing to learn, nothing spent, whatever the budget.
+    assert plan(["fast-c", "fast-d"], est, budget=10, max_k=3) == []
+    # fast-a2 never replied: the only one worth a shadow, and it is the one drawn.
+    assert worth_exploring(pool, est) == ["fast-a2"]
+    assert plan(pool, est, budget=10, max_k=3, rng=random.Random(1)) == ["fast-a2"]
+    # The fleet already drew fast-a2 often: its posterior narrows, no longer uncertain.
+    assert worth_exploring(pool, est, draws={"fast-a2": 500}) == []
+    # A routing profile makes a model known.
+    assert worth_exploring(pool, est, known={"fast-a2"}) == []
+    # A shadow of the only family asked teaches nothing (votes never vouch for their family):
+    # fast-a2 beside a panel of family "a" alone is not learnable; beside another family it is.
+    assert worth_exploring(pool, est, voters=["fast-a"], family_of=fam.get) == []
+    assert worth_exploring(pool, est, voters=["fast-a", "fast-b"], family_of=fam.get) == ["fast-a2"]
+    # Newly added models come first among the uncertain ones.
+    fresh = {m: e for m, e in est.items() if m != "fast-d"}
+    assert all(choose(["fast-d", "fast-c"], fresh, 1, random.Random(i)) == ["fast-d"]
+               for i in range(20))
 
 
-def test_engine_asks_several_shadows_early_and_logs_each(server, stub_config, monkeypatch):
-    """Through the real engine: with no evidence yet, ``challengers = 2`` shadows per call, both
-    logged as challengers and rated; the decision never counts them."""
+def test_shadow_allowance_is_a_share_of_the_last_200_calls_decisions():
+    """``shadow_budget`` 0.1 over a window of 200 calls: 10 decision calls buy one shadow;
+    shadows already spent, and those of calls still running, count against it; calls older
+    than the window do not count at all."""
+    assert allowance([], 0.1) == 0  # a fresh home: nothing spent yet, nothing to explore with
+    assert allowance([(3, 0)] * 3, 0.1) == 0 and allowance([(3, 0)] * 4, 0.1) == 1
+    assert allowance([(3, 0)] * 10, 0.1) == 3 and allowance([(3, 1)] * 10, 0.1) == 0
+    assert allowance([(3, 0)] * 10, 0.1, reserved=2) == 1
+    assert allowance([(3, 0)] * 10, 0.0) == 0 and allowance([(3, 0)] * 10, 1.0) == 30
+    # The window: 300 old shadow-free calls, then 199 recent calls that spent their share.
+    assert allowance([(3, 0)] * 300 + [(10, 1)] * 199, 0.1) == 0
+
+    # Checked before each call: every shadow is spent within the last 200 calls' budget, and
+    # the realized 200-call windows stay at the budget (a window may lose a decision-heavy call
+    # after its shadows were spent: at most a fraction of one shadow over).
+    rng = random.Random(5)
+    calls: list[tuple[int, int]] = []
+    for _ in range(2000):
+        d = rng.randint(1, 4)
+        calls.append((d, min(3, allowance(calls, 0.1))))
+    for i, (_, x) in enumerate(calls):
+        before = calls[max(0, i - 199):i]
+        if x:
+            assert sum(s for _, s in before) + x <= 0.1 * sum(d for d, _ in before) + 1e-9
+    over = [sum(x for _, x in calls[i:i + 200]) - 0.1 * sum(d for d, _ in calls[i:i + 200])
+            for i in range(len(calls) - 200)]
+    assert max(over) < 1 and sum(x for _, x in calls) > 0.09 * sum(d for d, _ in calls)
+
+
+def test_engine_asks_shadows_within_the_budget_and_logs_each(server, stub_config, monkeypatch):
+    """Through the real engine: the first call of a fresh home spends nothing on shadows;
+    once decisions have been paid for, the budget allows shadows (here ``shadow_budget`` = 1:
+    as many shadows as decision calls), each logged as a challenger and rated; the decision
+    never counts them, and ``spend`` reports both sides."""
     import asyncio
 
     from fscale_tui.engine.vote import ScaleRequest
@@ -221,24 +263,79 @@ def test_engine_asks_several_shadows_early_and_logs_each(server, stub_config, mo
 
     monkeypatch.setenv("FSCALE_CHALLENGER", "1")
     monkeypatch.setenv("FSCALE_CHALLENGERS", "2")
+    monkeypatch.setenv("FSCALE_SHADOW_BUDGET", "1")
     server.set_default(Behaviour(reply="NO"))
     for m in WEAK:
         server.script(mid(m), Behaviour(reply="YES"))
 
     async def go():
         async with Engine() as engine:
-            return await engine.scale(ScaleRequest("q?", ("YES", "NO")))
+            first = await engine.scale(ScaleRequest("q?", ("YES", "NO")))
+            second = await engine.scale(ScaleRequest("q?", ("YES", "NO")))
+            return first, second
 
-    r = asyncio.run(go())
+    first, r = asyncio.run(go())
+    assert first.challengers == [] and first.spend.shadow.calls == 0
     assert r.answer == "YES" and len(r.challengers) == 2 and r.challenger is r.challengers[0]
     assert {v.model for v in r.challengers} <= {"fast-c", "fast-d", "fast-a2"}
     assert r.challenger_calls == 2 and all(v.answer == "NO" for v in r.challengers)
+    assert r.spend.shadow.calls == 2 and r.spend.decision.calls == r.calls_made
+    assert r.spend.shadow.cost_usd > 0 and r.spend.cost_usd_total > r.spend.decision.cost_usd
     with LearningStore.for_settings(load_settings()) as store:
         shown = store.get(r.id)
         est = store.reliability()
     assert sorted(x["model"] for x in shown["replies"] if x["role"] == "challenger") == \
         sorted(v.model for v in r.challengers)
+    assert shown["spend"]["shadow"]["calls"] == 2
     assert all(est[v.model].replies == 1 for v in r.challengers)
+
+
+def test_a_batch_keeps_shadows_within_the_budget_shared_by_processes(server, stub_config,
+                                                                     tmp_path):
+    """The issue's batch made 3 shadow calls per item to the end. Now two processes sharing one
+    FSCALE_HOME (one batch after the other) keep the shadows at most ``shadow_budget`` (0.1) of
+    the decision calls over the last 200 calls, and still explore (some shadows are spent)."""
+    from tests.conftest import Behaviour
+
+    server.set_default(Behaviour(reply="Answer: YES"))
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"question": f"q{i}?", "id": f"q{i}"}) + "\n"
+                             for i in range(40)))
+    lines = []
+    for _ in range(2):
+        proc = run_cli("scale", "--batch", str(items), "-a", "YES,NO", "--concurrency", "4",
+                       env={"FSCALE_CHALLENGER": "1"})
+        assert proc.returncode == 0, proc.stderr
+        lines += [json.loads(x) for x in proc.stdout.splitlines()]
+    decision = sum(x["spend"]["decision"]["calls"] for x in lines)
+    shadow = sum(x["spend"]["shadow"]["calls"] for x in lines)
+    assert decision >= 80 * 2 and 1 <= shadow <= 0.1 * decision
+    assert all(x["challenger_calls"] == x["spend"]["shadow"]["calls"] for x in lines)
+
+
+def test_no_shadow_when_every_outsider_is_of_the_panels_only_family(server, fscale_home,
+                                                                     monkeypatch):
+    """The embedded local panel's case: every model of one family. A shadow's votes could only
+    be scored against other families, so none is asked (the old rule asked one every call)."""
+    import asyncio
+
+    from fscale_tui.engine.vote import ScaleRequest
+    from tests.conftest import Behaviour, write_config
+
+    one = {alias: (mid, tier, "qwen") for alias, (mid, tier, _) in STUB_MODELS.items()
+           if tier != "thinking"}
+    write_config(fscale_home, server, models=one)
+    monkeypatch.setenv("FSCALE_CHALLENGER", "1")
+    monkeypatch.setenv("FSCALE_SHADOW_BUDGET", "1")
+    server.set_default(Behaviour(reply="YES"))
+
+    async def go():
+        async with Engine() as engine:
+            return [await engine.scale(ScaleRequest(f"q{i}?", ("YES", "NO"))) for i in range(4)]
+
+    results = asyncio.run(go())
+    assert all(r.challengers == [] and r.spend.shadow.calls == 0 for r in results)
+    assert sum(r.calls_made for r in results) >= 8  # the budget was there: the family rule held
 
 
 def test_ratings_cli_shows_the_estimate(server, stub_config):

@@ -255,13 +255,15 @@ def engine_facade(settings: Any = None) -> Iterator[Any]:
         engine.close()
 
 
-def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any]) -> list[Any]:
+def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any],
+                     labels: list[Any] | None = None) -> list[Any]:
     """Read a JSONL batch file ('-' = stdin): one ``build(obj)`` per non-empty line.
 
     Lines end at ``\\n`` only (U+2028, U+2029 and U+0085 inside a JSON string are text), and each
     line is decoded on its own: a line that is not UTF-8, not a JSON object with a ``question``,
     or that ``build`` rejects becomes a ``UsageError("line N: ...")`` in its place, so one bad
-    line never stops the batch.
+    line never stops the batch. ``labels`` (optional) gets each item's ``label`` (or None), in
+    the items' order: the batch's accuracy when the items carry one.
     """
     from ..engine.jsonl import JSONLError, iter_jsonl, read_bytes
 
@@ -280,6 +282,9 @@ def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any]) -> list[
             if isinstance(obj, dict) and obj.get("id") is not None:
                 error.item_id = str(obj["id"])  # type: ignore[attr-defined]
             items.append(error)
+        if labels is not None:
+            label = obj.get("label") if isinstance(obj, dict) else None
+            labels.append(None if label is None else str(label))
     if not items:
         raise UsageError(f"batch file {path!r} has no items")
     return items
@@ -291,18 +296,26 @@ class BatchOutput:
     A failed item becomes ``{"schema", "index", "id": null, "item_id", "status": "error",
     <empty_field>: null, "error"}`` (``item_id``: the line's own ``id`` when it had one).
     The exit code: 0 if every item was decided, 4 if every item failed, else 3.
+    ``labels`` (each item's ``label`` or None): :meth:`summary` adds the accuracy on them.
     """
 
-    def __init__(self, items: list[Any], empty_field: str) -> None:
+    def __init__(self, items: list[Any], empty_field: str,
+                 labels: list[str | None] | None = None) -> None:
+        from ..engine.spend import Spend
+
         self.items = items
         self.empty_field = empty_field
+        self.labels = labels or []
         self.statuses: list[str] = []
-        self.calls = 0
-        self.cost: float | None = None
+        self.spend = Spend()
+        self.right = 0  # labelled items answered with their label (generate: ``correct``)
+        self.labelled = 0
         self._pending: dict[int, dict[str, Any]] = {}
         self._next = 0
 
     def add(self, index: int, outcome: Any) -> None:
+        from ..engine.spend import Spend
+
         if isinstance(outcome, Exception):
             item = self.items[index]
             item_id = getattr(item, "item_id", None)
@@ -310,9 +323,16 @@ class BatchOutput:
                    "status": "error", self.empty_field: None, "error": str(outcome)}
         else:
             obj = {"index": index, **outcome.to_dict()}
-            self.calls += int(obj.get("calls_made") or 0)
-            if obj.get("cost_usd") is not None:
-                self.cost = (self.cost or 0.0) + float(obj["cost_usd"])
+            self.spend = self.spend + Spend.from_dict(obj)
+        label = self.labels[index] if index < len(self.labels) else None
+        if label is not None:
+            self.labelled += 1
+            answer = obj.get("answer")
+            self.right += answer is not None and str(answer).strip().casefold() == \
+                label.strip().casefold()
+        elif obj.get("correct") is not None:  # generate items with a gold answer
+            self.labelled += 1
+            self.right += bool(obj["correct"])
         self.statuses.append(obj["status"])
         self._pending[index] = obj
         while self._next in self._pending:
@@ -320,15 +340,26 @@ class BatchOutput:
             self._next += 1
 
     def summary(self) -> str:
-        """One line for people: outcomes, calls per item and USD per item."""
+        """One line for people: items and outcomes, calls (decision + shadow) per item, USD,
+        and the accuracy when the items carry a ``label`` (generate: a ``gold`` answer)."""
         n = len(self.statuses)
+        per = max(1, n)
         counts: dict[str, int] = {}
         for status in self.statuses:
             counts[status] = counts.get(status, 0) + 1
         parts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-        line = f"{n} item{'s' if n != 1 else ''} ({parts}); {self.calls / max(1, n):.2f} calls per item"
-        if self.cost is not None:
-            line += f", ${self.cost / max(1, n):.6f} per item"
+        s = self.spend
+        line = (f"{n} item{'s' if n != 1 else ''} ({parts}); "
+                f"{s.decision.calls / per:.2f} calls per item + {s.shadow.calls / per:.2f} "
+                f"shadow ({s.decision.calls} + {s.shadow.calls} calls)")
+        total = s.cost_usd_total
+        if s.decision.cost_usd is not None:
+            line += f", ${s.decision.cost_usd / per:.6f} per item"
+            if s.shadow.calls and total is not None:
+                line += f" (${total / per:.6f} with shadows)"
+            line += f", ${total:.4f} in all"
+        if self.labelled:
+            line += f"; accuracy {self.right / self.labelled:.1%} ({self.right}/{self.labelled} labelled)"
         return line
 
     @property

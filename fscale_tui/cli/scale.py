@@ -75,7 +75,8 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool,
     return int(result.exit_code)
 
 
-def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
+def _batch_requests(path: str, defaults: dict[str, Any],
+                    labels: list[Any] | None = None) -> list[Any]:
     from ..engine.requests import scale_request
 
     def build(obj: dict[str, Any]) -> Any:
@@ -94,7 +95,7 @@ def _batch_requests(path: str, defaults: dict[str, Any]) -> list[Any]:
             item_id=str(obj["id"]) if obj.get("id") is not None else None,
             alpha=defaults.get("alpha"))
 
-    return read_batch_items(path, build)
+    return read_batch_items(path, build, labels)
 
 
 def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, quiet: bool,
@@ -103,14 +104,17 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
     from ..engine.session import Engine
     from .render import BatchProgress, StatusPrinter, print_notes
 
-    items = _batch_requests(path, defaults)
+    labels: list[Any] = []
+    items = _batch_requests(path, defaults, labels)
     console = stderr_console()
-    out = BatchOutput(items, "answer")
+    out = BatchOutput(items, "answer", labels)
     if ray is not None:
         from .common import run_on_ray
 
         run_on_ray("scale", items, out, address=ray, actors=actors, concurrency=concurrency,
                    overrides=learning)
+        if not quiet:
+            console.print(f"[dim]{out.summary()}[/dim]")
         return out.exit_code
 
     async def go() -> None:

@@ -58,6 +58,8 @@ class Setting:
     default: Any
     env: str
     help: str
+    #: The config.toml table the key lives in (``[defaults]`` unless said otherwise).
+    table: str = "defaults"
 
 
 #: Every tunable default, its environment twin and what it does.
@@ -81,6 +83,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("challenger", bool, True, "FSCALE_CHALLENGER", "ask one shadow challenger per scale call (outside the panel, not part of the decision)"),
         Setting("challengers", int, 3, "FSCALE_CHALLENGERS", "most shadow challengers per call while an outsider that could take a seat is still uncertain (falls to 1 once every one is known)"),
         Setting("challenger_grace", float, 1.0, "FSCALE_CHALLENGER_GRACE", "seconds to wait for the challenger after the decision before cancelling it"),
+        Setting("shadow_budget", float, 0.1, "FSCALE_SHADOW_BUDGET", "[learning] shadow challengers may cost at most this share of the decision calls over the last 200 calls (0.1 = 10% extra; 0 = none); spent on uncertain or new outsiders only", table="learning"),
         Setting("challenger_thinking", bool, False, "FSCALE_CHALLENGER_THINKING", "allow thinking-tier models as challengers"),
         Setting("log_calls", bool, True, "FSCALE_LOG_CALLS", "log every call in the data directory and learn ratings from it"),
         Setting("log_text", bool, True, "FSCALE_LOG_TEXT", "store question, context and reply text in the call log (else hashes only)"),
@@ -130,7 +133,7 @@ def _convert(setting: Setting, raw: Any, origin: str) -> Any:
 
 #: Top-level tables of config.toml, and the keys each kind of table knows. A key that is not here
 #: is ignored with a one-line warning naming the closest known key (typos must not go unnoticed).
-TOP_LEVEL_KEYS = ("providers", "models", "panels", "defaults", "fleet")
+TOP_LEVEL_KEYS = ("providers", "models", "panels", "defaults", "fleet", "learning")
 #: ``[fleet]``: what several fscale processes share (engine/coordination.py). A redis_url with a
 #: password is refused here: it must come from the environment (FSCALE_REDIS_URL).
 FLEET_KEYS = ("redis_url",)
@@ -295,7 +298,10 @@ def warn_unknown_keys(doc: dict[str, Any], text: str, path: Path) -> None:
                 if key not in known:
                     _warn(f"{_where(path, _line_of(text, key, start))}: unknown key {key} in "
                           f"[{kind}.{name}] ignored{_suggest(key, known)}")
-    for table, known_keys in (("fleet", FLEET_KEYS), ("defaults", tuple(SETTINGS))):
+    tables = {"fleet": FLEET_KEYS}
+    for setting in SETTINGS.values():
+        tables[setting.table] = (*tables.get(setting.table, ()), setting.name)
+    for table, known_keys in tables.items():
         fields = doc.get(table)
         if not isinstance(fields, dict):
             continue
@@ -383,11 +389,11 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None)
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    defaults = _table(doc, "defaults", cfg_path)
     for name, setting in SETTINGS.items():
         values[name], sources[name] = setting.default, "default"
-        if name in defaults:
-            values[name] = _convert(setting, defaults[name], f"{cfg_path} [defaults]")
+        table = _table(doc, setting.table, cfg_path)
+        if name in table:
+            values[name] = _convert(setting, table[name], f"{cfg_path} [{setting.table}]")
             sources[name] = "config"
         if env.get(setting.env) not in (None, ""):
             values[name] = _convert(setting, env[setting.env], f"environment {setting.env}")

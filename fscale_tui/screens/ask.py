@@ -225,6 +225,7 @@ class AskScreen(FscaleScreen):
                 table.show_challenger(event.result.challenger)
         elif isinstance(event, ChallengerAnswered):
             table.show_challenger(event.vote)
+            banner.refresh_spend()
         else:
             with self.app.batch_update():
                 stages.apply(event)

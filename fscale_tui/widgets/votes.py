@@ -290,9 +290,8 @@ def describe_result(result: Any) -> tuple[str, str]:
         notes.append("decided early")
     if cancelled:
         notes.append("cancelled: " + ", ".join(cancelled))
-    cost = (getattr(result, "usage", None) or {}).get("cost_usd")
-    notes.append(f"{result.calls_made} calls, {result.elapsed_s:.2f}s"
-                 + (f", ${cost:.6f}" if cost else ""))
+    spend = result.spend  # decision + shadow calls and USD (engine/spend.py)
+    notes.append(f"{spend.calls_text()}, {result.elapsed_s:.2f}s{spend.cost_text()}")
     tail = " · ".join(notes)
     valid = f"valid {result.valid_votes}/{len(result.members)}"
     if result.status == "decided":
@@ -322,6 +321,14 @@ class DecisionBanner(Static):
         self.add_class(state)
         self.update(markup)
 
+    _result: Any = None
+
     def show_result(self, result: Any) -> None:
+        self._result = result
         markup, state = describe_result(result)
         self.show(markup, state)
+
+    def refresh_spend(self) -> None:
+        """The shadows were collected after the decision: show the call's final spend."""
+        if self._result is not None:
+            self.show_result(self._result)
