@@ -149,6 +149,48 @@ def test_feedback_clamps_labels_and_fixes_a_lying_panel(stub_config):
         assert later["fast-d"].feedback == 39 and later["fast-a"].accuracy < 0.15
 
 
+def herd_calls(n: int, seed: int, rate: float) -> list:
+    """A crowd that shares its mistakes with one model ("herd": its wrong answers are the
+    question's usual distractor, as are most of the crowd's) and a strong model that the crowd
+    disagrees with when it is right. ``rate``: the share of calls with a verdict (the truth)."""
+    rng = random.Random(seed)
+    calls = []
+    for _ in range(n):
+        truth = rng.choice(LABELS)
+        lure = rng.choice([lab for lab in LABELS if lab != truth])
+
+        def say(p: float, follow: float, truth: str = truth, lure: str = lure) -> str:
+            if rng.random() < p:
+                return truth
+            return lure if rng.random() < follow else rng.choice(
+                [lab for lab in LABELS if lab != truth])
+
+        votes = [("strong", say(0.8, 0.0)), ("herd", say(0.55, 1.0))]
+        votes += [(f"crowd{k}", say(0.5, 0.8)) for k in range(3)]
+        calls.append(REL.Call(LABELS, votes, truth=truth if rng.random() < rate else None))
+    return calls
+
+
+HERD_TRUE = {"strong": 0.8, "herd": 0.55, "crowd0": 0.5, "crowd1": 0.5, "crowd2": 0.5}
+
+
+def test_feedback_corrects_every_reply_of_a_model_the_crowd_misjudges():
+    """Issue 20: 2 % feedback made learning worse. A verdict only clamped its own call, so a
+    handful of labels moved the estimate by a handful of calls while the consensus kept
+    misjudging the other 97 %: the herd stayed above the strong model. A verdict is now also
+    evidence of how far the label-free score is off for each model that replied (prediction-
+    powered inference), and that correction applies to all its replies."""
+    for seed in range(3):
+        free = REL.estimate(herd_calls(3000, seed, 0.0))
+        assert free["herd"].accuracy > free["strong"].accuracy  # the consensus is fooled
+        fed = REL.estimate(herd_calls(3000, seed, 0.03))  # about 90 verdicts
+        assert fed["strong"].accuracy > fed["herd"].accuracy + 0.1
+        assert abs(fed["strong"].accuracy - 0.8) < abs(free["strong"].accuracy - 0.8) - 0.1
+        error = {name: sum(abs(e[m].accuracy - HERD_TRUE[m]) for m in HERD_TRUE)
+                 for name, e in (("free", free), ("fed", fed))}
+        assert error["fed"] < 0.7 * error["free"]
+
+
 def test_a_family_does_not_vouch_for_itself():
     """Three variants of one line that make the same mistakes agree on every call: plain
     Dawid–Skene believes them; counting a family as one voter (and scoring each vote without
@@ -170,6 +212,33 @@ def test_a_family_does_not_vouch_for_itself():
     est = REL.estimate(calls, family_of=lambda m: m.split("-")[0])
     assert min(est["strong"].accuracy, est["mid"].accuracy) > 0.55
     assert est["clone-1"].accuracy < 0.4
+
+
+def test_prefer_feedback_feeds_the_estimate(stub_config):
+    """``--prefer`` was left to Elo: the estimate ignored it. Preferring the outsider over the
+    panel on calls where they disagreed now makes its answer the label of those calls (and
+    ``--prefer A --over B`` rules B's answer out), so the estimate follows the user."""
+    rng = random.Random(11)
+    calls = []
+    for _ in range(80):
+        truth = rng.choice(LABELS)
+        wrong = next(lab for lab in LABELS if lab != truth)
+        replies = [(m, "member", wrong) for m in WEAK] + [("fast-d", "challenger", truth)]
+        calls.append((LABELS, truth, replies))
+    ids = log_calls(calls)
+    with LearningStore.for_settings(load_settings()) as store:
+        before = store.reliability()
+        for call_id in ids[:30]:
+            store.add_feedback(call_id, "prefer", prefer="fast-d")
+        for call_id in ids[30:40]:
+            store.add_feedback(call_id, "prefer", prefer="fast-d", over="fast-a")
+        after = store.reliability()
+    assert before["fast-d"].accuracy < 0.1 and before["fast-d"].feedback == 0
+    assert after["fast-d"].feedback == 30  # --over with four labels rules one out: no label
+    assert after["fast-d"].accuracy > 0.85 and after["fast-a"].accuracy < 0.15
+    shown = run_cli("ratings", "--json")
+    rows = {r["model"]: r for r in json.loads(shown.stdout)}
+    assert rows["fast-d"]["estimate"]["feedback"] == 30
 
 
 def test_confirm_clamps_the_decided_label(stub_config):
@@ -374,3 +443,54 @@ def test_estimate_runs_on_a_20000_call_log():
     assert tracker.iterations < cold  # warm start
     ranked = sorted(est, key=lambda m: -est[m].accuracy)
     assert ranked[:3] == ["m7", "m6", "m5"] and sum(e.replies for e in est.values()) == 100_000
+
+
+def _replay_with_copies(home, tasks):
+    """tests/test_routing's replay setup plus two more recorded models (coin's replies under
+    other names and families), so -k auto leaves outsiders to shadow."""
+    import tomllib
+
+    import tomli_w
+
+    from tests.test_routing import write_replay_setup
+
+    path = write_replay_setup(home, tasks)
+    replay = home / "replay.jsonl"
+    lines = [json.loads(x) for x in replay.read_text().splitlines()]
+    extra = [{**x, "model": f"v/{name}"} for x in lines if x["model"] == "v/coin"
+             for name in ("coin2", "coin3")]
+    replay.write_text("".join(json.dumps(x) + "\n" for x in lines + extra))
+    doc = tomllib.loads((home / "config.toml").read_text())
+    for name, fam in (("coin2", "c2"), ("coin3", "c3")):
+        doc["models"][name] = {"provider": "rec", "id": f"v/{name}", "cost": 0.1, "family": fam}
+    (home / "config.toml").write_text(tomli_w.dumps(doc))
+    return path
+
+
+def test_k_auto_over_profiled_models_spends_no_shadow(fscale_home, tmp_path):
+    """A model with a routing profile has a labelled accuracy: nothing to learn label-free.
+    With every model profiled, a -k auto batch asks no shadow (the old rule asked at least one
+    per call, 3 per call in the issue's batch); leave one model unprofiled and it is explored."""
+    from tests.test_routing import make_tasks
+
+    tasks = make_tasks(40)
+    path = _replay_with_copies(fscale_home, tasks)
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"question": t.question, "id": t.id}) + "\n"
+                             for t in tasks[:20]))
+    env = {"FSCALE_CHALLENGER": "1", "FSCALE_SHADOW_BUDGET": "1"}
+
+    def batch() -> list[dict]:
+        proc = run_cli("scale", "--batch", str(items), "-a", "YES,NO", "-k", "auto",
+                       "--concurrency", "1", env=env)
+        assert proc.returncode == 0, proc.stderr
+        return [json.loads(x) for x in proc.stdout.splitlines()]
+
+    assert run_cli("profile", str(path), "--models", "mathy,lawyer,coin,coin2").returncode == 0
+    some = batch()  # coin3 has no profile: the only model worth a shadow
+    shadowed = [c["model"] for x in some for c in x["challengers"]]
+    assert shadowed and set(shadowed) == {"coin3"}
+    assert run_cli("profile", str(path), "--models", "coin3").returncode == 0
+    lines = batch()
+    assert sum(x["spend"]["decision"]["calls"] for x in lines) >= 20
+    assert all(x["spend"]["shadow"]["calls"] == 0 and x["challengers"] == [] for x in lines)

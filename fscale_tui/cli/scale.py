@@ -150,7 +150,7 @@ def scale(
     actors: int = typer.Option(None, "--actors", min=1, help="--ray: actors in the pool (default 2).", rich_help_panel=OUTPUT),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.", rich_help_panel=OUTPUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Nothing on stderr but errors.", rich_help_panel=OUTPUT),
-    no_challenger: bool = typer.Option(False, "--no-challenger", help="Do not ask a shadow challenger outside the panel.", rich_help_panel=LEARNING),
+    no_challenger: bool = typer.Option(False, "--no-challenger", help="Ask no shadow challenger outside the panel. Without it, shadows cost at most [learning] shadow_budget (0.1 = 10% extra calls over the decision calls of the last 200 calls; FSCALE_SHADOW_BUDGET), and only while an outsider's place is uncertain.", rich_help_panel=LEARNING),
     no_log: bool = typer.Option(False, "--no-log", help="Keep no text of this call in the call log (hashes, votes and the decision only).", rich_help_panel=LEARNING),
 ) -> None:
     """Ask several models the same question; the majority label wins.
@@ -171,6 +171,12 @@ def scale(
       fscale scale "Is 91 prime?" -a YES,NO -k auto --json   # routed models, as few as needed
 
       fscale scale "Is 91 prime?" -a YES,NO -k auto --alpha 0.1   # exit 3 = abstained
+
+      FSCALE_SHADOW_BUDGET=0.05 fscale scale --batch items.jsonl -a YES,NO   # or [learning] shadow_budget in config.toml
+
+    --json gives each call's spend: "spend": {"decision": {calls, tokens, cost_usd},
+    "shadow": {...}, "cost_usd_total"}; a batch ends with one stderr line (calls, USD,
+    accuracy when the items carry a "label").
 
     Exit codes: 0 decided, 2 usage error (e.g. --alpha outside (0, 1), or --alpha without
     a calibration), 3 no decision (tie, no valid vote, or -k auto --alpha abstained),

@@ -80,8 +80,8 @@ SETTINGS: dict[str, Setting] = {
         Setting("timeout_slow", float, 120.0, "FSCALE_TIMEOUT_SLOW", "per-call timeout for slow-tier models (s)"),
         Setting("timeout_thinking", float, 300.0, "FSCALE_TIMEOUT_THINKING", "per-call timeout for thinking models (s)"),
         Setting("slow_after", float, 10.0, "FSCALE_SLOW_AFTER", "health: a reply slower than this is 'slow' (s)"),
-        Setting("challenger", bool, True, "FSCALE_CHALLENGER", "ask one shadow challenger per scale call (outside the panel, not part of the decision)"),
-        Setting("challengers", int, 3, "FSCALE_CHALLENGERS", "most shadow challengers per call while an outsider that could take a seat is still uncertain (falls to 1 once every one is known)"),
+        Setting("challenger", bool, True, "FSCALE_CHALLENGER", "ask shadow challengers (models outside the panel, not part of the decision) within shadow_budget"),
+        Setting("challengers", int, 3, "FSCALE_CHALLENGERS", "most shadow challengers per call (within shadow_budget; only while an outsider that could take a seat is still uncertain)"),
         Setting("challenger_grace", float, 1.0, "FSCALE_CHALLENGER_GRACE", "seconds to wait for the challenger after the decision before cancelling it"),
         Setting("shadow_budget", float, 0.1, "FSCALE_SHADOW_BUDGET", "[learning] shadow challengers may cost at most this share of the decision calls over the last 200 calls (0.1 = 10% extra; 0 = none); spent on uncertain or new outsiders only", table="learning"),
         Setting("challenger_thinking", bool, False, "FSCALE_CHALLENGER_THINKING", "allow thinking-tier models as challengers"),
@@ -398,6 +398,12 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None)
         if env.get(setting.env) not in (None, ""):
             values[name] = _convert(setting, env[setting.env], f"environment {setting.env}")
             sources[name] = "env"
+    budget = values["shadow_budget"]
+    if not 0 <= budget < float("inf"):  # NaN and negative shares too
+        where = {"env": f"environment {SETTINGS['shadow_budget'].env}",
+                 "config": f"{cfg_path} [learning]"}.get(sources["shadow_budget"], "")
+        raise ConfigError(f"{where}: shadow_budget = {budget!r} must be 0 or more (the share of "
+                          "decision calls shadows may add: 0.1 = 10%, 0 = no shadows)")
     # Every configured key variable's value is removed from all text fscale prints or stores.
     from .redact import register_secrets
 

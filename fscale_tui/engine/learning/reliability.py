@@ -341,12 +341,12 @@ def feedback_shift(free_v: np.ndarray, right_v: np.ndarray, labelled_v: np.ndarr
     if total <= 0:
         return np.zeros(n_models)
     sums = np.bincount(vm, weights=d, minlength=n_models)
-    sq = np.bincount(vm, weights=d * d, minlength=n_models)
     pooled = float(sums.sum()) / total
-    var_all = max(float(sq.sum()) / total - pooled ** 2, 0.05)
-    pooled *= total / (total + var_all / tau ** 2)  # few labels in all: a small common shift
+    # One reply's rectifier varies about as much for every model: its pooled variance (a
+    # model's own, from two or three labels, would be near zero by luck and trusted blindly).
+    var = max(float((d * d).sum()) / total - pooled ** 2, 0.05)
+    pooled *= total / (total + var / tau ** 2)  # few labels in all: a small common shift
     mean = np.divide(sums, n, out=np.full(n_models, pooled), where=n > 0)
-    var = np.maximum(np.divide(sq, n, out=np.zeros(n_models), where=n > 0) - mean ** 2, 0.05)
     weight = n / (n + var / tau ** 2)
     return pooled + (mean - pooled) * weight
 
