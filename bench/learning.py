@@ -1,15 +1,17 @@
 """Learning backtest: does the evolving panel find the best panel without labels?
 
-Replays the MMLU-Pro replay set (real A–J answers of 14 public LLMs to 5,943 questions; see
+Replays the MMLU-Pro replay set (real A–J answers of 15 public LLMs to 5,943 questions; see
 ``/work/shared/data/mmlu_pro_replay/README.md``) as a stream of scale calls through fscale's own
 learning code, in process, at zero cost:
 
 * a temporary FSCALE_HOME per run whose ``config.toml`` declares the catalogue's models (families
   from ``catalogue.family_of``) and the starting panel as ``[panels] default``;
 * each call: the panel is ``Registry(settings).select(panel="default")`` (what ``scale`` uses);
-  the shadow challengers are the engine's rule (``challenger.eligible`` + ``how_many`` +
-  ``choose``: Thompson draws from the label-free Beta posteriors, several per call while the
-  outsiders are uncertain, at most ``--challengers``); members arrive in a random order and
+  the shadow challengers are the engine's rule (``challenger.eligible`` + ``plan``: outsiders
+  worth exploring, Thompson draws from the label-free Beta posteriors, within ``allowance`` —
+  ``--shadow-budget`` shadow calls per decision call over the last 200 calls, the engine's
+  ``[learning] shadow_budget`` by default — and at most ``--challengers`` per call); members
+  arrive in a random order and
   ``voting.Majority.can_decide_early`` cancels the rest, as live; the decision is
   ``Majority("rating")`` with the engine's tie-break key (the estimate's accuracy); the result
   is built by ``vote.result_from`` and logged by ``LearningStore.record_call`` via
@@ -25,17 +27,28 @@ train/val/test and picks 4 ``onboarded`` models. The stream is the train+val que
 the 4 onboarded ones are added to config.toml after the first third of the stream (a user adding
 models). The run starts from the 3 worst models of the starting catalogue (models.csv accuracy)
 and uses no label unless ``--feedback-rate`` > 0 (a user confirming, or overriding with the gold
-letter, that fraction of calls at random). The score is the last ``--last`` (1,000) calls — all
-test questions — against the best fixed 3-model panel *in hindsight on those same calls*: the
-best of all 14 × 13 × 12 ordered panels (3 members and the order that breaks their ties, as
-``tie_break = "order"``), chosen on those 1,000 calls. A no-decision counts as wrong.
+letter, that fraction of calls at random, drawn from a generator of its own so that the runs
+with and without feedback see the same arrival orders and shadow draws until the labels change
+something). The score is the last ``--last`` (1,000) calls — all test questions — against the
+best fixed 3-model panel *in hindsight on those same calls*: the best of all 15 × 14 × 13
+ordered panels (3 members and the order that breaks their ties, as ``tie_break = "order"``),
+chosen on those 1,000 calls. A no-decision counts as wrong.
 
-Knobs (``--challengers``, ``--evolve-every``, ``--min-calls``, ``--z``, ``--prior``) were chosen
-with ``--tune``: streams built from each tuning seed's train questions then val questions only
-(seeds 100–104, never the reported ones; the score is the last 1,000 calls, all val).
+Also printed: shadow calls per call and per decision call, the busiest 200-call window,
+feedback against no labels seed by seed, and the **label-free ceiling**: the estimate fitted
+with every model answering every call of the stream (no budget), the panel evolve proposes from
+it and the best of all panels whose ties follow that ranking — what no label-free learning with
+this estimate can beat.
+
+Knobs (``--challengers``, ``--evolve-every``, ``--min-calls``, ``--z``, ``--prior``,
+``--bias-sd``, ``--family-margin``, ``--explore-sd``) were chosen with ``--tune``: streams built
+from each tuning seed's train questions then val questions only (seeds 100–104, never the
+reported ones; the score is the last 1,000 calls, all val).
 
     python bench/learning.py                                   # seeds 0-4, no labels and 2 %
     python bench/learning.py --tune --seeds 100,101,102,103,104 --challengers 1,2,3
+    python bench/learning.py --tune --seeds 100,101,102,103,104 --bias-sd 0.1,0.2,0.3,0.5 \
+        --family-margin 0,0.05 --explore-sd 0.05,0.07 --no-ceiling
     python bench/learning.py --ranking elo                     # the old Elo decisions
     python bench/learning.py --speed                           # the estimate on a 20k-call log
 
@@ -155,10 +168,12 @@ class Knobs:
     evolve_every: int  # calls between evolves
     bias_sd: float  # reliability.BIAS_SD: how far one model's feedback correction may go
     family_margin: float  # evolve.FAMILY_MARGIN: what a seat held by the family costs
+    explore_sd: float  # challenger.EXPLORE_SD: a model is worth a shadow while its sd is above
 
     def __str__(self) -> str:
         return (f"≤{self.challengers} shadows, evolve every {self.evolve_every}, bias sd "
-                f"{self.bias_sd:g}, family margin {self.family_margin:g}")
+                f"{self.bias_sd:g}, family margin {self.family_margin:g}, explore sd "
+                f"{self.explore_sd:g}")
 
 
 def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, out: Path,
@@ -193,7 +208,7 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
     join_at = len(order) // 3
     max_challengers, evolve_every = knobs.challengers, knobs.evolve_every
     tag = (f"{'tune' if args.tune else 'run'}-{seed}-fb{feedback_rate:g}-c{max_challengers}"
-           f"-e{evolve_every}-b{knobs.bias_sd:g}-f{knobs.family_margin:g}")
+           f"-e{evolve_every}-b{knobs.bias_sd:g}-f{knobs.family_margin:g}-x{knobs.explore_sd:g}")
     home = out / f"home-{tag}"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -250,6 +265,7 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
             bar = min(seats) if len(seats) == len(names) else None  # as the engine does
             shadow = plan(pool, estimates, budget=allowance(window, args.shadow_budget),
                           max_k=max_challengers, rng=rng, voters=names, bar=bar,
+                          explore_sd=knobs.explore_sd,
                           family_of=lambda a, models=settings.models: models[a].family)
         shadows_per_call.append(len(shadow))
         request = ScaleRequest(question=f"MMLU-Pro #{task.id}", answers=labels)
@@ -509,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bias-sd", default=None,
                     help="prior sd of a model's label-free bias (default: the engine's "
                          "reliability.BIAS_SD; grid allowed): how far feedback moves one model")
+    ap.add_argument("--explore-sd", default=None,
+                    help="a model is worth a shadow while its posterior sd is above this "
+                         "(default: the engine's challenger.EXPLORE_SD; grid allowed)")
     ap.add_argument("--no-ceiling", dest="ceiling", action="store_false",
                     help="skip the label-free ceiling (every model on every call)")
     ap.add_argument("--shadow-budget", type=float, default=None,
@@ -545,13 +564,15 @@ def main(argv: list[str] | None = None) -> int:
     rs, _ = load(args.data)
     seeds = [int(s) for s in args.seeds.split(",")]
     rates = [0.0] + ([args.feedback_rate] if args.feedback_rate > 0 else [])
+    from fscale_tui.engine.learning.challenger import EXPLORE_SD
     from fscale_tui.engine.learning.evolve import FAMILY_MARGIN
     from fscale_tui.engine.learning.reliability import BIAS_SD
 
-    grid = [Knobs(int(c), int(e), float(b), float(f))
+    grid = [Knobs(int(c), int(e), float(b), float(f), float(x))
             for c in args.challengers.split(",") for e in args.evolve_every.split(",")
             for b in (args.bias_sd or str(BIAS_SD)).split(",")
-            for f in (args.family_margin or str(FAMILY_MARGIN)).split(",")]
+            for f in (args.family_margin or str(FAMILY_MARGIN)).split(",")
+            for x in (args.explore_sd or str(EXPLORE_SD)).split(",")]
     t0 = time.monotonic()
     report = []
     plotted: list[tuple[dict, dict]] = []
@@ -561,7 +582,8 @@ def main(argv: list[str] | None = None) -> int:
         for rate in rates:
             rows = by_rate.setdefault(rate, [])
             for seed in seeds:
-                same = (seed, knobs.challengers, knobs.evolve_every, knobs.family_margin)
+                same = (seed, knobs.challengers, knobs.evolve_every, knobs.family_margin,
+                        knobs.explore_sd)
                 if rate == 0 and same in unlabelled:
                     run = unlabelled[same]
                 else:

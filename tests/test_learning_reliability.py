@@ -117,6 +117,22 @@ def test_estimate_seats_the_strong_outsider_on_every_seed_where_elo_often_does_n
     assert est_kept == 0 and elo_kept >= 4
 
 
+def test_evolve_seats_a_clearly_better_model_of_a_family_already_seated():
+    """The MMLU-Pro replay's best panel has two gemini models (pro and flash: 72.5 %); "one per
+    family first" seated a model 16 points below flash instead (71.1 %, and far worse when the
+    tie order was wrong). The estimate already scores each model without its family."""
+    def est(model: str, acc: float) -> REL.Estimate:
+        return REL.Estimate(model, acc, 0.01, 500, 500, acc * 500, acc, acc * 500, (1 - acc) * 500)
+
+    fam = {"pro": "gemini", "flash": "gemini", "llama-70b": "llama", "qwen-72b": "qwen",
+           "mixtral": "mistral"}
+    estimates = {m: est(m, a) for m, a in (("pro", 0.75), ("flash", 0.70), ("llama-70b", 0.72),
+                                           ("qwen-72b", 0.55), ("mixtral", 0.52))}
+    p = propose_panel({}, ["qwen-72b", "mixtral", "llama-70b"], candidates=list(fam),
+                      family_of=fam.get, estimates=estimates, min_calls=30)
+    assert set(p.proposed) == {"pro", "flash", "llama-70b"}
+
+
 def test_feedback_clamps_labels_and_fixes_a_lying_panel(stub_config):
     """Three panel members who agree on the same wrong label look perfect without labels;
     feedback clamps those calls' labels and the estimate follows."""
