@@ -48,6 +48,7 @@ without one never import them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import sys
 import threading
@@ -632,7 +633,7 @@ class SpendWindow:
     """This process's view of the spend ledger: the shared calls (re-read in a thread at most
     every ``refresh_s``), the calls this process recorded since (until the ledger shows them),
     and the shadows of its calls still running (``reserved``). Safe on the event loop once
-    loaded: :meth:`window` never blocks."""
+    loaded: :meth:`window` never blocks, and costs O(1) between two reads of the ledger."""
 
     def __init__(self, ledger: SpendLedger, size: int, refresh_s: float = REFRESH_S) -> None:
         self.ledger = ledger
@@ -641,6 +642,8 @@ class SpendWindow:
         self._view = SharedView(self._load, refresh_s)
         #: Calls recorded here (with when), newest last, until a read of the ledger has them.
         self._local: list[tuple[float, tuple[str, int, int]]] = []
+        self._shared: Any = None  # the ledger read the window below was built from
+        self._window: collections.deque[tuple[int, int]] = collections.deque(maxlen=size)
 
     def _load(self) -> dict[str, Any]:
         return {"calls": self.ledger.recent(self.size)}
@@ -653,17 +656,21 @@ class SpendWindow:
         """The first read (blocking: run it in a thread)."""
         self._view.get(refresh=True)
 
-    def window(self) -> list[tuple[int, int]]:
+    def window(self) -> collections.deque[tuple[int, int]]:
         """``(decision, shadow)`` of the last ``size`` calls, oldest first."""
-        shared = list(self._view.get().get("calls") or [])
-        seen = {entry[0] for entry in shared}
-        horizon = time.monotonic() - 10 * self._view.refresh_s
-        self._local = [(t, e) for t, e in self._local if e[0] not in seen and t >= horizon]
-        merged = shared + [e for _, e in self._local]
-        return [(d, x) for _, d, x in merged[-self.size:]]
+        calls = self._view.get().get("calls") or []
+        if calls is not self._shared:  # a new read of the ledger: rebuild from it
+            seen = {entry[0] for entry in calls}
+            horizon = time.monotonic() - 10 * self._view.refresh_s
+            self._local = [(t, e) for t, e in self._local if e[0] not in seen and t >= horizon]
+            self._window.clear()
+            self._window.extend((d, x) for _, d, x in [*calls, *(e for _, e in self._local)])
+            self._shared = calls
+        return self._window
 
     def record(self, call_id: str, decision: int, shadow: int) -> tuple[str, int, int]:
         """Count a finished call here at once; the caller writes the entry to the ledger."""
         entry = (call_id, int(decision), int(shadow))
         self._local.append((time.monotonic(), entry))
+        self._window.append((entry[1], entry[2]))
         return entry
