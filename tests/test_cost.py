@@ -141,3 +141,24 @@ def test_generate_reports_the_same_spend_and_batch_accuracy_on_gold(server, stub
     assert batch.returncode == 0, batch.stderr
     assert "3 items (3 decided); 3.00 calls per item + 0.00 shadow (9 + 0 calls)" in batch.stderr
     assert "accuracy 66.7% (2/3 labelled)" in batch.stderr
+
+
+def test_the_tui_banner_says_what_the_shadows_cost():
+    """The Ask screen's banner reads the same spend: shadows next to the decision's calls, and
+    the total with shadows; while they still run, that they do; none, as before."""
+    from fscale_tui.engine.vote import ScaleResult, Vote
+    from fscale_tui.widgets.votes import describe_result
+
+    votes = [Vote(m, "YES", 0.2, status="answered", prompt_tokens=100, tokens=5,
+                  cost_usd=0.0001) for m in ("a", "b")]
+    result = ScaleResult(id="c1", answer="YES", confidence=1.0, votes=votes, calls_made=2,
+                         elapsed_s=0.5, decided_early=False, counts={"YES": 2}, valid_votes=2,
+                         members=["a", "b"])
+    assert "2 calls, 0.50s, $0.000200 · call c1" in describe_result(result)[0]
+    result.challengers = [Vote("d", status="pending")]
+    assert "2 calls + 1 shadow (running), 0.50s, $0.000200" in describe_result(result)[0]
+    result.challengers = [Vote("d", "NO", 0.3, status="answered", prompt_tokens=100, tokens=5,
+                               cost_usd=0.0003)]
+    result.challenger_calls = 1
+    assert "2 calls + 1 shadow, 0.50s, $0.000200 ($0.000500 with shadows)" in \
+        describe_result(result)[0]

@@ -361,3 +361,30 @@ def test_decision_is_announced_before_the_challenger_grace(server, stub_config, 
     assert seen[-1][2].vote.status == "cancelled"
     with LearningStore.for_settings(load_settings()) as store:
         assert store.recent(1)  # logged exactly once, after the challenger's grace
+
+
+def test_shadow_budget_is_a_learning_setting(server, stub_config):
+    """``[learning] shadow_budget`` in config.toml (or FSCALE_SHADOW_BUDGET): 0 asks no shadow
+    even with budget earned; a negative share is a usage error naming the file; under
+    ``[defaults]`` it is an unknown key (warned, ignored)."""
+    server.set_default(Behaviour(reply="YES"))
+    earn_shadow_budget()
+    base = stub_config.read_text()
+    stub_config.write_text(base + "\n[learning]\nshadow_budget = 0\n")
+    env = {"FSCALE_CHALLENGER": "1", "FSCALE_LOCAL": "off"}
+    shown = json.loads(run_cli("config", "show", "--json").stdout)["settings"]["shadow_budget"]
+    assert shown["value"] == 0 and shown["source"] == "config" and shown["table"] == "learning"
+    data = json.loads(run_cli("scale", "q?", "-a", "YES,NO", "--json", env=env).stdout)
+    assert data["challengers"] == [] and data["spend"]["shadow"]["calls"] == 0
+    on = json.loads(run_cli("scale", "q?", "-a", "YES,NO", "--json",
+                            env={**env, "FSCALE_SHADOW_BUDGET": "0.5"}).stdout)
+    assert len(on["challengers"]) >= 1  # the environment wins over the file
+    stub_config.write_text(base + "\n[learning]\nshadow_budget = -0.1\n")
+    bad = run_cli("scale", "q?", "-a", "YES,NO", env=env)
+    assert bad.returncode == 2 and "config.toml [learning]: shadow_budget" in bad.stderr
+    assert "must be 0 or more" in bad.stderr and "Traceback" not in bad.stderr
+    stub_config.write_text(base.replace("[panels]", "[defaults]\nshadow_budget = 0.2\n\n[panels]"))
+    warned = run_cli("config", "show")
+    assert warned.returncode == 0 and "unknown key shadow_budget in [defaults]" in warned.stderr
+    assert "shadow_budget" in warned.stdout and "[learning]" in warned.stdout
+    assert "shadow_budget" in run_cli("scale", "--help").stdout
