@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import itertools
 import json
 import os
@@ -69,6 +68,7 @@ import shutil
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -160,8 +160,7 @@ def stream_of(rs, seed: int, tune: bool) -> tuple[list[int], object]:
     return [int(i) for i in rng.permutation(first)] + [int(i) for i in rng.permutation(second)], sp
 
 
-@dataclasses.dataclass(frozen=True)
-class Knobs:
+class Knobs(typing.NamedTuple):
     """One configuration of the learning loop (a grid point with ``--tune``)."""
 
     challengers: int  # most shadows per call
@@ -615,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
             extra = sum(r["challenger_calls"] for r in rows) / sum(r["calls"] for r in rows)
             per_decision = (sum(r["challenger_calls"] for r in rows)
                             / max(1, sum(r["decision_calls"] for r in rows)))
-            summary = {"knobs": dataclasses.asdict(knobs), "feedback_rate": rate,
+            summary = {"knobs": knobs._asdict(), "feedback_rate": rate,
                        "mean_gap": round(float(np.mean(gaps)), 2), "worst_gap": round(max(gaps), 2),
                        "challenger_calls_per_call": round(extra, 3),
                        "shadow_calls_per_decision_call": round(per_decision, 4),

@@ -14,21 +14,9 @@ from fscale_tui.engine.health import HealthStore
 from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord
 from fscale_tui.engine.session import Engine
 from fscale_tui.engine.vote import ScaleRequest
-from tests.conftest import Behaviour, mid, run_cli
+from tests.conftest import Behaviour, earn_shadow_budget, mid, run_cli
 
 OUTSIDERS = {"fast-c", "fast-d", "fast-a2"}  # stub models outside the default panel (not thinking)
-
-
-def earn_shadow_budget(decision_calls: int = 1000) -> None:
-    """Record past decision calls in this home's spend ledger (the real state file), so the
-    shadow budget allows shadows from the first call (a fresh home has earned none)."""
-    from fscale_tui.engine.coordination import make_coordination
-
-    coordination = make_coordination(load_settings())
-    try:
-        coordination.spend.record([("earlier-calls", decision_calls, 0)])
-    finally:
-        coordination.close()
 
 
 @pytest.fixture
