@@ -1,15 +1,17 @@
 """Learning backtest: does the evolving panel find the best panel without labels?
 
-Replays the MMLU-Pro replay set (real A–J answers of 14 public LLMs to 5,943 questions; see
+Replays the MMLU-Pro replay set (real A–J answers of 15 public LLMs to 5,943 questions; see
 ``/work/shared/data/mmlu_pro_replay/README.md``) as a stream of scale calls through fscale's own
 learning code, in process, at zero cost:
 
 * a temporary FSCALE_HOME per run whose ``config.toml`` declares the catalogue's models (families
   from ``catalogue.family_of``) and the starting panel as ``[panels] default``;
 * each call: the panel is ``Registry(settings).select(panel="default")`` (what ``scale`` uses);
-  the shadow challengers are the engine's rule (``challenger.eligible`` + ``how_many`` +
-  ``choose``: Thompson draws from the label-free Beta posteriors, several per call while the
-  outsiders are uncertain, at most ``--challengers``); members arrive in a random order and
+  the shadow challengers are the engine's rule (``challenger.eligible`` + ``plan``: outsiders
+  worth exploring, Thompson draws from the label-free Beta posteriors, within ``allowance`` —
+  ``--shadow-budget`` shadow calls per decision call over the last 200 calls, the engine's
+  ``[learning] shadow_budget`` by default — and at most ``--challengers`` per call); members
+  arrive in a random order and
   ``voting.Majority.can_decide_early`` cancels the rest, as live; the decision is
   ``Majority("rating")`` with the engine's tie-break key (the estimate's accuracy); the result
   is built by ``vote.result_from`` and logged by ``LearningStore.record_call`` via
@@ -25,17 +27,28 @@ train/val/test and picks 4 ``onboarded`` models. The stream is the train+val que
 the 4 onboarded ones are added to config.toml after the first third of the stream (a user adding
 models). The run starts from the 3 worst models of the starting catalogue (models.csv accuracy)
 and uses no label unless ``--feedback-rate`` > 0 (a user confirming, or overriding with the gold
-letter, that fraction of calls at random). The score is the last ``--last`` (1,000) calls — all
-test questions — against the best fixed 3-model panel *in hindsight on those same calls*: the
-best of all 14 × 13 × 12 ordered panels (3 members and the order that breaks their ties, as
-``tie_break = "order"``), chosen on those 1,000 calls. A no-decision counts as wrong.
+letter, that fraction of calls at random, drawn from a generator of its own so that the runs
+with and without feedback see the same arrival orders and shadow draws until the labels change
+something). The score is the last ``--last`` (1,000) calls — all test questions — against the
+best fixed 3-model panel *in hindsight on those same calls*: the best of all 15 × 14 × 13
+ordered panels (3 members and the order that breaks their ties, as ``tie_break = "order"``),
+chosen on those 1,000 calls. A no-decision counts as wrong.
 
-Knobs (``--challengers``, ``--evolve-every``, ``--min-calls``, ``--z``, ``--prior``) were chosen
-with ``--tune``: streams built from each tuning seed's train questions then val questions only
-(seeds 100–104, never the reported ones; the score is the last 1,000 calls, all val).
+Also printed: shadow calls per call and per decision call, the busiest 200-call window,
+feedback against no labels seed by seed, and the **label-free ceiling**: the estimate fitted
+with every model answering every call of the stream (no budget), the panel evolve proposes from
+it and the best of all panels whose ties follow that ranking — what no label-free learning with
+this estimate can beat.
+
+Knobs (``--challengers``, ``--evolve-every``, ``--min-calls``, ``--z``, ``--prior``,
+``--bias-sd``, ``--family-margin``, ``--explore-sd``) were chosen with ``--tune``: streams built
+from each tuning seed's train questions then val questions only (seeds 100–104, never the
+reported ones; the score is the last 1,000 calls, all val).
 
     python bench/learning.py                                   # seeds 0-4, no labels and 2 %
     python bench/learning.py --tune --seeds 100,101,102,103,104 --challengers 1,2,3
+    python bench/learning.py --tune --seeds 100,101,102,103,104 --bias-sd 0.1,0.2,0.3,0.5 \
+        --family-margin 0,0.05 --explore-sd 0.05,0.07 --no-ceiling
     python bench/learning.py --ranking elo                     # the old Elo decisions
     python bench/learning.py --speed                           # the estimate on a 20k-call log
 
@@ -46,6 +59,7 @@ temporary directory; never inside the repository).
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import json
 import os
@@ -54,6 +68,7 @@ import shutil
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -145,8 +160,23 @@ def stream_of(rs, seed: int, tune: bool) -> tuple[list[int], object]:
     return [int(i) for i in rng.permutation(first)] + [int(i) for i in rng.permutation(second)], sp
 
 
+class Knobs(typing.NamedTuple):
+    """One configuration of the learning loop (a grid point with ``--tune``)."""
+
+    challengers: int  # most shadows per call
+    evolve_every: int  # calls between evolves
+    bias_sd: float  # reliability.BIAS_SD: how far one model's feedback correction may go
+    family_margin: float  # evolve.FAMILY_MARGIN: what a seat held by the family costs
+    explore_sd: float  # challenger.EXPLORE_SD: a model is worth a shadow while its sd is above
+
+    def __str__(self) -> str:
+        return (f"≤{self.challengers} shadows, evolve every {self.evolve_every}, bias sd "
+                f"{self.bias_sd:g}, family margin {self.family_margin:g}, explore sd "
+                f"{self.explore_sd:g}")
+
+
 def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, out: Path,
-               max_challengers: int, evolve_every: int) -> dict:
+               knobs: Knobs) -> dict:
     from fscale_tui.engine.config import load_settings
     from fscale_tui.engine.learning import reliability as REL
     from fscale_tui.engine.learning.calllog import (
@@ -155,9 +185,10 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
         refresh_tracker,
     )
     from fscale_tui.engine.learning.challenger import (
-        choose,
+        BUDGET_WINDOW,
+        allowance,
         eligible,
-        how_many,
+        plan,
         thompson_pick,
     )
     from fscale_tui.engine.learning.evolve import apply_panel, propose_panel
@@ -167,10 +198,16 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
 
     order, sp = stream_of(rs, seed, args.tune)
     rng = random.Random(seed)
+    # Which calls get feedback is drawn from its own stream: with one shared generator, giving
+    # feedback would also reshuffle every later arrival order and shadow draw, and the runs
+    # with and without feedback would differ by that noise rather than by the labels.
+    fb_rng = random.Random(1_000_003 * (seed + 1))
     catalogue = [m for m in rs.models if m not in sp.onboarded]
     start = sorted(catalogue, key=lambda m: rs.accuracy[m])[:3]
     join_at = len(order) // 3
-    tag = f"{'tune' if args.tune else 'run'}-{seed}-fb{feedback_rate:g}-c{max_challengers}-e{evolve_every}"
+    max_challengers, evolve_every = knobs.challengers, knobs.evolve_every
+    tag = (f"{'tune' if args.tune else 'run'}-{seed}-fb{feedback_rate:g}-c{max_challengers}"
+           f"-e{evolve_every}-b{knobs.bias_sd:g}-f{knobs.family_margin:g}-x{knobs.explore_sd:g}")
     home = out / f"home-{tag}"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -184,7 +221,8 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
     from fscale_tui.engine.catalogue import family_of
 
     tracker = REL.ReliabilityTracker(a=args.prior[0], b=args.prior[1],
-                                     family_of=family_of if args.families else None)
+                                     family_of=family_of if args.families else None,
+                                     bias_sd=knobs.bias_sd)
     estimates: dict = {}
     elo = args.ranking == "elo"
     table: dict = {}
@@ -201,6 +239,8 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
     correct: list[bool] = []
     panels: list[tuple[int, list[str]]] = [(0, list(start))]
     shadows_per_call: list[int] = []
+    decisions_per_call: list[int] = []
+    window: collections.deque = collections.deque(maxlen=BUDGET_WINDOW)  # (decision, shadow)
     feedback_given = 0
     t0 = time.monotonic()
     fit_s = 0.0
@@ -222,8 +262,10 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
         else:
             seats = [estimates[a].accuracy for a in names if a in estimates]
             bar = min(seats) if len(seats) == len(names) else None  # as the engine does
-            shadow = choose(pool, estimates,
-                            how_many(pool, estimates, max_challengers, bar=bar), rng)
+            shadow = plan(pool, estimates, budget=allowance(window, args.shadow_budget),
+                          max_k=max_challengers, rng=rng, voters=names, bar=bar,
+                          explore_sd=knobs.explore_sd,
+                          family_of=lambda a, models=settings.models: models[a].family)
         shadows_per_call.append(len(shadow))
         request = ScaleRequest(question=f"MMLU-Pro #{task.id}", answers=labels)
         call_id = f"{tag}-{n}"
@@ -252,8 +294,10 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
         result.challengers = [vote(a) for a in shadow]
         result.challenger_calls = len(shadow)
         store.record_call(record_from_scale(request, result), keep_text=False)
+        window.append((len(votes), len(shadow)))
+        decisions_per_call.append(len(votes))
         correct.append(result.answer == task.label)
-        if feedback_rate and rng.random() < feedback_rate:
+        if feedback_rate and fb_rng.random() < feedback_rate:
             feedback_given += 1
             if result.answer == task.label:
                 store.add_feedback(call_id, "confirm")
@@ -272,7 +316,8 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
                 store.ratings(), current, candidates=list(settings.models),
                 family_of=lambda a, models=settings.models: models[a].family,
                 min_calls=args.min_calls,
-                name="default", estimates=None if elo else estimates, z=args.z)
+                name="default", estimates=None if elo else estimates, z=args.z,
+                family_margin=knobs.family_margin)
             if proposal.changed:
                 apply_panel(settings, proposal)  # what `fscale evolve --apply` does
                 settings = load_settings(env=env)  # the next call's `scale` reads the new panel
@@ -282,7 +327,8 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
     store.close()
     return {"seed": seed, "start": start, "order": order, "correct": correct, "panels": panels,
             "onboarded": list(sp.onboarded), "join_at": join_at,
-            "shadows": shadows_per_call, "feedback": feedback_given,
+            "shadows": shadows_per_call, "decisions": decisions_per_call,
+            "feedback": feedback_given,
             "estimates": {m: round(e.accuracy, 3) for m, e in
                           sorted(final.items(), key=lambda kv: -kv[1].accuracy)},
             "seconds": time.monotonic() - t0, "fit_seconds": fit_s}
@@ -297,6 +343,12 @@ def summarize(rs, run: dict, last: int) -> dict:
     best_acc = float(right[best].mean())
     evolved = float(np.mean(run["correct"][-last:]))
     shadows = np.array(run["shadows"])
+    decisions = np.array(run["decisions"])
+    # The budget's promise: over every 200 consecutive calls, shadows ≤ share × decisions.
+    w = 200
+    cs, cd = np.concatenate([[0], np.cumsum(shadows)]), np.concatenate([[0], np.cumsum(decisions)])
+    share = (cs[w:] - cs[:-w]) / np.maximum(cd[w:] - cd[:-w], 1) if len(shadows) >= w else \
+        np.array([shadows.sum() / max(1, decisions.sum())])
     return {
         "seed": run["seed"], "start": run["start"], "onboarded": run["onboarded"],
         "evolved_acc_last": round(evolved, 4), "evolved_acc_all": round(float(np.mean(run["correct"])), 4),
@@ -306,10 +358,43 @@ def summarize(rs, run: dict, last: int) -> dict:
         "feedback": run["feedback"], "estimates": run["estimates"],
         "challenger_calls": int(shadows.sum()), "calls": len(shadows),
         "calls_with_several": int((shadows > 1).sum()),
+        "decision_calls": int(decisions.sum()),
+        "shadow_per_decision": round(float(shadows.sum() / max(1, decisions.sum())), 4),
+        "max_window_share": round(float(share.max()), 4),
         "challengers_per_call_first_1000": round(float(shadows[:1000].mean()), 3),
         "challengers_per_call_last_1000": round(float(shadows[-1000:].mean()), 3),
         "seconds": round(run["seconds"], 1), "fit_seconds": round(run["fit_seconds"], 2),
     }
+
+
+def label_free_ceiling(rs, run: dict, last: int, family_margin: float) -> dict:
+    """What no label can fix: the estimate with **every** model answering **every** call of
+    the stream (no exploration limit, no budget), the panel evolve proposes from it, and its
+    gap on the last calls with ties broken by that estimate (as ``Majority("rating")``); and
+    the best of *all* 3-model panels whose ties follow that ranking. When these gaps are
+    above the target, no amount of label-free learning with this estimate reaches it."""
+    from fscale_tui.engine.catalogue import family_of
+    from fscale_tui.engine.learning import reliability as REL
+    from fscale_tui.engine.learning.evolve import propose_panel
+
+    arrays = REL.VoteArrays()
+    for i in run["order"]:
+        t = rs.tasks[i]
+        arrays.add(REL.Call(t.answers, [(m, rs.answers[m][i] if rs.answers[m][i] in t.answers
+                                         else None) for m in rs.models]))
+    est = REL.fit(arrays, family_of=family_of).estimates
+    proposal = propose_panel({}, [], candidates=list(rs.models), family_of=family_of, size=3,
+                             estimates=est, family_margin=family_margin, min_calls=0)
+    rank = sorted(rs.models, key=lambda m: -est[m].accuracy)
+    rows, gold = replay_rows(rs, run["order"][-last:])
+    panel = sorted(proposal.proposed, key=rank.index)
+    combos = [sorted(c, key=rank.index) for c in itertools.combinations(rs.models, 3)]
+    perms = [list(p) for p in itertools.permutations(rs.models, 3)]
+    best = float(hindsight_correct(rows, gold, perms).mean(1).max())
+    right = hindsight_correct(rows, gold, [panel] + combos).mean(1)
+    return {"ranking": rank[:4], "panel": panel,
+            "gap_points": round(100 * (best - float(right[0])), 2),
+            "best_ordered_gap_points": round(100 * (best - float(right[1:].max())), 2)}
 
 
 def rolling(xs: list[bool], w: int) -> list[float]:
@@ -433,6 +518,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evolve-every", default="250", help="calls between evolves (grid allowed)")
     ap.add_argument("--min-calls", type=int, default=30, help="replies a model needs for a seat")
     ap.add_argument("--z", type=float, default=1.0, help="evolve ranks by mean − z·sd")
+    ap.add_argument("--family-margin", default=None,
+                    help="evolve: what a seat held by a model's family costs it (default: the "
+                         "engine's evolve.FAMILY_MARGIN; grid allowed)")
+    ap.add_argument("--bias-sd", default=None,
+                    help="prior sd of a model's label-free bias (default: the engine's "
+                         "reliability.BIAS_SD; grid allowed): how far feedback moves one model")
+    ap.add_argument("--explore-sd", default=None,
+                    help="a model is worth a shadow while its posterior sd is above this "
+                         "(default: the engine's challenger.EXPLORE_SD; grid allowed)")
+    ap.add_argument("--no-ceiling", dest="ceiling", action="store_false",
+                    help="skip the label-free ceiling (every model on every call)")
+    ap.add_argument("--shadow-budget", type=float, default=None,
+                    help="shadow calls per decision call over the last 200 calls (default: the "
+                         "engine's [learning] shadow_budget default)")
     ap.add_argument("--prior", default="2,2", help="Beta prior a,b on a model's accuracy")
     ap.add_argument("--no-families", dest="families", action="store_false",
                     help="plain Dawid-Skene (no leave-family-out scoring)")
@@ -454,45 +553,99 @@ def main(argv: list[str] | None = None) -> int:
         speed(out)
         return 0
     args.prior = tuple(float(x) for x in args.prior.split(","))
+    if args.shadow_budget is None:
+        from fscale_tui.engine.config import SETTINGS
+
+        args.shadow_budget = float(SETTINGS["shadow_budget"].default)
 
     from protocol import load
 
     rs, _ = load(args.data)
     seeds = [int(s) for s in args.seeds.split(",")]
     rates = [0.0] + ([args.feedback_rate] if args.feedback_rate > 0 else [])
-    grid = [(int(c), int(e)) for c in args.challengers.split(",")
-            for e in args.evolve_every.split(",")]
+    from fscale_tui.engine.learning.challenger import EXPLORE_SD
+    from fscale_tui.engine.learning.evolve import FAMILY_MARGIN
+    from fscale_tui.engine.learning.reliability import BIAS_SD
+
+    grid = [Knobs(int(c), int(e), float(b), float(f), float(x))
+            for c in args.challengers.split(",") for e in args.evolve_every.split(",")
+            for b in (args.bias_sd or str(BIAS_SD)).split(",")
+            for f in (args.family_margin or str(FAMILY_MARGIN)).split(",")
+            for x in (args.explore_sd or str(EXPLORE_SD)).split(",")]
     t0 = time.monotonic()
     report = []
     plotted: list[tuple[dict, dict]] = []
-    for max_ch, every in grid:
+    unlabelled: dict[tuple, dict] = {}  # without labels the bias sd changes nothing: run once
+    for knobs in grid:
+        by_rate: dict[float, list[dict]] = {}
         for rate in rates:
-            rows = []
+            rows = by_rate.setdefault(rate, [])
             for seed in seeds:
-                run = run_stream(rs, seed, args, rate, out, max_ch, every)
+                same = (seed, knobs.challengers, knobs.evolve_every, knobs.family_margin,
+                        knobs.explore_sd)
+                if rate == 0 and same in unlabelled:
+                    run = unlabelled[same]
+                else:
+                    run = run_stream(rs, seed, args, rate, out, knobs)
+                if rate == 0:
+                    unlabelled[same] = run
                 s = summarize(rs, run, args.last)
+                if rate == 0 and args.ceiling:
+                    s["ceiling"] = label_free_ceiling(rs, run, args.last, knobs.family_margin)
                 rows.append(s)
-                if len(plotted) < 2 and seed == seeds[0] and (max_ch, every) == grid[0]:
+                if len(plotted) < 2 and seed == seeds[0] and knobs == grid[0]:
                     plotted.append((run, s))
                 fb = f"feedback on {s['feedback']} calls" if rate else "no labels"
-                print(f"seed {seed} ({fb}, ≤{max_ch} challengers, evolve every {every}): "
-                      f"last-{args.last} {s['evolved_acc_last']:.3f} vs best fixed "
-                      f"{s['best_acc_last']:.3f} {s['best_panel']} → gap {s['gap_points']:+.1f}; "
-                      f"final {s['final_panel']}; challenger calls {s['challenger_calls']} "
-                      f"({s['challenger_calls'] / s['calls']:.2f}/call, "
-                      f"{s['challengers_per_call_first_1000']:.2f} in the first 1,000, "
-                      f"{s['challengers_per_call_last_1000']:.2f} in the last); "
-                      f"{s['seconds']}s (estimates {s['fit_seconds']}s)", flush=True)
+                print(f"seed {seed} ({fb}): last-{args.last} {s['evolved_acc_last']:.3f} vs best "
+                      f"fixed {s['best_acc_last']:.3f} {s['best_panel']} → gap "
+                      f"{s['gap_points']:+.1f}; final {s['final_panel']}; shadow calls "
+                      f"{s['challenger_calls']} ({s['challenger_calls'] / s['calls']:.3f}/call, "
+                      f"{s['shadow_per_decision']:.3f}/decision call, busiest 200 calls "
+                      f"{s['max_window_share']:.3f}; {s['challengers_per_call_first_1000']:.2f}/call "
+                      f"in the first 1,000, {s['challengers_per_call_last_1000']:.2f} in the "
+                      f"last); {s['seconds']}s (estimates {s['fit_seconds']}s)", flush=True)
+                if "ceiling" in s:
+                    c = s["ceiling"]
+                    print(f"  label-free ceiling (every model on every call): ranks "
+                          f"{c['ranking']}; evolve → {c['panel']} gap {c['gap_points']:+.1f}; best "
+                          f"panel with ties in that order: gap {c['best_ordered_gap_points']:+.1f}",
+                          flush=True)
             gaps = [r["gap_points"] for r in rows]
             extra = sum(r["challenger_calls"] for r in rows) / sum(r["calls"] for r in rows)
-            summary = {"challengers": max_ch, "evolve_every": every, "feedback_rate": rate,
+            per_decision = (sum(r["challenger_calls"] for r in rows)
+                            / max(1, sum(r["decision_calls"] for r in rows)))
+            summary = {"knobs": knobs._asdict(), "feedback_rate": rate,
                        "mean_gap": round(float(np.mean(gaps)), 2), "worst_gap": round(max(gaps), 2),
-                       "challenger_calls_per_call": round(extra, 3), "runs": rows}
+                       "challenger_calls_per_call": round(extra, 3),
+                       "shadow_calls_per_decision_call": round(per_decision, 4),
+                       "busiest_200_calls": round(max(r["max_window_share"] for r in rows), 4),
+                       "runs": rows}
+            if rate == 0 and args.ceiling:
+                ceil = [r["ceiling"]["gap_points"] for r in rows]
+                best_ordered = [r["ceiling"]["best_ordered_gap_points"] for r in rows]
+                summary["ceiling"] = {"mean_gap": round(float(np.mean(ceil)), 2),
+                                      "worst_gap": round(max(ceil), 2),
+                                      "best_ordered_mean_gap": round(float(np.mean(best_ordered)), 2)}
             report.append(summary)
-            print(f"== {'tune' if args.tune else 'report'} {args.ranking}, ≤{max_ch} challengers, "
-                  f"evolve every {every}, {'feedback ' + format(rate, '.0%') if rate else 'no labels'}: "
+            what = f"feedback {rate:.0%}" if rate else "no labels"
+            print(f"== {'tune' if args.tune else 'report'} {args.ranking}, {knobs}, {what}: "
                   f"mean gap {summary['mean_gap']:+.2f}, worst {summary['worst_gap']:+.2f} points "
-                  f"over {len(rows)} seeds; {extra:.2f} challenger calls per call", flush=True)
+                  f"over {len(rows)} seeds; shadow calls {extra:.3f} per call, "
+                  f"{per_decision:.3f} per decision call (busiest 200 calls "
+                  f"{summary['busiest_200_calls']:.3f}; budget {args.shadow_budget:g})", flush=True)
+            if "ceiling" in summary:
+                c = summary["ceiling"]
+                print(f"== label-free ceiling (every model on every call, no budget): mean gap "
+                      f"{c['mean_gap']:+.2f}, worst {c['worst_gap']:+.2f}; the best panel whose "
+                      f"ties follow the label-free ranking: mean gap "
+                      f"{c['best_ordered_mean_gap']:+.2f}", flush=True)
+        if 0.0 in by_rate and len(by_rate) > 1:
+            rate = max(by_rate)
+            pairs = [(a["gap_points"], b["gap_points"]) for a, b in zip(by_rate[0.0], by_rate[rate])]
+            better = sum(fb < none for none, fb in pairs)
+            print(f"== feedback {rate:.0%} vs no labels, seed by seed: better on {better} of "
+                  f"{len(pairs)} ({', '.join(f'{fb:+.1f} vs {none:+.1f}' for none, fb in pairs)})",
+                  flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1, default=str))
     print("curve:", plot(rs, [r for r, _ in plotted], [s for _, s in plotted], args.png))

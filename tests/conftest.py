@@ -145,7 +145,20 @@ def start_cli(home: Path | str, *args: str, env: dict | None = None) -> subproce
 
 
 __all__ = ["Behaviour", "StubOpenAIServer", "write_config", "mid", "run_cli", "run_cli_pty", "start_cli",
-           "STUB_MODELS"]
+           "STUB_MODELS", "earn_shadow_budget"]
+
+
+def earn_shadow_budget(decision_calls: int = 1000) -> None:
+    """Record past decision calls in this home's spend ledger (the real state file), so the
+    shadow budget allows shadows from the first call (a fresh home has earned none)."""
+    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.coordination import make_coordination
+
+    coordination = make_coordination(load_settings())
+    try:
+        coordination.spend.record([("earlier-calls", decision_calls, 0)])
+    finally:
+        coordination.close()
 
 
 def run_cli_pty(*args: str, stdout_path: Path | None, env: dict | None = None,

@@ -278,16 +278,26 @@ def test_challenger_draws_are_counted_in_redis(server, redis_server, tmp_path):
         server.script(m[0], Behaviour(reply="YES"))
     env = {"FSCALE_REDIS_URL": redis_server.url, "FSCALE_CHALLENGER": "1",
            "FSCALE_CHALLENGER_GRACE": "5"}
+    # The fleet's spend ledger (one Redis list) already holds decision calls that earned the
+    # shadow budget; each host's call adds its own entry to it.
+    client = redis.Redis.from_url(redis_server.url)
+    client.lpush("fscale:spend:calls", json.dumps(["earlier-calls", 100, 0]))
     shadows = 0
+    ids = []
     for name in ("a", "b"):
         home = _host(tmp_path, name, server, panel=["fast-a"])
         p = _cli(home, "scale", "is it?", "-a", "YES,NO", "-k", "1", "--json", env=env)
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
         shadows += len(json.loads(out)["challengers"])
-    draws = redis.Redis.from_url(redis_server.url).hgetall("fscale:challenger:draws")
+        ids.append(json.loads(out)["id"])
+    draws = client.hgetall("fscale:challenger:draws")
     assert shadows >= 2 and sum(int(v) for v in draws.values()) == shadows
     assert not (tmp_path / "a" / "challenger.json").exists()
+    ledger = [json.loads(x) for x in client.lrange("fscale:spend:calls", 0, -1)]
+    assert sorted(e[0] for e in ledger[:2]) == sorted(ids) and ledger[-1][0] == "earlier-calls"
+    assert sum(e[2] for e in ledger) == shadows
+    assert not (tmp_path / "a" / "state" / "spend.sqlite3").exists()
 
 
 def test_shared_draws_spread_exploration():

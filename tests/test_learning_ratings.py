@@ -174,10 +174,18 @@ FAMILY = {"a1": "a", "a2": "a", "b1": "b", "c1": "c", "d1": "d"}
 
 
 def test_propose_panel_takes_top_rated_diverse_families_with_min_calls():
-    table = _rated(a1=(1700, 100), a2=(1690, 100), b1=(1600, 100), c1=(1550, 100), d1=(1800, 5))
+    table = _rated(a1=(1700, 100), a2=(1555, 100), b1=(1600, 100), c1=(1550, 100), d1=(1800, 5))
     p = propose_panel(table, ["c1", "b1", "d1"], candidates=list(FAMILY), family_of=FAMILY.get,
                       min_calls=30)
-    assert set(p.proposed) == {"a1", "b1", "c1"}  # d1 lacks calls; a2 shares a1's family
+    # d1 lacks calls; a2 is not clearly better than the member c1 (within the margin).
+    assert set(p.proposed) == {"a1", "b1", "c1"}
+    # A seat held by the family may cost a model more (family_margin): then a2 needs more.
+    table["a2"] = R.ModelRating("a2", 1600, calls=100, games=100)
+    assert "a2" in propose_panel(table, ["c1", "b1", "d1"], candidates=list(FAMILY),
+                                 family_of=FAMILY.get, min_calls=30).proposed
+    assert "a2" not in propose_panel(table, ["c1", "b1", "d1"], candidates=list(FAMILY),
+                                     family_of=FAMILY.get, min_calls=30,
+                                     family_margin=100).proposed
     assert p.added == ["a1"] and p.removed == ["d1"] and p.changed
     assert p.proposed.index("a1") == 2  # takes the seat it replaces
     d = p.to_dict()

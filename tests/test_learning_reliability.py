@@ -17,10 +17,10 @@ from fscale_tui.engine.learning.calllog import (
     ReplyRecord,
     refresh_tracker,
 )
-from fscale_tui.engine.learning.challenger import EXPLORE_SD, choose, how_many
+from fscale_tui.engine.learning.challenger import EXPLORE_SD, allowance, choose, plan, worth_exploring
 from fscale_tui.engine.learning.evolve import propose_panel
 from fscale_tui.engine.session import Engine
-from tests.conftest import run_cli
+from tests.conftest import STUB_MODELS, run_cli
 
 LABELS = ["A", "B", "C", "D"]
 #: The starting panel is three weak models (35 % on four labels: two of them agree on the same
@@ -117,6 +117,22 @@ def test_estimate_seats_the_strong_outsider_on_every_seed_where_elo_often_does_n
     assert est_kept == 0 and elo_kept >= 4
 
 
+def test_evolve_seats_a_clearly_better_model_of_a_family_already_seated():
+    """The MMLU-Pro replay's best panel has two gemini models (pro and flash: 72.5 %); "one per
+    family first" seated a model 16 points below flash instead (71.1 %, and far worse when the
+    tie order was wrong). The estimate already scores each model without its family."""
+    def est(model: str, acc: float) -> REL.Estimate:
+        return REL.Estimate(model, acc, 0.01, 500, 500, acc * 500, acc, acc * 500, (1 - acc) * 500)
+
+    fam = {"pro": "gemini", "flash": "gemini", "llama-70b": "llama", "qwen-72b": "qwen",
+           "mixtral": "mistral"}
+    estimates = {m: est(m, a) for m, a in (("pro", 0.75), ("flash", 0.70), ("llama-70b", 0.72),
+                                           ("qwen-72b", 0.55), ("mixtral", 0.52))}
+    p = propose_panel({}, ["qwen-72b", "mixtral", "llama-70b"], candidates=list(fam),
+                      family_of=fam.get, estimates=estimates, min_calls=30)
+    assert set(p.proposed) == {"pro", "flash", "llama-70b"}
+
+
 def test_feedback_clamps_labels_and_fixes_a_lying_panel(stub_config):
     """Three panel members who agree on the same wrong label look perfect without labels;
     feedback clamps those calls' labels and the estimate follows."""
@@ -149,6 +165,48 @@ def test_feedback_clamps_labels_and_fixes_a_lying_panel(stub_config):
         assert later["fast-d"].feedback == 39 and later["fast-a"].accuracy < 0.15
 
 
+def herd_calls(n: int, seed: int, rate: float) -> list:
+    """A crowd that shares its mistakes with one model ("herd": its wrong answers are the
+    question's usual distractor, as are most of the crowd's) and a strong model that the crowd
+    disagrees with when it is right. ``rate``: the share of calls with a verdict (the truth)."""
+    rng = random.Random(seed)
+    calls = []
+    for _ in range(n):
+        truth = rng.choice(LABELS)
+        lure = rng.choice([lab for lab in LABELS if lab != truth])
+
+        def say(p: float, follow: float, truth: str = truth, lure: str = lure) -> str:
+            if rng.random() < p:
+                return truth
+            return lure if rng.random() < follow else rng.choice(
+                [lab for lab in LABELS if lab != truth])
+
+        votes = [("strong", say(0.8, 0.0)), ("herd", say(0.55, 1.0))]
+        votes += [(f"crowd{k}", say(0.5, 0.8)) for k in range(3)]
+        calls.append(REL.Call(LABELS, votes, truth=truth if rng.random() < rate else None))
+    return calls
+
+
+HERD_TRUE = {"strong": 0.8, "herd": 0.55, "crowd0": 0.5, "crowd1": 0.5, "crowd2": 0.5}
+
+
+def test_feedback_corrects_every_reply_of_a_model_the_crowd_misjudges():
+    """Issue 20: 2 % feedback made learning worse. A verdict only clamped its own call, so a
+    handful of labels moved the estimate by a handful of calls while the consensus kept
+    misjudging the other 97 %: the herd stayed above the strong model. A verdict is now also
+    evidence of how far the label-free score is off for each model that replied (prediction-
+    powered inference), and that correction applies to all its replies."""
+    for seed in range(3):
+        free = REL.estimate(herd_calls(3000, seed, 0.0))
+        assert free["herd"].accuracy > free["strong"].accuracy  # the consensus is fooled
+        fed = REL.estimate(herd_calls(3000, seed, 0.03))  # about 90 verdicts
+        assert fed["strong"].accuracy > fed["herd"].accuracy + 0.1
+        assert abs(fed["strong"].accuracy - 0.8) < abs(free["strong"].accuracy - 0.8) - 0.1
+        error = {name: sum(abs(e[m].accuracy - HERD_TRUE[m]) for m in HERD_TRUE)
+                 for name, e in (("free", free), ("fed", fed))}
+        assert error["fed"] < 0.7 * error["free"]
+
+
 def test_a_family_does_not_vouch_for_itself():
     """Three variants of one line that make the same mistakes agree on every call: plain
     Dawid–Skene believes them; counting a family as one voter (and scoring each vote without
@@ -172,6 +230,33 @@ def test_a_family_does_not_vouch_for_itself():
     assert est["clone-1"].accuracy < 0.4
 
 
+def test_prefer_feedback_feeds_the_estimate(stub_config):
+    """``--prefer`` was left to Elo: the estimate ignored it. Preferring the outsider over the
+    panel on calls where they disagreed now makes its answer the label of those calls (and
+    ``--prefer A --over B`` rules B's answer out), so the estimate follows the user."""
+    rng = random.Random(11)
+    calls = []
+    for _ in range(80):
+        truth = rng.choice(LABELS)
+        wrong = next(lab for lab in LABELS if lab != truth)
+        replies = [(m, "member", wrong) for m in WEAK] + [("fast-d", "challenger", truth)]
+        calls.append((LABELS, truth, replies))
+    ids = log_calls(calls)
+    with LearningStore.for_settings(load_settings()) as store:
+        before = store.reliability()
+        for call_id in ids[:30]:
+            store.add_feedback(call_id, "prefer", prefer="fast-d")
+        for call_id in ids[30:40]:
+            store.add_feedback(call_id, "prefer", prefer="fast-d", over="fast-a")
+        after = store.reliability()
+    assert before["fast-d"].accuracy < 0.1 and before["fast-d"].feedback == 0
+    assert after["fast-d"].feedback == 30  # --over with four labels rules one out: no label
+    assert after["fast-d"].accuracy > 0.85 and after["fast-a"].accuracy < 0.15
+    shown = run_cli("ratings", "--json")
+    rows = {r["model"]: r for r in json.loads(shown.stdout)}
+    assert rows["fast-d"]["estimate"]["feedback"] == 30
+
+
 def test_confirm_clamps_the_decided_label(stub_config):
     calls = [(LABELS, "A", [("fast-a", "member", "A"), ("fast-b", "member", "A"),
                             ("slow-c", "member", "B"), ("fast-d", "challenger", "B")])] * 30
@@ -190,30 +275,72 @@ def test_no_answer_counts_as_a_reply_that_was_not_right():
     assert est["z"].accuracy < 0.05 and est["x"].accuracy > 0.9
 
 
-def test_challengers_are_several_while_uncertain_then_one(stub_config):
-    """Early on every outsider is unknown: up to the ``challengers`` setting per call; once all
-    of them have evidence, one; a newly added model brings the extra shadows back."""
+def test_shadows_go_to_uncertain_outsiders_and_stop_once_known(stub_config):
+    """Exploration goes where a model's place is uncertain: every outsider while nothing is
+    known (as many as the budget allows), a newly added model first, and nothing once every
+    outsider is known — where the old rule asked at least one shadow on every call forever."""
     pool = ["fast-c", "fast-d", "fast-a2"]
-    assert how_many(pool, {}, 3) == 3 and how_many(pool, {}, 2) == 2
-    assert how_many(pool, {}, 0) == 0 and how_many([], {}, 3) == 0
+    fam = families()
+    assert len(plan(pool, {}, budget=3, max_k=3, rng=random.Random(0))) == 3
+    assert len(plan(pool, {}, budget=1, max_k=3, rng=random.Random(0))) == 1
+    assert plan(pool, {}, budget=0, max_k=3) == [] and plan(pool, {}, budget=3, max_k=0) == []
     log_calls(synthetic_calls(600))
     with LearningStore.for_settings(load_settings()) as store:
         est = store.reliability()
     assert est["fast-c"].sd < EXPLORE_SD and est["fast-d"].sd < EXPLORE_SD
-    assert how_many(["fast-c", "fast-d"], est, 3) == 1
-    # fast-a2 never replied: the only uncertain one, so one shadow (and it is likely drawn).
-    assert how_many(pool, est, 3) == 1
-    picks = [choose(pool, est, 1, random.Random(i))[0] for i in range(200)]
-    assert picks.count("fast-a2") > picks.count("fast-c")
-    # The fleet already drew fast-a2 often: its posterior narrows, it is no longer uncertain.
-    assert how_many(pool, est, 3, draws={"fast-a2": 500}) == 1
-    many = choose(pool, est, 2, random.Random(0))
-    assert len(many) == 2 and len(set(many)) == 2
+    # Known outsiders: nothing to learn, nothing spent, whatever the budget.
+    assert plan(["fast-c", "fast-d"], est, budget=10, max_k=3) == []
+    # fast-a2 never replied: the only one worth a shadow, and it is the one drawn.
+    assert worth_exploring(pool, est) == ["fast-a2"]
+    assert plan(pool, est, budget=10, max_k=3, rng=random.Random(1)) == ["fast-a2"]
+    # The fleet already drew fast-a2 often: its posterior narrows, no longer uncertain.
+    assert worth_exploring(pool, est, draws={"fast-a2": 500}) == []
+    # A routing profile makes a model known.
+    assert worth_exploring(pool, est, known={"fast-a2"}) == []
+    # A shadow of the only family asked teaches nothing (votes never vouch for their family):
+    # fast-a2 beside a panel of family "a" alone is not learnable; beside another family it is.
+    assert worth_exploring(pool, est, voters=["fast-a"], family_of=fam.get) == []
+    assert worth_exploring(pool, est, voters=["fast-a", "fast-b"], family_of=fam.get) == ["fast-a2"]
+    # Newly added models come first among the uncertain ones.
+    fresh = {m: e for m, e in est.items() if m != "fast-d"}
+    assert all(choose(["fast-d", "fast-c"], fresh, 1, random.Random(i)) == ["fast-d"]
+               for i in range(20))
 
 
-def test_engine_asks_several_shadows_early_and_logs_each(server, stub_config, monkeypatch):
-    """Through the real engine: with no evidence yet, ``challengers = 2`` shadows per call, both
-    logged as challengers and rated; the decision never counts them."""
+def test_shadow_allowance_is_a_share_of_the_last_200_calls_decisions():
+    """``shadow_budget`` 0.1 over a window of 200 calls: 10 decision calls buy one shadow;
+    shadows already spent, and those of calls still running, count against it; calls older
+    than the window do not count at all."""
+    assert allowance([], 0.1) == 0  # a fresh home: nothing spent yet, nothing to explore with
+    assert allowance([(3, 0)] * 3, 0.1) == 0 and allowance([(3, 0)] * 4, 0.1) == 1
+    assert allowance([(3, 0)] * 10, 0.1) == 3 and allowance([(3, 1)] * 10, 0.1) == 0
+    assert allowance([(3, 0)] * 10, 0.1, reserved=2) == 1
+    assert allowance([(3, 0)] * 10, 0.0) == 0 and allowance([(3, 0)] * 10, 1.0) == 30
+    # The window: 300 old shadow-free calls, then 199 recent calls that spent their share.
+    assert allowance([(3, 0)] * 300 + [(10, 1)] * 199, 0.1) == 0
+
+    # Checked before each call: every shadow is spent within the last 200 calls' budget, and
+    # the realized 200-call windows stay at the budget (a window may lose a decision-heavy call
+    # after its shadows were spent: at most a fraction of one shadow over).
+    rng = random.Random(5)
+    calls: list[tuple[int, int]] = []
+    for _ in range(2000):
+        d = rng.randint(1, 4)
+        calls.append((d, min(3, allowance(calls, 0.1))))
+    for i, (_, x) in enumerate(calls):
+        before = calls[max(0, i - 199):i]
+        if x:
+            assert sum(s for _, s in before) + x <= 0.1 * sum(d for d, _ in before) + 1e-9
+    over = [sum(x for _, x in calls[i:i + 200]) - 0.1 * sum(d for d, _ in calls[i:i + 200])
+            for i in range(len(calls) - 200)]
+    assert max(over) < 1 and sum(x for _, x in calls) > 0.09 * sum(d for d, _ in calls)
+
+
+def test_engine_asks_shadows_within_the_budget_and_logs_each(server, stub_config, monkeypatch):
+    """Through the real engine: the first call of a fresh home spends nothing on shadows;
+    once decisions have been paid for, the budget allows shadows (here ``shadow_budget`` = 1:
+    as many shadows as decision calls), each logged as a challenger and rated; the decision
+    never counts them, and ``spend`` reports both sides."""
     import asyncio
 
     from fscale_tui.engine.vote import ScaleRequest
@@ -221,24 +348,79 @@ def test_engine_asks_several_shadows_early_and_logs_each(server, stub_config, mo
 
     monkeypatch.setenv("FSCALE_CHALLENGER", "1")
     monkeypatch.setenv("FSCALE_CHALLENGERS", "2")
+    monkeypatch.setenv("FSCALE_SHADOW_BUDGET", "1")
     server.set_default(Behaviour(reply="NO"))
     for m in WEAK:
         server.script(mid(m), Behaviour(reply="YES"))
 
     async def go():
         async with Engine() as engine:
-            return await engine.scale(ScaleRequest("q?", ("YES", "NO")))
+            first = await engine.scale(ScaleRequest("q?", ("YES", "NO")))
+            second = await engine.scale(ScaleRequest("q?", ("YES", "NO")))
+            return first, second
 
-    r = asyncio.run(go())
+    first, r = asyncio.run(go())
+    assert first.challengers == [] and first.spend.shadow.calls == 0
     assert r.answer == "YES" and len(r.challengers) == 2 and r.challenger is r.challengers[0]
     assert {v.model for v in r.challengers} <= {"fast-c", "fast-d", "fast-a2"}
     assert r.challenger_calls == 2 and all(v.answer == "NO" for v in r.challengers)
+    assert r.spend.shadow.calls == 2 and r.spend.decision.calls == r.calls_made
+    assert r.spend.shadow.cost_usd > 0 and r.spend.cost_usd_total > r.spend.decision.cost_usd
     with LearningStore.for_settings(load_settings()) as store:
         shown = store.get(r.id)
         est = store.reliability()
     assert sorted(x["model"] for x in shown["replies"] if x["role"] == "challenger") == \
         sorted(v.model for v in r.challengers)
+    assert shown["spend"]["shadow"]["calls"] == 2
     assert all(est[v.model].replies == 1 for v in r.challengers)
+
+
+def test_a_batch_keeps_shadows_within_the_budget_shared_by_processes(server, stub_config,
+                                                                     tmp_path):
+    """The issue's batch made 3 shadow calls per item to the end. Now two processes sharing one
+    FSCALE_HOME (one batch after the other) keep the shadows at most ``shadow_budget`` (0.1) of
+    the decision calls over the last 200 calls, and still explore (some shadows are spent)."""
+    from tests.conftest import Behaviour
+
+    server.set_default(Behaviour(reply="Answer: YES"))
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"question": f"q{i}?", "id": f"q{i}"}) + "\n"
+                             for i in range(40)))
+    lines = []
+    for _ in range(2):
+        proc = run_cli("scale", "--batch", str(items), "-a", "YES,NO", "--concurrency", "4",
+                       env={"FSCALE_CHALLENGER": "1"})
+        assert proc.returncode == 0, proc.stderr
+        lines += [json.loads(x) for x in proc.stdout.splitlines()]
+    decision = sum(x["spend"]["decision"]["calls"] for x in lines)
+    shadow = sum(x["spend"]["shadow"]["calls"] for x in lines)
+    assert decision >= 80 * 2 and 1 <= shadow <= 0.1 * decision
+    assert all(x["challenger_calls"] == x["spend"]["shadow"]["calls"] for x in lines)
+
+
+def test_no_shadow_when_every_outsider_is_of_the_panels_only_family(server, fscale_home,
+                                                                     monkeypatch):
+    """The embedded local panel's case: every model of one family. A shadow's votes could only
+    be scored against other families, so none is asked (the old rule asked one every call)."""
+    import asyncio
+
+    from fscale_tui.engine.vote import ScaleRequest
+    from tests.conftest import Behaviour, write_config
+
+    one = {alias: (mid, tier, "qwen") for alias, (mid, tier, _) in STUB_MODELS.items()
+           if tier != "thinking"}
+    write_config(fscale_home, server, models=one)
+    monkeypatch.setenv("FSCALE_CHALLENGER", "1")
+    monkeypatch.setenv("FSCALE_SHADOW_BUDGET", "1")
+    server.set_default(Behaviour(reply="YES"))
+
+    async def go():
+        async with Engine() as engine:
+            return [await engine.scale(ScaleRequest(f"q{i}?", ("YES", "NO"))) for i in range(4)]
+
+    results = asyncio.run(go())
+    assert all(r.challengers == [] and r.spend.shadow.calls == 0 for r in results)
+    assert sum(r.calls_made for r in results) >= 8  # the budget was there: the family rule held
 
 
 def test_ratings_cli_shows_the_estimate(server, stub_config):
@@ -277,3 +459,54 @@ def test_estimate_runs_on_a_20000_call_log():
     assert tracker.iterations < cold  # warm start
     ranked = sorted(est, key=lambda m: -est[m].accuracy)
     assert ranked[:3] == ["m7", "m6", "m5"] and sum(e.replies for e in est.values()) == 100_000
+
+
+def _replay_with_copies(home, tasks):
+    """tests/test_routing's replay setup plus two more recorded models (coin's replies under
+    other names and families), so -k auto leaves outsiders to shadow."""
+    import tomllib
+
+    import tomli_w
+
+    from tests.test_routing import write_replay_setup
+
+    path = write_replay_setup(home, tasks)
+    replay = home / "replay.jsonl"
+    lines = [json.loads(x) for x in replay.read_text().splitlines()]
+    extra = [{**x, "model": f"v/{name}"} for x in lines if x["model"] == "v/coin"
+             for name in ("coin2", "coin3")]
+    replay.write_text("".join(json.dumps(x) + "\n" for x in lines + extra))
+    doc = tomllib.loads((home / "config.toml").read_text())
+    for name, fam in (("coin2", "c2"), ("coin3", "c3")):
+        doc["models"][name] = {"provider": "rec", "id": f"v/{name}", "cost": 0.1, "family": fam}
+    (home / "config.toml").write_text(tomli_w.dumps(doc))
+    return path
+
+
+def test_k_auto_over_profiled_models_spends_no_shadow(fscale_home, tmp_path):
+    """A model with a routing profile has a labelled accuracy: nothing to learn label-free.
+    With every model profiled, a -k auto batch asks no shadow (the old rule asked at least one
+    per call, 3 per call in the issue's batch); leave one model unprofiled and it is explored."""
+    from tests.test_routing import make_tasks
+
+    tasks = make_tasks(40)
+    path = _replay_with_copies(fscale_home, tasks)
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps({"question": t.question, "id": t.id}) + "\n"
+                             for t in tasks[:20]))
+    env = {"FSCALE_CHALLENGER": "1", "FSCALE_SHADOW_BUDGET": "1"}
+
+    def batch() -> list[dict]:
+        proc = run_cli("scale", "--batch", str(items), "-a", "YES,NO", "-k", "auto",
+                       "--concurrency", "1", env=env)
+        assert proc.returncode == 0, proc.stderr
+        return [json.loads(x) for x in proc.stdout.splitlines()]
+
+    assert run_cli("profile", str(path), "--models", "mathy,lawyer,coin,coin2").returncode == 0
+    some = batch()  # coin3 has no profile: the only model worth a shadow
+    shadowed = [c["model"] for x in some for c in x["challengers"]]
+    assert shadowed and set(shadowed) == {"coin3"}
+    assert run_cli("profile", str(path), "--models", "coin3").returncode == 0
+    lines = batch()
+    assert sum(x["spend"]["decision"]["calls"] for x in lines) >= 20
+    assert all(x["spend"]["shadow"]["calls"] == 0 and x["challengers"] == [] for x in lines)

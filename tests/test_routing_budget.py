@@ -227,7 +227,9 @@ def test_k_auto_asks_the_cheap_models_first_and_the_dear_one_only_when_needed(fs
             seen_two += 1
             assert data["answer"] == rec[("cheap", t.id)]
     assert seen_dear and seen_two
-    assert "planned on the profile" in proc.stderr
+    assert proc.stderr == ""  # --json into a pipe: stderr stays empty
+    human = run_cli("scale", tasks[0].question, "-a", ",".join(LABELS), "-k", "auto")
+    assert "planned on the profile" in human.stderr  # without --json the note says why
 
 
 def test_budget_picks_the_plan_whose_expected_spend_fits_and_json_says_both(fscale_home):

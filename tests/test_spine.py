@@ -22,7 +22,7 @@ from fscale_tui.engine.config import load_settings
 from fscale_tui.engine.learning.calllog import LearningStore
 from fscale_tui.engine.session import Engine
 from fscale_tui.engine.vote import ScaleRequest
-from tests.conftest import Behaviour, run_cli
+from tests.conftest import Behaviour, earn_shadow_budget, run_cli
 from tests.test_routing import make_tasks, write_replay_setup
 
 PKG = Path(__file__).resolve().parent.parent / "fscale_tui"
@@ -192,6 +192,7 @@ def test_k_auto_honours_the_learning_flags(fscale_home, monkeypatch):
         fh.write('\n[models.spare]\nprovider = "rec"\nid = "v/mathy"\nfamily = "s"\n')
     monkeypatch.setenv("FSCALE_CHALLENGER", "1")
     monkeypatch.setenv("FSCALE_CHALLENGER_GRACE", "5")
+    earn_shadow_budget()  # a fresh home has earned no shadow yet
     q = tasks[1].question
     with_shadow = json.loads(run_cli("scale", q, "-a", "YES,NO", "-k", "auto", "--json").stdout)
     assert with_shadow["challenger"] is not None  # the challenger asks a model outside the stages

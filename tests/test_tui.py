@@ -10,7 +10,7 @@ import pytest
 
 from fscale_tui.app import FscaleApp
 from fscale_tui.widgets.votes import VoteTable
-from tests.conftest import Behaviour, mid, write_config
+from tests.conftest import Behaviour, earn_shadow_budget, mid, write_config
 
 SIZE = (100, 30)
 
@@ -288,6 +288,7 @@ def test_palette_has_an_entry_for_every_screen_action(server, stub_config):
 async def test_challenger_row_is_shown_apart_from_the_decision(server, stub_config, monkeypatch):
     monkeypatch.setenv("FSCALE_CHALLENGER", "1")
     monkeypatch.setenv("FSCALE_CHALLENGERS", "1")  # several: tests/test_tui_estimates.py
+    earn_shadow_budget()  # a fresh home has earned no shadow yet
     server.set_default(Behaviour(reply="Answer: NO"))
     for alias in ("fast-a", "fast-b", "slow-c"):
         server.script(mid(alias), Behaviour(reply="Answer: YES"))
@@ -307,6 +308,10 @@ async def test_challenger_row_is_shown_apart_from_the_decision(server, stub_conf
         # order; the challenger's NO is never counted either way.
         banner = banner_text(app)
         assert "→ YES" in banner and ("valid 3/3: YES=3" in banner or "valid 2/3: YES=2" in banner)
+        # Once the shadow answered, the banner shows the call's whole spend.
+        await wait_for(pilot, lambda: "+ 1 shadow," in banner_text(app),
+                       what="the spend with the shadow")
+        assert "(running)" not in banner_text(app) and "with shadows" in banner_text(app)
 
 
 def rating_cells(app) -> dict[str, float]:

@@ -265,15 +265,22 @@ def config_path(all_dirs: bool = typer.Option(False, "--all", help="Also print t
 def config_show(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """Show every setting, its value and where it came from (flag > env > config > default).
 
-    Example:
+    Settings live in config.toml under [defaults], except shadow_budget under [learning]
+    (the share of decision calls shadow challengers may add over the last 200 calls;
+    default 0.1, 0 = none).
+
+    Examples:
 
       FSCALE_K=5 fscale config show
+
+      FSCALE_SHADOW_BUDGET=0 fscale config show --json
     """
     from ..engine.config import SETTINGS
 
     settings = load_settings_for_cli()
     values = {name: {"value": settings.get(name), "source": settings.source(name),
-                     "env": SETTINGS[name].env, "help": SETTINGS[name].help} for name in SETTINGS}
+                     "env": SETTINGS[name].env, "table": SETTINGS[name].table,
+                     "help": SETTINGS[name].help} for name in SETTINGS}
     providers = {
         name: {"type": p.type, "base_url": p.base_url, "api_key_env": p.api_key_env,
                "key_set": bool(p.api_key(settings.env)), "rpm": p.rpm,
@@ -300,7 +307,9 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print as JSO
     out.write(f"config file: {settings.paths.config_file}"
               f"{'' if settings.paths.config_file.exists() else ' (not created yet)'}\n\n")
     for name, info in values.items():
-        out.write(f"{name:<18} = {info['value']!s:<10} ({info['source']}; env {info['env']})\n")
+        table = "" if info["table"] == "defaults" else f"; [{info['table']}]"
+        out.write(f"{name:<18} = {info['value']!s:<10} ({info['source']}; env {info['env']}"
+                  f"{table})\n")
     out.write("\nproviders:\n")
     for name, p in providers.items():
         key = "" if not p["api_key_env"] else f", key {p['api_key_env']} {'set' if p['key_set'] else 'not set'}"

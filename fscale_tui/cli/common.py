@@ -405,13 +405,15 @@ def engine_facade(settings: Any = None) -> Iterator[Any]:
         engine.close()
 
 
-def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any]) -> list[Any]:
+def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any],
+                     labels: list[Any] | None = None) -> list[Any]:
     """Read a JSONL batch file ('-' = stdin): one ``build(obj)`` per non-empty line.
 
     Lines end at ``\\n`` only (U+2028, U+2029 and U+0085 inside a JSON string are text), and each
     line is decoded on its own: a line that is not UTF-8, not a JSON object with a ``question``,
     or that ``build`` rejects becomes a ``UsageError("line N: ...")`` in its place, so one bad
-    line never stops the batch.
+    line never stops the batch. ``labels`` (optional) gets each item's ``label`` (or None), in
+    the items' order: the batch's accuracy when the items carry one.
     """
     from ..engine.jsonl import JSONLError, iter_jsonl, read_bytes
 
@@ -430,6 +432,9 @@ def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any]) -> list[
             if isinstance(obj, dict) and obj.get("id") is not None:
                 error.item_id = str(obj["id"])  # type: ignore[attr-defined]
             items.append(error)
+        if labels is not None:
+            label = obj.get("label") if isinstance(obj, dict) else None
+            labels.append(None if label is None else str(label))
     if not items:
         raise UsageError(f"batch file {path!r} has no items")
     return items
@@ -480,19 +485,26 @@ class BatchOutput:
     <empty_field>: null, "error"}`` (``item_id``: the line's own ``id`` when it could be read).
     The exit code: 0 if every item was decided; 2 if every line was bad input (nothing ran);
     4 if every item failed; else 3 (some item had no decision, failed, or was a bad line).
+    ``labels`` (each item's ``label`` by its place in the batch file; a dict the batch reader
+    fills as it goes, or a list): :meth:`summary` adds the accuracy on them.
     """
 
     def __init__(self, items: Any, empty_field: str, *,
                  write: Callable[[dict[str, Any]], None] | None = None,
-                 where: list[int] | None = None, previous: Iterable[str] = ()) -> None:
+                 where: list[int] | None = None, previous: Iterable[str] = (),
+                 labels: Any = None) -> None:
+        from ..engine.spend import Spend
+
         self.items = items  # a list (Ray) or a stream of items (engine.items.BatchItems)
         self.empty_field = empty_field
         #: ``--resume``: the results already in the output file count in the summary and code.
         self.statuses: list[str] = list(previous)
         self.previous = len(self.statuses)
         self.bad_lines = 0
-        self.calls = 0
-        self.cost: float | None = None
+        self.labels = labels if labels is not None else getattr(items, "labels", {})
+        self.spend = Spend()
+        self.right = 0  # labelled items answered with their label (generate: ``correct``)
+        self.labelled = 0
         self._pending: dict[int, dict[str, Any]] = {}
         self._next = 0
         #: Where a line goes (stdout, or the ``--resume`` file) and each item's ``index`` (its
@@ -512,6 +524,8 @@ class BatchOutput:
         return position if self._where is None else self._where[position]
 
     def add(self, index: int, outcome: Any) -> None:
+        from ..engine.spend import Spend
+
         position = index
         index = self.batch_index(position)
         if isinstance(outcome, Exception):
@@ -524,15 +538,27 @@ class BatchOutput:
                    "status": "error", self.empty_field: None, "error": str(outcome)}
         else:
             obj = {"index": index, **outcome.to_dict()}
-            self.calls += int(obj.get("calls_made") or 0)
-            if obj.get("cost_usd") is not None:
-                self.cost = (self.cost or 0.0) + float(obj["cost_usd"])
+            self.spend = self.spend + Spend.from_dict(obj)
+        label = self._label(index)
+        if label is not None:
+            self.labelled += 1
+            answer = obj.get("answer")
+            self.right += answer is not None and str(answer).strip().casefold() == \
+                label.strip().casefold()
+        elif obj.get("correct") is not None:  # generate items with a gold answer
+            self.labelled += 1
+            self.right += bool(obj["correct"])
         self.statuses.append(obj["status"])
         self._pending[position] = obj
         while self._next in self._pending:
             self._write(self._pending.pop(self._next))
             self.written += 1
             self._next += 1
+
+    def _label(self, index: int) -> str | None:
+        if isinstance(self.labels, dict):
+            return self.labels.get(index)
+        return self.labels[index] if index < len(self.labels) else None
 
     def flush_pending(self) -> None:
         """On an interruption: write the results that finished ahead of an unfinished item
@@ -542,18 +568,28 @@ class BatchOutput:
             self.written += 1
 
     def summary(self) -> str:
-        """One line for people: outcomes, calls per item and USD per item."""
+        """One line for people: items and outcomes, calls (decision + shadow) per item, USD,
+        and the accuracy when the items carry a ``label`` (generate: a ``gold`` answer)."""
         n = len(self.statuses)
         counts: dict[str, int] = {}
         for status in self.statuses:
             counts[status] = counts.get(status, 0) + 1
         parts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
-        ran = n - self.previous  # --resume: the calls are those of the items run now
-        now = f"{ran} run now, " if self.previous else ""
+        ran = max(1, n - self.previous)  # --resume: the calls are those of the items run now
+        now = f"{n - self.previous} run now, " if self.previous else ""
+        s = self.spend
         line = (f"{n} item{'s' if n != 1 else ''} ({parts}); {now}"
-                f"{self.calls / max(1, ran):.2f} calls per item")
-        if self.cost is not None:
-            line += f", ${self.cost / max(1, ran):.6f} per item"
+                f"{s.decision.calls / ran:.2f} calls per item + {s.shadow.calls / ran:.2f} "
+                f"shadow ({s.decision.calls} + {s.shadow.calls} calls)")
+        total = s.cost_usd_total
+        if s.decision.cost_usd is not None:
+            line += f", ${s.decision.cost_usd / ran:.6f} per item"
+            if s.shadow.calls and total is not None:
+                line += f" (${total / ran:.6f} with shadows)"
+            line += f", ${total:.4f} in all"
+        if self.labelled:
+            line += (f"; accuracy {self.right / self.labelled:.1%} "
+                     f"({self.right}/{self.labelled} labelled)")
         return line
 
     @property

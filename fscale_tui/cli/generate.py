@@ -95,9 +95,9 @@ def judges_note(generators: Any, same_family: Any) -> str:
 
 def summary(result: Any) -> str:
     """One line: who won, by which rule, at what cost (and gold checks when given)."""
-    from .render import dollars, plural
+    from .render import spent
 
-    stats = f"{plural(result.calls_made, 'call')}, {result.elapsed_s:.2f}s" + dollars(result)
+    stats = spent(result)
     gold = ""
     if result.gold is not None:
         gold = f"; gold {result.gold}: selected {'✓' if result.correct else '✗'}, " \

@@ -101,6 +101,10 @@ def history_show(call_id: str = typer.Argument(..., metavar="ID", help="A call i
         out.write(f"usage:     {usage.get('prompt_tokens', 0)} prompt + "
                   f"{usage.get('completion_tokens', 0)} completion tokens"
                   + (f", ${cost:.6f}" if cost is not None else "") + "\n")
+    if item.get("spend"):
+        from ..engine.spend import Spend
+
+        out.write(f"spend:     {Spend.from_dict(item['spend']).detail()}\n")
     for r in item["replies"]:
         lat = f"{r['latency_s']:.2f}s" if r["latency_s"] is not None else "-"
         what = r["answer"] if r["answer"] is not None else (r["error"] or r["status"])

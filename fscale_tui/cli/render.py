@@ -88,11 +88,11 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def dollars(result: Any) -> str:
-    """", $0.000123" when the providers reported usage (and the models have a price)."""
-    usage = getattr(result, "usage", None) or {}
-    cost = usage.get("cost_usd")
-    return f", ${cost:.6f}" if cost else ""
+def spent(result: Any) -> str:
+    """``3 calls + 1 shadow, 0.52s, $0.000123 ($0.000150 with shadows)`` from the result's
+    spend (engine/spend.py): the one way every command and batch says what a call cost."""
+    spend = result.spend
+    return f"{spend.calls_text()}, {result.elapsed_s:.2f}s{spend.cost_text()}"
 
 
 def print_notes(console: Any, result: Any) -> None:
@@ -246,7 +246,7 @@ class StatusPrinter:
 def summary(result: Any) -> str:
     """One line saying what was decided and how sure the panel was."""
     counts = ", ".join(f"{k}={v}" for k, v in sorted(result.counts.items(), key=lambda kv: -kv[1]))
-    stats = f"{plural(result.calls_made, 'call')}, {result.elapsed_s:.2f}s" + dollars(result)
+    stats = spent(result)
     if result.decided_early:
         stats += ", decided early"
     if result.status == "decided":

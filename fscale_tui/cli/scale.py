@@ -77,7 +77,8 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool,
 
 
 def _batch_requests(path: str, defaults: dict[str, Any]) -> Any:
-    """The batch's items, decoded line by line by the one input schema (engine/items.py)."""
+    """The batch's items, decoded line by line by the one input schema (engine/items.py);
+    their ``labels`` fill as they are read."""
     from ..engine.items import scale_items
 
     return scale_items(path, defaults)
@@ -106,20 +107,20 @@ def _run_batch(path: str, defaults: dict[str, Any], *, concurrency: int | None, 
             out.items = todo
             run_on_ray("scale", todo, out, address=ray, actors=actors, concurrency=concurrency,
                        overrides=learning)
-            return out.exit_code
+        else:
+            async def go() -> None:
+                with BatchProgress(console, _remaining(items, out), "scale",
+                                   enabled=not quiet) as progress:
+                    status = StatusPrinter(console, not quiet, display=progress.display)
+                    async with Engine(_engine_settings(learning), on_status=status) as engine:
+                        async for index, outcome in engine.scale_batch(todo,
+                                                                       concurrency=concurrency):
+                            out.add(index, outcome)
+                            if not quiet and not isinstance(outcome, Exception) and index == 0:
+                                print_notes(console, outcome)
+                            progress.advance()
 
-        async def go() -> None:
-            with BatchProgress(console, _remaining(items, out), "scale",
-                               enabled=not quiet) as progress:
-                status = StatusPrinter(console, not quiet, display=progress.display)
-                async with Engine(_engine_settings(learning), on_status=status) as engine:
-                    async for index, outcome in engine.scale_batch(todo, concurrency=concurrency):
-                        out.add(index, outcome)
-                        if not quiet and not isinstance(outcome, Exception) and index == 0:
-                            print_notes(console, outcome)
-                        progress.advance()
-
-        run(go())
+            run(go())
     if not quiet:
         console.print(f"[dim]{out.summary()}[/dim]")
     return out.exit_code
@@ -144,7 +145,7 @@ def scale(
     actors: int = typer.Option(None, "--actors", min=1, help="--ray: actors in the pool (default 2).", rich_help_panel=OUTPUT),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.", rich_help_panel=OUTPUT),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Nothing on stderr but errors.", rich_help_panel=OUTPUT),
-    no_challenger: bool = typer.Option(False, "--no-challenger", help="Do not ask a shadow challenger outside the panel.", rich_help_panel=LEARNING),
+    no_challenger: bool = typer.Option(False, "--no-challenger", help="Ask no shadow challenger outside the panel. Without it, shadows cost at most [learning] shadow_budget (0.1 = 10% extra calls over the decision calls of the last 200 calls; FSCALE_SHADOW_BUDGET), and only while an outsider's place is uncertain.", rich_help_panel=LEARNING),
     no_log: bool = typer.Option(False, "--no-log", help="Keep no text of this call in the call log (hashes, votes and the decision only).", rich_help_panel=LEARNING),
 ) -> None:
     """Ask several models the same question; the majority label wins.
@@ -169,6 +170,12 @@ def scale(
       fscale scale "Is 91 prime?" -a YES,NO -k auto --alpha 0.1   # exit 3 = abstained
 
       fscale scale --batch items.jsonl -k auto --budget 0.5x   # at most half the best model's price
+
+      FSCALE_SHADOW_BUDGET=0.05 fscale scale --batch items.jsonl -a YES,NO   # or [learning] shadow_budget in config.toml
+
+    --json gives each call's spend: "spend": {"decision": {calls, tokens, cost_usd},
+    "shadow": {...}, "cost_usd_total"}; a batch ends with one stderr line (calls, USD,
+    accuracy when the items carry a "label").
 
     Exit codes: 0 decided, 2 usage error (e.g. --alpha outside (0, 1), --alpha without
     a calibration, --budget without a profile), 3 no decision (tie, no valid vote, or -k auto

@@ -130,15 +130,6 @@ def price(model: ModelConfig, prompt_tokens: int | None,
     return ((prompt_tokens or 0) + (completion_tokens or 0)) * float(model.cost or 0.0) / 1e6
 
 
-def usage_of(replies: Iterable[Reply]) -> dict[str, Any]:
-    """Tokens and USD summed over replies (a call's votes, a generate run's requests)."""
-    replies = list(replies)
-    costs = [r.cost_usd for r in replies if r.cost_usd is not None]
-    return {"prompt_tokens": sum(r.prompt_tokens or 0 for r in replies),
-            "completion_tokens": sum(r.tokens or 0 for r in replies),
-            "cost_usd": round(sum(costs), 8) if costs else None}
-
-
 class Asker:
     """Asks models on behalf of one engine (its client, health store and registry)."""
 

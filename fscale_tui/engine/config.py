@@ -60,6 +60,8 @@ class Setting:
     default: Any
     env: str
     help: str
+    #: The config.toml table the key lives in (``[defaults]`` unless said otherwise).
+    table: str = "defaults"
 
 
 #: Every tunable default, its environment twin and what it does.
@@ -80,9 +82,10 @@ SETTINGS: dict[str, Setting] = {
         Setting("timeout_slow", float, 120.0, "FSCALE_TIMEOUT_SLOW", "per-call timeout for slow-tier models (s)"),
         Setting("timeout_thinking", float, 300.0, "FSCALE_TIMEOUT_THINKING", "per-call timeout for thinking models (s)"),
         Setting("slow_after", float, 10.0, "FSCALE_SLOW_AFTER", "health: a reply slower than this is 'slow' (s)"),
-        Setting("challenger", bool, True, "FSCALE_CHALLENGER", "ask one shadow challenger per scale call (outside the panel, not part of the decision)"),
-        Setting("challengers", int, 3, "FSCALE_CHALLENGERS", "most shadow challengers per call while an outsider that could take a seat is still uncertain (falls to 1 once every one is known)"),
+        Setting("challenger", bool, True, "FSCALE_CHALLENGER", "ask shadow challengers (models outside the panel, not part of the decision) within shadow_budget"),
+        Setting("challengers", int, 3, "FSCALE_CHALLENGERS", "most shadow challengers per call (within shadow_budget; only while an outsider that could take a seat is still uncertain)"),
         Setting("challenger_grace", float, 1.0, "FSCALE_CHALLENGER_GRACE", "seconds to wait for the challenger after the decision before cancelling it"),
+        Setting("shadow_budget", float, 0.1, "FSCALE_SHADOW_BUDGET", "[learning] shadow challengers may cost at most this share of the decision calls over the last 200 calls (0.1 = 10% extra; 0 = none); spent on uncertain or new outsiders only", table="learning"),
         Setting("challenger_thinking", bool, False, "FSCALE_CHALLENGER_THINKING", "allow thinking-tier models as challengers"),
         Setting("log_calls", bool, True, "FSCALE_LOG_CALLS", "log every call in the data directory and learn ratings from it"),
         Setting("log_text", bool, True, "FSCALE_LOG_TEXT", "store question, context and reply text in the call log (else hashes only)"),
@@ -255,7 +258,7 @@ def config_line(path: Path, table: str, key: str | None = None, value: str | Non
 
 #: Top-level tables of config.toml, and the keys each kind of table knows. A key that is not here
 #: is ignored with a one-line warning naming the closest known key (typos must not go unnoticed).
-TOP_LEVEL_KEYS = ("providers", "models", "panels", "defaults", "fleet", "routing")
+TOP_LEVEL_KEYS = ("providers", "models", "panels", "defaults", "fleet", "routing", "learning")
 #: ``[fleet]``: what several fscale processes share (engine/coordination.py). A redis_url with a
 #: password is refused here: it must come from the environment (FSCALE_REDIS_URL).
 FLEET_KEYS = ("redis_url",)
@@ -491,8 +494,10 @@ def warn_unknown_keys(doc: dict[str, Any], text: str | TomlIndex, path: Path) ->
                     start = _table_line(text, f"{kind}.{name}") or 0
                     _warn(f"{_where(path, _line_of(text, key, start))}: unknown key {key} in "
                           f"[{kind}.{name}] ignored{_suggest(key, known)}")
-    for table, known_keys in (("fleet", FLEET_KEYS), ("routing", ROUTING_KEYS),
-                              ("defaults", tuple(SETTINGS))):
+    tables = {"fleet": FLEET_KEYS, "routing": ROUTING_KEYS}
+    for setting in SETTINGS.values():
+        tables[setting.table] = (*tables.get(setting.table, ()), setting.name)
+    for table, known_keys in tables.items():
         fields = doc.get(table)
         if not isinstance(fields, dict):
             continue
@@ -601,17 +606,23 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None,
             raise ConfigError(f"{cfg_path} [routing]: {exc}") from None
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    defaults = _table(doc, "defaults", cfg_path)
     for name, setting in SETTINGS.items():
         values[name], sources[name] = setting.default, "default"
-        if name in defaults:
-            values[name] = _convert(setting, defaults[name], lambda name=name: _where(
-                cfg_path, _located(cfg_path, ["defaults", name])) + " [defaults]")
+        table = _table(doc, setting.table, cfg_path)
+        if name in table:
+            values[name] = _convert(setting, table[name], lambda name=name, t=setting.table: _where(
+                cfg_path, _located(cfg_path, [t, name])) + f" [{t}]")
             sources[name] = "config"
         if env.get(setting.env) not in (None, ""):
             values[name] = _convert(setting, env[setting.env], f"environment {setting.env}",
                                     text=True)
             sources[name] = "env"
+    budget = values["shadow_budget"]
+    if not 0 <= budget < float("inf"):  # NaN and negative shares too
+        where = {"env": f"environment {SETTINGS['shadow_budget'].env}",
+                 "config": f"{cfg_path} [learning]"}.get(sources["shadow_budget"], "")
+        raise ConfigError(f"{where}: shadow_budget = {budget!r} must be 0 or more (the share of "
+                          "decision calls shadows may add: 0.1 = 10%, 0 = no shadows)")
     # Every configured key variable's value is removed from all text fscale prints or stores.
     # So are the credentials of the Redis URL (``:pass@``, ``?password=``) and the value of any
     # environment variable whose name says it holds a secret (OPENAI_API_KEY, HF_TOKEN, ...).

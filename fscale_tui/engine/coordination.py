@@ -7,14 +7,17 @@ Three pieces of state decide whether many processes behave like one:
 * **health verdicts** (``dead`` / ``unavailable`` / ``rate_limited`` with their TTLs: a model
   found dead by one process is skipped by the others);
 * **the challenger's exploration counts** (how often each model was drawn as the shadow
-  challenger, so several processes do not all explore the same outsider).
+  challenger, so several processes do not all explore the same outsider);
+* **the spend ledger** (each recent call's decision and shadow requests: ``shadow_budget``
+  bounds the shadows' share over the last 200 calls of all processes, not of each one).
 
 :class:`Coordination` hands out one object for each. Two backends implement it:
 
 ``embedded`` (the default, nothing to set up)
     The state directory, as before: ``ratelimit.sqlite3`` (GCRA in one SQLite transaction,
-    :class:`.ratelimit.SQLiteLimiter`), ``health.json`` and ``challenger.json``. Shared by every
-    process that uses the same ``FSCALE_HOME`` on one machine.
+    :class:`.ratelimit.SQLiteLimiter`), ``health.json``, ``challenger.json`` and
+    ``spend.sqlite3``. Shared by every process that uses the same ``FSCALE_HOME`` on one
+    machine.
 
 ``redis`` (``pip install 'fscale[fleet]'``; ``FSCALE_REDIS_URL`` or ``[fleet] redis_url``)
     Shared by every process on every host that uses the same URL.
@@ -32,6 +35,7 @@ Three pieces of state decide whether many processes behave like one:
       thread refreshes from Redis at most every :data:`REFRESH_S` seconds; verdicts this
       process records are in the copy at once.
     - Exploration counts: one hash (``fscale:challenger:draws``), ``HINCRBY`` per draw.
+    - Spend ledger: one list (``fscale:spend:calls``), ``LPUSH`` + ``LTRIM`` per call.
 
     Redis is allowed to misbehave. Every command has a deadline (:data:`REDIS_TIMEOUT_S`);
     a connection error, a timeout, a reply of the wrong type (``+OK`` where an integer or a
@@ -58,6 +62,7 @@ without one never import them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -84,6 +89,9 @@ EPOCH_KEY = "fscale:epoch"
 REFRESH_S = 1.0
 PREFIX = "fscale:"
 DRAWS_FILE = "challenger.json"
+SPEND_FILE = "spend.sqlite3"
+#: Calls the spend ledger keeps (the budget looks at the last 200; older ones are pruned).
+SPEND_KEEP = 1000
 
 _warned: set[str] = set()
 
@@ -180,12 +188,25 @@ class DrawCounts:
         raise NotImplementedError
 
 
+class SpendLedger:
+    """Each recent call's decision and shadow requests, shared by the processes (blocking)."""
+
+    def recent(self, n: int) -> list[tuple[str, int, int]]:
+        """The last ``n`` calls as ``(call id, decision, shadow)``, oldest first."""
+        raise NotImplementedError
+
+    def record(self, entries: list[tuple[str, int, int]]) -> None:
+        raise NotImplementedError
+
+
 class Coordination:
-    """One per engine: the limiter (one per HTTP client), health and exploration counts."""
+    """One per engine: the limiter (one per HTTP client), health, exploration counts and the
+    spend ledger."""
 
     name = "embedded"
     _health: HealthBackend
     _draws: DrawCounts
+    _spend: SpendLedger
 
     def limiter(self, *, clock: Clock | None = None) -> SendLimiter:
         raise NotImplementedError
@@ -197,6 +218,10 @@ class Coordination:
     @property
     def draws(self) -> DrawCounts:
         return self._draws
+
+    @property
+    def spend(self) -> SpendLedger:
+        return self._spend
 
     def describe(self) -> dict[str, Any]:
         """What ``config show`` and ``health`` print: backend, where, and why (no secret)."""
@@ -239,6 +264,63 @@ class FileDraws(DrawCounts):
             storage.warn_state_unwritten(exc, self.path)
 
 
+class FileSpend(SpendLedger):
+    """``spend.sqlite3`` in the state directory: one row per call (WAL; a write is one small
+    transaction on the engine's writer thread, a read one indexed query)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / SPEND_FILE
+        self._lock = threading.Lock()
+        self._conn: Any = None
+
+    def _db(self) -> Any:
+        if self._conn is None:
+            conn = storage.open_sqlite(self.path, timeout=5.0, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 5000")
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+            except Exception:  # another process is switching it now: WAL either way
+                pass
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS calls (seq INTEGER PRIMARY KEY "
+                         "AUTOINCREMENT, id TEXT, decision INTEGER NOT NULL, shadow INTEGER "
+                         "NOT NULL)")
+            self._conn = conn
+        return self._conn
+
+    def recent(self, n: int) -> list[tuple[str, int, int]]:
+        if not self.path.exists():
+            return []
+        with self._lock:
+            rows = self._db().execute("SELECT id, decision, shadow FROM calls ORDER BY seq DESC "
+                                      "LIMIT ?", (int(n),)).fetchall()
+        return [(str(i), int(d), int(x)) for i, d, x in reversed(rows)]
+
+    def record(self, entries: list[tuple[str, int, int]]) -> None:
+        if not entries:
+            return
+        with self._lock:
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT INTO calls (id, decision, shadow) VALUES (?, ?, ?)",
+                                 [(i, int(d), int(x)) for i, d, x in entries])
+                top = conn.execute("SELECT MAX(seq) FROM calls").fetchone()[0] or 0
+                if top % 100 < len(entries) or top > 10 * SPEND_KEEP:
+                    conn.execute("DELETE FROM calls WHERE seq <= ?", (top - SPEND_KEEP,))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
 class EmbeddedCoordination(Coordination):
     name = "embedded"
 
@@ -248,9 +330,13 @@ class EmbeddedCoordination(Coordination):
         self.note = note
         self._health = FileHealth(self.state_dir)
         self._draws = FileDraws(self.state_dir)
+        self._spend = FileSpend(self.state_dir)
 
     def limiter(self, *, clock: Clock | None = None) -> SendLimiter:
         return make_limiter(self.state_dir, self.settings.env, clock=clock)
+
+    def close(self) -> None:
+        self._spend.close()
 
     def describe(self) -> dict[str, Any]:
         out = {"backend": "embedded", "where": str(self.state_dir),
@@ -507,6 +593,39 @@ class RedisDraws(DrawCounts):
               lambda: c.embedded.draws.add(alias))
 
 
+class RedisSpend(SpendLedger):
+    """The spend ledger as one Redis list (newest first), the embedded one while Redis fails."""
+
+    def __init__(self, coordination: "RedisCoordination") -> None:
+        self.coordination = coordination
+
+    def recent(self, n: int) -> list[tuple[str, int, int]]:
+        c = self.coordination
+
+        def read(client: Any) -> list[tuple[str, int, int]]:
+            out = []
+            for item in reversed(client.lrange(f"{PREFIX}spend:calls", 0, max(0, int(n) - 1))):
+                i, d, x = json.loads(item)
+                out.append((str(i), int(d), int(x)))
+            return out
+
+        return c.run(read, lambda: c.embedded.spend.recent(n))
+
+    def record(self, entries: list[tuple[str, int, int]]) -> None:
+        c = self.coordination
+        if not entries:
+            return
+
+        def write(client: Any) -> None:
+            pipe = client.pipeline(transaction=True)
+            for entry in entries:
+                pipe.lpush(f"{PREFIX}spend:calls", json.dumps(list(entry)))
+            pipe.ltrim(f"{PREFIX}spend:calls", 0, SPEND_KEEP - 1)
+            pipe.execute()
+
+        c.run(write, lambda: c.embedded.spend.record(entries))
+
+
 class RedisCoordination(Coordination):
     def __init__(self, settings: Any, url: str, source: str) -> None:
         self.settings = settings
@@ -521,6 +640,7 @@ class RedisCoordination(Coordination):
         self._lock = threading.Lock()
         self._health = RedisHealth(self)
         self._draws = RedisDraws(self)
+        self._spend = RedisSpend(self)
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -608,6 +728,7 @@ class RedisCoordination(Coordination):
 
     def close(self) -> None:
         self._drop_sync()
+        self.embedded.close()
 
 
 def _url_error(settings: Any) -> tuple[str | None, str, str | None]:
@@ -706,3 +827,50 @@ class SharedView:
             self._local[key] = (time.monotonic(), value)
             if self._data is not None:
                 self._data[key] = value
+
+
+class SpendWindow:
+    """This process's view of the spend ledger: the shared calls (re-read in a thread at most
+    every ``refresh_s``), the calls this process recorded since (until the ledger shows them),
+    and the shadows of its calls still running (``reserved``). Safe on the event loop once
+    loaded: :meth:`window` never blocks, and costs O(1) between two reads of the ledger."""
+
+    def __init__(self, ledger: SpendLedger, size: int, refresh_s: float = REFRESH_S) -> None:
+        self.ledger = ledger
+        self.size = size
+        self.reserved = 0
+        self._view = SharedView(self._load, refresh_s)
+        #: Calls recorded here (with when), newest last, until a read of the ledger has them.
+        self._local: list[tuple[float, tuple[str, int, int]]] = []
+        self._shared: Any = None  # the ledger read the window below was built from
+        self._window: collections.deque[tuple[int, int]] = collections.deque(maxlen=size)
+
+    def _load(self) -> dict[str, Any]:
+        return {"calls": self.ledger.recent(self.size)}
+
+    @property
+    def loaded(self) -> bool:
+        return self._view._data is not None
+
+    def load(self) -> None:
+        """The first read (blocking: run it in a thread)."""
+        self._view.get(refresh=True)
+
+    def window(self) -> collections.deque[tuple[int, int]]:
+        """``(decision, shadow)`` of the last ``size`` calls, oldest first."""
+        calls = self._view.get().get("calls") or []
+        if calls is not self._shared:  # a new read of the ledger: rebuild from it
+            seen = {entry[0] for entry in calls}
+            horizon = time.monotonic() - 10 * self._view.refresh_s
+            self._local = [(t, e) for t, e in self._local if e[0] not in seen and t >= horizon]
+            self._window.clear()
+            self._window.extend((d, x) for _, d, x in [*calls, *(e for _, e in self._local)])
+            self._shared = calls
+        return self._window
+
+    def record(self, call_id: str, decision: int, shadow: int) -> tuple[str, int, int]:
+        """Count a finished call here at once; the caller writes the entry to the ledger."""
+        entry = (call_id, int(decision), int(shadow))
+        self._local.append((time.monotonic(), entry))
+        self._window.append((entry[1], entry[2]))
+        return entry

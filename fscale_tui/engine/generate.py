@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from .answers import answers_match, gold_answer
-from .ask import usage_of
+from .spend import Part
 from .events import Event, GenerateStarted, Generated
 from .strategies import strategies
 from .strategies.common import (Candidate, GenerateRequest, GenerateResult, JudgeVote, Run,
@@ -124,7 +124,8 @@ async def generate_events(engine: Any, request: GenerateRequest) -> AsyncIterato
         raise outcome
     result: GenerateResult = outcome
     result.calls_made = run.counter.sent
-    result.usage = usage_of(run.replies)
+    usage = Part.of(run.counter.sent, run.replies).to_dict()
+    result.usage = {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "cost_usd")}
     result.elapsed_s = time.monotonic() - run.started
     result.item_id = request.item_id
     result.judges_independent = independent

@@ -72,6 +72,9 @@ class ScaleItem(_Item, kw_only=True):
     models: Names | None = None
     panel: str | None = None
     k: Count | Literal["auto"] | None = None
+    #: The right answer, when the data set has one: never sent to a model; the batch's
+    #: summary line gives the accuracy on the labelled items.
+    label: str | int | None = None
 
 
 class GenerateItem(_Item, kw_only=True):
@@ -371,11 +374,15 @@ class BatchItems:
     """The items of a JSONL batch file ('-' = stdin), decoded one line at a time while the
     batch consumes them. Iterating yields a request, or an :class:`ItemError` naming the
     line, for every non-blank line; ``total`` is the number of items when the input is a
-    file (None for stdin: it is read once, as it comes)."""
+    file (None for stdin: it is read once, as it comes). ``labels`` maps an item's place in
+    the file to its ``label`` (filled as the items are read) for the batch's accuracy."""
 
-    def __init__(self, path: str, build: Callable[[bytes], Any]) -> None:
+    def __init__(self, path: str, decode: Callable[[bytes], _Item],
+                 to_request: Callable[[Any], Any]) -> None:
         self.path = path
-        self._build = build
+        self._decode = decode
+        self._to_request = to_request
+        self.labels: dict[int, str] = {}
         self._lines = iter_file_lines(path, "batch file")
         first = next(self._lines, None)  # a missing file fails here, before anything runs
         if first is None:
@@ -384,6 +391,7 @@ class BatchItems:
         self.total = None if str(path) == "-" else count_items(path)
 
     def __iter__(self) -> Iterator[Any]:
+        position = 0
         while True:
             if self._first is not None:
                 numbered, self._first = self._first, None
@@ -393,20 +401,26 @@ class BatchItems:
                     return
             lineno, line = numbered
             try:
-                yield self._build(line)
+                item = self._decode(line)
+                label = getattr(item, "label", None)
+                if label is not None:
+                    self.labels[position] = str(label)
+                yield self._to_request(item)
             except ItemError as exc:
                 yield ItemError(f"line {lineno}: {exc}", exc.item_id)
+            position += 1
 
 
 def scale_items(path: str, defaults: dict[str, Any]) -> BatchItems:
     """``scale --batch``: each line a :class:`ScaleItem`, built with the command's flags."""
-    return BatchItems(path, lambda line: scale_from_item(decode_item(line, ScaleItem), defaults))
+    return BatchItems(path, lambda line: decode_item(line, ScaleItem),
+                      lambda item: scale_from_item(item, defaults))
 
 
 def generate_items(path: str, defaults: dict[str, Any]) -> BatchItems:
     """``generate --batch``: each line a :class:`GenerateItem`, with the command's options."""
-    return BatchItems(path, lambda line: generate_from_item(decode_item(line, GenerateItem),
-                                                            defaults))
+    return BatchItems(path, lambda line: decode_item(line, GenerateItem),
+                      lambda item: generate_from_item(item, defaults))
 
 
 def scale_api_request(obj: Any, defaults: dict[str, Any]) -> Any:

@@ -69,6 +69,7 @@ class Engine:
         self._cascade: Any = None
         self._plan_lock = threading.Lock()
         self._draws: Any = None
+        self._spend: Any = None  # coordination.SpendWindow, made on first use
 
     def capture_calls(self, sink: Callable[[Any, bool], None]) -> None:
         """Hand every finished call's log record to ``sink(record, learn)`` instead of writing
@@ -188,12 +189,14 @@ class Engine:
         """Run one scale call, yielding its events; ``Decided`` comes the moment it is known.
 
         A plain call is one vote; ``request.auto`` runs the ``-k auto`` cascade, each stage a
-        vote of the same runner. With the ``challenger`` setting on, one shadow model outside
-        the call's models is asked in parallel; it never affects the decision. After
-        ``Decided`` the engine waits at most ``challenger_grace`` seconds more for it (then
-        cancels it), attaches its vote (``result.challenger``), logs the call and yields
-        ``ChallengerAnswered``. The call log sees every call exactly once, even if the consumer
-        stops iterating after ``Decided``.
+        vote of the same runner. With the ``challenger`` setting on, shadow models outside the
+        call's models may be asked (within ``shadow_budget``, see ``_plan_shadows``); they never
+        affect the decision. Remote shadows run in parallel with the call and get at most
+        ``challenger_grace`` seconds after ``Decided``; local ones start only after ``Decided``
+        (they would share the CPU with the panel). Their votes are attached
+        (``result.challengers``), the call is logged and ``ChallengerAnswered`` yielded. The call
+        log and the spend ledger see every call exactly once, even if the consumer stops
+        iterating after ``Decided``.
         """
         request.validate()
         call_id = request.id or new_call_id()
@@ -221,8 +224,12 @@ class Engine:
             exclude = {m.alias for m in members}
         if tie_break == "rating":
             await self.calls.ratings_snapshot()
-        challenger = await self._start_challenger(call_id, messages, labels, exclude, reserved,
-                                                  ask_kwargs)
+        aliases = await self._plan_shadows(exclude, reserved)
+        # Local shadows would share the CPU with the panel: they start after the decision.
+        deferred = any(self.catalog.provider_type(a) == "local" for a in aliases)
+        shadow_kwargs = {**ask_kwargs, "stream": False}
+        challenger = None if deferred or not aliases else \
+            self._launch_shadows(aliases, call_id, messages, labels, shadow_kwargs)
         started = time.monotonic()
         result: ScaleResult | None = None
         notified = False
@@ -237,31 +244,39 @@ class Engine:
                 if isinstance(event, Decided):
                     result = event.result
                     result.notes = notes + result.notes
-                    if challenger is not None:
-                        # Announced now; the challenger's vote follows in ChallengerAnswered.
-                        result.challengers = [Vote(a, status="pending")
-                                              for a in challenger.aliases]
+                    if aliases:
+                        # Announced now; the shadows' votes follow in ChallengerAnswered.
+                        result.challengers = [Vote(a, status="pending") for a in aliases]
                     else:
                         notified = True
-                        self.calls.record_scale(request, result)
+                        self._log_call(request, result, 0)
                 yield event
+            if deferred and result is not None:  # the decision is out: now the local shadows
+                challenger = self._launch_shadows(aliases, call_id, messages, labels,
+                                                  shadow_kwargs)
             if challenger is not None and result is not None:
-                shadows = await challenger.collect(float(self.settings.get("challenger_grace")))
+                # Deferred shadows delay nothing the user waits for: they may finish.
+                grace = (max(self.settings.timeout_for(self.settings.models[a].tier)
+                             for a in aliases) if deferred
+                         else float(self.settings.get("challenger_grace")))
+                shadows = await challenger.collect(grace)
                 result.challengers = shadows
                 result.challenger_calls = challenger.counter.sent
                 notified = True
-                self.calls.record_scale(request, result)
+                self._log_call(request, result, len(aliases))
                 yield ChallengerAnswered(result.id, result.challenger)
         finally:
             if challenger is not None and not challenger.done():
                 await challenger.cancel()
             if result is not None and not notified:
                 # The consumer stopped after Decided: still log the call (challenger cancelled).
-                if challenger is not None and (result.challenger is None
-                                               or result.challenger.status == "pending"):
-                    result.challengers = [Vote(a, status="cancelled") for a in challenger.aliases]
-                    result.challenger_calls = challenger.counter.sent
-                self.calls.record_scale(request, result)
+                if aliases and (result.challenger is None
+                                or result.challenger.status == "pending"):
+                    result.challengers = [Vote(a, status="cancelled") for a in aliases]
+                    result.challenger_calls = challenger.counter.sent if challenger else 0
+                self._log_call(request, result, len(aliases))
+            elif result is None and aliases and self._spend is not None:
+                self._spend.reserved -= len(aliases)  # the call failed: nothing was spent on it
 
     async def _plain_stage(self, members: list[ModelConfig], call_id: str, request: ScaleRequest,
                            messages: list[dict[str, str]], used: set[str], reserved: set[str],
@@ -328,7 +343,7 @@ class Engine:
             members=[v.model for v in votes if v.status != "replaced"],
             question=request.question, answers=list(labels), item_id=request.item_id,
             auto=True, stages=outcomes, calibrated=plan.calibrated, signal=plan.signal,
-            route={"cluster": plan.cluster, "models": plan.routed}, spend=plan.spend)
+            route={"cluster": plan.cluster, "models": plan.routed}, planned=plan.spend)
         if answer is None:
             asked = [v for v in votes if v.status != "replaced"]
             failed = bool(asked) and all(v.status == "failed" for v in asked)
@@ -341,29 +356,74 @@ class Engine:
                 result.status = "abstained"
         yield Decided(call_id, result)
 
-    async def _start_challenger(self, call_id: str, messages: list[dict[str, str]],
-                                labels: tuple[str, ...], exclude: set[str], reserved: set[str],
-                                ask_kwargs: dict[str, Any]) -> Any:
-        """The shadow challengers outside the call: Thompson draws from each model's label-free
-        accuracy posterior; several (at most the ``challengers`` setting) while some outsider is
-        still uncertain, one once all are known (``learning.challenger.how_many``).
+    def _log_call(self, request: ScaleRequest, result: ScaleResult, reserved: int) -> None:
+        """Log a finished call, and count its decision and shadow requests in the spend ledger
+        (``reserved``: the shadows it held in the budget until now)."""
+        self.calls.record_scale(request, result)
+        window = self._spend
+        if window is None:
+            return
+        window.reserved -= reserved
+        entry = window.record(result.id, result.calls_made, result.challenger_calls)
+        ledger = self.coordination.spend
 
-        Returns them as a ``learning.challenger.Shadows`` (None: no challenger this call)."""
+        def write() -> None:
+            try:
+                ledger.record([entry])
+            except Exception as exc:  # a spend ledger we cannot write must not stop the call
+                from . import storage
+
+                storage.warnings.append(f"warning: the spend ledger was not written "
+                                        f"({type(exc).__name__}: {exc})")
+
+        self.writer.submit(write)
+
+    def _profiled(self) -> set[str]:
+        """Models with a routing profile (labelled accuracy): nothing left to learn label-free.
+        Known when this engine loaded the router (``-k auto``)."""
+        router = getattr(self._cascade, "router", None)
+        return set(getattr(router, "psi", None) or ())
+
+    async def _plan_shadows(self, exclude: set[str], reserved: set[str]) -> list[str]:
+        """The shadow challengers of one call (``learning.challenger.plan``): outsiders worth
+        exploring — not profiled, of another family than some member (a family's votes never
+        vouch for each other), still uncertain and able to take a seat — drawn by Thompson
+        sampling from the label-free accuracy posterior (never-rated first), as many as the
+        spend budget allows: shadows ≤ ``shadow_budget`` × decision calls over the last 200
+        calls of every process of this FSCALE_HOME, at most ``challengers`` per call.
+        Their names are reserved for the call (no member substitutes to them)."""
         s = self.settings
         if not s.get("challenger") or not s.get("log_calls"):
-            return None  # nothing would record its evidence
-        from .client import RequestCounter
-        from .learning.challenger import Shadows, choose, eligible, how_many
+            return []  # nothing would record their evidence
+        share = float(s.get("shadow_budget"))
+        if share <= 0 or int(s.get("challengers")) <= 0:
+            return []
+        from .learning.challenger import BUDGET_WINDOW, allowance, eligible, plan
 
+        if self._spend is None:
+            from .coordination import SpendWindow
+
+            self._spend = SpendWindow(self.coordination.spend, BUDGET_WINDOW)
         # Embedded local models only challenge local panels: starting a llama.cpp server for a
         # shadow vote would cost seconds of CPU on every call of a remote panel.
         local_panel = any(self.catalog.provider_type(a) == "local" for a in exclude)
         pool = [m for m in s.models.values()
                 if local_panel or self.catalog.provider_type(m.alias) != "local"]
-        candidates = eligible(pool, exclude=exclude, available=self.registry.available,
-                              allow_thinking=bool(s.get("challenger_thinking")))
+        family_of = self.calls.family_of
+        known = self._profiled()
+        families = {family_of(a) for a in exclude}
+        # The cheap tests first: most calls of a settled panel stop here, reading nothing.
+        candidates = [a for a in eligible(pool, exclude=exclude, available=self.registry.available,
+                                          allow_thinking=bool(s.get("challenger_thinking")))
+                      if a not in known and families - {family_of(a)}]
         if not candidates:
-            return None
+            return []
+        window = self._spend
+        if not window.loaded:
+            await asyncio.to_thread(window.load)
+        budget = allowance(window.window(), share, window.reserved, BUDGET_WINDOW)
+        if budget < 1:
+            return []
         # The snapshot is read in a thread (a few ms, at most once a second per engine).
         if self._draws is None:
             from .coordination import SharedView
@@ -373,21 +433,30 @@ class Engine:
             else self._draws.get()
         await self.calls.ratings_snapshot()
         estimates = self.calls.estimates
-        members = [estimates[a].accuracy for a in exclude if a in estimates]
-        bar = min(members) if len(members) == len(exclude) and members else None
-        k = how_many(candidates, estimates, int(s.get("challengers")), draws=draws, bar=bar)
-        aliases = choose(candidates, estimates, k, draws=draws)
+        seats = [estimates[a].accuracy for a in exclude if a in estimates]
+        bar = min(seats) if len(seats) == len(exclude) and seats else None
+        aliases = plan(candidates, estimates, budget=budget, max_k=int(s.get("challengers")),
+                       voters=exclude, family_of=family_of, known=known, draws=draws, bar=bar)
         if not aliases:
-            return None
+            return []
+        window.reserved += len(aliases)
         shared = self.coordination.draws
         for alias in aliases:
             self._draws.put(alias, int(draws.get(alias, 0)) + 1)
             self.writer.submit(lambda alias=alias: shared.add(alias))
             reserved.add(alias)
+        return aliases
+
+    def _launch_shadows(self, aliases: list[str], call_id: str, messages: list[dict[str, str]],
+                        labels: tuple[str, ...], ask_kwargs: dict[str, Any]) -> Any:
+        """Ask the shadows (a ``learning.challenger.Shadows``: collected after the decision)."""
+        from .client import RequestCounter
+        from .learning.challenger import Shadows
+
         counter = RequestCounter()
         tasks = [asyncio.ensure_future(self.asker.ask(
-            s.models[alias], messages, labels=labels, call_id=call_id,
-            **{**ask_kwargs, "counter": counter, "stream": False})) for alias in aliases]
+            self.settings.models[alias], messages, labels=labels, call_id=call_id,
+            **{**ask_kwargs, "counter": counter})) for alias in aliases]
         for task in tasks:
             self._challenger_tasks.add(task)
             task.add_done_callback(self._challenger_tasks.discard)

@@ -19,11 +19,12 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ask import Asker, Reply, usage_of
+from .ask import Asker, Reply
 from .prompts import build_messages  # noqa: F401 - the vote prompt, re-exported
 from .config import ModelConfig
 from .errors import ExitCode, UsageError, exit_code_for
 from .events import Cancelled, Event
+from .spend import Spend
 from .voting import TIE_BREAKS, Ballot, Tally, VotingRule
 
 #: A member's vote in a result is the reply the one ask path produced.
@@ -153,8 +154,9 @@ class ScaleResult:
     calibrated: bool | None = None
     signal: str | None = None
     route: dict[str, Any] | None = None
-    #: ``-k auto`` planned on the profile: the plan, the budget and the expected spend.
-    spend: dict[str, Any] | None = None
+    #: ``-k auto`` planned on the profile: the plan, the budget and the expected spend (what
+    #: was spent is :attr:`spend`).
+    planned: dict[str, Any] | None = None
 
     @property
     def challenger(self) -> Vote | None:
@@ -174,11 +176,23 @@ class ScaleResult:
         return self.status == "abstained"
 
     @property
+    def spend(self) -> Spend:
+        """Decision calls (``calls_made``) and shadow calls (``challenger_calls``), with the
+        tokens and USD of their replies; ``pending``: shadows not collected yet."""
+        pending = sum(v.status == "pending" for v in self.challengers)
+        return Spend.of(self.calls_made, self.votes, self.challenger_calls, self.challengers,
+                        pending)
+
+    @property
     def usage(self) -> dict[str, Any]:
-        """Tokens and USD of the decision's replies (the challenger's are in its vote)."""
-        return usage_of(self.votes)
+        """Tokens and USD of the decision's replies (``spend.decision``; shadows not included)."""
+        d = self.spend.decision.to_dict()
+        return {k: d[k] for k in ("prompt_tokens", "completion_tokens", "cost_usd")}
 
     def to_dict(self) -> dict[str, Any]:
+        spend = self.spend.to_dict()
+        usage = {k: spend["decision"][k] for k in ("prompt_tokens", "completion_tokens",
+                                                   "cost_usd")}
         d: dict[str, Any] = {
             "schema": SCHEMA,
             "id": self.id,
@@ -187,8 +201,10 @@ class ScaleResult:
             "confidence": None if self.confidence is None else round(self.confidence, 4),
             "votes": [v.to_dict() for v in self.votes],
             "calls_made": self.calls_made,
-            "usage": {k: v for k, v in self.usage.items() if k != "cost_usd"},
-            "cost_usd": self.usage["cost_usd"],
+            "usage": {k: v for k, v in usage.items() if k != "cost_usd"},
+            "cost_usd": usage["cost_usd"],
+            "cost_usd_total": spend["cost_usd_total"],
+            "spend": spend,
             "elapsed_s": round(self.elapsed_s, 4),
             "decided_early": self.decided_early,
             "status": self.status,
@@ -207,12 +223,12 @@ class ScaleResult:
                       "stages": [s.to_dict() for s in self.stages],
                       "calibrated": self.calibrated, "signal": self.signal,
                       "route": self.route})
-            spend = self.spend or {}
-            usd = spend.get("unit") == "usd"
-            d.update({"plan": spend.get("plan"), "budget": spend.get("budget"),
-                      "expected_cost_usd": (round(spend["expected_cost"], 8)
-                                            if usd and "expected_cost" in spend else None),
-                      "expected_accuracy": spend.get("expected_accuracy")})
+            planned = self.planned or {}
+            usd = planned.get("unit") == "usd"
+            d.update({"plan": planned.get("plan"), "budget": planned.get("budget"),
+                      "expected_cost_usd": (round(planned["expected_cost"], 8)
+                                            if usd and "expected_cost" in planned else None),
+                      "expected_accuracy": planned.get("expected_accuracy")})
         return d
 
 

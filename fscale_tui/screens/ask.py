@@ -263,8 +263,7 @@ class AskScreen(FscaleScreen):
             shadows = getattr(result, "challengers", None) or [event.vote]
             for shadow in shadows:
                 table.show_challenger(shadow)
-            if result is not None:
-                banner.show_result(result)  # with what the challengers cost
+            banner.refresh_spend()  # with what the challengers cost
         else:
             with self.app.batch_update():
                 stages.apply(event)

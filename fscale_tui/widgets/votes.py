@@ -281,22 +281,6 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-def shadow_spend(result: Any) -> str:
-    """What the shadow challengers cost, apart from the decision's calls (they are never part
-    of it): ``"shadow: 3 challengers, 3 calls"``; empty without challengers.
-
-    The one place the banner words it: read from the result's ``challengers`` and
-    ``challenger_calls`` for now (a unified spend object is coming)."""
-    shadows = list(getattr(result, "challengers", None) or [])
-    if not shadows:
-        return ""
-    n = f"{len(shadows)} challenger{'s' if len(shadows) != 1 else ''}"
-    if all(v.status == "pending" for v in shadows):
-        return f"shadow: {n} asked"
-    calls = int(getattr(result, "challenger_calls", 0) or 0)
-    return f"shadow: {n}, {calls} call{'s' if calls != 1 else ''}"
-
-
 def describe_result(result: Any) -> tuple[str, str]:
     """(markup, css class) for the banner: answer, confidence with counts, early / cancelled."""
     counts = "  ".join(f"{label}={n}" for label, n in
@@ -316,11 +300,8 @@ def describe_result(result: Any) -> tuple[str, str]:
         notes.append("decided early")
     if cancelled:
         notes.append("cancelled: " + ", ".join(cancelled))
-    cost = (getattr(result, "usage", None) or {}).get("cost_usd")
-    notes.append(f"{result.calls_made} calls, {result.elapsed_s:.2f}s"
-                 + (f", ${cost:.6f}" if cost else ""))
-    if shadow := shadow_spend(result):
-        notes.append(shadow)
+    spend = result.spend  # decision + shadow calls and USD (engine/spend.py)
+    notes.append(f"{spend.calls_text()}, {result.elapsed_s:.2f}s{spend.cost_text()}")
     tail = " · ".join(notes)
     valid = f"valid {result.valid_votes}/{len(result.members)}"
     if result.status == "decided":
@@ -350,6 +331,14 @@ class DecisionBanner(Static):
         self.add_class(state)
         self.update(markup)
 
+    _result: Any = None
+
     def show_result(self, result: Any) -> None:
+        self._result = result
         markup, state = describe_result(result)
         self.show(markup, state)
+
+    def refresh_spend(self) -> None:
+        """The shadows were collected after the decision: show the call's final spend."""
+        if self._result is not None:
+            self.show_result(self._result)

@@ -257,7 +257,8 @@ def record_from_scale(request: Any, result: Any) -> CallRecord:
                              "tie_broken_by": result.tie_broken_by,
                              "challenger_calls": getattr(result, "challenger_calls", 0),
                              "item_id": getattr(result, "item_id", None),
-                             "usage": getattr(result, "usage", None)}
+                             "usage": getattr(result, "usage", None),
+                             "spend": result.spend.to_dict() if hasattr(result, "spend") else None}
     if getattr(result, "auto", False):
         extra.update(auto=True, stages=[s.to_dict() for s in result.stages],
                      calibrated=result.calibrated, signal=result.signal, route=result.route)
@@ -525,6 +526,12 @@ class LearningStore:
                      "confidence": row["confidence"], "elapsed_s": row["elapsed_s"],
                      "calls_made": row["calls_made"], "decided_early": bool(row["decided_early"]),
                      "extra": json.loads(row["extra"] or "{}")})
+        # What the call spent (decision + shadows); older logs: from the flat figures.
+        from ..spend import Spend
+
+        extra = item["extra"] if isinstance(item["extra"], dict) else {}
+        item["spend"] = Spend.from_dict(extra.get("spend") or {
+            "calls_made": row["calls_made"], **extra}).to_dict()
         item["replies"] = [
             {k: r[k] for k in ("role", "model", "answer", "status", "latency_s", "error",
                                "substitute_for", "raw", "thinking", "tokens")}
@@ -789,19 +796,45 @@ def reliability_rows(conn: sqlite3.Connection, after_seq: int = 0
 
 
 def label_feedback(conn: sqlite3.Connection) -> dict[int, tuple[str | None, str | None]]:
-    """``{call seq: (true label, known-wrong label)}`` from the current label verdicts
-    (confirm / reject / override); ``prefer`` feedback names no label and is not here."""
-    out: dict[int, tuple[str | None, str | None]] = {}
+    """``{call seq: (true label, known-wrong label)}`` from the current feedback.
+
+    Label verdicts (confirm / reject / override) say it directly. A ``prefer`` says which
+    model's *answer* was better: ``--prefer A`` (over every model that disagreed with it) makes
+    A's answer the label; ``--prefer A --over B`` rules B's answer out (and, with two labels,
+    makes A's the label). A verdict on the label wins over a preference on the same call."""
+    verdicts: dict[int, tuple[str | None, str | None]] = {}
+    preferred: dict[int, tuple[str | None, str | None]] = {}
     for f in conn.execute(
-            "SELECT f.call_seq, f.call_id, f.kind, f.label, c.answer, c.labels FROM feedback f "
-            "JOIN calls c ON c.seq = f.call_seq WHERE f.state = ? AND f.kind != 'prefer' "
+            "SELECT f.call_seq, f.call_id, f.kind, f.label, f.prefer, f.over, c.answer, c.labels "
+            "FROM feedback f JOIN calls c ON c.seq = f.call_seq WHERE f.state = ? "
             "ORDER BY f.seq", (CURRENT,)):
+        seq, labels = int(f["call_seq"]), json.loads(f["labels"] or "[]")
+        if f["kind"] == "prefer":
+            said = {r["model"]: r["answer"] for r in conn.execute(
+                "SELECT model, answer FROM replies WHERE call_seq = ? AND status = 'answered' "
+                "AND role IN ('member', 'challenger')", (seq,))}
+            best, worse = said.get(f["prefer"]), said.get(f["over"]) if f["over"] else None
+            if best is None or best not in labels:
+                continue
+            if f["over"] is None:
+                preferred[seq] = (best, None)
+            elif worse is not None and worse != best:
+                others = [lab for lab in labels if lab != worse]
+                preferred[seq] = (best, None) if len(others) == 1 else (None, worse)
+            continue
         try:
-            truth, wrong, _ = _verdict(f["kind"], f["answer"], json.loads(f["labels"] or "[]"),
-                                       [], f["label"], None, None, f["call_id"])
+            truth, wrong, _ = _verdict(f["kind"], f["answer"], labels, [], f["label"], None,
+                                       None, f["call_id"])
         except UsageError:  # cannot happen for a row add_feedback wrote
             continue
-        out[int(f["call_seq"])] = (truth, wrong)
+        verdicts[seq] = (truth, wrong)
+    out = dict(preferred)
+    for seq, (truth, wrong) in verdicts.items():
+        if truth is None and seq in preferred:  # a reject ruled one label out; keep the rest
+            p_truth, p_wrong = preferred[seq]
+            truth = p_truth if p_truth != wrong else None
+            wrong = wrong if wrong is not None else p_wrong
+        out[seq] = (truth, wrong)
     return out
 
 

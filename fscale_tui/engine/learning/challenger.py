@@ -29,16 +29,25 @@ Thompson sampling.
 
 **Label-free choice (what the engine uses).** :func:`choose` draws from each model's Beta
 posterior of its accuracy (:mod:`.reliability`, Dawid–Skene over the log; the fleet's draws
-narrow it the same way, keeping its mean), and takes the ``k`` largest draws. ``k``
-(:func:`how_many`) is the number of eligible models still uncertain (posterior sd above
-:data:`EXPLORE_SD`, about 100 rated replies) that could still beat the panel's weakest member,
-at least 1 and at most the ``challengers`` setting: several shadows per call while there is much
-to learn (the first calls, a newly added model), one once every outsider is known.
+narrow it the same way, keeping its mean), and takes the ``k`` largest draws, never-rated models
+first.
+
+**Shadows on a budget** (:func:`plan`). Exploration is a share of spend, not a count per call:
+over the last :data:`BUDGET_WINDOW` calls, the shadow requests may be at most ``shadow_budget``
+(``[learning]``, default 0.1) times the decision requests (:func:`allowance`; the calls are
+shared by every process of one FSCALE_HOME through the coordination backend). They go only to
+outsiders **worth exploring** (:func:`worth_exploring`): not known already (a model with a
+routing profile has a labelled accuracy), learnable on this call (some voter of another family
+is asked: a family's votes never vouch for each other, so a shadow of the panel's only family
+teaches nothing — the embedded local panel), and uncertain where it matters (posterior sd above
+:data:`EXPLORE_SD` and it could still clear the panel's weakest member). When no outsider could
+take a seat, nothing is spent; at most the ``challengers`` setting per call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -47,9 +56,11 @@ from typing import TYPE_CHECKING, Any
 from .ratings import BASE, ModelRating, sigma
 from .reliability import Estimate, prior_estimate
 
-#: A model is still "uncertain" (worth an extra shadow) while its accuracy's posterior sd is above
+#: A model is still "uncertain" (worth a shadow) while its accuracy's posterior sd is above
 #: this: 0.05 is about 100 rated replies of a 50 % model.
 EXPLORE_SD = 0.05
+#: Calls over which ``shadow_budget`` bounds the shadows' share of the decision requests.
+BUDGET_WINDOW = 200
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -90,37 +101,75 @@ def _posterior(model: str, estimates: Mapping[str, Estimate],
     return alpha, beta
 
 
-def how_many(candidates: Iterable[str], estimates: Mapping[str, Estimate], max_k: int,
-             draws: Mapping[str, int] | None = None, explore_sd: float = EXPLORE_SD,
-             bar: float | None = None) -> int:
-    """Shadows for this call: the eligible models still worth learning about, at least 1, at
-    most ``max_k``. Worth it: the posterior sd is above ``explore_sd`` and (given ``bar``, the
-    estimate of the panel's weakest member: the seat an outsider could take) the model could
-    still clear the bar (mean + 2 sd ≥ ``bar``). A model known to be far below needs no more
-    than plain Thompson sampling's occasional draw."""
-    pool = sorted(set(candidates))
-    if not pool or max_k <= 0:
-        return 0
-    uncertain = 0
-    for m in pool:
+def worth_exploring(candidates: Iterable[str], estimates: Mapping[str, Estimate], *,
+                    voters: Iterable[str] = (), family_of: Callable[[str], str] | None = None,
+                    known: Iterable[str] = (), draws: Mapping[str, int] | None = None,
+                    explore_sd: float = EXPLORE_SD, bar: float | None = None) -> list[str]:
+    """The candidates a shadow call would teach something about, sorted.
+
+    - not ``known`` (a routing profile gives a labelled accuracy: nothing to learn label-free);
+    - learnable: one of the call's ``voters`` is of another family (with ``family_of``; the
+      estimate scores a reply only against other families' votes);
+    - uncertain where it matters: posterior sd above ``explore_sd`` and (given ``bar``, the
+      estimate of the weakest seat) mean + 2 sd ≥ ``bar`` — it could still take a seat.
+    """
+    known = set(known)
+    families = {family_of(v) for v in voters} if family_of is not None else None
+    out = []
+    for m in sorted(set(candidates)):
+        if m in known:
+            continue
+        if families is not None and not (families - {family_of(m)}):
+            continue
         alpha, beta = _posterior(m, estimates, draws)
         n = alpha + beta
         sd = (alpha * beta / (n * n * (n + 1.0))) ** 0.5
-        uncertain += sd > explore_sd and (bar is None or alpha / n + 2 * sd >= bar)
-    return max(1, min(max_k, uncertain, len(pool)))
+        if sd > explore_sd and (bar is None or alpha / n + 2 * sd >= bar):
+            out.append(m)
+    return out
+
+
+def allowance(window: Iterable[tuple[int, int]], share: float, reserved: int = 0,
+              size: int = BUDGET_WINDOW) -> int:
+    """Shadow requests a new call may start: ``share`` × the decision requests of the last
+    ``size - 1`` calls (``window``: ``(decision, shadow)`` per call, oldest first), minus the
+    shadows they and the ``reserved`` in-flight calls already spent. Checked before every call,
+    so every run of ``size`` consecutive calls keeps shadows ≤ ``share`` × decisions (an
+    in-flight call's own decisions count as none: conservative)."""
+    if share <= 0:
+        return 0
+    recent = list(window)[-(size - 1):] if size > 1 else []
+    decision = sum(d for d, _ in recent)
+    shadow = sum(x for _, x in recent) + reserved
+    return max(0, math.floor(share * decision - shadow + 1e-9))
+
+
+def plan(candidates: Iterable[str], estimates: Mapping[str, Estimate], *, budget: int,
+         max_k: int, rng: random.Random | None = None, **worth: Any) -> list[str]:
+    """The shadows of one call: at most ``budget`` (:func:`allowance`) and ``max_k`` (the
+    ``challengers`` setting) of the outsiders :func:`worth_exploring` (``worth``: its keyword
+    arguments), chosen by :func:`choose`. Empty when nothing is worth it or nothing is left."""
+    k = min(int(budget), int(max_k))
+    if k <= 0:
+        return []
+    pool = worth_exploring(candidates, estimates, **worth)
+    return choose(pool, estimates, min(k, len(pool)), rng, draws=worth.get("draws"))
 
 
 def choose(candidates: Iterable[str], estimates: Mapping[str, Estimate], k: int,
            rng: random.Random | None = None,
            draws: Mapping[str, int] | None = None) -> list[str]:
-    """Thompson sampling on the Beta posteriors: the ``k`` models with the largest draws."""
+    """Thompson sampling on the Beta posteriors: the ``k`` models with the largest draws;
+    models never rated nor drawn (newly added) come first."""
     rng = rng or random.Random()
     scored = []
     for m in sorted(set(candidates)):
         alpha, beta = _posterior(m, estimates, draws)
-        scored.append((rng.betavariate(alpha, beta), m))
+        e = estimates.get(m)
+        new = (e is None or e.replies == 0) and not (draws and draws.get(m))
+        scored.append((new, rng.betavariate(alpha, beta), m))
     scored.sort(reverse=True)
-    return [m for _, m in scored[:max(0, k)]]
+    return [m for _, _, m in scored[:max(0, k)]]
 
 
 def eligible(models: Iterable["ModelConfig"], *, exclude: Iterable[str],

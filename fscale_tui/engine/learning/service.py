@@ -134,7 +134,7 @@ class CallLog:
             elapsed_s=result.elapsed_s, calls_made=result.calls_made, replies=replies,
             extra={"strategy": result.strategy, "winner_index": result.winner_index,
                    "judges": list(result.judges), "item_id": request.item_id,
-                   "usage": result.usage}),
+                   "usage": result.usage, "spend": result.spend.to_dict()}),
             learn=False)
 
     # -- ratings snapshot for the engine ----------------------------------------------------

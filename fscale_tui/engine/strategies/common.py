@@ -20,6 +20,7 @@ from ..client import RequestCounter
 from ..config import ModelConfig
 from ..errors import ExitCode, exit_code_for, ProviderError, UsageError
 from ..events import Event
+from ..spend import Part, Spend
 
 if TYPE_CHECKING:
     from ..session import Engine
@@ -177,7 +178,15 @@ class GenerateResult:
     def exit_code(self) -> ExitCode:
         return exit_code_for(self.status)
 
+    @property
+    def spend(self) -> Spend:
+        """Every request of a generate call decides (generators and judges): no shadow."""
+        u = self.usage
+        return Spend(Part(self.calls_made, int(u.get("prompt_tokens") or 0),
+                          int(u.get("completion_tokens") or 0), u.get("cost_usd")))
+
     def to_dict(self) -> dict[str, Any]:
+        spend = self.spend.to_dict()
         return {
             "schema": 1, "id": self.id, "item_id": self.item_id,
             "strategy": self.strategy, "status": self.status,
@@ -189,6 +198,7 @@ class GenerateResult:
             "calls_made": self.calls_made, "total_calls": self.calls_made,
             "usage": {k: v for k, v in self.usage.items() if k != "cost_usd"},
             "cost_usd": self.usage.get("cost_usd"),
+            "cost_usd_total": spend["cost_usd_total"], "spend": spend,
             "elapsed_s": round(self.elapsed_s, 4),
             "generators": self.generators, "judges": self.judges,
             "judges_independent": self.judges_independent, "steps": self.steps,
