@@ -41,7 +41,8 @@ def test_a_bad_value_in_defaults_names_its_line(server, fscale_home):
     line = text.splitlines().index('k = "three"') + 1
     proc = run_cli("scale", "q?", "-a", "YES,NO")
     assert proc.returncode == 2
-    assert proc.stderr.startswith(f"fscale: error: {path}:{line}: [defaults] k = 'three'")
+    assert proc.stderr.startswith(f"fscale: error: {path}:{line}: [defaults] k must be")
+    assert "not \"three\"" in proc.stderr
     assert "whole number" in proc.stderr and len(proc.stderr.splitlines()) == 1
 
 

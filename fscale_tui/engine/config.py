@@ -184,7 +184,7 @@ def _convert(setting: Setting, raw: Any, origin: str | Callable[[], str], *,
         low, high = SETTING_BOUNDS.get(setting.name, (None, None))
         bounds = f" from {low:g} to {high:g}" if low is not None and high is not None else \
             f" of at least {low:g}" if low is not None else ""
-        raise ConfigError(f"{origin() if callable(origin) else origin}: {setting.name} must be "
+        raise ConfigError(f"{origin() if callable(origin) else origin} {setting.name} must be "
                           f"{_TYPE_WORDS.get(setting.type, setting.type.__name__)}{bounds}, "
                           f"not {describe(raw)}") from None
 
@@ -611,10 +611,10 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None,
         table = _table(doc, setting.table, cfg_path)
         if name in table:
             values[name] = _convert(setting, table[name], lambda name=name, t=setting.table: _where(
-                cfg_path, _located(cfg_path, [t, name])) + f" [{t}]")
+                cfg_path, _located(cfg_path, [t, name])) + f": [{t}]")
             sources[name] = "config"
         if env.get(setting.env) not in (None, ""):
-            values[name] = _convert(setting, env[setting.env], f"environment {setting.env}",
+            values[name] = _convert(setting, env[setting.env], f"environment {setting.env}:",
                                     text=True)
             sources[name] = "env"
     budget = values["shadow_budget"]
