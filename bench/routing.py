@@ -213,8 +213,9 @@ def run_seed(rs, correct, seed, vectors, categories, k_grid=K_GRID):
 def engine_router(rs, correct, sp, ids, k, smoothing, cost_vec, best, seed):
     """The router as ``fscale route`` runs it: argmin Ψ + λ·cost + the switching penalty
     (``router.switch_penalty``); at λ = 0, and at ``--budget 0.7x`` with λ chosen on val by
-    ``planner.router_curve`` (2-fold cross-fitted, the two λ of its hull around the budget,
-    prompts split between them by the hash of their text), figures on test."""
+    ``planner.router_spend`` / ``spend_mix`` as ``PlanSet.route_budget`` does (the two
+    adjacent λ whose spends on the val prompts, Ψ fitted on every observation, bracket the
+    budget; prompts split between them by the hash of their text), figures on test."""
     models = list(rs.models)
     err = 1.0 - correct
     ev = P.Evidence(models, np.zeros((len(rs.tasks), len(models)), dtype=int),
@@ -235,11 +236,13 @@ def engine_router(rs, correct, sp, ids, k, smoothing, cost_vec, best, seed):
     pick0 = choices(table, ids[test], cost_vec, [0.0])[0]
     acc0 = float(correct[test, pick0].mean())
     fold = np.random.default_rng(seed).permutation(len(sp.val)) % 2
-    curve_pts = P.router_curve(ev, sp.val, [sp.val[fold == f] for f in (0, 1)], psi_without,
-                               cost_vec, smoothing=smoothing)
+    points = P.router_points(ev, sp.val, [sp.val[fold == f] for f in (0, 1)], psi_without,
+                             cost_vec, smoothing=smoothing)
+    spend = P.router_spend(ev, sp.val, psi, counts, cost_vec, [a for _, a in points],
+                           smoothing=smoothing)
     amount = ROUTE_BUDGET * best["cost"]
-    i, j, p = P.mix_for([(c["cost"], c["accuracy"]) for c in curve_pts], amount)
-    la, lb = curve_pts[i]["lambda"], curve_pts[j]["lambda"]
+    mix = P.spend_mix(spend, amount)
+    (la, lb), p = mix["lambdas"], mix["p"]
     texts = [rs.tasks[t].text for t in test]
     first = np.array([P.takes_first(t, p) for t in texts])
     pa, pb = choices(table, ids[test], cost_vec, [la, lb])
