@@ -38,6 +38,9 @@ needs_redis_client = pytest.mark.skipif(
 needs_redis_server = pytest.mark.skipif(
     shutil.which("redis-server") is None,
     reason="needs redis-server (apt-get install redis-server)")
+needs_matplotlib = pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None,
+    reason="needs matplotlib: the [plot] extra (pip install -e '.[plot]')")
 needs_jq = pytest.mark.skipif(shutil.which("jq") is None,
                               reason="needs jq (apt-get install jq)")
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None,

@@ -50,7 +50,7 @@ import pytest
 import tomli_w
 
 from tests.conftest import (HERMETIC_UNSET, REPO, Behaviour, StubOpenAIServer, needs_jq,
-                            needs_local_models)
+                            needs_local_models, needs_matplotlib)
 
 README = REPO / "README.md"
 #: The pages whose examples run, in the order a reader meets them: the README, then docs/.
@@ -156,6 +156,8 @@ def _marks(example: Example) -> list[pytest.MarkDecorator]:
     marks = [needs_local_models] if example.local else []
     if re.search(r"\|\s*jq\b", runnable(example.command)):
         marks.append(needs_jq)
+    if "--png" in runnable(example.command):
+        marks.append(needs_matplotlib)
     return marks
 
 

@@ -15,9 +15,12 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from tests.conftest import STUB_MODELS, Behaviour, mid, run_cli
+from tests.conftest import STUB_MODELS, Behaviour, mid, needs_redis_client, run_cli
 from tests.fake_redis import FakeRedis, array, bulk, integer
 from tests.redis_server import RedisServer, free_port
+
+#: Every test here talks to Redis through the client of the [fleet] extra.
+pytestmark = needs_redis_client
 
 
 def _home(home: Path, server, *, rpm: float = 6000, extra: dict | None = None) -> Path:
