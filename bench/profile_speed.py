@@ -34,7 +34,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "mmlu_pro_replay"
 #: Run inside the checkout under test (cwd): times run_profile only, through the real engine.
 DRIVER = r"""
 import asyncio, json, sys, time
-from fscale_tui.engine.config import load_settings
+from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.routing.profile import run_profile
 from fscale_tui.engine.routing.tasks import load_tasks
 from fscale_tui.engine.session import Engine

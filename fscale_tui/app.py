@@ -20,8 +20,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.theme import Theme
 
-from .engine import storage
-from .engine.paths import Paths
+from .engine.base import storage
+from .engine.base.paths import Paths
 from .screens import SCREENS
 
 #: High-contrast themes: text is never told apart by colour alone (every status also has a label).
@@ -166,7 +166,7 @@ class FscaleApp(App[int]):
         if engine is not None:
             return engine.settings
         if self._settings is None:
-            from .engine.config import load_settings
+            from .engine.catalog.config import load_settings
 
             self._settings = load_settings()
         return self._settings

@@ -22,8 +22,8 @@ def test_modules_that_imported_each_other_no_longer_do():
     import grimp
 
     graph = grimp.build_graph("fscale_tui", exclude_type_checking_imports=True)
-    for a, b in [("fscale_tui.engine.config", "fscale_tui.engine.providers.local.provider"),
-                 ("fscale_tui.engine.config", "fscale_tui.engine.providers"),
+    for a, b in [("fscale_tui.engine.catalog.config", "fscale_tui.engine.providers.local.provider"),
+                 ("fscale_tui.engine.catalog.config", "fscale_tui.engine.providers"),
                  ("fscale_tui.app", "fscale_tui.screens.help")]:
         there = graph.find_shortest_chain(importer=a, imported=b)
         back = graph.find_shortest_chain(importer=b, imported=a)

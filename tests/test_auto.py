@@ -19,7 +19,7 @@ from fscale_tui.engine.routing.cascade import (
     choose_stopping,
     confidence,
 )
-from fscale_tui.engine.voting import Posterior
+from fscale_tui.engine.decide.rules import Posterior
 from tests.conftest import run_cli
 from tests.test_routing import make_tasks, write_replay_setup
 

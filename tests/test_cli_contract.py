@@ -197,9 +197,10 @@ IMPORTS = ("import json, sys\nsys.argv = ['fscale', *sys.argv[1:]]\n"
            "sys.stderr.write('\\nMODULES ' + json.dumps(sorted(sys.modules)) + '\\n')\n")
 #: What a command that asks no model may load from the engine: errors, paths, input parsing,
 #: and the redactor every error line passes (standard library only).
-LIGHT_ENGINE = {"fscale_tui.engine", "fscale_tui.engine.errors", "fscale_tui.engine.paths",
-                "fscale_tui.engine.requests", "fscale_tui.engine.redact",
-                "fscale_tui.engine.output"}  # the output boundary: every write goes through it
+LIGHT_ENGINE = {"fscale_tui.engine", "fscale_tui.engine.base", "fscale_tui.engine.base.errors",
+                "fscale_tui.engine.base.paths",
+                "fscale_tui.engine.requests", "fscale_tui.engine.base.redact",
+                "fscale_tui.engine.base.output"}  # the output boundary: every write goes through it
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"], [], ["config", "path"],

@@ -60,8 +60,8 @@ def test_local_stop_works_with_a_broken_config(fscale_home, tmp_path):
     no configuration (their state files name them)."""
     import time
 
-    from fscale_tui.engine import storage
-    from fscale_tui.engine.paths import Paths
+    from fscale_tui.engine.base import storage
+    from fscale_tui.engine.base.paths import Paths
     from fscale_tui.engine.providers.local import servers
 
     paths = Paths.resolve()

@@ -12,9 +12,9 @@ import time
 import pytest
 
 from fscale_tui import generate, generate_batch
-from fscale_tui.engine.events import (CandidateGenerated, Generated, GenerateStarted, JudgeVoted,
+from fscale_tui.engine.base.events import (CandidateGenerated, Generated, GenerateStarted, JudgeVoted,
                                       StepScored)
-from fscale_tui.engine.generate import GenerateRequest, generate_events
+from fscale_tui.engine.strategies.generate import GenerateRequest, generate_events
 from fscale_tui.engine.session import Engine
 from tests.conftest import Behaviour, mid, write_config
 
@@ -404,7 +404,7 @@ def test_given_candidates_are_judged_without_generation_calls(server, stub_confi
                  early_stop=False)
     assert r.winner_index == 1 and r.winner_model == "fast-b" and r.calls_made == 2
     assert server.count() == 2 and set(r.judges) == {"fast-d", "think-e"}
-    from fscale_tui.engine.errors import UsageError
+    from fscale_tui.engine.base.errors import UsageError
     with pytest.raises(UsageError):
         generate("q", strategy="beam", candidates=["x"])
 
@@ -462,7 +462,7 @@ def test_generate_batch_isolates_bad_items_and_keeps_order(server, stub_config):
 
 
 def test_usage_errors_are_raised_before_any_call(server, stub_config):
-    from fscale_tui.engine.errors import UsageError
+    from fscale_tui.engine.base.errors import UsageError
     with pytest.raises(UsageError):
         generate("q", strategy="nope")
     with pytest.raises(UsageError):

@@ -8,8 +8,8 @@ import sqlite3
 
 import pytest
 
-from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.errors import ExitCode, UsageError
+from fscale_tui.engine.catalog.config import load_settings
+from fscale_tui.engine.base.errors import ExitCode, UsageError
 from fscale_tui.engine.learning import ratings as R
 from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord
 
@@ -116,7 +116,7 @@ def test_repeated_call_ids_are_kept_and_never_picked_silently(store):
 
 
 def test_other_call_kinds_are_logged_without_moving_ratings(fscale_home):
-    from fscale_tui.engine.background import BackgroundWriter
+    from fscale_tui.engine.base.background import BackgroundWriter
     from fscale_tui.engine.learning.service import CallLog
 
     settings = load_settings()
@@ -136,7 +136,7 @@ def _writer(home: str, worker: int, n: int) -> None:
     import os
 
     os.environ["FSCALE_HOME"] = home
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
     from fscale_tui.engine.learning.calllog import LearningStore
 
     with LearningStore.for_settings(load_settings()) as store:

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.errors import ProviderError
+from fscale_tui.engine.catalog.config import load_settings
+from fscale_tui.engine.base.errors import ProviderError
 from fscale_tui.engine.providers.replay import prompt_sha256, replay_lines_from_calls, write_replay_file
 from fscale_tui.engine.routing.profile import ask_model
 from fscale_tui.engine.session import Engine
-from fscale_tui.engine.vote import ScaleRequest, build_messages
+from fscale_tui.engine.decide.vote import ScaleRequest, build_messages
 
 LABELS = ("YES", "NO")
 
@@ -89,7 +89,7 @@ def test_missing_replay_file_is_a_clear_config_error(fscale_home):
     doc = {"providers": {"rec": {"type": "replay", "path": "nope.jsonl"}},
            "models": {"ra": {"provider": "rec", "id": "v/a"}}}
     (fscale_home / "config.toml").write_text(tomli_w.dumps(doc))
-    from fscale_tui.engine.errors import ConfigError
+    from fscale_tui.engine.base.errors import ConfigError
     from fscale_tui.engine.providers.replay import make_adapter
 
     settings = load_settings()

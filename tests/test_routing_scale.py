@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tomllib
 
-from fscale_tui.engine.catalogue import BUILTIN_MODELS, family_of
-from fscale_tui.engine.config import load_settings
+from fscale_tui.engine.catalog.builtins import BUILTIN_MODELS, family_of
+from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.providers.replay import prompt_sha256
 from fscale_tui.engine.routing import profile as P
 from fscale_tui.engine.routing.embed import HashedTfidf

@@ -129,7 +129,7 @@ async def test_form_labels_keep_a_space_before_their_fields(server, stub_config)
 
 
 async def test_picker_hint_and_confirm_dialog_are_not_cut_at_120_columns(server, stub_config):
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
     from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord
     from fscale_tui.screens.modals import FilePicker
 
@@ -155,7 +155,7 @@ async def test_picker_hint_and_confirm_dialog_are_not_cut_at_120_columns(server,
 
 
 async def test_call_detail_says_no_answer_never_none(server, stub_config):
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
     from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord
     from fscale_tui.screens.history import detail_markup
 
@@ -179,7 +179,7 @@ async def test_call_detail_says_no_answer_never_none(server, stub_config):
 
 
 async def test_history_filter_is_left_with_escape_or_down(server, stub_config):
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
     from tests.test_tui_snapshots import seed_call_log
 
     seed_call_log(load_settings())

@@ -107,7 +107,7 @@ def report_click_error(exc: Any) -> NoReturn:
     ctx = getattr(exc, "ctx", None)
     if ctx is not None:
         message += f" (see '{ctx.command_path} --help')"
-    from ..engine import output
+    from ..engine.base import output
 
     output.err.write(f"fscale: error: {message}\n")
     raise typer.Exit(exc.exit_code)
@@ -194,7 +194,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from ..engine import output
+        from ..engine.base import output
 
         output.out.write(f"fscale {__version__}\n")
         raise typer.Exit(0)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..engine.errors import UsageError
+from ..engine.base.errors import UsageError
 
 T = TypeVar("T")
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import typer
 
-from ..engine import output
-from ..engine.errors import ExitCode, UsageError
+from ..engine.base import output
+from ..engine.base.errors import ExitCode, UsageError
 from .common import (engine_facade, guarded, load_settings_for_cli, print_json, run, show_progress,
                      split_list, stderr_console, stdout_console)
 
@@ -292,7 +292,7 @@ def route(
         raise UsageError("give a question or --batch FILE, not both (items carry their context)")
     if batch is None and question is None:
         raise UsageError("missing QUESTION (or --batch FILE)")
-    from ..engine.routing.budget import configured_budget, parse_budget
+    from ..engine.base.budget import configured_budget, parse_budget
 
     if budget is not None and lam is not None:
         raise UsageError("give --lambda or --budget, not both")

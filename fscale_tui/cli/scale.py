@@ -6,8 +6,8 @@ from typing import Any
 
 import typer
 
-from ..engine import output
-from ..engine.errors import UsageError
+from ..engine.base import output
+from ..engine.base.errors import UsageError
 from ..engine.requests import is_auto, parse_k, scale_request, verify_request
 from .common import (guarded, print_json, read_stdin, read_text_file,
                      resolve_context, run, show_progress, split_list, stderr_console,
@@ -37,7 +37,7 @@ def _learning_flags(no_challenger: bool, no_log: bool) -> dict[str, bool]:
 
 def _run_one(request: Any, *, as_json: bool, quiet: bool,
              learning: dict[str, bool] | None = None) -> int:
-    from ..engine.events import Decided
+    from ..engine.base.events import Decided
     from ..engine.session import Engine
     from .render import EventPrinter, StatusPrinter, print_notes
 

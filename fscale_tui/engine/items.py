@@ -22,8 +22,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .errors import UsageError
-from .jsonl import count_items, iter_file_lines
+from .base.errors import UsageError
+from .base.jsonl import count_items, iter_file_lines
 from .requests import MAX_K
 
 #: Bounds on the numbers an item may carry (an item asking for 10**30 tokens is a bad line,
@@ -345,7 +345,7 @@ def scale_from_item(item: ScaleItem, defaults: dict[str, Any]) -> Any:
 
 def generate_from_item(item: GenerateItem, defaults: dict[str, Any]) -> Any:
     """The ``GenerateRequest`` of a decoded item; ``defaults`` are the command's options."""
-    from .generate import GenerateRequest
+    from .strategies.generate import GenerateRequest
 
     item_id = _id_text(item.id)
     opts = {k: v for k, v in defaults.items() if v is not None}

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
+from .base.errors import UsageError
 
 if TYPE_CHECKING:
-    from .vote import ScaleRequest
+    from .decide.vote import ScaleRequest
 
 DEFAULT_VERIFY_QUESTION = (
     "Does the Output contain any claim that is not supported by the Source? "
@@ -64,7 +64,7 @@ def verify_request(source: str, draft: str, *, question: str | None = None,
                    k: int | str | None = None, tie_break: str | None = None,
                    id: str | None = None, stream: bool = False) -> ScaleRequest:
     """A scale request asking whether ``draft`` makes claims ``source`` does not support."""
-    from .vote import ScaleRequest
+    from .decide.vote import ScaleRequest
 
     if not source.strip():
         raise UsageError("the source is empty")
@@ -85,7 +85,7 @@ def scale_request(question: str, answers: str | tuple[str, ...], *, context: str
                   item_id: str | None = None, alpha: float | None = None,
                   budget: str | None = None) -> ScaleRequest:
     """A validated scale request; ``answers`` may be the comma-separated text as typed."""
-    from .vote import ScaleRequest
+    from .decide.vote import ScaleRequest
 
     labels = split_labels(answers) if isinstance(answers, str) else tuple(answers)
     if not labels:
@@ -101,7 +101,7 @@ def scale_request(question: str, answers: str | tuple[str, ...], *, context: str
 
 def generate_request(question: str, **opts: object) -> Any:
     """A validated generate request; options given as None take the request's defaults."""
-    from .generate import GenerateRequest
+    from .strategies.generate import GenerateRequest
 
     request = GenerateRequest(question=question,
                               **{k: v for k, v in opts.items() if v is not None})  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """The engine facade: the only API the CLI and the TUI use (``async with Engine() as e: ...``).
 
 One engine per run owns the settings, the registry, the health store, the shared HTTP client
-(created on first use), the one ask path (:class:`~fscale_tui.engine.ask.Asker`), the call log
+(created on first use), the one ask path (:class:`~fscale_tui.engine.ask.asker.Asker`), the call log
 and one background writer thread. It exposes
 
 - model calls as async event streams and awaitables: ``scale_events``/``scale``/
@@ -24,19 +24,19 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
-from .ask import Asker
-from .background import BackgroundWriter
-from .batch import bounded, final_result
-from .catalog import Catalog
-from .config import ModelConfig, Settings, load_settings
-from .coordination import make_coordination
-from .events import ChallengerAnswered, Decided, Event, Generated, ProbeResult, StageFinished, StageStarted
-from .health import PROBE_MESSAGES, HealthStore
+from .ask.asker import Asker
+from .base.background import BackgroundWriter
+from .base.batch import bounded, final_result
+from .catalog.service import Catalog
+from .catalog.config import ModelConfig, Settings, load_settings
+from .wire.coordination import make_coordination
+from .base.events import ChallengerAnswered, Decided, Event, Generated, ProbeResult, StageFinished, StageStarted
+from .ask.health import PROBE_MESSAGES, HealthStore
 from .learning.service import CallLog
-from .registry import Registry
-from .vote import (ScaleRequest, ScaleResult, StageOutcome, Vote, VoteRunner, build_messages,
+from .catalog.registry import Registry
+from .decide.vote import (ScaleRequest, ScaleResult, StageOutcome, Vote, VoteRunner, build_messages,
                    new_call_id, result_from)
-from .voting import Majority
+from .decide.rules import Majority
 
 
 class Engine:
@@ -117,7 +117,7 @@ class Engine:
         """The shared HTTP client, created on first use (commands that ask no model never
         import the HTTP stack)."""
         if self._client is None:
-            from .client import ChatClient
+            from .wire.client import ChatClient
 
             self._client = ChatClient(self.settings, transport=self._transport,
                                       on_status=self.on_status,
@@ -127,7 +127,7 @@ class Engine:
     def warm(self) -> None:
         """Do the slow one-time set-up (the HTTP stack's imports, the TLS context) now, e.g.
         in a view's thread worker, so that the first question does not wait on the loop."""
-        from .wire import ssl_context
+        from .wire.http import ssl_context
 
         ssl_context()
 
@@ -168,7 +168,7 @@ class Engine:
     def _auto_plan(self, request: ScaleRequest, tie_break: str, labels: int) -> Any:
         """The ``-k auto`` plan of one request (one at a time: the embedder's cache and
         client are shared)."""
-        from .routing.budget import configured_budget, parse_budget
+        from .base.budget import configured_budget, parse_budget
 
         budget = (parse_budget(request.budget) if request.budget is not None
                   else None if request.alpha is not None else configured_budget(self.settings))
@@ -203,7 +203,7 @@ class Engine:
         labels = request.labels
         messages = build_messages(request.question, labels, request.context)
         tie_break = request.tie_break or self.settings.get("tie_break")
-        from .client import RequestCounter
+        from .wire.client import RequestCounter
 
         counter = RequestCounter()
         used: set[str] = set()
@@ -371,7 +371,7 @@ class Engine:
             try:
                 ledger.record([entry])
             except Exception as exc:  # a spend ledger we cannot write must not stop the call
-                from . import storage
+                from .base import storage
 
                 storage.warnings.append(f"warning: the spend ledger was not written "
                                         f"({type(exc).__name__}: {exc})")
@@ -401,7 +401,7 @@ class Engine:
         from .learning.challenger import BUDGET_WINDOW, allowance, eligible, plan
 
         if self._spend is None:
-            from .coordination import SpendWindow
+            from .wire.coordination import SpendWindow
 
             self._spend = SpendWindow(self.coordination.spend, BUDGET_WINDOW)
         # Embedded local models only challenge local panels: starting a llama.cpp server for a
@@ -426,7 +426,7 @@ class Engine:
             return []
         # The snapshot is read in a thread (a few ms, at most once a second per engine).
         if self._draws is None:
-            from .coordination import SharedView
+            from .wire.coordination import SharedView
 
             self._draws = SharedView(self.coordination.draws.load)
         draws = await asyncio.to_thread(self._draws.get) if self._draws._data is None \
@@ -450,7 +450,7 @@ class Engine:
     def _launch_shadows(self, aliases: list[str], call_id: str, messages: list[dict[str, str]],
                         labels: tuple[str, ...], ask_kwargs: dict[str, Any]) -> Any:
         """Ask the shadows (a ``learning.challenger.Shadows``: collected after the decision)."""
-        from .client import RequestCounter
+        from .wire.client import RequestCounter
         from .learning.challenger import Shadows
 
         counter = RequestCounter()
@@ -482,7 +482,7 @@ class Engine:
     # -- generate ----------------------------------------------------------------------------
     async def generate_events(self, request: Any) -> AsyncIterator[Event]:
         """One generate call's events (the last is ``Generated``); the call is logged."""
-        from .generate import generate_events
+        from .strategies.generate import generate_events
 
         async for event in generate_events(self, request):
             if isinstance(event, Generated):
@@ -527,7 +527,7 @@ class Engine:
 
     async def refresh_catalogue(self) -> dict[str, Any]:
         """Ask each usable provider's /models; report catalogue entries that are gone."""
-        from .errors import ProviderError
+        from .base.errors import ProviderError
 
         report: dict[str, Any] = {}
         for name, provider in self.settings.providers.items():

@@ -17,7 +17,7 @@ from textual.containers import Horizontal, HorizontalScroll, Vertical
 from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
-from ..engine.errors import FscaleError
+from ..engine.base.errors import FscaleError
 from ..messages import EngineEvent, SettingsChanged
 from ..widgets.table import FillTable
 from ..widgets.votes import DecisionBanner, first_lines
@@ -55,7 +55,7 @@ class CandidateCard(Static):
         lat = f"{latency_s:.2f}s" if latency_s else ""
         self._facts = [x for x in (f"answer {answer}" if answer else "", lat) if x]
         self.border_subtitle = " · ".join(self._facts)
-        from ..engine.redact import redact
+        from ..engine.base.redact import redact
 
         text = redact(text) or ""
         lines = text.strip().splitlines()[:40] if text else []
@@ -156,9 +156,9 @@ class GenerateScreen(FscaleScreen):
         self.action_run()
 
     def build_request(self) -> Any:
-        from ..engine.generate import GenerateRequest
+        from ..engine.strategies.generate import GenerateRequest
         from ..engine.requests import parse_k
-        from ..engine.vote import new_call_id
+        from ..engine.decide.vote import new_call_id
 
         request = GenerateRequest(
             question=self.query_one("#gen-question", Input).value,
@@ -219,7 +219,7 @@ class GenerateScreen(FscaleScreen):
         """Render one event of the current run."""
         if message.run != self.run_no:
             return
-        from ..engine import events as ev
+        from ..engine.base import events as ev
 
         event = message.event
         banner = self.query_one(DecisionBanner)

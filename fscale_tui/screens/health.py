@@ -16,7 +16,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
-from ..engine.errors import FscaleError
+from ..engine.base.errors import FscaleError
 from ..messages import EngineEvent, SettingsChanged
 from ..widgets.table import FillTable
 from .base import FscaleScreen

@@ -21,7 +21,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
-from ..engine.errors import FscaleError
+from ..engine.base.errors import FscaleError
 from ..widgets.table import FillTable
 from ..widgets.votes import first_lines
 from .base import FscaleScreen

@@ -18,7 +18,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
-from ..engine.errors import FscaleError
+from ..engine.base.errors import FscaleError
 from ..messages import SettingsChanged
 from ..widgets.evidence import accuracy_text, elo_text
 from .base import FscaleScreen

@@ -17,7 +17,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from ..engine.errors import FscaleError
+from ..engine.base.errors import FscaleError
 from ..messages import SettingsChanged
 from ..widgets.evidence import accuracy_text
 from ..widgets.table import FillTable

@@ -3,7 +3,7 @@
 Vote members, the shadow challenger, ``-k auto`` stages, profiling and calibration, generate's
 generators and judges, and health probes all call :meth:`Asker.ask` (one model, one request) or
 :meth:`Asker.ask_seat` (a panel seat: the model, or a substitute when it is down or fails).
-Below it, :class:`~fscale_tui.engine.client.ChatClient` is the only code that builds a chat
+Below it, :class:`~fscale_tui.engine.wire.client.ChatClient` is the only code that builds a chat
 request and sends it (rate limit, concurrency cap, retries, deadline). Here:
 
 - **replies become votes or text** in one place (:meth:`Reply.fill`): reasoning is split off,
@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ModelConfig, Settings
-from .errors import ProviderError
-from .events import Event, MemberSubstituted, VoteDelta, VoteFailed, VoteReceived, VoteStarted
+from ..catalog.config import ModelConfig, Settings
+from ..base.errors import ProviderError
+from ..base.events import Event, MemberSubstituted, VoteDelta, VoteFailed, VoteReceived, VoteStarted
 from .parsing import parse_reply, split_reasoning
 
 #: Failures after which a seat goes to a substitute rather than just counting as failed.

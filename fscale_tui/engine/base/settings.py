@@ -28,7 +28,7 @@ class ProviderConfig:
 
     def usable(self, env: dict[str, str] | None = None) -> bool:
         """Can it be used here? Its provider type decides (key set, runtime installed, ...)."""
-        from .providers import usable
+        from ..providers import usable
 
         return usable(self, env)
 

@@ -46,11 +46,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import storage
-from .catalogue import BUILTIN_MODELS, BUILTIN_PANELS, BUILTIN_PROVIDERS, TIERS
-from .errors import ConfigError
-from .entries import ModelConfig, ProviderConfig
-from .paths import Paths
+from ..base import storage
+from .builtins import BUILTIN_MODELS, BUILTIN_PANELS, BUILTIN_PROVIDERS, TIERS
+from ..base.errors import ConfigError
+from ..base.settings import ModelConfig, ProviderConfig
+from ..base.paths import Paths
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def _convert(setting: Setting, raw: Any, origin: str | Callable[[], str], *,
     in TOML is a string (TOML has true), ``FSCALE_CHALLENGER=banana`` is not false."""
     import msgspec
 
-    from .items import describe
+    from ..items import describe
 
     value = raw
     try:
@@ -223,7 +223,7 @@ def _decode_table(fields: dict[str, Any], kind: str, name: str, path: Path) -> N
     a ``ConfigError`` naming ``file:LINE``, the key, what it must be and what it is."""
     import msgspec
 
-    from .items import describe
+    from ..items import describe
 
     provider_schema, model_schema = _schemas()
     schema, types = (provider_schema, _PROVIDER_TYPES) if kind == "providers" else \
@@ -411,7 +411,7 @@ def read_user_config(path: Path) -> dict[str, Any]:
 def check_no_secrets(doc: dict[str, Any], text: str | TomlIndex, path: Path) -> None:
     """Refuse a literal secret anywhere in config.toml (never printing it). Linear in the size
     of the file: the line of a value is looked up only when it is refused."""
-    from .redact import looks_like_secret, url_secrets
+    from ..base.redact import looks_like_secret, url_secrets
 
     index = text if isinstance(text, TomlIndex) else TomlIndex(text)
 
@@ -478,7 +478,7 @@ def warn_unknown_keys(doc: dict[str, Any], text: str | TomlIndex, path: Path) ->
             line = _table_line(text, key) or _line_of(text, key)
             _warn(f"{_where(path, line)}: unknown table or key [{key}] ignored"
                   f"{_suggest(key, TOP_LEVEL_KEYS)}")
-    from . import providers as provider_types
+    from .. import providers as provider_types
 
     provider_options, model_options = provider_types.option_keys()
     kinds = {"providers": PROVIDER_KEYS + provider_options, "models": MODEL_KEYS + model_options}
@@ -529,7 +529,7 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None,
     providers = {name: ProviderConfig(name=name, builtin=True, **fields)
                  for name, fields in BUILTIN_PROVIDERS.items()}
     # Provider types add their own built-in entries (e.g. the embedded local models).
-    from . import providers as provider_types
+    from .. import providers as provider_types
 
     extra_providers, extra_models, extra_panels = provider_types.builtins()
     providers.update(extra_providers)
@@ -597,8 +597,8 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None,
 
     routing = _table(doc, "routing", cfg_path)
     if routing.get("budget") not in (None, ""):
-        from .errors import UsageError
-        from .routing.budget import parse_budget
+        from ..base.errors import UsageError
+        from ..base.budget import parse_budget
 
         try:
             parse_budget(routing["budget"], option="budget")
@@ -626,7 +626,7 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None,
     # Every configured key variable's value is removed from all text fscale prints or stores.
     # So are the credentials of the Redis URL (``:pass@``, ``?password=``) and the value of any
     # environment variable whose name says it holds a secret (OPENAI_API_KEY, HF_TOKEN, ...).
-    from .redact import register_secrets, register_url_secrets
+    from ..base.redact import register_secrets, register_url_secrets
 
     register_secrets(p.api_key(env) for p in providers.values())
     register_url_secrets(env.get("FSCALE_REDIS_URL"))

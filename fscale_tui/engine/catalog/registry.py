@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from .catalogue import DEFAULT_PANEL_ORDER
+from .builtins import DEFAULT_PANEL_ORDER
 from .config import ModelConfig, Settings
-from .errors import NoProviderError, UsageError
+from ..base.errors import NoProviderError, UsageError
 
 NO_PROVIDER_HELP = (
     "no usable provider: set NVIDIA_API_KEY (NVIDIA NIM) or GITHUB_TOKEN (GitHub Models), "
@@ -74,7 +74,7 @@ class Registry:
 
     def default_panel(self) -> list[str]:
         """The first built-in panel whose provider is usable (local models last)."""
-        from .providers import fallback_panels
+        from ..providers import fallback_panels
 
         order = list(DEFAULT_PANEL_ORDER) + fallback_panels()
         for provider, panel in order:

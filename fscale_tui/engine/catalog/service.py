@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ModelConfig, Settings, update_user_config
-from .errors import NoProviderError, UsageError
+from ..base.errors import NoProviderError, UsageError
 
 
 class Catalog:

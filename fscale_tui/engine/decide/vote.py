@@ -1,9 +1,9 @@
 """scale(): k models vote on a label, with early decision and substitution (design §5).
 
 A :class:`VoteRunner` runs one *stage*: its members are asked at once through the one ask path
-(:meth:`~fscale_tui.engine.ask.Asker.ask_seat`: substitution of dead or failing members,
+(:meth:`~fscale_tui.engine.ask.asker.Asker.ask_seat`: substitution of dead or failing members,
 health, events). After each seat is settled the stage's voting rule
-(:mod:`~fscale_tui.engine.voting`) is asked whether the outcome can still change; once it
+(:mod:`~fscale_tui.engine.decide.rules`) is asked whether the outcome can still change; once it
 cannot, the remaining requests are cancelled (their tasks are cancelled, so their HTTP
 connections close). A plain ``scale`` call is one stage whose outcome is the winner; a
 ``-k auto`` call (``routing.cascade``) is several stages whose outcome is "accept" or
@@ -19,13 +19,13 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ask import Asker, Reply
-from .prompts import build_messages  # noqa: F401 - the vote prompt, re-exported
-from .config import ModelConfig
-from .errors import ExitCode, UsageError, exit_code_for
-from .events import Cancelled, Event
-from .spend import Spend
-from .voting import TIE_BREAKS, Ballot, Tally, VotingRule
+from ..ask.asker import Asker, Reply
+from ..base.prompts import build_messages  # noqa: F401 - the vote prompt, re-exported
+from ..catalog.config import ModelConfig
+from ..base.errors import ExitCode, UsageError, exit_code_for
+from ..base.events import Cancelled, Event
+from ..base.spend import Spend
+from .rules import TIE_BREAKS, Ballot, Tally, VotingRule
 
 #: A member's vote in a result is the reply the one ask path produced.
 Vote = Reply
@@ -87,7 +87,7 @@ class ScaleRequest:
         if self.budget is not None:
             if not self.auto:
                 raise UsageError("--budget works with -k auto only (the planner spends it)")
-            from .routing.budget import parse_budget
+            from ..base.budget import parse_budget
 
             parse_budget(self.budget)
         if self.k is not None and not self.auto and self.k < 1:

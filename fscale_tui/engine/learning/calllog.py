@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
-from ..redact import redact
+from ..base.errors import UsageError
+from ..base.redact import redact
 from . import ratings as R
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ OPENED: set[Path] = set()
 
 def _move_db_aside(path: Path, reason: str) -> None:
     """Move a broken database and its -wal/-shm/-journal files aside, with a warning."""
-    from .. import storage
+    from ..base import storage
 
     for suffix in ("-wal", "-shm", "-journal"):  # they belong to the broken file
         side = path.with_name(path.name + suffix)
@@ -178,7 +178,7 @@ def is_damage(exc: BaseException) -> bool:
 def quarantine_damaged(paths: Iterable[Path] | None = None) -> list[Path]:
     """Damage found *after* opening (a malformed page): move aside every call log this process
     opened (or ``paths``) that fails SQLite's ``quick_check``, so a fresh one is started."""
-    from .. import storage
+    from ..base import storage
 
     moved = []
     for path in sorted(OPENED if paths is None else paths):
@@ -301,7 +301,7 @@ class LearningStore:
         re-checked under the file's cross-process lock, so two processes that both find it broken
         move it aside once and then share the fresh file.
         """
-        from .. import storage
+        from ..base import storage
 
         if self.readonly or str(self.path) == ":memory:":
             return self._open()
@@ -323,7 +323,7 @@ class LearningStore:
             return self._open()
 
     def _open(self) -> sqlite3.Connection:
-        from .. import storage
+        from ..base import storage
 
         conn = storage.open_sqlite(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                    readonly=self.readonly)
@@ -527,7 +527,7 @@ class LearningStore:
                      "calls_made": row["calls_made"], "decided_early": bool(row["decided_early"]),
                      "extra": json.loads(row["extra"] or "{}")})
         # What the call spent (decision + shadows); older logs: from the flat figures.
-        from ..spend import Spend
+        from ..base.spend import Spend
 
         extra = item["extra"] if isinstance(item["extra"], dict) else {}
         item["spend"] = Spend.from_dict(extra.get("spend") or {

@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import storage
-from ..background import BackgroundWriter
-from ..errors import ExitCode, FscaleError
+from ..base import storage
+from ..base.background import BackgroundWriter
+from ..base.errors import ExitCode, FscaleError
 from .calllog import (CallRecord, LearningStore, ReplyRecord, is_damage, quarantine_damaged,
                       record_from_scale)
 from .ratings import ModelRating
@@ -69,7 +69,7 @@ class CallLog:
         model = self.settings.models.get(alias)
         if model is not None and model.family:
             return str(model.family)
-        from ..catalogue import family_of
+        from ..catalog.builtins import family_of
 
         return family_of(alias)
 

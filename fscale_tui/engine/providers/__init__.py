@@ -45,7 +45,7 @@ def provider_types() -> dict[str, ModuleType]:
 
 
 def module_for(kind: str) -> ModuleType:
-    from ..errors import ConfigError
+    from ..base.errors import ConfigError
 
     module = provider_types().get(kind)
     if module is None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ..base.errors import UsageError
 
 #: Candidates accepting fewer items than this are not tested (their bound would fail anyway,
 #: and failing at a tiny top bin would stop the scan before the useful thresholds).

@@ -25,7 +25,7 @@ A cascade is a list of stages, cheapest first. A stage is written as
 - a panel name from config.toml (``strong``), or
 - model aliases joined by ``+`` (``fast-a+fast-b+slow-c``).
 
-At run time every stage is a vote of the same :class:`~fscale_tui.engine.vote.VoteRunner`
+At run time every stage is a vote of the same :class:`~fscale_tui.engine.decide.vote.VoteRunner`
 that ``scale`` uses (the engine runs them: early decision, substitution, health, events, one
 logged call): a model already asked by an earlier stage is not asked again, its vote is
 reused. Each stage's confidence c(x) comes from its voting rule (:mod:`..voting`):
@@ -53,9 +53,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import storage
-from ..errors import UsageError
-from ..voting import DEFAULT_SPREAD, VotingRule, rule_for
+from ..base import storage
+from ..base.errors import UsageError
+from ..decide.rules import DEFAULT_SPREAD, VotingRule, rule_for
 from .calibrate import CascadeCalibrator, StageCalibration, calibrate_cascade
 from .profile import load_router
 from .router import Router, routing_dir
@@ -399,7 +399,7 @@ class Cascade:
         models ordered by price per unit of evidence on the prompt's cluster; stage k asks the
         first k+1 with the escalation-aware reliabilities of stage k and stops at τ; the last
         stage always answers."""
-        from ..voting import Posterior
+        from ..decide.rules import Posterior
         from .planner import evidence_order, shifted
 
         choice = plans.choose(budget)
@@ -505,7 +505,7 @@ async def stage_vote(engine: Any, stage: StagePlan, labels: tuple[str, ...],
                      task_id: str | None = None, counter: Any = None) -> tuple[Any, list[Any]]:
     """Every member of a stage votes (no early stop, no substitute: calibration measures the
     stage exactly as specified); -> (tally, the stage's new votes)."""
-    from ..vote import VoteRunner
+    from ..decide.vote import VoteRunner
 
     runner = VoteRunner(engine.asker, stage.members, labels, messages, call_id=call_id,
                         rule=stage.rule, threshold=None, prior=prior, early=False,
@@ -525,8 +525,8 @@ async def calibrate_on_tasks(engine: Any, tasks: Sequence[Task], stages: Sequenc
     costs nothing). Stage s is only run on the items no earlier stage accepted (votes are
     reused), so calibration costs about what the cascade will cost at run time.
     """
-    from ..client import RequestCounter
-    from ..prompts import build_messages
+    from ..wire.client import RequestCounter
+    from ..base.prompts import build_messages
 
     if signal not in SIGNALS:
         raise UsageError(f"--signal must be one of {', '.join(SIGNALS)}")
@@ -723,10 +723,10 @@ async def calibrate_adaptive_on_tasks(engine: Any, tasks: Sequence[Task], *, max
     threshold τ and the number of stages (the best accuracy within ``budget`` calls per item)
     and keep each item's per-stage confidence for ``--alpha`` at run time. With ``alpha``,
     the thresholds for it are calibrated now and stored (then ``-k auto`` abstains)."""
-    from ..client import RequestCounter
-    from ..prompts import build_messages
+    from ..wire.client import RequestCounter
+    from ..base.prompts import build_messages
 
-    from .budget import Budget, parse_budget
+    from ..base.budget import Budget, parse_budget
 
     if max_calls < 1:
         raise UsageError("--max-calls must be at least 1")

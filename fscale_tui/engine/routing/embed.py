@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ..base.errors import UsageError
 
 DEFAULT_EMBEDDING = "hashed-tfidf"
 DIM = 4096
@@ -157,7 +157,7 @@ class EmbeddingCache:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            from .. import storage
+            from ..base import storage
 
             conn = storage.open_sqlite(self.path, timeout=60.0, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=60000")

@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import storage
-from ..config import ModelConfig
-from ..errors import UsageError
+from ..base import storage
+from ..catalog.config import ModelConfig
+from ..base.errors import UsageError
 from .router import (ClusterModel, Router, choose_smoothing, read_knobs, router_from_assignments,
                      routing_dir, write_knobs)
 from .tasks import Task

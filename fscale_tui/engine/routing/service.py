@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..base.errors import UsageError
 from .profile import ProfileStore, load_router, summarize, tune_smoothing
 from .router import ClusterModel, describe, read_knobs, routing_dir
 from .tasks import load_tasks

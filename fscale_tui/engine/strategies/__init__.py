@@ -47,7 +47,7 @@ class Strategy:
 _REGISTRY: dict[str, Strategy] = {}
 _LOADED = False
 #: modules of this package that hold no strategy
-_SUPPORT = {"common", "ballots"}
+_SUPPORT = {"common", "generate"}
 
 
 def register(name: str, summary: str, *, default_k: int | None = None, judges: int | str = 2,

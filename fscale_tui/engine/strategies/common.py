@@ -14,13 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..answers import asks_for_number, final_answer
-from ..ask import Reply
-from ..client import RequestCounter
-from ..config import ModelConfig
-from ..errors import ExitCode, exit_code_for, ProviderError, UsageError
-from ..events import Event
-from ..spend import Part, Spend
+from ..decide.answers import asks_for_number, final_answer
+from ..ask.asker import Reply
+from ..wire.client import RequestCounter
+from ..catalog.config import ModelConfig
+from ..base.errors import ExitCode, exit_code_for, ProviderError, UsageError
+from ..base.events import Event
+from ..base.spend import Part, Spend
 
 if TYPE_CHECKING:
     from ..session import Engine

@@ -36,13 +36,13 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from .answers import answers_match, gold_answer
-from .spend import Part
-from .events import Event, GenerateStarted, Generated
-from .strategies import strategies
-from .strategies.common import (Candidate, GenerateRequest, GenerateResult, JudgeVote, Run,
+from ..decide.answers import answers_match, gold_answer
+from ..base.spend import Part
+from ..base.events import Event, GenerateStarted, Generated
+from . import strategies
+from .common import (Candidate, GenerateRequest, GenerateResult, JudgeVote, Run,
                                 pick_generators, pick_judges)
-from .vote import new_call_id
+from ..decide.vote import new_call_id
 
 __all__ = ["GenerateRequest", "GenerateResult", "Candidate", "JudgeVote", "generate_events"]
 

@@ -36,10 +36,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field, replace
 
-from ..answers import extract_answer
-from ..config import ModelConfig
-from ..errors import ProviderError
-from ..events import CandidateGenerated, StepScored
+from ..decide.answers import extract_answer
+from ..catalog.config import ModelConfig
+from ..base.errors import ProviderError
+from ..base.events import CandidateGenerated, StepScored
 from . import register
 from .common import Candidate, GenerateResult, Run, answer_of, visible_text
 from .selection import _result, verify_score

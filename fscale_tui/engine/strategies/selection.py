@@ -18,10 +18,10 @@ import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 
-from ..config import ModelConfig
-from ..errors import ProviderError
-from ..events import CandidateFailed, CandidateGenerated, JudgeVoted
-from .ballots import (SCORE_LABELS, choice_labels, judge_messages, p_yes, parse_choice,
+from ..catalog.config import ModelConfig
+from ..base.errors import ProviderError
+from ..base.events import CandidateFailed, CandidateGenerated, JudgeVoted
+from ..decide.judgments import (SCORE_LABELS, choice_labels, judge_messages, p_yes, parse_choice,
                       parse_score, score_messages, usc_messages, yes_messages, yes_no)
 from . import register
 from .common import Candidate, GenerateResult, JudgeVote, Run, answer_of, visible_text

@@ -27,11 +27,11 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from .config import ModelConfig, ProviderConfig, Settings
-from .errors import ProviderError
+from ..catalog.config import ModelConfig, ProviderConfig, Settings
+from ..base.errors import ProviderError
 from .ratelimit import SendLimiter, make_limiter
-from .redact import redact, register_secrets
-from .wire import ConnectionDropped, make_client
+from ..base.redact import redact, register_secrets
+from .http import ConnectionDropped, make_client
 
 RETRYABLE = {"rate_limited", "server", "timeout", "network"}
 USER_AGENT = "fscale"
@@ -172,7 +172,7 @@ class ChatClient:
                 register_secrets([key])  # a server echoing it back cannot put it in an error text
                 headers["Authorization"] = _api_key_header(cfg, key)
             # The provider type's module (engine/providers/) gives the adapter, if any.
-            from .providers import make_adapter
+            from ..providers import make_adapter
 
             adapter = make_adapter(cfg, self.settings)
             if hasattr(adapter, "on_status"):

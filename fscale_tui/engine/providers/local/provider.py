@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 from .weights import BUILTIN_WEIGHTS, weights_installed
 
 if TYPE_CHECKING:
-    from ...config import Settings
-    from ...entries import ModelConfig, ProviderConfig
+    from ...catalog.config import Settings
+    from ...base.settings import ModelConfig, ProviderConfig
 
 TYPE = PROVIDER = "local"
 #: Server settings in [providers.local] / [models.X], and where a model's weights come from.
@@ -85,14 +85,14 @@ SERVER_SETTINGS: dict[str, tuple[str, type, Any]] = {
 
 # -- the integration contract with config.py / registry.py ------------------------------------
 def builtin_providers() -> dict[str, ProviderConfig]:
-    from ...entries import ProviderConfig
+    from ...base.settings import ProviderConfig
 
     return {PROVIDER: ProviderConfig(name=PROVIDER, base_url="", type="local", concurrency=4,
                                      builtin=True)}
 
 
 def builtin_models() -> dict[str, ModelConfig]:
-    from ...entries import ModelConfig
+    from ...base.settings import ModelConfig
 
     return {
         alias: ModelConfig(alias=alias, provider=PROVIDER, id=weights, tier="fast", family="qwen",
@@ -200,7 +200,7 @@ def label_grammar(labels: tuple[str, ...], reasoning: str | None = None,
     if reasoning is None:
         return "root ::= " + answer
     if reasoning not in REASONING_MODES:
-        from ...errors import ConfigError
+        from ...base.errors import ConfigError
 
         raise ConfigError(f"local model option reasoning = {reasoning!r}: expected one of "
                           + ", ".join(REASONING_MODES))
@@ -232,7 +232,7 @@ def server_setting(key: str, provider: ProviderConfig, model: ModelConfig | None
     try:
         return kind(raw)
     except (TypeError, ValueError):
-        from ...errors import ConfigError
+        from ...base.errors import ConfigError
 
         raise ConfigError(f"local server setting {key} = {raw!r} is not a valid {kind.__name__}") from None
 
@@ -258,7 +258,7 @@ def prepare_weights(model: ModelConfig, settings: Settings,
                     cancelled: Callable[[], bool] | None = None) -> None:
     """Join a built-in model's weights now if they are not in the cache yet, reporting the
     bytes as ``Preparing`` events (what ``server_spec`` would otherwise do silently)."""
-    from ...events import Preparing
+    from ...base.events import Preparing
     from .weights import builtin_path, ensure_builtin, is_verified
 
     w = BUILTIN_WEIGHTS.get(str(model.options.get("weights", "")))
@@ -307,7 +307,7 @@ def _ensure(model: ModelConfig, spec: Any, settings: Settings,
             emit: Callable[[Any], None] | None,
             cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Reuse or start the server of ``spec``, announcing a start with ``emit``."""
-    from ...events import ServerReady, ServerStarting
+    from ...base.events import ServerReady, ServerStarting
     from . import servers
 
     announce = emit is not None and not _server_alive(settings, spec.name)
@@ -394,7 +394,7 @@ class LocalAdapter:
 
     async def base_url(self, model: ModelConfig) -> str:
         """The model's server URL; the server is started or found again (off the event loop)."""
-        from ...errors import FscaleError, ProviderError
+        from ...base.errors import FscaleError, ProviderError
         from .servers import touch
 
         name = model.id
@@ -451,7 +451,7 @@ class LocalAdapter:
 
 def make_adapter(provider: ProviderConfig, settings: Settings) -> LocalAdapter:
     if not runtime_installed():
-        from ...errors import NoProviderError
+        from ...base.errors import NoProviderError
 
         raise NoProviderError(LOCAL_HELP)
     return LocalAdapter(provider, settings)
