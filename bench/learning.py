@@ -179,7 +179,7 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
                knobs: Knobs) -> dict:
     from fscale_tui.engine.catalog.config import load_settings
     from fscale_tui.engine.learning import reliability as REL
-    from fscale_tui.engine.learning.calllog import (
+    from fscale_tui.engine.learning.store import (
         LearningStore,
         record_from_scale,
         refresh_tracker,
@@ -446,7 +446,7 @@ def speed(out: Path, n_calls: int = 20_000) -> None:
     """The estimate on a ``n_calls`` log (8 models, 3 members + 2 challengers per call): cold
     fit from SQLite, a warm refresh after 100 more calls, and the Elo replay for comparison."""
     from fscale_tui.engine.learning import reliability as REL
-    from fscale_tui.engine.learning.calllog import (
+    from fscale_tui.engine.learning.store import (
         CallRecord,
         LearningStore,
         ReplyRecord,

@@ -12,7 +12,7 @@ import textwrap
 
 from fscale_tui.engine.base import storage
 from fscale_tui.engine.catalog.config import update_user_config
-from fscale_tui.engine.learning.calllog import TEXT_CAP_BYTES, CallRecord, LearningStore, ReplyRecord
+from fscale_tui.engine.learning.store import TEXT_CAP_BYTES, CallRecord, LearningStore, ReplyRecord
 from fscale_tui.engine.base.paths import Paths
 from tests.conftest import REPO, Behaviour, mid, run_cli
 

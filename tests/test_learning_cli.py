@@ -11,7 +11,7 @@ import pytest
 
 from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.ask.health import HealthStore
-from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord
+from fscale_tui.engine.learning.store import CallRecord, LearningStore, ReplyRecord
 from fscale_tui.engine.session import Engine
 from fscale_tui.engine.decide.vote import ScaleRequest
 from tests.conftest import Behaviour, earn_shadow_budget, mid, run_cli

@@ -11,7 +11,7 @@ import pytest
 
 from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.learning import reliability as REL
-from fscale_tui.engine.learning.calllog import (
+from fscale_tui.engine.learning.store import (
     CallRecord,
     LearningStore,
     ReplyRecord,

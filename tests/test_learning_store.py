@@ -11,7 +11,7 @@ import pytest
 from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.base.errors import ExitCode, UsageError
 from fscale_tui.engine.learning import ratings as R
-from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord
+from fscale_tui.engine.learning.store import CallRecord, LearningStore, ReplyRecord
 
 
 def call(call_id: str, answers: dict[str, str | None], *, challenger: tuple[str, str] | None = None,
@@ -137,7 +137,7 @@ def _writer(home: str, worker: int, n: int) -> None:
 
     os.environ["FSCALE_HOME"] = home
     from fscale_tui.engine.catalog.config import load_settings
-    from fscale_tui.engine.learning.calllog import LearningStore
+    from fscale_tui.engine.learning.store import LearningStore
 
     with LearningStore.for_settings(load_settings()) as store:
         for i in range(n):
@@ -289,7 +289,7 @@ def test_a_log_written_by_the_previous_version_is_migrated_once(fscale_home, tmp
     """An old database (no migrations table, feedback without state) with a confirm and a later
     override on one call: opening it records the migrations, keeps every row, marks the confirm
     superseded and replays the ratings to those of a log with only the override."""
-    from fscale_tui.engine.learning.calllog import MIGRATIONS
+    from fscale_tui.engine.learning.store import MIGRATIONS
 
     with LearningStore(tmp_path / "clean.db") as clean:
         _log(clean, {3: [("override", {"label": "NO"})]})

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fscale_tui import scale
 from fscale_tui.engine.catalog.config import load_settings
-from fscale_tui.engine.learning.calllog import LearningStore
+from fscale_tui.engine.learning.store import LearningStore
 from fscale_tui.engine.session import Engine
 from fscale_tui.engine.decide.vote import ScaleRequest
 from tests.conftest import Behaviour, earn_shadow_budget, run_cli

@@ -143,7 +143,7 @@ class ReplayingEngine(Engine):
 
 def seed_call_log(settings) -> None:
     """Eight logged calls at fixed times, so ratings, trends and history are fixed data."""
-    from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord
+    from fscale_tui.engine.learning.store import CallRecord, LearningStore, ReplyRecord
 
     t0 = time.mktime((2025, 1, 2, 9, 0, 0, 0, 0, -1))
     answers = {  # per call: fast-a, fast-b, slow-c, and the challenger fast-d

@@ -1,6 +1,6 @@
 """Learning from deployment (design §7): the call log, ratings, shadow challengers, evolve.
 
-- :mod:`.calllog` — the SQLite call log + rating table, feedback.
+- :mod:`.store` — the SQLite call log + rating table, feedback.
 - :mod:`.service` — the call log as the engine uses it: writes on the background writer,
   ratings snapshots, reads for views.
 - :mod:`.ratings` — Elo with expected scores against leave-one-out consensus and feedback

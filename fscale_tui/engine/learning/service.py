@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from ..base import storage
 from ..base.background import BackgroundWriter
 from ..base.errors import ExitCode, FscaleError
-from .calllog import (CallRecord, LearningStore, ReplyRecord, is_damage, quarantine_damaged,
+from .store import (CallRecord, LearningStore, ReplyRecord, is_damage, quarantine_damaged,
                       record_from_scale)
 from .ratings import ModelRating
 from .reliability import PRIOR_A, PRIOR_B, Estimate, ReliabilityTracker
@@ -140,7 +140,7 @@ class CallLog:
     # -- ratings snapshot for the engine ----------------------------------------------------
     def _read_ratings(self) -> dict[str, ModelRating]:
         """The Elo table (and, as a side effect, ``estimates`` brought up to date)."""
-        from .calllog import refresh_tracker
+        from .store import refresh_tracker
 
         path = LearningStore.for_settings(self.settings).path
         if not path.exists():

@@ -56,7 +56,7 @@ import numpy as np
 from ..base import storage
 from ..base.errors import UsageError
 from ..decide.rules import DEFAULT_SPREAD, VotingRule, rule_for
-from .calibrate import CascadeCalibrator, StageCalibration, calibrate_cascade
+from .risk import CascadeCalibrator, StageCalibration, calibrate_cascade
 from .profile import load_router
 from .router import Router, routing_dir
 from .tasks import Task
