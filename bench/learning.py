@@ -554,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.prior = tuple(float(x) for x in args.prior.split(","))
     if args.shadow_budget is None:
-        from fscale_tui.engine.catalog.config import SETTINGS
+        from fscale_tui.engine.base.settings import SETTINGS
 
         args.shadow_budget = float(SETTINGS["shadow_budget"].default)
 

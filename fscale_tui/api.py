@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .engine.catalog.config import Settings
+from .engine.base.settings import Settings
 from .engine.base.errors import UsageError
 from .engine.session import Engine
 from .engine.decide.vote import ScaleRequest, ScaleResult

@@ -96,8 +96,10 @@ def test_without_the_extra_the_error_says_how_to_get_models(not_installed):
     from fscale_tui.engine.base.errors import NoProviderError
     from fscale_tui.engine.catalog.registry import Registry
 
+    from fscale_tui.engine.providers import usable
+
     s = load_settings()
-    assert not s.providers["local"].usable(s.env)
+    assert not usable(s.providers["local"], s.env)
     with pytest.raises(NoProviderError, match=r"fscale\[local\]"):
         Registry(s).default_panel()
     with pytest.raises(NoProviderError, match=r"pip install 'fscale\[local\]'"):
@@ -112,7 +114,7 @@ def test_fscale_local_off_hides_local_models(installed, monkeypatch):
 
 
 def test_user_local_provider_only_needs_the_runtime(monkeypatch):
-    from fscale_tui.engine.catalog.config import ProviderConfig
+    from fscale_tui.engine.base.settings import ProviderConfig
 
     monkeypatch.setattr(lp, "runtime_installed", lambda: True)
     monkeypatch.setattr(lp, "builtin_weights_installed", lambda: False)

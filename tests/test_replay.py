@@ -10,6 +10,7 @@ import tomli_w
 
 from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.base.errors import ProviderError
+from fscale_tui.engine.providers import usable
 from fscale_tui.engine.providers.replay import prompt_sha256, replay_lines_from_calls, write_replay_file
 from fscale_tui.engine.routing.profile import ask_model
 from fscale_tui.engine.session import Engine
@@ -47,7 +48,7 @@ def replay_home(fscale_home):
 def test_replay_provider_needs_no_base_url_and_path_lands_in_options(replay_home):
     settings = load_settings()
     prov = settings.providers["rec"]
-    assert prov.type == "replay" and prov.options["path"] == "replay.jsonl" and prov.usable()
+    assert prov.type == "replay" and prov.options["path"] == "replay.jsonl" and usable(prov)
 
 
 async def test_exact_reply_per_model_and_task_id(replay_home):

@@ -275,7 +275,7 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print as JSO
 
       FSCALE_SHADOW_BUDGET=0 fscale config show --json
     """
-    from ..engine.catalog.config import SETTINGS
+    from ..engine.base.settings import SETTINGS
 
     settings = load_settings_for_cli()
     values = {name: {"value": settings.get(name), "source": settings.source(name),

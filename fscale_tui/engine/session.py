@@ -28,11 +28,13 @@ from .ask.asker import Asker
 from .base.background import BackgroundWriter
 from .base.batch import bounded, final_result
 from .catalog.service import Catalog
-from .catalog.config import ModelConfig, Settings, load_settings
+from .catalog.config import load_settings
+from .base.settings import ModelConfig, Settings
 from .wire.coordination import make_coordination
 from .base.events import ChallengerAnswered, Decided, Event, Generated, ProbeResult, StageFinished, StageStarted
 from .ask.health import PROBE_MESSAGES, HealthStore
 from .learning.service import CallLog
+from .providers import usable
 from .catalog.registry import Registry
 from .decide.vote import (ScaleRequest, ScaleResult, StageOutcome, Vote, VoteRunner, build_messages,
                    new_call_id, result_from)
@@ -225,8 +227,9 @@ class Engine:
         if tie_break == "rating":
             await self.calls.ratings_snapshot()
         aliases = await self._plan_shadows(exclude, reserved)
-        # Local shadows would share the CPU with the panel: they start after the decision.
-        deferred = any(self.catalog.provider_type(a) == "local" for a in aliases)
+        # Shadows on this machine's CPU (embedded local models) would slow the panel down:
+        # they start after the decision.
+        deferred = any(self.catalog.shares_cpu(a) for a in aliases)
         shadow_kwargs = {**ask_kwargs, "stream": False}
         challenger = None if deferred or not aliases else \
             self._launch_shadows(aliases, call_id, messages, labels, shadow_kwargs)
@@ -406,9 +409,9 @@ class Engine:
             self._spend = SpendWindow(self.coordination.spend, BUDGET_WINDOW)
         # Embedded local models only challenge local panels: starting a llama.cpp server for a
         # shadow vote would cost seconds of CPU on every call of a remote panel.
-        local_panel = any(self.catalog.provider_type(a) == "local" for a in exclude)
+        local_panel = any(self.catalog.shares_cpu(a) for a in exclude)
         pool = [m for m in s.models.values()
-                if local_panel or self.catalog.provider_type(m.alias) != "local"]
+                if local_panel or not self.catalog.shares_cpu(m.alias)]
         family_of = self.calls.family_of
         known = self._profiled()
         families = {family_of(a) for a in exclude}
@@ -532,7 +535,7 @@ class Engine:
         report: dict[str, Any] = {}
         for name, provider in self.settings.providers.items():
             entries = [m for m in self.settings.models.values() if m.provider == name]
-            if not entries or not provider.usable(self.settings.env):
+            if not entries or not usable(provider, self.settings.env):
                 continue
             try:
                 ids = set(await self.client.list_models(name))

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalog.config import ModelConfig, Settings
+from ..base.settings import ModelConfig, Settings
 from ..base.errors import ProviderError
 from ..base.events import Event, MemberSubstituted, VoteDelta, VoteFailed, VoteReceived, VoteStarted
 from .parsing import parse_reply, split_reasoning

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base import storage
-from ..catalog.config import ModelConfig, Settings
+from ..base.settings import ModelConfig, Settings
 from ..base.redact import redact
 
 DOWN = ("dead", "unavailable", "rate_limited")

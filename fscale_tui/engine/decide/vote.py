@@ -21,7 +21,7 @@ from typing import Any
 
 from ..ask.asker import Asker, Reply
 from ..base.prompts import build_messages  # noqa: F401 - the vote prompt, re-exported
-from ..catalog.config import ModelConfig
+from ..base.settings import ModelConfig
 from ..base.errors import ExitCode, UsageError, exit_code_for
 from ..base.events import Cancelled, Event
 from ..base.spend import Spend

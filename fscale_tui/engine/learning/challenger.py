@@ -63,7 +63,7 @@ EXPLORE_SD = 0.05
 BUDGET_WINDOW = 200
 
 if TYPE_CHECKING:
-    from ..catalog.config import ModelConfig
+    from ..base.settings import ModelConfig
     from ..decide.vote import Vote
 
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import httpx
 
-    from ..catalog.config import ProviderConfig, Settings
+    from ..base.settings import ProviderConfig, Settings
 
 TYPE = "replay"
 PROVIDER_OPTIONS = ("path",)

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..base import storage
-from ..catalog.config import ModelConfig
+from ..base.settings import ModelConfig
 from ..base.errors import UsageError
 from .router import (ClusterModel, Router, choose_smoothing, read_knobs, router_from_assignments,
                      routing_dir, write_knobs)

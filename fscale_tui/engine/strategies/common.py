@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..decide.answers import asks_for_number, final_answer
 from ..ask.asker import Reply
 from ..wire.client import RequestCounter
-from ..catalog.config import ModelConfig
+from ..base.settings import ModelConfig
 from ..base.errors import ExitCode, exit_code_for, ProviderError, UsageError
 from ..base.events import Event
 from ..base.spend import Part, Spend

@@ -36,10 +36,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field, replace
 
-from ..decide.answers import extract_answer
-from ..catalog.config import ModelConfig
 from ..base.errors import ProviderError
 from ..base.events import CandidateGenerated, StepScored
+from ..base.settings import ModelConfig
+from ..decide.answers import extract_answer
+from ..providers import continuation
 from . import register
 from .common import Candidate, GenerateResult, Run, answer_of, visible_text
 from .selection import _result, verify_score
@@ -58,9 +59,8 @@ def continuation_mode(run: Run, model: ModelConfig) -> str:
         mode = opts.get("continuation")
         if mode in CONTINUATIONS:
             return str(mode)
-    if provider is not None and provider.type == "local":
-        return "continue_final_message"
-    return "next_step"
+    default = continuation(provider) if provider is not None else None
+    return default if default in CONTINUATIONS else "next_step"
 
 
 def step_request(run: Run, model: ModelConfig, partial: str, *, last: bool

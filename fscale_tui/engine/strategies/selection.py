@@ -18,7 +18,7 @@ import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 
-from ..catalog.config import ModelConfig
+from ..base.settings import ModelConfig
 from ..base.errors import ProviderError
 from ..base.events import CandidateFailed, CandidateGenerated, JudgeVoted
 from ..decide.judgments import (SCORE_LABELS, choice_labels, judge_messages, p_yes, parse_choice,

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from ..catalog.config import ModelConfig, ProviderConfig, Settings
+from ..base.settings import ModelConfig, ProviderConfig, Settings
 from ..base.errors import ProviderError
 from .ratelimit import SendLimiter, make_limiter
 from ..base.redact import redact, register_secrets

