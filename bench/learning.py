@@ -193,7 +193,8 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
     )
     from fscale_tui.engine.learning.evolve import apply_panel, propose_panel
     from fscale_tui.engine.catalog.registry import Registry
-    from fscale_tui.engine.decide.vote import ScaleRequest, Vote, ballots, result_from
+    from fscale_tui.engine.decide.vote import ballots, result_from
+    from fscale_tui.engine.base.calls import ScaleRequest, Vote
     from fscale_tui.engine.decide.rules import Majority
 
     order, sp = stream_of(rs, seed, args.tune)

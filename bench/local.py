@@ -46,7 +46,7 @@ def load_items(path: Path, n: int) -> list[tuple[str, str]]:
 
 
 def request(text: str, models: tuple[str, ...] | None = None):
-    from fscale_tui.engine.decide.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     return ScaleRequest(question=QUESTION, context=f"Review: {text}", answers=LABELS, models=models)
 

@@ -142,7 +142,7 @@ def arith_items(n: int, seed: int = 13) -> list[dict[str, str]]:
 
 # -- asking ---------------------------------------------------------------------------------------
 def request(item: dict[str, Any], labels: tuple[str, ...], models: tuple[str, ...]):
-    from fscale_tui.engine.decide.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     return ScaleRequest(question=item["question"], context=item["context"], answers=labels,
                         models=models)

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from fscale_tui.engine.decide.answers import answers_match, gsm8k_gold  # noqa: E402
-from fscale_tui.engine.strategies.generate import GenerateRequest  # noqa: E402
+from fscale_tui.engine.base.calls import GenerateRequest  # noqa: E402
 from fscale_tui.engine.session import Engine  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "gsm8k_test.jsonl"

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 from .engine.base.settings import Settings
 from .engine.base.errors import UsageError
 from .engine.session import Engine
-from .engine.decide.vote import ScaleRequest, ScaleResult
+from .engine.base.calls import ScaleRequest, ScaleResult
 
 if TYPE_CHECKING:
-    from .engine.strategies.generate import GenerateRequest, GenerateResult
+    from .engine.base.calls import GenerateRequest, GenerateResult
 
 __all__ = ["scale", "scale_batch", "ScaleResult", "ScaleRequest", "generate", "generate_batch",
            "GenerateResult", "GenerateRequest"]

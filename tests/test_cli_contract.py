@@ -195,11 +195,13 @@ IMPORTS = ("import json, sys\nsys.argv = ['fscale', *sys.argv[1:]]\n"
            "from fscale_tui.cli import main\n"
            "try:\n    main()\nexcept SystemExit:\n    pass\n"
            "sys.stderr.write('\\nMODULES ' + json.dumps(sorted(sys.modules)) + '\\n')\n")
-#: What a command that asks no model may load from the engine: errors, paths, input parsing,
-#: and the redactor every error line passes (standard library only).
+#: What a command that asks no model may load from the engine: errors, paths, input parsing
+#: (requests and their types: calls, budget, spend), and the redactor every error line passes
+#: (standard library only).
 LIGHT_ENGINE = {"fscale_tui.engine", "fscale_tui.engine.base", "fscale_tui.engine.base.errors",
-                "fscale_tui.engine.base.paths",
-                "fscale_tui.engine.requests", "fscale_tui.engine.base.redact",
+                "fscale_tui.engine.base.paths", "fscale_tui.engine.requests",
+                "fscale_tui.engine.base.calls", "fscale_tui.engine.base.budget",
+                "fscale_tui.engine.base.spend", "fscale_tui.engine.base.redact",
                 "fscale_tui.engine.base.output"}  # the output boundary: every write goes through it
 
 

@@ -14,7 +14,8 @@ import pytest
 from fscale_tui import generate, generate_batch
 from fscale_tui.engine.base.events import (CandidateGenerated, Generated, GenerateStarted, JudgeVoted,
                                       StepScored)
-from fscale_tui.engine.strategies.generate import GenerateRequest, generate_events
+from fscale_tui.engine.strategies.generate import generate_events
+from fscale_tui.engine.base.calls import GenerateRequest
 from fscale_tui.engine.session import Engine
 from tests.conftest import Behaviour, mid, write_config
 

@@ -13,7 +13,7 @@ from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.ask.health import HealthStore
 from fscale_tui.engine.learning.store import CallRecord, LearningStore, ReplyRecord
 from fscale_tui.engine.session import Engine
-from fscale_tui.engine.decide.vote import ScaleRequest
+from fscale_tui.engine.base.calls import ScaleRequest
 from tests.conftest import Behaviour, earn_shadow_budget, mid, run_cli
 
 OUTSIDERS = {"fast-c", "fast-d", "fast-a2"}  # stub models outside the default panel (not thinking)

@@ -343,7 +343,7 @@ def test_engine_asks_shadows_within_the_budget_and_logs_each(server, stub_config
     never counts them, and ``spend`` reports both sides."""
     import asyncio
 
-    from fscale_tui.engine.decide.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
     from tests.conftest import Behaviour, mid
 
     monkeypatch.setenv("FSCALE_CHALLENGER", "1")
@@ -404,7 +404,7 @@ def test_no_shadow_when_every_outsider_is_of_the_panels_only_family(server, fsca
     be scored against other families, so none is asked (the old rule asked one every call)."""
     import asyncio
 
-    from fscale_tui.engine.decide.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
     from tests.conftest import Behaviour, write_config
 
     one = {alias: (mid, tier, "qwen") for alias, (mid, tier, _) in STUB_MODELS.items()

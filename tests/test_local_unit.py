@@ -423,7 +423,7 @@ def stub_as_local(installed, monkeypatch):
 async def test_scale_on_the_local_panel_sends_grammar_and_variant_params(stub_as_local):
     from fscale_tui.engine.base.events import VoteStarted
     from fscale_tui.engine.session import Engine
-    from fscale_tui.engine.decide.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     srv = stub_as_local
     srv.script(ID_15, Behaviour(reply="positive", latency=0.05))
@@ -470,7 +470,7 @@ async def test_generation_calls_are_not_constrained(stub_as_local):
 
 async def test_a_model_that_cannot_start_fails_as_a_vote_not_the_run(installed, monkeypatch):
     from fscale_tui.engine.session import Engine
-    from fscale_tui.engine.decide.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     def broken(paths, spec, **kw):
         raise servers.LocalServerError("boom: the local server exited during start-up")
@@ -507,7 +507,7 @@ async def test_first_use_reports_the_bytes_joined_and_the_server_start(stub_as_l
     engine's ``on_status`` hook (the CLI draws them on stderr), before the first vote."""
     from fscale_tui.engine.base.events import (Preparing, ServerReady, ServerStarting, VoteReceived)
     from fscale_tui.engine.session import Engine
-    from fscale_tui.engine.decide.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     w, joined, _ = _fake_weights(tmp_path, monkeypatch, [b"GGUF" + b"a" * 100, b"b" * 50, b"c"])
     monkeypatch.setitem(weights.BUILTIN_WEIGHTS, ID_05, w)  # the 0.5B model gets tiny weights
@@ -537,7 +537,7 @@ async def test_first_use_reports_the_bytes_joined_and_the_server_start(stub_as_l
 async def test_without_a_hook_nothing_is_joined_ahead(stub_as_local, tmp_path, monkeypatch):
     """No on_status hook (the TUI, the Python API): the start path is the one it was."""
     from fscale_tui.engine.session import Engine
-    from fscale_tui.engine.decide.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     w, _, _ = _fake_weights(tmp_path, monkeypatch, [b"GGUF" + b"a" * 10])
     monkeypatch.setitem(weights.BUILTIN_WEIGHTS, ID_05, w)

@@ -14,7 +14,8 @@ from fscale_tui.engine.providers import usable
 from fscale_tui.engine.providers.replay import prompt_sha256, replay_lines_from_calls, write_replay_file
 from fscale_tui.engine.routing.profile import ask_model
 from fscale_tui.engine.session import Engine
-from fscale_tui.engine.decide.vote import ScaleRequest, build_messages
+from fscale_tui.engine.base.prompts import build_messages
+from fscale_tui.engine.base.calls import ScaleRequest
 
 LABELS = ("YES", "NO")
 

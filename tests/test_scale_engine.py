@@ -11,7 +11,7 @@ from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.base.events import (Cancelled, Decided, MemberSubstituted, VoteDelta,
                                       VoteFailed, VoteReceived, VoteStarted)
 from fscale_tui.engine.session import Engine
-from fscale_tui.engine.decide.vote import ScaleRequest
+from fscale_tui.engine.base.calls import ScaleRequest
 from fscale_tui.engine.decide.rules import Majority, Weighted
 from tests.conftest import Behaviour, mid, write_config
 

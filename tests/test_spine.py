@@ -21,7 +21,7 @@ from fscale_tui import scale
 from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.learning.store import LearningStore
 from fscale_tui.engine.session import Engine
-from fscale_tui.engine.decide.vote import ScaleRequest
+from fscale_tui.engine.base.calls import ScaleRequest
 from tests.conftest import Behaviour, earn_shadow_budget, run_cli
 from tests.test_routing import make_tasks, write_replay_setup
 

@@ -449,7 +449,7 @@ async def test_k_auto_answers_when_a_stage_is_confident(server, stub_config):
 
 def test_banner_and_cli_say_decided_early_only_when_requests_were_cancelled():
     from fscale_tui.cli.render import summary
-    from fscale_tui.engine.decide.vote import ScaleResult, Vote
+    from fscale_tui.engine.base.calls import ScaleResult, Vote
     from fscale_tui.widgets.votes import describe_result
 
     def result(cancelled: bool) -> ScaleResult:

@@ -19,7 +19,7 @@ from fscale_tui.engine.base.events import (Cancelled, Decided, MemberSubstituted
                                       StageStarted, VoteFailed, VoteReceived, VoteStarted)
 from fscale_tui.engine.ask.health import fingerprint
 from fscale_tui.engine.session import Engine
-from fscale_tui.engine.decide.vote import ScaleResult, StageOutcome, Vote
+from fscale_tui.engine.base.calls import ScaleResult, StageOutcome, Vote
 from tests.conftest import write_config
 
 CALL = "20250102-030405-0badcafe"
@@ -68,7 +68,7 @@ def recorded_generate_events() -> list[Any]:
     """One judge-strategy generate call as the engine reported it: the last candidate wins
     (at 80 columns the winner must be on screen, not only the first card)."""
     from fscale_tui.engine.base.events import CandidateGenerated, GenerateStarted, Generated, JudgeVoted
-    from fscale_tui.engine.strategies.generate import Candidate, GenerateResult, JudgeVote
+    from fscale_tui.engine.base.calls import Candidate, GenerateResult, JudgeVote
 
     texts = ["17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391.\nAnswer: 391",
              "17 * 23 is about 400; precisely 389.\nAnswer: 389",

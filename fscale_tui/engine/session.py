@@ -36,8 +36,9 @@ from .ask.health import PROBE_MESSAGES, HealthStore
 from .learning.service import CallLog
 from .providers import usable
 from .catalog.registry import Registry
-from .decide.vote import (ScaleRequest, ScaleResult, StageOutcome, Vote, VoteRunner, build_messages,
-                   new_call_id, result_from)
+from .base.prompts import build_messages
+from .decide.vote import VoteRunner, result_from
+from .base.calls import ScaleRequest, ScaleResult, StageOutcome, Vote, new_call_id
 from .decide.rules import Majority
 
 
@@ -205,7 +206,7 @@ class Engine:
         labels = request.labels
         messages = build_messages(request.question, labels, request.context)
         tie_break = request.tie_break or self.settings.get("tie_break")
-        from .wire.client import RequestCounter
+        from .base.calls import RequestCounter
 
         counter = RequestCounter()
         used: set[str] = set()
@@ -453,7 +454,7 @@ class Engine:
     def _launch_shadows(self, aliases: list[str], call_id: str, messages: list[dict[str, str]],
                         labels: tuple[str, ...], ask_kwargs: dict[str, Any]) -> Any:
         """Ask the shadows (a ``learning.challenger.Shadows``: collected after the decision)."""
-        from .wire.client import RequestCounter
+        from .base.calls import RequestCounter
         from .learning.challenger import Shadows
 
         counter = RequestCounter()

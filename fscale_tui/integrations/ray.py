@@ -126,12 +126,12 @@ class FscaleActor:
                                              panel=spec["panel"], k=spec["k"],
                                              tie_break=spec["tie_break"], item_id=item_id))
                 else:
-                    from ..engine.strategies.generate import GenerateRequest
+                    from ..engine.base.calls import GenerateRequest
+                    from ..engine.requests import validated
 
-                    req = GenerateRequest(question=str(row[col]), context=context,
-                                          item_id=item_id, **spec["options"])
-                    req.validate()
-                    out.append(req)
+                    out.append(validated(GenerateRequest(
+                        question=str(row[col]), context=context, item_id=item_id,
+                        **spec["options"])))
             except Exception as exc:  # a bad row is that row's error, not the batch's
                 out.append(exc)
         return out

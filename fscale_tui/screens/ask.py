@@ -192,7 +192,7 @@ class AskScreen(FscaleScreen):
     def build_request(self) -> Any:
         """The engine request for what is on the form (raises FscaleError when incomplete)."""
         from ..engine.requests import is_auto, parse_k, scale_request, verify_request
-        from ..engine.decide.vote import new_call_id
+        from ..engine.base.calls import new_call_id
 
         mode = self.query_one("#mode", Select).value
         question = self.query_one("#question", Input).value

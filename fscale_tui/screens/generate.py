@@ -156,17 +156,14 @@ class GenerateScreen(FscaleScreen):
         self.action_run()
 
     def build_request(self) -> Any:
-        from ..engine.strategies.generate import GenerateRequest
-        from ..engine.requests import parse_k
-        from ..engine.decide.vote import new_call_id
+        from ..engine.base.calls import GenerateRequest, new_call_id
+        from ..engine.requests import parse_k, validated
 
-        request = GenerateRequest(
+        return validated(GenerateRequest(
             question=self.query_one("#gen-question", Input).value,
             strategy=str(self.query_one("#gen-strategy", Select).value),
             panel=str(self.query_one("#gen-panel", Select).value),
-            k=parse_k(self.query_one("#gen-k", Input).value), id=new_call_id())
-        request.validate()
-        return request
+            k=parse_k(self.query_one("#gen-k", Input).value), id=new_call_id()))
 
     def action_run(self) -> None:
         """Generate candidates and select one."""

@@ -19,6 +19,8 @@ A provider module (or package) in this folder defines::
                                            #   wait for the decision, and only a panel of such
                                            #   models takes them as shadows
     CONTINUATION = "mode"                  # how step search continues a partial answer
+    TAKES_TASK_ID = True                   # requests carry the task id (``calls.TASK_ID_FIELD``
+                                           #   in ``metadata``; real APIs may reject it)
     EMBEDDINGS = object                    # embedding servers (``--embedding local:<alias>``):
                                            #   see :class:`EmbeddingHooks`
 
@@ -103,6 +105,11 @@ def continuation(provider: ProviderConfig) -> str | None:
     """How step search continues a partial answer on this provider type by default."""
     mode = getattr(module_for(provider.type), "CONTINUATION", None)
     return None if mode is None else str(mode)
+
+
+def takes_task_id(provider: ProviderConfig) -> bool:
+    """Requests to it may carry a task id (replay providers answer by it)."""
+    return bool(getattr(module_for(provider.type), "TAKES_TASK_ID", False))
 
 
 class EmbeddingHooks(Protocol):

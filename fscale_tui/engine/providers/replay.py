@@ -36,24 +36,24 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import httpx
+from ..base.calls import TASK_ID_FIELD
+from ..base.errors import ConfigError
+from ..base.jsonl import JSONLError, iter_jsonl, iter_lines
+from ..base.settings import ProviderConfig, Settings
 
-    from ..base.settings import ProviderConfig, Settings
+if TYPE_CHECKING:  # httpx is imported when the first request is made
+    import httpx
 
 TYPE = "replay"
 PROVIDER_OPTIONS = ("path",)
 MODEL_OPTIONS: tuple[str, ...] = ()
+#: Requests carry the task id (``metadata``) so that a recorded answer is found by it.
+TAKES_TASK_ID = True
 
 
-def usable(provider: Any, env: dict[str, str] | None = None) -> bool:
+def usable(provider: ProviderConfig, env: dict[str, str] | None = None) -> bool:
     """Recorded replies need no key."""
     return True
-
-from ..base.errors import ConfigError
-from ..base.jsonl import JSONLError, iter_jsonl, iter_lines
-
-from ..ask.asker import TASK_ID_FIELD  # noqa: E402 - what the one ask path sends
 
 
 def canonical_messages(messages: list[dict[str, Any]]) -> str:

@@ -525,7 +525,7 @@ async def calibrate_on_tasks(engine: Any, tasks: Sequence[Task], stages: Sequenc
     costs nothing). Stage s is only run on the items no earlier stage accepted (votes are
     reused), so calibration costs about what the cascade will cost at run time.
     """
-    from ..wire.client import RequestCounter
+    from ..base.calls import RequestCounter
     from ..base.prompts import build_messages
 
     if signal not in SIGNALS:
@@ -723,7 +723,7 @@ async def calibrate_adaptive_on_tasks(engine: Any, tasks: Sequence[Task], *, max
     threshold τ and the number of stages (the best accuracy within ``budget`` calls per item)
     and keep each item's per-stage confidence for ``--alpha`` at run time. With ``alpha``,
     the thresholds for it are calibrated now and stored (then ``-k auto`` abstains)."""
-    from ..wire.client import RequestCounter
+    from ..base.calls import RequestCounter
     from ..base.prompts import build_messages
 
     from ..base.budget import Budget, parse_budget

@@ -40,18 +40,16 @@ from ..decide.answers import answers_match, gold_answer
 from ..base.spend import Part
 from ..base.events import Event, GenerateStarted, Generated
 from . import strategies
-from .common import (Candidate, GenerateRequest, GenerateResult, JudgeVote, Run,
-                                pick_generators, pick_judges)
-from ..decide.vote import new_call_id
-
-__all__ = ["GenerateRequest", "GenerateResult", "Candidate", "JudgeVote", "generate_events"]
+from .common import Run, pick_generators, pick_judges
+from ..base.calls import GenerateRequest, GenerateResult
+from ..base.calls import new_call_id
 
 _DONE = object()
 
 
 def prepare(engine: Any, request: GenerateRequest) -> Run:
     """Validate the request and choose generators and judges (raises usage errors early)."""
-    request.validate()
+    request.validate(strategies())
     strategy = strategies()[request.strategy]
     default_k = strategy.default_k or engine.settings.get("k")
     k = request.k or (len(request.models) if request.models else default_k)

@@ -42,7 +42,8 @@ from ..base.settings import ModelConfig
 from ..decide.answers import extract_answer
 from ..providers import continuation
 from . import register
-from .common import Candidate, GenerateResult, Run, answer_of, visible_text
+from .common import Run, answer_of, visible_text
+from ..base.calls import Candidate, GenerateResult
 from .selection import _result, verify_score
 
 CONTINUATIONS = ("continue_final_message", "prefill", "next_step")

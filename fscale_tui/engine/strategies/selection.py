@@ -24,7 +24,8 @@ from ..base.events import CandidateFailed, CandidateGenerated, JudgeVoted
 from ..decide.judgments import (SCORE_LABELS, choice_labels, judge_messages, p_yes, parse_choice,
                       parse_score, score_messages, usc_messages, yes_messages, yes_no)
 from . import register
-from .common import Candidate, GenerateResult, JudgeVote, Run, answer_of, visible_text
+from .common import Run, answer_of, visible_text
+from ..base.calls import Candidate, GenerateResult, JudgeVote
 
 
 # -- candidates --------------------------------------------------------------------------------

@@ -27,8 +27,9 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from ..base.settings import ModelConfig, ProviderConfig, Settings
+from ..base.calls import ChatReply, RequestCounter
 from ..base.errors import ProviderError
+from ..base.settings import ModelConfig, ProviderConfig, Settings
 from .ratelimit import SendLimiter, make_limiter
 from ..base.redact import redact, register_secrets
 from .http import ConnectionDropped, make_client
@@ -37,25 +38,6 @@ RETRYABLE = {"rate_limited", "server", "timeout", "network"}
 USER_AGENT = "fscale"
 MAX_RETRY_AFTER_S = 120.0
 
-
-
-@dataclass
-class RequestCounter:
-    """Counts HTTP requests actually sent (retries included) for budget accounting."""
-
-    sent: int = 0
-
-
-@dataclass
-class ChatReply:
-    content: str | None
-    reasoning: str | None
-    latency_s: float
-    attempts: int = 1
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    finish_reason: str | None = None
-    logprobs: Any = None
 
 
 @dataclass

@@ -32,7 +32,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-TIE_BREAKS = ("none", "rating", "order")
+from ...base.calls import TIE_BREAKS
+
 
 
 @dataclass(frozen=True)
