@@ -56,7 +56,7 @@ from fscale_tui.engine.catalog.builtins import family_of  # noqa: E402
 from fscale_tui.engine.routing import planner as P  # noqa: E402
 from fscale_tui.engine.base.budget import parse_budget  # noqa: E402
 from fscale_tui.engine.routing.risk import apply_cascade, calibrate_cascade  # noqa: E402
-from fscale_tui.engine.routing.cascade import adaptive_arrays, stage_arrays  # noqa: E402
+from fscale_tui.engine.routing.calibrate import adaptive_arrays, stage_arrays  # noqa: E402
 from fscale_tui.engine.routing.knobs import upper_hull  # noqa: E402
 from fscale_tui.engine.routing.router import (DEFAULT_K, ClusterModel, Router,  # noqa: E402
                                               choose_smoothing, compute_psi)

@@ -48,7 +48,7 @@ async def go():
     async with Engine(settings) as engine:
         engine.client._runtime(chosen[0].provider)  # load the replay index outside the timing
         t0, c0 = time.perf_counter(), time.process_time()
-        counts = await run_profile(engine, tasks, chosen)
+        counts = await run_profile(engine.context, tasks, chosen)
         return counts, time.perf_counter() - t0, time.process_time() - c0
 
 if cprofile:

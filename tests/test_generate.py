@@ -336,7 +336,7 @@ def test_beam_search_keeps_the_best_scored_beams_and_returns_the_best_solution(s
     async def go():
         events = []
         async with Engine() as engine:
-            async for ev in generate_events(engine, GenerateRequest(
+            async for ev in generate_events(engine.context, GenerateRequest(
                     "q", strategy="beam", k=4, width=2, max_steps=5, gold="42",
                     models=("fast-a", "fast-b"))):
                 events.append(ev)
@@ -441,7 +441,7 @@ async def test_events_stream_every_candidate_and_judge_vote(server, stub_config)
     server.set_default(Behaviour(reply="Best: Output 3"))
     async with Engine() as engine:
         events = [e async for e in generate_events(
-            engine, GenerateRequest("q", k=3, seed=9, early_stop=False))]
+            engine.context, GenerateRequest("q", k=3, seed=9, early_stop=False))]
     assert isinstance(events[0], GenerateStarted) and isinstance(events[-1], Generated)
     cands = [e for e in events if isinstance(e, CandidateGenerated)]
     votes = [e for e in events if isinstance(e, JudgeVoted)]

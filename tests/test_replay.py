@@ -55,9 +55,9 @@ def test_replay_provider_needs_no_base_url_and_path_lands_in_options(replay_home
 async def test_exact_reply_per_model_and_task_id(replay_home):
     async with Engine() as engine:
         msgs = build_messages("anything", LABELS, None)
-        a = await ask_model(engine, engine.registry.model("ra"), msgs, LABELS, task_id="q1")
-        b = await ask_model(engine, engine.registry.model("rb"), msgs, LABELS, task_id="q1")
-        empty = await ask_model(engine, engine.registry.model("ra"), msgs, LABELS, task_id="q2")
+        a = await ask_model(engine.context, engine.registry.model("ra"), msgs, LABELS, task_id="q1")
+        b = await ask_model(engine.context, engine.registry.model("rb"), msgs, LABELS, task_id="q1")
+        empty = await ask_model(engine.context, engine.registry.model("ra"), msgs, LABELS, task_id="q2")
         raw = await engine.client.chat(engine.registry.model("rb"), msgs,
                                        extra={"metadata": {"fscale_task_id": "q1"}})
     assert (a.answer, b.answer, a.error, b.error) == ("YES", "NO", None, None)
@@ -83,7 +83,7 @@ async def test_missing_entry_is_a_clear_error_naming_model_and_id(replay_home):
 async def test_missing_prompt_names_the_prompt_hash(replay_home):
     msgs = build_messages("never recorded", LABELS, None)
     async with Engine() as engine:
-        out = await ask_model(engine, engine.registry.model("ra"), msgs, LABELS)
+        out = await ask_model(engine.context, engine.registry.model("ra"), msgs, LABELS)
     assert out.error is not None and prompt_sha256(msgs)[:12] in out.error and "'v/a'" in out.error
 
 

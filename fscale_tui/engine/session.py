@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .ask.asker import Asker
+from .ask.context import Context
 from .base.background import BackgroundWriter
 from .base.batch import bounded, final_result
 from .catalog.service import Catalog
@@ -41,6 +42,10 @@ from .decide.vote import VoteRunner, result_from
 from .base.calls import ScaleRequest, ScaleResult, StageOutcome, Vote, new_call_id
 from .decide.rules import Majority
 
+
+if TYPE_CHECKING:  # numpy and the routing modules load only when -k auto or routing is used
+    from .routing.calibrate import AdaptiveReport, CalibrationReport
+    from .routing.tasks import Task
 
 class Engine:
     """``on_status``: called on the event loop's thread with events that belong to no call
@@ -66,6 +71,8 @@ class Engine:
         self._transport = transport
         self._client: Any = None
         self.asker = Asker(self.settings, lambda: self.client, self.health, self.registry)
+        #: What the features (routing, learning, strategies) may use of this engine.
+        self.context = Context(self.settings, self.registry, self.asker)
         #: Used by ``--tie-break rating``: the call log's ratings (a snapshot, read off the loop).
         self.rating_of: Callable[[str], float] = self.calls.rating_of
         self._challenger_tasks: set[asyncio.Task[Any]] = set()
@@ -488,7 +495,7 @@ class Engine:
         """One generate call's events (the last is ``Generated``); the call is logged."""
         from .strategies.generate import generate_events
 
-        async for event in generate_events(self, request):
+        async for event in generate_events(self.context, request):
             if isinstance(event, Generated):
                 self.calls.record_generate(request, event.result)
             yield event
@@ -550,22 +557,40 @@ class Engine:
         return report
 
     # -- routing -----------------------------------------------------------------------------
-    async def profile(self, tasks: Any, models: list[ModelConfig], **kwargs: Any) -> dict[str, int]:
+    @staticmethod
+    def tasks(path: str) -> list[Task]:
+        """The labelled tasks of a JSONL file (what profile and calibrate run on); a missing
+        or malformed file is a usage error naming the line."""
+        from .routing.tasks import load_tasks
+
+        return load_tasks(path)
+
+    async def profile(self, tasks: Sequence[Task], models: list[ModelConfig],
+                      **kwargs: Any) -> dict[str, int]:
         from .routing.profile import run_profile
 
-        return await run_profile(self, tasks, models, **kwargs)
+        return await run_profile(self.context, tasks, models, **kwargs)
 
-    async def calibrate(self, tasks: Any, stages: list[str], **kwargs: Any) -> Any:
-        from .routing.cascade import calibrate_on_tasks
+    async def calibrate(self, tasks: Sequence[Task], stages: list[str], *, store: bool = True,
+                        force: bool = False, **kwargs: Any) -> CalibrationReport:
+        """Calibrate a fixed ``-k auto`` cascade on labelled tasks; stored (``report.stored``)
+        unless ``store`` is false, or every call would abstain and ``force`` is not given
+        (``report.refused``)."""
+        from .routing.calibrate import calibrate_on_tasks, keep
 
-        return await calibrate_on_tasks(self, tasks, stages, **kwargs)
+        report = await calibrate_on_tasks(self.context, tasks, stages, **kwargs)
+        keep(report, self.settings, store=store, force=force)
+        return report
 
-    async def calibrate_adaptive(self, tasks: Any, **kwargs: Any) -> Any:
+    async def calibrate_adaptive(self, tasks: Sequence[Task], *, store: bool = True,
+                                 force: bool = False, **kwargs: Any) -> AdaptiveReport:
         """Choose the adaptive ``-k auto`` stopping rule on labelled tasks (and keep the
-        per-stage confidences ``--alpha`` calibrates from); the caller stores the result."""
-        from .routing.cascade import calibrate_adaptive_on_tasks
+        per-stage confidences ``--alpha`` calibrates from); stored as :meth:`calibrate` says."""
+        from .routing.calibrate import calibrate_adaptive_on_tasks, keep
 
-        return await calibrate_adaptive_on_tasks(self, tasks, **kwargs)
+        report = await calibrate_adaptive_on_tasks(self.context, tasks, **kwargs)
+        keep(report, self.settings, store=store, force=force)
+        return report
 
     # -- learning: evolve --------------------------------------------------------------------
     def propose_evolve(self, panel: str | None = None, *, min_calls: int = 30,

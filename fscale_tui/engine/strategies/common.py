@@ -13,16 +13,14 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..ask.context import Context
 from ..decide.answers import asks_for_number, final_answer
 from ..base.calls import GenerateRequest, Reply, RequestCounter
 from ..base.settings import ModelConfig
 from ..base.errors import ProviderError
 from ..base.events import Event
-
-if TYPE_CHECKING:
-    from ..session import Engine
 
 #: Sampling temperature for strategies that need diverse samples (self-consistency, search),
 #: and for repeated draws of the same model in ``judge``. search-and-learn uses 0.8.
@@ -49,11 +47,11 @@ def visible_text(reply: Reply) -> str:
 
 
 class Run:
-    """One generate call's runtime: engine access, request counter, events, randomness."""
+    """One generate call's runtime: the engine's context, request counter, events, randomness."""
 
-    def __init__(self, engine: Engine, request: GenerateRequest, call_id: str,
+    def __init__(self, ctx: Context, request: GenerateRequest, call_id: str,
                  emit: Callable[[Event], None]) -> None:
-        self.engine = engine
+        self.ctx = ctx
         self.request = request
         self.call_id = call_id
         self.emit = emit
@@ -63,7 +61,7 @@ class Run:
         #: The task asks for a number: a reply's last number may stand for its final answer.
         self.numeric = asks_for_number(request.question, request.gold)
         self.started = time.monotonic()
-        s = engine.settings
+        s = ctx.settings
         self.max_tokens = request.max_tokens or s.get("max_tokens")
         self.base_temperature = (s.get("temperature") if request.temperature is None
                                  else request.temperature)
@@ -79,7 +77,7 @@ class Run:
                    labels: tuple[str, ...] | None = None) -> Reply:
         """One counted request through the engine's one ask path (health recorded there);
         a failure is raised as the ProviderError it was."""
-        reply = await self.engine.asker.ask(
+        reply = await self.ctx.asker.ask(
             model, messages, labels=labels, call_id=self.call_id,
             max_tokens=max_tokens or self.max_tokens,
             temperature=self.base_temperature if temperature is None else temperature,
@@ -116,13 +114,13 @@ class Run:
 
 
 # -- model selection ---------------------------------------------------------------------------
-def pick_generators(engine: Engine, request: GenerateRequest, n: int) -> list[ModelConfig]:
+def pick_generators(ctx: Context, request: GenerateRequest, n: int) -> list[ModelConfig]:
     """Up to ``n`` distinct generator models, diverse families first (registry rules).
 
     Members known to be down are replaced when the catalogue has a substitute. Strategies
     cycle through the list when they need more samples than there are models.
     """
-    reg = engine.registry
+    reg = ctx.registry
     if request.models:
         members = reg.select(models=request.models)
     else:
@@ -140,7 +138,7 @@ def pick_generators(engine: Engine, request: GenerateRequest, n: int) -> list[Mo
     return out
 
 
-def pick_judges(engine: Engine, request: GenerateRequest, generators: list[ModelConfig],
+def pick_judges(ctx: Context, request: GenerateRequest, generators: list[ModelConfig],
                 m: int) -> list[ModelConfig]:
     """``m`` judges, from outside the generators' families wherever the catalogue allows.
 
@@ -151,7 +149,7 @@ def pick_judges(engine: Engine, request: GenerateRequest, generators: list[Model
     alias. Fewer distinct models than ``m`` are cycled (each call is still its own ballot
     with its own shuffle) rather than filled up with generators.
     """
-    reg = engine.registry
+    reg = ctx.registry
     if request.judge_models:
         chosen = [reg.model(a) for a in request.judge_models]
         reg.select(models=[c.alias for c in chosen])  # raises a clear error if unusable
@@ -159,7 +157,7 @@ def pick_judges(engine: Engine, request: GenerateRequest, generators: list[Model
         gen_aliases = {g.alias for g in generators}
         gen_families = {g.family for g in generators}
         gen_providers = {g.provider for g in generators}
-        pool = sorted((x for x in engine.settings.models.values() if reg.available(x)),
+        pool = sorted((x for x in ctx.settings.models.values() if reg.available(x)),
                       key=lambda x: (x.provider not in gen_providers, x.builtin,
                                      TIER_RANK.get(x.tier, 9), x.cost, x.alias))
         chosen = []

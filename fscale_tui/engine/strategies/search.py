@@ -55,7 +55,7 @@ STEP_SYSTEM = ("Solve the problem step by step. Write each step as one short par
 
 
 def continuation_mode(run: Run, model: ModelConfig) -> str:
-    provider = run.engine.settings.providers.get(model.provider)
+    provider = run.ctx.settings.providers.get(model.provider)
     for opts in (model.options, provider.options if provider else {}):
         mode = opts.get("continuation")
         if mode in CONTINUATIONS:
@@ -142,7 +142,7 @@ def _finish(run: Run, finished: list[_Path], steps: int) -> GenerateResult:
     for i, p in enumerate(finished):
         c = Candidate(index=i, model=p.model, text=p.text.strip(), answer=answer_of(p.text, numeric=run.numeric),
                       score=p.score, votes=round(p.score or 0.0, 4),
-                      family=run.engine.settings.models[p.model].family if p.model in run.engine.settings.models else "")
+                      family=run.ctx.settings.models[p.model].family if p.model in run.ctx.settings.models else "")
         cands.append(c)
         run.emit(CandidateGenerated(run.call_id, c.model, c.index, c.text or "", 0.0, c.answer))
     if not cands:

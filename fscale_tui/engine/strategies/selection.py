@@ -59,7 +59,7 @@ async def make_candidates(run: Run, k: int, *, sampling: bool) -> list[Candidate
 
 def given_candidates(run: Run) -> list[Candidate]:
     names = run.request.candidate_models or ("given",) * len(run.request.candidates or ())
-    models = run.engine.settings.models
+    models = run.ctx.settings.models
     cands = []
     for i, (text, name) in enumerate(zip(run.request.candidates or (), names)):
         family = models[name].family if name in models else name
