@@ -182,8 +182,8 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
     from fscale_tui.engine.learning.store import (
         LearningStore,
         record_from_scale,
-        refresh_tracker,
     )
+    from fscale_tui.engine.learning.rows import refresh_tracker
     from fscale_tui.engine.learning.challenger import (
         BUDGET_WINDOW,
         allowance,
@@ -451,8 +451,8 @@ def speed(out: Path, n_calls: int = 20_000) -> None:
         CallRecord,
         LearningStore,
         ReplyRecord,
-        refresh_tracker,
     )
+    from fscale_tui.engine.learning.rows import refresh_tracker
 
     rng = random.Random(0)
     labels = list("ABCDEFGHIJ")

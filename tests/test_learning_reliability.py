@@ -15,8 +15,8 @@ from fscale_tui.engine.learning.store import (
     CallRecord,
     LearningStore,
     ReplyRecord,
-    refresh_tracker,
 )
+from fscale_tui.engine.learning.rows import refresh_tracker
 from fscale_tui.engine.learning.challenger import EXPLORE_SD, allowance, choose, plan, worth_exploring
 from fscale_tui.engine.learning.evolve import propose_panel
 from fscale_tui.engine.session import Engine

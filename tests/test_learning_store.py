@@ -289,7 +289,7 @@ def test_a_log_written_by_the_previous_version_is_migrated_once(fscale_home, tmp
     """An old database (no migrations table, feedback without state) with a confirm and a later
     override on one call: opening it records the migrations, keeps every row, marks the confirm
     superseded and replays the ratings to those of a log with only the override."""
-    from fscale_tui.engine.learning.store import MIGRATIONS
+    from fscale_tui.engine.learning.migrations import MIGRATIONS
 
     with LearningStore(tmp_path / "clean.db") as clean:
         _log(clean, {3: [("override", {"label": "NO"})]})

@@ -140,7 +140,7 @@ class CallLog:
     # -- ratings snapshot for the engine ----------------------------------------------------
     def _read_ratings(self) -> dict[str, ModelRating]:
         """The Elo table (and, as a side effect, ``estimates`` brought up to date)."""
-        from .store import refresh_tracker
+        from .rows import refresh_tracker
 
         path = LearningStore.for_settings(self.settings).path
         if not path.exists():
