@@ -60,7 +60,7 @@ from fscale_tui.engine.routing.calibrate import adaptive_arrays, stage_arrays  #
 from fscale_tui.engine.routing.knobs import upper_hull  # noqa: E402
 from fscale_tui.engine.routing.router import (DEFAULT_K, ClusterModel, Router,  # noqa: E402
                                               choose_smoothing, compute_psi)
-from fscale_tui.engine.decide.rules import Majority  # noqa: E402
+from fscale_tui.engine.decide.rules.majority import Majority  # noqa: E402
 
 ALPHAS = (0.05, 0.1, 0.2)
 DELTA = 0.1

@@ -195,7 +195,7 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
     from fscale_tui.engine.catalog.registry import Registry
     from fscale_tui.engine.decide.vote import ballots, result_from
     from fscale_tui.engine.base.calls import ScaleRequest, Vote
-    from fscale_tui.engine.decide.rules import Majority
+    from fscale_tui.engine.decide.rules.majority import Majority
 
     order, sp = stream_of(rs, seed, args.tune)
     rng = random.Random(seed)

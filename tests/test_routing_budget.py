@@ -19,7 +19,7 @@ from fscale_tui.engine.providers.replay import prompt_sha256
 from fscale_tui.engine.routing import planner as P
 from fscale_tui.engine.base.budget import Budget, parse_budget
 from fscale_tui.engine.routing.tasks import Task
-from fscale_tui.engine.decide.rules import Posterior
+from fscale_tui.engine.decide.rules.posterior import Posterior
 from tests.conftest import run_cli
 
 LABELS = ("A", "B", "C", "D")

@@ -12,7 +12,8 @@ from fscale_tui.engine.base.events import (Cancelled, Decided, MemberSubstituted
                                       VoteFailed, VoteReceived, VoteStarted)
 from fscale_tui.engine.session import Engine
 from fscale_tui.engine.base.calls import ScaleRequest
-from fscale_tui.engine.decide.rules import Majority, Weighted
+from fscale_tui.engine.decide.rules.majority import Majority
+from fscale_tui.engine.decide.rules.weighted import Weighted
 from tests.conftest import Behaviour, mid, write_config
 
 

@@ -40,7 +40,7 @@ from .catalog.registry import Registry
 from .base.prompts import build_messages
 from .decide.vote import VoteRunner, result_from
 from .base.calls import ScaleRequest, ScaleResult, StageOutcome, Vote, new_call_id
-from .decide.rules import Majority
+from .decide.rules import rule_for
 
 
 if TYPE_CHECKING:  # numpy and the routing modules load only when -k auto or routing is used
@@ -293,9 +293,9 @@ class Engine:
                            messages: list[dict[str, str]], used: set[str], reserved: set[str],
                            ask_kwargs: dict[str, Any], counter: Any, started: float,
                            tie_break: str) -> AsyncIterator[Event]:
+        rule = rule_for("majority", tie_break=tie_break, rating_of=self.rating_of)
         runner = VoteRunner(self.asker, members, request.labels, messages, call_id=call_id,
-                            rule=Majority(tie_break, self.rating_of), used=used,
-                            reserved=reserved, ask_kwargs=ask_kwargs)
+                            rule=rule, used=used, reserved=reserved, ask_kwargs=ask_kwargs)
         async for event in runner.events():
             yield event
         assert runner.tally is not None
@@ -344,7 +344,7 @@ class Engine:
             if accepted:
                 answer, conf = tally.answer, c
                 break
-        rule = Majority("none")
+        rule = rule_for("majority")
         overall = rule.decide([rule.ballot(v.model, v.answer if v.status == "answered" else None)
                                for v in votes if v.status != "replaced"], labels)
         result = ScaleResult(

@@ -31,14 +31,13 @@ special-cases a provider type: what differs is asked through the functions below
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Protocol
 
 from ..base.errors import ConfigError
+from ..base.plugins import load_package
 from ..base.settings import ModelConfig, ProviderConfig, Settings
 
 _TYPES: dict[str, ModuleType] | None = None
@@ -49,8 +48,7 @@ def provider_types() -> dict[str, ModuleType]:
     global _TYPES
     if _TYPES is None:
         found: dict[str, ModuleType] = {}
-        for info in pkgutil.iter_modules(__path__):
-            module = importlib.import_module(f"{__name__}.{info.name}")
+        for module in load_package(__name__, __path__):
             kind = getattr(module, "TYPE", None)
             if kind:
                 found[kind] = module

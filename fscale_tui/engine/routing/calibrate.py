@@ -32,9 +32,9 @@ from ..base.calls import RequestCounter, Vote
 from ..base.errors import UsageError
 from ..base.prompts import build_messages
 from ..base.settings import Settings
-from ..decide.rules import DEFAULT_SPREAD, Tally
+from ..decide.rules import DEFAULT_SPREAD, Tally, signals
 from ..decide.vote import VoteRunner
-from .cascade import (DEFAULT_ORDER, DEFAULT_SIGNAL, ORDERS, SIGNALS, TAU_GRID, Cascade,
+from .cascade import (DEFAULT_ORDER, DEFAULT_SIGNAL, ORDERS, TAU_GRID, Cascade,
                       CascadeConfig, StagePlan, adaptive_stages, confidence, parse_stages)
 from .planner import load_plans
 from .profile import load_router
@@ -100,8 +100,8 @@ async def calibrate_on_tasks(ctx: Context, tasks: Sequence[Task], stages: Sequen
     costs nothing). Stage s is only run on the items no earlier stage accepted (votes are
     reused), so calibration costs about what the cascade will cost at run time.
     """
-    if signal not in SIGNALS:
-        raise UsageError(f"--signal must be one of {', '.join(SIGNALS)}")
+    if signal not in signals():
+        raise UsageError(f"--signal must be one of {', '.join(signals())}")
     if not 0 < alpha < 1 or not 0 < delta < 1:
         raise UsageError("--alpha and --delta must be between 0 and 1")
     specs = parse_stages(stages)

@@ -28,7 +28,7 @@ A cascade is a list of stages, cheapest first. A stage is written as
 At run time every stage is a vote of the same :class:`~fscale_tui.engine.decide.vote.VoteRunner`
 that ``scale`` uses (the engine runs them: early decision, substitution, health, events, one
 logged call): a model already asked by an earlier stage is not asked again, its vote is
-reused. Each stage's confidence c(x) comes from its voting rule (:mod:`..voting`):
+reused. Each stage's confidence c(x) comes from its voting rule (:mod:`..decide.rules`):
 
 - ``agreement``: votes for the leading label / stage members (no answer counts against it),
 - ``votes``: the same over every vote gathered so far (later stages see more votes),
@@ -36,7 +36,7 @@ reused. Each stage's confidence c(x) comes from its voting rule (:mod:`..voting`
   accuracy on this prompt's cluster (1 − Ψ); confidence = weight behind the leader / total
   weight of the stage (no answer counts against it).
 
-- ``posterior``: P(leader is right | votes), see :class:`..voting.Posterior`.
+- ``posterior``: P(leader is right | votes), see :class:`..decide.rules.posterior.Posterior`.
 
 The first stage with c(x) ≥ its calibrated threshold answers; if none does, the call abstains
 (exit code 3). A stage that calibration found can never answer is skipped (not paid for).
@@ -54,12 +54,12 @@ import numpy as np
 
 from ..base import storage
 from ..base.errors import UsageError
-from ..decide.rules import DEFAULT_SPREAD, VotingRule, rule_for
+from ..decide.rules import DEFAULT_SPREAD, VotingRule, rule_for, signals
+from ..decide.rules.posterior import Posterior
 from .risk import calibrate_cascade
 from .profile import load_router
 from .router import Router, routing_dir
 
-SIGNALS = ("agreement", "votes", "weighted", "posterior")
 DEFAULT_SIGNAL = "weighted"
 MODES = ("adaptive", "cascade")
 ORDERS = ("routed", "routed-then-best")
@@ -132,8 +132,8 @@ def confidence(votes: Sequence[str | None], labels: Sequence[str], signal: str,
     by its model's reliability (a tie in weight is confidence 0). The same voting rules as at
     run time (:mod:`..voting`); benches and calibration on recorded answers use this.
     """
-    if signal not in SIGNALS:
-        raise UsageError(f"--signal must be one of {', '.join(SIGNALS)}")
+    if signal not in signals():
+        raise UsageError(f"--signal must be one of {', '.join(signals())}")
     if not votes:
         return None, 0.0
     names = [f"m{i}" for i in range(len(votes))]
@@ -397,7 +397,6 @@ class Cascade:
         models ordered by price per unit of evidence on the prompt's cluster; stage k asks the
         first k+1 with the escalation-aware reliabilities of stage k and stops at τ; the last
         stage always answers."""
-        from ..decide.rules import Posterior
         from .planner import evidence_order, shifted
 
         choice = plans.choose(budget)
