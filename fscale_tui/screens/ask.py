@@ -26,6 +26,11 @@ from ..widgets.stages import StagesView
 from ..widgets.votes import DecisionBanner, MemberCard, VoteTable
 from .base import FscaleScreen
 
+#: This screen in the app: its mode, class, F-key, footer label and title (the app, the help
+#: screen, the palette and ``fscale tui --screen`` read it without importing this module).
+SCREEN = {"mode": "ask", "class": "AskScreen", "key": "f2", "label": "Ask",
+          "title": "Ask / verify: live votes"}
+
 MODES = [("scale", "scale"), ("verify", "verify")]
 #: what the k field accepts as it is typed: digits, or (a prefix of) "auto"
 K_TYPED = r"[0-9]*|[aA]([uU]([tT][oO]?)?)?"

@@ -23,6 +23,11 @@ from ..widgets.table import FillTable
 from ..widgets.votes import DecisionBanner, first_lines
 from .base import FscaleScreen
 
+#: This screen in the app: its mode, class, F-key, footer label and title (the app, the help
+#: screen, the palette and ``fscale tui --screen`` read it without importing this module).
+SCREEN = {"mode": "generate", "class": "GenerateScreen", "key": "f3", "label": "Generate",
+          "title": "Generate: candidates and judges"}
+
 #: A candidate card is never narrower than this; more cards than fit scroll sideways.
 CARD_MIN_WIDTH = 24
 

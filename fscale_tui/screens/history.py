@@ -26,6 +26,11 @@ from ..widgets.table import FillTable
 from ..widgets.votes import first_lines
 from .base import FscaleScreen
 
+#: This screen in the app: its mode, class, F-key, footer label and title (the app, the help
+#: screen, the palette and ``fscale tui --screen`` read it without importing this module).
+SCREEN = {"mode": "history", "class": "HistoryScreen", "key": "f7", "label": "History",
+          "title": "History: past calls and feedback"}
+
 LIMIT = 500
 
 #: what each one-key verdict means, for the confirmation dialog

@@ -23,6 +23,11 @@ from ..messages import SettingsChanged
 from ..widgets.evidence import accuracy_text, elo_text
 from .base import FscaleScreen
 
+#: This screen in the app: its mode, class, F-key, footer label and title (the app, the help
+#: screen, the palette and ``fscale tui --screen`` read it without importing this module).
+SCREEN = {"mode": "panels", "class": "PanelsScreen", "key": "f6", "label": "Panels",
+          "title": "Panels: list, edit, evolve"}
+
 
 class PanelsScreen(FscaleScreen):
     """List and edit panels; propose a new champion panel from ratings (evolve)."""
