@@ -11,6 +11,9 @@ from ..engine.base.errors import ExitCode
 from .common import (engine_facade, guarded, load_settings_for_cli, print_json, run, split_list,
                      stderr_console, stdout_console)
 
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 30
+
 # Group help comes from the callbacks' docstrings (they carry the examples).
 models_app = typer.Typer(invoke_without_command=True)
 panels_app = typer.Typer(invoke_without_command=True)

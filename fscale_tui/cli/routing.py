@@ -15,6 +15,9 @@ from ..engine.base.errors import ExitCode, UsageError
 from .common import (engine_facade, guarded, load_settings_for_cli, print_json, run, show_progress,
                      split_list, stderr_console, stdout_console)
 
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 50
+
 SELECT = "Choosing models"
 CLUSTERS = "Clusters"
 OUTPUT = "Output"

@@ -13,6 +13,9 @@ from .common import (guarded, print_json, read_stdin, read_text_file,
                      resolve_context, run, show_progress, split_list, stderr_console,
                      stdin_has_data)
 
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 10
+
 SELECT = "Choosing models"
 OUTPUT = "Output"
 LEARNING = "Learning"
