@@ -461,7 +461,7 @@ def batch_output(items: Any, empty_field: str, resume: str | None, *, quiet: boo
         todo, where = resumed.pending(items)
         if not quiet:
             output.err.write(f"fscale: {resumed.note(total)}\n")
-        out = BatchOutput(todo, empty_field, write=resumed.writer(), where=where,
+        out = BatchOutput(todo, empty_field, write=resumed.writer(print_json), where=where,
                           previous=resumed.done.values())
     try:
         yield out, todo
