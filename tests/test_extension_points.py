@@ -90,6 +90,7 @@ ECHO = '''
     TYPE = "echo"
     PROVIDER_OPTIONS = ("enabled",)
     MODEL_OPTIONS = ()
+    NEEDS_BASE_URL = True
 
 
     def usable(provider, env=None):
@@ -125,6 +126,19 @@ def test_a_provider_type_is_one_module(copy, server, fscale_home):
     usable = {row["alias"]: row["usable"] for row in json.loads(proc.stdout)
               if row["alias"] in ("e0", "x")}
     assert usable == {"e0": True, "x": False}
+
+
+def test_what_a_provider_type_needs_is_its_own_hook(copy, fscale_home):
+    """"needs base_url" is the provider type's NEEDS_BASE_URL, not a check for "openai": a new
+    type that sets it gets the same one-line error, and the local type (which does not) none."""
+    add, run, _ = copy
+    add("engine/providers/echo.py", ECHO)
+    for kind, needs in (("echo", True), ("openai", True), ("local", False)):
+        (fscale_home / "config.toml").write_text(tomli_w.dumps(
+            {"providers": {"nourl": {"type": kind}}}))
+        proc = run("-m", "fscale_tui", "models", "--json")
+        said = "[providers.nourl] needs base_url" in proc.stderr
+        assert (proc.returncode, said) == ((2, True) if needs else (0, False)), (kind, proc.stderr)
 
 
 NOTES = '''

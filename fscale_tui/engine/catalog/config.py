@@ -475,7 +475,7 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None,
         options.update({k: v for k, v in fields.items() if k not in known})
         merged.update({k: v for k, v in fields.items() if k in known})
         ptype = merged.get("type", "openai")
-        if ptype == "openai" and not merged.get("base_url"):
+        if provider_types.needs_base_url(ptype) and not merged.get("base_url"):
             raise ConfigError(f"{config_line(cfg_path, f'providers.{name}')}: "
                               f"[providers.{name}] needs base_url")
         providers[name] = ProviderConfig(name=name, base_url=str(merged.get("base_url", "")),
