@@ -16,7 +16,7 @@ from fscale_tui.engine.base.redact import MASK, register_secrets
 
 PACKAGE = Path(__file__).resolve().parent.parent / "fscale_tui"
 #: The boundary itself, and the one console factory.
-LAYER = {"engine/output.py"}
+LAYER = {"engine/base/output.py"}
 CONSOLE_FACTORY = {"cli/common.py"}
 #: Reading these is fine: they say where output goes, they do not write.
 HARMLESS_STD_ATTRS = {"isatty", "fileno"}
