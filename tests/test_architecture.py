@@ -23,8 +23,6 @@ def test_import_contracts_hold():
 
 
 def test_modules_that_imported_each_other_no_longer_do():
-    import grimp
-
     graph = _graph()
     for a, b in [("fscale_tui.engine.catalog.config", "fscale_tui.engine.providers.local.provider"),
                  ("fscale_tui.engine.catalog.config", "fscale_tui.engine.providers"),

@@ -143,7 +143,7 @@ def test_a_scale_question_walks_down_through_at_most_seven_modules(server, stub_
     assert dispatch == ["fscale_tui.cli", "fscale_tui.cli.common"]
     # ARCHITECTURE.md shows this walk
     text = (REPO / "ARCHITECTURE.md").read_text()
-    shown = re.search(r"<!-- walk -->\n```text\n(.*?)```", text, re.S)
+    shown = re.search(r"<!-- walk -->\n```text\n(.*?)```", text, re.DOTALL)
     assert shown is not None
     assert [w for w in shown.group(1).split() if w != "→"] == \
         [m.removeprefix("fscale_tui.") for m in walk]

@@ -28,7 +28,7 @@ from .. import __version__
 
 #: A command module's place in ``fscale --help`` (``HELP_ORDER = N`` at its top level; lower
 #: first, then by name): its commands are listed together, in the order its register() adds them.
-_ORDER = re.compile(r"^HELP_ORDER = (\d+)", re.M)
+_ORDER = re.compile(r"^HELP_ORDER = (\d+)", re.MULTILINE)
 #: What register() adds: ``app.command("name")(function)`` or ``app.add_typer(group, name="name")``.
 _REGISTERED = re.compile(r'\bapp\.(?:command\(\s*"([\w-]+)"|add_typer\(\s*\w+\s*,\s*name\s*=\s*"([\w-]+)")')
 
