@@ -12,13 +12,13 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .engine.config import Settings
-from .engine.errors import UsageError
+from .engine.base.settings import Settings
+from .engine.base.errors import UsageError
 from .engine.session import Engine
-from .engine.vote import ScaleRequest, ScaleResult
+from .engine.base.calls import ScaleRequest, ScaleResult
 
 if TYPE_CHECKING:
-    from .engine.generate import GenerateRequest, GenerateResult
+    from .engine.base.calls import GenerateRequest, GenerateResult
 
 __all__ = ["scale", "scale_batch", "ScaleResult", "ScaleRequest", "generate", "generate_batch",
            "GenerateResult", "GenerateRequest"]

@@ -154,8 +154,8 @@ __all__ = ["Behaviour", "StubOpenAIServer", "write_config", "mid", "run_cli", "r
 def earn_shadow_budget(decision_calls: int = 1000) -> None:
     """Record past decision calls in this home's spend ledger (the real state file), so the
     shadow budget allows shadows from the first call (a fresh home has earned none)."""
-    from fscale_tui.engine.config import load_settings
-    from fscale_tui.engine.coordination import make_coordination
+    from fscale_tui.engine.catalog.config import load_settings
+    from fscale_tui.engine.wire.coordination import make_coordination
 
     coordination = make_coordination(load_settings())
     try:
@@ -230,7 +230,7 @@ def run_cli_pty(*args: str, stdout_path: Path | None, env: dict | None = None,
 def small_local_servers(fscale_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """FSCALE_HOME for tests with the real local models: small servers (512-token context, one
     slot, idle exit after 2 minutes as a safety net); every server is stopped after the test."""
-    from fscale_tui.engine.paths import Paths
+    from fscale_tui.engine.base.paths import Paths
     from fscale_tui.engine.providers.local import servers
 
     monkeypatch.delenv("FSCALE_LOCAL", raising=False)

@@ -281,7 +281,7 @@ def _seed_call_log(home: Path, env: dict[str, str]) -> None:
     """The call the learning examples name, logged as a scale call of fast-a, fast-b and a nim
     model (so `--prefer fast-a --over fast-b` has both repliers)."""
     code = (
-        "from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord\n"
+        "from fscale_tui.engine.learning.store import CallRecord, LearningStore, ReplyRecord\n"
         "import sys\n"
         "with LearningStore(sys.argv[1]) as s:\n"
         f"    s.record_call(CallRecord(id={CALL_ID!r}, question='Is this code safe?',\n"

@@ -22,9 +22,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .errors import UsageError
-from .jsonl import count_items, iter_file_lines
-from .requests import MAX_K
+from .base.calls import GenerateRequest, ScaleRequest
+from .base.errors import BigNumber as _Big, UsageError, describe
+from .base.jsonl import count_items, iter_file_lines
+from .requests import MAX_K, scale_request, split_labels, validated
 
 #: Bounds on the numbers an item may carry (an item asking for 10**30 tokens is a bad line,
 #: not a request the providers should see).
@@ -127,42 +128,12 @@ _MUST = {
 }
 
 
-class _Big(str):
-    """A JSON number too long to be worth converting (shown by its length)."""
-
-
 def _loose(line: bytes | str) -> Any:
     """The line as plain JSON values, for error messages only (never raises)."""
     try:
         return json.loads(line, parse_int=lambda s: _Big(s) if len(s) > 30 else int(s))
     except (ValueError, RecursionError, TypeError):
         return None
-
-
-def describe(value: Any, *, text: bool = True) -> str:
-    """A value as a few words for an error line (never its whole text; with ``text=False`` a
-    string is only "a string": a config value could be a key pasted in the wrong place)."""
-    if isinstance(value, _Big):
-        return f"a {len(value.lstrip('-'))}-digit number"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return "a number out of range" if value != value or value in (float("inf"), float("-inf")) \
-            else repr(value)
-    if isinstance(value, int):
-        return str(value) if len(str(value)) <= 30 else f"a {len(str(abs(value)))}-digit number"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, str):
-        if not text:
-            return "a string"
-        shown = value if len(value) <= 40 else value[:39] + "…"
-        return json.dumps(shown, ensure_ascii=False)
-    return type(value).__name__
 
 
 def _item_id(obj: Any) -> str | None:
@@ -275,8 +246,6 @@ def convert_item(obj: Any, schema: type[_Item]) -> _Item:
 
 
 def _names(value: str | list[str] | None, field: str) -> tuple[str, ...] | None:
-    from .requests import split_labels
-
     if value is None:
         return None
     if isinstance(value, str):
@@ -286,8 +255,6 @@ def _names(value: str | list[str] | None, field: str) -> tuple[str, ...] | None:
 
 def _labels(value: str | list[str]) -> tuple[str, ...]:
     """``answers`` as labels, each checked on its own (so the message names the bad one)."""
-    from .requests import split_labels
-
     if isinstance(value, str):
         labels = split_labels(value) or ()
         if len(labels) < 2:
@@ -317,12 +284,10 @@ def _id_text(value: str | int | None) -> str | None:
     return None if value is None else str(value)
 
 
-def scale_from_item(item: ScaleItem, defaults: dict[str, Any]) -> Any:
+def scale_from_item(item: ScaleItem, defaults: dict[str, Any]) -> ScaleRequest:
     """The ``ScaleRequest`` of a decoded item; ``defaults`` are the command's flags (``answers``,
     ``models``, ``panel``, ``k``, ``tie_break``, ``alpha``, ``budget``). The item's own choice of models
     or panel replaces the flags' (never both)."""
-    from .requests import scale_request
-
     item_id = _id_text(item.id)
     try:
         answers = item.answers if item.answers is not None else defaults.get("answers")
@@ -343,10 +308,8 @@ def scale_from_item(item: ScaleItem, defaults: dict[str, Any]) -> Any:
         raise ItemError(str(exc), item_id) from None
 
 
-def generate_from_item(item: GenerateItem, defaults: dict[str, Any]) -> Any:
+def generate_from_item(item: GenerateItem, defaults: dict[str, Any]) -> GenerateRequest:
     """The ``GenerateRequest`` of a decoded item; ``defaults`` are the command's options."""
-    from .generate import GenerateRequest
-
     item_id = _id_text(item.id)
     opts = {k: v for k, v in defaults.items() if v is not None}
     for name in item.__struct_fields__:
@@ -363,8 +326,7 @@ def generate_from_item(item: GenerateItem, defaults: dict[str, Any]) -> Any:
     if item.models is not None and item.panel is None:
         opts.pop("panel", None)
     try:
-        request = GenerateRequest(question=item.question, item_id=item_id, **opts)
-        request.validate()
+        request = validated(GenerateRequest(question=item.question, item_id=item_id, **opts))
     except (ValueError, TypeError, UsageError) as exc:
         raise ItemError(str(exc), item_id) from None
     return request

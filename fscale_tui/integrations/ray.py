@@ -19,7 +19,7 @@ generate), ``confidence``, ``status``, ``votes`` (JSON), ``calls_made``, ``item_
 What holds across the job:
 
 * **Rate limits**: every actor's HTTP client takes its tokens from the coordination backend
-  (:mod:`fscale_tui.engine.coordination`): Redis when ``FSCALE_REDIS_URL`` / ``[fleet]
+  (:mod:`fscale_tui.engine.wire.coordination`): Redis when ``FSCALE_REDIS_URL`` / ``[fleet]
   redis_url`` is set (fleet-wide, every host), else the state directory (actors on one machine).
 * **The call log**: actors do not write it. Each row carries its call-log record back to the
   driver, which writes them once into its own log (so ``fscale history`` and the ratings see
@@ -97,7 +97,7 @@ class FscaleActor:
 
     def _engine(self) -> Any:
         if self.engine is None:
-            from ..engine.config import load_settings
+            from ..engine.catalog.config import load_settings
             from ..engine.session import Engine
 
             settings = load_settings().with_overrides(**self.overrides)
@@ -126,12 +126,12 @@ class FscaleActor:
                                              panel=spec["panel"], k=spec["k"],
                                              tie_break=spec["tie_break"], item_id=item_id))
                 else:
-                    from ..engine.generate import GenerateRequest
+                    from ..engine.base.calls import GenerateRequest
+                    from ..engine.requests import validated
 
-                    req = GenerateRequest(question=str(row[col]), context=context,
-                                          item_id=item_id, **spec["options"])
-                    req.validate()
-                    out.append(req)
+                    out.append(validated(GenerateRequest(
+                        question=str(row[col]), context=context, item_id=item_id,
+                        **spec["options"])))
             except Exception as exc:  # a bad row is that row's error, not the batch's
                 out.append(exc)
         return out
@@ -253,7 +253,7 @@ def _finish(out: Any, settings: Any) -> Any:
 
 def _settings(settings: Any, overrides: dict[str, Any]) -> Any:
     if settings is None:
-        from ..engine.config import load_settings
+        from ..engine.catalog.config import load_settings
 
         settings = load_settings()
     return settings.with_overrides(**overrides)

@@ -18,10 +18,15 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
-from ..engine.errors import FscaleError
+from ..engine.base.errors import FscaleError
 from ..messages import SettingsChanged
 from ..widgets.evidence import accuracy_text, elo_text
 from .base import FscaleScreen
+
+#: This screen in the app: its mode, class, F-key, footer label and title (the app, the help
+#: screen, the palette and ``fscale tui --screen`` read it without importing this module).
+SCREEN = {"mode": "panels", "class": "PanelsScreen", "key": "f6", "label": "Panels",
+          "title": "Panels: list, edit, evolve"}
 
 
 class PanelsScreen(FscaleScreen):

@@ -158,7 +158,7 @@ def propose_panel(ratings: Mapping[str, ModelRating], current: Sequence[str], *,
 
 def apply_panel(settings: Any, proposal: PanelProposal) -> None:
     """Write the proposed panel to config.toml (atomic, locked read-modify-write)."""
-    from ..config import update_user_config
+    from ..catalog.config import update_user_config
 
     def change(doc: dict[str, Any]) -> None:
         panels = doc.setdefault("panels", {})

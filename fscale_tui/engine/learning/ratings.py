@@ -35,7 +35,7 @@ it was given) from an empty table. The store uses it when feedback is replaced o
 the result is exactly what a log that never had the withdrawn feedback would give (the same
 floating-point operations in the same order as the incremental updates).
 
-This module is pure (no I/O): the SQLite store lives in :mod:`.calllog`.
+This module is pure (no I/O): the SQLite store lives in :mod:`.store`.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ rating`` prefers the backer with the higher ``accuracy``.
 :class:`ReliabilityTracker` keeps the arrays and the last estimates, reads only calls it has not
 seen, and warm-starts EM from the last fit, so a refresh costs a few iterations.
 
-Pure (numpy, no I/O): the rows come from :func:`.calllog.reliability_rows`.
+Pure (numpy, no I/O): the rows come from :func:`.rows.reliability_rows`.
 """
 
 from __future__ import annotations

@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import storage
-from ..background import BackgroundWriter
-from ..errors import ExitCode, FscaleError
-from .calllog import (CallRecord, LearningStore, ReplyRecord, is_damage, quarantine_damaged,
+from ..base import storage
+from ..base.background import BackgroundWriter
+from ..base.errors import ExitCode, FscaleError
+from .store import (CallRecord, LearningStore, ReplyRecord, is_damage, quarantine_damaged,
                       record_from_scale)
 from .ratings import ModelRating
 from .reliability import PRIOR_A, PRIOR_B, Estimate, ReliabilityTracker
@@ -69,7 +69,7 @@ class CallLog:
         model = self.settings.models.get(alias)
         if model is not None and model.family:
             return str(model.family)
-        from ..catalogue import family_of
+        from ..catalog.builtins import family_of
 
         return family_of(alias)
 
@@ -140,7 +140,7 @@ class CallLog:
     # -- ratings snapshot for the engine ----------------------------------------------------
     def _read_ratings(self) -> dict[str, ModelRating]:
         """The Elo table (and, as a side effect, ``estimates`` brought up to date)."""
-        from .calllog import refresh_tracker
+        from .rows import refresh_tracker
 
         path = LearningStore.for_settings(self.settings).path
         if not path.exists():

@@ -69,7 +69,7 @@ def calibrated_point(settings: Any, plans: PlanSet) -> dict[str, Any] | str | No
     if found is None or router is None:
         return None
     ev, _ = found
-    from ..registry import Registry
+    from ..catalog.registry import Registry
 
     cascade = Cascade(settings, Registry(settings), cfg, router)
     rows = np.flatnonzero(ev.asked(range(len(ev.models))))

@@ -63,10 +63,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import storage
-from ..errors import UsageError
-from ..voting import RELIABILITY_CAP
-from .budget import Budget
+from ..base import storage
+from ..base.errors import UsageError
+from ..decide.rules import RELIABILITY_CAP
+from ..base.budget import Budget
 from .knobs import LAMBDAS, frontier_auc, upper_hull
 from .router import DEFAULT_SMOOTHING, SWITCH_Z, compute_psi, routing_dir, switch_penalty
 
@@ -804,7 +804,7 @@ def evidence_from_profile(settings: Any) -> tuple[Evidence, dict[str, Any]] | No
     """The stored profile as :class:`Evidence` (configured, profiled models only), with what
     Ψ needs per model (``obs[model] = (item rows, errors)``), the clusters and the smoothing.
     None when nothing is profiled."""
-    from ..catalogue import family_of
+    from ..catalog.builtins import family_of
     from .profile import ProfileStore, PromptClusters
     from .router import ClusterModel, read_knobs
 

@@ -36,9 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from .. import storage
-from ..config import ModelConfig
-from ..errors import UsageError
+from ..ask.context import Context
+from ..base import storage
+from ..base.errors import UsageError
+from ..base.settings import ModelConfig
 from .router import (ClusterModel, Router, choose_smoothing, read_knobs, router_from_assignments,
                      routing_dir, write_knobs)
 from .tasks import Task
@@ -67,12 +68,12 @@ class Outcome:
     tokens: int | None = None  # prompt + completion tokens (estimated by replay providers)
 
 
-async def ask_model(engine: Any, model: ModelConfig, task_messages: list[dict[str, str]],
+async def ask_model(ctx: Context, model: ModelConfig, task_messages: list[dict[str, str]],
                     labels: tuple[str, ...], *, task_id: str | None = None,
                     temperature: float | None = None) -> Outcome:
     """One vote from one model through the engine's one ask path; a failure is an Outcome
     with ``error`` set. The task id reaches replay providers only (see ``ask.Asker``)."""
-    reply = await engine.asker.ask(model, task_messages, labels=labels, task_id=task_id,
+    reply = await ctx.asker.ask(model, task_messages, labels=labels, task_id=task_id,
                                    temperature=temperature)
     if not reply.ok:
         return Outcome(model.alias, None, reply.latency_s or 0.0, error=reply.error)
@@ -232,7 +233,7 @@ class ProfileStore:
                 for key, prompt, item in self.observations(model, keys)}
 
 
-async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[ModelConfig], *,
+async def run_profile(ctx: Context, tasks: Sequence[Task], models: Sequence[ModelConfig], *,
                       trials: int = 1, resume: bool = False,
                       on_progress: Callable[[int, int], None] | None = None,
                       concurrency: int | None = None) -> dict[str, int]:
@@ -243,7 +244,7 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
     """
     if trials < 1:
         raise UsageError("--trials must be at least 1")
-    store = ProfileStore.for_settings(engine.settings)
+    store = ProfileStore.for_settings(ctx.settings)
     store.compact()
     jobs: list[tuple[ModelConfig, Task, int]] = []
     for model in models:
@@ -265,7 +266,7 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
     store.append(header)
     pending: list[dict[str, Any]] = []
     counts = {"asked": 0, "failed": 0, "skipped": sum(len(tasks) * trials for _ in models) - len(jobs)}
-    base_temp = float(engine.settings.get("temperature"))
+    base_temp = float(ctx.settings.get("temperature"))
     total = len(jobs)
     finished = 0
 
@@ -280,7 +281,7 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
     async def one(model: ModelConfig, task: Task, trial: int) -> None:
         nonlocal finished
         temp = base_temp if trial == 0 else max(base_temp, TRIAL_TEMPERATURE)
-        out = await ask_model(engine, model, task.messages(), task.answers, task_id=task.id,
+        out = await ask_model(ctx, model, task.messages(), task.answers, task_id=task.id,
                               temperature=temp)
         counts["asked"] += 1
         if out.error is not None:
@@ -311,7 +312,7 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
     by_trial: dict[int, list[tuple[ModelConfig, Task, int]]] = {}
     for job in jobs:
         by_trial.setdefault(job[2], []).append(job)
-    width = max(1, int(concurrency or engine.settings.get("batch_concurrency")))
+    width = max(1, int(concurrency or ctx.settings.get("batch_concurrency")))
     try:
         for trial in sorted(by_trial):
             queue = iter(by_trial[trial])

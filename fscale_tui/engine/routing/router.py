@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import storage
-from ..errors import UsageError
+from ..base import storage
+from ..base.errors import UsageError
 from .clusters import kmeans
 from .embed import DEFAULT_EMBEDDING, make_embedder
 

@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..base.errors import UsageError
+from ..base.settings import Settings
 from .profile import ProfileStore, load_router, summarize, tune_smoothing
 from .router import ClusterModel, describe, read_knobs, routing_dir
 from .tasks import load_tasks
@@ -21,7 +22,7 @@ NO_PROFILE = ("no profiled model: run 'fscale profile --fit-clusters TRAIN.jsonl
 
 
 class Routing:
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     @property

@@ -18,13 +18,14 @@ import asyncio
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 
-from ..config import ModelConfig
-from ..errors import ProviderError
-from ..events import CandidateFailed, CandidateGenerated, JudgeVoted
-from .ballots import (SCORE_LABELS, choice_labels, judge_messages, p_yes, parse_choice,
+from ..base.settings import ModelConfig
+from ..base.errors import ProviderError
+from ..base.events import CandidateFailed, CandidateGenerated, JudgeVoted
+from ..decide.judgments import (SCORE_LABELS, choice_labels, judge_messages, p_yes, parse_choice,
                       parse_score, score_messages, usc_messages, yes_messages, yes_no)
 from . import register
-from .common import Candidate, GenerateResult, JudgeVote, Run, answer_of, visible_text
+from .common import Run, answer_of, visible_text
+from ..base.calls import Candidate, GenerateResult, JudgeVote
 
 
 # -- candidates --------------------------------------------------------------------------------
@@ -58,7 +59,7 @@ async def make_candidates(run: Run, k: int, *, sampling: bool) -> list[Candidate
 
 def given_candidates(run: Run) -> list[Candidate]:
     names = run.request.candidate_models or ("given",) * len(run.request.candidates or ())
-    models = run.engine.settings.models
+    models = run.ctx.settings.models
     cands = []
     for i, (text, name) in enumerate(zip(run.request.candidates or (), names)):
         family = models[name].family if name in models else name

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ...errors import NoProviderError, UsageError
+from ...base.errors import NoProviderError, UsageError
 from . import provider as lp
 from . import servers, weights
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ... import storage
-from ...errors import UsageError
+from ...base import storage
+from ...base.errors import UsageError
 
 log = logging.getLogger("fscale")
 

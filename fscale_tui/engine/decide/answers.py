@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from .parsing import split_reasoning
+from ..ask.parsing import split_reasoning
 
 __all__ = ["answers_match", "asks_for_number", "extract_answer", "final_answer", "gold_answer", "gsm8k_gold", "normalize_answer"]
 

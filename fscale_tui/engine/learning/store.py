@@ -1,4 +1,6 @@
-"""The call log and the rating table: one SQLite file in the data directory (design §7, §9).
+"""The call log's store: one SQLite file in the data directory (design §7, §9); what it writes
+and how it keeps it readable. Its schema and migrations are ``migrations.py``, the rows the
+learning reads ``rows.py``.
 
 ``<data_dir>/learning.db`` holds every logged call (id, time, question/context hashes and, unless
 told otherwise, their text; each member's and the challenger's raw reply, parsed vote, latency
@@ -10,12 +12,12 @@ runs in WAL mode with a busy timeout, and each call is written *and* its rating 
 in one short ``BEGIN IMMEDIATE`` transaction, so ratings are read and written under the same
 write lock and no update is lost.
 
-Feedback: the latest verdict on a call replaces the earlier one (see :data:`FEEDBACK_GROUPS`),
+Feedback: the latest verdict on a call replaces the earlier one (see :data:`.rows.FEEDBACK_GROUPS`),
 ``undo_feedback`` takes the current one back, and either way the ratings are recomputed by
-replaying the whole log (:func:`replay_ratings`), never patched. Feedback rows are kept, marked
+replaying the whole log (:func:`.rows.replay_ratings`), never patched. Feedback rows are kept, marked
 ``superseded`` or ``undone``, so ``history show`` tells what happened.
 
-Schema changes are named, ordered migrations (:data:`MIGRATIONS`), recorded in a ``migrations``
+Schema changes are named, ordered migrations (``migrations.py``), recorded in a ``migrations``
 table and in ``PRAGMA user_version``; a database written by an older fscale is brought up to
 date the first time it is opened, inside one write transaction.
 
@@ -38,102 +40,23 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError
-from ..redact import redact
+from ..base.errors import UsageError
+from ..base.redact import redact
 from . import ratings as R
+from .migrations import migrate, transaction
+from .rows import (CURRENT, FEEDBACK_GROUPS, RATED_ROLES, RATED_STATUSES, SUPERSEDED, UNDONE,
+                   refresh_tracker, replay_ratings, verdict)
 
-if TYPE_CHECKING:
-    from .reliability import Call, Estimate, ReliabilityTracker
+if TYPE_CHECKING:  # numpy loads only when the estimates are asked for
+    from .reliability import Estimate
 
 DB_NAME = "learning.db"
 BUSY_TIMEOUT_MS = 30_000
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS calls (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    ts REAL NOT NULL,
-    question_hash TEXT,
-    context_hash TEXT,
-    question TEXT,
-    context TEXT,
-    labels TEXT,
-    members TEXT,
-    answer TEXT,
-    status TEXT,
-    confidence REAL,
-    decided_early INTEGER,
-    elapsed_s REAL,
-    calls_made INTEGER,
-    extra TEXT
-);
-CREATE INDEX IF NOT EXISTS calls_by_id ON calls(id);
-CREATE TABLE IF NOT EXISTS replies (
-    call_seq INTEGER NOT NULL REFERENCES calls(seq),
-    role TEXT NOT NULL,
-    model TEXT NOT NULL,
-    answer TEXT,
-    status TEXT,
-    latency_s REAL,
-    error TEXT,
-    substitute_for TEXT,
-    raw TEXT,
-    thinking TEXT,
-    tokens INTEGER
-);
-CREATE INDEX IF NOT EXISTS replies_by_call ON replies(call_seq);
-CREATE TABLE IF NOT EXISTS feedback (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    call_seq INTEGER NOT NULL REFERENCES calls(seq),
-    call_id TEXT NOT NULL,
-    ts REAL NOT NULL,
-    kind TEXT NOT NULL,
-    label TEXT,
-    prefer TEXT,
-    over TEXT,
-    changes TEXT
-);
-CREATE TABLE IF NOT EXISTS ratings (
-    model TEXT PRIMARY KEY,
-    rating REAL NOT NULL,
-    games INTEGER NOT NULL DEFAULT 0,
-    calls INTEGER NOT NULL DEFAULT 0,
-    agree INTEGER NOT NULL DEFAULT 0,
-    disagree INTEGER NOT NULL DEFAULT 0,
-    feedback INTEGER NOT NULL DEFAULT 0,
-    last_seen REAL
-);
-CREATE TABLE IF NOT EXISTS rating_history (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    model TEXT NOT NULL,
-    ts REAL NOT NULL,
-    rating REAL NOT NULL,
-    call_id TEXT,
-    source TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS history_by_model ON rating_history(model, seq);
-"""
-
-#: Feedback kinds that replace each other on one call: the latest of a group is the current one.
-#: ``confirm``/``reject``/``override`` are one group, the verdict on the call's label (a later
-#: ``--override NO`` replaces an earlier ``--confirm``); ``prefer`` is the other, the verdict
-#: on which model answered better (a later ``--prefer`` replaces an earlier one).
-FEEDBACK_GROUPS = {"confirm": "verdict", "reject": "verdict", "override": "verdict",
-                   "prefer": "prefer"}
-#: Feedback row states: ``current`` counts in the ratings; the others are kept for the record.
-CURRENT, SUPERSEDED, UNDONE = "current", "superseded", "undone"
-
-#: Reply statuses that say something about a model's judgement (failures and cancellations don't).
-RATED_STATUSES = ("answered", "no_answer")
-#: Reply roles that take part in the rating games of a call.
-RATED_ROLES = ("member", "challenger")
-
 
 #: Stored text is capped (README "What the call log keeps"): question, context, raw replies and
 #: reasoning keep their first TEXT_CAP_BYTES of UTF-8 (cut at a character boundary). The hash
@@ -161,7 +84,7 @@ OPENED: set[Path] = set()
 
 def _move_db_aside(path: Path, reason: str) -> None:
     """Move a broken database and its -wal/-shm/-journal files aside, with a warning."""
-    from .. import storage
+    from ..base import storage
 
     for suffix in ("-wal", "-shm", "-journal"):  # they belong to the broken file
         side = path.with_name(path.name + suffix)
@@ -178,7 +101,7 @@ def is_damage(exc: BaseException) -> bool:
 def quarantine_damaged(paths: Iterable[Path] | None = None) -> list[Path]:
     """Damage found *after* opening (a malformed page): move aside every call log this process
     opened (or ``paths``) that fails SQLite's ``quick_check``, so a fresh one is started."""
-    from .. import storage
+    from ..base import storage
 
     moved = []
     for path in sorted(OPENED if paths is None else paths):
@@ -301,7 +224,7 @@ class LearningStore:
         re-checked under the file's cross-process lock, so two processes that both find it broken
         move it aside once and then share the fresh file.
         """
-        from .. import storage
+        from ..base import storage
 
         if self.readonly or str(self.path) == ":memory:":
             return self._open()
@@ -323,7 +246,7 @@ class LearningStore:
             return self._open()
 
     def _open(self) -> sqlite3.Connection:
-        from .. import storage
+        from ..base import storage
 
         conn = storage.open_sqlite(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
                                    readonly=self.readonly)
@@ -352,20 +275,8 @@ class LearningStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @staticmethod
-    @contextlib.contextmanager
-    def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        """A short write transaction holding the database's write lock from its first line."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
     def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        return self._transaction(self.conn)
+        return transaction(self.conn)
 
     # -- writing calls ------------------------------------------------------------------------
     def record_call(self, record: CallRecord, *, learn: bool = True, keep_text: bool = True) -> int:
@@ -527,7 +438,7 @@ class LearningStore:
                      "calls_made": row["calls_made"], "decided_early": bool(row["decided_early"]),
                      "extra": json.loads(row["extra"] or "{}")})
         # What the call spent (decision + shadows); older logs: from the flat figures.
-        from ..spend import Spend
+        from ..base.spend import Spend
 
         extra = item["extra"] if isinstance(item["extra"], dict) else {}
         item["spend"] = Spend.from_dict(extra.get("spend") or {
@@ -568,7 +479,7 @@ class LearningStore:
             rated = _rated_of(conn, row["seq"])
             if not rated:
                 raise UsageError(f"call {call_id!r} has no model replies to learn from")
-            truth, wrong, pairs = _verdict(kind, row["answer"], json.loads(row["labels"] or "[]"),
+            truth, wrong, pairs = verdict(kind, row["answer"], json.loads(row["labels"] or "[]"),
                                            rated, label, prefer, over, call_id)
             previous = [f for f in conn.execute(
                 "SELECT * FROM feedback WHERE call_seq = ? AND state = ? ORDER BY seq",
@@ -634,41 +545,6 @@ class LearningStore:
             return replay_ratings(conn)
 
 
-def _verdict(kind: str, decided: str | None, labels: list[str], rated: list[R.Reply],
-             label: str | None, prefer: str | None, over: str | None, call_id: str
-             ) -> tuple[str | None, str | None, list[tuple[str, str]]]:
-    """(truth, known-wrong label, preference pairs) for one piece of feedback."""
-    if kind in ("confirm", "reject") and decided is None:
-        raise UsageError(f"call {call_id!r} made no decision to {kind}; use --override LABEL")
-    if kind == "confirm":
-        return decided, None, []
-    if kind == "reject":
-        others = [lab for lab in labels if lab != decided]
-        return (others[0], None, []) if len(others) == 1 else (None, decided, [])
-    if kind == "override":
-        match = [lab for lab in labels if label is not None and lab.casefold() == label.strip().casefold()]
-        if not match:
-            raise UsageError(f"--override {label!r} is not one of the call's labels: {', '.join(labels)}")
-        return match[0], None, []
-    if kind == "prefer":
-        by_model = {r.model: r.answer for r in rated}
-        for name in (prefer, over):
-            if name is not None and name not in by_model:
-                raise UsageError(f"model {name!r} did not reply in call {call_id!r} "
-                                 f"(repliers: {', '.join(sorted(by_model))})")
-        assert prefer is not None
-        if over is not None:
-            if over == prefer:
-                raise UsageError("--prefer and --over name the same model")
-            return None, None, [(prefer, over)]
-        losers = [m for m, a in by_model.items() if m != prefer and a != by_model[prefer]]
-        if not losers:
-            raise UsageError(f"every model agreed with {prefer!r} in call {call_id!r}: "
-                             "name the other side with --over MODEL")
-        return None, None, [(prefer, m) for m in losers]
-    raise UsageError(f"unknown feedback kind {kind!r}")
-
-
 def _load(conn: sqlite3.Connection, models: Sequence[str] | None) -> dict[str, R.ModelRating]:
     if models is None:
         rows = conn.execute("SELECT * FROM ratings").fetchall()
@@ -717,203 +593,6 @@ def _net_changes(before: dict[str, R.ModelRating], after: dict[str, R.ModelRatin
         if new != old:
             out[m] = round(new - old, 3)
     return out
-
-
-# -- the rating replay ---------------------------------------------------------------------------
-def log_events(conn: sqlite3.Connection) -> Iterator[R.Event]:
-    """Every rating event of the log in commit order: each call's consensus games (by ``seq``),
-    and each *current* feedback right after the last call committed before it (``after_seq``)."""
-    feedback: dict[int, list[sqlite3.Row]] = {}
-    for f in conn.execute("SELECT * FROM feedback WHERE state = ? ORDER BY after_seq, seq",
-                          (CURRENT,)):
-        feedback.setdefault(int(f["after_seq"]), []).append(f)
-    calls = {r["seq"]: r for r in conn.execute(
-        "SELECT seq, id, ts, answer, labels FROM calls ORDER BY seq")}
-    rated: dict[int, list[R.Reply]] = {}
-    marks_r, marks_s = ",".join("?" * len(RATED_ROLES)), ",".join("?" * len(RATED_STATUSES))
-    for r in conn.execute(f"SELECT call_seq, model, answer FROM replies WHERE role IN ({marks_r}) "
-                          f"AND status IN ({marks_s}) ORDER BY call_seq, rowid",
-                          (*RATED_ROLES, *RATED_STATUSES)):
-        rated.setdefault(r["call_seq"], []).append(R.Reply(r["model"], r["answer"]))
-    late = sorted(k for k in feedback if k not in calls)
-    for seq in [*calls, *late]:
-        call = calls.get(seq)
-        if call is not None and seq in rated:
-            yield R.Event("consensus", call["ts"], call["id"], tuple(rated[seq]))
-        for f in feedback.get(seq, ()):
-            target = calls.get(f["call_seq"])
-            replies = tuple(rated.get(f["call_seq"], ()))
-            if target is None or not replies:
-                continue
-            try:
-                truth, wrong, pairs = _verdict(
-                    f["kind"], target["answer"], json.loads(target["labels"] or "[]"),
-                    list(replies), f["label"], f["prefer"], f["over"], f["call_id"])
-            except UsageError:  # cannot happen for a row add_feedback wrote; never stop a replay
-                continue
-            yield R.Event("feedback", f["ts"], f["call_id"], replies, source=f"feedback:{f['kind']}",
-                          truth=truth, wrong=wrong, pairs=tuple(pairs))
-
-
-def replay_ratings(conn: sqlite3.Connection) -> dict[str, R.ModelRating]:
-    """Rewrite ``ratings`` and ``rating_history`` from the log (call inside a write transaction)."""
-    table, history = R.replay(log_events(conn))
-    conn.execute("DELETE FROM ratings")
-    conn.executemany(
-        "INSERT INTO ratings (model, rating, games, calls, agree, disagree, feedback, last_seen) "
-        "VALUES (?,?,?,?,?,?,?,?)",
-        [(m, r.rating, r.games, r.calls, r.agree, r.disagree, r.feedback, r.last_seen)
-         for m, r in table.items()])
-    conn.execute("DELETE FROM rating_history")
-    conn.executemany(
-        "INSERT INTO rating_history (model, ts, rating, call_id, source) VALUES (?,?,?,?,?)",
-        history)
-    return table
-
-
-# -- the rows of the label-free estimate (reliability.py) ----------------------------------------
-def reliability_rows(conn: sqlite3.Connection, after_seq: int = 0
-                     ) -> list[tuple[int, Call]]:
-    """Every ``scale`` call after ``after_seq`` with its labels and rated replies, in order.
-
-    A rated reply is a member's or challenger's ``answered`` / ``no_answer`` reply (failed and
-    cancelled requests say nothing about a model's judgement), as for the Elo games."""
-    from .reliability import Call
-
-    calls = {int(row[0]): row[1] for row in conn.execute(
-        "SELECT seq, labels FROM calls WHERE seq > ? AND kind = 'scale' ORDER BY seq",
-        (after_seq,))}
-    marks_r, marks_s = ",".join("?" * len(RATED_ROLES)), ",".join("?" * len(RATED_STATUSES))
-    votes: dict[int, list[tuple[str, str | None]]] = {}
-    for r in conn.execute(  # a range on the replies_by_call index: only the new calls' rows
-            f"SELECT call_seq, model, answer, status FROM replies WHERE call_seq > ? "
-            f"AND role IN ({marks_r}) AND status IN ({marks_s}) ORDER BY call_seq, rowid",
-            (after_seq, *RATED_ROLES, *RATED_STATUSES)):
-        if r[0] in calls:
-            votes.setdefault(r[0], []).append((r[1], r[2] if r[3] == "answered" else None))
-    return [(seq, Call(json.loads(labels or "[]"), votes.get(seq, [])))
-            for seq, labels in calls.items()]
-
-
-def label_feedback(conn: sqlite3.Connection) -> dict[int, tuple[str | None, str | None]]:
-    """``{call seq: (true label, known-wrong label)}`` from the current feedback.
-
-    Label verdicts (confirm / reject / override) say it directly. A ``prefer`` says which
-    model's *answer* was better: ``--prefer A`` (over every model that disagreed with it) makes
-    A's answer the label; ``--prefer A --over B`` rules B's answer out (and, with two labels,
-    makes A's the label). A verdict on the label wins over a preference on the same call."""
-    verdicts: dict[int, tuple[str | None, str | None]] = {}
-    preferred: dict[int, tuple[str | None, str | None]] = {}
-    for f in conn.execute(
-            "SELECT f.call_seq, f.call_id, f.kind, f.label, f.prefer, f.over, c.answer, c.labels "
-            "FROM feedback f JOIN calls c ON c.seq = f.call_seq WHERE f.state = ? "
-            "ORDER BY f.seq", (CURRENT,)):
-        seq, labels = int(f["call_seq"]), json.loads(f["labels"] or "[]")
-        if f["kind"] == "prefer":
-            said = {r["model"]: r["answer"] for r in conn.execute(
-                "SELECT model, answer FROM replies WHERE call_seq = ? AND status = 'answered' "
-                "AND role IN ('member', 'challenger')", (seq,))}
-            best, worse = said.get(f["prefer"]), said.get(f["over"]) if f["over"] else None
-            if best is None or best not in labels:
-                continue
-            if f["over"] is None:
-                preferred[seq] = (best, None)
-            elif worse is not None and worse != best:
-                others = [lab for lab in labels if lab != worse]
-                preferred[seq] = (best, None) if len(others) == 1 else (None, worse)
-            continue
-        try:
-            truth, wrong, _ = _verdict(f["kind"], f["answer"], labels, [], f["label"], None,
-                                       None, f["call_id"])
-        except UsageError:  # cannot happen for a row add_feedback wrote
-            continue
-        verdicts[seq] = (truth, wrong)
-    out = dict(preferred)
-    for seq, (truth, wrong) in verdicts.items():
-        if truth is None and seq in preferred:  # a reject ruled one label out; keep the rest
-            p_truth, p_wrong = preferred[seq]
-            truth = p_truth if p_truth != wrong else None
-            wrong = wrong if wrong is not None else p_wrong
-        out[seq] = (truth, wrong)
-    return out
-
-
-def refresh_tracker(conn: sqlite3.Connection, tracker: ReliabilityTracker) -> dict[str, Estimate]:
-    """Bring ``tracker`` up to date with the log: the calls it has not seen, the current label
-    feedback; a log that restarted (moved aside) starts the tracker afresh."""
-    top = int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM calls").fetchone()[0])
-    if top < tracker.last_seq:
-        tracker.reset()
-    return tracker.refresh(reliability_rows(conn, tracker.last_seq), label_feedback(conn))
-
-
-# -- schema migrations ---------------------------------------------------------------------------
-def _m0001_initial_schema(conn: sqlite3.Connection) -> None:
-    """The tables of the first call log (a no-op on a database an older fscale created)."""
-    for statement in _schema_statements():
-        conn.execute(statement)
-
-
-def _m0002_feedback_state(conn: sqlite3.Connection) -> None:
-    """Feedback rows get a ``state`` (current / superseded / undone), the time it ended, and
-    ``after_seq``, the last call committed before them (their place in a replay). On an old log,
-    earlier verdicts on a call that got a later one of the same group become ``superseded`` and
-    the ratings are replayed: the latest feedback is the one that counts."""
-    have = {r[1] for r in conn.execute("PRAGMA table_info(feedback)")}
-    for column, decl in (("state", "TEXT NOT NULL DEFAULT 'current'"), ("ended_ts", "REAL"),
-                         ("after_seq", "INTEGER")):
-        if column not in have:
-            conn.execute(f"ALTER TABLE feedback ADD COLUMN {column} {decl}")
-    conn.execute(
-        "UPDATE feedback SET after_seq = MAX(call_seq, COALESCE("
-        "(SELECT MAX(c.seq) FROM calls c WHERE c.ts <= feedback.ts), 0)) WHERE after_seq IS NULL")
-    conn.execute("CREATE INDEX IF NOT EXISTS feedback_by_call ON feedback(call_seq, state)")
-    group = "(CASE {t}.kind WHEN 'prefer' THEN 'prefer' ELSE 'verdict' END)"
-    later = (f"FROM feedback AS f2 WHERE f2.call_seq = feedback.call_seq AND f2.seq > feedback.seq "
-             f"AND {group.format(t='f2')} = {group.format(t='feedback')}")
-    cur = conn.execute(f"UPDATE feedback SET state = 'superseded', ended_ts = (SELECT MIN(f2.ts) "
-                       f"{later}) WHERE state = 'current' AND EXISTS (SELECT 1 {later})")
-    if cur.rowcount:
-        replay_ratings(conn)
-
-
-#: Named schema migrations, applied in this order, each once (recorded in ``migrations``).
-#: Append new ones at the end; never rename or reorder applied ones.
-MIGRATIONS: list[tuple[str, Any]] = [
-    ("0001_initial_schema", _m0001_initial_schema),
-    ("0002_feedback_state", _m0002_feedback_state),
-]
-
-
-def migrate(conn: sqlite3.Connection) -> list[str]:
-    """Bring the database up to date; returns the names of the migrations applied now.
-
-    ``PRAGMA user_version`` = number of migrations applied makes the usual case one read; the
-    ``migrations`` table (name, time) is the record. All pending ones run in one
-    ``BEGIN IMMEDIATE`` transaction, so two processes opening an old log migrate it once.
-    A log from a newer fscale (a higher version) is left alone.
-    """
-    if int(conn.execute("PRAGMA user_version").fetchone()[0]) >= len(MIGRATIONS):
-        return []
-    applied: list[str] = []
-    with LearningStore._transaction(conn):
-        conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, "
-                     "applied_at REAL NOT NULL)")
-        done = {r[0] for r in conn.execute("SELECT name FROM migrations")}
-        for name, step in MIGRATIONS:
-            if name not in done:
-                step(conn)
-                conn.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)",
-                             (name, time.time()))
-                applied.append(name)
-        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        conn.execute(f"PRAGMA user_version = {max(version, len(MIGRATIONS))}")
-    return applied
-
-
-def _schema_statements() -> list[str]:
-    # One by one: executescript() would commit the surrounding BEGIN IMMEDIATE.
-    return [s.strip() for s in SCHEMA.split(";") if s.strip()]
 
 
 __all__ = ["CallRecord", "LearningStore", "ReplyRecord", "record_from_scale"]

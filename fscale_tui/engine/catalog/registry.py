@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 
-from .catalogue import DEFAULT_PANEL_ORDER
-from .config import ModelConfig, Settings
-from .errors import NoProviderError, UsageError
+from ..base.errors import NoProviderError, UsageError
+from ..base.settings import ModelConfig, Settings
+from ..providers import fallback_panels, usable, what_to_do
+from .builtins import DEFAULT_PANEL_ORDER
+from .config import config_line
 
 NO_PROVIDER_HELP = (
     "no usable provider: set NVIDIA_API_KEY (NVIDIA NIM) or GITHUB_TOKEN (GitHub Models), "
@@ -17,8 +20,6 @@ NO_PROVIDER_HELP = (
 
 def no_provider_help(env: dict[str, str] | None = None) -> str:
     """What to do when nothing is usable; says so when the local models are turned off."""
-    import os
-
     value = (env if env is not None else os.environ).get("FSCALE_LOCAL", "")
     if value.strip().lower() in {"0", "off", "false", "no"}:
         return ("no usable provider: set NVIDIA_API_KEY (NVIDIA NIM) or GITHUB_TOKEN (GitHub "
@@ -47,8 +48,6 @@ class Registry:
             return self.settings.models[alias]
         configured = self.settings.user_config.get("panels")
         if isinstance(configured, dict) and panel in configured:
-            from .config import config_line
-
             where = config_line(self.settings.paths.config_file, "panels", panel, alias)
             raise UsageError(f"{where}: panel {panel!r} names unknown model {alias!r} (see "
                              f"'fscale models'; fix it there or with 'fscale panels set {panel} "
@@ -57,7 +56,7 @@ class Registry:
 
     def usable(self, model: ModelConfig) -> bool:
         provider = self.settings.providers.get(model.provider)
-        return provider is not None and provider.usable(self.settings.env)
+        return provider is not None and usable(provider, self.settings.env)
 
     def available(self, model: ModelConfig) -> bool:
         """Usable and not known to be dead, unavailable or rate-limited right now."""
@@ -74,12 +73,10 @@ class Registry:
 
     def default_panel(self) -> list[str]:
         """The first built-in panel whose provider is usable (local models last)."""
-        from .providers import fallback_panels
-
         order = list(DEFAULT_PANEL_ORDER) + fallback_panels()
         for provider, panel in order:
             prov = self.settings.providers.get(provider)
-            if prov is not None and prov.usable(self.settings.env) and panel in self.settings.panels:
+            if prov is not None and usable(prov, self.settings.env) and panel in self.settings.panels:
                 return list(self.settings.panels[panel])
         # A user-declared provider with models but no panel: use its models.
         user = [m.alias for m in self.settings.models.values() if not m.builtin and self.usable(m)]
@@ -111,12 +108,7 @@ class Registry:
         for m in chosen:
             if not self.usable(m):
                 prov = self.settings.providers.get(m.provider)
-                need = f"set {prov.api_key_env}" if prov and prov.api_key_env else "configure it"
-                if prov is not None and prov.type == "local":
-                    off = self.settings.env.get("FSCALE_LOCAL", "").strip().lower()
-                    need = ("the embedded local models are turned off (FSCALE_LOCAL=off)"
-                            if off in {"0", "off", "false", "no"} else
-                            "install the embedded models: pip install 'fscale[local]'")
+                need = "configure it" if prov is None else what_to_do(prov, self.settings.env)
                 raise NoProviderError(f"model {m.alias!r} needs provider {m.provider!r}: {need}")
         if not chosen:
             raise NoProviderError(no_provider_help(self.settings.env))

@@ -72,8 +72,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from . import storage
-from .redact import is_secret_param, url_secrets
+from ..base import storage
+from ..base.redact import is_secret_param, url_secrets
 from .ratelimit import WINDOW_S, Clock, SendLimiter, make_limiter, window_from_env
 
 REDIS_ENV = "FSCALE_REDIS_URL"
@@ -159,7 +159,7 @@ def _warn_once(message: str, key: str = "redis") -> None:
     if key in _warned:
         return
     _warned.add(key)
-    from .output import err
+    from ..base.output import err
 
     err.write(f"fscale: warning: {message}\n")
     err.flush()
@@ -752,11 +752,11 @@ def make_coordination(settings: Any) -> Coordination:
     url, source, why = _url_error(settings)
     if not url:
         return EmbeddedCoordination(settings)
-    from .redact import register_secrets
+    from ..base.redact import register_secrets
 
     register_secrets(url_secrets(url))  # the passwords alone: the rest of the URL is no secret
     if why is not None:
-        from .errors import ConfigError
+        from ..base.errors import ConfigError
 
         where = REDIS_ENV if source == "env" else "config.toml [fleet] redis_url"
         raise ConfigError(f"{where}: invalid Redis URL {safe_url(url)}: {why}")

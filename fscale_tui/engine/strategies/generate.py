@@ -36,39 +36,38 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from .answers import answers_match, gold_answer
-from .spend import Part
-from .events import Event, GenerateStarted, Generated
-from .strategies import strategies
-from .strategies.common import (Candidate, GenerateRequest, GenerateResult, JudgeVote, Run,
-                                pick_generators, pick_judges)
-from .vote import new_call_id
-
-__all__ = ["GenerateRequest", "GenerateResult", "Candidate", "JudgeVote", "generate_events"]
+from ..ask.context import Context
+from ..decide.answers import answers_match, gold_answer
+from ..base.spend import Part
+from ..base.events import Event, GenerateStarted, Generated
+from . import strategies
+from .common import Run, pick_generators, pick_judges
+from ..base.calls import GenerateRequest, GenerateResult
+from ..base.calls import new_call_id
 
 _DONE = object()
 
 
-def prepare(engine: Any, request: GenerateRequest) -> Run:
+def prepare(ctx: Context, request: GenerateRequest) -> Run:
     """Validate the request and choose generators and judges (raises usage errors early)."""
-    request.validate()
+    request.validate(strategies())
     strategy = strategies()[request.strategy]
-    default_k = strategy.default_k or engine.settings.get("k")
+    default_k = strategy.default_k or ctx.settings.get("k")
     k = request.k or (len(request.models) if request.models else default_k)
     call_id = request.id or new_call_id()
-    run = Run(engine, request, call_id, emit=lambda event: None)
+    run = Run(ctx, request, call_id, emit=lambda event: None)
     run.k = k
     if request.candidates is not None:
         run.k = len(request.candidates)
-        known = [engine.settings.models[a] for a in (request.candidate_models or ())
-                 if a in engine.settings.models]
+        known = [ctx.settings.models[a] for a in (request.candidate_models or ())
+                 if a in ctx.settings.models]
         # Judges are still chosen away from the authors' families.
-        run.generators = known or pick_generators(engine, request, 1)
+        run.generators = known or pick_generators(ctx, request, 1)
     else:
-        run.generators = pick_generators(engine, request, k)
+        run.generators = pick_generators(ctx, request, k)
     judges = strategy.judge_count(request.judges, k)
     if judges:
-        run.judges = pick_judges(engine, request, run.generators, judges)
+        run.judges = pick_judges(ctx, request, run.generators, judges)
     return run
 
 
@@ -87,9 +86,9 @@ def judge_independence(generators: Sequence[Any], judges: Sequence[Any]
     return not same, same
 
 
-async def generate_events(engine: Any, request: GenerateRequest) -> AsyncIterator[Event]:
+async def generate_events(ctx: Context, request: GenerateRequest) -> AsyncIterator[Event]:
     """Run one generate call, yielding its events; the last one is ``Generated``."""
-    run = prepare(engine, request)
+    run = prepare(ctx, request)
     queue: asyncio.Queue[Any] = asyncio.Queue()
     run.emit = queue.put_nowait
     strategy = strategies()[request.strategy].run

@@ -3,7 +3,7 @@
 Vote members, the shadow challenger, ``-k auto`` stages, profiling and calibration, generate's
 generators and judges, and health probes all call :meth:`Asker.ask` (one model, one request) or
 :meth:`Asker.ask_seat` (a panel seat: the model, or a substitute when it is down or fails).
-Below it, :class:`~fscale_tui.engine.client.ChatClient` is the only code that builds a chat
+Below it, :class:`~fscale_tui.engine.wire.client.ChatClient` is the only code that builds a chat
 request and sends it (rate limit, concurrency cap, retries, deadline). Here:
 
 - **replies become votes or text** in one place (:meth:`Reply.fill`): reasoning is split off,
@@ -24,22 +24,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import ModelConfig, Settings
-from .errors import ProviderError
-from .events import Event, MemberSubstituted, VoteDelta, VoteFailed, VoteReceived, VoteStarted
+from ..base.calls import TASK_ID_FIELD, ChatReply, Reply
+from ..base.errors import ProviderError
+from ..base.events import Event, MemberSubstituted, VoteDelta, VoteFailed, VoteReceived, VoteStarted
+from ..base.settings import ModelConfig, Settings
+from ..catalog.registry import Registry
+from ..providers import takes_task_id
+from .health import HealthStore
 from .parsing import parse_reply, split_reasoning
+
+if TYPE_CHECKING:  # the HTTP stack is imported when the first request is made
+    from ..wire.client import ChatClient
 
 #: Failures after which a seat goes to a substitute rather than just counting as failed.
 SUBSTITUTABLE = frozenset({"dead", "unavailable", "rate_limited", "auth", "server", "timeout",
                            "network", "malformed", "bad_request"})
 #: Health verdicts that later calls (and processes) honour by skipping the model.
 DOWN = ("dead", "unavailable", "rate_limited")
-#: Request metadata field that carries a task id to replay providers (real APIs may reject it).
-TASK_ID_FIELD = "fscale_task_id"
-
 Emit = Callable[[Event], None]
 
 
@@ -47,78 +50,24 @@ def _ignore(event: Event) -> None:
     return None
 
 
-@dataclass
-class Reply:
-    """What one model said (or why it said nothing), as every feature sees it.
-
-    In a scale result this is a member's vote (``vote.Vote`` is this class).
-    """
-
-    model: str
-    answer: str | None = None  # the parsed label (classification asks only); None = no vote
-    latency_s: float | None = None
-    error: str | None = None
-    status: str = "pending"  # answered | no_answer | failed | cancelled | replaced | pending
-    substitute_for: str | None = None
-    raw: str | None = None  # the content as received
-    thinking: str = ""  # the reasoning, split off the answer
-    tokens: int | None = None  # completion tokens
-    text: str | None = None  # the reply without its reasoning
-    prompt_tokens: int | None = None
-    finish_reason: str | None = None
-    logprobs: Any = None
-    error_kind: str | None = None
-    attempts: int = 0
-    cost_usd: float | None = None  # tokens × the model's price (USD per million tokens)
-    exception: ProviderError | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def content(self) -> str | None:
-        """The content as received (the chat API's name for it)."""
-        return self.raw
-
-    @property
-    def reasoning(self) -> str:
-        return self.thinking
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "answer": self.answer,
-                "latency_s": None if self.latency_s is None else round(self.latency_s, 4),
-                "error": self.error, "status": self.status,
-                "substitute_for": self.substitute_for,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.tokens,
-                "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 8)}
-
-    @property
-    def ok(self) -> bool:
-        """The model replied (with or without a usable answer)."""
-        return self.status in ("answered", "no_answer")
-
-    def fill(self, reply: Any, labels: tuple[str, ...] | None) -> None:
-        """The one place a chat reply becomes a vote (``labels``) or a text."""
-        self.raw = reply.content
-        self.latency_s = reply.latency_s
-        self.prompt_tokens = reply.prompt_tokens
-        self.tokens = reply.completion_tokens
-        self.finish_reason = reply.finish_reason
-        self.logprobs = reply.logprobs
-        self.attempts = reply.attempts
-        if labels:
-            parsed = parse_reply(reply.content, labels, reasoning=reply.reasoning)
-            self.answer = parsed.answer
-            self.thinking = parsed.reasoning
-            self.text, _ = split_reasoning(reply.content, reply.reasoning)
-            self.status = "answered" if parsed.answer is not None else "no_answer"
-        else:
-            self.text, self.thinking = split_reasoning(reply.content, reply.reasoning)
-            self.status = "answered"
-
-    def fail(self, exc: ProviderError, started: float) -> None:
-        self.exception = exc
-        self.status = "failed"
-        self.error = str(exc)
-        self.error_kind = exc.kind
-        self.latency_s = time.monotonic() - started
+def fill(out: Reply, reply: ChatReply, labels: tuple[str, ...] | None) -> None:
+    """The one place a chat reply becomes a vote (``labels``) or a text."""
+    out.raw = reply.content
+    out.latency_s = reply.latency_s
+    out.prompt_tokens = reply.prompt_tokens
+    out.tokens = reply.completion_tokens
+    out.finish_reason = reply.finish_reason
+    out.logprobs = reply.logprobs
+    out.attempts = reply.attempts
+    if labels:
+        parsed = parse_reply(reply.content, labels, reasoning=reply.reasoning)
+        out.answer = parsed.answer
+        out.thinking = parsed.reasoning
+        out.text, _ = split_reasoning(reply.content, reply.reasoning)
+        out.status = "answered" if parsed.answer is not None else "no_answer"
+    else:
+        out.text, out.thinking = split_reasoning(reply.content, reply.reasoning)
+        out.status = "answered"
 
 
 def price(model: ModelConfig, prompt_tokens: int | None,
@@ -133,15 +82,15 @@ def price(model: ModelConfig, prompt_tokens: int | None,
 class Asker:
     """Asks models on behalf of one engine (its client, health store and registry)."""
 
-    def __init__(self, settings: Settings, client: Callable[[], Any], health: Any,
-                 registry: Any) -> None:
+    def __init__(self, settings: Settings, client: Callable[[], ChatClient], health: HealthStore,
+                 registry: Registry) -> None:
         self.settings = settings
         self._client = client
         self.health = health
         self.registry = registry
 
     @property
-    def client(self) -> Any:
+    def client(self) -> ChatClient:
         return self._client()
 
     def _extra(self, model: ModelConfig, extra: dict[str, Any] | None,
@@ -150,7 +99,7 @@ class Asker:
         if task_id is None:
             return extra
         provider = self.settings.providers.get(model.provider)
-        if provider is None or provider.type != "replay":
+        if provider is None or not takes_task_id(provider):
             return extra
         return {**(extra or {}), "metadata": {TASK_ID_FIELD: task_id}}
 
@@ -207,7 +156,7 @@ class Asker:
             out.fail(ProviderError("error", f"{type(exc).__name__}: {exc}"), started)
             emit(VoteFailed(call_id, model.alias, out.error or "", "error", out.latency_s or 0.0))
             return out
-        out.fill(reply, labels)
+        fill(out, reply, labels)
         out.cost_usd = price(model, out.prompt_tokens, out.tokens)
         emit(VoteReceived(call_id, model.alias, out.answer, out.latency_s or 0.0, out.raw,
                           out.thinking, out.tokens))

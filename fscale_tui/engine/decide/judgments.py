@@ -26,7 +26,7 @@ import math
 import re
 from typing import Any
 
-from ..parsing import split_reasoning
+from ..ask.parsing import split_reasoning
 
 __all__ = ["parse_choice", "parse_score", "p_yes", "choice_labels"]
 

@@ -8,22 +8,34 @@ cross-process lock); the engine that made them must be rebuilt to see them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .config import ModelConfig, Settings, update_user_config
-from .errors import NoProviderError, UsageError
+from ..base.errors import NoProviderError, UsageError
+from ..base.settings import ModelConfig, Settings
+from ..providers import shares_cpu, usable, why_not
+from .config import update_user_config
+from .registry import Registry, no_provider_help
+
+
+class HealthView(Protocol):
+    """What the catalogue reads of the health verdicts (``ask.health.HealthStore``)."""
+
+    def verdict(self, alias: str, now: float | None = None) -> str | None: ...
+
+    def entries(self, refresh: bool = False) -> dict[str, Any]: ...
 
 
 class Catalog:
-    def __init__(self, settings: Settings, registry: Any, health: Any) -> None:
+    def __init__(self, settings: Settings, registry: Registry, health: HealthView) -> None:
         self.settings = settings
         self.registry = registry
         self.health = health
 
-    def provider_type(self, alias: str) -> str:
+    def shares_cpu(self, alias: str) -> bool:
+        """The model runs on this machine's CPU (its provider type says so)."""
         model = self.settings.models.get(alias)
         provider = self.settings.providers.get(model.provider) if model else None
-        return provider.type if provider else "openai"
+        return provider is not None and shares_cpu(provider)
 
     def why_not(self, model: ModelConfig) -> str | None:
         """Why a model cannot be used here (its key is not set, local models not
@@ -31,11 +43,9 @@ class Catalog:
         provider = self.settings.providers.get(model.provider)
         if provider is None:
             return "unknown provider"
-        if provider.usable(self.settings.env):
+        if usable(provider, self.settings.env):
             return None
-        if provider.type == "local":
-            return "not installed"
-        return f"{provider.api_key_env} not set" if provider.api_key_env else "unusable"
+        return why_not(provider, self.settings.env)
 
     def models(self) -> list[dict[str, Any]]:
         """Every catalogue entry: alias, provider, id, tier, family, cost, usable, health."""
@@ -119,9 +129,7 @@ class Catalog:
             return [self.registry.model(a) for a in models]
         if panel:
             return self.panel(panel)
-        usable = [m for m in self.settings.models.values() if self.registry.usable(m)]
-        if not usable:
-            from .registry import no_provider_help
-
+        found = [m for m in self.settings.models.values() if self.registry.usable(m)]
+        if not found:
             raise NoProviderError(no_provider_help(self.settings.env))
-        return usable
+        return found

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UsageError
+from .errors import UsageError
 
 KINDS = ("relative", "usd", "calls")
 _FORM = re.compile(r"^\s*\$?\s*(?P<num>\d+(?:\.\d*)?|\.\d+)(?:e(?P<exp>[-+]?\d+))?\s*"

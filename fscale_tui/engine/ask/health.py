@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import storage
-from .config import ModelConfig, Settings
-from .redact import redact
+from ..base import storage
+from ..base.settings import ModelConfig, Settings
+from ..base.redact import redact
 
 DOWN = ("dead", "unavailable", "rate_limited")
 PROBE_MESSAGES = [{"role": "user", "content": "Reply with the single word OK."}]
@@ -55,7 +55,7 @@ class HealthStore:
         self._cache: dict[str, Any] | None = None
         self._view: Any = None
         if self.backend is not None and self.backend.shared_refresh:
-            from .coordination import SharedView
+            from ..wire.coordination import SharedView
 
             self._view = SharedView(self.backend.load)
 

@@ -42,86 +42,14 @@ import os
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import storage
-from .catalogue import BUILTIN_MODELS, BUILTIN_PANELS, BUILTIN_PROVIDERS, TIERS
-from .errors import ConfigError
-from .entries import ModelConfig, ProviderConfig
-from .paths import Paths
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    type: type
-    default: Any
-    env: str
-    help: str
-    #: The config.toml table the key lives in (``[defaults]`` unless said otherwise).
-    table: str = "defaults"
-
-
-#: Every tunable default, its environment twin and what it does.
-SETTINGS: dict[str, Setting] = {
-    s.name: s
-    for s in [
-        Setting("k", int, 3, "FSCALE_K", "number of voting models when no panel or model list is given"),
-        Setting("panel", str, "default", "FSCALE_PANEL", "panel used when neither -k, --panel nor --models is given"),
-        Setting("tie_break", str, "none", "FSCALE_TIE_BREAK", "none | rating | order"),
-        Setting("max_tokens", int, 1024, "FSCALE_MAX_TOKENS", "reply length limit per call"),
-        Setting("temperature", float, 0.0, "FSCALE_TEMPERATURE", "sampling temperature for votes"),
-        Setting("health_ttl", float, 300.0, "FSCALE_HEALTH_TTL", "seconds a 404/429 health verdict is honoured"),
-        Setting("batch_concurrency", int, 16, "FSCALE_BATCH_CONCURRENCY", "items of a batch in flight at once"),
-        Setting("retries", int, 3, "FSCALE_RETRIES", "retries per call on 429/5xx/timeouts"),
-        Setting("retry_base", float, 0.5, "FSCALE_RETRY_BASE", "first backoff delay in seconds (doubles per retry, with jitter)"),
-        Setting("timeout_fast", float, 30.0, "FSCALE_TIMEOUT_FAST", "per-call timeout for fast-tier models (s)"),
-        Setting("timeout_medium", float, 60.0, "FSCALE_TIMEOUT_MEDIUM", "per-call timeout for medium-tier models (s)"),
-        Setting("timeout_slow", float, 120.0, "FSCALE_TIMEOUT_SLOW", "per-call timeout for slow-tier models (s)"),
-        Setting("timeout_thinking", float, 300.0, "FSCALE_TIMEOUT_THINKING", "per-call timeout for thinking models (s)"),
-        Setting("slow_after", float, 10.0, "FSCALE_SLOW_AFTER", "health: a reply slower than this is 'slow' (s)"),
-        Setting("challenger", bool, True, "FSCALE_CHALLENGER", "ask shadow challengers (models outside the panel, not part of the decision) within shadow_budget"),
-        Setting("challengers", int, 3, "FSCALE_CHALLENGERS", "most shadow challengers per call (within shadow_budget; only while an outsider that could take a seat is still uncertain)"),
-        Setting("challenger_grace", float, 1.0, "FSCALE_CHALLENGER_GRACE", "seconds to wait for the challenger after the decision before cancelling it"),
-        Setting("shadow_budget", float, 0.1, "FSCALE_SHADOW_BUDGET", "[learning] shadow challengers may cost at most this share of the decision calls over the last 200 calls (0.1 = 10% extra; 0 = none); spent on uncertain or new outsiders only", table="learning"),
-        Setting("challenger_thinking", bool, False, "FSCALE_CHALLENGER_THINKING", "allow thinking-tier models as challengers"),
-        Setting("log_calls", bool, True, "FSCALE_LOG_CALLS", "log every call in the data directory and learn ratings from it"),
-        Setting("log_text", bool, True, "FSCALE_LOG_TEXT", "store question, context and reply text in the call log (else hashes only)"),
-    ]
-}
-
-
-@dataclass
-class Settings:
-    """Everything a run needs to know, resolved from defaults, config, environment and flags."""
-
-    paths: Paths
-    providers: dict[str, ProviderConfig]
-    models: dict[str, ModelConfig]
-    panels: dict[str, list[str]]
-    values: dict[str, Any]
-    sources: dict[str, str]
-    env: dict[str, str]
-    user_config: dict[str, Any] = field(default_factory=dict)
-
-    def get(self, name: str) -> Any:
-        return self.values[name]
-
-    def source(self, name: str) -> str:
-        return self.sources[name]
-
-    def with_overrides(self, **flags: Any) -> "Settings":
-        """Apply command-line flags (``None`` means 'not given')."""
-        for name, value in flags.items():
-            if value is not None:
-                self.values[name] = SETTINGS[name].type(value)
-                self.sources[name] = "flag"
-        return self
-
-    def timeout_for(self, tier: str) -> float:
-        return float(self.values.get(f"timeout_{tier}", self.values["timeout_medium"]))
+from ..base import storage
+from .builtins import BUILTIN_MODELS, BUILTIN_PANELS, BUILTIN_PROVIDERS, TIERS
+from ..base.errors import ConfigError
+from ..base.settings import SETTINGS, ModelConfig, ProviderConfig, Setting, Settings
+from ..base.paths import Paths
 
 
 #: The range each numeric setting must stay in (inclusive; None = unbounded): an absurd value
@@ -163,7 +91,7 @@ def _convert(setting: Setting, raw: Any, origin: str | Callable[[], str], *,
     in TOML is a string (TOML has true), ``FSCALE_CHALLENGER=banana`` is not false."""
     import msgspec
 
-    from .items import describe
+    from ..base.errors import describe
 
     value = raw
     try:
@@ -223,7 +151,7 @@ def _decode_table(fields: dict[str, Any], kind: str, name: str, path: Path) -> N
     a ``ConfigError`` naming ``file:LINE``, the key, what it must be and what it is."""
     import msgspec
 
-    from .items import describe
+    from ..base.errors import describe
 
     provider_schema, model_schema = _schemas()
     schema, types = (provider_schema, _PROVIDER_TYPES) if kind == "providers" else \
@@ -411,7 +339,7 @@ def read_user_config(path: Path) -> dict[str, Any]:
 def check_no_secrets(doc: dict[str, Any], text: str | TomlIndex, path: Path) -> None:
     """Refuse a literal secret anywhere in config.toml (never printing it). Linear in the size
     of the file: the line of a value is looked up only when it is refused."""
-    from .redact import looks_like_secret, url_secrets
+    from ..base.redact import looks_like_secret, url_secrets
 
     index = text if isinstance(text, TomlIndex) else TomlIndex(text)
 
@@ -478,7 +406,7 @@ def warn_unknown_keys(doc: dict[str, Any], text: str | TomlIndex, path: Path) ->
             line = _table_line(text, key) or _line_of(text, key)
             _warn(f"{_where(path, line)}: unknown table or key [{key}] ignored"
                   f"{_suggest(key, TOP_LEVEL_KEYS)}")
-    from . import providers as provider_types
+    from .. import providers as provider_types
 
     provider_options, model_options = provider_types.option_keys()
     kinds = {"providers": PROVIDER_KEYS + provider_options, "models": MODEL_KEYS + model_options}
@@ -529,7 +457,7 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None,
     providers = {name: ProviderConfig(name=name, builtin=True, **fields)
                  for name, fields in BUILTIN_PROVIDERS.items()}
     # Provider types add their own built-in entries (e.g. the embedded local models).
-    from . import providers as provider_types
+    from .. import providers as provider_types
 
     extra_providers, extra_models, extra_panels = provider_types.builtins()
     providers.update(extra_providers)
@@ -547,7 +475,7 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None,
         options.update({k: v for k, v in fields.items() if k not in known})
         merged.update({k: v for k, v in fields.items() if k in known})
         ptype = merged.get("type", "openai")
-        if ptype == "openai" and not merged.get("base_url"):
+        if provider_types.needs_base_url(ptype) and not merged.get("base_url"):
             raise ConfigError(f"{config_line(cfg_path, f'providers.{name}')}: "
                               f"[providers.{name}] needs base_url")
         providers[name] = ProviderConfig(name=name, base_url=str(merged.get("base_url", "")),
@@ -597,8 +525,8 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None,
 
     routing = _table(doc, "routing", cfg_path)
     if routing.get("budget") not in (None, ""):
-        from .errors import UsageError
-        from .routing.budget import parse_budget
+        from ..base.errors import UsageError
+        from ..base.budget import parse_budget
 
         try:
             parse_budget(routing["budget"], option="budget")
@@ -626,7 +554,7 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None,
     # Every configured key variable's value is removed from all text fscale prints or stores.
     # So are the credentials of the Redis URL (``:pass@``, ``?password=``) and the value of any
     # environment variable whose name says it holds a secret (OPENAI_API_KEY, HF_TOKEN, ...).
-    from .redact import register_secrets, register_url_secrets
+    from ..base.redact import register_secrets, register_url_secrets
 
     register_secrets(p.api_key(env) for p in providers.values())
     register_url_secrets(env.get("FSCALE_REDIS_URL"))

@@ -27,35 +27,17 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from .config import ModelConfig, ProviderConfig, Settings
-from .errors import ProviderError
+from ..base.calls import ChatReply, RequestCounter
+from ..base.errors import ProviderError
+from ..base.settings import ModelConfig, ProviderConfig, Settings
 from .ratelimit import SendLimiter, make_limiter
-from .redact import redact, register_secrets
-from .wire import ConnectionDropped, make_client
+from ..base.redact import redact, register_secrets
+from .http import ConnectionDropped, make_client
 
 RETRYABLE = {"rate_limited", "server", "timeout", "network"}
 USER_AGENT = "fscale"
 MAX_RETRY_AFTER_S = 120.0
 
-
-
-@dataclass
-class RequestCounter:
-    """Counts HTTP requests actually sent (retries included) for budget accounting."""
-
-    sent: int = 0
-
-
-@dataclass
-class ChatReply:
-    content: str | None
-    reasoning: str | None
-    latency_s: float
-    attempts: int = 1
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    finish_reason: str | None = None
-    logprobs: Any = None
 
 
 @dataclass
@@ -172,7 +154,7 @@ class ChatClient:
                 register_secrets([key])  # a server echoing it back cannot put it in an error text
                 headers["Authorization"] = _api_key_header(cfg, key)
             # The provider type's module (engine/providers/) gives the adapter, if any.
-            from .providers import make_adapter
+            from ..providers import make_adapter
 
             adapter = make_adapter(cfg, self.settings)
             if hasattr(adapter, "on_status"):

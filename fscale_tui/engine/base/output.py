@@ -2,7 +2,7 @@
 
 :data:`out` and :data:`err` are text streams that hand each write to the process's *current*
 ``sys.stdout`` / ``sys.stderr`` (so test runners and redirections that swap them still work)
-after :func:`~fscale_tui.engine.redact.redact` has masked every known secret in it. The CLI's
+after :func:`~fscale_tui.engine.base.redact.redact` has masked every known secret in it. The CLI's
 rich consoles write through them (``cli/common.console``), and so do the JSON writer, the error
 line, warnings, tables and the local server's log lines. The TUI renders server text through
 the same redactor (``messages.EngineEvent`` and ``widgets.votes.first_lines``). The

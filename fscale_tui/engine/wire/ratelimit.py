@@ -132,7 +132,7 @@ class SQLiteLimiter(SendLimiter):
         self._fallback: MemoryLimiter | None = None
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
-        from . import storage
+        from ..base import storage
 
         conn = storage.open_sqlite(self.path, timeout=timeout, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=%d" % int(timeout * 1000))
@@ -184,7 +184,7 @@ class SQLiteLimiter(SendLimiter):
             except (sqlite3.Error, OSError) as exc:
                 # The state directory is unusable (read-only, full disk): limit this process
                 # alone, and say so once (not once per request in flight).
-                from . import storage
+                from ..base import storage
 
                 storage.warn_state_unwritten(exc, self.path)
                 if self._fallback is None:
