@@ -19,6 +19,7 @@ background writer, in order, and ``aclose()`` drains it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -39,13 +40,14 @@ from .providers import usable
 from .catalog.registry import Registry
 from .base.prompts import build_messages
 from .decide.vote import VoteRunner, result_from
-from .base.calls import ScaleRequest, ScaleResult, StageOutcome, Vote, new_call_id
+from .base.calls import GenerateRequest, GenerateResult, ScaleRequest, ScaleResult, StageOutcome, Vote, new_call_id
 from .decide.rules import rule_for
 
 
 if TYPE_CHECKING:  # numpy and the routing modules load only when -k auto or routing is used
     from .routing.calibrate import AdaptiveReport, CalibrationReport
     from .routing.tasks import Task
+    from .wire.client import ChatClient
 
 class Engine:
     """``on_status``: called on the event loop's thread with events that belong to no call
@@ -69,7 +71,7 @@ class Engine:
         self.catalog = Catalog(self.settings, self.registry, self.health)
         self.calls = CallLog(self.settings, self.writer, origin=origin)
         self._transport = transport
-        self._client: Any = None
+        self._client: ChatClient | None = None
         self.asker = Asker(self.settings, lambda: self.client, self.health, self.registry)
         #: What the features (routing, learning, strategies) may use of this engine.
         self.context = Context(self.settings, self.registry, self.asker)
@@ -123,7 +125,7 @@ class Engine:
         return write_replay_file(Path(path), replay_lines_from_calls(calls, ids)), len(calls)
 
     @property
-    def client(self) -> Any:
+    def client(self) -> ChatClient:
         """The shared HTTP client, created on first use (commands that ask no model never
         import the HTTP stack)."""
         if self._client is None:
@@ -454,7 +456,7 @@ class Engine:
         shared = self.coordination.draws
         for alias in aliases:
             self._draws.put(alias, int(draws.get(alias, 0)) + 1)
-            self.writer.submit(lambda alias=alias: shared.add(alias))
+            self.writer.submit(functools.partial(shared.add, alias))
             reserved.add(alias)
         return aliases
 
@@ -491,7 +493,7 @@ class Engine:
             yield outcome
 
     # -- generate ----------------------------------------------------------------------------
-    async def generate_events(self, request: Any) -> AsyncIterator[Event]:
+    async def generate_events(self, request: GenerateRequest) -> AsyncIterator[Event]:
         """One generate call's events (the last is ``Generated``); the call is logged."""
         from .strategies.generate import generate_events
 
@@ -500,13 +502,14 @@ class Engine:
                 self.calls.record_generate(request, event.result)
             yield event
 
-    async def generate(self, request: Any) -> Any:
+    async def generate(self, request: GenerateRequest) -> GenerateResult:
         return await final_result(self.generate_events(request), Generated)
 
-    async def generate_batch(self, requests: Iterable[Any], *, concurrency: int | None = None,
+    async def generate_batch(self, requests: Iterable[GenerateRequest | Exception], *,
+                             concurrency: int | None = None,
                              on_event: Callable[[Event], None] | None = None,
-                             ) -> AsyncIterator[tuple[int, Any]]:
-        async def run(item: Any) -> Any:
+                             ) -> AsyncIterator[tuple[int, GenerateResult | Exception]]:
+        async def run(item: GenerateRequest) -> GenerateResult:
             return await final_result(self.generate_events(item), Generated, on_event)
 
         async for outcome in bounded(requests, run,

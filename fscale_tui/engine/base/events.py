@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .calls import GenerateResult, ScaleResult
+
 
 @dataclass(frozen=True)
 class Event:
@@ -69,7 +71,7 @@ class Cancelled(Event):
 class Decided(Event):
     """The final result of a call (also sent when there is no decision)."""
 
-    result: Any  # ScaleResult (kept loose to avoid an import cycle)
+    result: ScaleResult
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,7 @@ class StepScored(Event):
 class Generated(Event):
     """The final result of a generate call."""
 
-    result: Any  # GenerateResult
+    result: GenerateResult
 
 
 @dataclass(frozen=True)

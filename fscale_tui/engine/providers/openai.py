@@ -7,6 +7,7 @@ The client talks to ``base_url`` directly: no adapter. Usable when the key it na
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 TYPE = "openai"
@@ -14,7 +15,7 @@ PROVIDER_OPTIONS: tuple[str, ...] = ()
 MODEL_OPTIONS: tuple[str, ...] = ()
 
 
-def usable(provider: Any, env: dict[str, str] | None = None) -> bool:
+def usable(provider: Any, env: Mapping[str, str] | None = None) -> bool:
     from . import api_key
 
     return bool(api_key(provider, env)) if provider.api_key_env else True
