@@ -26,6 +26,7 @@ from .store import (CallRecord, LearningStore, ReplyRecord, is_damage, quarantin
                       record_from_scale)
 from .ratings import ModelRating
 from .reliability import PRIOR_A, PRIOR_B, Estimate, ReliabilityTracker
+from ..base.settings import Settings
 
 T = TypeVar("T")
 
@@ -42,7 +43,7 @@ def _warn(message: str, key: str | None = None) -> None:
 class CallLog:
     """Logging calls, learning ratings from them, and reading them back."""
 
-    def __init__(self, settings: Any, writer: BackgroundWriter, *,
+    def __init__(self, settings: Settings, writer: BackgroundWriter, *,
                  origin: str | None = None) -> None:
         self.settings = settings
         self.writer = writer

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..base.settings import ProviderConfig, Settings
+
 TYPE = "openai"
 PROVIDER_OPTIONS: tuple[str, ...] = ()
 MODEL_OPTIONS: tuple[str, ...] = ()
@@ -21,5 +23,5 @@ def usable(provider: Any, env: Mapping[str, str] | None = None) -> bool:
     return bool(api_key(provider, env)) if provider.api_key_env else True
 
 
-def make_adapter(provider: Any, settings: Any) -> None:
+def make_adapter(provider: ProviderConfig, settings: Settings) -> None:
     return None

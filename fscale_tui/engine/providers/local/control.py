@@ -14,10 +14,11 @@ from typing import Any
 from ...base.errors import NoProviderError, UsageError
 from . import provider as lp
 from . import servers, weights
+from ...base.settings import Settings
 
 
 class LocalServers:
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     @property
