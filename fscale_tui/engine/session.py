@@ -46,8 +46,12 @@ from .decide.rules import rule_for
 
 if TYPE_CHECKING:  # numpy and the routing modules load only when -k auto or routing is used
     from .routing.calibrate import AdaptiveReport, CalibrationReport
+    from .providers.local.control import LocalServers
+    from .routing.cascade import Cascade
+    from .routing.service import Routing
     from .routing.tasks import Task
     from .wire.client import ChatClient
+    from .wire.coordination import SharedView, SpendWindow
 
 class Engine:
     """``on_status``: called on the event loop's thread with events that belong to no call
@@ -78,10 +82,10 @@ class Engine:
         #: Used by ``--tie-break rating``: the call log's ratings (a snapshot, read off the loop).
         self.rating_of: Callable[[str], float] = self.calls.rating_of
         self._challenger_tasks: set[asyncio.Task[Any]] = set()
-        self._cascade: Any = None
+        self._cascade: Cascade | None = None
         self._plan_lock = threading.Lock()
-        self._draws: Any = None
-        self._spend: Any = None  # coordination.SpendWindow, made on first use
+        self._draws: SharedView | None = None  # made on first use
+        self._spend: SpendWindow | None = None
 
     def capture_calls(self, sink: Callable[[Any, bool], None]) -> None:
         """Hand every finished call's log record to ``sink(record, learn)`` instead of writing
@@ -101,14 +105,14 @@ class Engine:
         return self.coordination.describe()
 
     @property
-    def routing(self) -> Any:
+    def routing(self) -> Routing:
         """Clusters, profile reports and routing decisions (blocking; numpy)."""
         from .routing.service import Routing
 
         return Routing(self.settings)
 
     @property
-    def local(self) -> Any:
+    def local(self) -> LocalServers:
         """The embedded local model servers (status, start, stop)."""
         from .providers.local.control import LocalServers
 
@@ -189,7 +193,7 @@ class Engine:
                                        tie_break=tie_break, rating_of=self.rating_of,
                                        alpha=request.alpha, labels=labels, budget=budget)
 
-    def cascade(self) -> Any:
+    def cascade(self) -> Cascade:
         """The ``-k auto`` router and cascade, loaded once per engine (numpy only then)."""
         if self._cascade is None:
             from .routing.cascade import Cascade

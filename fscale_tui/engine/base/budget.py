@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
-from .settings import Settings
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 KINDS = ("relative", "usd", "calls")
 _FORM = re.compile(r"^\s*\$?\s*(?P<num>\d+(?:\.\d*)?|\.\d+)(?:e(?P<exp>[-+]?\d+))?\s*"

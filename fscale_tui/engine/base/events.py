@@ -7,9 +7,10 @@ it belongs to so that views showing several calls (batches, the TUI) can route i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .calls import GenerateResult, ScaleResult
+if TYPE_CHECKING:
+    from .calls import GenerateResult, ScaleResult
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .ratings import ModelRating
 from .reliability import Estimate, Z
-from ..base.settings import Settings
+
+if TYPE_CHECKING:
+    from ..base.settings import Settings
 
 DEFAULT_MIN_CALLS = 30
 DEFAULT_MARGIN = 10.0

@@ -51,10 +51,10 @@ from . import ratings as R
 from .migrations import migrate, transaction
 from .rows import (CURRENT, FEEDBACK_GROUPS, RATED_ROLES, RATED_STATUSES, SUPERSEDED, UNDONE,
                    refresh_tracker, replay_ratings, verdict)
-from ..base.settings import Settings
 
 if TYPE_CHECKING:  # numpy loads only when the estimates are asked for
     from .reliability import Estimate
+    from ..base.settings import Settings
 
 DB_NAME = "learning.db"
 BUSY_TIMEOUT_MS = 30_000

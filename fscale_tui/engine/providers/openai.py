@@ -8,9 +8,10 @@ The client talks to ``base_url`` directly: no adapter. Usable when the key it na
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..base.settings import ProviderConfig, Settings
+if TYPE_CHECKING:
+    from ..base.settings import ProviderConfig, Settings
 
 TYPE = "openai"
 PROVIDER_OPTIONS: tuple[str, ...] = ()

@@ -59,10 +59,10 @@ from ..decide.rules.posterior import Posterior
 from .risk import calibrate_cascade
 from .profile import load_router
 from .router import Router, routing_dir
-from ..base.settings import Settings
 
 if TYPE_CHECKING:
     from ..catalog.registry import Registry
+    from ..base.settings import Settings
 
 DEFAULT_SIGNAL = "weighted"
 MODES = ("adaptive", "cascade")

@@ -19,12 +19,14 @@ router and ``-k auto`` points are cross-fitted there (what a budget is planned f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .planner import PlanSet, evidence_from_profile, load_plans
-from ..base.settings import Settings
+
+if TYPE_CHECKING:
+    from ..base.settings import Settings
 
 
 def frontier(settings: Settings) -> dict[str, Any] | None:

@@ -58,7 +58,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -68,7 +68,9 @@ from ..decide.rules import RELIABILITY_CAP
 from ..base.budget import Budget
 from .knobs import LAMBDAS, Lambdas, frontier_auc, upper_hull
 from .router import DEFAULT_SMOOTHING, SWITCH_Z, compute_psi, routing_dir, switch_penalty
-from ..base.settings import Settings
+
+if TYPE_CHECKING:
+    from ..base.settings import Settings
 
 PLANS = "plans.json"
 PLANS_VERSION = 5

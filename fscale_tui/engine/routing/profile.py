@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,7 +43,9 @@ from ..base.settings import ModelConfig
 from .router import (ClusterModel, Router, choose_smoothing, read_knobs, router_from_assignments,
                      routing_dir, write_knobs)
 from .tasks import Task
-from ..base.settings import Settings
+
+if TYPE_CHECKING:
+    from ..base.settings import Settings
 
 
 #: Trials after the first are sampled at least this warm, or "stability" would mean nothing.

@@ -19,12 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ..base.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 #: Candidates accepting fewer items than this are not tested (their bound would fail anyway,
 #: and failing at a tiny top bin would stop the scan before the useful thresholds).

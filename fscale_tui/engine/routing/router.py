@@ -23,16 +23,18 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ..base import storage
 from ..base.errors import UsageError
-from ..base.settings import Settings
 from .clusters import kmeans
 from .embed import DEFAULT_EMBEDDING, make_embedder
+
+if TYPE_CHECKING:
+    from ..base.settings import Settings
+    import numpy.typing as npt
 
 DEFAULT_K = 20
 DEFAULT_SMOOTHING = 5.0

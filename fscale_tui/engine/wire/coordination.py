@@ -75,13 +75,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..base import storage
 from ..base.redact import is_secret_param, url_secrets
-from ..base.settings import Settings
 from .ratelimit import WINDOW_S, Clock, SendLimiter, make_limiter, window_from_env
 
 if TYPE_CHECKING:  # redis (the [fleet] extra) is imported only when FSCALE_REDIS_URL is set
     import redis
     import redis.asyncio
     from redis.commands.core import AsyncScript
+    from ..base.settings import Settings
 
 T = TypeVar("T")
 

@@ -9,12 +9,14 @@ thread.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...base.errors import NoProviderError, UsageError
 from . import provider as lp
 from . import servers, weights
-from ...base.settings import Settings
+
+if TYPE_CHECKING:
+    from ...base.settings import Settings
 
 
 class LocalServers:
