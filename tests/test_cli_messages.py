@@ -104,10 +104,10 @@ def test_calibrate_summary_is_one_line_with_the_models_counted(fscale_home):
 # -- help ----------------------------------------------------------------------------------------
 def _commands() -> list[list[str]]:
     """Every command and subcommand path (``["history", "show"]``, ...)."""
-    from fscale_tui.cli import COMMANDS, load_command
+    from fscale_tui.cli import commands, load_command
 
     out: list[list[str]] = []
-    for name in COMMANDS:
+    for name in commands():
         command = load_command(name)
         out.append([name])
         out += [[name, sub] for sub in getattr(command, "commands", {})]

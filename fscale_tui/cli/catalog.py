@@ -14,6 +14,9 @@ from .common import (engine_facade, guarded, load_settings_for_cli, print_json, 
 if TYPE_CHECKING:
     from ..engine.session import Engine
 
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 30
+
 # Group help comes from the callbacks' docstrings (they carry the examples).
 models_app = typer.Typer(invoke_without_command=True)
 panels_app = typer.Typer(invoke_without_command=True)

@@ -203,7 +203,17 @@ def guarded(fn: F) -> F:
 
 
 def run(coro: Any) -> Any:
-    """``asyncio.run`` (asyncio is imported only by commands that run the event loop).
+    """``asyncio.run`` (asyncio is imported only by commands that run the event loop), with
+    SIGTERM handled like Ctrl-C (see :func:`event_loop`)."""
+    with event_loop(coro) as start:
+        return start()
+
+
+@contextlib.contextmanager
+def event_loop(coro: Any) -> Iterator[Callable[[], Any]]:
+    """``with event_loop(go()) as start: result = start()`` runs ``go()`` on a new event loop
+    straight from the caller (no frame of this module between the command and its coroutine:
+    the walk of a question stays in the command's module).
 
     SIGTERM is handled like asyncio's Ctrl-C: the main task is cancelled (nothing new is
     sent, every ``async with Engine`` closes and drains its writer), then :class:`Terminated`
@@ -211,29 +221,27 @@ def run(coro: Any) -> Any:
     import asyncio
     import signal
 
-    async def main() -> Any:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        stopped: list[bool] = []
+    stopped: list[bool] = []
 
-        def on_sigterm() -> None:
-            stopped.append(True)
-            if task is not None:
+    def on_sigterm(loop: asyncio.AbstractEventLoop) -> None:
+        stopped.append(True)
+        for task in asyncio.all_tasks(loop):
+            if task.get_coro() is coro:  # the main task
                 task.cancel()
 
-        try:
-            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
-            pass
-        try:
-            return await coro
-        except asyncio.CancelledError:
-            if stopped:
-                raise Terminated() from None
-            raise
-
     try:
-        return asyncio.run(main())
+        with asyncio.Runner() as runner:
+            try:
+                runner.get_loop().add_signal_handler(signal.SIGTERM, on_sigterm,
+                                                     runner.get_loop())
+            except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+                pass
+            try:
+                yield functools.partial(runner.run, coro)
+            except asyncio.CancelledError:
+                if stopped:
+                    raise Terminated() from None
+                raise
     finally:
         handle_sigterm()
 
@@ -465,7 +473,7 @@ def batch_output(items: Any, empty_field: str, resume: str | None, *, quiet: boo
         todo, where = resumed.pending(items)
         if not quiet:
             output.err.write(f"fscale: {resumed.note(total)}\n")
-        out = BatchOutput(todo, empty_field, write=resumed.writer(), where=where,
+        out = BatchOutput(todo, empty_field, write=resumed.writer(print_json), where=where,
                           previous=resumed.done.values())
     try:
         yield out, todo

@@ -16,6 +16,9 @@ from ..engine.strategies import names as strategy_names
 from .common import (guarded, print_json, resolve_context, run,
                      show_progress, split_list, stderr_console)
 
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 20
+
 #: The engine's strategy registry (this module is imported only when 'generate' runs).
 STRATEGY_HELP = " | ".join(strategy_names()) + "."
 SELECT = "Choosing models"

@@ -16,6 +16,9 @@ from ..engine.base import output
 from ..engine.base.errors import UsageError
 from .common import engine_facade, guarded, print_json, split_list, stdout_console
 
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 40
+
 history_app = typer.Typer(invoke_without_command=True)
 
 

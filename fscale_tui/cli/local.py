@@ -11,6 +11,9 @@ import typer
 from ..engine.base import output
 from .common import engine_facade, guarded, print_json, stderr_console
 
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 70
+
 local_app = typer.Typer(
     help=("Embedded local models: llama.cpp servers for small GGUF models (the \\[local] extra).\n\n"
           "Example: fscale local status"),

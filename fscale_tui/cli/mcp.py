@@ -37,6 +37,9 @@ from ..engine.base import output
 from ..engine.base.errors import ExitCode, FscaleError, UsageError
 from .common import guarded
 
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 80
+
 #: The call log's ``extra.origin`` of every call made through this server.
 ORIGIN = "mcp"
 

@@ -18,6 +18,9 @@ from .common import (engine_facade, guarded, load_settings_for_cli, print_json, 
 if TYPE_CHECKING:
     from ..engine.base.settings import Settings
 
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 50
+
 SELECT = "Choosing models"
 CLUSTERS = "Clusters"
 OUTPUT = "Output"

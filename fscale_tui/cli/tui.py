@@ -8,6 +8,9 @@ import typer
 from ..screens import SCREENS
 from .common import guarded
 
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 60
+
 SCREEN_NAMES = tuple(SCREENS)
 
 

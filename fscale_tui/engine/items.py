@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 
 from .base.calls import GenerateRequest, ScaleRequest
-from .base.errors import UsageError
+from .base.errors import BigNumber as _Big, UsageError, describe
 from .base.jsonl import count_items, iter_file_lines
 from .requests import MAX_K, scale_request, split_labels, validated
 
@@ -128,42 +128,12 @@ _MUST = {
 }
 
 
-class _Big(str):
-    """A JSON number too long to be worth converting (shown by its length)."""
-
-
 def _loose(line: bytes | str) -> Any:
     """The line as plain JSON values, for error messages only (never raises)."""
     try:
         return json.loads(line, parse_int=lambda s: _Big(s) if len(s) > 30 else int(s))
     except (ValueError, RecursionError, TypeError):
         return None
-
-
-def describe(value: Any, *, text: bool = True) -> str:
-    """A value as a few words for an error line (never its whole text; with ``text=False`` a
-    string is only "a string": a config value could be a key pasted in the wrong place)."""
-    if isinstance(value, _Big):
-        return f"a {len(value.lstrip('-'))}-digit number"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return "a number out of range" if value != value or value in (float("inf"), float("-inf")) \
-            else repr(value)
-    if isinstance(value, int):
-        return str(value) if len(str(value)) <= 30 else f"a {len(str(abs(value)))}-digit number"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, str):
-        if not text:
-            return "a string"
-        shown = value if len(value) <= 40 else value[:39] + "…"
-        return json.dumps(shown, ensure_ascii=False)
-    return type(value).__name__
 
 
 def _item_id(obj: Any) -> str | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -81,3 +83,33 @@ class ProviderError(Exception):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.args[0]}"
+
+
+class BigNumber(str):
+    """A JSON number too long to be worth converting (shown by its length)."""
+
+
+def describe(value: Any, *, text: bool = True) -> str:
+    """A value as a few words for an error line (never its whole text; with ``text=False`` a
+    string is only "a string": a config value could be a key pasted in the wrong place)."""
+    if isinstance(value, BigNumber):
+        return f"a {len(value.lstrip('-'))}-digit number"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "a number out of range" if value != value or value in (float("inf"), float("-inf")) \
+            else repr(value)
+    if isinstance(value, int):
+        return str(value) if len(str(value)) <= 30 else f"a {len(str(abs(value)))}-digit number"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, str):
+        if not text:
+            return "a string"
+        shown = value if len(value) <= 40 else value[:39] + "…"
+        return json.dumps(shown, ensure_ascii=False)
+    return type(value).__name__

@@ -31,12 +31,6 @@ class ProviderConfig:
         env = os.environ if env is None else env
         return env.get(self.api_key_env) if self.api_key_env else None
 
-    def usable(self, env: Mapping[str, str] | None = None) -> bool:
-        """Can it be used here? Its provider type decides (key set, runtime installed, ...)."""
-        from ..providers import usable
-
-        return usable(self, env)
-
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -91,7 +91,7 @@ def _convert(setting: Setting, raw: Any, origin: str | Callable[[], str], *,
     in TOML is a string (TOML has true), ``FSCALE_CHALLENGER=banana`` is not false."""
     import msgspec
 
-    from ..items import describe
+    from ..base.errors import describe
 
     value = raw
     try:
@@ -151,7 +151,7 @@ def _decode_table(fields: dict[str, Any], kind: str, name: str, path: Path) -> N
     a ``ConfigError`` naming ``file:LINE``, the key, what it must be and what it is."""
     import msgspec
 
-    from ..items import describe
+    from ..base.errors import describe
 
     provider_schema, model_schema = _schemas()
     schema, types = (provider_schema, _PROVIDER_TYPES) if kind == "providers" else \
@@ -475,7 +475,7 @@ def load_settings(paths: Paths | None = None, env: Mapping[str, str] | None = No
         options.update({k: v for k, v in fields.items() if k not in known})
         merged.update({k: v for k, v in fields.items() if k in known})
         ptype = merged.get("type", "openai")
-        if ptype == "openai" and not merged.get("base_url"):
+        if provider_types.needs_base_url(ptype) and not merged.get("base_url"):
             raise ConfigError(f"{config_line(cfg_path, f'providers.{name}')}: "
                               f"[providers.{name}] needs base_url")
         providers[name] = ProviderConfig(name=name, base_url=str(merged.get("base_url", "")),

@@ -19,6 +19,7 @@ A provider module (or package) in this folder defines::
                                            #   wait for the decision, and only a panel of such
                                            #   models takes them as shadows
     CONTINUATION = "mode"                  # how step search continues a partial answer
+    NEEDS_BASE_URL = True                  # [providers.X] must give base_url
     TAKES_TASK_ID = True                   # requests carry the task id (``calls.TASK_ID_FIELD``
                                            #   in ``metadata``; real APIs may reject it)
     EMBEDDINGS = object                    # embedding servers (``--embedding local:<alias>``):
@@ -103,6 +104,11 @@ def continuation(provider: ProviderConfig) -> str | None:
     """How step search continues a partial answer on this provider type by default."""
     mode = getattr(module_for(provider.type), "CONTINUATION", None)
     return None if mode is None else str(mode)
+
+
+def needs_base_url(kind: str) -> bool:
+    """Must a ``[providers.X]`` table of type ``kind`` give ``base_url``?"""
+    return bool(getattr(provider_types().get(kind), "NEEDS_BASE_URL", False))
 
 
 def takes_task_id(provider: ProviderConfig) -> bool:

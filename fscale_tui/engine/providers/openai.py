@@ -2,7 +2,7 @@
 SGLang, Ollama, LM Studio, a llama.cpp server… anything serving ``POST {base_url}/chat/completions``.
 
 The client talks to ``base_url`` directly: no adapter. Usable when the key it names is set
-(or it names none). Built-in entries (``nim``, ``github``) come from ``engine/catalogue.py``.
+(or it names none). Built-in entries (``nim``, ``github``) come from ``engine/catalog/builtins.py``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 TYPE = "openai"
 PROVIDER_OPTIONS: tuple[str, ...] = ()
 MODEL_OPTIONS: tuple[str, ...] = ()
+NEEDS_BASE_URL = True
 
 
 def usable(provider: Any, env: Mapping[str, str] | None = None) -> bool:
