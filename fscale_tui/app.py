@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
@@ -23,6 +23,10 @@ from textual.theme import Theme
 from .engine.base import storage
 from .engine.base.paths import Paths
 from .screens import SCREENS
+
+if TYPE_CHECKING:
+    from .engine.base.settings import Settings
+    from .engine.session import Engine
 
 #: High-contrast themes: text is never told apart by colour alone (every status also has a label).
 THEMES = [
@@ -61,7 +65,7 @@ class TuiState:
             storage.warn_state_unwritten(exc, self.path)
 
 
-def _default_engine_factory() -> Any:
+def _default_engine_factory() -> Engine:
     from .engine.session import Engine
 
     return Engine()
@@ -84,15 +88,15 @@ class FscaleApp(App[int]):
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
 
-    def __init__(self, *, engine_factory: Callable[[], Any] | None = None,
+    def __init__(self, *, engine_factory: Callable[[], Engine] | None = None,
                  paths: Paths | None = None, start: str = "ask",
                  exit_when_ready: bool = False) -> None:
         self.started_at = time.perf_counter()
         self._engine_factory = engine_factory or _default_engine_factory
-        self._engine: Any = None
-        self._settings: Any = None
+        self._engine: Engine | None = None
+        self._settings: Settings | None = None
         self._engine_lock = threading.Lock()
-        self._retired: list[Any] = []
+        self._retired: list[Engine] = []
         self.paths = paths or Paths.resolve()
         self.state = TuiState(self.paths.state_dir / "tui.json")
         self.exit_when_ready = exit_when_ready
@@ -149,7 +153,7 @@ class FscaleApp(App[int]):
 
     # -- engine ------------------------------------------------------------------------------
     @property
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         """The engine for this session, created on first use."""
         with self._engine_lock:
             if self._engine is None:
@@ -157,7 +161,7 @@ class FscaleApp(App[int]):
             return self._engine
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         """The resolved configuration (without building the engine: start-up stays fast)."""
         engine = self._engine
         if engine is not None:

@@ -65,6 +65,7 @@ NOT_RUN: list[tuple[str, str]] = [
     (r"^pip install\b", "installs the package: the test runs in the environment it produced"),
     (r"^apt-get\b", "installs system packages (as root); the tests that need them skip without"),
     (r"^python -m pytest\b", "runs the whole test suite, this test included"),
+    (r"^python -m mypy\b", "the type check: tests/test_typing.py runs it"),
     (r"(^|\s)python bench/", "a benchmark: minutes to hours; it prints figures, run it by hand"),
 ]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -10,6 +10,9 @@ from ..engine.base import output
 from ..engine.base.errors import ExitCode
 from .common import (engine_facade, guarded, load_settings_for_cli, print_json, run, split_list,
                      stderr_console, stdout_console)
+
+if TYPE_CHECKING:
+    from ..engine.session import Engine
 
 #: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
 HELP_ORDER = 30
@@ -22,7 +25,7 @@ config_app = typer.Typer(no_args_is_help=True, help=(
     "Examples:\n\n  fscale config path\n\n  fscale config show --json"))
 
 
-def model_rows(engine: Any, usable_only: bool = False) -> list[dict[str, Any]]:
+def model_rows(engine: Engine, usable_only: bool = False) -> list[dict[str, Any]]:
     """The catalogue as ``fscale models --json`` prints it (and the MCP ``models`` tool returns it)."""
     return [{"schema": 1, **r} for r in engine.catalog.models() if r["usable"] or not usable_only]
 

@@ -15,12 +15,16 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from ..engine.base import output
 from ..engine.base.errors import ExitCode, FscaleError, UsageError, exit_code_for
+
+if TYPE_CHECKING:
+    from ..engine.base.settings import Settings
+    from ..engine.session import Engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG = {"on": False}
@@ -342,7 +346,7 @@ def _quiet_ray() -> None:
 
 def run_on_ray(kind: str, items: list[Any], out: Any, *, address: str, actors: int | None,
                concurrency: int | None, overrides: dict[str, Any] | None = None,
-               settings: Any = None) -> None:
+               settings: Settings | None = None) -> None:
     """``--batch --ray``: the items on a Ray actor pool; results into ``out`` in input order."""
     try:
         from ..integrations.ray import ensure_ray, run_requests
@@ -401,7 +405,7 @@ def load_settings_for_cli():
 
 
 @contextlib.contextmanager
-def engine_facade(settings: Any = None) -> Iterator[Any]:
+def engine_facade(settings: Settings | None = None) -> Iterator[Engine]:
     """The engine for a command that asks no model (catalogue, call log): no event loop, no
     HTTP client; its background writes are flushed on the way out."""
     from ..engine.session import Engine

@@ -6,7 +6,7 @@ to stderr. State lives in ``<data>/routing/`` (``fscale profile --path`` prints 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -14,6 +14,9 @@ from ..engine.base import output
 from ..engine.base.errors import ExitCode, UsageError
 from .common import (engine_facade, guarded, load_settings_for_cli, print_json, run, show_progress,
                      split_list, stderr_console, stdout_console)
+
+if TYPE_CHECKING:
+    from ..engine.base.settings import Settings
 
 #: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
 HELP_ORDER = 50
@@ -49,7 +52,7 @@ class _Progress:
         self.display.stop()
 
 
-def _select_models(settings: Any, models: str | None, panel: str | None) -> list[Any]:
+def _select_models(settings: Settings, models: str | None, panel: str | None) -> list[Any]:
     names = split_list(models)
     if names and panel:
         raise UsageError("give --models or --panel, not both")
@@ -412,7 +415,7 @@ def _stored(report: Any, *, hint: str) -> str | None:
     return None if report.stored is None else str(report.stored)
 
 
-def _calibrate_adaptive(settings: Any, items: Any, *, alpha: float | None, delta: float,
+def _calibrate_adaptive(settings: Settings, items: Any, *, alpha: float | None, delta: float,
                         max_calls: int, budget: str | None, spread: float, order: str,
                         lam: float,
                         concurrency: int | None, dry_run: bool, force: bool, as_json: bool,

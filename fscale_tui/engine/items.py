@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -62,10 +62,10 @@ class _Item(msgspec.Struct):
             value = getattr(self, name)
             values = value if isinstance(value, list) else [value]
             for i, v in enumerate(values):
-                if isinstance(v, str) and not v.isascii() and _SURROGATE.search(v):
+                if isinstance(v, str) and not v.isascii() and (lone := _SURROGATE.search(v)):
                     where = f"{name}[{i}]" if isinstance(value, list) else name
                     raise ValueError(f"{where}: contains a lone surrogate "
-                                     f"(\\u{ord(_SURROGATE.search(v)[0]):04x}), which is not text")
+                                     f"(\\u{ord(lone[0]):04x}), which is not text")
 
 
 class ScaleItem(_Item, kw_only=True):
@@ -207,9 +207,9 @@ def _decode_failure(exc: Exception, line: bytes | str, k_auto: bool) -> ItemErro
     text = line.decode("utf-8") if isinstance(line, bytes) else line
     if _LONE_ESCAPE.search(text) and isinstance(obj, dict):
         for name, value in obj.items():
-            if isinstance(value, str) and _SURROGATE.search(value):
+            if isinstance(value, str) and (lone := _SURROGATE.search(value)):
                 return ItemError(f"{name}: contains a lone surrogate (\\u"
-                                 f"{ord(_SURROGATE.search(value)[0]):04x}), which is not text",
+                                 f"{ord(lone[0]):04x}), which is not text",
                                  item_id)
         return ItemError("contains a lone surrogate (an unpaired \\ud800-\\udfff escape), "
                          "which is not text", item_id)
@@ -219,11 +219,14 @@ def _decode_failure(exc: Exception, line: bytes | str, k_auto: bool) -> ItemErro
 
 _decoders: dict[type, Any] = {}
 
+#: An item schema (:class:`ScaleItem`, :class:`GenerateItem`, ...): what decoding returns.
+I = TypeVar("I", bound=_Item)
 
-def decode_item(line: bytes | str, schema: type[_Item]) -> _Item:
+
+def decode_item(line: bytes | str, schema: type[I]) -> I:
     """One JSONL line as ``schema``; :class:`ItemError` (with the item's id when it could be
     read) if it is not one."""
-    decoder = _decoders.get(schema)
+    decoder: msgspec.json.Decoder[I] | None = _decoders.get(schema)
     if decoder is None:
         decoder = _decoders[schema] = msgspec.json.Decoder(schema)
     if isinstance(line, bytes) and line.startswith(b"\xef\xbb\xbf"):
@@ -234,7 +237,7 @@ def decode_item(line: bytes | str, schema: type[_Item]) -> _Item:
         raise _decode_failure(exc, line, schema is ScaleItem) from None
 
 
-def convert_item(obj: Any, schema: type[_Item]) -> _Item:
+def convert_item(obj: Any, schema: type[I]) -> I:
     """A Python value (an API caller's dict) as ``schema``, with the same rules as a line."""
     try:
         return msgspec.convert(obj, schema)
@@ -256,10 +259,10 @@ def _names(value: str | list[str] | None, field: str) -> tuple[str, ...] | None:
 def _labels(value: str | list[str]) -> tuple[str, ...]:
     """``answers`` as labels, each checked on its own (so the message names the bad one)."""
     if isinstance(value, str):
-        labels = split_labels(value) or ()
-        if len(labels) < 2:
+        split = split_labels(value) or ()
+        if len(split) < 2:
             raise ValueError(f'answers must name at least two labels, not {describe(value)}')
-        return labels
+        return split
     labels = []
     for i, label in enumerate(value):
         if not label.strip():
@@ -355,6 +358,7 @@ class BatchItems:
     def __iter__(self) -> Iterator[Any]:
         position = 0
         while True:
+            numbered: tuple[int, bytes] | None
             if self._first is not None:
                 numbered, self._first = self._first, None
             else:
@@ -385,12 +389,12 @@ def generate_items(path: str, defaults: dict[str, Any]) -> BatchItems:
                       lambda item: generate_from_item(item, defaults))
 
 
-def scale_api_request(obj: Any, defaults: dict[str, Any]) -> Any:
+def scale_api_request(obj: Any, defaults: dict[str, Any]) -> ScaleRequest:
     """``scale_batch``'s item ``obj`` (a dict) as a ScaleRequest, or :class:`ItemError`."""
     return scale_from_item(convert_item(obj, ScaleItem), defaults)
 
 
-def generate_api_request(obj: Any, defaults: dict[str, Any]) -> Any:
+def generate_api_request(obj: Any, defaults: dict[str, Any]) -> GenerateRequest:
     """``generate_batch``'s item ``obj`` as a GenerateRequest, or :class:`ItemError`."""
     return generate_from_item(convert_item(obj, GenerateApiItem), defaults)
 

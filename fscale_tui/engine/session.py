@@ -19,6 +19,7 @@ background writer, in order, and ``aclose()`` drains it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -39,13 +40,18 @@ from .providers import usable
 from .catalog.registry import Registry
 from .base.prompts import build_messages
 from .decide.vote import VoteRunner, result_from
-from .base.calls import ScaleRequest, ScaleResult, StageOutcome, Vote, new_call_id
+from .base.calls import GenerateRequest, GenerateResult, ScaleRequest, ScaleResult, StageOutcome, Vote, new_call_id
 from .decide.rules import rule_for
 
 
 if TYPE_CHECKING:  # numpy and the routing modules load only when -k auto or routing is used
     from .routing.calibrate import AdaptiveReport, CalibrationReport
+    from .providers.local.control import LocalServers
+    from .routing.cascade import Cascade
+    from .routing.service import Routing
     from .routing.tasks import Task
+    from .wire.client import ChatClient
+    from .wire.coordination import SharedView, SpendWindow
 
 class Engine:
     """``on_status``: called on the event loop's thread with events that belong to no call
@@ -69,17 +75,17 @@ class Engine:
         self.catalog = Catalog(self.settings, self.registry, self.health)
         self.calls = CallLog(self.settings, self.writer, origin=origin)
         self._transport = transport
-        self._client: Any = None
+        self._client: ChatClient | None = None
         self.asker = Asker(self.settings, lambda: self.client, self.health, self.registry)
         #: What the features (routing, learning, strategies) may use of this engine.
         self.context = Context(self.settings, self.registry, self.asker)
         #: Used by ``--tie-break rating``: the call log's ratings (a snapshot, read off the loop).
         self.rating_of: Callable[[str], float] = self.calls.rating_of
         self._challenger_tasks: set[asyncio.Task[Any]] = set()
-        self._cascade: Any = None
+        self._cascade: Cascade | None = None
         self._plan_lock = threading.Lock()
-        self._draws: Any = None
-        self._spend: Any = None  # coordination.SpendWindow, made on first use
+        self._draws: SharedView | None = None  # made on first use
+        self._spend: SpendWindow | None = None
 
     def capture_calls(self, sink: Callable[[Any, bool], None]) -> None:
         """Hand every finished call's log record to ``sink(record, learn)`` instead of writing
@@ -99,14 +105,14 @@ class Engine:
         return self.coordination.describe()
 
     @property
-    def routing(self) -> Any:
+    def routing(self) -> Routing:
         """Clusters, profile reports and routing decisions (blocking; numpy)."""
         from .routing.service import Routing
 
         return Routing(self.settings)
 
     @property
-    def local(self) -> Any:
+    def local(self) -> LocalServers:
         """The embedded local model servers (status, start, stop)."""
         from .providers.local.control import LocalServers
 
@@ -123,7 +129,7 @@ class Engine:
         return write_replay_file(Path(path), replay_lines_from_calls(calls, ids)), len(calls)
 
     @property
-    def client(self) -> Any:
+    def client(self) -> ChatClient:
         """The shared HTTP client, created on first use (commands that ask no model never
         import the HTTP stack)."""
         if self._client is None:
@@ -187,7 +193,7 @@ class Engine:
                                        tie_break=tie_break, rating_of=self.rating_of,
                                        alpha=request.alpha, labels=labels, budget=budget)
 
-    def cascade(self) -> Any:
+    def cascade(self) -> Cascade:
         """The ``-k auto`` router and cascade, loaded once per engine (numpy only then)."""
         if self._cascade is None:
             from .routing.cascade import Cascade
@@ -454,7 +460,7 @@ class Engine:
         shared = self.coordination.draws
         for alias in aliases:
             self._draws.put(alias, int(draws.get(alias, 0)) + 1)
-            self.writer.submit(lambda alias=alias: shared.add(alias))
+            self.writer.submit(functools.partial(shared.add, alias))
             reserved.add(alias)
         return aliases
 
@@ -491,7 +497,7 @@ class Engine:
             yield outcome
 
     # -- generate ----------------------------------------------------------------------------
-    async def generate_events(self, request: Any) -> AsyncIterator[Event]:
+    async def generate_events(self, request: GenerateRequest) -> AsyncIterator[Event]:
         """One generate call's events (the last is ``Generated``); the call is logged."""
         from .strategies.generate import generate_events
 
@@ -500,13 +506,14 @@ class Engine:
                 self.calls.record_generate(request, event.result)
             yield event
 
-    async def generate(self, request: Any) -> Any:
+    async def generate(self, request: GenerateRequest) -> GenerateResult:
         return await final_result(self.generate_events(request), Generated)
 
-    async def generate_batch(self, requests: Iterable[Any], *, concurrency: int | None = None,
+    async def generate_batch(self, requests: Iterable[GenerateRequest | Exception], *,
+                             concurrency: int | None = None,
                              on_event: Callable[[Event], None] | None = None,
-                             ) -> AsyncIterator[tuple[int, Any]]:
-        async def run(item: Any) -> Any:
+                             ) -> AsyncIterator[tuple[int, GenerateResult | Exception]]:
+        async def run(item: GenerateRequest) -> GenerateResult:
             return await final_result(self.generate_events(item), Generated, on_event)
 
         async for outcome in bounded(requests, run,

@@ -18,11 +18,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..base import storage
 from ..base.settings import ModelConfig, Settings
 from ..base.redact import redact
+
+if TYPE_CHECKING:
+    from ..wire.coordination import SharedView
 
 DOWN = ("dead", "unavailable", "rate_limited")
 PROBE_MESSAGES = [{"role": "user", "content": "Reply with the single word OK."}]
@@ -53,7 +56,7 @@ class HealthStore:
 
     def __post_init__(self) -> None:
         self._cache: dict[str, Any] | None = None
-        self._view: Any = None
+        self._view: SharedView | None = None
         if self.backend is not None and self.backend.shared_refresh:
             from ..wire.coordination import SharedView
 
@@ -78,7 +81,8 @@ class HealthStore:
         expires = entry.get("expires_at")
         if expires is not None and (now or time.time()) >= expires:
             return None
-        return entry["status"]
+        status: str = entry["status"]
+        return status
 
     def is_down(self, alias: str) -> bool:
         return self.verdict(alias) is not None

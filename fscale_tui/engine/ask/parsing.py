@@ -40,6 +40,7 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 __all__ = ["ParsedReply", "split_reasoning", "extract_label", "parse_reply"]
 
@@ -79,7 +80,7 @@ def split_reasoning(content: str | None, reasoning_field: str | None = None) -> 
 
     # Segments of [is_reasoning, text] in document order, so that an orphan closing tag can
     # retroactively turn everything before it into reasoning.
-    segments: list[list] = []
+    segments: list[list[Any]] = []
     depth = 0
     pos = 0
     for m in _TAG_RE.finditer(content):
@@ -422,6 +423,7 @@ def extract_label(text: str, labels: Sequence[str]) -> str | None:
             while i >= 0:
                 newlines.append(i)
                 i = text.find("\n", i + 1)
+        assert match.lastgroup is not None  # every alternative is a named group
         idx = int(match.lastgroup[1:])
         start, end = match.span()
         k = bisect_left(newlines, start)

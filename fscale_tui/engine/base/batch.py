@@ -6,15 +6,23 @@ import asyncio
 import collections
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
 
 
-async def final_result(events: AsyncIterator[Any], final: type,
-                       on_event: Callable[[Any], None] | None = None) -> Any:
+class _Final(Protocol[R_co]):
+    """The event that ends a call's stream (``Decided``, ``Generated``): it carries the result."""
+
+    @property
+    def result(self) -> R_co: ...
+
+
+async def final_result(events: AsyncIterator[Any], final: type[_Final[R]],
+                       on_event: Callable[[Any], None] | None = None) -> R:
     """Consume a call's event stream to its end; return the ``result`` of its ``final`` event."""
-    result = None
+    result: R | None = None
     async for event in events:
         if on_event is not None:
             on_event(event)

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 KINDS = ("relative", "usd", "calls")
 _FORM = re.compile(r"^\s*\$?\s*(?P<num>\d+(?:\.\d*)?|\.\d+)(?:e(?P<exp>[-+]?\d+))?\s*"
@@ -82,7 +85,7 @@ def parse_budget(text: Any, *, bare: str = "usd", option: str = "--budget") -> B
 BUDGET_ENV = "FSCALE_BUDGET"
 
 
-def configured_budget(settings: Any) -> Budget | None:
+def configured_budget(settings: Settings) -> Budget | None:
     """The budget from ``FSCALE_BUDGET`` or config.toml's ``[routing] budget`` (the
     environment wins); None when neither is set."""
     env = (getattr(settings, "env", {}) or {}).get(BUDGET_ENV)

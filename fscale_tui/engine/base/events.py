@@ -7,7 +7,10 @@ it belongs to so that views showing several calls (batches, the TUI) can route i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .calls import GenerateResult, ScaleResult
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ class Cancelled(Event):
 class Decided(Event):
     """The final result of a call (also sent when there is no decision)."""
 
-    result: Any  # ScaleResult (kept loose to avoid an import cycle)
+    result: ScaleResult
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ class StepScored(Event):
 class Generated(Event):
     """The final result of a generate call."""
 
-    result: Any  # GenerateResult
+    result: GenerateResult
 
 
 @dataclass(frozen=True)

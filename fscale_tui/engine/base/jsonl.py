@@ -17,7 +17,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .errors import FscaleError, UsageError
 
@@ -87,7 +87,7 @@ def read_bytes(path: str | Path, what: str = "file") -> bytes:
             raise UsageError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
 
 
-def _open_binary(path: str | Path, what: str) -> Any:
+def _open_binary(path: str | Path, what: str) -> IO[bytes] | None:
     if str(path) == "-":
         return None
     if not str(path).strip():

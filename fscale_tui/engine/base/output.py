@@ -20,7 +20,7 @@ import io
 import logging
 import sys
 import traceback
-from typing import Any
+from typing import Any, TextIO
 
 from .redact import redact
 
@@ -33,8 +33,9 @@ class RedactingStream(io.TextIOBase):
         self._name = name
 
     @property
-    def target(self) -> Any:
-        return getattr(sys, self._name)
+    def target(self) -> TextIO:
+        stream: TextIO = getattr(sys, self._name)  # looked up per write: tests replace sys.stderr
+        return stream
 
     def write(self, text: str) -> int:
         if text:

@@ -8,6 +8,7 @@ platformdirs gives the per-user config, data, state and cache directories for th
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ class Paths:
         return self.config_dir / "config.toml"
 
     @classmethod
-    def resolve(cls, env: dict[str, str] | None = None) -> "Paths":
+    def resolve(cls, env: Mapping[str, str] | None = None) -> "Paths":
         env = os.environ if env is None else env
         home = env.get(HOME_ENV)
         if home:

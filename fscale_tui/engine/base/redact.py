@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, overload
 
 MASK = "[redacted]"
 
@@ -143,6 +143,12 @@ def _fragments(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+@overload
+def redact(text: str) -> str: ...
+@overload
+def redact(text: None) -> None: ...
+@overload
+def redact(text: str | None) -> str | None: ...
 def redact(text: str | None) -> str | None:
     """``text`` with every registered secret, every piece of one, every URL password and
     every token-shaped string masked."""

@@ -7,6 +7,7 @@ from. Plain dataclasses every layer shares; ``catalog/config.py`` reads config.t
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ class ProviderConfig:
     options: dict[str, Any] = field(default_factory=dict)  # type-specific (e.g. replay path)
     builtin: bool = False
 
-    def api_key(self, env: dict[str, str] | None = None) -> str | None:
+    def api_key(self, env: Mapping[str, str] | None = None) -> str | None:
         """The key, read from the environment variable this provider names."""
         env = os.environ if env is None else env
         return env.get(self.api_key_env) if self.api_key_env else None

@@ -176,7 +176,7 @@ def clean_stale_temps(path: Path) -> list[Path]:
     A temp file is stale when the pid in its name is no longer running (another live writer's
     file is never touched), or, for names without a pid, when it is older than STALE_TEMP_AGE.
     """
-    removed = []
+    removed: list[Path] = []
     head = f".{path.name}."
     try:
         candidates = [p for p in path.parent.iterdir()

@@ -6,10 +6,12 @@ often on free tiers; ``fscale models refresh`` asks each provider which entries 
 
 from __future__ import annotations
 
+from typing import Any
+
 TIERS = ("fast", "medium", "slow", "thinking")
 
 #: name -> provider fields (design §3). ``rpm`` is the documented free-tier limit.
-BUILTIN_PROVIDERS: dict[str, dict] = {
+BUILTIN_PROVIDERS: dict[str, dict[str, Any]] = {
     "nim": {
         "base_url": "https://integrate.api.nvidia.com/v1",
         "api_key_env": "NVIDIA_API_KEY",
@@ -57,7 +59,7 @@ _MODELS: list[tuple[str, str, str, str, str, float]] = [
     ("gh-deepseek-r1", "github", "deepseek/deepseek-r1", "thinking", "deepseek", 2.2),
 ]
 
-BUILTIN_MODELS: dict[str, dict] = {
+BUILTIN_MODELS: dict[str, dict[str, Any]] = {
     alias: {"provider": prov, "id": mid, "tier": tier, "family": fam, "cost": cost}
     for alias, prov, mid, tier, fam, cost in _MODELS
 }

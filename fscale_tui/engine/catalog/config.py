@@ -41,7 +41,7 @@ import functools
 import os
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -96,15 +96,15 @@ def _convert(setting: Setting, raw: Any, origin: str | Callable[[], str], *,
     value = raw
     try:
         if text and isinstance(raw, str) and setting.type is not str:  # the environment
-            text = raw.strip().lower()
+            word = raw.strip().lower()
             if setting.type is bool:
-                if text not in _TRUE | _FALSE:
+                if word not in _TRUE | _FALSE:
                     raise ValueError
-                value = text in _TRUE
+                value = word in _TRUE
             elif setting.type is int:
-                value = int(text)
+                value = int(word)
             else:
-                value = float(text)
+                value = float(word)
                 if value != value or value in (float("inf"), float("-inf")):
                     raise ValueError
         return msgspec.convert(value, _setting_type(setting))
@@ -316,7 +316,7 @@ def read_user_config(path: Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
+        line: int | None = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[exc.start]:02x})") from None
     try:
         doc = tomllib.loads(text)
@@ -443,7 +443,7 @@ def _table(doc: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
     return value
 
 
-def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None, *,
+def load_settings(paths: Paths | None = None, env: Mapping[str, str] | None = None, *,
                   user_config: bool = True) -> Settings:
     """Build the Settings for this process (defaults < config file < environment).
 
@@ -493,9 +493,9 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None,
         if not isinstance(fields, dict):
             raise ConfigError(f"{cfg_path}: [models.{alias}] must be a table")
         _decode_table(fields, "models", alias, cfg_path)
-        base = models.get(alias)
-        merged = {"provider": base.provider, "id": base.id, "tier": base.tier,
-                  "family": base.family, "cost": base.cost} if base else {}
+        prior = models.get(alias)
+        merged = {"provider": prior.provider, "id": prior.id, "tier": prior.tier,
+                  "family": prior.family, "cost": prior.cost} if prior else {}
         known = {"provider", "id", "tier", "family", "cost"}
         merged.update({k: v for k, v in fields.items() if k in known})
         for required in ("provider", "id"):
@@ -538,8 +538,8 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None,
         values[name], sources[name] = setting.default, "default"
         table = _table(doc, setting.table, cfg_path)
         if name in table:
-            values[name] = _convert(setting, table[name], lambda name=name, t=setting.table: _where(
-                cfg_path, _located(cfg_path, [t, name])) + f": [{t}]")
+            values[name] = _convert(setting, table[name], lambda: _where(  # called now, if at all
+                cfg_path, _located(cfg_path, [setting.table, name])) + f": [{setting.table}]")
             sources[name] = "config"
         if env.get(setting.env) not in (None, ""):
             values[name] = _convert(setting, env[setting.env], f"environment {setting.env}:",
@@ -566,7 +566,7 @@ def load_settings(paths: Paths | None = None, env: dict[str, str] | None = None,
                     values=values, sources=sources, env=env, user_config=doc)
 
 
-def update_user_config(paths: Paths, change) -> None:
+def update_user_config(paths: Paths, change: Callable[[dict[str, Any]], object]) -> None:
     """Edit config.toml in place, keeping the user's file (used by panels set/rm and evolve).
 
     The file is edited with tomlkit, a style-preserving TOML library: comments, blank lines,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..base.errors import NoProviderError, UsageError
 from ..base.settings import ModelConfig, Settings
@@ -18,7 +18,7 @@ NO_PROVIDER_HELP = (
 )
 
 
-def no_provider_help(env: dict[str, str] | None = None) -> str:
+def no_provider_help(env: Mapping[str, str] | None = None) -> str:
     """What to do when nothing is usable; says so when the local models are turned off."""
     value = (env if env is not None else os.environ).get("FSCALE_LOCAL", "")
     if value.strip().lower() in {"0", "off", "false", "no"}:

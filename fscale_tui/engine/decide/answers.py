@@ -103,7 +103,7 @@ def extract_answer(text: str | None, *, fallback: bool = True,
     if found:
         return max(found, key=lambda p: p[0])[1].strip()
     if fallback:
-        numbers = _NUMBER_RE.findall(answer_text)
+        numbers: list[str] = _NUMBER_RE.findall(answer_text)
         if numbers:
             return numbers[-1].strip()
     return None

@@ -102,9 +102,9 @@ def parse_choice(reply: str | None, n: int, *, label: str = "Output",
                 continue
             found.append((m.end(), value))
     last_line = text.strip().splitlines()[-1] if text.strip() else ""
-    m = re.fullmatch(r"[\s>*_`#]*\(?(\d+)\)?[\s*_`.!)]*", last_line)
-    if m and 1 <= int(m.group(1)) <= n:
-        found.append((len(text), int(m.group(1))))
+    tail = re.fullmatch(r"[\s>*_`#]*\(?(\d+)\)?[\s*_`.!)]*", last_line)
+    if tail and 1 <= int(tail.group(1)) <= n:
+        found.append((len(text), int(tail.group(1))))
     if found:
         return max(found)[1]
     # Rule 3: a lone label mention is a vote only if it is the only one.
@@ -178,8 +178,9 @@ def p_yes(logprobs: Any) -> float | None:
                 continue
             kind = _token_kind(str(alt.get("token", "")))
             if kind is not None:
+                logprob: Any = alt.get("logprob")  # a number, if the provider is well-behaved
                 try:
-                    probs[kind] += math.exp(float(alt.get("logprob")))
+                    probs[kind] += math.exp(float(logprob))
                 except (TypeError, ValueError):
                     continue
         total = probs["yes"] + probs["no"]

@@ -119,7 +119,7 @@ def worth_exploring(candidates: Iterable[str], estimates: Mapping[str, Estimate]
     for m in sorted(set(candidates)):
         if m in known:
             continue
-        if families is not None and not (families - {family_of(m)}):
+        if families is not None and family_of is not None and not (families - {family_of(m)}):
             continue
         alpha, beta = _posterior(m, estimates, draws)
         n = alpha + beta

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..base import storage
 from ..base.background import BackgroundWriter
@@ -26,6 +26,9 @@ from .store import (CallRecord, LearningStore, ReplyRecord, is_damage, quarantin
                       record_from_scale)
 from .ratings import ModelRating
 from .reliability import PRIOR_A, PRIOR_B, Estimate, ReliabilityTracker
+
+if TYPE_CHECKING:
+    from ..base.settings import Settings
 
 T = TypeVar("T")
 
@@ -42,7 +45,7 @@ def _warn(message: str, key: str | None = None) -> None:
 class CallLog:
     """Logging calls, learning ratings from them, and reading them back."""
 
-    def __init__(self, settings: Any, writer: BackgroundWriter, *,
+    def __init__(self, settings: Settings, writer: BackgroundWriter, *,
                  origin: str | None = None) -> None:
         self.settings = settings
         self.writer = writer

@@ -54,6 +54,7 @@ from .rows import (CURRENT, FEEDBACK_GROUPS, RATED_ROLES, RATED_STATUSES, SUPERS
 
 if TYPE_CHECKING:  # numpy loads only when the estimates are asked for
     from .reliability import Estimate
+    from ..base.settings import Settings
 
 DB_NAME = "learning.db"
 BUSY_TIMEOUT_MS = 30_000
@@ -207,7 +208,7 @@ class LearningStore:
         self._conn: sqlite3.Connection | None = None
 
     @classmethod
-    def for_settings(cls, settings: Any) -> "LearningStore":
+    def for_settings(cls, settings: Settings) -> "LearningStore":
         return cls(settings.paths.data_dir / DB_NAME)
 
     # -- connection ---------------------------------------------------------------------------
@@ -320,6 +321,7 @@ class LearningStore:
                  redact(json.dumps(record.labels)), json.dumps(record.members), redact(record.answer),
                  record.status, record.confidence, int(bool(record.decided_early)),
                  record.elapsed_s, record.calls_made, redact(json.dumps(extra, default=str))))
+            assert cur.lastrowid is not None  # an INSERT sets it
             seq = int(cur.lastrowid)
             conn.executemany(
                 "INSERT INTO replies (call_seq, role, model, answer, status, latency_s, error, "
@@ -409,6 +411,7 @@ class LearningStore:
         """The call with this id; a batch item's id when exactly one call has it; ``#N`` is
         row N of the log. Anything ambiguous is a usage error listing the candidates."""
         call_id = call_id.strip()
+        rows: list[sqlite3.Row]
         if call_id.startswith("#") and call_id[1:].isdigit():
             rows = conn.execute("SELECT * FROM calls WHERE seq = ?", (int(call_id[1:]),)).fetchall()
         else:

@@ -33,7 +33,7 @@ special-cases a provider type: what differs is asked through the functions below
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -64,13 +64,13 @@ def module_for(kind: str) -> ModuleType:
     return module
 
 
-def api_key(provider: ProviderConfig, env: dict[str, str] | None = None) -> str | None:
+def api_key(provider: ProviderConfig, env: Mapping[str, str] | None = None) -> str | None:
     """The provider's key, read from the environment variable it names (never from a file)."""
     env = os.environ if env is None else env
     return env.get(provider.api_key_env) if provider.api_key_env else None
 
 
-def usable(provider: ProviderConfig, env: dict[str, str] | None = None) -> bool:
+def usable(provider: ProviderConfig, env: Mapping[str, str] | None = None) -> bool:
     """Can it be used here? Its provider type decides (key set, runtime installed, ...)."""
     return bool(module_for(provider.type).usable(provider, env))
 

@@ -7,7 +7,11 @@ The client talks to ``base_url`` directly: no adapter. Usable when the key it na
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..base.settings import ProviderConfig, Settings
 
 TYPE = "openai"
 PROVIDER_OPTIONS: tuple[str, ...] = ()
@@ -15,11 +19,11 @@ MODEL_OPTIONS: tuple[str, ...] = ()
 NEEDS_BASE_URL = True
 
 
-def usable(provider: Any, env: dict[str, str] | None = None) -> bool:
+def usable(provider: Any, env: Mapping[str, str] | None = None) -> bool:
     from . import api_key
 
     return bool(api_key(provider, env)) if provider.api_key_env else True
 
 
-def make_adapter(provider: Any, settings: Any) -> None:
+def make_adapter(provider: ProviderConfig, settings: Settings) -> None:
     return None

@@ -51,7 +51,7 @@ MODEL_OPTIONS: tuple[str, ...] = ()
 TAKES_TASK_ID = True
 
 
-def usable(provider: ProviderConfig, env: dict[str, str] | None = None) -> bool:
+def usable(provider: ProviderConfig, env: Mapping[str, str] | None = None) -> bool:
     """Recorded replies need no key."""
     return True
 

@@ -143,7 +143,7 @@ async def calibrate_on_tasks(ctx: Context, tasks: Sequence[Task], stages: Sequen
             if on_progress is not None:
                 on_progress(done, total_jobs)
 
-        await asyncio.gather(*(one(i) for i in np.flatnonzero(reached)))
+        await asyncio.gather(*(one(int(i)) for i in np.flatnonzero(reached)))
         done += int((~reached).sum())
         cal = calibrator.stage(conf, correct)
         results.append(cal)
@@ -151,8 +151,8 @@ async def calibrate_on_tasks(ctx: Context, tasks: Sequence[Task], stages: Sequen
     accepted = sum(r.accepted for r in results)
     errors_ = sum(r.errors for r in results)
     cascade.stats = [r.to_dict() | {"stage": spec} for r, spec in zip(results, cascade.stages)]
-    for st in cascade.stats:
-        st.pop("tested", None)
+    for stat in cascade.stats:
+        stat.pop("tested", None)
     calls = np.array([c.sent for c in counters], dtype=float)
     return CalibrationReport(cascade, results, n, accepted / n if n else 0.0,
                              errors_ / accepted if accepted else None,

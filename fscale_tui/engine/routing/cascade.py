@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -59,6 +59,10 @@ from ..decide.rules.posterior import Posterior
 from .risk import calibrate_cascade
 from .profile import load_router
 from .router import Router, routing_dir
+
+if TYPE_CHECKING:
+    from ..catalog.registry import Registry
+    from ..base.settings import Settings
 
 DEFAULT_SIGNAL = "weighted"
 MODES = ("adaptive", "cascade")
@@ -74,7 +78,7 @@ UNCALIBRATED_THRESHOLD = 1.0
 DEFAULT_RELIABILITY = 0.6
 
 
-def calibration_path(settings: Any) -> Path:
+def calibration_path(settings: Settings) -> Path:
     return routing_dir(settings) / "calibration.json"
 
 
@@ -94,8 +98,8 @@ class StageSpec:
             return n
         return None
 
-    def members(self, settings: Any, router: Router | None, cluster: int, lam: float,
-                registry: Any, order: str = "routed") -> list[str]:
+    def members(self, settings: Settings, router: Router | None, cluster: int, lam: float,
+                registry: Registry, order: str = "routed") -> list[str]:
         """The stage's model aliases for a prompt of ``cluster`` (raises on unknown names)."""
         n = self.routed
         if n is not None:
@@ -180,7 +184,7 @@ class CascadeConfig:
         return d
 
     @classmethod
-    def load(cls, settings: Any) -> "CascadeConfig | None":
+    def load(cls, settings: Settings) -> "CascadeConfig | None":
         doc = storage.read_json(calibration_path(settings))
         if not doc.get("stages"):
             return None
@@ -191,7 +195,7 @@ class CascadeConfig:
                    stats=list(doc.get("stats") or []), mode=mode if mode in MODES else "cascade",
                    tau=doc.get("tau"), stop_after=doc.get("stop_after"),
                    spread=float(doc.get("spread") or DEFAULT_SPREAD), scores=doc.get("scores"),
-                   order=doc.get("order") if doc.get("order") in ORDERS else DEFAULT_ORDER)
+                   order=str(doc.get("order")) if doc.get("order") in ORDERS else DEFAULT_ORDER)
 
     def alpha_thresholds(self, alpha: float) -> list[float | None]:
         """Trust-or-Escalate thresholds for ``alpha`` from the stored calibration scores
@@ -208,7 +212,7 @@ class CascadeConfig:
                                    float(self.delta or 0.1))
         return [st.threshold for st in stages]
 
-    def save(self, settings: Any) -> Path:
+    def save(self, settings: Settings) -> Path:
         path = calibration_path(settings)
         doc = {**self.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if self.scores is not None:
@@ -222,7 +226,7 @@ def adaptive_stages(max_calls: int) -> list[str]:
     return [f"route:{n}" for n in range(1, max_calls + 1)]
 
 
-def default_cascade(settings: Any, router: Router | None, registry: Any) -> CascadeConfig:
+def default_cascade(settings: Settings, router: Router | None, registry: Registry) -> CascadeConfig:
     """Uncalibrated ``-k auto``: adaptive, τ = 0.67, at most 4 models, always answers.
 
     Without a profile the routed stages are the default panel's first members and every
@@ -265,7 +269,7 @@ class AutoPlan:
 class Cascade:
     """The stored (or default) cascade and the router, loaded once per engine."""
 
-    def __init__(self, settings: Any, registry: Any, config: "CascadeConfig | None" = None,
+    def __init__(self, settings: Settings, registry: Registry, config: "CascadeConfig | None" = None,
                  router: Router | None = None) -> None:
         self.settings = settings
         self.registry = registry

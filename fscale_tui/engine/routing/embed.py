@@ -29,13 +29,16 @@ import sqlite3
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..base.errors import UsageError
 from ..base.settings import ModelConfig, ProviderConfig, Settings
 from ..providers import EmbeddingHooks, embeddings
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_EMBEDDING = "hashed-tfidf"
 DIM = 4096
@@ -276,11 +279,13 @@ class LocalEmbedder:
     def fit(self, texts: Sequence[str]) -> "LocalEmbedder":
         return self
 
-    def _request(self, client: Any, texts: list[str]) -> np.ndarray:
+    def _request(self, client: httpx.Client, texts: list[str]) -> np.ndarray:
         if self._server is not None and self.settings is not None:
             self._model()[2].keep_alive(self.settings, self._server)
-        resp = client.post(self._url() + "/embeddings",
-                           json={"model": str(self._server["name"]), "input": texts})
+        url = self._url() + "/embeddings"
+        server = self._server
+        assert server is not None  # _url() started it
+        resp = client.post(url, json={"model": str(server["name"]), "input": texts})
         if resp.status_code != 200:
             raise UsageError(f"embedding {self.name!r}: the server answered HTTP {resp.status_code}: "
                              f"{resp.text[:200]}")
@@ -288,7 +293,8 @@ class LocalEmbedder:
         rows = sorted(body["data"], key=lambda d: d["index"])
         self.stats["tokens"] += int((body.get("usage") or {}).get("prompt_tokens") or 0)
         vecs = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
-        return vecs / (np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-9)
+        unit: np.ndarray = vecs / (np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-9)
+        return unit
 
     def sent(self, text: str) -> str:
         """What is embedded of ``text``: its first ``max_chars`` characters."""

@@ -80,7 +80,8 @@ def load_replay_set(src: Path) -> ReplaySet:
     with (src / "models.csv").open(newline="", encoding="utf-8") as fh:
         meta = list(csv.DictReader(fh))
     models = [m["model"] for m in meta]
-    tasks, answers = [], {m: [] for m in models}
+    tasks: list[Task] = []
+    answers: dict[str, list[str | None]] = {m: [] for m in models}
     for q in questions:
         qid = str(q["id"])
         letters = tuple(LETTERS[: len(q["options"])])

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from .router import (ClusterModel, Router, choose_smoothing, read_knobs, router_
                      routing_dir, write_knobs)
 from .tasks import Task
 
+if TYPE_CHECKING:
+    from ..base.settings import Settings
+
 
 #: Trials after the first are sampled at least this warm, or "stability" would mean nothing.
 TRIAL_TEMPERATURE = 0.7
@@ -54,7 +57,7 @@ JOURNAL = "profiles.jsonl"
 LEGACY = "profiles.json"
 
 
-def profiles_path(settings: Any) -> Path:
+def profiles_path(settings: Settings) -> Path:
     return routing_dir(settings) / JOURNAL
 
 
@@ -102,7 +105,7 @@ class ProfileStore:
         self._load()
 
     @classmethod
-    def for_settings(cls, settings: Any) -> "ProfileStore":
+    def for_settings(cls, settings: Settings) -> "ProfileStore":
         return cls(profiles_path(settings))
 
     @property
@@ -189,7 +192,7 @@ class ProfileStore:
                               for a, s, t, u in zip(item["answers"], item["latency_s"],
                                                     item["trials"], item["tokens"])]
             storage.atomic_write_text(self.path, "".join(x + "\n" for x in lines))
-        self.__init__(self.path)
+        ProfileStore.__init__(self, self.path)  # re-read the compacted journal
         return True
 
     def _migrate(self, legacy: Path) -> None:
@@ -213,7 +216,7 @@ class ProfileStore:
     def models(self) -> list[str]:
         return sorted(m for m, items in self.items.items() if items)
 
-    def observations(self, model: str, keys: Iterable[str] | None = None) -> list[tuple[str, dict, dict]]:
+    def observations(self, model: str, keys: Iterable[str] | None = None) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
         """(key, prompt, item) for a model's profiled prompts (optionally only ``keys``)."""
         items = self.items.get(model, {})
         wanted = set(keys) if keys is not None else None
@@ -335,7 +338,7 @@ def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values), q))
 
 
-def summarize(store: ProfileStore, models: Sequence[str], settings: Any,
+def summarize(store: ProfileStore, models: Sequence[str], settings: Settings,
               clusters: ClusterModel | None = None, keys: Iterable[str] | None = None) -> dict[str, Any]:
     """Per-model accuracy, stability, latency, cost, no-answer rate; error correlation; Ψ.
 
@@ -409,7 +412,7 @@ def _error_correlation(errors: dict[str, dict[str, float]]) -> dict[str, Any]:
     return out
 
 
-def build_router(store: ProfileStore, settings: Any, clusters: ClusterModel | None, *,
+def build_router(store: ProfileStore, settings: Settings, clusters: ClusterModel | None, *,
                  models: Sequence[str] | None = None, keys: Iterable[str] | None = None,
                  smoothing: float | None = None) -> Router:
     """Ψ for every profiled model (only the configured ones unless ``models`` is given).
@@ -431,7 +434,7 @@ def build_router(store: ProfileStore, settings: Any, clusters: ClusterModel | No
     return router_from_assignments(clusters, obs, costs, **kwargs)
 
 
-def tune_smoothing(store: ProfileStore, settings: Any, clusters: ClusterModel | None, *,
+def tune_smoothing(store: ProfileStore, settings: Settings, clusters: ClusterModel | None, *,
                    models: Sequence[str] | None = None) -> dict[str, Any]:
     """Choose Ψ's shrinkage strength on the stored observations (cross-fitted, see
     ``router.choose_smoothing``) and store it in ``knobs.json``: every later router uses it."""
@@ -500,7 +503,7 @@ class PromptClusters:
         return {k: int(cached[k]) for k in keys}
 
 
-def load_router(settings: Any, *, models: Sequence[str] | None = None) -> Router | None:
+def load_router(settings: Settings, *, models: Sequence[str] | None = None) -> Router | None:
     """The router from the stored clusters and profiles; None when nothing is profiled."""
     store = ProfileStore.for_settings(settings)
     names = [m for m in (models or store.models()) if m in settings.models and store.observations(m)]

@@ -19,11 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..base.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
 
 #: Candidates accepting fewer items than this are not tested (their bound would fail anyway,
 #: and failing at a tiny top bin would stop the scan before the useful thresholds).
@@ -34,7 +37,7 @@ MIN_ACCEPTED = 30
 COVERAGE_STEP = 0.05
 
 
-def candidate_thresholds(confidence: Sequence[float], *, step: float = COVERAGE_STEP,
+def candidate_thresholds(confidence: npt.ArrayLike, *, step: float = COVERAGE_STEP,
                          min_accepted: int = MIN_ACCEPTED) -> list[float]:
     """Distinct thresholds, highest first, at coverage steps of ``step`` (label-free)."""
     conf = np.sort(np.asarray(confidence, dtype=float))[::-1]
@@ -71,7 +74,8 @@ def clopper_pearson_upper(errors: int, n: int, delta: float) -> float:
     if errors >= n:
         return 1.0
     if errors == 0:
-        return 1.0 - delta ** (1.0 / n)
+        root: float = delta ** (1.0 / n)
+        return 1.0 - root
     lo, hi = errors / n, 1.0
     for _ in range(80):  # bisection: the cdf falls as p grows
         mid = (lo + hi) / 2
@@ -102,7 +106,7 @@ class StageCalibration:
         return d
 
 
-def fixed_sequence_threshold(confidence: Sequence[float], correct: Sequence[bool], alpha: float,
+def fixed_sequence_threshold(confidence: npt.ArrayLike, correct: npt.ArrayLike, alpha: float,
                              delta: float, *, min_accepted: int = MIN_ACCEPTED,
                              step: float = COVERAGE_STEP) -> StageCalibration:
     """The smallest threshold whose accepted set passes, scanning down from the highest."""
@@ -137,7 +141,7 @@ class CascadeCalibrator:
         self.min_accepted, self.step = min_accepted, step
         self.remaining = np.ones(items, dtype=bool)
 
-    def stage(self, confidence: Sequence[float], correct: Sequence[bool]) -> StageCalibration:
+    def stage(self, confidence: npt.ArrayLike, correct: npt.ArrayLike) -> StageCalibration:
         """Calibrate the next stage from its confidence and correctness on every item
         (values of items that never reach it are ignored)."""
         conf = np.asarray(confidence, dtype=float)

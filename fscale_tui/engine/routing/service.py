@@ -123,8 +123,8 @@ class Routing:
         router = self.router(models)
         extra: dict[str, Any] = {}
         if budget is not None:
-            extra, lam = self._budgeted(budget, models, [text])
-            lam = lam[0]
+            extra, lams = self._budgeted(budget, models, [text])
+            lam = lams[0]
         choice = router.route(text, lam)
         return {**choice.to_dict(), "lambda": lam, **extra}, describe(choice, lam), \
             router.clusters is not None

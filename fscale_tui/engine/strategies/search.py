@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..base.errors import ProviderError
 from ..base.events import CandidateGenerated, StepScored
@@ -65,10 +66,10 @@ def continuation_mode(run: Run, model: ModelConfig) -> str:
 
 
 def step_request(run: Run, model: ModelConfig, partial: str, *, last: bool
-                 ) -> tuple[list[dict[str, str]], dict]:
+                 ) -> tuple[list[dict[str, str]], dict[str, Any]]:
     """Messages and extra body fields asking ``model`` for the next step of ``partial``."""
     messages = run.base_messages(STEP_SYSTEM)
-    extra: dict = {} if last else {"stop": ["\n\n"]}
+    extra: dict[str, Any] = {} if last else {"stop": ["\n\n"]}
     if not partial:
         return messages, extra
     mode = continuation_mode(run, model)

@@ -173,7 +173,8 @@ class ChatClient:
     async def _base_url(self, rt: _ProviderRuntime, model: ModelConfig) -> str:
         if rt.adapter is None:
             return rt.config.base_url.rstrip("/")
-        return (await rt.adapter.base_url(model)).rstrip("/")
+        url: str = await rt.adapter.base_url(model)
+        return url.rstrip("/")
 
     async def chat(
         self,
@@ -351,7 +352,8 @@ class ChatClient:
         """Model ids the provider's ``GET /models`` lists."""
         rt = self._runtime(provider_name)
         if rt.adapter is not None and hasattr(rt.adapter, "list_models"):
-            return await rt.adapter.list_models()
+            listed: list[str] = await rt.adapter.list_models()
+            return listed
         url = rt.config.base_url.rstrip("/") + "/models"
         try:
             async with rt.semaphore:

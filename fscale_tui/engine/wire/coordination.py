@@ -68,13 +68,22 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..base import storage
 from ..base.redact import is_secret_param, url_secrets
 from .ratelimit import WINDOW_S, Clock, SendLimiter, make_limiter, window_from_env
+
+if TYPE_CHECKING:  # redis (the [fleet] extra) is imported only when FSCALE_REDIS_URL is set
+    import redis
+    import redis.asyncio
+    from redis.commands.core import AsyncScript
+    from ..base.settings import Settings
+
+T = TypeVar("T")
 
 REDIS_ENV = "FSCALE_REDIS_URL"
 #: Seconds a Redis command (or connection attempt) may take before the backend is given up.
@@ -144,7 +153,7 @@ def check_url(url: str) -> str | None:
     return None
 
 
-def redis_url(settings: Any) -> tuple[str | None, str]:
+def redis_url(settings: Settings) -> tuple[str | None, str]:
     """``(url, where it came from)``: the environment wins over ``[fleet] redis_url``."""
     env = getattr(settings, "env", {}) or {}
     if env.get(REDIS_ENV):
@@ -323,8 +332,9 @@ class FileSpend(SpendLedger):
 
 class EmbeddedCoordination(Coordination):
     name = "embedded"
+    _spend: FileSpend
 
-    def __init__(self, settings: Any, *, note: str = "") -> None:
+    def __init__(self, settings: Settings, *, note: str = "") -> None:
         self.settings = settings
         self.state_dir = Path(settings.paths.state_dir)
         self.note = note
@@ -435,8 +445,8 @@ class RedisLimiter(SendLimiter):
         self.padded = window + max(1.0, window / 60.0)
         #: The longest wait a real reservation can ask for: a longer one is a bad reply.
         self.max_delay = 60 * self.padded
-        self._client: Any = None
-        self._script: Any = None
+        self._client: redis.asyncio.Redis | None = None
+        self._script: AsyncScript | None = None
         self._fallback: SendLimiter | None = None
         self._epoch: dict[str, str] = {}
         #: key -> this process's send times (Redis clock) of the last padded window
@@ -460,7 +470,7 @@ class RedisLimiter(SendLimiter):
 
     async def _call(self, key: str, rpm: float, known: str, seeds: list[float]
                     ) -> tuple[int, str, int]:
-        if self._client is None:
+        if self._client is None or self._script is None:  # set and dropped together
             self._client = self.coordination.async_client()
             self._script = self._client.register_script(_RESERVE_LUA)
         async with asyncio.timeout(REDIS_TIMEOUT_S):
@@ -548,7 +558,7 @@ class RedisHealth(HealthBackend):
     def load(self) -> dict[str, Any]:
         c = self.coordination
 
-        def read(client: Any) -> dict[str, Any]:
+        def read(client: redis.Redis) -> dict[str, Any]:
             keys = sorted(client.scan_iter(match=f"{PREFIX}health:*", count=500))
             values = client.mget(keys) if keys else []
             out: dict[str, Any] = {}
@@ -579,7 +589,7 @@ class RedisDraws(DrawCounts):
     def load(self) -> dict[str, int]:
         c = self.coordination
 
-        def read(client: Any) -> dict[str, int]:
+        def read(client: redis.Redis) -> dict[str, int]:
             raw = client.hgetall(f"{PREFIX}challenger:draws")
             if not isinstance(raw, dict):
                 raise RedisReplyError(f"HGETALL answered {type(raw).__name__}")
@@ -602,7 +612,7 @@ class RedisSpend(SpendLedger):
     def recent(self, n: int) -> list[tuple[str, int, int]]:
         c = self.coordination
 
-        def read(client: Any) -> list[tuple[str, int, int]]:
+        def read(client: redis.Redis) -> list[tuple[str, int, int]]:
             out = []
             for item in reversed(client.lrange(f"{PREFIX}spend:calls", 0, max(0, int(n) - 1))):
                 i, d, x = json.loads(item)
@@ -616,7 +626,7 @@ class RedisSpend(SpendLedger):
         if not entries:
             return
 
-        def write(client: Any) -> None:
+        def write(client: redis.Redis) -> None:
             pipe = client.pipeline(transaction=True)
             for entry in entries:
                 pipe.lpush(f"{PREFIX}spend:calls", json.dumps(list(entry)))
@@ -627,7 +637,7 @@ class RedisSpend(SpendLedger):
 
 
 class RedisCoordination(Coordination):
-    def __init__(self, settings: Any, url: str, source: str) -> None:
+    def __init__(self, settings: Settings, url: str, source: str) -> None:
         self.settings = settings
         self.url = url
         self.source = source
@@ -636,7 +646,7 @@ class RedisCoordination(Coordination):
         self.failed: str | None = None
         self._retry_at = 0.0
         self._backoff = RETRY_FIRST_S
-        self._sync: Any = None
+        self._sync: redis.Redis | None = None
         self._lock = threading.Lock()
         self._health = RedisHealth(self)
         self._draws = RedisDraws(self)
@@ -651,7 +661,7 @@ class RedisCoordination(Coordination):
         return {"socket_timeout": REDIS_TIMEOUT_S, "socket_connect_timeout": REDIS_TIMEOUT_S,
                 "retry_on_timeout": False, "health_check_interval": 0, "protocol": 2}
 
-    def sync_client(self) -> Any:
+    def sync_client(self) -> redis.Redis:
         with self._lock:
             if self._sync is None:
                 import redis
@@ -659,7 +669,7 @@ class RedisCoordination(Coordination):
                 self._sync = redis.Redis.from_url(self.url, **self._kwargs())
             return self._sync
 
-    def async_client(self) -> Any:
+    def async_client(self) -> redis.asyncio.Redis:
         import redis.asyncio
 
         return redis.asyncio.Redis.from_url(self.url, **self._kwargs())
@@ -669,7 +679,7 @@ class RedisCoordination(Coordination):
         failure is over (that call is the retry)."""
         return self.failed is None or time.monotonic() >= self._retry_at
 
-    def run(self, op: Any, fallback: Any) -> Any:
+    def run(self, op: Callable[[redis.Redis], T], fallback: Callable[[], T]) -> T:
         """``op(client)`` on Redis (blocking; off the event loop), or ``fallback()`` while
         Redis fails; any failure of ``op`` is one failure of the backend."""
         if self.available():
@@ -731,13 +741,13 @@ class RedisCoordination(Coordination):
         self.embedded.close()
 
 
-def _url_error(settings: Any) -> tuple[str | None, str, str | None]:
+def _url_error(settings: Settings) -> tuple[str | None, str, str | None]:
     """``(url, source, why it is invalid or None)``."""
     url, source = redis_url(settings)
     return url, source, (check_url(url) if url else None)
 
 
-def describe_settings(settings: Any) -> dict[str, Any]:
+def describe_settings(settings: Settings) -> dict[str, Any]:
     """What ``config show`` prints about coordination when the URL is invalid (no engine can
     be made): the masked URL and why."""
     url, source, why = _url_error(settings)
@@ -746,7 +756,7 @@ def describe_settings(settings: Any) -> dict[str, Any]:
             "note": f"invalid Redis URL ({why})"}
 
 
-def make_coordination(settings: Any) -> Coordination:
+def make_coordination(settings: Settings) -> Coordination:
     """The backend the settings ask for: Redis when a URL is set and reachable, else embedded.
     An invalid URL is a :class:`~.errors.ConfigError` (exit 2) naming where it came from."""
     url, source, why = _url_error(settings)

@@ -36,6 +36,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -202,7 +203,7 @@ class SQLiteLimiter(SendLimiter):
         self._inline = self._threaded = None
 
 
-def window_from_env(env: dict[str, str] | None = None) -> float:
+def window_from_env(env: Mapping[str, str] | None = None) -> float:
     """WINDOW_S, or the test-only override in ``FSCALE_RATE_WINDOW_S``."""
     raw = (os.environ if env is None else env).get(WINDOW_ENV)
     try:
@@ -212,7 +213,7 @@ def window_from_env(env: dict[str, str] | None = None) -> float:
     return value if value > 0 else WINDOW_S
 
 
-def make_limiter(state_dir: Path | None, env: dict[str, str] | None = None, *,
+def make_limiter(state_dir: Path | None, env: Mapping[str, str] | None = None, *,
                  clock: Clock | None = None) -> SendLimiter:
     """The embedded limiter shared through ``state_dir`` (per process when there is none)."""
     window = window_from_env(env)

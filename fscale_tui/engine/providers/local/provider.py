@@ -23,7 +23,7 @@ import importlib.util
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .weights import BUILTIN_WEIGHTS, weights_installed
@@ -31,6 +31,7 @@ from .weights import BUILTIN_WEIGHTS, weights_installed
 if TYPE_CHECKING:
     from ...base.settings import Settings
     from ...base.settings import ModelConfig, ProviderConfig
+    from .servers import ServerSpec
 
 TYPE = PROVIDER = "local"
 #: Server settings in [providers.local] / [models.X], and where a model's weights come from.
@@ -115,7 +116,7 @@ def builtins() -> tuple[dict[str, ProviderConfig], dict[str, ModelConfig], dict[
     return builtin_providers(), builtin_models(), builtin_panels()
 
 
-def usable(provider: ProviderConfig, env: dict[str, str] | None = None) -> bool:
+def usable(provider: ProviderConfig, env: Mapping[str, str] | None = None) -> bool:
     return is_installed(provider)
 
 
@@ -256,7 +257,7 @@ def server_setting(key: str, provider: ProviderConfig, model: ModelConfig | None
 
 
 def server_spec(model: ModelConfig, provider: ProviderConfig, settings: Settings,
-                cancelled: Callable[[], bool] | None = None):
+                cancelled: Callable[[], bool] | None = None) -> ServerSpec:
     """Resolve the model's GGUF (joining or downloading it if needed) and its server settings.
 
     Blocking: the first call for a built-in model joins its chunks (a second or two).
@@ -272,7 +273,7 @@ def server_spec(model: ModelConfig, provider: ProviderConfig, settings: Settings
 
 # -- first use: join the weights, start the server, and say so ------------------------------
 def prepare_weights(model: ModelConfig, settings: Settings,
-                    emit: Callable[[Any], None],
+                    emit: Callable[[Any], object],
                     cancelled: Callable[[], bool] | None = None) -> None:
     """Join a built-in model's weights now if they are not in the cache yet, reporting the
     bytes as ``Preparing`` events (what ``server_spec`` would otherwise do silently)."""
@@ -305,7 +306,7 @@ def _server_alive(settings: Settings, name: str) -> bool:
 
 
 def start_server(model: ModelConfig, provider: ProviderConfig, settings: Settings,
-                 emit: Callable[[Any], None] | None = None,
+                 emit: Callable[[Any], object] | None = None,
                  cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Reuse or start ``model``'s server (blocking), joining its weights first if needed.
 
@@ -322,18 +323,18 @@ def start_server(model: ModelConfig, provider: ProviderConfig, settings: Setting
 
 
 def _ensure(model: ModelConfig, spec: Any, settings: Settings,
-            emit: Callable[[Any], None] | None,
+            emit: Callable[[Any], object] | None,
             cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Reuse or start the server of ``spec``, announcing a start with ``emit``."""
     from ...base.events import ServerReady, ServerStarting
     from . import servers
 
     announce = emit is not None and not _server_alive(settings, spec.name)
-    if announce:
+    if announce and emit is not None:
         emit(ServerStarting("", model.alias, spec.name))
     t0 = time.monotonic()
     state = servers.ensure_server(settings.paths, spec, cancelled=cancelled)
-    if announce:
+    if announce and emit is not None:
         emit(ServerReady("", model.alias, spec.name, time.monotonic() - t0))
     return state
 
@@ -368,7 +369,7 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 
 def start_embedding_server(model: ModelConfig, provider: ProviderConfig, settings: Settings,
-                           emit: Callable[[Any], None] | None = None) -> dict[str, Any]:
+                           emit: Callable[[Any], object] | None = None) -> dict[str, Any]:
     """Reuse or start the embedding server of ``model``'s weights (blocking); its state, with
     ``weights_sha256`` added. Same lifecycle as a chat server (idle exit, ``fscale local stop``)."""
     import dataclasses
@@ -394,7 +395,7 @@ class Embeddings:
         return weights_sha256(model, server_spec(model, provider, settings).gguf)
 
     def start(self, model: ModelConfig, provider: ProviderConfig, settings: Settings,
-              emit: Callable[[Any], None] | None) -> dict[str, Any]:
+              emit: Callable[[Any], object] | None) -> dict[str, Any]:
         return start_embedding_server(model, provider, settings, emit)
 
     def keep_alive(self, settings: Settings, server: dict[str, Any]) -> None:
@@ -421,11 +422,11 @@ class LocalAdapter:
         #: ``ServerStarting`` and ``ServerReady`` events, on the event loop's thread.
         self.on_status: Callable[[Any], None] | None = None
 
-    def _ensure(self, model: ModelConfig, emit: Callable[[Any], None] | None = None,
+    def _ensure(self, model: ModelConfig, emit: Callable[[Any], object] | None = None,
                 cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
         return start_server(model, self.provider, self.settings, emit, cancelled)
 
-    def _emitter(self) -> Callable[[Any], None] | None:
+    def _emitter(self) -> Callable[[Any], object] | None:
         """``on_status`` callable from the worker thread: events are handed to the loop."""
         hook = self.on_status
         if hook is None:
