@@ -21,6 +21,9 @@ Everything runs in-process on the recorded answers with the engine's own functio
     models per cluster optimally under the cost budget (per category, TF-IDF K=20/50 and the
     chosen clusters). Area = mean over budgets c in [cheapest, dearest] of the best accuracy
     reached at cost <= c (a step curve over the λ sweep). Over ``--seeds`` seeds: mean, worst.
+    ``route --budget 0.7x`` is also run for every knob setting (clusters, Ψ's shrinkage s,
+    the switching rule's z) and judged on test: the router with its knobs chosen in
+    hindsight (``knob_hindsight``), beside the oracle LP bound.
     The local-embedding variant runs on the questions whose vectors are in ``--embed-cache``
     (a random subset while the cache fills), with TF-IDF on the same subset beside it.
 The cascade and the adaptive ``-k auto`` are measured by ``bench/auto.py``.
@@ -206,15 +209,53 @@ def run_seed(rs, correct, seed, vectors, categories, k_grid=K_GRID):
     out["lp_bound_route_budget"] = lp_bounds(bound_ids, correct, sp.test, cost_vec,
                                              ROUTE_BUDGET * best["cost"])
     out["budget"] = budget
+    out["knob_hindsight"] = knob_hindsight(rs, correct, sp, ids_all, cost_vec, best)
     out["_state"] = (sp, ids_all, fit_rows)
+    return out
+
+
+#: The knobs :func:`knob_hindsight` sweeps: Ψ's shrinkage s and the switching rule's z.
+HINDSIGHT_S = (5.0, 20.0, 50.0, 200.0)
+HINDSIGHT_Z = (0.0, 1.0, 1.645)
+
+
+def knob_hindsight(rs, correct, sp, ids_all, cost_vec, best):
+    """``route --budget 0.7x`` as the engine runs it (Ψ from the observations, λ from the
+    spend on the val prompts) for every knob setting — clusters (representation, K), Ψ's
+    shrinkage s, the switching rule's z — judged on **test**: {setting: gap to the best single
+    model}. Its maximum is the router with its knobs chosen in hindsight, on the test items
+    (an estimate of how far knob choice could go, not a strict bound)."""
+    models = list(rs.models)
+    err = 1.0 - correct
+    amount = ROUTE_BUDGET * best["cost"]
+    texts = [rs.tasks[t].text for t in sp.test]
+    out = {}
+    for name, (ids, k) in ids_all.items():
+        ev = P.Evidence(models, np.zeros((len(rs.tasks), len(models)), dtype=int),
+                        np.zeros(len(rs.tasks), dtype=int), np.full(len(rs.tasks), 10), ids, k,
+                        cost_vec, "usd", models)
+        for s in HINDSIGHT_S:
+            cols = [compute_psi(ids[sp.observed(m)], err[sp.observed(m), j], k, smoothing=s)
+                    for j, m in enumerate(models)]
+            psi, counts = np.stack([c[0] for c in cols], 1), np.stack([c[1] for c in cols], 1)
+            for z in HINDSIGHT_Z:
+                spend = P.router_spend(ev, sp.val, psi, counts, cost_vec, np.zeros(len(LAMBDAS)),
+                                       smoothing=s, switch_z=z)
+                mix = P.spend_mix(spend, amount)
+                table = psi + (switch_penalty(psi, counts, s, z) if z else 0.0)
+                pa, pb = choices(table, ids[sp.test], cost_vec, mix["lambdas"])
+                first = np.array([P.takes_first(t, mix["p"]) for t in texts])
+                pick = np.where(first, pa, pb)
+                out[f"{name} s={s:g} z={z:g}"] = float(correct[sp.test, pick].mean()) - best["accuracy"]
     return out
 
 
 def engine_router(rs, correct, sp, ids, k, smoothing, cost_vec, best, seed):
     """The router as ``fscale route`` runs it: argmin Ψ + λ·cost + the switching penalty
     (``router.switch_penalty``); at λ = 0, and at ``--budget 0.7x`` with λ chosen on val by
-    ``planner.router_curve`` (2-fold cross-fitted, the two λ of its hull around the budget,
-    prompts split between them by the hash of their text), figures on test."""
+    ``planner.router_spend`` / ``spend_mix`` as ``PlanSet.route_budget`` does (the two
+    adjacent λ whose spends on the val prompts, Ψ fitted on every observation, bracket the
+    budget; prompts split between them by the hash of their text), figures on test."""
     models = list(rs.models)
     err = 1.0 - correct
     ev = P.Evidence(models, np.zeros((len(rs.tasks), len(models)), dtype=int),
@@ -235,11 +276,13 @@ def engine_router(rs, correct, sp, ids, k, smoothing, cost_vec, best, seed):
     pick0 = choices(table, ids[test], cost_vec, [0.0])[0]
     acc0 = float(correct[test, pick0].mean())
     fold = np.random.default_rng(seed).permutation(len(sp.val)) % 2
-    curve_pts = P.router_curve(ev, sp.val, [sp.val[fold == f] for f in (0, 1)], psi_without,
-                               cost_vec, smoothing=smoothing)
+    points = P.router_points(ev, sp.val, [sp.val[fold == f] for f in (0, 1)], psi_without,
+                             cost_vec, smoothing=smoothing)
+    spend = P.router_spend(ev, sp.val, psi, counts, cost_vec, [a for _, a in points],
+                           smoothing=smoothing)
     amount = ROUTE_BUDGET * best["cost"]
-    i, j, p = P.mix_for([(c["cost"], c["accuracy"]) for c in curve_pts], amount)
-    la, lb = curve_pts[i]["lambda"], curve_pts[j]["lambda"]
+    mix = P.spend_mix(spend, amount)
+    (la, lb), p = mix["lambdas"], mix["p"]
     texts = [rs.tasks[t].text for t in test]
     first = np.array([P.takes_first(t, p) for t in texts])
     pa, pb = choices(table, ids[test], cost_vec, [la, lb])
@@ -299,6 +342,12 @@ def summarise(runs):
             "chosen": [x["chosen"] for x in rr], "smoothing": [x["smoothing"] for x in rr]}
     for rep in runs[0]["nn"]:
         s["nn"][rep] = mw([r["nn"][rep]["auc"] for r in runs])
+    settings = list(runs[0]["knob_hindsight"])
+    fixed = max(settings, key=lambda k: np.mean([r["knob_hindsight"][k] for r in runs]))
+    s["knob_hindsight"] = {"per_seed_best": mw([max(r["knob_hindsight"].values()) for r in runs]),
+                           "best_fixed": fixed,
+                           "best_fixed_gap": mw([r["knob_hindsight"][fixed] for r in runs]),
+                           "settings": len(settings)}
     for name in runs[0]["lp_bound"]:
         s["lp_bound_at_budget"][name] = mw([r["lp_bound"][name]["at_budget"] or 0.0 for r in runs], "max")
     return s
@@ -432,6 +481,14 @@ def print_block(b) -> None:
             r["route_budget_spend"], lambda v: f"{100 * v:+.1f}%")
         row(f"oracle LP bound at {ROUTE_BUDGET}x, K=20 − best single (mean / max)",
             r["lp_route_budget_gap"], pts)
+    kh = s["knob_hindsight"]
+    row(f"route --budget {ROUTE_BUDGET}x, knobs chosen on test per seed",
+        kh["per_seed_best"], pts)
+    row(f"route --budget {ROUTE_BUDGET}x, best fixed knobs on test",
+        kh["best_fixed_gap"], pts)
+    print(f"  (knobs in hindsight: {kh['settings']} settings of clusters × Ψ shrinkage s × switching "
+          f"z, λ as the engine spends it, judged on test; best fixed: {kh['best_fixed']}; "
+          "an estimate of what knob choice could give, not a strict bound)")
     for name, v in s["lp_bound_at_budget"].items():
         row(f"oracle LP bound at 80% cost, clusters = {name} (mean / max)", v)
     for name, r in s["routers"].items():

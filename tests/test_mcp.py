@@ -352,7 +352,7 @@ def test_without_the_sdk_the_command_says_how_to_install_it(fscale_home):
                           stdin=subprocess.DEVNULL, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("fscale: error: fscale mcp needs the MCP SDK (2.x): "
-                                   "pip install 'fscale[mcp]'")
+                                   "pip install 'fscale[mcp]' (see 'fscale mcp --help')")
 
 
 def test_the_generate_tool_describes_every_registered_strategy():

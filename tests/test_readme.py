@@ -1,11 +1,13 @@
-"""Every shell example of the README runs, so the README cannot drift from the CLI.
+"""Every shell example of the README and of the pages in docs/ runs, so the documentation
+cannot drift from the CLI.
 
-Each command line of each ```sh block of README.md is one test (its id is the command as
-written), run by ``bash -o pipefail`` the way a reader would type it: ``\\`` continuations
-joined, pipes, redirects, ``cat file |`` and ``export`` lines included, in one working
-directory and one ``FSCALE_HOME`` shared by the whole README (a reader runs it top to bottom;
-a command whose block has earlier commands runs those first, unchecked, when it is selected
-alone). ``fscale`` is this checkout's CLI.
+Each command line of each ```sh block of README.md, then of docs/*.md (in name order), is one
+test (its id is the command as written; a docs page's commands are prefixed with the page),
+run by ``bash -o pipefail`` the way a reader would type it: ``\\`` continuations joined, pipes,
+redirects, ``cat file |`` and ``export`` lines included, in one working directory and one
+``FSCALE_HOME`` shared by the whole documentation (a reader runs it top to bottom; a command
+whose block has earlier commands runs those first, unchecked, when it is selected alone).
+``fscale`` is this checkout's CLI.
 
 The reader's environment: ``NVIDIA_API_KEY`` is set (a fake key) and config.toml points the
 built-in ``nim`` and ``github`` providers, and the README's own ``mystub`` provider (models
@@ -17,8 +19,9 @@ are created with small contents; the call the learning examples name
 (``20261121-220843-024957a8``) is in the call log.
 
 The remote examples run with ``FSCALE_LOCAL=off`` (so ``fscale health`` does not start the
-local models). Blocks the README marks as local-model examples (the Set-up block "with no API key, fscale
-votes with embedded local models", and the ``### local`` section) run with no key against the
+local models). Blocks the documentation marks as local-model examples (the Set-up block "with no API key,
+fscale votes with embedded local models", the ``### local`` section, and docs/local-models.md)
+run with no key against the
 real embedded local models (the ``[local]`` extra, which the README's test set-up installs);
 without the extra they are skipped, saying so, like the examples that pipe through ``jq``
 when it is not installed.
@@ -28,7 +31,9 @@ abstained"). Commands that install, run the whole test suite or run the benchmar
 (:data:`NOT_RUN`, each with its reason; a rule that no longer matches a README command fails).
 
 The README's "Install and test" lines are what ``.ci/run`` runs, no more and no less
-(:func:`test_ci_runs_exactly_the_readme_install_and_test_lines`).
+(:func:`test_ci_runs_exactly_the_readme_install_and_test_lines`). The README is a guide of at
+most :data:`README_MAX_LINES` lines whose every link to docs/ (and every link of a docs page)
+leads somewhere, and every docs page is linked from it.
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ from tests.conftest import (HERMETIC_UNSET, REPO, Behaviour, StubOpenAIServer, n
 pytestmark = pytest.mark.xdist_group("serial")
 
 README = REPO / "README.md"
+#: The pages whose examples run, in the order a reader meets them: the README, then docs/.
+PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
+#: The README is the guide; reference material lives in docs/ (issue 23).
+README_MAX_LINES = 350
 CALL_ID = "20261121-220843-024957a8"
 FAKE_KEY = "nvapi-readme-test-not-a-key"
 
@@ -67,13 +76,15 @@ NOT_RUN: list[tuple[str, str]] = [
 @dataclass(frozen=True)
 class Example:
     command: str  # as written (continuations joined), comment included
-    block: int  # index of its ```sh block
-    local: bool  # the README says it runs on the embedded local models
+    block: tuple[str, int]  # its page and the index of its ```sh block there
+    local: bool  # the page says it runs on the embedded local models
     expected: frozenset[int]
 
     @property
     def id(self) -> str:
-        return _strip_comment(self.command)
+        page = self.block[0]
+        return _strip_comment(self.command) if page == "README.md" \
+            else f"{page}: {_strip_comment(self.command)}"
 
 
 def _strip_comment(line: str) -> str:
@@ -90,7 +101,7 @@ def _strip_comment(line: str) -> str:
     return line.rstrip()
 
 
-def parse_readme(text: str) -> list[Example]:
+def parse_readme(text: str, page: str = "README.md") -> list[Example]:
     examples: list[Example] = []
     lines = text.splitlines()
     heading, paragraph, block, closed = "", "", -1, False
@@ -103,9 +114,11 @@ def parse_readme(text: str) -> list[Example]:
             closed = True  # the paragraph ended; it is still "the sentence before" a block
         elif line.startswith("```sh"):
             block += 1
-            # "Where it says so": the section is the local-model one, or the sentence right
-            # before the block says the command votes with the embedded local models.
-            local = heading.lower().startswith("### local") or "local models" in paragraph.lower()
+            # "Where it says so": the section or the page is the local-model one, or the
+            # sentence right before the block says the command votes with the embedded local
+            # models.
+            local = (heading.lower().startswith("### local") or page == "docs/local-models.md"
+                     or "local models" in paragraph.lower())
             body: list[str] = []
             i += 1
             while not lines[i].startswith("```"):
@@ -122,7 +135,7 @@ def parse_readme(text: str) -> list[Example]:
                 if not command or command.startswith("#"):
                     continue
                 extra = {int(n) for n in re.findall(r"\bexit (\d+)\b", command.partition(" #")[2])}
-                examples.append(Example(command, block, local, frozenset({0} | extra)))
+                examples.append(Example(command, (page, block), local, frozenset({0} | extra)))
         else:
             paragraph = (line if closed else paragraph + " " + line)
             closed = False
@@ -137,7 +150,8 @@ def _not_run(command: str) -> str | None:
     return None
 
 
-EXAMPLES = parse_readme(README.read_text(encoding="utf-8"))
+EXAMPLES = [e for page in PAGES for e in parse_readme(page.read_text(encoding="utf-8"),
+                                                      page.relative_to(REPO).as_posix())]
 RUN = [e for e in EXAMPLES if _not_run(e.command) is None]
 
 
@@ -320,10 +334,12 @@ def test_readme_example(reader: Reader, example: Example, request: pytest.Fixtur
 
 
 def test_the_readme_has_examples_and_every_skip_rule_is_still_needed() -> None:
-    assert len(RUN) >= 40 and any(e.local for e in RUN)
+    readme = [e for e in RUN if e.block[0] == "README.md"]
+    assert len(readme) >= 25 and any(e.local for e in readme)
+    assert len(RUN) >= 60 and {e.block[0] for e in RUN} > {"README.md"}
     for pattern, _ in NOT_RUN:
         assert any(re.search(pattern, _strip_comment(e.command)) for e in EXAMPLES), \
-            f"NOT_RUN rule {pattern!r} matches no README command: remove it"
+            f"NOT_RUN rule {pattern!r} matches no documented command: remove it"
 
 
 def test_the_parser_joins_continuations_and_reads_expected_exit_codes() -> None:
@@ -335,7 +351,68 @@ def test_the_parser_joins_continuations_and_reads_expected_exit_codes() -> None:
     assert first.command.startswith('fscale scale "q" -a A,B') and first.local
     assert first.expected == {0, 3} and first.id == 'fscale scale "q" -a A,B'
     assert second.command == "cat f | fscale verify --source p.txt" and second.expected == {0}
+    assert first.block == second.block == ("README.md", 0) and third.block == ("README.md", 1)
     assert not third.local and runnable(third.command) == "fscale local status"
+    on_a_page = parse_readme(text.replace("### other", "### status"), "docs/local-models.md")
+    assert on_a_page[2].local and on_a_page[2].id == "docs/local-models.md: fscale local status [--json]"
+
+
+# -- the README is a guide; the reference is in docs/ ------------------------------------------
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    return {_anchor(m.group(1)) for m in re.finditer(r"^#+\s+(.+)$", text, re.M)}
+
+
+def broken_links(page: Path) -> list[str]:
+    """The relative links and images of a page whose file (or heading) does not exist."""
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    broken = []
+    for target in LINK.findall(text):
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:: not ours to check
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists():
+            broken.append(target)
+        elif anchor and linked.suffix == ".md" and anchor not in _anchors(linked):
+            broken.append(target)
+    return broken
+
+
+def test_the_readme_is_a_short_guide() -> None:
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= README_MAX_LINES, (
+        f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): move reference material "
+        "(figures, field lists, theory) to a page in docs/ and link it")
+
+
+def test_every_link_of_the_readme_and_the_docs_pages_leads_somewhere() -> None:
+    for page in PAGES:
+        assert not broken_links(page), f"{page.relative_to(REPO)}: {broken_links(page)}"
+
+
+def test_every_docs_page_is_linked_from_the_readme() -> None:
+    linked = {t.partition("#")[0] for t in LINK.findall(README.read_text(encoding="utf-8"))}
+    pages = {p.relative_to(REPO).as_posix() for p in PAGES[1:]}
+    assert pages and pages <= linked, f"not linked from README.md: {sorted(pages - linked)}"
+
+
+def test_the_link_check_finds_a_missing_page_and_a_missing_heading(tmp_path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "there.md").write_text("# There\n\n## A `-k auto` section — ok\n")
+    page = tmp_path / "README.md"
+    page.write_text("[a](docs/there.md#a--k-auto-section--ok) [b](docs/gone.md) "
+                    "[c](docs/there.md#nowhere) [d](https://example.com/x.md)\n"
+                    "```sh\n[e](docs/in-code.md)\n```\n")
+    assert broken_links(page) == ["docs/gone.md", "docs/there.md#nowhere"]
 
 
 # -- the README's test set-up is what CI runs --------------------------------------------------

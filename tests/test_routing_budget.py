@@ -183,6 +183,43 @@ def test_one_standard_error_default_and_budget_mix():
     assert sum(P.takes_first(f"q{i}", 0.3) for i in range(2000)) == pytest.approx(600, abs=60)
 
 
+def test_route_budget_spends_the_budget_as_the_router_runs():
+    """``route --budget``'s two λ and share are read off the spend of the router that runs (Ψ
+    and the switching penalty on the whole profile) over the profiled prompts, so that mix
+    spends exactly the budget there. Read off the cross-fitted curve (fold routers, each
+    fitted without half the items) they spent something else: 0.64x for 0.7x on MMLU-Pro."""
+    from fscale_tui.engine.routing.knobs import choices
+    from fscale_tui.engine.routing.router import compute_psi, switch_penalty
+
+    rng = np.random.default_rng(5)
+    n, k = 600, 12
+    clusters = rng.integers(0, k, n)
+    acc = np.stack([rng.uniform(0.5, 0.8, k), rng.uniform(0.55, 0.8, k), rng.uniform(0.6, 0.9, k)], 1)
+    gold = np.zeros(n, dtype=int)
+    answers = np.where(rng.random((n, 3)) < acc[clusters], 0, 1 + rng.integers(0, 3, (n, 3)))
+    ev = P.Evidence(["cheap", "mid", "dear"], answers, gold, np.full(n, 4), clusters, k,
+                    np.array([0.2, 0.9, 3.1]), "usd", ["a", "b", "c"])
+    err = 1.0 - ev.correct
+
+    def psi_without(held):
+        keep = np.setdiff1d(np.arange(n), held)
+        cols = [compute_psi(clusters[keep], err[keep, j], k, smoothing=5.0) for j in range(3)]
+        return np.stack([c[0] for c in cols], 1), np.stack([c[1] for c in cols], 1)
+
+    psi, counts = psi_without(np.zeros(0, dtype=int))
+    rows = np.arange(n)
+    plans, _ = P.plan(ev, rows, psi_without=psi_without, psi_full=psi, smoothing=5.0,
+                      taus=(0.8,), max_stages=2)
+    table = psi + switch_penalty(psi, counts, 5.0)
+    for value in (0.3, 0.5, 0.7):
+        mix = plans.route_budget(Budget("relative", value, f"{value}x"))
+        spent = [float(ev.price[choices(table, clusters, ev.price, [lam])[0]].mean())
+                 for lam in mix["lambdas"]]
+        real = mix["p"] * spent[0] + (1 - mix["p"]) * spent[1]
+        assert real == pytest.approx(value * 3.1, rel=1e-9), (value, mix, spent)
+        assert mix["expected_cost"] == pytest.approx(real, rel=1e-9)
+
+
 def test_the_router_does_not_leave_the_best_model_for_a_lucky_cluster():
     """λ = 0 is never below the best single model by noise: a model that beats the best one
     on a cluster by a few of 20 items keeps the best one; a clear specialist takes over."""
@@ -335,3 +372,27 @@ def test_calibrate_budget_in_price_or_calls(fscale_home):
     assert calls["calls_per_item"] <= 2.0 + 1e-9
     assert priced["budget"] == pytest.approx(0.3 * 3.0 * priced["budget"] / (0.3 * 3.0))
     assert math.isfinite(priced["accuracy"])
+
+
+@pytest.mark.parametrize("spec", ["0.3x", "0.7x"])
+def test_route_budget_lambdas_bracket_the_budget_as_the_router_runs(fscale_home, spec):
+    """The two λ of ``route --budget`` come from the spend of the router that runs (Ψ on the
+    whole profile) on the profiled prompts: routed alone, the first spends at most the budget
+    and the second at least, so their hash mix spends it. (λ read off the cross-fitted fold
+    routers' costs did not: on MMLU-Pro 0.64× for a 0.7× budget.)"""
+    tasks, _ = profiled(fscale_home)
+    items = fscale_home / "items.jsonl"
+    items.write_text("".join(json.dumps({"id": t.id, "question": t.question}) + "\n" for t in tasks))
+
+    def share(*args: str) -> tuple[float, list[dict]]:
+        proc = run_cli("route", "--batch", str(items), *args)
+        assert proc.returncode == 0, proc.stderr
+        lines = [json.loads(x) for x in proc.stdout.splitlines()]
+        return np.mean([MODELS[x["model"]][0] for x in lines]) / MODELS["dear"][0], lines
+
+    _, lines = share("--budget", spec)
+    lambdas = sorted({x["lambda"] for x in lines}, reverse=True)  # the cheaper first
+    spent = [share("--lambda", str(lam))[0] for lam in lambdas]
+    value = parse_budget(spec).value
+    assert spent[0] <= value + 1e-9 and spent[-1] >= value - 1e-9, (spec, lambdas, spent)
+    assert abs(lines[0]["expected_cost_usd"] / lines[0]["budget"]["amount"] - 1.0) <= 1e-6

@@ -335,7 +335,8 @@ def test_every_screen_at_80x24(snap_home, snap_compare, screen):
     assert snap_compare(make_app(screen), terminal_size=(80, 24), run_before=run_before)
 
 
-#: The README's screenshots (docs/screens/) are these snapshots, copied when they change.
+#: The screenshots of docs/tui.md (docs/screens/, the Ask one in the README too) are these
+#: snapshots, copied when they change: name → the snapshot (of this module, or "module/name").
 DOCS_SCREENS = {
     "ask": "test_ask_screen_after_a_call", "verify": "test_ask_screen_verify_mode",
     "generate": "test_generate_screen", "health": "test_health_screen",
@@ -344,19 +345,23 @@ DOCS_SCREENS = {
     "ask-auto": "test_ask_screen_k_auto_stages", "ask-card": "test_ask_screen_member_card",
     "ask-80x24": "test_ask_screen_small_terminal", "ask-200x60": "test_ask_screen_large_terminal",
     "ask-light": "test_light_theme", "help": "test_help_screen",
+    "profile": "test_tui_profile/test_profile_screen_draws_the_frontier",
 }
 
 
-def test_the_readmes_screenshots_are_the_current_snapshots():
-    """README shows docs/screens/*.svg: each is its snapshot, so the pictures cannot drift from
-    the screens (update: --snapshot-update, then copy as DOCS_SCREENS says)."""
+def test_the_docs_screenshots_are_the_current_snapshots():
+    """docs/tui.md shows docs/screens/*.svg (and the README the Ask screen): each is its
+    snapshot, so the pictures cannot drift from the screens (update: --snapshot-update, then copy
+    as DOCS_SCREENS says)."""
     from tests.conftest import REPO
 
-    snapshots = REPO / "tests" / "__snapshots__" / "test_tui_snapshots"
+    snapshots = REPO / "tests" / "__snapshots__"
     docs = REPO / "docs" / "screens"
     assert {p.stem for p in docs.glob("*.svg")} == set(DOCS_SCREENS)
-    readme = (REPO / "README.md").read_text()
+    tui = (REPO / "docs" / "tui.md").read_text()
+    assert "docs/screens/ask.svg" in (REPO / "README.md").read_text()
     for doc, snapshot in DOCS_SCREENS.items():
-        assert f"docs/screens/{doc}.svg" in readme
-        assert (docs / f"{doc}.svg").read_bytes() == (snapshots / f"{snapshot}.svg").read_bytes(), \
+        assert f"](screens/{doc}.svg)" in tui, f"docs/tui.md does not show screens/{doc}.svg"
+        path = snapshots / (snapshot if "/" in snapshot else f"test_tui_snapshots/{snapshot}")
+        assert (docs / f"{doc}.svg").read_bytes() == path.with_suffix(".svg").read_bytes(), \
             f"docs/screens/{doc}.svg is not the current {snapshot} snapshot: copy it"

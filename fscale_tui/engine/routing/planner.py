@@ -42,8 +42,10 @@ items — spend needs no label, and the cross-fitted one ran a slightly differen
   plan (the best of hundreds of estimates is optimistic; when a plan is much better than the
   vote, the default follows it).
 
-The router's budget (``fscale route --budget``) is chosen the same way: the cross-fitted curve
-of argmin Ψ + λ·cost over λ, and the two λ of its hull around the budget.
+The router's budget (``fscale route --budget``) is spent like a plan's: the λ sweep of
+argmin Ψ + λ·cost of the router *as it runs* (Ψ on the whole profile) is measured on the
+profiled prompts (spend needs no label) and the two adjacent λ around the budget are mixed;
+the cross-fitted curve of the same sweep gives the expected accuracy and the frontier's line.
 
 Arrays in, arrays out (numpy only): ``bench/auto.py`` runs these functions on the MMLU-Pro
 replay with the protocol's splits; :func:`plans_for_profile` runs them on the stored profile.
@@ -69,7 +71,7 @@ from .knobs import LAMBDAS, frontier_auc, upper_hull
 from .router import DEFAULT_SMOOTHING, SWITCH_Z, compute_psi, routing_dir, switch_penalty
 
 PLANS = "plans.json"
-PLANS_VERSION = 5
+PLANS_VERSION = 6
 #: The most models a plan asks, and the most a plan may choose from.
 MAX_STAGES = 4
 POOL = 6
@@ -512,13 +514,17 @@ class PlanSet:
     prices: dict[str, float]  # price of one call per model (unit)
     fingerprint: str = ""
     seconds: float = 0.0
+    #: per λ, the spend of the router as it runs and its cross-fitted accuracy
+    #: (:func:`router_spend`): what ``route --budget`` chooses λ from
+    router_spend: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"version": PLANS_VERSION, "fingerprint": self.fingerprint, "unit": self.unit,
                 "spread": self.spread, "family_rho": self.family_rho, "items": self.items,
                 "best_single": self.best_single, "plans": [p.to_dict() for p in self.plans],
                 "default": self.default, "router": self.router, "frontier": self.frontier,
-                "prices": self.prices, "seconds": round(self.seconds, 2)}
+                "prices": self.prices, "seconds": round(self.seconds, 2),
+                "router_spend": self.router_spend}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "PlanSet":
@@ -526,7 +532,8 @@ class PlanSet:
                    dict(d["best_single"]), [Plan.from_dict(p) for p in d["plans"]],
                    int(d["default"]), list(d.get("router") or []), dict(d.get("frontier") or {}),
                    {k: float(v) for k, v in (d.get("prices") or {}).items()},
-                   str(d.get("fingerprint") or ""), float(d.get("seconds") or 0.0))
+                   str(d.get("fingerprint") or ""), float(d.get("seconds") or 0.0),
+                   [dict(r) for r in d.get("router_spend") or []])
 
     @property
     def hull_plans(self) -> list[Plan]:
@@ -552,17 +559,12 @@ class PlanSet:
                       p * a.accuracy + (1 - p) * b.accuracy, amount)
 
     def route_budget(self, budget: Budget) -> dict[str, Any]:
-        """λ for ``fscale route --budget``: the two λ of the router's cross-fitted hull around
-        the budget and the share p of prompts routed with the first."""
-        if not self.router:
+        """λ for ``fscale route --budget``: the two adjacent λ of the router as it runs
+        whose spends on the profiled prompts bracket the budget (:func:`spend_mix`), and the
+        share p of prompts routed with the first."""
+        if not self.router_spend:
             raise UsageError("the profile has no router curve: run 'fscale profile' again")
-        amount = budget.amount(float(self.best_single["cost"]), self.unit)
-        pts = [(r["cost"], r["accuracy"]) for r in self.router]
-        i, j, p = mix_for(pts, amount)
-        a, b = self.router[i], self.router[j]
-        return {"lambdas": [a["lambda"], b["lambda"]], "p": p, "amount": amount,
-                "expected_cost": p * a["cost"] + (1 - p) * b["cost"],
-                "expected_accuracy": p * a["accuracy"] + (1 - p) * b["accuracy"]}
+        return spend_mix(self.router_spend, budget.amount(float(self.best_single["cost"]), self.unit))
 
 
 def _majority(ev: Evidence, rows: np.ndarray, members: Sequence[int]) -> np.ndarray:
@@ -583,14 +585,13 @@ def _majority(ev: Evidence, rows: np.ndarray, members: Sequence[int]) -> np.ndar
     return (pick == ev.gold[rows]) & (pick >= 0)
 
 
-def router_curve(ev: Evidence, rows: np.ndarray, folds: Sequence[np.ndarray],
-                 psi_without: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-                 route_cost: np.ndarray, *, smoothing: float = DEFAULT_SMOOTHING,
-                 switch_z: float = SWITCH_Z, lambdas: Sequence[float] = LAMBDAS
-                 ) -> list[dict[str, float]]:
-    """The router's cross-fitted (cost, accuracy) over λ on ``rows``, its upper hull labelled
-    with λ (the smallest λ reaching each hull point). Scores as ``Router.rank`` computes them:
-    Ψ + λ·cost + the switching penalty."""
+def router_points(ev: Evidence, rows: np.ndarray, folds: Sequence[np.ndarray],
+                  psi_without: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                  route_cost: np.ndarray, *, smoothing: float = DEFAULT_SMOOTHING,
+                  switch_z: float = SWITCH_Z, lambdas: Sequence[float] = LAMBDAS
+                  ) -> list[tuple[float, float]]:
+    """The router's cross-fitted (cost, accuracy) on ``rows`` for every λ of ``lambdas``.
+    Scores as ``Router.rank`` computes them: Ψ + λ·cost + the switching penalty."""
     from .knobs import choices
 
     correct = ev.correct
@@ -601,16 +602,87 @@ def router_curve(ev: Evidence, rows: np.ndarray, folds: Sequence[np.ndarray],
         table = psi + (switch_penalty(psi, counts, smoothing, switch_z) if switch_z else 0.0)
         ch = choices(table, ev.clusters[held], route_cost, lambdas)
         picked[:, [pos[int(r)] for r in held]] = ch
-    spend = (ev.price[None, :] if ev.item_price is None else ev.item_price[rows])
-    pts = [(float(np.take_along_axis(np.broadcast_to(spend, (len(rows), len(ev.models))),
-                                     c[:, None], 1).mean()), float(correct[rows, c].mean()))
-           for c in picked]
+    return [(float(_spend(ev, rows, c).mean()), float(correct[rows, c].mean())) for c in picked]
+
+
+def _spend(ev: Evidence, rows: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """What asking ``chosen[i]`` on ``rows[i]`` costs (recorded tokens, else the mean price)."""
+    if ev.item_price is None:
+        return ev.price[chosen]
+    return ev.item_price[rows, chosen]
+
+
+def router_curve(ev: Evidence, rows: np.ndarray, folds: Sequence[np.ndarray],
+                 psi_without: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                 route_cost: np.ndarray, *, smoothing: float = DEFAULT_SMOOTHING,
+                 switch_z: float = SWITCH_Z, lambdas: Sequence[float] = LAMBDAS
+                 ) -> list[dict[str, float]]:
+    """The upper hull of :func:`router_points`, labelled with λ (the smallest λ reaching each
+    hull point): the router's line on the frontier."""
+    return labelled_hull(router_points(ev, rows, folds, psi_without, route_cost,
+                                       smoothing=smoothing, switch_z=switch_z, lambdas=lambdas),
+                         lambdas)
+
+
+def labelled_hull(points: Sequence[tuple[float, float]], lambdas: Sequence[float] = LAMBDAS
+                  ) -> list[dict[str, float]]:
+    """The upper hull of per-λ (cost, accuracy) points, each labelled with its smallest λ."""
     out = []
-    for cost, acc in upper_hull(pts):
-        lam = next(float(lambdas[i]) for i, p in enumerate(pts)
+    for cost, acc in upper_hull(points):
+        lam = next(float(lambdas[i]) for i, p in enumerate(points)
                    if abs(p[0] - cost) < 1e-12 and abs(p[1] - acc) < 1e-12)
         out.append({"lambda": lam, "cost": cost, "accuracy": acc})
     return out
+
+
+def router_spend(ev: Evidence, rows: np.ndarray, psi: np.ndarray, counts: np.ndarray,
+                 route_cost: np.ndarray, accuracy: Sequence[float], *,
+                 smoothing: float = DEFAULT_SMOOTHING, switch_z: float = SWITCH_Z,
+                 lambdas: Sequence[float] = LAMBDAS) -> list[dict[str, float]]:
+    """What ``route --budget`` chooses λ from: for every λ, the spend per item of the router
+    *as it runs* (Ψ and the switching penalty fitted on the whole profile, ``psi``/``counts``)
+    on the profiled prompts ``rows`` (spend needs no label), beside ``accuracy[λ]`` (the
+    cross-fitted accuracy, :func:`router_points`). One entry per distinct choice (the
+    smallest λ making it), cheaper as λ grows.
+
+    The cross-fitted curve's costs belong to the fold routers, not to the router that runs:
+    a λ read off them spent 0.64× of pro's price for a 0.7× budget on MMLU-Pro (and lost
+    accuracy with it); the λ sweep of the router that runs is the linear programme over its
+    own estimates, so two adjacent λ mixed by hash spend the budget."""
+    from .knobs import choices
+
+    table = psi + (switch_penalty(psi, counts, smoothing, switch_z) if switch_z else 0.0)
+    picked = choices(table, ev.clusters[rows], route_cost, lambdas)
+    out: list[dict[str, float]] = []
+    last = None
+    for lam, c, acc in zip(lambdas, picked, accuracy):
+        if last is not None and np.array_equal(c, last):
+            continue
+        last = c
+        out.append({"lambda": float(lam), "cost": float(_spend(ev, rows, c).mean()),
+                    "accuracy": float(acc)})
+    return out
+
+
+def spend_mix(points: Sequence[Mapping[str, float]], amount: float) -> dict[str, Any]:
+    """The two λ of :func:`router_spend` around ``amount`` (the dearer-or-equal first) and
+    the share p of prompts routed with the first, so that the spend is ``amount``; below the
+    cheapest λ's spend, that λ alone; above the dearest, λ = 0 alone."""
+    pts = sorted(points, key=lambda r: (-r["cost"], r["lambda"]))  # dearest first
+    a = b = pts[-1]
+    p = 1.0
+    if amount >= pts[0]["cost"] - 1e-12:
+        a = b = pts[0]
+    else:
+        for x, y in zip(pts, pts[1:]):
+            if y["cost"] <= amount + 1e-12:
+                a, b = y, x  # a: within the budget, b: over it
+                p = (b["cost"] - amount) / (b["cost"] - a["cost"]) if b["cost"] > a["cost"] else 1.0
+                break
+    p = float(min(1.0, max(0.0, p)))
+    return {"lambdas": [a["lambda"], b["lambda"]], "p": p, "amount": amount,
+            "expected_cost": p * a["cost"] + (1 - p) * b["cost"],
+            "expected_accuracy": p * a["accuracy"] + (1 - p) * b["accuracy"]}
 
 
 def plan(ev: Evidence, rows: np.ndarray, *,
@@ -674,8 +746,12 @@ def plan(ev: Evidence, rows: np.ndarray, *,
     rng = np.random.default_rng(seed)
     fold = rng.permutation(len(rows)) % folds
     fold_rows = [rows[fold == f] for f in range(folds)]
-    curve = router_curve(ev, rows, fold_rows, psi_without,
-                         route_cost if route_cost is not None else ev.price,
+    lam_cost = route_cost if route_cost is not None else ev.price
+    points = router_points(ev, rows, fold_rows, psi_without, lam_cost, smoothing=smoothing,
+                           switch_z=switch_z)
+    curve = labelled_hull(points)
+    psi_all, counts_all = psi_without(rows[:0])
+    spend = router_spend(ev, rows, psi_all, counts_all, lam_cost, [a for _, a in points],
                          smoothing=smoothing, switch_z=switch_z)
     frontier = {"spreads_tried": sorted({round(estimated, 4), SPREAD_MAX}),
         "singles": [{"model": ev.models[j], "accuracy": float(accuracy[j]), "cost": float(ev.price[j])}
@@ -689,7 +765,8 @@ def plan(ev: Evidence, rows: np.ndarray, *,
                   {"model": ev.models[best], "accuracy": float(accuracy[best]),
                    "cost": float(ev.price[best])},
                   plans, plans.index(next(p for p, c in zip(plans, keep) if c is default)), curve,
-                  frontier, {m: float(ev.price[j]) for j, m in enumerate(ev.models)})
+                  frontier, {m: float(ev.price[j]) for j, m in enumerate(ev.models)},
+                  router_spend=spend)
     out.seconds = time.monotonic() - t0
     return out, scored
 

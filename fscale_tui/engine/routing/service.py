@@ -100,9 +100,9 @@ class Routing:
         return router
 
     def budget_lambdas(self, budget: Any) -> dict[str, Any]:
-        """The router's λ for a budget (``planner.PlanSet.route_budget``: two λ of the
-        cross-fitted curve's hull and the share of prompts routed with the first) plus what
-        the JSON reports about it."""
+        """The router's λ for a budget (``planner.PlanSet.route_budget``: two adjacent λ
+        whose spends, as the router runs, bracket it and the share of prompts routed with
+        the first) plus what the JSON reports about it."""
         from .planner import load_plans
 
         plans = load_plans(self.settings)

@@ -320,9 +320,9 @@ def _start(paths: Paths, spec: ServerSpec, path: Path, start_timeout: float,
             _terminate(proc.pid, timeout=2.0)
             _remove(path)
             with contextlib.suppress(OSError):
-                with log.open("ab") as fh:
-                    fh.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} start of {spec.name} "
-                             "abandoned: the server was stopped\n".encode())
+                storage.append_bytes(log, f"== {time.strftime('%Y-%m-%d %H:%M:%S')} start of "
+                                          f"{spec.name} abandoned: the server was stopped\n"
+                                     .encode())
 
 
 def _log_tail(log: Path, lines: int = 3) -> str:
