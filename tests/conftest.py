@@ -46,6 +46,18 @@ needs_jq = pytest.mark.skipif(shutil.which("jq") is None,
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None,
                                 reason="needs tmux (apt-get install tmux)")
 
+# The suite runs on two workers (pyproject: `-n 2 --dist loadgroup`). Tests that must not run
+# beside each other carry `pytest.mark.xdist_group("serial")`: the group runs on one worker, one
+# test after another (it is the biggest group, so it starts first and never ends the run alone):
+#   - real llama.cpp servers (~1 GB and both cores each) and the local Ray cluster (a module
+#     fixture), which would slow everything beside them;
+#   - the README's examples (a module fixture whose blocks run top to bottom; the local ones
+#     start the local panel);
+#   - tests that assert on wall-clock time or on what fits in a time window: the event loop's
+#     lag, rate-limit windows, early decisions, runs of a fixed length.
+# Every test still has its own FSCALE_HOME (tmp_path is per worker), loopback server (one per
+# worker process, on a port of its own) and environment.
+
 #: Environment variables that would make a test depend on the developer's machine.
 HERMETIC_UNSET = ["NVIDIA_API_KEY", "GITHUB_TOKEN", "FSCALE_K", "FSCALE_PANEL", "FSCALE_TIE_BREAK",
                   "FSCALE_DEBUG", "NO_COLOR", "FSCALE_REDIS_URL", "RAY_ADDRESS"]
@@ -226,6 +238,37 @@ def run_cli_pty(*args: str, stdout_path: Path | None, env: dict | None = None,
     return code, stdout, b"".join(chunks).decode("utf-8", "replace")
 
 
+@pytest.fixture(scope="session")
+def joined_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder with the built-in local weights joined and verified once for the whole
+    run (1.6 GB, about 14 s), shared by the xdist workers: the join holds a cross-process lock,
+    so one worker joins while the others wait, then find the verified files."""
+    from fscale_tui.engine.providers.local import weights
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    cache = root / "local-weights-cache"
+    for w in weights.BUILTIN_WEIGHTS.values():
+        weights.ensure_builtin(w, cache)
+    return cache
+
+
+def link_joined_weights(joined: Path, cache_dir: Path) -> None:
+    """Give a home's cache the run's joined weights, as a first call would have left them:
+    hard links (the same files, so the same size and mtime: verified as they are)."""
+    from fscale_tui.engine.base import storage
+
+    target = storage.ensure_dir(cache_dir / "local")
+    for source in (joined / "local").iterdir():
+        if source.suffix == ".lock":
+            continue
+        try:
+            os.link(source, target / source.name)
+        except OSError:  # another file system
+            (target / source.name).symlink_to(source)
+
+
 @pytest.fixture
 def small_local_servers(fscale_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """FSCALE_HOME for tests with the real local models: small servers (512-token context, one
@@ -241,3 +284,12 @@ def small_local_servers(fscale_home: Path, monkeypatch: pytest.MonkeyPatch) -> I
     paths = Paths.resolve()
     for name in servers.known_servers(paths):
         servers.stop_server(paths, name)
+
+
+@pytest.fixture
+def local_home(small_local_servers: Path, joined_weights: Path) -> Path:
+    """``small_local_servers`` with the weights already joined (a home after its first local
+    call): tests of what comes after the join do not each join 1.6 GB again. Tests of the
+    join itself (progress, Ctrl-C) use ``small_local_servers``, whose cache is empty."""
+    link_joined_weights(joined_weights, small_local_servers / "cache")
+    return small_local_servers

@@ -9,6 +9,7 @@ import itertools
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -111,11 +112,38 @@ def test_stopping_rule_stops_at_the_first_confident_stage_and_the_last_always_an
 
 # -- scale -k auto end to end (replay provider: mathy is right on math, lawyer on law) ---------
 
+_TEMPLATES: dict[int, Path] = {}  # n -> a home profiled on the first n tasks (this module, this worker)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _templates_root(tmp_path_factory: pytest.TempPathFactory):
+    _TEMPLATES.clear()
+    _TEMPLATES[-1] = tmp_path_factory.mktemp("profiled")  # where the profiled homes go
+    yield
+    _TEMPLATES.clear()
+
+
 def _profiled(home: Path, n: int = 40) -> tuple[list, Path]:
+    """The replay setup of ``n`` tasks written into ``home`` with its profile. `fscale profile`
+    runs once per ``n`` (the setup is deterministic) into a home of its own; each test gets a
+    copy of that home, as the two profile commands left it."""
     tasks = make_tasks(n)
+    if -1 not in _TEMPLATES:  # called from another module's test: profile in place
+        path = write_replay_setup(home, tasks)
+        assert run_cli("profile", "--fit-clusters", str(path), "--clusters", "2", "-q").returncode == 0
+        assert run_cli("profile", str(path), "--panel", "strong", "-q").returncode == 0
+        return tasks, path
+    if n not in _TEMPLATES:
+        template = _TEMPLATES[-1] / f"n{n}"
+        template.mkdir()
+        path = write_replay_setup(template, tasks)
+        env = {"FSCALE_HOME": str(template)}
+        assert run_cli("profile", "--fit-clusters", str(path), "--clusters", "2", "-q",
+                       env=env).returncode == 0
+        assert run_cli("profile", str(path), "--panel", "strong", "-q", env=env).returncode == 0
+        _TEMPLATES[n] = template
+    shutil.copytree(_TEMPLATES[n], home, dirs_exist_ok=True)
     path = write_replay_setup(home, tasks)
-    assert run_cli("profile", "--fit-clusters", str(path), "--clusters", "2", "-q").returncode == 0
-    assert run_cli("profile", str(path), "--panel", "strong", "-q").returncode == 0
     return tasks, path
 
 

@@ -137,17 +137,19 @@ def test_no_provider_is_a_clear_error(fscale_home):
     assert "NVIDIA_API_KEY" in proc.stderr and "FSCALE_LOCAL=off" in proc.stderr
 
 
+@pytest.mark.xdist_group("serial")  # an early decision's time
 def test_early_decision_from_the_cli(server, stub_config):
-    """Acceptance 3: two fast agreeing models and a 5 s one: returns well under a second of
-    model time (process start-up aside), and the slow request is cancelled."""
+    """Acceptance 3: two fast agreeing models and a 10 s one: returns well under a second of
+    model time, the process well before the slow reply (its start-up takes seconds on a busy
+    machine), and the slow request is cancelled."""
     server.script(mid("fast-a"), Behaviour(reply="YES", latency=0.01))
     server.script(mid("fast-b"), Behaviour(reply="YES", latency=0.02))
-    server.script(mid("slow-c"), Behaviour(reply="NO", latency=5.0))
+    server.script(mid("slow-c"), Behaviour(reply="NO", latency=10.0))
     t0 = time.monotonic()
     proc = run_cli("scale", "q?", "-a", "YES,NO", "-k", "3", "--json")
     wall = time.monotonic() - t0
     data = json.loads(proc.stdout)
-    assert data["decided_early"] and data["elapsed_s"] < 1.0 and wall < 4.0
+    assert data["decided_early"] and data["elapsed_s"] < 1.0 and wall < 8.0
     assert server.wait_until(lambda: server.cancelled(mid("slow-c")) == 1, timeout=3)
 
 

@@ -123,6 +123,7 @@ def test_config_refuses_a_literal_key(server, fscale_home):
     assert proc.returncode == 2 and "api_key_env" in proc.stderr and "sk-1" not in proc.stderr
 
 
+@pytest.mark.xdist_group("serial")  # a rate-limit window
 @pytest.mark.slow
 def test_batch_of_200_respects_rpm_120_and_retries_429(server, fscale_home, tmp_path, monkeypatch):
     """Acceptance 4: a 200-item batch never exceeds rpm=120 at the server; a 429 with

@@ -63,6 +63,7 @@ def _run_hosts(tmp_path, server, n_hosts: int, items: int, env: dict, rpm: float
     return [json.loads(x) for out, _ in outs for x in out.splitlines()]
 
 
+@pytest.mark.xdist_group("serial")  # a rate-limit window
 @pytest.mark.slow
 @needs_redis_client
 @needs_redis_server
@@ -78,6 +79,7 @@ def test_three_hosts_sharing_redis_never_exceed_rpm(server, redis_server, tmp_pa
     assert server.max_in_window(window) <= rpm
 
 
+@pytest.mark.xdist_group("serial")  # a rate-limit window
 @pytest.mark.slow
 def test_without_redis_three_state_dirs_do_exceed_rpm(server, tmp_path):
     """The control: the same three hosts without Redis each keep their own limiter, and the
@@ -178,6 +180,7 @@ async def test_a_running_engine_sees_a_verdict_recorded_by_another(server, redis
         await e.aclose()
 
 
+@pytest.mark.xdist_group("serial")  # stopped mid-batch
 @pytest.mark.slow
 @needs_redis_client
 @needs_redis_server

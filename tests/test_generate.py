@@ -138,6 +138,7 @@ def test_no_valid_judge_vote_is_no_decision_with_a_fallback(server, stub_config)
     assert all(v.choice_index is None for v in r.judge_votes)
 
 
+@pytest.mark.xdist_group("serial")  # an early decision's time
 def test_early_decision_stops_waiting_for_a_slow_judge(server, stub_config):
     script_candidates(server, {"fast-a": "A", "fast-b": "BEST", "slow-c": "C"})
     server.script(mid("fast-d"), Behaviour(reply_fn=picks("BEST"), latency=0.02))

@@ -4,8 +4,13 @@ lost, no "disk I/O error", no deleted SQLite file held by the TUI — the short 
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import Behaviour, write_config
 from tests.home_load import run
+
+# A 20-second run whose counts are asserted: not beside another heavy test (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("serial")
 
 
 async def test_the_tui_and_four_cli_writers_share_one_home(server, fscale_home):

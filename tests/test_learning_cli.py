@@ -67,6 +67,7 @@ def test_challenger_draws_vary_between_calls(server, stub_config, challenger_on)
     assert len(seen) >= 2  # Thompson sampling explores; not the same outsider forever
 
 
+@pytest.mark.xdist_group("serial")  # a grace period's time
 def test_slow_challenger_is_cancelled_after_the_grace_period(server, stub_config, challenger_on, monkeypatch):
     monkeypatch.setenv("FSCALE_CHALLENGER_GRACE", "0.2")
     server.set_default(Behaviour(reply="YES", latency=5.0))  # outsiders are slow

@@ -22,24 +22,19 @@ from fscale_tui.engine.providers.local import servers, weights
 from fscale_tui.engine.base.paths import Paths
 from tests.conftest import needs_local_models, run_cli
 
-pytestmark = [pytest.mark.slow, needs_local_models]
+# Real llama.cpp servers: one after another on one xdist worker (tests/conftest.py).
+pytestmark = [pytest.mark.slow, needs_local_models, pytest.mark.xdist_group("serial")]
 
 ID_05 = "qwen2.5-coder-0.5b-instruct-q4_k_m"
 ID_15 = "qwen2.5-coder-1.5b-instruct-q4_k_m"
 
 
 
-@pytest.fixture(scope="session")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One joined copy of the built-in weights for the whole session."""
-    return tmp_path_factory.mktemp("local-weights-cache")
-
-
 @pytest.fixture
-def home(small_local_servers: Path, shared_cache: Path):
-    """FSCALE_HOME with the shared weight cache; small servers; every server stopped after."""
-    (small_local_servers / "cache").symlink_to(shared_cache, target_is_directory=True)
-    return small_local_servers
+def home(local_home: Path):
+    """FSCALE_HOME with the run's one joined copy of the weights (tests/conftest.py); small
+    servers; every server stopped after."""
+    return local_home
 
 
 def _spec(**over):

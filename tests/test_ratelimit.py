@@ -146,6 +146,7 @@ async def test_a_lock_held_by_another_process_does_not_block_the_event_loop(tmp_
 _cli = start_cli
 
 
+@pytest.mark.xdist_group("serial")  # a rate-limit window
 @pytest.mark.slow
 def test_two_fscale_processes_keep_the_busiest_window_under_rpm(server, fscale_home, tmp_path):
     """Acceptance: two real processes on one FSCALE_HOME, concurrency 1, a stalled first reply
@@ -178,6 +179,7 @@ def test_two_fscale_processes_keep_the_busiest_window_under_rpm(server, fscale_h
     assert server.max_in_window(window) <= rpm
 
 
+@pytest.mark.xdist_group("serial")  # a rate-limit window
 @pytest.mark.slow
 def test_a_stalled_reply_does_not_bank_tokens_for_a_burst(server, fscale_home, monkeypatch):
     """Concurrency 1 and a first reply that stalls longer than the window: the requests queued

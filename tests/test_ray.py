@@ -16,6 +16,10 @@ from tests.conftest import REPO, STUB_MODELS, Behaviour, mid
 
 ray = pytest.importorskip("ray", reason="needs Ray: the [ray] extra (pip install -e '.[ray]')")
 
+# The module's Ray cluster takes both cores: its tests run on one xdist worker, beside no other
+# heavy test (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("serial")
+
 
 @pytest.fixture(scope="module")
 def ray_cluster():

@@ -52,6 +52,10 @@ import tomli_w
 from tests.conftest import (HERMETIC_UNSET, REPO, Behaviour, StubOpenAIServer, needs_jq,
                             needs_local_models, needs_matplotlib)
 
+# One module fixture for the whole README, blocks run top to bottom, and the local examples start
+# the local panel: one xdist worker runs these, beside no other heavy test (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("serial")
+
 README = REPO / "README.md"
 #: The pages whose examples run, in the order a reader meets them: the README, then docs/.
 PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
@@ -236,8 +240,8 @@ def reader(tmp_path_factory: pytest.TempPathFactory):
     shim = bindir / "fscale"  # this checkout's CLI, whatever is installed
     shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m fscale_tui "$@"\n')
     shim.chmod(0o755)
-    # A weights cache shared with the local-model tests' runs is not assumed: the first local
-    # example joins the weights once into this home's cache, as a reader's first call does.
+    # The local examples find the weights joined (the run's one copy, linked in by the test
+    # below): joining them on a first call is tested in tests/test_local_servers.py.
     with StubOpenAIServer() as server:
         server.set_default(Behaviour(reply_fn=reply))
         config = {
@@ -305,7 +309,12 @@ def _run(reader: Reader, example: Example) -> subprocess.CompletedProcess:
 
 # -- the tests -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("example", [pytest.param(e, marks=_marks(e), id=e.id) for e in RUN])
-def test_readme_example(reader: Reader, example: Example) -> None:
+def test_readme_example(reader: Reader, example: Example, request: pytest.FixtureRequest) -> None:
+    cache = Path(reader.env["FSCALE_HOME"]) / "cache"
+    if example.local and not any((cache / "local").glob("*.gguf")):
+        from tests.conftest import link_joined_weights
+
+        link_joined_weights(request.getfixturevalue("joined_weights"), cache)
     # A reader runs a block top to bottom: earlier commands of the block run first.
     for earlier in RUN:
         if earlier.block == example.block and earlier is not example \

@@ -196,6 +196,7 @@ async def test_a_redis_that_lost_its_data_gets_this_process_sends_back(coordinat
     assert capfd.readouterr().err.count("lost fscale's send record") == 1
 
 
+@pytest.mark.xdist_group("serial")  # a rate-limit window
 @pytest.mark.slow
 def test_a_redis_restarted_empty_mid_batch_still_holds_the_limit(server, fscale_home, tmp_path):
     rpm, window = 30, 2.0

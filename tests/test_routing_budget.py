@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from fscale_tui.engine.routing import planner as P
 from fscale_tui.engine.base.budget import Budget, parse_budget
 from fscale_tui.engine.routing.tasks import Task
 from fscale_tui.engine.decide.rules.posterior import Posterior
-from tests.conftest import run_cli
+from tests.conftest import HERMETIC_UNSET, run_cli
 
 LABELS = ("A", "B", "C", "D")
 #: name -> (price per million tokens, family, accuracy)
@@ -54,12 +55,34 @@ def write_setup(home: Path, n: int = 160, seed: int = 7) -> tuple[list[Task], Pa
     return tasks, path
 
 
-def profiled(home: Path) -> tuple[list[Task], Path]:
-    tasks, path = write_setup(home)
-    assert run_cli("profile", "--fit-clusters", str(path), "--clusters", "2", "-q").returncode == 0
-    proc = run_cli("profile", str(path), "--panel", "all", "-q")
-    assert proc.returncode == 0, proc.stderr
-    return tasks, path
+@pytest.fixture(scope="module")
+def profiled_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with the setup profiled (clusters fitted, then every model on every task), made
+    once per module and worker: the profile is the same for every test (fixed seed)."""
+    home = tmp_path_factory.mktemp("profiled") / "fscale-home"
+    home.mkdir()
+    with pytest.MonkeyPatch.context() as mp:  # the hermetic environment of tests/conftest.py
+        for name in HERMETIC_UNSET:
+            mp.delenv(name, raising=False)
+        mp.setenv("FSCALE_HOME", str(home))
+        mp.setenv("FSCALE_CHALLENGER", "0")
+        mp.setenv("FSCALE_LOCAL", "off")
+        _, path = write_setup(home)
+        proc = run_cli("profile", "--fit-clusters", str(path), "--clusters", "2", "-q")
+        assert proc.returncode == 0, proc.stderr
+        proc = run_cli("profile", str(path), "--panel", "all", "-q")
+        assert proc.returncode == 0, proc.stderr
+    return home
+
+
+@pytest.fixture
+def profiled(profiled_template: Path):
+    """``profiled(home)``: the setup written into ``home`` with its profile (a copy of the
+    module's profiled home, as `fscale profile` left it) -> (tasks, task file)."""
+    def copy(home: Path) -> tuple[list[Task], Path]:
+        shutil.copytree(profiled_template, home, dirs_exist_ok=True)
+        return write_setup(home)
+    return copy
 
 
 def replies(home: Path) -> dict[tuple[str, str], str]:
@@ -244,11 +267,13 @@ def test_the_router_does_not_leave_the_best_model_for_a_lucky_cluster():
 
 # -- end to end -----------------------------------------------------------------------------
 
-def test_k_auto_asks_the_cheap_models_first_and_the_dear_one_only_when_needed(fscale_home):
+def test_k_auto_asks_the_cheap_models_first_and_the_dear_one_only_when_needed(fscale_home, profiled):
     tasks, _ = profiled(fscale_home)
     rec = replies(fscale_home)
     seen_dear = seen_two = 0
-    for t in tasks[:24]:
+    agree = [t for t in tasks if rec[("cheap", t.id)] == rec[("mid", t.id)]]
+    differ = [t for t in tasks if rec[("cheap", t.id)] != rec[("mid", t.id)]]
+    for t in agree[:3] + differ[:3]:  # both kinds of item, three of each
         proc = run_cli("scale", t.question, "-a", ",".join(LABELS), "-k", "auto", "--json")
         assert proc.returncode == 0, proc.stderr
         data = json.loads(proc.stdout)
@@ -269,7 +294,7 @@ def test_k_auto_asks_the_cheap_models_first_and_the_dear_one_only_when_needed(fs
     assert "planned on the profile" in human.stderr  # without --json the note says why
 
 
-def test_budget_picks_the_plan_whose_expected_spend_fits_and_json_says_both(fscale_home):
+def test_budget_picks_the_plan_whose_expected_spend_fits_and_json_says_both(fscale_home, profiled):
     tasks, path = profiled(fscale_home)
     runs = {}
     for spec in ("0.2x", "0.6x"):
@@ -304,7 +329,7 @@ def test_budget_errors_are_one_line_and_exit_2(fscale_home):
     assert proc.returncode == 2 and "[routing]" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_config_budget_applies_to_k_auto_and_route(fscale_home):
+def test_config_budget_applies_to_k_auto_and_route(fscale_home, profiled):
     tasks, _ = profiled(fscale_home)
     with (fscale_home / "config.toml").open("a") as fh:
         fh.write('\n[routing]\nbudget = "0.3x"\n')
@@ -317,7 +342,7 @@ def test_config_budget_applies_to_k_auto_and_route(fscale_home):
     assert explicit["lambda"] == 0 and "budget" not in explicit  # a flag wins over the config
 
 
-def test_route_budget_chooses_lambda_on_the_profile(fscale_home):
+def test_route_budget_chooses_lambda_on_the_profile(fscale_home, profiled):
     tasks, path = profiled(fscale_home)
     items = fscale_home / "items.jsonl"
     items.write_text("".join(json.dumps({"id": t.id, "question": t.question}) + "\n" for t in tasks))
@@ -337,7 +362,7 @@ def test_route_budget_chooses_lambda_on_the_profile(fscale_home):
     assert proc.returncode == 2 and "not both" in proc.stderr
 
 
-def test_profile_frontier_prints_every_kind_and_marks_the_default(fscale_home):
+def test_profile_frontier_prints_every_kind_and_marks_the_default(fscale_home, profiled):
     profiled(fscale_home)
     proc = run_cli("profile", "--frontier")
     assert proc.returncode == 0, proc.stderr
@@ -351,7 +376,7 @@ def test_profile_frontier_prints_every_kind_and_marks_the_default(fscale_home):
     assert data["best_single"]["model"] == "dear"
 
 
-def test_profile_png_draws_the_frontier(fscale_home, tmp_path):
+def test_profile_png_draws_the_frontier(fscale_home, tmp_path, profiled):
     pytest.importorskip("matplotlib", reason="--png needs the [plot] extra")
     profiled(fscale_home)
     png = tmp_path / "frontier.png"
@@ -363,7 +388,7 @@ def test_profile_png_draws_the_frontier(fscale_home, tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
-def test_calibrate_budget_in_price_or_calls(fscale_home):
+def test_calibrate_budget_in_price_or_calls(fscale_home, profiled):
     tasks, path = profiled(fscale_home)
     proc = run_cli("calibrate", str(path), "--budget", "0.3x", "--json", "--dry-run")
     assert proc.returncode == 0, proc.stderr
@@ -375,7 +400,7 @@ def test_calibrate_budget_in_price_or_calls(fscale_home):
 
 
 @pytest.mark.parametrize("spec", ["0.3x", "0.7x"])
-def test_route_budget_lambdas_bracket_the_budget_as_the_router_runs(fscale_home, spec):
+def test_route_budget_lambdas_bracket_the_budget_as_the_router_runs(fscale_home, spec, profiled):
     """The two λ of ``route --budget`` come from the spend of the router that runs (Ψ on the
     whole profile) on the profiled prompts: routed alone, the first spends at most the budget
     and the second at least, so their hash mix spends it. (λ read off the cross-fitted fold

@@ -88,10 +88,11 @@ def test_unknown_or_non_local_embeddings_are_usage_errors(fscale_home):
 # -- the real model ------------------------------------------------------------------------------
 
 @pytest.fixture
-def home(small_local_servers: Path):
-    return small_local_servers
+def home(local_home: Path):
+    return local_home
 
 
+@pytest.mark.xdist_group("serial")  # a real llama.cpp server
 @needs_local_models
 @pytest.mark.slow
 def test_real_local_embeddings_are_unit_vectors_that_group_topics_and_are_cached(home):
@@ -115,6 +116,7 @@ def test_real_local_embeddings_are_unit_vectors_that_group_topics_and_are_cached
     assert servers.status(paths, ID_05 + ".embed")["status"] == "stopped"
 
 
+@pytest.mark.xdist_group("serial")  # a real llama.cpp server
 @needs_local_models
 @pytest.mark.slow
 def test_profile_fits_clusters_on_local_embeddings(home):

@@ -40,6 +40,7 @@ def test_context_goes_in_system_message_question_in_user_message(server, stub_co
     assert "Is the sky blue?" in user and "Is the sky blue?" not in system
 
 
+@pytest.mark.xdist_group("serial")  # an early decision's time
 def test_early_decision_cancels_slow_model(server, stub_config):
     server.script(mid("fast-a"), Behaviour(reply="YES", latency=0.02))
     server.script(mid("fast-b"), Behaviour(reply="YES", latency=0.05))

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from fscale_tui import scale
 from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.learning.store import LearningStore
@@ -123,6 +125,7 @@ def _hold_db_lock(seconds: float) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.xdist_group("serial")  # the event loop's lag
 def test_the_event_loop_never_stalls_while_another_process_holds_the_log(
         server, stub_config, monkeypatch):
     monkeypatch.setenv("FSCALE_CHALLENGER", "1")  # its ratings are read from the log too
