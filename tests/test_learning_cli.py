@@ -347,7 +347,9 @@ def test_decision_is_announced_before_the_challenger_grace(server, stub_config, 
     assert kinds[-2:] == [Decided, ChallengerAnswered]
     decided_at = [t for k, t, _ in seen if k is Decided][0]
     ended_at = seen[-1][1]
-    assert decided_at < 0.5 <= ended_at  # decision at once; the stream ends after the grace
+    # The decision did not wait for the slow outsiders (3 s), and the stream ended only after
+    # the 0.6 s grace that followed it (order and spans, not a bound on this machine's speed).
+    assert decided_at < 3.0 and ended_at - decided_at >= 0.55
     assert seen[-1][2].vote.status == "cancelled"
     with LearningStore.for_settings(load_settings()) as store:
         assert store.recent(1)  # logged exactly once, after the challenger's grace
