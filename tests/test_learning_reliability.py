@@ -275,6 +275,81 @@ def test_no_answer_counts_as_a_reply_that_was_not_right():
     assert est["z"].accuracy < 0.05 and est["x"].accuracy > 0.9
 
 
+#: A strong model whose mistakes are its own, two good ones and a crowd of weak ones that fall
+#: for the same tempting wrong option (MMLU-Pro: gemini-1.5-pro against gemini-1.5-flash,
+#: Llama-3.1-70B and ten weaker models).
+TRAP_TRUE = {"strong": 0.75, "mid-1": 0.64, "mid-2": 0.63, **{f"crowd-{k}": 0.4 for k in range(4)}}
+
+
+def trap_calls(n: int, seed: int) -> list[REL.Call]:
+    rng = random.Random(seed)
+    labels = list("ABCDEFGHIJ")
+    calls = []
+    for _ in range(n):
+        truth, trap = rng.sample(labels, 2)
+        votes = []
+        for model, p in TRAP_TRUE.items():
+            if rng.random() < p:
+                answer = truth
+            elif model != "strong" and rng.random() < (0.35 if model.startswith("mid") else 0.8):
+                answer = trap
+            else:
+                answer = rng.choice([x for x in labels if x != truth])
+            votes.append((model, answer))
+        calls.append(REL.Call(labels, votes))
+    return calls
+
+
+def test_the_best_models_are_ordered_by_their_agreement_not_by_the_crowds():
+    """Issue 20, item 5: the consensus ranked gemini-1.5-pro (the best model) below two weaker
+    ones, because the crowd shares one wrong option and disagrees with it exactly where it is
+    right. Between the best models the crowd is no referee: their mutual agreement orders them
+    (a rank-one fit of their pairwise agreement), the consensus keeps the levels."""
+    for seed in range(5):
+        calls = trap_calls(4000, seed)
+        crowd = REL.estimate(calls, peers=0)
+        est = REL.estimate(calls)
+        best = max(est, key=lambda m: est[m].accuracy)
+        assert best == "strong", (seed, {m: round(e.accuracy, 3) for m, e in est.items()})
+        # Levels are the consensus's: the same values, reassigned in the peers' order.
+        assert sorted(round(e.accuracy, 9) for e in est.values()) == \
+            sorted(round(e.accuracy, 9) for e in crowd.values())
+    fooled = sum(max(c, key=lambda m: c[m].accuracy) != "strong"
+                 for c in (REL.estimate(trap_calls(4000, seed), peers=0) for seed in range(5)))
+    assert fooled >= 3  # what the consensus alone does
+
+
+def test_an_outsider_not_yet_compared_with_the_strongest_member_is_worth_a_shadow():
+    """An outsider judged only beside weak members carries the crowd's verdict (which misjudges
+    the best models): it is worth a shadow until it has answered beside the panel's strongest
+    member on enough calls, even when its estimate is below the bar and already narrow."""
+    rng = random.Random(3)
+    labels = list("ABCD")
+
+    def say(p: float, truth: str) -> str:
+        return truth if rng.random() < p else rng.choice([x for x in labels if x != truth])
+
+    calls = []
+    for i in range(600):
+        truth = rng.choice(labels)
+        votes = [("top", say(0.9, truth)), ("weak-1", say(0.5, truth)), ("weak-2", say(0.5, truth))]
+        if i % 2:  # the outsider, beside the weak members only
+            votes = votes[1:] + [("outsider", say(0.6, truth))]
+        calls.append(REL.Call(labels, votes))
+    est = REL.estimate(calls)
+    panel = ["top", "weak-1", "weak-2"]
+    bar = est["top"].accuracy
+    assert est["outsider"].sd < EXPLORE_SD and est["outsider"].together.get("top", 0) == 0
+    assert worth_exploring(["outsider"], est, voters=panel, bar=bar) == ["outsider"]
+    assert worth_exploring(["outsider"], est, voters=panel, bar=bar, min_together=0) == []
+    for _ in range(REL.PEER_MIN_PAIRS):
+        truth = rng.choice(labels)
+        calls.append(REL.Call(labels, [("top", say(0.9, truth)), ("outsider", say(0.6, truth))]))
+    est = REL.estimate(calls)
+    assert est["outsider"].together["top"] >= REL.PEER_MIN_PAIRS
+    assert worth_exploring(["outsider"], est, voters=panel, bar=est["top"].accuracy) == []
+
+
 def test_shadows_go_to_uncertain_outsiders_and_stop_once_known(stub_config):
     """Exploration goes where a model's place is uncertain: every outsider while nothing is
     known (as many as the budget allows), a newly added model first, and nothing once every

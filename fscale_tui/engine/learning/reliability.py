@@ -316,7 +316,7 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
     right_free = np.bincount(vm, weights=free_v * informative_v, minlength=n_models) \
         if iterations else right
     offset, together = peer_offsets(vi, vm, vl, ri, rm, L, right_free, n_replies,
-                                    PEERS if peers is None else peers)
+                                    PEERS if peers is None else peers, family=fam)
     right = right_free + offset * n_replies
     shift = np.zeros(n_models)
     if clamped.size and iterations:
@@ -371,7 +371,8 @@ def feedback_shift(free_v: np.ndarray, right_v: np.ndarray, labelled_v: np.ndarr
 
 def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
                  rm: np.ndarray, n_labels: np.ndarray, right: np.ndarray, replies: np.ndarray,
-                 k: int, min_pairs: int = PEER_MIN_PAIRS) -> tuple[np.ndarray, np.ndarray]:
+                 k: int, min_pairs: int = PEER_MIN_PAIRS,
+                 family: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per model: what to add to its label-free P(reply right) so that the best models are
     ordered by their agreement with the strongest others only; and the calls each pair of
     models replied to together (``models × models``).
@@ -389,8 +390,9 @@ def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
       least 3, else nothing moves): ``log u`` is the
       least-squares fit of ``log((agree - c)/(1 - c)) = log u_i + log u_j`` over their pairs
       (for three models, ``i`` outranks ``j`` exactly when the third agrees more with ``i``);
-    - every other model that replied together with an anchor on ``min_pairs`` calls gets
-      ``log u`` from its agreement with those anchors (weighted by the calls);
+    - every other model that replied together with an anchor of another ``family`` on
+      ``min_pairs`` calls gets ``log u`` from its agreement with those anchors (weighted by the
+      calls; a relative would vouch for it with their shared mistakes);
     - the order of all these models follows ``u``, the **levels stay the consensus's**: they
       take the same set of estimates, reassigned in that order, so every other model compares
       with them as before, and no model leaves or enters the top by a change of scale.
@@ -459,7 +461,8 @@ def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
     for j in range(n_models):
         if j in logu or replies[j] < min_pairs:
             continue
-        w = np.array([together[j, t] if known[j, t] else 0 for t in anchors], dtype=float)
+        w = np.array([together[j, t] if known[j, t] and (family is None or family[j] != family[t])
+                      else 0 for t in anchors], dtype=float)
         if w.sum() > 0:
             logu[j] = float(sum(wt * (logc[j, t] - logu[t])
                                 for wt, t in zip(w, anchors) if wt > 0) / w.sum())
