@@ -332,13 +332,15 @@ def test_an_outsider_not_yet_compared_with_the_strongest_member_is_worth_a_shado
     calls = []
     for i in range(600):
         truth = rng.choice(labels)
-        votes = [("top", say(0.9, truth)), ("weak-1", say(0.5, truth)), ("weak-2", say(0.5, truth))]
-        if i % 2:  # the outsider, beside the weak members only
-            votes = votes[1:] + [("outsider", say(0.6, truth))]
+        if i % 2:
+            votes = [("top", say(0.9, truth)), ("good", say(0.8, truth)), ("weak-1", say(0.5, truth))]
+        else:  # the outsider, beside weak models only
+            votes = [("weak-1", say(0.5, truth)), ("weak-2", say(0.5, truth)),
+                     ("outsider", say(0.6, truth))]
         calls.append(REL.Call(labels, votes))
     est = REL.estimate(calls)
-    panel = ["top", "weak-1", "weak-2"]
-    bar = est["top"].accuracy
+    panel = ["top", "good", "weak-1"]
+    bar = est["weak-1"].accuracy + 0.2
     assert est["outsider"].sd < EXPLORE_SD and est["outsider"].together.get("top", 0) == 0
     assert worth_exploring(["outsider"], est, voters=panel, bar=bar) == ["outsider"]
     assert worth_exploring(["outsider"], est, voters=panel, bar=bar, min_together=0) == []
@@ -347,7 +349,7 @@ def test_an_outsider_not_yet_compared_with_the_strongest_member_is_worth_a_shado
         calls.append(REL.Call(labels, [("top", say(0.9, truth)), ("outsider", say(0.6, truth))]))
     est = REL.estimate(calls)
     assert est["outsider"].together["top"] >= REL.PEER_MIN_PAIRS
-    assert worth_exploring(["outsider"], est, voters=panel, bar=est["top"].accuracy) == []
+    assert worth_exploring(["outsider"], est, voters=panel, bar=bar) == []
 
 
 def test_shadows_go_to_uncertain_outsiders_and_stop_once_known(stub_config):
