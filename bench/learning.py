@@ -209,7 +209,8 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
     join_at = len(order) // 3
     max_challengers, evolve_every = knobs.challengers, knobs.evolve_every
     tag = (f"{'tune' if args.tune else 'run'}-{seed}-fb{feedback_rate:g}-c{max_challengers}"
-           f"-e{evolve_every}-b{knobs.bias_sd:g}-f{knobs.family_margin:g}-x{knobs.explore_sd:g}-p{knobs.peers}-t{knobs.min_together}")
+           f"-e{evolve_every}-b{knobs.bias_sd:g}-f{knobs.family_margin:g}-x{knobs.explore_sd:g}"
+           f"-p{knobs.peers}-t{knobs.min_together}")
     home = out / f"home-{tag}"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -267,6 +268,7 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
             shadow = plan(pool, estimates, budget=allowance(window, args.shadow_budget),
                           max_k=max_challengers, rng=rng, voters=names, bar=bar,
                           explore_sd=knobs.explore_sd, min_together=knobs.min_together,
+                          peers=knobs.peers,
                           family_of=lambda a, models=settings.models: models[a].family)
         shadows_per_call.append(len(shadow))
         request = ScaleRequest(question=f"MMLU-Pro #{task.id}", answers=labels)
@@ -655,9 +657,10 @@ def main(argv: list[str] | None = None) -> int:
             rate = max(by_rate)
             pairs = [(a["gap_points"], b["gap_points"]) for a, b in zip(by_rate[0.0], by_rate[rate])]
             better = sum(fb < none for none, fb in pairs)
+            not_worse = sum(fb <= none for none, fb in pairs)
             print(f"== feedback {rate:.0%} vs no labels, seed by seed: better on {better} of "
-                  f"{len(pairs)} ({', '.join(f'{fb:+.1f} vs {none:+.1f}' for none, fb in pairs)})",
-                  flush=True)
+                  f"{len(pairs)}, not worse on {not_worse} "
+                  f"({', '.join(f'{fb:+.1f} vs {none:+.1f}' for none, fb in pairs)})", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1, default=str))
     print("curve:", plot(rs, [r for r, _ in plotted], [s for _, s in plotted], args.png))

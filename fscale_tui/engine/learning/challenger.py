@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .ratings import BASE, ModelRating, sigma
-from .reliability import PEER_MIN_PAIRS, Estimate, prior_estimate
+from .reliability import PEER_MIN_PAIRS, PEERS, Estimate, prior_estimate
 
 #: A model is still "uncertain" (worth a shadow) while its accuracy's posterior sd is above
 #: this: 0.05 is about 100 rated replies of a 50 % model.
@@ -105,7 +105,7 @@ def worth_exploring(candidates: Iterable[str], estimates: Mapping[str, Estimate]
                     voters: Iterable[str] = (), family_of: Callable[[str], str] | None = None,
                     known: Iterable[str] = (), draws: Mapping[str, int] | None = None,
                     explore_sd: float = EXPLORE_SD, bar: float | None = None,
-                    min_together: int = PEER_MIN_PAIRS) -> list[str]:
+                    min_together: int = PEER_MIN_PAIRS, peers: int = PEERS) -> list[str]:
     """The candidates a shadow call would teach something about, sorted.
 
     - not ``known`` (a routing profile gives a labelled accuracy: nothing to learn label-free);
@@ -113,16 +113,21 @@ def worth_exploring(candidates: Iterable[str], estimates: Mapping[str, Estimate]
       estimate scores a reply only against other families' votes);
     - uncertain where it matters: posterior sd above ``explore_sd`` and (given ``bar``, the
       estimate of the weakest seat) mean + 2 sd ≥ ``bar`` — it could still take a seat;
-    - or **not yet compared with the strongest voter** (the voter with the best estimate):
-      fewer than ``min_together`` calls replied together with it. Its order among the best
-      models rests on their agreement on the same calls (:func:`.reliability.peer_offsets`);
-      an estimate made beside weaker panels is the crowd's, whose shared mistakes misjudge the
-      best models most, so no ``bar`` applies here.
+    - or **not yet compared with the best voters**: fewer than ``min_together`` calls replied
+      together with any voter among the ``peers`` best-estimated models (the strongest voter
+      when none is). Its order among the best models rests on their agreement on the same
+      calls (:func:`.reliability.peer_offsets`), with one of them is enough to place it (a
+      new strongest voter does not start every outsider over); an estimate made beside
+      weaker panels is the crowd's, whose shared mistakes misjudge the best models most, so
+      no ``bar`` applies here.
     """
     known = set(known)
     voters = list(voters)
-    rated = [v for v in voters if v in estimates]
-    strongest = max(rated, key=lambda v: estimates[v].accuracy) if rated else None
+    rated = sorted((v for v in voters if v in estimates), key=lambda v: -estimates[v].accuracy)
+    # The voters the peers' order is fitted on: those among the best-estimated models (the
+    # call's strongest voter at least).
+    best = set(sorted(estimates, key=lambda v: -estimates[v].accuracy)[:max(1, peers)])
+    anchors = [v for v in rated if v in best] or rated[:1]
     families = {family_of(v) for v in voters} if family_of is not None else None
     out = []
     for m in sorted(set(candidates)):
@@ -134,8 +139,8 @@ def worth_exploring(candidates: Iterable[str], estimates: Mapping[str, Estimate]
         n = alpha + beta
         sd = (alpha * beta / (n * n * (n + 1.0))) ** 0.5
         e = estimates.get(m)
-        unpaired = strongest is not None and min_together > 0 and e is not None and \
-            e.replies > 0 and e.together.get(strongest, 0) < min_together
+        unpaired = bool(anchors) and min_together > 0 and e is not None and e.replies > 0 \
+            and max(e.together.get(v, 0) for v in anchors) < min_together
         if unpaired or (sd > explore_sd and (bar is None or alpha / n + 2 * sd >= bar)):
             out.append(m)
     return out

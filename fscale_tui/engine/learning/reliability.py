@@ -315,8 +315,8 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
     on_feedback = np.bincount(vm, weights=fed[vi].astype(float), minlength=n_models)
     right_free = np.bincount(vm, weights=free_v * informative_v, minlength=n_models) \
         if iterations else right
-    offset, together = peer_offsets(vi, vm, vl, ri, rm, L, right_free, n_replies,
-                                    PEERS if peers is None else peers, family=fam)
+    offset, together, best = peer_offsets(vi, vm, vl, ri, rm, L, right_free, n_replies,
+                                          PEERS if peers is None else peers, family=fam)
     right = right_free + offset * n_replies
     shift = np.zeros(n_models)
     if clamped.size and iterations:
@@ -329,6 +329,11 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
                                is_clamped[ri] & informative_r, vm, rm, n_models, bias_sd,
                                offset)
         right = right_free + (offset + shift) * n_replies
+        if best.size > 1:
+            labelled = np.bincount(rm, weights=(is_clamped[ri] & informative_r).astype(float),
+                                   minlength=n_models)
+            right[best] = keep_order(right[best] / n_replies[best], labelled[best]) \
+                * n_replies[best]
     out: dict[str, Estimate] = {}
     for j, m in enumerate(arrays.models):
         alpha = a + max(0.0, min(right[j], n_replies[j]))
@@ -369,13 +374,43 @@ def feedback_shift(free_v: np.ndarray, right_v: np.ndarray, labelled_v: np.ndarr
     return pooled + (mean - pooled) * weight
 
 
+#: Labels reorder two of the best models only when the labelled difference is this many
+#: standard errors (a reply's variance taken as 0.25 over each model's labelled replies).
+ORDER_Z = 2.0
+
+
+def keep_order(level: np.ndarray, labelled: np.ndarray, z: float = ORDER_Z) -> np.ndarray:
+    """The feedback-corrected levels of the best models (listed in the peers' order), reassigned
+    so that the order stays the peers' unless the labels say otherwise by ``z`` standard errors.
+
+    2 % labels are too few to reorder models a few points apart (gemini-1.5-pro and
+    Llama-3.1-70B are 8 points apart: about 150 labels each for two sd), and a flip among the
+    best reorders the panel's tie-breaks: that is how feedback made backtest seeds worse than
+    no labels. So labels set the levels, and change the order only with evidence."""
+    se2 = 0.25 / np.maximum(labelled, 1.0)
+    order = list(range(level.size))
+    changed = True
+    while changed:  # adjacent swaps where the lower one is clearly better
+        changed = False
+        for k in range(level.size - 1):
+            i, j = order[k], order[k + 1]
+            if level[j] - level[i] > z * math.sqrt(se2[i] + se2[j]):
+                order[k], order[k + 1] = j, i
+                changed = True
+    out = np.empty_like(level)
+    out[order] = np.sort(level)[::-1]
+    return out
+
+
 def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
                  rm: np.ndarray, n_labels: np.ndarray, right: np.ndarray, replies: np.ndarray,
                  k: int, min_pairs: int = PEER_MIN_PAIRS,
-                 family: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 family: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per model: what to add to its label-free P(reply right) so that the best models are
-    ordered by their agreement with the strongest others only; and the calls each pair of
-    models replied to together (``models × models``).
+    ordered by their agreement with the strongest others only; the calls each pair of models
+    replied to together (``models × models``); and the anchors, best first (empty when the
+    order is not fitted).
 
     The consensus misjudges the best models most: weaker models share mistakes (the same
     tempting wrong option), so a model better than the consensus disagrees with it exactly
@@ -407,7 +442,7 @@ def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
     agree = np.zeros((n_models, n_models))
     chance_sum = np.zeros((n_models, n_models))
     if r_i.size == 0:
-        return out, together
+        return out, together, np.zeros(0, dtype=np.int64)
     label = np.full(r_i.size, -1, dtype=np.int64)  # each reply's label (-1: no answer)
     key_r = r_i * n_models + r_m
     key_v = vi * n_models + vm
@@ -435,7 +470,7 @@ def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
     agree += agree.T
     chance_sum += chance_sum.T
     if k < 3 or n_models < 3:
-        return out, together
+        return out, together, np.zeros(0, dtype=np.int64)
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = agree / together
         chance = chance_sum / together
@@ -451,7 +486,7 @@ def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
             anchors.append(j)
     top = len(anchors)
     if top < 3:
-        return out, together
+        return out, together, np.zeros(0, dtype=np.int64)
     pairs = list(zip(*np.triu_indices(top, 1)))
     design = np.zeros((len(pairs), top))
     for r, (x, y) in enumerate(pairs):
@@ -469,7 +504,7 @@ def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
     members = np.array(sorted(logu, key=lambda j: -logu[j]))
     levels = np.sort(acc[members])[::-1]
     out[members] = levels - acc[members]
-    return out, together
+    return out, together, np.array(sorted(anchors, key=lambda j: -logu[j]), dtype=np.int64)
 
 
 def estimate(calls: Iterable[Call], **kwargs: Any) -> dict[str, Estimate]:
