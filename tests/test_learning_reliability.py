@@ -365,11 +365,10 @@ def test_clear_label_evidence_still_reorders_the_best_models():
         [0.66, 0.60, 0.50]
 
 
-def test_an_outsider_not_yet_compared_with_the_strongest_member_is_worth_a_shadow():
-    """An outsider judged only beside weak members carries the crowd's verdict (which misjudges
-    the best models): it is worth a shadow until it has answered beside the panel's strongest
-    member on enough calls, even when its estimate is below the bar and already narrow."""
-    rng = random.Random(3)
+def outsider_calls(seed: int, *beside: tuple[str, float]):
+    """600 calls: every other one the panel (top 0.9, good 0.8, weak-1 0.5), the others an
+    outsider (0.6) with the ``beside`` models; and the ``say(p, truth)`` they answered with."""
+    rng = random.Random(seed)
     labels = list("ABCD")
 
     def say(p: float, truth: str) -> str:
@@ -380,18 +379,27 @@ def test_an_outsider_not_yet_compared_with_the_strongest_member_is_worth_a_shado
         truth = rng.choice(labels)
         if i % 2:
             votes = [("top", say(0.9, truth)), ("good", say(0.8, truth)), ("weak-1", say(0.5, truth))]
-        else:  # the outsider, beside weak models only
-            votes = [("weak-1", say(0.5, truth)), ("weak-2", say(0.5, truth)),
-                     ("outsider", say(0.6, truth))]
+        else:
+            votes = [(m, say(p, truth)) for m, p in beside] + [("outsider", say(0.6, truth))]
         calls.append(REL.Call(labels, votes))
+    return calls, say
+
+
+def test_an_outsider_not_yet_compared_with_the_strongest_member_is_worth_a_shadow():
+    """An outsider judged only beside weak members carries the crowd's verdict (which misjudges
+    the best models): it is worth a shadow until it has answered beside the panel's strongest
+    member on enough calls, even when its estimate is below the bar and already narrow."""
+    calls, say = outsider_calls(3, ("weak-1", 0.5), ("weak-2", 0.5))  # beside weak ones only
+    labels = list("ABCD")
     est = REL.estimate(calls)
     panel = ["top", "good", "weak-1"]
     bar = est["weak-1"].accuracy + 0.2
     assert est["outsider"].sd < EXPLORE_SD and est["outsider"].together.get("top", 0) == 0
     assert worth_exploring(["outsider"], est, voters=panel, bar=bar) == ["outsider"]
     assert worth_exploring(["outsider"], est, voters=panel, bar=bar, min_together=0) == []
+    pick = random.Random(4)
     for _ in range(REL.PEER_MIN_PAIRS):
-        truth = rng.choice(labels)
+        truth = pick.choice(labels)
         calls.append(REL.Call(labels, [("top", say(0.9, truth)), ("outsider", say(0.6, truth))]))
     est = REL.estimate(calls)
     assert est["outsider"].together["top"] >= REL.PEER_MIN_PAIRS
@@ -404,21 +412,8 @@ def test_an_outsider_compared_with_one_of_the_best_members_is_placed():
     it by that agreement); it is not shadowed all over again because another member is now the
     strongest (every change of the strongest voter restarted the comparison of every outsider:
     0.208 shadow calls per call in the learning backtest)."""
-    rng = random.Random(5)
-    labels = list("ABCD")
-
-    def say(p: float, truth: str) -> str:
-        return truth if rng.random() < p else rng.choice([x for x in labels if x != truth])
-
-    calls = []
-    for i in range(600):
-        truth = rng.choice(labels)
-        if i % 2:
-            votes = [("top", say(0.9, truth)), ("good", say(0.8, truth)), ("weak-1", say(0.5, truth))]
-        else:  # the outsider beside the second-best member, never beside the best
-            votes = [("good", say(0.8, truth)), ("weak-1", say(0.5, truth)),
-                     ("outsider", say(0.6, truth))]
-        calls.append(REL.Call(labels, votes))
+    # The outsider beside the second-best member, never beside the best.
+    calls, _ = outsider_calls(5, ("good", 0.8), ("weak-1", 0.5))
     est = REL.estimate(calls)
     panel = ["top", "good", "weak-1"]
     assert est["top"].accuracy > est["good"].accuracy > est["outsider"].accuracy
