@@ -168,11 +168,13 @@ class Knobs(typing.NamedTuple):
     bias_sd: float  # reliability.BIAS_SD: how far one model's feedback correction may go
     family_margin: float  # evolve.FAMILY_MARGIN: what a seat held by the family costs
     explore_sd: float  # challenger.EXPLORE_SD: a model is worth a shadow while its sd is above
+    peers: int = 3  # reliability.PEERS: the top models ordered by their mutual agreement
+    min_together: int = 50  # reliability.PEER_MIN_PAIRS: calls with the strongest voter
 
     def __str__(self) -> str:
         return (f"≤{self.challengers} shadows, evolve every {self.evolve_every}, bias sd "
                 f"{self.bias_sd:g}, family margin {self.family_margin:g}, explore sd "
-                f"{self.explore_sd:g}")
+                f"{self.explore_sd:g}, peers {self.peers}, together {self.min_together}")
 
 
 def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, out: Path,
@@ -208,7 +210,8 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
     join_at = len(order) // 3
     max_challengers, evolve_every = knobs.challengers, knobs.evolve_every
     tag = (f"{'tune' if args.tune else 'run'}-{seed}-fb{feedback_rate:g}-c{max_challengers}"
-           f"-e{evolve_every}-b{knobs.bias_sd:g}-f{knobs.family_margin:g}-x{knobs.explore_sd:g}")
+           f"-e{evolve_every}-b{knobs.bias_sd:g}-f{knobs.family_margin:g}-x{knobs.explore_sd:g}"
+           f"-p{knobs.peers}-t{knobs.min_together}")
     home = out / f"home-{tag}"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -223,7 +226,7 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
 
     tracker = REL.ReliabilityTracker(a=args.prior[0], b=args.prior[1],
                                      family_of=family_of if args.families else None,
-                                     bias_sd=knobs.bias_sd)
+                                     bias_sd=knobs.bias_sd, peers=knobs.peers)
     estimates: dict = {}
     elo = args.ranking == "elo"
     table: dict = {}
@@ -265,7 +268,8 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
             bar = min(seats) if len(seats) == len(names) else None  # as the engine does
             shadow = plan(pool, estimates, budget=allowance(window, args.shadow_budget),
                           max_k=max_challengers, rng=rng, voters=names, bar=bar,
-                          explore_sd=knobs.explore_sd,
+                          explore_sd=knobs.explore_sd, min_together=knobs.min_together,
+                          peers=knobs.peers,
                           family_of=lambda a, models=settings.models: models[a].family)
         shadows_per_call.append(len(shadow))
         request = ScaleRequest(question=f"MMLU-Pro #{task.id}", answers=labels)
@@ -368,7 +372,7 @@ def summarize(rs, run: dict, last: int) -> dict:
     }
 
 
-def label_free_ceiling(rs, run: dict, last: int, family_margin: float) -> dict:
+def label_free_ceiling(rs, run: dict, last: int, family_margin: float, peers: int) -> dict:
     """What no label can fix: the estimate with **every** model answering **every** call of
     the stream (no exploration limit, no budget), the panel evolve proposes from it, and its
     gap on the last calls with ties broken by that estimate (as ``Majority("rating")``); and
@@ -383,7 +387,7 @@ def label_free_ceiling(rs, run: dict, last: int, family_margin: float) -> dict:
         t = rs.tasks[i]
         arrays.add(REL.Call(t.answers, [(m, rs.answers[m][i] if rs.answers[m][i] in t.answers
                                          else None) for m in rs.models]))
-    est = REL.fit(arrays, family_of=family_of).estimates
+    est = REL.fit(arrays, family_of=family_of, peers=peers).estimates
     proposal = propose_panel({}, [], candidates=list(rs.models), family_of=family_of, size=3,
                              estimates=est, family_margin=family_margin, min_calls=0)
     rank = sorted(rs.models, key=lambda m: -est[m].accuracy)
@@ -528,6 +532,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--explore-sd", default=None,
                     help="a model is worth a shadow while its posterior sd is above this "
                          "(default: the engine's challenger.EXPLORE_SD; grid allowed)")
+    ap.add_argument("--peers", default=None,
+                    help="how many of the best-estimated models are ordered by their mutual "
+                         "agreement (default: the engine's reliability.PEERS; 0: off; grid allowed)")
+    ap.add_argument("--min-together", default=None,
+                    help="a model is worth a shadow until it replied on this many calls together "
+                         "with the call's strongest voter (default: the engine's "
+                         "reliability.PEER_MIN_PAIRS; grid allowed)")
     ap.add_argument("--no-ceiling", dest="ceiling", action="store_false",
                     help="skip the label-free ceiling (every model on every call)")
     ap.add_argument("--shadow-budget", type=float, default=None,
@@ -566,13 +577,15 @@ def main(argv: list[str] | None = None) -> int:
     rates = [0.0] + ([args.feedback_rate] if args.feedback_rate > 0 else [])
     from fscale_tui.engine.learning.challenger import EXPLORE_SD
     from fscale_tui.engine.learning.evolve import FAMILY_MARGIN
-    from fscale_tui.engine.learning.reliability import BIAS_SD
+    from fscale_tui.engine.learning.reliability import BIAS_SD, PEER_MIN_PAIRS, PEERS
 
-    grid = [Knobs(int(c), int(e), float(b), float(f), float(x))
+    grid = [Knobs(int(c), int(e), float(b), float(f), float(x), int(k), int(t))
             for c in args.challengers.split(",") for e in args.evolve_every.split(",")
             for b in (args.bias_sd or str(BIAS_SD)).split(",")
             for f in (args.family_margin or str(FAMILY_MARGIN)).split(",")
-            for x in (args.explore_sd or str(EXPLORE_SD)).split(",")]
+            for x in (args.explore_sd or str(EXPLORE_SD)).split(",")
+            for k in (args.peers or str(PEERS)).split(",")
+            for t in (args.min_together or str(PEER_MIN_PAIRS)).split(",")]
     t0 = time.monotonic()
     report = []
     plotted: list[tuple[dict, dict]] = []
@@ -583,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = by_rate.setdefault(rate, [])
             for seed in seeds:
                 same = (seed, knobs.challengers, knobs.evolve_every, knobs.family_margin,
-                        knobs.explore_sd)
+                        knobs.explore_sd, knobs.peers, knobs.min_together)
                 if rate == 0 and same in unlabelled:
                     run = unlabelled[same]
                 else:
@@ -592,7 +605,8 @@ def main(argv: list[str] | None = None) -> int:
                     unlabelled[same] = run
                 s = summarize(rs, run, args.last)
                 if rate == 0 and args.ceiling:
-                    s["ceiling"] = label_free_ceiling(rs, run, args.last, knobs.family_margin)
+                    s["ceiling"] = label_free_ceiling(rs, run, args.last, knobs.family_margin,
+                                                     knobs.peers)
                 rows.append(s)
                 if len(plotted) < 2 and seed == seeds[0] and knobs == grid[0]:
                     plotted.append((run, s))
@@ -644,9 +658,10 @@ def main(argv: list[str] | None = None) -> int:
             rate = max(by_rate)
             pairs = [(a["gap_points"], b["gap_points"]) for a, b in zip(by_rate[0.0], by_rate[rate])]
             better = sum(fb < none for none, fb in pairs)
+            not_worse = sum(fb <= none for none, fb in pairs)
             print(f"== feedback {rate:.0%} vs no labels, seed by seed: better on {better} of "
-                  f"{len(pairs)} ({', '.join(f'{fb:+.1f} vs {none:+.1f}' for none, fb in pairs)})",
-                  flush=True)
+                  f"{len(pairs)}, not worse on {not_worse} "
+                  f"({', '.join(f'{fb:+.1f} vs {none:+.1f}' for none, fb in pairs)})", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1, default=str))
     print("curve:", plot(rs, [r for r, _ in plotted], [s for _, s in plotted], args.png))

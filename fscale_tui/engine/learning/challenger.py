@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .ratings import BASE, ModelRating, sigma
-from .reliability import Estimate, prior_estimate
+from .reliability import PEER_MIN_PAIRS, PEERS, Estimate, prior_estimate
 
 #: A model is still "uncertain" (worth a shadow) while its accuracy's posterior sd is above
 #: this: 0.05 is about 100 rated replies of a 50 % model.
@@ -104,16 +104,30 @@ def _posterior(model: str, estimates: Mapping[str, Estimate],
 def worth_exploring(candidates: Iterable[str], estimates: Mapping[str, Estimate], *,
                     voters: Iterable[str] = (), family_of: Callable[[str], str] | None = None,
                     known: Iterable[str] = (), draws: Mapping[str, int] | None = None,
-                    explore_sd: float = EXPLORE_SD, bar: float | None = None) -> list[str]:
+                    explore_sd: float = EXPLORE_SD, bar: float | None = None,
+                    min_together: int = PEER_MIN_PAIRS, peers: int = PEERS) -> list[str]:
     """The candidates a shadow call would teach something about, sorted.
 
     - not ``known`` (a routing profile gives a labelled accuracy: nothing to learn label-free);
     - learnable: one of the call's ``voters`` is of another family (with ``family_of``; the
       estimate scores a reply only against other families' votes);
     - uncertain where it matters: posterior sd above ``explore_sd`` and (given ``bar``, the
-      estimate of the weakest seat) mean + 2 sd ≥ ``bar`` — it could still take a seat.
+      estimate of the weakest seat) mean + 2 sd ≥ ``bar`` — it could still take a seat;
+    - or **not yet compared with the best voters**: fewer than ``min_together`` calls replied
+      together with any voter among the ``peers`` best-estimated models (the strongest voter
+      when none is). Its order among the best models rests on their agreement on the same
+      calls (:func:`.reliability.peer_offsets`), with one of them is enough to place it (a
+      new strongest voter does not start every outsider over); an estimate made beside
+      weaker panels is the crowd's, whose shared mistakes misjudge the best models most, so
+      no ``bar`` applies here.
     """
     known = set(known)
+    voters = list(voters)
+    rated = sorted((v for v in voters if v in estimates), key=lambda v: -estimates[v].accuracy)
+    # The voters the peers' order is fitted on: those among the best-estimated models (the
+    # call's strongest voter at least).
+    best = set(sorted(estimates, key=lambda v: -estimates[v].accuracy)[:max(1, peers)])
+    anchors = [v for v in rated if v in best] or rated[:1]
     families = {family_of(v) for v in voters} if family_of is not None else None
     out = []
     for m in sorted(set(candidates)):
@@ -124,7 +138,10 @@ def worth_exploring(candidates: Iterable[str], estimates: Mapping[str, Estimate]
         alpha, beta = _posterior(m, estimates, draws)
         n = alpha + beta
         sd = (alpha * beta / (n * n * (n + 1.0))) ** 0.5
-        if sd > explore_sd and (bar is None or alpha / n + 2 * sd >= bar):
+        e = estimates.get(m)
+        unpaired = bool(anchors) and min_together > 0 and e is not None and e.replies > 0 \
+            and max(e.together.get(v, 0) for v in anchors) < min_together
+        if unpaired or (sd > explore_sd and (bar is None or alpha / n + 2 * sd >= bar)):
             out.append(m)
     return out
 

@@ -60,6 +60,11 @@ TOL = 1e-5
 #: Chosen on the tuning streams of bench/learning.py (seeds 100-104, 2 % feedback): the
 #: smallest worst gap (0.1: mean 1.8, worst 2.4 points; 0.3: 1.4 and 3.8; 0.5: 3.7 and 8.7).
 BIAS_SD = 0.1
+#: How many of the best-estimated models are ordered among themselves by their mutual agreement
+#: (:func:`peer_offsets`; 0 or 1: off).
+PEERS = 3
+#: Calls two of those models must have both replied to before their agreement counts.
+PEER_MIN_PAIRS = 50
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,8 @@ class Estimate:
     alpha: float  # posterior Beta(alpha, beta) of ``accuracy``
     beta: float
     feedback: int = 0  # of its votes, on calls whose label feedback fixed
+    #: Calls it replied to together with each other model (what its order among them rests on).
+    together: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def answer_rate(self) -> float:
@@ -183,7 +190,7 @@ class Fit:
 def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
         init: Mapping[str, float] | None = None, max_iter: int = MAX_ITER,
         tol: float = TOL, family_of: Callable[[str], str] | None = None,
-        bias_sd: float | None = None) -> Fit:
+        bias_sd: float | None = None, peers: int | None = None) -> Fit:
     """One-coin Dawid–Skene EM over ``arrays``; ``init``: p_m to start from (warm start).
 
     Families (``family_of``; default: each model its own, which is plain Dawid–Skene): models
@@ -306,6 +313,11 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
     fed = np.zeros(n_items, dtype=bool)
     fed[clamped] = True
     on_feedback = np.bincount(vm, weights=fed[vi].astype(float), minlength=n_models)
+    right_free = np.bincount(vm, weights=free_v * informative_v, minlength=n_models) \
+        if iterations else right
+    offset, together, best = peer_offsets(vi, vm, vl, ri, rm, L, right_free, n_replies,
+                                          PEERS if peers is None else peers, family=fam)
+    right = right_free + offset * n_replies
     shift = np.zeros(n_models)
     if clamped.size and iterations:
         # Feedback is a sample of the truth: what the votes alone said on the labelled calls
@@ -313,23 +325,31 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
         # and that correction applies to *every* reply of the model, not only the labelled
         # ones (prediction-powered inference, Angelopoulos et al. 2023): clamping alone would
         # fix 2 % of the evidence and leave the bias of the other 98 %.
-        right_free = np.bincount(vm, weights=free_v * informative_v, minlength=n_models)
         shift = feedback_shift(free_v, vl == truth[vi], is_clamped[vi] & informative_v,
-                               is_clamped[ri] & informative_r, vm, rm, n_models, bias_sd)
-        right = right_free + shift * n_replies
+                               is_clamped[ri] & informative_r, vm, rm, n_models, bias_sd,
+                               offset)
+        right = right_free + (offset + shift) * n_replies
+        if best.size > 1:
+            labelled = np.bincount(rm, weights=(is_clamped[ri] & informative_r).astype(float),
+                                   minlength=n_models)
+            right[best] = keep_order(right[best] / n_replies[best], labelled[best]) \
+                * n_replies[best]
     out: dict[str, Estimate] = {}
     for j, m in enumerate(arrays.models):
         alpha = a + max(0.0, min(right[j], n_replies[j]))
         beta = b + max(0.0, n_replies[j] - right[j])
         out[m] = Estimate(m, alpha / (alpha + beta), beta_sd(alpha, beta), int(all_replies[j]),
                           int(all_votes[j]), float(right[j]), float(p[j]), float(alpha),
-                          float(beta), int(on_feedback[j]))
+                          float(beta), int(on_feedback[j]),
+                          {arrays.models[t]: int(together[j, t])
+                           for t in np.flatnonzero(together[j])})
     return Fit(out, iterations, converged, q)
 
 
 def feedback_shift(free_v: np.ndarray, right_v: np.ndarray, labelled_v: np.ndarray,
                    labelled_r: np.ndarray, vm: np.ndarray, rm: np.ndarray,
-                   n_models: int, tau: float = BIAS_SD) -> np.ndarray:
+                   n_models: int, tau: float = BIAS_SD,
+                   offset: np.ndarray | None = None) -> np.ndarray:
     """Per model: how much to add to the label-free P(reply right), from the labelled calls.
 
     On a labelled reply the rectifier is ``right − s`` (``s`` = what the votes alone said; a
@@ -342,6 +362,8 @@ def feedback_shift(free_v: np.ndarray, right_v: np.ndarray, labelled_v: np.ndarr
     if total <= 0:
         return np.zeros(n_models)
     sums = np.bincount(vm, weights=d, minlength=n_models)
+    if offset is not None:  # the label-free score already moved by the peers' order
+        sums = sums - offset * n
     pooled = float(sums.sum()) / total
     # One reply's rectifier varies about as much for every model: its pooled variance (a
     # model's own, from two or three labels, would be near zero by luck and trusted blindly).
@@ -351,6 +373,139 @@ def feedback_shift(free_v: np.ndarray, right_v: np.ndarray, labelled_v: np.ndarr
     weight = n / (n + var / tau ** 2)
     shifted: np.ndarray = pooled + (mean - pooled) * weight
     return shifted
+
+
+#: Labels reorder two of the best models only when the labelled difference is this many
+#: standard errors (a reply's variance taken as 0.25 over each model's labelled replies).
+ORDER_Z = 2.0
+
+
+def keep_order(level: np.ndarray, labelled: np.ndarray, z: float = ORDER_Z) -> np.ndarray:
+    """The feedback-corrected levels of the best models (listed in the peers' order), reassigned
+    so that the order stays the peers' unless the labels say otherwise by ``z`` standard errors.
+
+    2 % labels are too few to reorder models a few points apart (gemini-1.5-pro and
+    Llama-3.1-70B are 8 points apart: about 150 labels each for two sd), and a flip among the
+    best reorders the panel's tie-breaks: that is how feedback made backtest seeds worse than
+    no labels. So labels set the levels, and change the order only with evidence."""
+    se2 = 0.25 / np.maximum(labelled, 1.0)
+    order = list(range(level.size))
+    changed = True
+    while changed:  # adjacent swaps where the lower one is clearly better
+        changed = False
+        for k in range(level.size - 1):
+            i, j = order[k], order[k + 1]
+            if level[j] - level[i] > z * math.sqrt(se2[i] + se2[j]):
+                order[k], order[k + 1] = j, i
+                changed = True
+    out = np.empty_like(level)
+    out[order] = np.sort(level)[::-1]
+    return out
+
+
+def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
+                 rm: np.ndarray, n_labels: np.ndarray, right: np.ndarray, replies: np.ndarray,
+                 k: int, min_pairs: int = PEER_MIN_PAIRS,
+                 family: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per model: what to add to its label-free P(reply right) so that the best models are
+    ordered by their agreement with the strongest others only; the calls each pair of models
+    replied to together (``models × models``); and the anchors, best first (empty when the
+    order is not fitted).
+
+    The consensus misjudges the best models most: weaker models share mistakes (the same
+    tempting wrong option), so a model better than the consensus disagrees with it exactly
+    where it is right and scores below models that share the crowd's mistakes. Between the
+    strongest models the crowd is no referee; their *mutual* agreement is. Under the one-coin
+    model two models agree (same label, on calls both replied to) with probability
+    ``c + (1-c)·u_i·u_j`` (``c``: chance, 1/labels; ``u``: accuracy above chance, rescaled),
+    a rank-one structure (as in the Spectral Meta-Learner, Parisi et al. 2014):
+
+    - the **anchors** are ``k`` of the best-estimated models whose every pair replied together
+      on ``min_pairs`` calls (down the ranking, each one paired with all taken before it; at
+      least 3, else nothing moves): ``log u`` is the
+      least-squares fit of ``log((agree - c)/(1 - c)) = log u_i + log u_j`` over their pairs
+      (for three models, ``i`` outranks ``j`` exactly when the third agrees more with ``i``);
+    - every other model that replied together with an anchor of another ``family`` on
+      ``min_pairs`` calls gets ``log u`` from its agreement with those anchors (weighted by the
+      calls; a relative would vouch for it with their shared mistakes);
+    - the order of all these models follows ``u``, the **levels stay the consensus's**: they
+      take the same set of estimates, reassigned in that order, so every other model compares
+      with them as before, and no model leaves or enters the top by a change of scale.
+    """
+    n_models = right.size
+    out = np.zeros(n_models)
+    acc = np.divide(right, replies, out=np.zeros(n_models), where=replies > 0)
+    # Calls each pair of models replied to together, and on how many they gave the same label.
+    order = np.lexsort((rm, ri))
+    r_i, r_m = ri[order], rm[order]
+    together = np.zeros((n_models, n_models), dtype=np.int64)
+    agree = np.zeros((n_models, n_models))
+    chance_sum = np.zeros((n_models, n_models))
+    if r_i.size == 0:
+        return out, together, np.zeros(0, dtype=np.int64)
+    label = np.full(r_i.size, -1, dtype=np.int64)  # each reply's label (-1: no answer)
+    key_r = r_i * n_models + r_m
+    key_v = vi * n_models + vm
+    at = np.searchsorted(key_r, key_v)
+    ok = (at < key_r.size) & (key_r[np.minimum(at, key_r.size - 1)] == key_v)
+    label[at[ok]] = vl[ok]
+    chance_of = 1.0 / np.maximum(n_labels, 2).astype(float)
+    starts = np.flatnonzero(np.r_[True, r_i[1:] != r_i[:-1]])
+    sizes = np.diff(np.r_[starts, r_i.size])
+    for size in np.unique(sizes):
+        if size < 2:
+            continue
+        first = starts[sizes == size]
+        idx = first[:, None] + np.arange(size)[None, :]  # calls × voters
+        mods, labs = r_m[idx], label[idx]
+        ch = chance_of[r_i[first]]
+        for x in range(size):
+            for y in range(x + 1, size):
+                a, b = mods[:, x], mods[:, y]
+                same = ((labs[:, x] == labs[:, y]) & (labs[:, x] >= 0)).astype(float)
+                np.add.at(together, (a, b), 1)
+                np.add.at(agree, (a, b), same)
+                np.add.at(chance_sum, (a, b), ch)
+    together += together.T
+    agree += agree.T
+    chance_sum += chance_sum.T
+    if k < 3 or n_models < 3:
+        return out, together, np.zeros(0, dtype=np.int64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = agree / together
+        chance = chance_sum / together
+        lift = (rate - chance) / (1.0 - chance)
+    known = (together >= min_pairs) & (lift > 0)
+    logc = np.where(known, np.log(np.where(known, lift, 1.0)), np.nan)
+    anchors: list[int] = []  # down the ranking: each one paired with every anchor before it
+    for j in np.argsort(-acc, kind="stable"):
+        j = int(j)
+        if len(anchors) >= k:
+            break
+        if replies[j] >= min_pairs and all(known[j, t] for t in anchors):
+            anchors.append(j)
+    top = len(anchors)
+    if top < 3:
+        return out, together, np.zeros(0, dtype=np.int64)
+    pairs = list(zip(*np.triu_indices(top, 1)))
+    design = np.zeros((len(pairs), top))
+    for r, (x, y) in enumerate(pairs):
+        design[r, x] = design[r, y] = 1.0
+    y_obs = np.array([logc[anchors[x], anchors[y]] for x, y in pairs])  # all known
+    logu = dict(zip(anchors, np.linalg.lstsq(design, y_obs, rcond=None)[0]))
+    for j in range(n_models):
+        if j in logu or replies[j] < min_pairs:
+            continue
+        w = np.array([together[j, t] if known[j, t] and (family is None or family[j] != family[t])
+                      else 0 for t in anchors], dtype=float)
+        if w.sum() > 0:
+            logu[j] = float(sum(wt * (logc[j, t] - logu[t])
+                                for wt, t in zip(w, anchors) if wt > 0) / w.sum())
+    members = np.array(sorted(logu, key=lambda j: -logu[j]))
+    levels = np.sort(acc[members])[::-1]
+    out[members] = levels - acc[members]
+    return out, together, np.array(sorted(anchors, key=lambda j: -logu[j]), dtype=np.int64)
 
 
 def estimate(calls: Iterable[Call], **kwargs: Any) -> dict[str, Estimate]:
@@ -371,9 +526,10 @@ class ReliabilityTracker:
 
     def __init__(self, *, a: float = PRIOR_A, b: float = PRIOR_B,
                  family_of: Callable[[str], str] | None = None,
-                 bias_sd: float | None = None) -> None:
+                 bias_sd: float | None = None, peers: int | None = None) -> None:
         self.a, self.b = a, b
         self.bias_sd = bias_sd
+        self.peers = peers
         self.family_of = family_of
         self.reset()
 
@@ -410,7 +566,7 @@ class ReliabilityTracker:
             self._feedback = dict(feedback)
         if added or changed or not self.estimates:
             result = fit(self.arrays, a=self.a, b=self.b, family_of=self.family_of,
-                         bias_sd=self.bias_sd,
+                         bias_sd=self.bias_sd, peers=self.peers,
                          init={m: e.vote_accuracy for m, e in self.estimates.items()})
             self.estimates, self.iterations = result.estimates, result.iterations
         return self.estimates
