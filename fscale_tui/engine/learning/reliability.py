@@ -361,7 +361,7 @@ def feedback_shift(free_v: np.ndarray, right_v: np.ndarray, labelled_v: np.ndarr
     total = float(n.sum())
     if total <= 0:
         return np.zeros(n_models)
-    sums = np.bincount(vm, weights=d, minlength=n_models)
+    sums = np.bincount(vm, weights=d, minlength=n_models).astype(float)
     if offset is not None:  # the label-free score already moved by the peers' order
         sums = sums - offset * n
     pooled = float(sums.sum()) / total
@@ -488,7 +488,7 @@ def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
     top = len(anchors)
     if top < 3:
         return out, together, np.zeros(0, dtype=np.int64)
-    pairs = list(zip(*np.triu_indices(top, 1)))
+    pairs = [(int(a), int(b)) for a, b in zip(*np.triu_indices(top, 1))]
     design = np.zeros((len(pairs), top))
     for r, (x, y) in enumerate(pairs):
         design[r, x] = design[r, y] = 1.0
