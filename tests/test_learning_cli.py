@@ -305,10 +305,10 @@ def test_four_cli_processes_log_every_call_and_rating(server, stub_config, tmp_p
         assert len(out.splitlines()) == 15
         shadows += sum(len(json.loads(line)["challengers"]) for line in out.splitlines())
         decisions += sum(json.loads(line)["calls_made"] for line in out.splitlines())
-    # The processes share one shadow budget (the spend ledger in the state directory): about
-    # 10 % of the decision calls, each process seeing the others' finished calls within a
-    # second (what they have in flight may overshoot it by a shadow or so each).
-    assert 1 <= shadows <= 0.1 * decisions + len(procs)
+    # The processes share one shadow budget (the spend ledger in the state directory): each
+    # call holds its shadows in the ledger before it starts, so processes starting together
+    # never spend the same budget twice (they overshot it by up to 10 on a loaded machine).
+    assert 1 <= shadows <= 0.1 * decisions
     with LearningStore.for_settings(load_settings()) as store:
         assert store.count() == 60
         table = store.ratings()

@@ -240,7 +240,7 @@ class Engine:
             exclude = {m.alias for m in members}
         if tie_break == "rating":
             await self.calls.ratings_snapshot()
-        aliases = await self._plan_shadows(exclude, reserved)
+        aliases = await self._plan_shadows(call_id, exclude, reserved)
         # Shadows on this machine's CPU (embedded local models) would slow the panel down:
         # they start after the decision.
         deferred = any(self.catalog.shares_cpu(a) for a in aliases)
@@ -293,7 +293,9 @@ class Engine:
                     result.challenger_calls = challenger.counter.sent if challenger else 0
                 self._log_call(request, result, len(aliases))
             elif result is None and aliases and self._spend is not None:
-                self._spend.reserved -= len(aliases)  # the call failed: nothing was spent on it
+                # The call failed: nothing was spent on it; its reservation goes.
+                self._spend.reserved -= len(aliases)
+                self._write_spend(self._spend.record(call_id, 0, 0), len(aliases))
 
     async def _plain_stage(self, members: list[ModelConfig], call_id: str, request: ScaleRequest,
                            messages: list[dict[str, str]], used: set[str], reserved: set[str],
@@ -382,11 +384,16 @@ class Engine:
             return
         window.reserved -= reserved
         entry = window.record(result.id, result.calls_made, result.challenger_calls)
+        self._write_spend(entry, reserved)
+
+    def _write_spend(self, entry: tuple[str, int, int], held: int) -> None:
+        """A call's entry in the spend ledger, replacing the ``held`` shadows it reserved (on
+        the writer thread)."""
         ledger = self.coordination.spend
 
         def write() -> None:
             try:
-                ledger.record([entry])
+                ledger.record([entry], {entry[0]: held} if held else None)
             except Exception as exc:  # a spend ledger we cannot write must not stop the call
                 from .base import storage
 
@@ -401,14 +408,17 @@ class Engine:
         router = getattr(self._cascade, "router", None)
         return set(getattr(router, "psi", None) or ())
 
-    async def _plan_shadows(self, exclude: set[str], reserved: set[str]) -> list[str]:
+    async def _plan_shadows(self, call_id: str, exclude: set[str],
+                            reserved: set[str]) -> list[str]:
         """The shadow challengers of one call (``learning.challenger.plan``): outsiders worth
         exploring — not profiled, of another family than some member (a family's votes never
         vouch for each other), still uncertain and able to take a seat — drawn by Thompson
         sampling from the label-free accuracy posterior (never-rated first), as many as the
         spend budget allows: shadows ≤ ``shadow_budget`` × decision calls over the last 200
         calls of every process of this FSCALE_HOME, at most ``challengers`` per call.
-        Their names are reserved for the call (no member substitutes to them)."""
+        Their names are reserved for the call (no member substitutes to them), and their
+        number in the shared ledger (``SpendLedger.reserve``: processes starting together
+        cannot spend the same budget twice)."""
         s = self.settings
         if not s.get("challenger") or not s.get("log_calls"):
             return []  # nothing would record their evidence
@@ -454,6 +464,13 @@ class Engine:
         bar = min(seats) if len(seats) == len(exclude) and seats else None
         aliases = plan(candidates, estimates, budget=budget, max_k=int(s.get("challengers")),
                        voters=exclude, family_of=family_of, known=known, draws=draws, bar=bar)
+        if not aliases:
+            return []
+        # This engine's calls still on their way to the ledger (queued behind the call log's
+        # writes, which a reader may hold up) count as if they were there.
+        granted = await asyncio.to_thread(self.coordination.spend.reserve, call_id, len(aliases),
+                                          share, BUDGET_WINDOW, window.pending())
+        aliases = aliases[:granted]
         if not aliases:
             return []
         window.reserved += len(aliases)

@@ -65,10 +65,11 @@ import asyncio
 import collections
 import contextlib
 import json
+import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -101,6 +102,35 @@ DRAWS_FILE = "challenger.json"
 SPEND_FILE = "spend.sqlite3"
 #: Calls the spend ledger keeps (the budget looks at the last 200; older ones are pruned).
 SPEND_KEEP = 1000
+#: The spend reservation, atomic on the server: the allowance over the newest ARGV[1] entries
+#: (``window_of``: the list's, then the caller's pending ones of ARGV[6] it does not have;
+#: ``allowed``'s rule with share ARGV[2]), at most ARGV[3]; when any, the entry
+#: ``[ARGV[4], 0, k]`` is pushed (ARGV[4]: the call id as JSON; written as ``json.dumps`` writes
+#: it, so ``record`` can remove it by value). Returns what was granted.
+_SPEND_RESERVE_LUA = """
+local n = tonumber(ARGV[1])
+local items = redis.call('LRANGE', KEYS[1], 0, n - 1)
+local entries, have = {}, {}
+for i = #items, 1, -1 do
+  local e = cjson.decode(items[i])
+  have[tostring(e[1])] = true
+  entries[#entries + 1] = e
+end
+for _, e in ipairs(cjson.decode(ARGV[6])) do
+  if not have[tostring(e[1])] then entries[#entries + 1] = e end
+end
+local d, x = 0, 0
+for i = math.max(1, #entries - n + 1), #entries do
+  d = d + tonumber(entries[i][2]); x = x + tonumber(entries[i][3])
+end
+local k = math.floor(tonumber(ARGV[2]) * d - x + 1e-9)
+k = math.max(0, math.min(tonumber(ARGV[3]), k))
+if k > 0 then
+  redis.call('LPUSH', KEYS[1], '[' .. ARGV[4] .. ', 0, ' .. string.format('%d', k) .. ']')
+  redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[5]) - 1)
+end
+return k
+"""
 
 _warned: set[str] = set()
 
@@ -204,8 +234,42 @@ class SpendLedger:
         """The last ``n`` calls as ``(call id, decision, shadow)``, oldest first."""
         raise NotImplementedError
 
-    def record(self, entries: list[tuple[str, int, int]]) -> None:
+    def record(self, entries: list[tuple[str, int, int]],
+               held: Mapping[str, int] | None = None) -> None:
+        """Add finished calls; ``held``: call id -> the shadows :meth:`reserve` gave it, whose
+        reservation the call's entry replaces."""
         raise NotImplementedError
+
+    def reserve(self, call_id: str, want: int, share: float, size: int,
+                pending: Sequence[tuple[str, int, int]] = ()) -> int:
+        """Hold up to ``want`` shadows for a call that is starting, atomically across every
+        process sharing the ledger: what ``challenger.allowance`` allows over the last
+        ``size - 1`` entries (calls and reservations, then this process's ``pending`` calls
+        that are not in the ledger yet), added as the entry ``(call_id, 0, k)`` until
+        :meth:`record` replaces it. Returns ``k``. Each process's own view of the ledger is
+        only read now and then; without this, processes starting together would each spend
+        the same budget."""
+        raise NotImplementedError
+
+
+def window_of(rows: Iterable[tuple[str, int, int]], pending: Sequence[tuple[str, int, int]],
+              size: int) -> list[tuple[int, int]]:
+    """The last ``size - 1`` entries: the ledger's ``rows`` (oldest first), then the
+    ``pending`` ones it does not have yet."""
+    rows = list(rows)
+    have = {i for i, _, _ in rows}
+    entries = [(d, x) for _, d, x in rows] + [(d, x) for i, d, x in pending if i not in have]
+    return entries[-(size - 1):] if size > 1 else []
+
+
+def allowed(entries: Iterable[tuple[int, int]], share: float) -> int:
+    """``share`` × the decisions of ``entries`` minus their shadows (``challenger.allowance``'s
+    rule, for the ledgers below it)."""
+    decision = shadow = 0
+    for d, x in entries:
+        decision += d
+        shadow += x
+    return max(0, math.floor(share * decision - shadow + 1e-9))
 
 
 class Coordination:
@@ -305,13 +369,17 @@ class FileSpend(SpendLedger):
                                       "LIMIT ?", (int(n),)).fetchall()
         return [(str(i), int(d), int(x)) for i, d, x in reversed(rows)]
 
-    def record(self, entries: list[tuple[str, int, int]]) -> None:
+    def record(self, entries: list[tuple[str, int, int]],
+               held: Mapping[str, int] | None = None) -> None:
         if not entries:
             return
         with self._lock:
             conn = self._db()
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if held:
+                    conn.executemany("DELETE FROM calls WHERE id = ? AND decision = 0",
+                                     [(i,) for i in held])
                 conn.executemany("INSERT INTO calls (id, decision, shadow) VALUES (?, ?, ?)",
                                  [(i, int(d), int(x)) for i, d, x in entries])
                 top = conn.execute("SELECT MAX(seq) FROM calls").fetchone()[0] or 0
@@ -322,6 +390,26 @@ class FileSpend(SpendLedger):
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+
+    def reserve(self, call_id: str, want: int, share: float, size: int,
+                pending: Sequence[tuple[str, int, int]] = ()) -> int:
+        with self._lock:
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")  # one process at a time between read and insert
+            try:
+                rows = conn.execute("SELECT id, decision, shadow FROM calls ORDER BY seq DESC "
+                                    "LIMIT ?", (max(0, int(size) - 1),)).fetchall()
+                entries = window_of(reversed(rows), pending, size)
+                k = min(int(want), allowed(entries, share))
+                if k > 0:
+                    conn.execute("INSERT INTO calls (id, decision, shadow) VALUES (?, 0, ?)",
+                                 (call_id, k))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return k
 
     def close(self) -> None:
         with self._lock:
@@ -621,19 +709,36 @@ class RedisSpend(SpendLedger):
 
         return c.run(read, lambda: c.embedded.spend.recent(n))
 
-    def record(self, entries: list[tuple[str, int, int]]) -> None:
+    def record(self, entries: list[tuple[str, int, int]],
+               held: Mapping[str, int] | None = None) -> None:
         c = self.coordination
         if not entries:
             return
 
         def write(client: redis.Redis) -> None:
             pipe = client.pipeline(transaction=True)
+            for call_id, k in (held or {}).items():
+                pipe.lrem(f"{PREFIX}spend:calls", 1, json.dumps([call_id, 0, int(k)]))
             for entry in entries:
                 pipe.lpush(f"{PREFIX}spend:calls", json.dumps(list(entry)))
             pipe.ltrim(f"{PREFIX}spend:calls", 0, SPEND_KEEP - 1)
             pipe.execute()
 
-        c.run(write, lambda: c.embedded.spend.record(entries))
+        c.run(write, lambda: c.embedded.spend.record(entries, held))
+
+    def reserve(self, call_id: str, want: int, share: float, size: int,
+                pending: Sequence[tuple[str, int, int]] = ()) -> int:
+        c = self.coordination
+
+        def hold(client: redis.Redis) -> int:
+            reply = client.eval(_SPEND_RESERVE_LUA, 1, f"{PREFIX}spend:calls", max(0, size - 1),
+                                repr(float(share)), int(want), json.dumps(call_id), SPEND_KEEP,
+                                json.dumps([list(e) for e in pending]))
+            if not isinstance(reply, int) or not 0 <= reply <= want:
+                raise RedisReplyError(f"the spend reservation answered {reply!r:.40}")
+            return reply
+
+        return c.run(hold, lambda: c.embedded.spend.reserve(call_id, want, share, size, pending))
 
 
 class RedisCoordination(Coordination):
@@ -877,6 +982,11 @@ class SpendWindow:
             self._window.extend((d, x) for _, d, x in [*calls, *(e for _, e in self._local)])
             self._shared = calls
         return self._window
+
+    def pending(self) -> list[tuple[str, int, int]]:
+        """The calls recorded here that the last read of the ledger did not have yet, oldest
+        first (a copy: :meth:`SpendLedger.reserve` reads it in a thread)."""
+        return [entry for _, entry in self._local]
 
     def record(self, call_id: str, decision: int, shadow: int) -> tuple[str, int, int]:
         """Count a finished call here at once; the caller writes the entry to the ledger."""
