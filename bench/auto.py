@@ -52,15 +52,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from protocol import honest_split, load, mean_worst  # noqa: E402
 
-from fscale_tui.engine.catalogue import family_of  # noqa: E402
+from fscale_tui.engine.catalog.builtins import family_of  # noqa: E402
 from fscale_tui.engine.routing import planner as P  # noqa: E402
-from fscale_tui.engine.routing.budget import parse_budget  # noqa: E402
-from fscale_tui.engine.routing.calibrate import apply_cascade, calibrate_cascade  # noqa: E402
-from fscale_tui.engine.routing.cascade import adaptive_arrays, stage_arrays  # noqa: E402
+from fscale_tui.engine.base.budget import parse_budget  # noqa: E402
+from fscale_tui.engine.routing.risk import apply_cascade, calibrate_cascade  # noqa: E402
+from fscale_tui.engine.routing.calibrate import adaptive_arrays, stage_arrays  # noqa: E402
 from fscale_tui.engine.routing.knobs import upper_hull  # noqa: E402
 from fscale_tui.engine.routing.router import (DEFAULT_K, ClusterModel, Router,  # noqa: E402
                                               choose_smoothing, compute_psi)
-from fscale_tui.engine.voting import Majority  # noqa: E402
+from fscale_tui.engine.decide.rules.majority import Majority  # noqa: E402
 
 ALPHAS = (0.05, 0.1, 0.2)
 DELTA = 0.1

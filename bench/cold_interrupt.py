@@ -90,7 +90,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--stages", default="join,start")
     args = ap.parse_args()
-    from fscale_tui.engine.paths import Paths
+    from fscale_tui.engine.base.paths import Paths
     from fscale_tui.engine.providers.local import servers, weights
 
     root = Path(tempfile.mkdtemp(prefix="fscale-interrupt-"))

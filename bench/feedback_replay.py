@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fscale_tui.engine.learning.calllog import LearningStore
+from fscale_tui.engine.learning.store import LearningStore
 
 
 def build(store: LearningStore, n: int, seed: int = 0) -> None:

@@ -68,7 +68,7 @@ def requests(n: int) -> list:
 
 
 def in_process(n: int, concurrency: int) -> float:
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
     from fscale_tui.engine.session import Engine
 
     items = requests(n)

@@ -137,7 +137,7 @@ def write_config(home: Path, models: list[str], panel: list[str], listed: dict) 
     """config.toml: the catalogue (``listed``: model -> (accuracy, USD per Mtok)) and panel."""
     import tomli_w
 
-    from fscale_tui.engine.catalogue import family_of
+    from fscale_tui.engine.catalog.builtins import family_of
 
     doc = {
         # Never called: the replay answers in process. A provider entry makes the models real
@@ -177,13 +177,13 @@ class Knobs(typing.NamedTuple):
 
 def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, out: Path,
                knobs: Knobs) -> dict:
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
     from fscale_tui.engine.learning import reliability as REL
-    from fscale_tui.engine.learning.calllog import (
+    from fscale_tui.engine.learning.store import (
         LearningStore,
         record_from_scale,
-        refresh_tracker,
     )
+    from fscale_tui.engine.learning.rows import refresh_tracker
     from fscale_tui.engine.learning.challenger import (
         BUDGET_WINDOW,
         allowance,
@@ -192,9 +192,10 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
         thompson_pick,
     )
     from fscale_tui.engine.learning.evolve import apply_panel, propose_panel
-    from fscale_tui.engine.registry import Registry
-    from fscale_tui.engine.vote import ScaleRequest, Vote, ballots, result_from
-    from fscale_tui.engine.voting import Majority
+    from fscale_tui.engine.catalog.registry import Registry
+    from fscale_tui.engine.decide.vote import ballots, result_from
+    from fscale_tui.engine.base.calls import ScaleRequest, Vote
+    from fscale_tui.engine.decide.rules.majority import Majority
 
     order, sp = stream_of(rs, seed, args.tune)
     rng = random.Random(seed)
@@ -218,7 +219,7 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
     settings = load_settings(env=env)
     registry = Registry(settings)
     store = LearningStore.for_settings(settings)
-    from fscale_tui.engine.catalogue import family_of
+    from fscale_tui.engine.catalog.builtins import family_of
 
     tracker = REL.ReliabilityTracker(a=args.prior[0], b=args.prior[1],
                                      family_of=family_of if args.families else None,
@@ -373,7 +374,7 @@ def label_free_ceiling(rs, run: dict, last: int, family_margin: float) -> dict:
     gap on the last calls with ties broken by that estimate (as ``Majority("rating")``); and
     the best of *all* 3-model panels whose ties follow that ranking. When these gaps are
     above the target, no amount of label-free learning with this estimate reaches it."""
-    from fscale_tui.engine.catalogue import family_of
+    from fscale_tui.engine.catalog.builtins import family_of
     from fscale_tui.engine.learning import reliability as REL
     from fscale_tui.engine.learning.evolve import propose_panel
 
@@ -446,12 +447,12 @@ def speed(out: Path, n_calls: int = 20_000) -> None:
     """The estimate on a ``n_calls`` log (8 models, 3 members + 2 challengers per call): cold
     fit from SQLite, a warm refresh after 100 more calls, and the Elo replay for comparison."""
     from fscale_tui.engine.learning import reliability as REL
-    from fscale_tui.engine.learning.calllog import (
+    from fscale_tui.engine.learning.store import (
         CallRecord,
         LearningStore,
         ReplyRecord,
-        refresh_tracker,
     )
+    from fscale_tui.engine.learning.rows import refresh_tracker
 
     rng = random.Random(0)
     labels = list("ABCDEFGHIJ")
@@ -554,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.prior = tuple(float(x) for x in args.prior.split(","))
     if args.shadow_budget is None:
-        from fscale_tui.engine.config import SETTINGS
+        from fscale_tui.engine.base.settings import SETTINGS
 
         args.shadow_budget = float(SETTINGS["shadow_budget"].default)
 

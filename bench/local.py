@@ -46,7 +46,7 @@ def load_items(path: Path, n: int) -> list[tuple[str, str]]:
 
 
 def request(text: str, models: tuple[str, ...] | None = None):
-    from fscale_tui.engine.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     return ScaleRequest(question=QUESTION, context=f"Review: {text}", answers=LABELS, models=models)
 
@@ -84,7 +84,7 @@ def cli_call(text: str, env: dict[str, str]) -> tuple[float, dict]:
 
 
 async def main_async(args: argparse.Namespace) -> dict:
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
     from fscale_tui.engine.providers.local import provider as lp
     from fscale_tui.engine.providers.local import servers, weights
     from fscale_tui.engine.session import Engine

@@ -142,14 +142,14 @@ def arith_items(n: int, seed: int = 13) -> list[dict[str, str]]:
 
 # -- asking ---------------------------------------------------------------------------------------
 def request(item: dict[str, Any], labels: tuple[str, ...], models: tuple[str, ...]):
-    from fscale_tui.engine.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     return ScaleRequest(question=item["question"], context=item["context"], answers=labels,
                         models=models)
 
 
 def add_candidates(settings) -> None:
-    from fscale_tui.engine.entries import ModelConfig
+    from fscale_tui.engine.base.settings import ModelConfig
 
     for alias, (weights, extra) in CANDIDATES.items():
         if alias not in settings.models:
@@ -340,7 +340,7 @@ def main() -> None:
 
 
 async def run(args, cache: dict, voters: list[str], panels: list[tuple[str, ...]]) -> None:
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
     from fscale_tui.engine.providers.local import provider as lp
     from fscale_tui.engine.providers.local import servers
     from fscale_tui.engine.session import Engine

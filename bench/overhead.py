@@ -61,7 +61,7 @@ def write_config(home: Path, base_url: str, concurrency: int) -> None:
 
 async def engine_throughput(n: int, concurrency: int) -> float:
     from fscale_tui.engine.session import Engine
-    from fscale_tui.engine.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     reqs = [ScaleRequest(f"question {i}?", ("YES", "NO"), k=3) for i in range(n)]
     async with Engine() as engine:
@@ -105,7 +105,7 @@ async def decision_latency(runs: int) -> tuple[list[float], list[float], int]:
     """Wall time of engine.scale() minus the 100 ms limit, with a warm engine (as in a batch or
     the TUI) and with a fresh engine per call (new client, new connections)."""
     from fscale_tui.engine.session import Engine
-    from fscale_tui.engine.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     req = ScaleRequest("q?", ("YES", "NO"), panel="early")
     warm: list[float] = []

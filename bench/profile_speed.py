@@ -34,7 +34,7 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "mmlu_pro_replay"
 #: Run inside the checkout under test (cwd): times run_profile only, through the real engine.
 DRIVER = r"""
 import asyncio, json, sys, time
-from fscale_tui.engine.config import load_settings
+from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.routing.profile import run_profile
 from fscale_tui.engine.routing.tasks import load_tasks
 from fscale_tui.engine.session import Engine
@@ -48,7 +48,7 @@ async def go():
     async with Engine(settings) as engine:
         engine.client._runtime(chosen[0].provider)  # load the replay index outside the timing
         t0, c0 = time.perf_counter(), time.process_time()
-        counts = await run_profile(engine, tasks, chosen)
+        counts = await run_profile(engine.context, tasks, chosen)
         return counts, time.perf_counter() - t0, time.process_time() - c0
 
 if cprofile:

@@ -362,7 +362,7 @@ def local_vectors(rs, cache_path, home=None, compute=False):
 
         if home:
             os.environ["FSCALE_HOME"] = str(home)
-        from fscale_tui.engine.config import load_settings
+        from fscale_tui.engine.catalog.config import load_settings
 
         settings = load_settings()
     from fscale_tui.engine.providers.local.weights import BUILTIN_WEIGHTS

@@ -33,8 +33,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fscale_tui.engine.answers import answers_match, gsm8k_gold  # noqa: E402
-from fscale_tui.engine.generate import GenerateRequest  # noqa: E402
+from fscale_tui.engine.decide.answers import answers_match, gsm8k_gold  # noqa: E402
+from fscale_tui.engine.base.calls import GenerateRequest  # noqa: E402
 from fscale_tui.engine.session import Engine  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "gsm8k_test.jsonl"
@@ -44,7 +44,7 @@ INSTRUCTION = "\n\nSolve it step by step, then end with a final line 'The answer
 
 
 def load_items(path: Path, n: int, offset: int) -> list[dict[str, str]]:
-    from fscale_tui.engine.jsonl import read_jsonl
+    from fscale_tui.engine.base.jsonl import read_jsonl
 
     items = []
     for lineno, obj in read_jsonl(path, "data file"):

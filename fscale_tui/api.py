@@ -9,22 +9,25 @@ Inside an already running event loop (a notebook, an async app) use the engine d
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .engine.config import Settings
-from .engine.errors import UsageError
+from .engine.base.settings import Settings
+from .engine.base.errors import UsageError
 from .engine.session import Engine
-from .engine.vote import ScaleRequest, ScaleResult
+from .engine.base.calls import ScaleRequest, ScaleResult
 
 if TYPE_CHECKING:
-    from .engine.generate import GenerateRequest, GenerateResult
+    from .engine.base.calls import GenerateRequest, GenerateResult
 
 __all__ = ["scale", "scale_batch", "ScaleResult", "ScaleRequest", "generate", "generate_batch",
            "GenerateResult", "GenerateRequest"]
 
 
-def _run(coro: Any) -> Any:
+T = TypeVar("T")
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -177,7 +180,7 @@ def generate_batch(items: Iterable[dict[str, Any]], *, concurrency: int | None =
     from .engine.items import generate_api_request
 
     given = {k: _listed(v) for k, v in defaults.items() if v is not None}
-    requests: list[Any] = []
+    requests: list[GenerateRequest | Exception] = []
     for item in items:
         try:
             if not isinstance(item, dict):
@@ -186,8 +189,8 @@ def generate_batch(items: Iterable[dict[str, Any]], *, concurrency: int | None =
         except UsageError as exc:  # one bad item is one error entry; the others run
             requests.append(exc)
 
-    async def go() -> list[Any]:
-        out: list[Any] = [None] * len(requests)
+    async def go() -> list[GenerateResult | Exception]:
+        out: list[Any] = [None] * len(requests)  # every place is filled by the batch
         async with Engine(settings) as engine:
             async for index, outcome in engine.generate_batch(requests, concurrency=concurrency):
                 out[index] = outcome

@@ -13,16 +13,20 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.theme import Theme
 
-from .engine import storage
-from .engine.paths import Paths
+from .engine.base import storage
+from .engine.base.paths import Paths
 from .screens import SCREENS
+
+if TYPE_CHECKING:
+    from .engine.base.settings import Settings
+    from .engine.session import Engine
 
 #: High-contrast themes: text is never told apart by colour alone (every status also has a label).
 THEMES = [
@@ -61,7 +65,7 @@ class TuiState:
             storage.warn_state_unwritten(exc, self.path)
 
 
-def _default_engine_factory() -> Any:
+def _default_engine_factory() -> Engine:
     from .engine.session import Engine
 
     return Engine()
@@ -77,27 +81,22 @@ class FscaleApp(App[int]):
 
     BINDINGS = [
         Binding("f1", "help", "Help", priority=True),
-        Binding("f2", "switch_mode('ask')", "Ask", priority=True),
-        Binding("f3", "switch_mode('generate')", "Generate", priority=True),
-        Binding("f4", "switch_mode('health')", "Health", priority=True),
-        Binding("f5", "switch_mode('ratings')", "Ratings", priority=True),
-        Binding("f6", "switch_mode('panels')", "Panels", priority=True),
-        Binding("f7", "switch_mode('history')", "History", priority=True),
-        # Not in the footer (it would push every screen's own keys out): F1 and ctrl+p list it.
-        Binding("f8", "switch_mode('profile')", "Profile", priority=True, show=False),
+        # Each screen's F-key, as the screen declares it (screens/__init__.py: SCREENS).
+        *(Binding(s.key, f"switch_mode('{s.mode}')", s.label, priority=True, show=s.footer)
+          for s in SCREENS.values()),
         Binding("ctrl+t", "toggle_theme", "Light/dark theme", show=False),
         Binding("ctrl+q", "quit", "Quit", show=False, priority=True),
     ]
 
-    def __init__(self, *, engine_factory: Callable[[], Any] | None = None,
+    def __init__(self, *, engine_factory: Callable[[], Engine] | None = None,
                  paths: Paths | None = None, start: str = "ask",
                  exit_when_ready: bool = False) -> None:
         self.started_at = time.perf_counter()
         self._engine_factory = engine_factory or _default_engine_factory
-        self._engine: Any = None
-        self._settings: Any = None
+        self._engine: Engine | None = None
+        self._settings: Settings | None = None
         self._engine_lock = threading.Lock()
-        self._retired: list[Any] = []
+        self._retired: list[Engine] = []
         self.paths = paths or Paths.resolve()
         self.state = TuiState(self.paths.state_dir / "tui.json")
         self.exit_when_ready = exit_when_ready
@@ -117,8 +116,10 @@ class FscaleApp(App[int]):
         def make() -> Screen:
             import importlib
 
-            module, cls, _title = SCREENS[name]
-            return getattr(importlib.import_module(f"fscale_tui.screens.{module}"), cls)()
+            entry = SCREENS[name]
+            module = importlib.import_module(f"fscale_tui.screens.{entry.module}")
+            screen: Screen = getattr(module, entry.cls)()
+            return screen
 
         return make
 
@@ -152,7 +153,7 @@ class FscaleApp(App[int]):
 
     # -- engine ------------------------------------------------------------------------------
     @property
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         """The engine for this session, created on first use."""
         with self._engine_lock:
             if self._engine is None:
@@ -160,13 +161,13 @@ class FscaleApp(App[int]):
             return self._engine
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         """The resolved configuration (without building the engine: start-up stays fast)."""
         engine = self._engine
         if engine is not None:
             return engine.settings
         if self._settings is None:
-            from .engine.config import load_settings
+            from .engine.catalog.config import load_settings
 
             self._settings = load_settings()
         return self._settings
@@ -222,8 +223,8 @@ class FscaleApp(App[int]):
         yield SystemCommand("Help", "Key bindings of every screen", self.action_help)
         yield SystemCommand("Light / dark theme", "Toggle the fscale light and dark themes",
                             self.action_toggle_theme)
-        for name, (_m, _c, title) in SCREENS.items():
-            yield SystemCommand(f"Go to {name}", title, lambda n=name: self.switch_mode(n))
+        for name, entry in SCREENS.items():
+            yield SystemCommand(f"Go to {name}", entry.title, lambda n=name: self.switch_mode(n))
         for title, help_text, callback in getattr(screen, "palette_commands", lambda: [])():
             yield SystemCommand(title, help_text, callback)
 

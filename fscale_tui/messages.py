@@ -8,7 +8,7 @@ from textual.message import Message
 
 
 class EngineEvent(Message):
-    """One engine event (``fscale_tui.engine.events``) for the screen that started the run.
+    """One engine event (``fscale_tui.engine.base.events``) for the screen that started the run.
 
     ``run`` numbers the runs of one screen so that late events of a superseded run are dropped.
     """
@@ -25,7 +25,7 @@ def redacted(event: Any) -> Any:
     ``widgets.votes.first_lines``, which redacts as well."""
     import dataclasses
 
-    from .engine.redact import redact
+    from .engine.base.redact import redact
 
     if not dataclasses.is_dataclass(event) or isinstance(event, type):
         return event

@@ -38,6 +38,9 @@ needs_redis_client = pytest.mark.skipif(
 needs_redis_server = pytest.mark.skipif(
     shutil.which("redis-server") is None,
     reason="needs redis-server (apt-get install redis-server)")
+needs_matplotlib = pytest.mark.skipif(
+    importlib.util.find_spec("matplotlib") is None,
+    reason="needs matplotlib: the [plot] extra (pip install -e '.[plot]')")
 needs_jq = pytest.mark.skipif(shutil.which("jq") is None,
                               reason="needs jq (apt-get install jq)")
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None,
@@ -163,8 +166,8 @@ __all__ = ["Behaviour", "StubOpenAIServer", "write_config", "mid", "run_cli", "r
 def earn_shadow_budget(decision_calls: int = 1000) -> None:
     """Record past decision calls in this home's spend ledger (the real state file), so the
     shadow budget allows shadows from the first call (a fresh home has earned none)."""
-    from fscale_tui.engine.config import load_settings
-    from fscale_tui.engine.coordination import make_coordination
+    from fscale_tui.engine.catalog.config import load_settings
+    from fscale_tui.engine.wire.coordination import make_coordination
 
     coordination = make_coordination(load_settings())
     try:
@@ -254,7 +257,7 @@ def joined_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def link_joined_weights(joined: Path, cache_dir: Path) -> None:
     """Give a home's cache the run's joined weights, as a first call would have left them:
     hard links (the same files, so the same size and mtime: verified as they are)."""
-    from fscale_tui.engine import storage
+    from fscale_tui.engine.base import storage
 
     target = storage.ensure_dir(cache_dir / "local")
     for source in (joined / "local").iterdir():
@@ -270,7 +273,7 @@ def link_joined_weights(joined: Path, cache_dir: Path) -> None:
 def small_local_servers(fscale_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """FSCALE_HOME for tests with the real local models: small servers (512-token context, one
     slot, idle exit after 2 minutes as a safety net); every server is stopped after the test."""
-    from fscale_tui.engine.paths import Paths
+    from fscale_tui.engine.base.paths import Paths
     from fscale_tui.engine.providers.local import servers
 
     monkeypatch.delenv("FSCALE_LOCAL", raising=False)

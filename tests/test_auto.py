@@ -15,12 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fscale_tui.engine.routing.cascade import (
-    adaptive_outcome,
-    choose_stopping,
-    confidence,
-)
-from fscale_tui.engine.voting import Posterior
+from fscale_tui.engine.routing.calibrate import adaptive_outcome, choose_stopping
+from fscale_tui.engine.routing.cascade import confidence
+from fscale_tui.engine.decide.rules.posterior import Posterior
 from tests.conftest import run_cli
 from tests.test_routing import make_tasks, write_replay_setup
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fscale_tui.engine.errors import UsageError
+from fscale_tui.engine.base.errors import UsageError
 from fscale_tui.engine.items import (GenerateItem, ItemError, ScaleItem, decode_item,
                                      generate_from_item, scale_from_item)
 from tests.conftest import REPO, Behaviour, run_cli

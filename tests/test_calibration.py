@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from fscale_tui.engine.routing import calibrate as cal
-from fscale_tui.engine.routing.calibrate import (apply_cascade, binom_cdf, calibrate_cascade,
-                                                 clopper_pearson_upper, fixed_sequence_threshold)
+from fscale_tui.engine.routing import risk as cal
+from fscale_tui.engine.routing.risk import (apply_cascade, binom_cdf, calibrate_cascade,
+                                            clopper_pearson_upper, fixed_sequence_threshold)
 
 
 @pytest.mark.parametrize("k,n,p,expected", [

@@ -186,8 +186,8 @@ def test_health_ttl_expires_unavailable_but_not_dead(server, stub_config):
     server.script(mid("fast-c"), Behaviour(status=404))
     run_cli("health", "--models", "fast-b,fast-c", env={"FSCALE_HEALTH_TTL": "0.5"})
     time.sleep(0.6)
-    from fscale_tui.engine.config import load_settings
-    from fscale_tui.engine.health import HealthStore
+    from fscale_tui.engine.catalog.config import load_settings
+    from fscale_tui.engine.ask.health import HealthStore
 
     store = HealthStore(load_settings())
     assert store.verdict("fast-b") == "dead" and store.verdict("fast-c") is None
@@ -196,8 +196,8 @@ def test_health_ttl_expires_unavailable_but_not_dead(server, stub_config):
 def test_dead_verdict_clears_when_the_catalogue_entry_changes(server, stub_config, fscale_home):
     server.script(mid("fast-b"), Behaviour(status=410))
     run_cli("health", "--models", "fast-b")
-    from fscale_tui.engine.config import load_settings
-    from fscale_tui.engine.health import HealthStore
+    from fscale_tui.engine.catalog.config import load_settings
+    from fscale_tui.engine.ask.health import HealthStore
 
     assert HealthStore(load_settings()).verdict("fast-b") == "dead"
     text = (fscale_home / "config.toml").read_text().replace('"vendor-b/fast"', '"vendor-b/fast-v2"')

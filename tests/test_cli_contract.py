@@ -195,11 +195,14 @@ IMPORTS = ("import json, sys\nsys.argv = ['fscale', *sys.argv[1:]]\n"
            "from fscale_tui.cli import main\n"
            "try:\n    main()\nexcept SystemExit:\n    pass\n"
            "sys.stderr.write('\\nMODULES ' + json.dumps(sorted(sys.modules)) + '\\n')\n")
-#: What a command that asks no model may load from the engine: errors, paths, input parsing,
-#: and the redactor every error line passes (standard library only).
-LIGHT_ENGINE = {"fscale_tui.engine", "fscale_tui.engine.errors", "fscale_tui.engine.paths",
-                "fscale_tui.engine.requests", "fscale_tui.engine.redact",
-                "fscale_tui.engine.output"}  # the output boundary: every write goes through it
+#: What a command that asks no model may load from the engine: errors, paths, input parsing
+#: (requests and their types: calls, budget, spend), and the redactor every error line passes
+#: (standard library only).
+LIGHT_ENGINE = {"fscale_tui.engine", "fscale_tui.engine.base", "fscale_tui.engine.base.errors",
+                "fscale_tui.engine.base.paths", "fscale_tui.engine.requests",
+                "fscale_tui.engine.base.calls", "fscale_tui.engine.base.budget",
+                "fscale_tui.engine.base.spend", "fscale_tui.engine.base.redact",
+                "fscale_tui.engine.base.output"}  # the output boundary: every write goes through it
 
 
 @pytest.mark.parametrize("args", [["--version"], ["--help"], [], ["config", "path"],
@@ -218,25 +221,26 @@ def test_start_up_imports_neither_httpx_nor_the_engine_nor_textual(fscale_home, 
 
 
 def test_help_lists_every_command_with_the_summary_of_its_docstring():
-    """The lazy command table (names, modules, summaries) matches what the modules register."""
+    """The lazy command table (names, modules, summaries), read from the modules' sources,
+    matches what the modules register."""
     import typer
 
     from fscale_tui import cli
 
     registered = {}
-    for module_name in sorted({m for m, _ in cli.COMMANDS.values()}):
+    for module_name in sorted(set(cli.commands().values())):
         holder = typer.Typer(rich_markup_mode="rich")
         __import__(f"fscale_tui.cli.{module_name}", fromlist=["register"]).register(holder)
         for name, cmd in typer.main.get_group(holder).commands.items():
             registered[name] = (module_name, cmd)
-    assert set(registered) == set(cli.COMMANDS)
-    for name, (module_name, summary) in cli.COMMANDS.items():
+    assert set(registered) == set(cli.commands())
+    for name, module_name in cli.commands().items():
         assert registered[name][0] == module_name
         cmd = registered[name][1]
         first = " ".join((cmd.help or "").split("\n\n")[0].split())
-        assert first.startswith(summary.rstrip(".")), (name, first, summary)
+        assert first.startswith(cli.summary(name).rstrip(".")), (name, first, cli.summary(name))
     proc = run_cli("--help")
-    for name in cli.COMMANDS:
+    for name in cli.commands():
         assert f" {name} " in proc.stdout
 
 

@@ -60,8 +60,8 @@ def test_local_stop_works_with_a_broken_config(fscale_home, tmp_path):
     no configuration (their state files name them)."""
     import time
 
-    from fscale_tui.engine import storage
-    from fscale_tui.engine.paths import Paths
+    from fscale_tui.engine.base import storage
+    from fscale_tui.engine.base.paths import Paths
     from fscale_tui.engine.providers.local import servers
 
     paths = Paths.resolve()
@@ -104,10 +104,10 @@ def test_calibrate_summary_is_one_line_with_the_models_counted(fscale_home):
 # -- help ----------------------------------------------------------------------------------------
 def _commands() -> list[list[str]]:
     """Every command and subcommand path (``["history", "show"]``, ...)."""
-    from fscale_tui.cli import COMMANDS, load_command
+    from fscale_tui.cli import commands, load_command
 
     out: list[list[str]] = []
-    for name in COMMANDS:
+    for name in commands():
         command = load_command(name)
         out.append([name])
         out += [[name, sub] for sub in getattr(command, "commands", {})]

@@ -8,9 +8,11 @@ import time
 
 import pytest
 
-from fscale_tui.engine.client import ChatClient, RequestCounter, _retry_after
-from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.errors import ProviderError
+from fscale_tui.engine.wire.client import ChatClient, _retry_after
+
+from fscale_tui.engine.base.calls import RequestCounter
+from fscale_tui.engine.catalog.config import load_settings
+from fscale_tui.engine.base.errors import ProviderError
 from tests.conftest import Behaviour, mid, run_cli, write_config
 
 

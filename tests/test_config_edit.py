@@ -9,8 +9,8 @@ import os
 import tomllib
 from pathlib import Path
 
-from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord
+from fscale_tui.engine.catalog.config import load_settings
+from fscale_tui.engine.learning.store import CallRecord, LearningStore, ReplyRecord
 from tests.conftest import STUB_MODELS, run_cli
 
 USER_FILE = """\

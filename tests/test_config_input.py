@@ -7,8 +7,8 @@ import pstats
 
 import pytest
 
-from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.errors import ConfigError
+from fscale_tui.engine.catalog.config import load_settings
+from fscale_tui.engine.base.errors import ConfigError
 
 
 def _config_with(models: int) -> str:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from fscale_tui.engine import storage
-from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.errors import ConfigError
-from fscale_tui.engine.paths import Paths
+from fscale_tui.engine.base import storage
+from fscale_tui.engine.catalog.config import load_settings
+from fscale_tui.engine.base.errors import ConfigError
+from fscale_tui.engine.base.paths import Paths
 from tests.conftest import REPO, run_cli
 
 
@@ -146,7 +146,7 @@ def test_panels_set_from_several_processes_at_once(fscale_home):
 _WRITER = """
 import sys
 from pathlib import Path
-from fscale_tui.engine import storage
+from fscale_tui.engine.base import storage
 path = Path(sys.argv[1])
 big = "x" * 2_000_000
 i = 0

@@ -146,7 +146,7 @@ def test_generate_reports_the_same_spend_and_batch_accuracy_on_gold(server, stub
 def test_the_tui_banner_says_what_the_shadows_cost():
     """The Ask screen's banner reads the same spend: shadows next to the decision's calls, and
     the total with shadows; while they still run, that they do; none, as before."""
-    from fscale_tui.engine.vote import ScaleResult, Vote
+    from fscale_tui.engine.base.calls import ScaleResult, Vote
     from fscale_tui.widgets.votes import describe_result
 
     votes = [Vote(m, "YES", 0.2, status="answered", prompt_tokens=100, tokens=5,

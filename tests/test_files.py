@@ -10,10 +10,10 @@ import subprocess
 import sys
 import textwrap
 
-from fscale_tui.engine import storage
-from fscale_tui.engine.config import update_user_config
-from fscale_tui.engine.learning.calllog import TEXT_CAP_BYTES, CallRecord, LearningStore, ReplyRecord
-from fscale_tui.engine.paths import Paths
+from fscale_tui.engine.base import storage
+from fscale_tui.engine.catalog.config import update_user_config
+from fscale_tui.engine.learning.store import TEXT_CAP_BYTES, CallRecord, LearningStore, ReplyRecord
+from fscale_tui.engine.base.paths import Paths
 from tests.conftest import REPO, Behaviour, mid, run_cli
 
 
@@ -54,7 +54,7 @@ def test_temp_files_of_a_killed_writer_are_removed_on_the_next_write(tmp_path):
     code = textwrap.dedent(f"""
         import os, signal, tempfile
         from pathlib import Path
-        from fscale_tui.engine import storage
+        from fscale_tui.engine.base import storage
         path = Path({str(target)!r})
         fd, tmp = tempfile.mkstemp(prefix=storage._temp_prefix(path), suffix=".tmp", dir=path.parent)
         os.write(fd, b"half a write")

@@ -96,8 +96,8 @@ def test_without_redis_three_state_dirs_do_exceed_rpm(server, tmp_path):
 async def test_redis_limiter_shared_by_three_limiters_in_one_loop(redis_server):
     """The Lua reservation itself: 3 limiters (3 connections, as 3 processes have) and 40
     concurrent acquires each: reserved send times never put more than rpm in a padded window."""
-    from fscale_tui.engine.config import load_settings
-    from fscale_tui.engine.coordination import make_coordination
+    from fscale_tui.engine.catalog.config import load_settings
+    from fscale_tui.engine.wire.coordination import make_coordination
 
     os.environ["FSCALE_REDIS_URL"] = redis_server.url
     os.environ["FSCALE_RATE_WINDOW_S"] = "1"
@@ -158,7 +158,7 @@ async def test_a_running_engine_sees_a_verdict_recorded_by_another(server, redis
                                                                   tmp_path, monkeypatch):
     """Two engines already running (two hosts): A records fast-b dead; B's ``is_down`` turns
     true after its next background refresh (no restart, no blocking read on the loop)."""
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
     from fscale_tui.engine.session import Engine
 
     monkeypatch.setenv("FSCALE_REDIS_URL", redis_server.url)
@@ -241,7 +241,7 @@ def test_config_show_and_health_name_the_redis_backend(server, redis_server, tmp
     out, err = p.communicate(timeout=60)
     assert "fast-a\tok" in out
     assert "through the redis backend" in err
-    from fscale_tui.engine.coordination import safe_url
+    from fscale_tui.engine.wire.coordination import safe_url
 
     assert "hunter2" not in safe_url(secret_url) and ":***@127.0.0.1" in safe_url(secret_url)
 

@@ -12,9 +12,10 @@ import time
 import pytest
 
 from fscale_tui import generate, generate_batch
-from fscale_tui.engine.events import (CandidateGenerated, Generated, GenerateStarted, JudgeVoted,
+from fscale_tui.engine.base.events import (CandidateGenerated, Generated, GenerateStarted, JudgeVoted,
                                       StepScored)
-from fscale_tui.engine.generate import GenerateRequest, generate_events
+from fscale_tui.engine.strategies.generate import generate_events
+from fscale_tui.engine.base.calls import GenerateRequest
 from fscale_tui.engine.session import Engine
 from tests.conftest import Behaviour, mid, write_config
 
@@ -336,7 +337,7 @@ def test_beam_search_keeps_the_best_scored_beams_and_returns_the_best_solution(s
     async def go():
         events = []
         async with Engine() as engine:
-            async for ev in generate_events(engine, GenerateRequest(
+            async for ev in generate_events(engine.context, GenerateRequest(
                     "q", strategy="beam", k=4, width=2, max_steps=5, gold="42",
                     models=("fast-a", "fast-b"))):
                 events.append(ev)
@@ -405,7 +406,7 @@ def test_given_candidates_are_judged_without_generation_calls(server, stub_confi
                  early_stop=False)
     assert r.winner_index == 1 and r.winner_model == "fast-b" and r.calls_made == 2
     assert server.count() == 2 and set(r.judges) == {"fast-d", "think-e"}
-    from fscale_tui.engine.errors import UsageError
+    from fscale_tui.engine.base.errors import UsageError
     with pytest.raises(UsageError):
         generate("q", strategy="beam", candidates=["x"])
 
@@ -441,7 +442,7 @@ async def test_events_stream_every_candidate_and_judge_vote(server, stub_config)
     server.set_default(Behaviour(reply="Best: Output 3"))
     async with Engine() as engine:
         events = [e async for e in generate_events(
-            engine, GenerateRequest("q", k=3, seed=9, early_stop=False))]
+            engine.context, GenerateRequest("q", k=3, seed=9, early_stop=False))]
     assert isinstance(events[0], GenerateStarted) and isinstance(events[-1], Generated)
     cands = [e for e in events if isinstance(e, CandidateGenerated)]
     votes = [e for e in events if isinstance(e, JudgeVoted)]
@@ -463,7 +464,7 @@ def test_generate_batch_isolates_bad_items_and_keeps_order(server, stub_config):
 
 
 def test_usage_errors_are_raised_before_any_call(server, stub_config):
-    from fscale_tui.engine.errors import UsageError
+    from fscale_tui.engine.base.errors import UsageError
     with pytest.raises(UsageError):
         generate("q", strategy="nope")
     with pytest.raises(UsageError):

@@ -129,7 +129,7 @@ def test_help_has_an_example_and_generate_does_not_import_textual():
     assert proc.returncode == 0 and "Example" in proc.stdout
     code = ("import sys\nfrom fscale_tui.cli import app\n"
             "try:\n    app(args=['generate', '--help'])\nexcept SystemExit:\n    pass\n"
-            "import fscale_tui.engine.generate\n"
+            "import fscale_tui.engine.strategies.generate\n"
             "print('TEXTUAL' if any(m == 'textual' or m.startswith('textual.') "
             "for m in sys.modules) else 'CLEAN')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
@@ -137,7 +137,7 @@ def test_help_has_an_example_and_generate_does_not_import_textual():
 
 
 def test_engine_generate_imports_neither_typer_nor_textual():
-    code = ("import sys, fscale_tui.engine.generate\n"
+    code = ("import sys, fscale_tui.engine.strategies.generate\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('typer', 'textual')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert out.stdout.strip() == "[]"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fscale_tui.engine.answers import (
+from fscale_tui.engine.decide.answers import (
     answers_match,
     asks_for_number,
     extract_answer,
@@ -15,7 +15,7 @@ from fscale_tui.engine.answers import (
     gsm8k_gold,
     normalize_answer,
 )
-from fscale_tui.engine.strategies.ballots import p_yes, parse_choice, parse_score
+from fscale_tui.engine.decide.judgments import p_yes, parse_choice, parse_score
 
 
 @pytest.mark.parametrize("reply, n, expected", [

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fscale_tui.engine.errors import ConfigError, UsageError
-from fscale_tui.engine.jsonl import JSONLError, iter_jsonl, read_jsonl
+from fscale_tui.engine.base.errors import ConfigError, UsageError
+from fscale_tui.engine.base.jsonl import JSONLError, iter_jsonl, read_jsonl
 from fscale_tui.engine.providers.replay import ReplayIndex
 from fscale_tui.engine.routing.mmlu import load_replay_set
 from fscale_tui.engine.routing.mmlu import main as mmlu_main

@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.health import HealthStore
-from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord
+from fscale_tui.engine.catalog.config import load_settings
+from fscale_tui.engine.ask.health import HealthStore
+from fscale_tui.engine.learning.store import CallRecord, LearningStore, ReplyRecord
 from fscale_tui.engine.session import Engine
-from fscale_tui.engine.vote import ScaleRequest
+from fscale_tui.engine.base.calls import ScaleRequest
 from tests.conftest import Behaviour, earn_shadow_budget, mid, run_cli
 
 OUTSIDERS = {"fast-c", "fast-d", "fast-a2"}  # stub models outside the default panel (not thinking)
@@ -327,7 +327,7 @@ def test_four_cli_processes_log_every_call_and_rating(server, stub_config, tmp_p
 
 def test_decision_is_announced_before_the_challenger_grace(server, stub_config, challenger_on, monkeypatch):
     """A slow challenger never delays the decision: Decided comes first, its vote after."""
-    from fscale_tui.engine.events import ChallengerAnswered, Decided
+    from fscale_tui.engine.base.events import ChallengerAnswered, Decided
 
     monkeypatch.setenv("FSCALE_CHALLENGER_GRACE", "0.6")
     server.set_default(Behaviour(reply="NO", latency=3.0))  # every outsider is slow
@@ -347,7 +347,9 @@ def test_decision_is_announced_before_the_challenger_grace(server, stub_config, 
     assert kinds[-2:] == [Decided, ChallengerAnswered]
     decided_at = [t for k, t, _ in seen if k is Decided][0]
     ended_at = seen[-1][1]
-    assert decided_at < 0.5 <= ended_at  # decision at once; the stream ends after the grace
+    # The decision did not wait for the slow outsiders (3 s), and the stream ended only after
+    # the 0.6 s grace that followed it (order and spans, not a bound on this machine's speed).
+    assert decided_at < 3.0 and ended_at - decided_at >= 0.55
     assert seen[-1][2].vote.status == "cancelled"
     with LearningStore.for_settings(load_settings()) as store:
         assert store.recent(1)  # logged exactly once, after the challenger's grace

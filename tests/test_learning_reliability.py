@@ -9,14 +9,14 @@ import random
 
 import pytest
 
-from fscale_tui.engine.config import load_settings
+from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.learning import reliability as REL
-from fscale_tui.engine.learning.calllog import (
+from fscale_tui.engine.learning.store import (
     CallRecord,
     LearningStore,
     ReplyRecord,
-    refresh_tracker,
 )
+from fscale_tui.engine.learning.rows import refresh_tracker
 from fscale_tui.engine.learning.challenger import EXPLORE_SD, allowance, choose, plan, worth_exploring
 from fscale_tui.engine.learning.evolve import propose_panel
 from fscale_tui.engine.session import Engine
@@ -343,7 +343,7 @@ def test_engine_asks_shadows_within_the_budget_and_logs_each(server, stub_config
     never counts them, and ``spend`` reports both sides."""
     import asyncio
 
-    from fscale_tui.engine.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
     from tests.conftest import Behaviour, mid
 
     monkeypatch.setenv("FSCALE_CHALLENGER", "1")
@@ -404,7 +404,7 @@ def test_no_shadow_when_every_outsider_is_of_the_panels_only_family(server, fsca
     be scored against other families, so none is asked (the old rule asked one every call)."""
     import asyncio
 
-    from fscale_tui.engine.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
     from tests.conftest import Behaviour, write_config
 
     one = {alias: (mid, tier, "qwen") for alias, (mid, tier, _) in STUB_MODELS.items()

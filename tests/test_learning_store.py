@@ -8,10 +8,10 @@ import sqlite3
 
 import pytest
 
-from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.errors import ExitCode, UsageError
+from fscale_tui.engine.catalog.config import load_settings
+from fscale_tui.engine.base.errors import ExitCode, UsageError
 from fscale_tui.engine.learning import ratings as R
-from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord
+from fscale_tui.engine.learning.store import CallRecord, LearningStore, ReplyRecord
 
 
 def call(call_id: str, answers: dict[str, str | None], *, challenger: tuple[str, str] | None = None,
@@ -116,7 +116,7 @@ def test_repeated_call_ids_are_kept_and_never_picked_silently(store):
 
 
 def test_other_call_kinds_are_logged_without_moving_ratings(fscale_home):
-    from fscale_tui.engine.background import BackgroundWriter
+    from fscale_tui.engine.base.background import BackgroundWriter
     from fscale_tui.engine.learning.service import CallLog
 
     settings = load_settings()
@@ -136,8 +136,8 @@ def _writer(home: str, worker: int, n: int) -> None:
     import os
 
     os.environ["FSCALE_HOME"] = home
-    from fscale_tui.engine.config import load_settings
-    from fscale_tui.engine.learning.calllog import LearningStore
+    from fscale_tui.engine.catalog.config import load_settings
+    from fscale_tui.engine.learning.store import LearningStore
 
     with LearningStore.for_settings(load_settings()) as store:
         for i in range(n):
@@ -289,7 +289,7 @@ def test_a_log_written_by_the_previous_version_is_migrated_once(fscale_home, tmp
     """An old database (no migrations table, feedback without state) with a confirm and a later
     override on one call: opening it records the migrations, keeps every row, marks the confirm
     superseded and replays the ratings to those of a log with only the override."""
-    from fscale_tui.engine.learning.calllog import MIGRATIONS
+    from fscale_tui.engine.learning.migrations import MIGRATIONS
 
     with LearningStore(tmp_path / "clean.db") as clean:
         _log(clean, {3: [("override", {"label": "NO"})]})

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fscale_tui.engine import storage
+from fscale_tui.engine.base import storage
 from fscale_tui.engine.providers.local import servers
-from fscale_tui.engine.paths import Paths
+from fscale_tui.engine.base.paths import Paths
 from tests.conftest import run_cli
 
 NAME = "some-local-model"

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from fscale_tui.engine.config import load_settings
+from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.providers.local import provider as lp
 from fscale_tui.engine.providers.local import servers, weights
-from fscale_tui.engine.paths import Paths
+from fscale_tui.engine.base.paths import Paths
 from tests.conftest import needs_local_models, run_cli
 
 # Real llama.cpp servers: one after another on one xdist worker (tests/conftest.py).
@@ -106,7 +106,7 @@ def test_an_idle_server_stops_by_itself(home):
 
 def test_label_constrained_answers_from_the_real_model(home):
     from fscale_tui.engine.session import Engine
-    from fscale_tui.engine.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     async def go():
         async with Engine() as engine:
@@ -132,7 +132,7 @@ def test_each_panel_member_states_a_fact_then_its_reply_parses_to_a_label(home, 
     import re
 
     from fscale_tui.engine.session import Engine
-    from fscale_tui.engine.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     options = load_settings().models[member].options
     mode, lead = options["reasoning"], options.get("reason_lead") or lp.REASON_LEAD
@@ -158,7 +158,7 @@ def test_verifier_scores_come_back_from_the_grammar_constrained_local_model(home
     """The verifier's reply is forced into 'Answer: <1..10>' by the label grammar: the scores
     are read from it, so weighted and step search decide with real scores (was: every score
     null, exit 3)."""
-    from fscale_tui.engine.generate import GenerateRequest
+    from fscale_tui.engine.base.calls import GenerateRequest
     from fscale_tui.engine.session import Engine
 
     async def go():

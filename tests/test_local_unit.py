@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from fscale_tui.engine import storage
-from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.errors import UsageError
+from fscale_tui.engine.base import storage
+from fscale_tui.engine.catalog.config import load_settings
+from fscale_tui.engine.base.errors import UsageError
 from fscale_tui.engine.providers.local import provider as lp
 from fscale_tui.engine.providers.local import servers, weights
-from fscale_tui.engine.paths import Paths
+from fscale_tui.engine.base.paths import Paths
 from tests.oai_server import Behaviour, StubOpenAIServer
 
 ID_05 = "qwen2.5-coder-0.5b-instruct-q4_k_m"
@@ -79,25 +79,27 @@ def test_builtin_local_provider_models_and_panel_are_in_the_settings():
 
 
 def test_default_panel_is_local_when_no_key_and_installed(installed):
-    from fscale_tui.engine.registry import Registry
+    from fscale_tui.engine.catalog.registry import Registry
 
     s = load_settings(env={"FSCALE_HOME": os.environ["FSCALE_HOME"]})
     assert Registry(s).default_panel() == s.panels["local"]
 
 
 def test_key_beats_local_models(installed):
-    from fscale_tui.engine.registry import Registry
+    from fscale_tui.engine.catalog.registry import Registry
 
     s = load_settings(env={"FSCALE_HOME": os.environ["FSCALE_HOME"], "NVIDIA_API_KEY": "k"})
     assert Registry(s).default_panel() == s.panels["nim"]
 
 
 def test_without_the_extra_the_error_says_how_to_get_models(not_installed):
-    from fscale_tui.engine.errors import NoProviderError
-    from fscale_tui.engine.registry import Registry
+    from fscale_tui.engine.base.errors import NoProviderError
+    from fscale_tui.engine.catalog.registry import Registry
+
+    from fscale_tui.engine.providers import usable
 
     s = load_settings()
-    assert not s.providers["local"].usable(s.env)
+    assert not usable(s.providers["local"], s.env)
     with pytest.raises(NoProviderError, match=r"fscale\[local\]"):
         Registry(s).default_panel()
     with pytest.raises(NoProviderError, match=r"pip install 'fscale\[local\]'"):
@@ -112,7 +114,7 @@ def test_fscale_local_off_hides_local_models(installed, monkeypatch):
 
 
 def test_user_local_provider_only_needs_the_runtime(monkeypatch):
-    from fscale_tui.engine.config import ProviderConfig
+    from fscale_tui.engine.base.settings import ProviderConfig
 
     monkeypatch.setattr(lp, "runtime_installed", lambda: True)
     monkeypatch.setattr(lp, "builtin_weights_installed", lambda: False)
@@ -122,7 +124,7 @@ def test_user_local_provider_only_needs_the_runtime(monkeypatch):
 
 def test_importing_the_provider_does_not_import_xllamacpp():
     code = ("import sys; import fscale_tui.engine.providers.local.provider as p; p.is_installed(); "
-            "import fscale_tui.engine.config as c; c.load_settings(); "
+            "import fscale_tui.engine.catalog.config as c; c.load_settings(); "
             "print('xllamacpp' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -175,7 +177,7 @@ def test_a_reason_lead_replaces_the_lead_in_and_keeps_the_rest_of_the_grammar():
 
 
 def test_a_sentence_reply_parses_to_its_final_label_even_when_the_fact_names_the_other():
-    from fscale_tui.engine.parsing import parse_reply
+    from fscale_tui.engine.ask.parsing import parse_reply
 
     labels = ("positive", "negative")
     reply = "Fact: The review is not negative at all.\nAnswer: positive"
@@ -222,7 +224,7 @@ def test_extra_body_of_the_detail_voter_opens_its_sentence_with_the_decisive_det
 
 
 def test_a_detail_reply_parses_to_its_final_label():
-    from fscale_tui.engine.parsing import parse_reply
+    from fscale_tui.engine.ask.parsing import parse_reply
 
     reply = ('Fact: The decisive detail is that the reviewer calls it "hardly a masterpiece" '
              "but praises it.\nAnswer: positive")
@@ -419,9 +421,9 @@ def stub_as_local(installed, monkeypatch):
 
 
 async def test_scale_on_the_local_panel_sends_grammar_and_variant_params(stub_as_local):
-    from fscale_tui.engine.events import VoteStarted
+    from fscale_tui.engine.base.events import VoteStarted
     from fscale_tui.engine.session import Engine
-    from fscale_tui.engine.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     srv = stub_as_local
     srv.script(ID_15, Behaviour(reply="positive", latency=0.05))
@@ -453,7 +455,7 @@ async def test_scale_on_the_local_panel_sends_grammar_and_variant_params(stub_as
 
 
 async def test_generation_calls_are_not_constrained(stub_as_local):
-    from fscale_tui.engine.client import ChatClient
+    from fscale_tui.engine.wire.client import ChatClient
 
     srv = stub_as_local
     srv.script(ID_05, Behaviour(reply="free text"))
@@ -468,7 +470,7 @@ async def test_generation_calls_are_not_constrained(stub_as_local):
 
 async def test_a_model_that_cannot_start_fails_as_a_vote_not_the_run(installed, monkeypatch):
     from fscale_tui.engine.session import Engine
-    from fscale_tui.engine.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     def broken(paths, spec, **kw):
         raise servers.LocalServerError("boom: the local server exited during start-up")
@@ -503,9 +505,9 @@ async def test_first_use_reports_the_bytes_joined_and_the_server_start(stub_as_l
                                                                        monkeypatch):
     """Joining the weights and starting the server are reported as engine events on the
     engine's ``on_status`` hook (the CLI draws them on stderr), before the first vote."""
-    from fscale_tui.engine.events import (Preparing, ServerReady, ServerStarting, VoteReceived)
+    from fscale_tui.engine.base.events import (Preparing, ServerReady, ServerStarting, VoteReceived)
     from fscale_tui.engine.session import Engine
-    from fscale_tui.engine.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     w, joined, _ = _fake_weights(tmp_path, monkeypatch, [b"GGUF" + b"a" * 100, b"b" * 50, b"c"])
     monkeypatch.setitem(weights.BUILTIN_WEIGHTS, ID_05, w)  # the 0.5B model gets tiny weights
@@ -535,7 +537,7 @@ async def test_first_use_reports_the_bytes_joined_and_the_server_start(stub_as_l
 async def test_without_a_hook_nothing_is_joined_ahead(stub_as_local, tmp_path, monkeypatch):
     """No on_status hook (the TUI, the Python API): the start path is the one it was."""
     from fscale_tui.engine.session import Engine
-    from fscale_tui.engine.vote import ScaleRequest
+    from fscale_tui.engine.base.calls import ScaleRequest
 
     w, _, _ = _fake_weights(tmp_path, monkeypatch, [b"GGUF" + b"a" * 10])
     monkeypatch.setitem(weights.BUILTIN_WEIGHTS, ID_05, w)

@@ -240,7 +240,7 @@ async def test_budget_is_checked_like_the_cli_and_spent_by_the_planner(server, s
     """`budget` is the CLI's --budget: checked by the same parser (a bad one is a usage error
     before any model is asked) and handed to -k auto's planner (no profile: its usage error)."""
     from fscale_tui.cli.mcp import budget_option
-    from fscale_tui.engine.errors import UsageError
+    from fscale_tui.engine.base.errors import UsageError
 
     for good, text in (("0.7x", "0.7x"), ("0.002", "0.002"), (0.5, "0.5"), ("2X", "2X")):
         assert budget_option(good) == {"budget": text}
@@ -370,7 +370,7 @@ def test_json_output_masks_a_secret_that_json_encoding_would_escape(monkeypatch)
     encoded, so a key with a quote or a backslash in it (escaped in the JSON text, where
     redacting the text would miss it) is masked too."""
     from fscale_tui.cli.common import json_text
-    from fscale_tui.engine import redact
+    from fscale_tui.engine.base import redact
 
     monkeypatch.setattr(redact, "_secrets", set())
     secret = 'q"uo\\te-1234567890'

@@ -1,4 +1,4 @@
-"""Tests for fscale_tui.engine.parsing (design §4): reasoning stripping and label extraction."""
+"""Tests for fscale_tui.engine.ask.parsing (design §4): reasoning stripping and label extraction."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from fscale_tui.engine.parsing import ParsedReply, extract_label, parse_reply, split_reasoning
+from fscale_tui.engine.ask.parsing import ParsedReply, extract_label, parse_reply, split_reasoning
 
 SV = ["SAFE", "VULNERABLE"]
 SU = ["SAFE", "UNSAFE"]
@@ -448,7 +448,7 @@ def test_parse_reply_combines_split_and_extract():
 
 
 def test_compiled_patterns_are_cached_per_label_set():
-    from fscale_tui.engine import parsing
+    from fscale_tui.engine.ask import parsing
 
     parsing._compile.cache_clear()
     extract_label("SAFE", SV)

@@ -15,7 +15,7 @@ import sqlite3
 import pytest
 import tomli_w
 
-from fscale_tui.engine.ratelimit import MemoryLimiter, SQLiteLimiter, SendLimiter, make_limiter, shape
+from fscale_tui.engine.wire.ratelimit import MemoryLimiter, SQLiteLimiter, SendLimiter, make_limiter, shape
 from tests.conftest import start_cli, STUB_MODELS, Behaviour, mid
 
 
@@ -184,8 +184,9 @@ def test_two_fscale_processes_keep_the_busiest_window_under_rpm(server, fscale_h
 def test_a_stalled_reply_does_not_bank_tokens_for_a_burst(server, fscale_home, monkeypatch):
     """Concurrency 1 and a first reply that stalls longer than the window: the requests queued
     behind it must not have taken their tokens while waiting, or they all go out at once."""
-    from fscale_tui.engine.client import ChatClient, RequestCounter
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.wire.client import ChatClient
+    from fscale_tui.engine.base.calls import RequestCounter
+    from fscale_tui.engine.catalog.config import load_settings
 
     rpm, window = 10, 2.0
     monkeypatch.setenv("FSCALE_RATE_WINDOW_S", str(window))

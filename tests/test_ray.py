@@ -46,7 +46,7 @@ def test_scale_dataset_answers_every_row_in_order_under_the_limit(ray_cluster, s
                                                                   fscale_home, monkeypatch):
     """Acceptance 2: every row answered, order and item_id kept, total sends = calls_made
     summed, the rate limit held, and the driver's call log holds every call once."""
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
     from fscale_tui.engine.session import Engine
     from fscale_tui.integrations.ray import scale_dataset
 

@@ -50,7 +50,7 @@ import pytest
 import tomli_w
 
 from tests.conftest import (HERMETIC_UNSET, REPO, Behaviour, StubOpenAIServer, needs_jq,
-                            needs_local_models)
+                            needs_local_models, needs_matplotlib)
 
 # One module fixture for the whole README, blocks run top to bottom, and the local examples start
 # the local panel: one xdist worker runs these, beside no other heavy test (tests/conftest.py).
@@ -69,6 +69,7 @@ NOT_RUN: list[tuple[str, str]] = [
     (r"^pip install\b", "installs the package: the test runs in the environment it produced"),
     (r"^apt-get\b", "installs system packages (as root); the tests that need them skip without"),
     (r"^python -m pytest\b", "runs the whole test suite, this test included"),
+    (r"^python -m mypy\b", "the type check: tests/test_typing.py runs it"),
     (r"(^|\s)python bench/", "a benchmark: minutes to hours; it prints figures, run it by hand"),
 ]
 
@@ -160,6 +161,8 @@ def _marks(example: Example) -> list[pytest.MarkDecorator]:
     marks = [needs_local_models] if example.local else []
     if re.search(r"\|\s*jq\b", runnable(example.command)):
         marks.append(needs_jq)
+    if "--png" in runnable(example.command):
+        marks.append(needs_matplotlib)
     return marks
 
 
@@ -283,7 +286,7 @@ def _seed_call_log(home: Path, env: dict[str, str]) -> None:
     """The call the learning examples name, logged as a scale call of fast-a, fast-b and a nim
     model (so `--prefer fast-a --over fast-b` has both repliers)."""
     code = (
-        "from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord\n"
+        "from fscale_tui.engine.learning.store import CallRecord, LearningStore, ReplyRecord\n"
         "import sys\n"
         "with LearningStore(sys.argv[1]) as s:\n"
         f"    s.record_call(CallRecord(id={CALL_ID!r}, question='Is this code safe?',\n"

@@ -15,9 +15,12 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from tests.conftest import STUB_MODELS, Behaviour, mid, run_cli
+from tests.conftest import STUB_MODELS, Behaviour, mid, needs_redis_client, run_cli
 from tests.fake_redis import FakeRedis, array, bulk, integer
 from tests.redis_server import RedisServer, free_port
+
+#: Every test here talks to Redis through the client of the [fleet] extra.
+pytestmark = needs_redis_client
 
 
 def _home(home: Path, server, *, rpm: float = 6000, extra: dict | None = None) -> Path:
@@ -134,8 +137,8 @@ def test_an_ipv6_url_works(server, fscale_home):
 @pytest.fixture
 def coordinated(fscale_home, monkeypatch):
     """A real redis-server and this process's coordination backend on it (warnings reset)."""
-    from fscale_tui.engine import coordination as C
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.wire import coordination as C
+    from fscale_tui.engine.catalog.config import load_settings
 
     C._warned.clear()
     with RedisServer() as srv:
@@ -157,7 +160,7 @@ async def test_redis_is_used_again_once_it_is_back_with_the_sends_made_meanwhile
                                                                                  capfd):
     """Redis goes away: one warning, the embedded backend; it comes back: after the back-off
     the next send goes through Redis again, and the sends made meanwhile are in its record."""
-    from fscale_tui.engine.coordination import RETRY_FIRST_S
+    from fscale_tui.engine.wire.coordination import RETRY_FIRST_S
 
     srv, coord = coordinated
     limiter = coord.limiter()

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.errors import ProviderError
+from fscale_tui.engine.catalog.config import load_settings
+from fscale_tui.engine.base.errors import ProviderError
+from fscale_tui.engine.providers import usable
 from fscale_tui.engine.providers.replay import prompt_sha256, replay_lines_from_calls, write_replay_file
 from fscale_tui.engine.routing.profile import ask_model
 from fscale_tui.engine.session import Engine
-from fscale_tui.engine.vote import ScaleRequest, build_messages
+from fscale_tui.engine.base.prompts import build_messages
+from fscale_tui.engine.base.calls import ScaleRequest
 
 LABELS = ("YES", "NO")
 
@@ -47,15 +49,15 @@ def replay_home(fscale_home):
 def test_replay_provider_needs_no_base_url_and_path_lands_in_options(replay_home):
     settings = load_settings()
     prov = settings.providers["rec"]
-    assert prov.type == "replay" and prov.options["path"] == "replay.jsonl" and prov.usable()
+    assert prov.type == "replay" and prov.options["path"] == "replay.jsonl" and usable(prov)
 
 
 async def test_exact_reply_per_model_and_task_id(replay_home):
     async with Engine() as engine:
         msgs = build_messages("anything", LABELS, None)
-        a = await ask_model(engine, engine.registry.model("ra"), msgs, LABELS, task_id="q1")
-        b = await ask_model(engine, engine.registry.model("rb"), msgs, LABELS, task_id="q1")
-        empty = await ask_model(engine, engine.registry.model("ra"), msgs, LABELS, task_id="q2")
+        a = await ask_model(engine.context, engine.registry.model("ra"), msgs, LABELS, task_id="q1")
+        b = await ask_model(engine.context, engine.registry.model("rb"), msgs, LABELS, task_id="q1")
+        empty = await ask_model(engine.context, engine.registry.model("ra"), msgs, LABELS, task_id="q2")
         raw = await engine.client.chat(engine.registry.model("rb"), msgs,
                                        extra={"metadata": {"fscale_task_id": "q1"}})
     assert (a.answer, b.answer, a.error, b.error) == ("YES", "NO", None, None)
@@ -81,7 +83,7 @@ async def test_missing_entry_is_a_clear_error_naming_model_and_id(replay_home):
 async def test_missing_prompt_names_the_prompt_hash(replay_home):
     msgs = build_messages("never recorded", LABELS, None)
     async with Engine() as engine:
-        out = await ask_model(engine, engine.registry.model("ra"), msgs, LABELS)
+        out = await ask_model(engine.context, engine.registry.model("ra"), msgs, LABELS)
     assert out.error is not None and prompt_sha256(msgs)[:12] in out.error and "'v/a'" in out.error
 
 
@@ -89,7 +91,7 @@ def test_missing_replay_file_is_a_clear_config_error(fscale_home):
     doc = {"providers": {"rec": {"type": "replay", "path": "nope.jsonl"}},
            "models": {"ra": {"provider": "rec", "id": "v/a"}}}
     (fscale_home / "config.toml").write_text(tomli_w.dumps(doc))
-    from fscale_tui.engine.errors import ConfigError
+    from fscale_tui.engine.base.errors import ConfigError
     from fscale_tui.engine.providers.replay import make_adapter
 
     settings = load_settings()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tomli_w
 
-from fscale_tui.engine.errors import UsageError
+from fscale_tui.engine.base.errors import UsageError
 from fscale_tui.engine.providers.replay import prompt_sha256
 from fscale_tui.engine.routing.cascade import confidence, parse_stages
 from fscale_tui.engine.routing.router import SMOOTHING_GRID, ClusterModel, Router, compute_psi

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import tomli_w
 
-from fscale_tui.engine.errors import UsageError
+from fscale_tui.engine.base.errors import UsageError
 from fscale_tui.engine.providers.replay import prompt_sha256
 from fscale_tui.engine.routing import planner as P
-from fscale_tui.engine.routing.budget import Budget, parse_budget
+from fscale_tui.engine.base.budget import Budget, parse_budget
 from fscale_tui.engine.routing.tasks import Task
-from fscale_tui.engine.voting import Posterior
+from fscale_tui.engine.decide.rules.posterior import Posterior
 from tests.conftest import HERMETIC_UNSET, run_cli
 
 LABELS = ("A", "B", "C", "D")

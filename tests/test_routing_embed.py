@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.paths import Paths
+from fscale_tui.engine.catalog.config import load_settings
+from fscale_tui.engine.base.paths import Paths
 from fscale_tui.engine.providers.local import servers
 from fscale_tui.engine.routing.embed import EmbeddingCache, LocalEmbedder, make_embedder
 from tests.conftest import needs_local_models, run_cli
@@ -75,7 +75,7 @@ def test_concurrent_writers_share_the_cache(tmp_path):
 
 
 def test_unknown_or_non_local_embeddings_are_usage_errors(fscale_home):
-    from fscale_tui.engine.errors import UsageError
+    from fscale_tui.engine.base.errors import UsageError
 
     with pytest.raises(UsageError, match="unknown embedding"):
         make_embedder("bogus")

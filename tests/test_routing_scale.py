@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import tomllib
 
-from fscale_tui.engine.catalogue import BUILTIN_MODELS, family_of
-from fscale_tui.engine.config import load_settings
+from fscale_tui.engine.catalog.builtins import BUILTIN_MODELS, family_of
+from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.providers.replay import prompt_sha256
 from fscale_tui.engine.routing import profile as P
 from fscale_tui.engine.routing.embed import HashedTfidf
@@ -52,7 +52,7 @@ async def test_profile_checkpoints_append_only_and_resumes_after_an_interruption
 
     async with Engine(settings) as engine:
         with pytest.raises(Interrupted):
-            await P.run_profile(engine, tasks, models, on_progress=stop_after(70), concurrency=4)
+            await P.run_profile(engine.context, tasks, models, on_progress=stop_after(70), concurrency=4)
     first = journal(fscale_home).read_bytes()
     stored = P.ProfileStore.for_settings(settings)
     kept = sum(len(i["answers"]) for items in stored.items.values() for i in items.values())
@@ -60,7 +60,7 @@ async def test_profile_checkpoints_append_only_and_resumes_after_an_interruption
     assert not (fscale_home / "data" / "routing" / "profiles.json").exists()
 
     async with Engine(settings) as engine:
-        counts = await P.run_profile(engine, tasks, models, resume=True, concurrency=4)
+        counts = await P.run_profile(engine.context, tasks, models, resume=True, concurrency=4)
     assert counts["asked"] == 180 - kept and counts["skipped"] == kept
     after = journal(fscale_home).read_bytes()
     assert after.startswith(first)  # append-only: nothing written before is rewritten
@@ -73,7 +73,7 @@ async def test_profile_checkpoints_append_only_and_resumes_after_an_interruption
     write_replay_setup(other, tasks)
     fresh_settings = load_settings()
     async with Engine(fresh_settings) as engine:
-        await P.run_profile(engine, tasks, [fresh_settings.models[m.alias] for m in models])
+        await P.run_profile(engine.context, tasks, [fresh_settings.models[m.alias] for m in models])
     fresh = P.summarize(P.ProfileStore.for_settings(fresh_settings), ["mathy", "lawyer", "coin"],
                         fresh_settings)
     for m in ("mathy", "lawyer", "coin"):

@@ -7,12 +7,13 @@ import time
 import pytest
 
 from fscale_tui import scale, scale_batch
-from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.events import (Cancelled, Decided, MemberSubstituted, VoteDelta,
+from fscale_tui.engine.catalog.config import load_settings
+from fscale_tui.engine.base.events import (Cancelled, Decided, MemberSubstituted, VoteDelta,
                                       VoteFailed, VoteReceived, VoteStarted)
 from fscale_tui.engine.session import Engine
-from fscale_tui.engine.vote import ScaleRequest
-from fscale_tui.engine.voting import Majority, Weighted
+from fscale_tui.engine.base.calls import ScaleRequest
+from fscale_tui.engine.decide.rules.majority import Majority
+from fscale_tui.engine.decide.rules.weighted import Weighted
 from tests.conftest import Behaviour, mid, write_config
 
 
@@ -273,7 +274,7 @@ def test_scale_batch_isolates_bad_items_and_keeps_order(server, stub_config):
 
 
 def test_unknown_model_and_panel_are_usage_errors(server, stub_config):
-    from fscale_tui.engine.errors import UsageError
+    from fscale_tui.engine.base.errors import UsageError
 
     with pytest.raises(UsageError, match="unknown model"):
         scale("q?", ["YES", "NO"], models=["nope"])
@@ -284,7 +285,7 @@ def test_unknown_model_and_panel_are_usage_errors(server, stub_config):
 def test_k_larger_than_panel_extends_with_diverse_families(server, stub_config):
     server.set_default(Behaviour(reply="YES", latency=0.05))
     settings = load_settings()
-    from fscale_tui.engine.registry import Registry
+    from fscale_tui.engine.catalog.registry import Registry
 
     members = Registry(settings).select(k=5)
     assert [m.alias for m in members[:3]] == ["fast-a", "fast-b", "slow-c"]

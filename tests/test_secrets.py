@@ -7,9 +7,9 @@ import sqlite3
 
 import pytest
 
-from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.errors import ConfigError
-from fscale_tui.engine.redact import MASK, redact, register_secrets
+from fscale_tui.engine.catalog.config import load_settings
+from fscale_tui.engine.base.errors import ConfigError
+from fscale_tui.engine.base.redact import MASK, redact, register_secrets
 from tests.conftest import Behaviour, mid, run_cli, write_config
 
 LITERAL = "q8Zr2VxK7pLm4NwT9sYb3HcJ6dFg"  # shaped like no well-known key

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from fscale_tui.engine.redact import MASK, redact, register_secrets, url_secrets
+from fscale_tui.engine.base.redact import MASK, redact, register_secrets, url_secrets
 from tests.conftest import Behaviour, mid, run_cli, write_config
 
 KEY = "Hq3Vn8Lc5Tz1Wr6Yb0Ks4Pm9Dx7Gf2Ja"  # shaped like no well-known key: only registration knows it

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from fscale_tui import scale
-from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.learning.calllog import LearningStore
+from fscale_tui.engine.catalog.config import load_settings
+from fscale_tui.engine.learning.store import LearningStore
 from fscale_tui.engine.session import Engine
-from fscale_tui.engine.vote import ScaleRequest
+from fscale_tui.engine.base.calls import ScaleRequest
 from tests.conftest import Behaviour, earn_shadow_budget, run_cli
 from tests.test_routing import make_tasks, write_replay_setup
 
@@ -81,9 +81,9 @@ def test_one_place_builds_chat_requests_and_one_parses_replies_into_votes():
     assert senders == ["client.py"], senders
     parsers = [p.name for p, s in sources.items() if re.search(r"\bparse_reply\(", s)
                and p.name != "parsing.py"]
-    assert parsers == ["ask.py"], parsers
+    assert parsers == ["asker.py"], parsers
     direct = [p.name for p, s in sources.items() if re.search(r"client\.chat\(", s)]
-    assert direct == ["ask.py"], direct  # every feature asks through engine/ask.py
+    assert direct == ["asker.py"], direct  # every feature asks through engine/ask/asker.py
 
 
 def test_no_view_builds_a_registry_or_a_store_of_its_own():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fscale_tui.engine.learning.calllog import LearningStore
+from fscale_tui.engine.learning.store import LearningStore
 from tests.conftest import REPO, Behaviour, run_cli, write_config
 
 N = 300

@@ -449,7 +449,7 @@ async def test_k_auto_answers_when_a_stage_is_confident(server, stub_config):
 
 def test_banner_and_cli_say_decided_early_only_when_requests_were_cancelled():
     from fscale_tui.cli.render import summary
-    from fscale_tui.engine.vote import ScaleResult, Vote
+    from fscale_tui.engine.base.calls import ScaleResult, Vote
     from fscale_tui.widgets.votes import describe_result
 
     def result(cancelled: bool) -> ScaleResult:
@@ -482,7 +482,7 @@ async def test_every_member_answering_is_not_decided_early(server, stub_config):
 
 
 async def test_member_card_tells_the_substitution_story(server, stub_config):
-    from fscale_tui.engine.events import (
+    from fscale_tui.engine.base.events import (
         MemberSubstituted,
         VoteFailed,
         VoteReceived,

@@ -34,7 +34,7 @@ def accuracy_text(row: dict) -> str:
 
 async def test_ratings_show_the_estimate_with_its_sd_beside_elo_sorted_by_it(server, fscale_home):
     write_config(fscale_home, server)
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
 
     seed_call_log(load_settings())
     rows = cli_estimates()
@@ -57,7 +57,7 @@ async def test_ratings_show_the_estimate_with_its_sd_beside_elo_sorted_by_it(ser
 
 async def test_panels_show_each_members_estimate_and_elo_and_evolve_ranks_by_it(server, fscale_home):
     write_config(fscale_home, server)
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
 
     seed_call_log(load_settings())
     rows = cli_estimates()

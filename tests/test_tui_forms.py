@@ -129,8 +129,8 @@ async def test_form_labels_keep_a_space_before_their_fields(server, stub_config)
 
 
 async def test_picker_hint_and_confirm_dialog_are_not_cut_at_120_columns(server, stub_config):
-    from fscale_tui.engine.config import load_settings
-    from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord
+    from fscale_tui.engine.catalog.config import load_settings
+    from fscale_tui.engine.learning.store import CallRecord, LearningStore, ReplyRecord
     from fscale_tui.screens.modals import FilePicker
 
     call_id = "20261121-220843-024957a8c3d2e1f0"  # as long as the ids fscale makes
@@ -155,8 +155,8 @@ async def test_picker_hint_and_confirm_dialog_are_not_cut_at_120_columns(server,
 
 
 async def test_call_detail_says_no_answer_never_none(server, stub_config):
-    from fscale_tui.engine.config import load_settings
-    from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord
+    from fscale_tui.engine.catalog.config import load_settings
+    from fscale_tui.engine.learning.store import CallRecord, LearningStore, ReplyRecord
     from fscale_tui.screens.history import detail_markup
 
     with LearningStore.for_settings(load_settings()) as store:
@@ -179,7 +179,7 @@ async def test_call_detail_says_no_answer_never_none(server, stub_config):
 
 
 async def test_history_filter_is_left_with_escape_or_down(server, stub_config):
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
     from tests.test_tui_snapshots import seed_call_log
 
     seed_call_log(load_settings())

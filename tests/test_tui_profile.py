@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from fscale_tui.app import FscaleApp
-from fscale_tui.engine import storage
-from fscale_tui.engine.config import load_settings
+from fscale_tui.engine.base import storage
+from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.routing.planner import Plan, PlanSet, plans_path, profile_fingerprint
 
 SIZE = (120, 34)

@@ -26,8 +26,8 @@ LONG = "Is this long question about " + "very " * 400 + "long inputs fine?"
 
 def seed_odd_log() -> None:
     """A call log holding everything a user's log can hold."""
-    from fscale_tui.engine.config import load_settings
-    from fscale_tui.engine.learning.calllog import (
+    from fscale_tui.engine.catalog.config import load_settings
+    from fscale_tui.engine.learning.store import (
         CallRecord,
         LearningStore,
         ReplyRecord,

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from fscale_tui.app import FscaleApp
-from fscale_tui.engine import storage
-from fscale_tui.engine.events import (Cancelled, Decided, MemberSubstituted, StageFinished,
+from fscale_tui.engine.base import storage
+from fscale_tui.engine.base.events import (Cancelled, Decided, MemberSubstituted, StageFinished,
                                       StageStarted, VoteFailed, VoteReceived, VoteStarted)
-from fscale_tui.engine.health import fingerprint
+from fscale_tui.engine.ask.health import fingerprint
 from fscale_tui.engine.session import Engine
-from fscale_tui.engine.vote import ScaleResult, StageOutcome, Vote
+from fscale_tui.engine.base.calls import ScaleResult, StageOutcome, Vote
 from tests.conftest import write_config
 
 CALL = "20250102-030405-0badcafe"
@@ -67,8 +67,8 @@ def recorded_events() -> list[Any]:
 def recorded_generate_events() -> list[Any]:
     """One judge-strategy generate call as the engine reported it: the last candidate wins
     (at 80 columns the winner must be on screen, not only the first card)."""
-    from fscale_tui.engine.events import CandidateGenerated, GenerateStarted, Generated, JudgeVoted
-    from fscale_tui.engine.generate import Candidate, GenerateResult, JudgeVote
+    from fscale_tui.engine.base.events import CandidateGenerated, GenerateStarted, Generated, JudgeVoted
+    from fscale_tui.engine.base.calls import Candidate, GenerateResult, JudgeVote
 
     texts = ["17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391.\nAnswer: 391",
              "17 * 23 is about 400; precisely 389.\nAnswer: 389",
@@ -143,7 +143,7 @@ class ReplayingEngine(Engine):
 
 def seed_call_log(settings) -> None:
     """Eight logged calls at fixed times, so ratings, trends and history are fixed data."""
-    from fscale_tui.engine.learning.calllog import CallRecord, LearningStore, ReplyRecord
+    from fscale_tui.engine.learning.store import CallRecord, LearningStore, ReplyRecord
 
     t0 = time.mktime((2025, 1, 2, 9, 0, 0, 0, 0, -1))
     answers = {  # per call: fast-a, fast-b, slow-c, and the challenger fast-d
@@ -219,7 +219,7 @@ def test_ask_screen_verify_mode(snap_home, snap_compare):
 
 def seed_health() -> None:
     """A fixed health.json: every status the Health screen shows, checked at a fixed time."""
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
 
     settings = load_settings()
     at = time.mktime((2025, 1, 2, 3, 4, 5, 0, 0, -1))  # shows as 2025-01-02 03:04:05 in any TZ
@@ -249,14 +249,14 @@ def test_panels_screen(snap_home, snap_compare):
 
 
 def test_history_screen(snap_home, snap_compare):
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
 
     seed_call_log(load_settings())
     assert snap_compare(make_app("history"), terminal_size=SIZE)
 
 
 def test_history_call_detail(snap_home, snap_compare):
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
 
     seed_call_log(load_settings())
     assert snap_compare(make_app("history"), terminal_size=SIZE, press=["down", "down", "enter"])
@@ -267,14 +267,14 @@ def test_generate_screen(snap_home, snap_compare):
 
 
 def test_ratings_screen(snap_home, snap_compare):
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
 
     seed_call_log(load_settings())
     assert snap_compare(make_app("ratings"), terminal_size=SIZE)
 
 
 def test_panels_evolve_dry_run(snap_home, snap_compare):
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
 
     seed_call_log(load_settings())
     assert snap_compare(make_app("panels"), terminal_size=SIZE, press=["v"])
@@ -325,7 +325,7 @@ async def run_recorded_generate(pilot) -> None:
 @pytest.mark.parametrize("screen", ["generate", "health", "ratings", "panels", "history"])
 def test_every_screen_at_80x24(snap_home, snap_compare, screen):
     """The smallest supported terminal: nothing cut mid-word, the footer's keys all fit."""
-    from fscale_tui.engine.config import load_settings
+    from fscale_tui.engine.catalog.config import load_settings
 
     if screen == "health":
         seed_health()

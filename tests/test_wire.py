@@ -10,9 +10,11 @@ import asyncio
 
 import pytest
 
-from fscale_tui.engine.client import ChatClient, RequestCounter
-from fscale_tui.engine.config import load_settings
-from fscale_tui.engine.errors import ProviderError
+from fscale_tui.engine.wire.client import ChatClient
+
+from fscale_tui.engine.base.calls import RequestCounter
+from fscale_tui.engine.catalog.config import load_settings
+from fscale_tui.engine.base.errors import ProviderError
 from tests.conftest import Behaviour, mid, run_cli, write_config
 
 SECRET = "opaque-Key-7f3a91c0d2e4b5"  # not shaped like any known key format

@@ -1,7 +1,8 @@
 """The ``fscale`` command: a thin Typer view over the engine.
 
-stdout is data; humans read stderr. Each command module registers its own commands, so the
-features stay in separate files. Command modules are imported lazily: ``fscale --help``,
+stdout is data; humans read stderr. Each command module registers its own commands
+(``register(app)``; :func:`commands` finds them in the modules' sources), so the features stay
+in separate files and adding a command is one module. Command modules are imported lazily: ``fscale --help``,
 ``--version``, ``config path`` and usage errors load only the module of the command they run
 (or none), never the HTTP stack nor the engine's call machinery; one-shot commands never
 import textual (``fscale tui`` does).
@@ -12,9 +13,12 @@ Usage errors (a missing or bad option, an unknown command) are one line on stder
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import re
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -22,41 +26,84 @@ from typer.core import TyperCommand, TyperGroup
 
 from .. import __version__
 
-#: Every command, in the order ``fscale --help`` lists them: name -> (module in this package,
-#: one-line summary). The summary is what ``--help`` and shell completion show without
-#: importing the module; a test keeps it equal to the start of the command's own docstring.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "scale": ("scale", "Ask several models the same question; the majority label wins."),
-    "verify": ("scale", "Check a draft against its source: does it make unsupported claims? (YES/NO)"),
-    "generate": ("generate", "Generate k answers and select the best: judges from other "
-                             "families, or another strategy."),
-    "health": ("catalog", "Probe models concurrently: ok / slow / rate_limited / dead / "
-                          "unavailable / error."),
-    "ratings": ("learning", "Model ratings learnt from logged calls: accuracy estimate ± sd, "
-                            "Elo rating, calls, feedback."),
-    "feedback": ("learning", "Tell fscale whether a past call was right; every model that "
-                             "answered it is re-rated."),
-    "evolve": ("learning", "Propose the champion panel from the evidence, show the diff, and "
-                           "with --apply write it."),
-    "profile": ("routing", "Profile models on a labelled task file: accuracy, stability, "
-                           "latency, cost, no-answer rate, pairwise error correlation and the "
-                           "per-cluster error profile Ψ."),
-    "route": ("routing", "Say which model a question would be routed to, and why."),
-    "calibrate": ("routing", "Calibrate '-k auto' on a labelled file: when to stop asking "
-                             "models (adaptive), and thresholds with risk ≤ α for abstaining."),
-    "tui": ("tui", "Interactive terminal UI: live votes, health, panels, history (F1 for keys)."),
-    "models": ("catalog", "List the catalogue: alias, provider, id, tier, family, cost, usable, "
-                          "health."),
-    "panels": ("catalog", "List named panels. Subcommands show, set and rm edit them in "
-                          "config.toml."),
-    "config": ("catalog", "Where the configuration lives and what it says."),
-    "history": ("learning", "Past calls from the call log, newest first: id, time, decision, "
-                            "members, feedback."),
-    "local": ("local", "Embedded local models: llama.cpp servers for small GGUF models "
-                       "(the \\[local] extra)."),
-    "mcp": ("mcp", "Serve fscale's tools to agents over the Model Context Protocol (stdio; "
-                   "the \\[mcp] extra)."),
-}
+#: A command module's place in ``fscale --help`` (``HELP_ORDER = N`` at its top level; lower
+#: first, then by name): its commands are listed together, in the order its register() adds them.
+_ORDER = re.compile(r"^HELP_ORDER = (\d+)", re.MULTILINE)
+#: What register() adds: ``app.command("name")(function)`` or ``app.add_typer(group, name="name")``.
+_REGISTERED = re.compile(r'\bapp\.(?:command\(\s*"([\w-]+)"|add_typer\(\s*\w+\s*,\s*name\s*=\s*"([\w-]+)")')
+
+
+def _register_body(text: str) -> str | None:
+    start = text.find("\ndef register(")
+    if start < 0:
+        return None
+    end = text.find("\ndef ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+@functools.cache
+def commands(path: tuple[str, ...] | None = None) -> dict[str, str]:
+    """Every command -> the module of this package whose ``register(app)`` adds it, in the
+    order ``fscale --help`` lists them. Read from the modules' sources (a few milliseconds),
+    not by importing them: a command's module is imported only when it runs or shows its own
+    help, so adding a command is one module with a register() (plus its test)."""
+    found: list[tuple[int, str, list[str]]] = []
+    for folder in path if path is not None else tuple(__path__):
+        for file in Path(folder).glob("*.py"):
+            text = file.read_text(encoding="utf-8")
+            body = _register_body(text)
+            if body is None:
+                continue
+            order = _ORDER.search(text)
+            names = [m.group(1) or m.group(2) for m in _REGISTERED.finditer(body)]
+            found.append((int(order.group(1)) if order else 1000, file.stem, names))
+    return {name: module for _, module, names in sorted(found) for name in names}
+
+
+def summary(name: str) -> str:
+    """The first paragraph of ``name``'s help (its docstring or its group's help), read from
+    its module's source: what ``fscale --help`` and shell completion show without importing
+    the module."""
+    return _summaries(commands()[name])[name]
+
+
+@functools.cache
+def _summaries(module_name: str) -> dict[str, str]:
+    import ast
+    import inspect
+
+    file = next(p for folder in __path__ if (p := Path(folder, f"{module_name}.py")).exists())
+    tree = ast.parse(file.read_text(encoding="utf-8"))
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    groups: dict[str, str] = {}  # a typer group's variable -> its help
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                and isinstance(node.targets[0], ast.Name)):
+            for kw in node.value.keywords:
+                if kw.arg == "help" and isinstance(kw.value, ast.Constant):
+                    groups[node.targets[0].id] = str(kw.value.value)
+    for fn in functions.values():  # a group's callback: its docstring is the group's help
+        for deco in fn.decorator_list:
+            if (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute)
+                    and deco.func.attr == "callback" and isinstance(deco.func.value, ast.Name)):
+                groups[deco.func.value.id] = ast.get_docstring(fn) or ""
+    out: dict[str, str] = {}
+    for node in ast.walk(functions["register"]):
+        if not isinstance(node, ast.Call):
+            continue
+        call = node.func
+        if (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "command" and node.args
+                and isinstance(node.args[0], ast.Name)):
+            text = ast.get_docstring(functions[node.args[0].id]) or ""
+            out[str(call.args[0].value)] = text  # type: ignore[attr-defined]
+        elif isinstance(call, ast.Attribute) and call.attr == "add_typer" and node.args:
+            name = next(str(kw.value.value) for kw in node.keywords  # type: ignore[attr-defined]
+                        if kw.arg == "name")
+            out[name] = groups.get(node.args[0].id, "")  # type: ignore[attr-defined]
+    return {name: " ".join(inspect.cleandoc(text).split("\n\n")[0].split())
+            for name, text in out.items()}
+
 
 #: module name -> the click group its ``register()`` filled (each module loads once).
 _loaded: dict[str, Any] = {}
@@ -64,7 +111,7 @@ _loaded: dict[str, Any] = {}
 
 def load_command(name: str) -> Any:
     """The real click command of ``name``, importing its module on first use."""
-    module_name = COMMANDS[name][0]
+    module_name = commands()[name]
     group = _loaded.get(module_name)
     if group is None:
         module = importlib.import_module(f"{__name__}.{module_name}")
@@ -107,7 +154,7 @@ def report_click_error(exc: Any) -> NoReturn:
     ctx = getattr(exc, "ctx", None)
     if ctx is not None:
         message += f" (see '{ctx.command_path} --help')"
-    from ..engine import output
+    from ..engine.base import output
 
     output.err.write(f"fscale: error: {message}\n")
     raise typer.Exit(exc.exit_code)
@@ -120,15 +167,14 @@ class LazyGroup(TyperGroup):
     _listing = False
 
     def list_commands(self, ctx: Any) -> list[str]:
-        return list(COMMANDS)
+        return list(commands())
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
-        if cmd_name not in COMMANDS:
+        if cmd_name not in commands():
             return None
         if self._listing:
-            summary = COMMANDS[cmd_name][1]
-            return TyperCommand(cmd_name, help=summary, short_help=summary,
-                                rich_markup_mode="rich")
+            text = summary(cmd_name)
+            return TyperCommand(cmd_name, help=text, short_help=text, rich_markup_mode="rich")
         return load_command(cmd_name)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
@@ -151,10 +197,10 @@ class LazyGroup(TyperGroup):
         try:
             return self._click_resolve_command(ctx, args)
         except UsageError as exc:
-            if args and args[0] not in COMMANDS:
+            if args and args[0] not in commands():
                 from difflib import get_close_matches
 
-                matches = get_close_matches(args[0], list(COMMANDS))
+                matches = get_close_matches(args[0], list(commands()))
                 if matches:
                     exc.message = (f"{exc.message.rstrip('.')}. Did you mean "
                                    f"{', '.join(repr(m) for m in matches)}?")
@@ -194,7 +240,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from ..engine import output
+        from ..engine.base import output
 
         output.out.write(f"fscale {__version__}\n")
         raise typer.Exit(0)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ..engine import output
-from ..engine.errors import ExitCode
+from ..engine.base import output
+from ..engine.base.errors import ExitCode
 from .common import (engine_facade, guarded, load_settings_for_cli, print_json, run, split_list,
                      stderr_console, stdout_console)
+
+if TYPE_CHECKING:
+    from ..engine.session import Engine
+
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 30
 
 # Group help comes from the callbacks' docstrings (they carry the examples).
 models_app = typer.Typer(invoke_without_command=True)
@@ -19,7 +25,7 @@ config_app = typer.Typer(no_args_is_help=True, help=(
     "Examples:\n\n  fscale config path\n\n  fscale config show --json"))
 
 
-def model_rows(engine: Any, usable_only: bool = False) -> list[dict[str, Any]]:
+def model_rows(engine: Engine, usable_only: bool = False) -> list[dict[str, Any]]:
     """The catalogue as ``fscale models --json`` prints it (and the MCP ``models`` tool returns it)."""
     return [{"schema": 1, **r} for r in engine.catalog.models() if r["usable"] or not usable_only]
 
@@ -251,7 +257,7 @@ def config_path(all_dirs: bool = typer.Option(False, "--all", help="Also print t
 
       $EDITOR "$(fscale config path)"
     """
-    from ..engine.paths import Paths
+    from ..engine.base.paths import Paths
 
     paths = Paths.resolve()
     output.out.write(f"{paths.config_file}\n")
@@ -275,7 +281,7 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print as JSO
 
       FSCALE_SHADOW_BUDGET=0 fscale config show --json
     """
-    from ..engine.config import SETTINGS
+    from ..engine.base.settings import SETTINGS
 
     settings = load_settings_for_cli()
     values = {name: {"value": settings.get(name), "source": settings.source(name),
@@ -287,14 +293,14 @@ def config_show(as_json: bool = typer.Option(False, "--json", help="Print as JSO
                "source": "builtin" if p.builtin else "config"}
         for name, p in settings.providers.items()
     }
-    from ..engine.errors import ConfigError
+    from ..engine.base.errors import ConfigError
 
     invalid: ConfigError | None = None
     try:
         with engine_facade(settings) as engine:
             fleet = engine.coordination_info()
     except ConfigError as exc:  # an invalid Redis URL: shown (masked), then exit 2
-        from ..engine.coordination import describe_settings
+        from ..engine.wire.coordination import describe_settings
 
         fleet, invalid = describe_settings(settings), exc
     if as_json:

@@ -15,12 +15,16 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from ..engine import output
-from ..engine.errors import ExitCode, FscaleError, UsageError, exit_code_for
+from ..engine.base import output
+from ..engine.base.errors import ExitCode, FscaleError, UsageError, exit_code_for
+
+if TYPE_CHECKING:
+    from ..engine.base.settings import Settings
+    from ..engine.session import Engine
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEBUG = {"on": False}
@@ -41,7 +45,7 @@ def _console_class() -> type:
 
     from rich.console import Console
 
-    from ..engine.redact import MASK, redact
+    from ..engine.base.redact import MASK, redact
 
     unescaped_mask = re.compile(r"(?<!\\)" + re.escape(MASK))
 
@@ -126,7 +130,7 @@ def fail(message: str, code: ExitCode) -> None:
 
 
 def flush_storage_warnings() -> None:
-    storage = sys.modules.get("fscale_tui.engine.storage")
+    storage = sys.modules.get("fscale_tui.engine.base.storage")
     if storage is None:  # nothing was stored, so nothing to warn about
         return
     for message in storage.warnings:
@@ -137,7 +141,7 @@ def flush_storage_warnings() -> None:
 def _home_problem(exc: Exception) -> str | None:
     """The one line for a file or folder of the home that cannot be used (any command, any
     path that did not turn it into a StateError itself), or None for anything else."""
-    from ..engine import storage
+    from ..engine.base import storage
 
     why = storage.home_problem(exc)
     if why is None:
@@ -199,7 +203,17 @@ def guarded(fn: F) -> F:
 
 
 def run(coro: Any) -> Any:
-    """``asyncio.run`` (asyncio is imported only by commands that run the event loop).
+    """``asyncio.run`` (asyncio is imported only by commands that run the event loop), with
+    SIGTERM handled like Ctrl-C (see :func:`event_loop`)."""
+    with event_loop(coro) as start:
+        return start()
+
+
+@contextlib.contextmanager
+def event_loop(coro: Any) -> Iterator[Callable[[], Any]]:
+    """``with event_loop(go()) as start: result = start()`` runs ``go()`` on a new event loop
+    straight from the caller (no frame of this module between the command and its coroutine:
+    the walk of a question stays in the command's module).
 
     SIGTERM is handled like asyncio's Ctrl-C: the main task is cancelled (nothing new is
     sent, every ``async with Engine`` closes and drains its writer), then :class:`Terminated`
@@ -207,29 +221,27 @@ def run(coro: Any) -> Any:
     import asyncio
     import signal
 
-    async def main() -> Any:
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        stopped: list[bool] = []
+    stopped: list[bool] = []
 
-        def on_sigterm() -> None:
-            stopped.append(True)
-            if task is not None:
+    def on_sigterm(loop: asyncio.AbstractEventLoop) -> None:
+        stopped.append(True)
+        for task in asyncio.all_tasks(loop):
+            if task.get_coro() is coro:  # the main task
                 task.cancel()
 
-        try:
-            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
-        except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
-            pass
-        try:
-            return await coro
-        except asyncio.CancelledError:
-            if stopped:
-                raise Terminated() from None
-            raise
-
     try:
-        return asyncio.run(main())
+        with asyncio.Runner() as runner:
+            try:
+                runner.get_loop().add_signal_handler(signal.SIGTERM, on_sigterm,
+                                                     runner.get_loop())
+            except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+                pass
+            try:
+                yield functools.partial(runner.run, coro)
+            except asyncio.CancelledError:
+                if stopped:
+                    raise Terminated() from None
+                raise
     finally:
         handle_sigterm()
 
@@ -273,7 +285,7 @@ def read_stdin(what: str) -> str:
 def read_text_file(path: str, what: str) -> str:
     if path == "-":
         return read_stdin(what)
-    from ..engine.jsonl import read_bytes
+    from ..engine.base.jsonl import read_bytes
 
     return decode_utf8(read_bytes(path, what), f"{what} {path!r}")
 
@@ -334,13 +346,13 @@ def _quiet_ray() -> None:
 
 def run_on_ray(kind: str, items: list[Any], out: Any, *, address: str, actors: int | None,
                concurrency: int | None, overrides: dict[str, Any] | None = None,
-               settings: Any = None) -> None:
+               settings: Settings | None = None) -> None:
     """``--batch --ray``: the items on a Ray actor pool; results into ``out`` in input order."""
     try:
         from ..integrations.ray import ensure_ray, run_requests
         import ray  # noqa: F401
     except ImportError:
-        from ..engine.errors import UsageError
+        from ..engine.base.errors import UsageError
 
         raise UsageError("--ray needs Ray: pip install 'fscale[ray]'") from None
     ensure_ray(address)
@@ -373,7 +385,7 @@ def split_list(value: str | None) -> tuple[str, ...] | None:
 def json_text(obj: Any) -> str:
     """The JSON text ``--json`` prints for ``obj`` (the MCP tools return the same): every
     string passes the redactor (vote errors quote servers), and then the text as a whole."""
-    from ..engine.redact import redact, redact_tree
+    from ..engine.base.redact import redact, redact_tree
 
     return redact(json.dumps(redact_tree(obj), ensure_ascii=False))
 
@@ -387,13 +399,13 @@ def print_json(obj: Any, file: Any = None) -> None:
 
 
 def load_settings_for_cli():
-    from ..engine.config import load_settings
+    from ..engine.catalog.config import load_settings
 
     return load_settings()
 
 
 @contextlib.contextmanager
-def engine_facade(settings: Any = None) -> Iterator[Any]:
+def engine_facade(settings: Settings | None = None) -> Iterator[Engine]:
     """The engine for a command that asks no model (catalogue, call log): no event loop, no
     HTTP client; its background writes are flushed on the way out."""
     from ..engine.session import Engine
@@ -415,7 +427,7 @@ def read_batch_items(path: str, build: Callable[[dict[str, Any]], Any],
     line never stops the batch. ``labels`` (optional) gets each item's ``label`` (or None), in
     the items' order: the batch's accuracy when the items carry one.
     """
-    from ..engine.jsonl import JSONLError, iter_jsonl, read_bytes
+    from ..engine.base.jsonl import JSONLError, iter_jsonl, read_bytes
 
     items: list[Any] = []
     for lineno, obj in iter_jsonl(read_bytes(path, "batch file")):
@@ -461,7 +473,7 @@ def batch_output(items: Any, empty_field: str, resume: str | None, *, quiet: boo
         todo, where = resumed.pending(items)
         if not quiet:
             output.err.write(f"fscale: {resumed.note(total)}\n")
-        out = BatchOutput(todo, empty_field, write=resumed.writer(), where=where,
+        out = BatchOutput(todo, empty_field, write=resumed.writer(print_json), where=where,
                           previous=resumed.done.values())
     try:
         yield out, todo
@@ -493,7 +505,7 @@ class BatchOutput:
                  write: Callable[[dict[str, Any]], None] | None = None,
                  where: list[int] | None = None, previous: Iterable[str] = (),
                  labels: Any = None) -> None:
-        from ..engine.spend import Spend
+        from ..engine.base.spend import Spend
 
         self.items = items  # a list (Ray) or a stream of items (engine.items.BatchItems)
         self.empty_field = empty_field
@@ -524,7 +536,7 @@ class BatchOutput:
         return position if self._where is None else self._where[position]
 
     def add(self, index: int, outcome: Any) -> None:
-        from ..engine.spend import Spend
+        from ..engine.base.spend import Spend
 
         position = index
         index = self.batch_index(position)

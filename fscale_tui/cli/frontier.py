@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.errors import UsageError
+from ..engine.base.errors import UsageError
 
 KIND_NAMES = {"single": "single model", "majority": "top-k majority", "router": "router",
               "auto": "-k auto", "calibrated": "calibrated"}

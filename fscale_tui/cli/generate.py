@@ -10,11 +10,14 @@ from typing import Any
 
 import typer
 
-from ..engine import output
-from ..engine.errors import UsageError
+from ..engine.base import output
+from ..engine.base.errors import UsageError
 from ..engine.strategies import names as strategy_names
 from .common import (guarded, print_json, resolve_context, run,
                      show_progress, split_list, stderr_console)
+
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 20
 
 #: The engine's strategy registry (this module is imported only when 'generate' runs).
 STRATEGY_HELP = " | ".join(strategy_names()) + "."
@@ -24,7 +27,7 @@ OUTPUT = "Output"
 
 
 def _short(text: str | None, width: int = 60) -> str:
-    from ..engine.redact import redact
+    from ..engine.base.redact import redact
 
     # Redacted before it is cut: a cut key is a prefix the redactor may no longer recognise.
     flat = " ".join((redact(text) or "").split())
@@ -41,7 +44,7 @@ class GeneratePrinter:
     def __call__(self, event: Any) -> None:
         from rich.markup import escape
 
-        from ..engine.events import (CandidateFailed, CandidateGenerated, GenerateStarted,
+        from ..engine.base.events import (CandidateFailed, CandidateGenerated, GenerateStarted,
                                      Generated, JudgeVoted, StepScored)
 
         if self.quiet:
@@ -120,7 +123,7 @@ def _request(question: str, opts: dict[str, Any]) -> Any:
 
 
 def _run_one(request: Any, *, as_json: bool, quiet: bool) -> int:
-    from ..engine.events import Generated
+    from ..engine.base.events import Generated
     from ..engine.session import Engine
     from .render import StatusPrinter
 

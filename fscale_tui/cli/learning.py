@@ -12,9 +12,12 @@ from typing import Any
 
 import typer
 
-from ..engine import output
-from ..engine.errors import UsageError
+from ..engine.base import output
+from ..engine.base.errors import UsageError
 from .common import engine_facade, guarded, print_json, split_list, stdout_console
+
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 40
 
 history_app = typer.Typer(invoke_without_command=True)
 
@@ -102,7 +105,7 @@ def history_show(call_id: str = typer.Argument(..., metavar="ID", help="A call i
                   f"{usage.get('completion_tokens', 0)} completion tokens"
                   + (f", ${cost:.6f}" if cost is not None else "") + "\n")
     if item.get("spend"):
-        from ..engine.spend import Spend
+        from ..engine.base.spend import Spend
 
         out.write(f"spend:     {Spend.from_dict(item['spend']).detail()}\n")
     for r in item["replies"]:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import typer
 
-from ..engine import output
+from ..engine.base import output
 from .common import engine_facade, guarded, print_json, stderr_console
+
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 70
 
 local_app = typer.Typer(
     help=("Embedded local models: llama.cpp servers for small GGUF models (the \\[local] extra).\n\n"
@@ -88,8 +91,8 @@ def stop(models: list[str] = typer.Argument(None, help="Local model aliases or i
 
       fscale local stop local-qwen-1.5b
     """
-    from ..engine.config import load_settings
-    from ..engine.errors import ConfigError
+    from ..engine.catalog.config import load_settings
+    from ..engine.base.errors import ConfigError
 
     try:
         settings = load_settings()

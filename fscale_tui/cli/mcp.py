@@ -33,9 +33,12 @@ from typing import Any
 
 import typer
 
-from ..engine import output
-from ..engine.errors import ExitCode, FscaleError, UsageError
+from ..engine.base import output
+from ..engine.base.errors import ExitCode, FscaleError, UsageError
 from .common import guarded
+
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 80
 
 #: The call log's ``extra.origin`` of every call made through this server.
 ORIGIN = "mcp"
@@ -68,7 +71,7 @@ def exit_name(code: ExitCode | int) -> str:
 
 def error_text(exc: BaseException) -> tuple[str, ExitCode]:
     """The CLI's one-line message for ``exc`` (redacted) and the exit code it would end with."""
-    from ..engine.redact import redact
+    from ..engine.base.redact import redact
 
     if isinstance(exc, FscaleError):
         message, code = str(exc), exc.exit_code
@@ -96,14 +99,14 @@ def budget_option(budget: str | float | None) -> dict[str, Any]:
     own parser here, so a bad one is the CLI's usage error before any model is asked."""
     if budget is None:
         return {}
-    from ..engine.routing.budget import parse_budget
+    from ..engine.base.budget import parse_budget
 
     return {"budget": parse_budget(budget).text}
 
 
 def vote_line(event: Any) -> str | None:
     """A settled seat of a vote as one progress message (None: not a settled seat)."""
-    from ..engine.events import Cancelled, VoteFailed, VoteReceived
+    from ..engine.base.events import Cancelled, VoteFailed, VoteReceived
 
     if isinstance(event, VoteReceived):
         answer = event.answer if event.answer is not None else "no answer"
@@ -117,7 +120,7 @@ def vote_line(event: Any) -> str | None:
 
 def generate_line(event: Any) -> str | None:
     """A candidate, a judge's ballot or a search step as one progress message."""
-    from ..engine.events import CandidateFailed, CandidateGenerated, JudgeVoted, StepScored
+    from ..engine.base.events import CandidateFailed, CandidateGenerated, JudgeVoted, StepScored
 
     if isinstance(event, CandidateGenerated):
         answer = f", answer {event.answer}" if event.answer else ""
@@ -160,7 +163,7 @@ class Progress:
     async def send(self, message: str, total: int | None = None) -> None:
         if self.closed:
             return
-        from ..engine.redact import redact
+        from ..engine.base.redact import redact
 
         self.sent += 1
         try:
@@ -226,7 +229,7 @@ async def scale_call(calls: Calls, request: Any, progress: Progress
                      ) -> tuple[dict[str, Any], ExitCode, list[str]]:
     """One scale (or verify) call: the object ``--json`` prints, at the moment of decision, its
     exit code, and the notes the CLI prints for people (e.g. "-k 5: only 3 usable models")."""
-    from ..engine.events import Decided, VoteStarted
+    from ..engine.base.events import Decided, VoteStarted
 
     async def body(decided: "asyncio.Future[Any]") -> None:
         engine = await open_engine()
@@ -249,7 +252,7 @@ async def scale_call(calls: Calls, request: Any, progress: Progress
 
 
 async def generate_call(calls: Calls, request: Any, progress: Progress) -> tuple[dict[str, Any], ExitCode]:
-    from ..engine.events import Generated
+    from ..engine.base.events import Generated
 
     async def body(decided: "asyncio.Future[Any]") -> tuple[dict[str, Any], ExitCode]:
         engine = await open_engine()
@@ -326,7 +329,7 @@ def build_server(calls: Calls | None = None) -> Any:
     from typing_extensions import NotRequired, TypedDict
 
     from .. import __version__
-    from ..engine.redact import redact, redact_tree
+    from ..engine.base.redact import redact, redact_tree
     from ..engine.requests import MAX_K, generate_request, scale_request, verify_request
     from .common import flush_storage_warnings, json_text
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..engine.events import (Cancelled, ChallengerAnswered, Decided, Event, MemberSubstituted,
+from ..engine.base.events import (Cancelled, ChallengerAnswered, Decided, Event, MemberSubstituted,
                              Preparing, ProbeResult, ServerReady, ServerStarting, StageFinished,
                              StageStarted, VoteFailed, VoteReceived, VoteStarted)
 
@@ -61,7 +61,7 @@ def _text(value: Any) -> str:
     """Server-provided text: secrets masked, and printed literally (not as rich markup)."""
     from rich.markup import escape
 
-    from ..engine.redact import redact
+    from ..engine.base.redact import redact
 
     return escape(redact(str(value)) or "")
 
@@ -73,7 +73,7 @@ class _RedactingConsole:
         self._console = console
 
     def print(self, text: Any = "", *args: Any, **kwargs: Any) -> None:
-        from ..engine.redact import MASK, redact
+        from ..engine.base.redact import MASK, redact
 
         if isinstance(text, str):
             # A mask inserted here must not be read as the markup tag [redacted].

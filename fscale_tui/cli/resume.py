@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..engine.errors import UsageError
+from ..engine.base.errors import UsageError
 
 T = TypeVar("T")
 
@@ -87,11 +87,9 @@ class ResumeFile:
         return (f"resuming {self.path}: {min(done, total)} of {total} item"
                 f"{'s' if total != 1 else ''} already done{cut}; {max(0, total - done)} to go")
 
-    def writer(self) -> Callable[[dict[str, Any]], None]:
-        """A function appending one result line to OUT (each line written and flushed whole);
-        :meth:`close` closes OUT."""
-        from .common import print_json
-
+    def writer(self, print_json: Callable[..., None]) -> Callable[[dict[str, Any]], None]:
+        """A function appending one result line to OUT with ``print_json(obj, file=...)`` (each
+        line written and flushed whole); :meth:`close` closes OUT."""
         self._stream = open(self.path, "a", encoding="utf-8")  # the user's output file
 
         def write(obj: dict[str, Any]) -> None:

@@ -6,14 +6,20 @@ to stderr. State lives in ``<data>/routing/`` (``fscale profile --path`` prints 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ..engine import output
-from ..engine.errors import ExitCode, UsageError
+from ..engine.base import output
+from ..engine.base.errors import ExitCode, UsageError
 from .common import (engine_facade, guarded, load_settings_for_cli, print_json, run, show_progress,
                      split_list, stderr_console, stdout_console)
+
+if TYPE_CHECKING:
+    from ..engine.base.settings import Settings
+
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 50
 
 SELECT = "Choosing models"
 CLUSTERS = "Clusters"
@@ -46,7 +52,7 @@ class _Progress:
         self.display.stop()
 
 
-def _select_models(settings: Any, models: str | None, panel: str | None) -> list[Any]:
+def _select_models(settings: Settings, models: str | None, panel: str | None) -> list[Any]:
     names = split_list(models)
     if names and panel:
         raise UsageError("give --models or --panel, not both")
@@ -124,8 +130,6 @@ def profile(
 
       fscale profile --frontier --png frontier.png
     """
-    from ..engine.routing.tasks import load_tasks
-
     settings = load_settings_for_cli()
     with engine_facade(settings) as facade:
         routing = facade.routing
@@ -152,11 +156,12 @@ def profile(
     names: list[str] | None
     counts: dict[str, int] = {}
     if tasks is not None:
-        items = load_tasks(tasks)
+        from ..engine.session import Engine
+
+        items = Engine.tasks(tasks)
         chosen = _select_models(settings, models, panel)
         names = [m.alias for m in chosen]
         keys = [t.key for t in items]
-        from ..engine.session import Engine
 
         async def go() -> dict[str, int]:
             with _Progress("profile", show_progress(quiet, as_json)) as progress:
@@ -292,7 +297,7 @@ def route(
         raise UsageError("give a question or --batch FILE, not both (items carry their context)")
     if batch is None and question is None:
         raise UsageError("missing QUESTION (or --batch FILE)")
-    from ..engine.routing.budget import configured_budget, parse_budget
+    from ..engine.base.budget import configured_budget, parse_budget
 
     if budget is not None and lam is not None:
         raise UsageError("give --lambda or --budget, not both")
@@ -354,11 +359,10 @@ def calibrate(
 
       fscale calibrate cal.jsonl --alpha 0.2 --stages cheap,strong --signal agreement --json
     """
-    from ..engine.routing.tasks import load_tasks
     from ..engine.session import Engine
 
     settings = load_settings_for_cli()
-    items = load_tasks(tasks)
+    items = Engine.tasks(tasks)
     if stages is None:
         raise typer.Exit(_calibrate_adaptive(settings, items, alpha=alpha, delta=delta,
                                              max_calls=max_calls, budget=budget, spread=spread,
@@ -373,11 +377,11 @@ def calibrate(
             async with Engine(settings, on_status=progress.status) as engine:
                 return await engine.calibrate(items, stage_list, alpha=alpha, delta=delta,
                                               signal=signal, lam=lam, on_progress=progress,
-                                              concurrency=concurrency)
+                                              concurrency=concurrency, store=not dry_run,
+                                              force=force)
 
     report = run(go())
-    stored = _store(settings, report, force=force, dry_run=dry_run,
-                    hint="or a larger --alpha / stronger stages")
+    stored = _stored(report, hint="or a larger --alpha / stronger stages")
     out = {"schema": 1, "mode": "cascade"} | report.to_dict() | {"stored": stored}
     if as_json:
         print_json(out)
@@ -402,17 +406,16 @@ def calibrate(
         stderr_console().print(f"stored in {stored}")
 
 
-def _store(settings: Any, report: Any, *, force: bool, dry_run: bool, hint: str) -> str | None:
-    """Store a calibration (its path), unless it is a dry run or nothing could answer."""
-    if report.answers_nothing and not force and not dry_run:
+def _stored(report: Any, *, hint: str) -> str | None:
+    """Where the engine stored the calibration (None: a dry run, or it refused, said here)."""
+    if report.refused:
         stderr_console().print("[yellow]no stage reached a threshold with risk ≤ α: stored, "
                                "every '-k auto' call would abstain. Not stored (use --force to "
                                f"store it anyway, {hint}).[/yellow]")
-        return None
-    return None if dry_run else str(report.cascade.save(settings))
+    return None if report.stored is None else str(report.stored)
 
 
-def _calibrate_adaptive(settings: Any, items: Any, *, alpha: float | None, delta: float,
+def _calibrate_adaptive(settings: Settings, items: Any, *, alpha: float | None, delta: float,
                         max_calls: int, budget: str | None, spread: float, order: str,
                         lam: float,
                         concurrency: int | None, dry_run: bool, force: bool, as_json: bool,
@@ -425,11 +428,10 @@ def _calibrate_adaptive(settings: Any, items: Any, *, alpha: float | None, delta
                 return await engine.calibrate_adaptive(
                     items, max_calls=max_calls, budget=budget, alpha=alpha, delta=delta,
                     spread=spread, order=order, lam=lam, on_progress=progress,
-                    concurrency=concurrency)
+                    concurrency=concurrency, store=not dry_run, force=force)
 
     report = run(go())
-    stored = _store(settings, report, force=force, dry_run=dry_run,
-                    hint="a larger --alpha, or no --alpha")
+    stored = _stored(report, hint="a larger --alpha, or no --alpha")
     out = {"schema": 1} | report.to_dict() | {"stored": stored}
     if as_json:
         print_json(out)

@@ -6,12 +6,15 @@ from typing import Any
 
 import typer
 
-from ..engine import output
-from ..engine.errors import UsageError
+from ..engine.base import output
+from ..engine.base.errors import UsageError
 from ..engine.requests import is_auto, parse_k, scale_request, verify_request
-from .common import (guarded, print_json, read_stdin, read_text_file,
+from .common import (event_loop, guarded, print_json, read_stdin, read_text_file,
                      resolve_context, run, show_progress, split_list, stderr_console,
                      stdin_has_data)
+
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 10
 
 SELECT = "Choosing models"
 OUTPUT = "Output"
@@ -37,7 +40,7 @@ def _learning_flags(no_challenger: bool, no_log: bool) -> dict[str, bool]:
 
 def _run_one(request: Any, *, as_json: bool, quiet: bool,
              learning: dict[str, bool] | None = None) -> int:
-    from ..engine.events import Decided
+    from ..engine.base.events import Decided
     from ..engine.session import Engine
     from .render import EventPrinter, StatusPrinter, print_notes
 
@@ -70,7 +73,8 @@ def _run_one(request: Any, *, as_json: bool, quiet: bool,
             return result
 
     try:
-        result = run(go())
+        with event_loop(go()) as start:  # go() runs from here: the walk stays in this module
+            result = start()
     finally:
         status.close()
     return int(result.exit_code)

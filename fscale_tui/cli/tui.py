@@ -8,6 +8,9 @@ import typer
 from ..screens import SCREENS
 from .common import guarded
 
+#: Where this module's commands come in ``fscale --help`` (cli/__init__.py: commands).
+HELP_ORDER = 60
+
 SCREEN_NAMES = tuple(SCREENS)
 
 
@@ -30,7 +33,7 @@ def tui(
     """
     import time
 
-    from ..engine.errors import UsageError
+    from ..engine.base.errors import UsageError
 
     if screen not in SCREEN_NAMES:
         raise UsageError(f"--screen must be one of {', '.join(SCREEN_NAMES)}")
@@ -40,7 +43,7 @@ def tui(
     app = FscaleApp(start=screen, exit_when_ready=exit_when_ready)
     app.run(headless=exit_when_ready)
     app.state.update()
-    from ..engine import output
+    from ..engine.base import output
 
     if exit_when_ready:
         ready = app.ready_after if app.ready_after is not None else float("nan")

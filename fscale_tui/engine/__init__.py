@@ -5,4 +5,4 @@ It imports neither typer nor textual; the CLI and the TUI are views over it.
 
 # The output boundary: installs the redacting filter on the ``fscale`` logger before any engine
 # module can log (engine/output.py).
-from . import output as _output  # noqa: E402,F401
+from .base import output as _output  # noqa: E402,F401

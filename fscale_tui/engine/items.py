@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
-from .errors import UsageError
-from .jsonl import count_items, iter_file_lines
-from .requests import MAX_K
+from .base.calls import GenerateRequest, ScaleRequest
+from .base.errors import BigNumber as _Big, UsageError, describe
+from .base.jsonl import count_items, iter_file_lines
+from .requests import MAX_K, scale_request, split_labels, validated
 
 #: Bounds on the numbers an item may carry (an item asking for 10**30 tokens is a bad line,
 #: not a request the providers should see).
@@ -61,10 +62,10 @@ class _Item(msgspec.Struct):
             value = getattr(self, name)
             values = value if isinstance(value, list) else [value]
             for i, v in enumerate(values):
-                if isinstance(v, str) and not v.isascii() and _SURROGATE.search(v):
+                if isinstance(v, str) and not v.isascii() and (lone := _SURROGATE.search(v)):
                     where = f"{name}[{i}]" if isinstance(value, list) else name
                     raise ValueError(f"{where}: contains a lone surrogate "
-                                     f"(\\u{ord(_SURROGATE.search(v)[0]):04x}), which is not text")
+                                     f"(\\u{ord(lone[0]):04x}), which is not text")
 
 
 class ScaleItem(_Item, kw_only=True):
@@ -127,42 +128,12 @@ _MUST = {
 }
 
 
-class _Big(str):
-    """A JSON number too long to be worth converting (shown by its length)."""
-
-
 def _loose(line: bytes | str) -> Any:
     """The line as plain JSON values, for error messages only (never raises)."""
     try:
         return json.loads(line, parse_int=lambda s: _Big(s) if len(s) > 30 else int(s))
     except (ValueError, RecursionError, TypeError):
         return None
-
-
-def describe(value: Any, *, text: bool = True) -> str:
-    """A value as a few words for an error line (never its whole text; with ``text=False`` a
-    string is only "a string": a config value could be a key pasted in the wrong place)."""
-    if isinstance(value, _Big):
-        return f"a {len(value.lstrip('-'))}-digit number"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return "a number out of range" if value != value or value in (float("inf"), float("-inf")) \
-            else repr(value)
-    if isinstance(value, int):
-        return str(value) if len(str(value)) <= 30 else f"a {len(str(abs(value)))}-digit number"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, str):
-        if not text:
-            return "a string"
-        shown = value if len(value) <= 40 else value[:39] + "…"
-        return json.dumps(shown, ensure_ascii=False)
-    return type(value).__name__
 
 
 def _item_id(obj: Any) -> str | None:
@@ -236,9 +207,9 @@ def _decode_failure(exc: Exception, line: bytes | str, k_auto: bool) -> ItemErro
     text = line.decode("utf-8") if isinstance(line, bytes) else line
     if _LONE_ESCAPE.search(text) and isinstance(obj, dict):
         for name, value in obj.items():
-            if isinstance(value, str) and _SURROGATE.search(value):
+            if isinstance(value, str) and (lone := _SURROGATE.search(value)):
                 return ItemError(f"{name}: contains a lone surrogate (\\u"
-                                 f"{ord(_SURROGATE.search(value)[0]):04x}), which is not text",
+                                 f"{ord(lone[0]):04x}), which is not text",
                                  item_id)
         return ItemError("contains a lone surrogate (an unpaired \\ud800-\\udfff escape), "
                          "which is not text", item_id)
@@ -248,11 +219,14 @@ def _decode_failure(exc: Exception, line: bytes | str, k_auto: bool) -> ItemErro
 
 _decoders: dict[type, Any] = {}
 
+#: An item schema (:class:`ScaleItem`, :class:`GenerateItem`, ...): what decoding returns.
+I = TypeVar("I", bound=_Item)
 
-def decode_item(line: bytes | str, schema: type[_Item]) -> _Item:
+
+def decode_item(line: bytes | str, schema: type[I]) -> I:
     """One JSONL line as ``schema``; :class:`ItemError` (with the item's id when it could be
     read) if it is not one."""
-    decoder = _decoders.get(schema)
+    decoder: msgspec.json.Decoder[I] | None = _decoders.get(schema)
     if decoder is None:
         decoder = _decoders[schema] = msgspec.json.Decoder(schema)
     if isinstance(line, bytes) and line.startswith(b"\xef\xbb\xbf"):
@@ -263,7 +237,7 @@ def decode_item(line: bytes | str, schema: type[_Item]) -> _Item:
         raise _decode_failure(exc, line, schema is ScaleItem) from None
 
 
-def convert_item(obj: Any, schema: type[_Item]) -> _Item:
+def convert_item(obj: Any, schema: type[I]) -> I:
     """A Python value (an API caller's dict) as ``schema``, with the same rules as a line."""
     try:
         return msgspec.convert(obj, schema)
@@ -275,8 +249,6 @@ def convert_item(obj: Any, schema: type[_Item]) -> _Item:
 
 
 def _names(value: str | list[str] | None, field: str) -> tuple[str, ...] | None:
-    from .requests import split_labels
-
     if value is None:
         return None
     if isinstance(value, str):
@@ -286,13 +258,11 @@ def _names(value: str | list[str] | None, field: str) -> tuple[str, ...] | None:
 
 def _labels(value: str | list[str]) -> tuple[str, ...]:
     """``answers`` as labels, each checked on its own (so the message names the bad one)."""
-    from .requests import split_labels
-
     if isinstance(value, str):
-        labels = split_labels(value) or ()
-        if len(labels) < 2:
+        split = split_labels(value) or ()
+        if len(split) < 2:
             raise ValueError(f'answers must name at least two labels, not {describe(value)}')
-        return labels
+        return split
     labels = []
     for i, label in enumerate(value):
         if not label.strip():
@@ -317,12 +287,10 @@ def _id_text(value: str | int | None) -> str | None:
     return None if value is None else str(value)
 
 
-def scale_from_item(item: ScaleItem, defaults: dict[str, Any]) -> Any:
+def scale_from_item(item: ScaleItem, defaults: dict[str, Any]) -> ScaleRequest:
     """The ``ScaleRequest`` of a decoded item; ``defaults`` are the command's flags (``answers``,
     ``models``, ``panel``, ``k``, ``tie_break``, ``alpha``, ``budget``). The item's own choice of models
     or panel replaces the flags' (never both)."""
-    from .requests import scale_request
-
     item_id = _id_text(item.id)
     try:
         answers = item.answers if item.answers is not None else defaults.get("answers")
@@ -343,10 +311,8 @@ def scale_from_item(item: ScaleItem, defaults: dict[str, Any]) -> Any:
         raise ItemError(str(exc), item_id) from None
 
 
-def generate_from_item(item: GenerateItem, defaults: dict[str, Any]) -> Any:
+def generate_from_item(item: GenerateItem, defaults: dict[str, Any]) -> GenerateRequest:
     """The ``GenerateRequest`` of a decoded item; ``defaults`` are the command's options."""
-    from .generate import GenerateRequest
-
     item_id = _id_text(item.id)
     opts = {k: v for k, v in defaults.items() if v is not None}
     for name in item.__struct_fields__:
@@ -363,8 +329,7 @@ def generate_from_item(item: GenerateItem, defaults: dict[str, Any]) -> Any:
     if item.models is not None and item.panel is None:
         opts.pop("panel", None)
     try:
-        request = GenerateRequest(question=item.question, item_id=item_id, **opts)
-        request.validate()
+        request = validated(GenerateRequest(question=item.question, item_id=item_id, **opts))
     except (ValueError, TypeError, UsageError) as exc:
         raise ItemError(str(exc), item_id) from None
     return request
@@ -393,6 +358,7 @@ class BatchItems:
     def __iter__(self) -> Iterator[Any]:
         position = 0
         while True:
+            numbered: tuple[int, bytes] | None
             if self._first is not None:
                 numbered, self._first = self._first, None
             else:
@@ -423,12 +389,12 @@ def generate_items(path: str, defaults: dict[str, Any]) -> BatchItems:
                       lambda item: generate_from_item(item, defaults))
 
 
-def scale_api_request(obj: Any, defaults: dict[str, Any]) -> Any:
+def scale_api_request(obj: Any, defaults: dict[str, Any]) -> ScaleRequest:
     """``scale_batch``'s item ``obj`` (a dict) as a ScaleRequest, or :class:`ItemError`."""
     return scale_from_item(convert_item(obj, ScaleItem), defaults)
 
 
-def generate_api_request(obj: Any, defaults: dict[str, Any]) -> Any:
+def generate_api_request(obj: Any, defaults: dict[str, Any]) -> GenerateRequest:
     """``generate_batch``'s item ``obj`` as a GenerateRequest, or :class:`ItemError`."""
     return generate_from_item(convert_item(obj, GenerateApiItem), defaults)
 

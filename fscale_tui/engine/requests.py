@@ -8,12 +8,10 @@ checks what was typed before it loads the vote machinery.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import UsageError
-
-if TYPE_CHECKING:
-    from .vote import ScaleRequest
+from .base.calls import GenerateRequest, ScaleRequest
+from .base.errors import UsageError
 
 DEFAULT_VERIFY_QUESTION = (
     "Does the Output contain any claim that is not supported by the Source? "
@@ -64,8 +62,6 @@ def verify_request(source: str, draft: str, *, question: str | None = None,
                    k: int | str | None = None, tie_break: str | None = None,
                    id: str | None = None, stream: bool = False) -> ScaleRequest:
     """A scale request asking whether ``draft`` makes claims ``source`` does not support."""
-    from .vote import ScaleRequest
-
     if not source.strip():
         raise UsageError("the source is empty")
     if not draft.strip():
@@ -85,8 +81,6 @@ def scale_request(question: str, answers: str | tuple[str, ...], *, context: str
                   item_id: str | None = None, alpha: float | None = None,
                   budget: str | None = None) -> ScaleRequest:
     """A validated scale request; ``answers`` may be the comma-separated text as typed."""
-    from .vote import ScaleRequest
-
     labels = split_labels(answers) if isinstance(answers, str) else tuple(answers)
     if not labels:
         raise UsageError("missing answers, e.g. YES,NO")
@@ -99,11 +93,16 @@ def scale_request(question: str, answers: str | tuple[str, ...], *, context: str
     return request
 
 
-def generate_request(question: str, **opts: object) -> Any:
+def generate_request(question: str, **opts: Any) -> GenerateRequest:
     """A validated generate request; options given as None take the request's defaults."""
-    from .generate import GenerateRequest
+    return validated(GenerateRequest(question=question,
+                                     **{k: v for k, v in opts.items() if v is not None}))
 
-    request = GenerateRequest(question=question,
-                              **{k: v for k, v in opts.items() if v is not None})  # type: ignore[arg-type]
-    request.validate()
+
+def validated(request: GenerateRequest) -> GenerateRequest:
+    """``request`` checked against the registered strategies (a ``UsageError`` if it is not
+    one they can run)."""
+    from .strategies import strategies  # the strategy modules load only for a generate call
+
+    request.validate(strategies())
     return request

@@ -1,7 +1,7 @@
 """The engine facade: the only API the CLI and the TUI use (``async with Engine() as e: ...``).
 
 One engine per run owns the settings, the registry, the health store, the shared HTTP client
-(created on first use), the one ask path (:class:`~fscale_tui.engine.ask.Asker`), the call log
+(created on first use), the one ask path (:class:`~fscale_tui.engine.ask.asker.Asker`), the call log
 and one background writer thread. It exposes
 
 - model calls as async event streams and awaitables: ``scale_events``/``scale``/
@@ -19,25 +19,39 @@ background writer, in order, and ``aclose()`` drains it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from .ask import Asker
-from .background import BackgroundWriter
-from .batch import bounded, final_result
-from .catalog import Catalog
-from .config import ModelConfig, Settings, load_settings
-from .coordination import make_coordination
-from .events import ChallengerAnswered, Decided, Event, Generated, ProbeResult, StageFinished, StageStarted
-from .health import PROBE_MESSAGES, HealthStore
+from .ask.asker import Asker
+from .ask.context import Context
+from .base.background import BackgroundWriter
+from .base.batch import bounded, final_result
+from .catalog.service import Catalog
+from .catalog.config import load_settings
+from .base.settings import ModelConfig, Settings
+from .wire.coordination import make_coordination
+from .base.events import ChallengerAnswered, Decided, Event, Generated, ProbeResult, StageFinished, StageStarted
+from .ask.health import PROBE_MESSAGES, HealthStore
 from .learning.service import CallLog
-from .registry import Registry
-from .vote import (ScaleRequest, ScaleResult, StageOutcome, Vote, VoteRunner, build_messages,
-                   new_call_id, result_from)
-from .voting import Majority
+from .providers import usable
+from .catalog.registry import Registry
+from .base.prompts import build_messages
+from .decide.vote import VoteRunner, result_from
+from .base.calls import GenerateRequest, GenerateResult, ScaleRequest, ScaleResult, StageOutcome, Vote, new_call_id
+from .decide.rules import rule_for
 
+
+if TYPE_CHECKING:  # numpy and the routing modules load only when -k auto or routing is used
+    from .routing.calibrate import AdaptiveReport, CalibrationReport
+    from .providers.local.control import LocalServers
+    from .routing.cascade import Cascade
+    from .routing.service import Routing
+    from .routing.tasks import Task
+    from .wire.client import ChatClient
+    from .wire.coordination import SharedView, SpendWindow
 
 class Engine:
     """``on_status``: called on the event loop's thread with events that belong to no call
@@ -61,15 +75,17 @@ class Engine:
         self.catalog = Catalog(self.settings, self.registry, self.health)
         self.calls = CallLog(self.settings, self.writer, origin=origin)
         self._transport = transport
-        self._client: Any = None
+        self._client: ChatClient | None = None
         self.asker = Asker(self.settings, lambda: self.client, self.health, self.registry)
+        #: What the features (routing, learning, strategies) may use of this engine.
+        self.context = Context(self.settings, self.registry, self.asker)
         #: Used by ``--tie-break rating``: the call log's ratings (a snapshot, read off the loop).
         self.rating_of: Callable[[str], float] = self.calls.rating_of
         self._challenger_tasks: set[asyncio.Task[Any]] = set()
-        self._cascade: Any = None
+        self._cascade: Cascade | None = None
         self._plan_lock = threading.Lock()
-        self._draws: Any = None
-        self._spend: Any = None  # coordination.SpendWindow, made on first use
+        self._draws: SharedView | None = None  # made on first use
+        self._spend: SpendWindow | None = None
 
     def capture_calls(self, sink: Callable[[Any, bool], None]) -> None:
         """Hand every finished call's log record to ``sink(record, learn)`` instead of writing
@@ -89,14 +105,14 @@ class Engine:
         return self.coordination.describe()
 
     @property
-    def routing(self) -> Any:
+    def routing(self) -> Routing:
         """Clusters, profile reports and routing decisions (blocking; numpy)."""
         from .routing.service import Routing
 
         return Routing(self.settings)
 
     @property
-    def local(self) -> Any:
+    def local(self) -> LocalServers:
         """The embedded local model servers (status, start, stop)."""
         from .providers.local.control import LocalServers
 
@@ -113,11 +129,11 @@ class Engine:
         return write_replay_file(Path(path), replay_lines_from_calls(calls, ids)), len(calls)
 
     @property
-    def client(self) -> Any:
+    def client(self) -> ChatClient:
         """The shared HTTP client, created on first use (commands that ask no model never
         import the HTTP stack)."""
         if self._client is None:
-            from .client import ChatClient
+            from .wire.client import ChatClient
 
             self._client = ChatClient(self.settings, transport=self._transport,
                                       on_status=self.on_status,
@@ -127,7 +143,7 @@ class Engine:
     def warm(self) -> None:
         """Do the slow one-time set-up (the HTTP stack's imports, the TLS context) now, e.g.
         in a view's thread worker, so that the first question does not wait on the loop."""
-        from .wire import ssl_context
+        from .wire.http import ssl_context
 
         ssl_context()
 
@@ -168,7 +184,7 @@ class Engine:
     def _auto_plan(self, request: ScaleRequest, tie_break: str, labels: int) -> Any:
         """The ``-k auto`` plan of one request (one at a time: the embedder's cache and
         client are shared)."""
-        from .routing.budget import configured_budget, parse_budget
+        from .base.budget import configured_budget, parse_budget
 
         budget = (parse_budget(request.budget) if request.budget is not None
                   else None if request.alpha is not None else configured_budget(self.settings))
@@ -177,7 +193,7 @@ class Engine:
                                        tie_break=tie_break, rating_of=self.rating_of,
                                        alpha=request.alpha, labels=labels, budget=budget)
 
-    def cascade(self) -> Any:
+    def cascade(self) -> Cascade:
         """The ``-k auto`` router and cascade, loaded once per engine (numpy only then)."""
         if self._cascade is None:
             from .routing.cascade import Cascade
@@ -203,7 +219,7 @@ class Engine:
         labels = request.labels
         messages = build_messages(request.question, labels, request.context)
         tie_break = request.tie_break or self.settings.get("tie_break")
-        from .client import RequestCounter
+        from .base.calls import RequestCounter
 
         counter = RequestCounter()
         used: set[str] = set()
@@ -225,8 +241,9 @@ class Engine:
         if tie_break == "rating":
             await self.calls.ratings_snapshot()
         aliases = await self._plan_shadows(exclude, reserved)
-        # Local shadows would share the CPU with the panel: they start after the decision.
-        deferred = any(self.catalog.provider_type(a) == "local" for a in aliases)
+        # Shadows on this machine's CPU (embedded local models) would slow the panel down:
+        # they start after the decision.
+        deferred = any(self.catalog.shares_cpu(a) for a in aliases)
         shadow_kwargs = {**ask_kwargs, "stream": False}
         challenger = None if deferred or not aliases else \
             self._launch_shadows(aliases, call_id, messages, labels, shadow_kwargs)
@@ -282,9 +299,9 @@ class Engine:
                            messages: list[dict[str, str]], used: set[str], reserved: set[str],
                            ask_kwargs: dict[str, Any], counter: Any, started: float,
                            tie_break: str) -> AsyncIterator[Event]:
+        rule = rule_for("majority", tie_break=tie_break, rating_of=self.rating_of)
         runner = VoteRunner(self.asker, members, request.labels, messages, call_id=call_id,
-                            rule=Majority(tie_break, self.rating_of), used=used,
-                            reserved=reserved, ask_kwargs=ask_kwargs)
+                            rule=rule, used=used, reserved=reserved, ask_kwargs=ask_kwargs)
         async for event in runner.events():
             yield event
         assert runner.tally is not None
@@ -333,7 +350,7 @@ class Engine:
             if accepted:
                 answer, conf = tally.answer, c
                 break
-        rule = Majority("none")
+        rule = rule_for("majority")
         overall = rule.decide([rule.ballot(v.model, v.answer if v.status == "answered" else None)
                                for v in votes if v.status != "replaced"], labels)
         result = ScaleResult(
@@ -371,7 +388,7 @@ class Engine:
             try:
                 ledger.record([entry])
             except Exception as exc:  # a spend ledger we cannot write must not stop the call
-                from . import storage
+                from .base import storage
 
                 storage.warnings.append(f"warning: the spend ledger was not written "
                                         f"({type(exc).__name__}: {exc})")
@@ -401,14 +418,14 @@ class Engine:
         from .learning.challenger import BUDGET_WINDOW, allowance, eligible, plan
 
         if self._spend is None:
-            from .coordination import SpendWindow
+            from .wire.coordination import SpendWindow
 
             self._spend = SpendWindow(self.coordination.spend, BUDGET_WINDOW)
         # Embedded local models only challenge local panels: starting a llama.cpp server for a
         # shadow vote would cost seconds of CPU on every call of a remote panel.
-        local_panel = any(self.catalog.provider_type(a) == "local" for a in exclude)
+        local_panel = any(self.catalog.shares_cpu(a) for a in exclude)
         pool = [m for m in s.models.values()
-                if local_panel or self.catalog.provider_type(m.alias) != "local"]
+                if local_panel or not self.catalog.shares_cpu(m.alias)]
         family_of = self.calls.family_of
         known = self._profiled()
         families = {family_of(a) for a in exclude}
@@ -426,7 +443,7 @@ class Engine:
             return []
         # The snapshot is read in a thread (a few ms, at most once a second per engine).
         if self._draws is None:
-            from .coordination import SharedView
+            from .wire.coordination import SharedView
 
             self._draws = SharedView(self.coordination.draws.load)
         draws = await asyncio.to_thread(self._draws.get) if self._draws._data is None \
@@ -443,14 +460,14 @@ class Engine:
         shared = self.coordination.draws
         for alias in aliases:
             self._draws.put(alias, int(draws.get(alias, 0)) + 1)
-            self.writer.submit(lambda alias=alias: shared.add(alias))
+            self.writer.submit(functools.partial(shared.add, alias))
             reserved.add(alias)
         return aliases
 
     def _launch_shadows(self, aliases: list[str], call_id: str, messages: list[dict[str, str]],
                         labels: tuple[str, ...], ask_kwargs: dict[str, Any]) -> Any:
         """Ask the shadows (a ``learning.challenger.Shadows``: collected after the decision)."""
-        from .client import RequestCounter
+        from .base.calls import RequestCounter
         from .learning.challenger import Shadows
 
         counter = RequestCounter()
@@ -480,22 +497,23 @@ class Engine:
             yield outcome
 
     # -- generate ----------------------------------------------------------------------------
-    async def generate_events(self, request: Any) -> AsyncIterator[Event]:
+    async def generate_events(self, request: GenerateRequest) -> AsyncIterator[Event]:
         """One generate call's events (the last is ``Generated``); the call is logged."""
-        from .generate import generate_events
+        from .strategies.generate import generate_events
 
-        async for event in generate_events(self, request):
+        async for event in generate_events(self.context, request):
             if isinstance(event, Generated):
                 self.calls.record_generate(request, event.result)
             yield event
 
-    async def generate(self, request: Any) -> Any:
+    async def generate(self, request: GenerateRequest) -> GenerateResult:
         return await final_result(self.generate_events(request), Generated)
 
-    async def generate_batch(self, requests: Iterable[Any], *, concurrency: int | None = None,
+    async def generate_batch(self, requests: Iterable[GenerateRequest | Exception], *,
+                             concurrency: int | None = None,
                              on_event: Callable[[Event], None] | None = None,
-                             ) -> AsyncIterator[tuple[int, Any]]:
-        async def run(item: Any) -> Any:
+                             ) -> AsyncIterator[tuple[int, GenerateResult | Exception]]:
+        async def run(item: GenerateRequest) -> GenerateResult:
             return await final_result(self.generate_events(item), Generated, on_event)
 
         async for outcome in bounded(requests, run,
@@ -527,12 +545,12 @@ class Engine:
 
     async def refresh_catalogue(self) -> dict[str, Any]:
         """Ask each usable provider's /models; report catalogue entries that are gone."""
-        from .errors import ProviderError
+        from .base.errors import ProviderError
 
         report: dict[str, Any] = {}
         for name, provider in self.settings.providers.items():
             entries = [m for m in self.settings.models.values() if m.provider == name]
-            if not entries or not provider.usable(self.settings.env):
+            if not entries or not usable(provider, self.settings.env):
                 continue
             try:
                 ids = set(await self.client.list_models(name))
@@ -546,22 +564,40 @@ class Engine:
         return report
 
     # -- routing -----------------------------------------------------------------------------
-    async def profile(self, tasks: Any, models: list[ModelConfig], **kwargs: Any) -> dict[str, int]:
+    @staticmethod
+    def tasks(path: str) -> list[Task]:
+        """The labelled tasks of a JSONL file (what profile and calibrate run on); a missing
+        or malformed file is a usage error naming the line."""
+        from .routing.tasks import load_tasks
+
+        return load_tasks(path)
+
+    async def profile(self, tasks: Sequence[Task], models: list[ModelConfig],
+                      **kwargs: Any) -> dict[str, int]:
         from .routing.profile import run_profile
 
-        return await run_profile(self, tasks, models, **kwargs)
+        return await run_profile(self.context, tasks, models, **kwargs)
 
-    async def calibrate(self, tasks: Any, stages: list[str], **kwargs: Any) -> Any:
-        from .routing.cascade import calibrate_on_tasks
+    async def calibrate(self, tasks: Sequence[Task], stages: list[str], *, store: bool = True,
+                        force: bool = False, **kwargs: Any) -> CalibrationReport:
+        """Calibrate a fixed ``-k auto`` cascade on labelled tasks; stored (``report.stored``)
+        unless ``store`` is false, or every call would abstain and ``force`` is not given
+        (``report.refused``)."""
+        from .routing.calibrate import calibrate_on_tasks, keep
 
-        return await calibrate_on_tasks(self, tasks, stages, **kwargs)
+        report = await calibrate_on_tasks(self.context, tasks, stages, **kwargs)
+        keep(report, self.settings, store=store, force=force)
+        return report
 
-    async def calibrate_adaptive(self, tasks: Any, **kwargs: Any) -> Any:
+    async def calibrate_adaptive(self, tasks: Sequence[Task], *, store: bool = True,
+                                 force: bool = False, **kwargs: Any) -> AdaptiveReport:
         """Choose the adaptive ``-k auto`` stopping rule on labelled tasks (and keep the
-        per-stage confidences ``--alpha`` calibrates from); the caller stores the result."""
-        from .routing.cascade import calibrate_adaptive_on_tasks
+        per-stage confidences ``--alpha`` calibrates from); stored as :meth:`calibrate` says."""
+        from .routing.calibrate import calibrate_adaptive_on_tasks, keep
 
-        return await calibrate_adaptive_on_tasks(self, tasks, **kwargs)
+        report = await calibrate_adaptive_on_tasks(self.context, tasks, **kwargs)
+        keep(report, self.settings, store=store, force=force)
+        return report
 
     # -- learning: evolve --------------------------------------------------------------------
     def propose_evolve(self, panel: str | None = None, *, min_calls: int = 30,

@@ -19,7 +19,7 @@ generate), ``confidence``, ``status``, ``votes`` (JSON), ``calls_made``, ``item_
 What holds across the job:
 
 * **Rate limits**: every actor's HTTP client takes its tokens from the coordination backend
-  (:mod:`fscale_tui.engine.coordination`): Redis when ``FSCALE_REDIS_URL`` / ``[fleet]
+  (:mod:`fscale_tui.engine.wire.coordination`): Redis when ``FSCALE_REDIS_URL`` / ``[fleet]
   redis_url`` is set (fleet-wide, every host), else the state directory (actors on one machine).
 * **The call log**: actors do not write it. Each row carries its call-log record back to the
   driver, which writes them once into its own log (so ``fscale history`` and the ratings see
@@ -37,7 +37,11 @@ import json
 import os
 import pickle
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..engine.base.settings import Settings
+    from ..engine.session import Engine
 
 #: Columns this module adds (plus the private call-log column, removed before returning).
 SCALE_COLUMNS = ("answer", "confidence", "status", "votes", "calls_made", "item_id", "error")
@@ -58,7 +62,7 @@ def _ray() -> Any:
     return ray
 
 
-def worker_env(settings: Any = None) -> dict[str, str]:
+def worker_env(settings: Settings | None = None) -> dict[str, str]:
     """The environment an actor needs: FSCALE_* and the configured providers' key variables."""
     env = dict(os.environ)
     names = {k for k in env if k.startswith("FSCALE_")}
@@ -92,12 +96,12 @@ class FscaleActor:
         self.spec = spec
         self.item_concurrency = item_concurrency
         self.loop = asyncio.new_event_loop()
-        self.engine: Any = None
+        self.engine: Engine | None = None
         self.captured: list[tuple[Any, bool]] = []
 
-    def _engine(self) -> Any:
+    def _engine(self) -> Engine:
         if self.engine is None:
-            from ..engine.config import load_settings
+            from ..engine.catalog.config import load_settings
             from ..engine.session import Engine
 
             settings = load_settings().with_overrides(**self.overrides)
@@ -126,12 +130,12 @@ class FscaleActor:
                                              panel=spec["panel"], k=spec["k"],
                                              tie_break=spec["tie_break"], item_id=item_id))
                 else:
-                    from ..engine.generate import GenerateRequest
+                    from ..engine.base.calls import GenerateRequest
+                    from ..engine.requests import validated
 
-                    req = GenerateRequest(question=str(row[col]), context=context,
-                                          item_id=item_id, **spec["options"])
-                    req.validate()
-                    out.append(req)
+                    out.append(validated(GenerateRequest(
+                        question=str(row[col]), context=context, item_id=item_id,
+                        **spec["options"])))
             except Exception as exc:  # a bad row is that row's error, not the batch's
                 out.append(exc)
         return out
@@ -213,7 +217,7 @@ def _column(values: list[Any]) -> Any:
 
 
 def _map(ds: Any, kind: str, *, spec: dict[str, Any], actors: int, batch_size: int,
-         item_concurrency: int | None, overrides: dict[str, Any], settings: Any) -> Any:
+         item_concurrency: int | None, overrides: dict[str, Any], settings: Settings) -> Any:
     ray = _ray()
     out = ds.map_batches(
         FscaleActor, batch_size=batch_size, batch_format="numpy",
@@ -226,7 +230,7 @@ def _map(ds: Any, kind: str, *, spec: dict[str, Any], actors: int, batch_size: i
     return out
 
 
-def _write_calls(ds: Any, settings: Any) -> int:
+def _write_calls(ds: Any, settings: Settings) -> int:
     """Write the actors' call-log records into the driver's log, once."""
     from ..engine.session import Engine
 
@@ -243,7 +247,7 @@ def _write_calls(ds: Any, settings: Any) -> int:
         engine.close()
 
 
-def _finish(out: Any, settings: Any) -> Any:
+def _finish(out: Any, settings: Settings) -> Any:
     out = out.materialize()
     _write_calls(out, settings)
     final = out.drop_columns([_CALLS])
@@ -251,9 +255,9 @@ def _finish(out: Any, settings: Any) -> Any:
     return final.materialize()
 
 
-def _settings(settings: Any, overrides: dict[str, Any]) -> Any:
+def _settings(settings: Settings | None, overrides: dict[str, Any]) -> Settings:
     if settings is None:
-        from ..engine.config import load_settings
+        from ..engine.catalog.config import load_settings
 
         settings = load_settings()
     return settings.with_overrides(**overrides)
@@ -264,7 +268,7 @@ def scale_dataset(ds: Any, *, answers: list[str] | tuple[str, ...] | str, k: int
                   tie_break: str | None = None, question_column: str = "question",
                   id_column: str = "id", context_column: str | None = "context",
                   actors: int = 2, batch_size: int = 64, item_concurrency: int | None = None,
-                  settings: Any = None, **overrides: Any) -> Any:
+                  settings: Settings | None = None, **overrides: Any) -> Any:
     """Ask every row's question to the panel and vote; a materialized Dataset with the input's
     columns plus answer, confidence, status, votes (JSON), calls_made, item_id, error.
 
@@ -284,7 +288,7 @@ def scale_dataset(ds: Any, *, answers: list[str] | tuple[str, ...] | str, k: int
 def generate_dataset(ds: Any, *, question_column: str = "question", id_column: str = "id",
                      context_column: str | None = "context", actors: int = 2,
                      batch_size: int = 16, item_concurrency: int | None = None,
-                     settings: Any = None, **options: Any) -> Any:
+                     settings: Settings | None = None, **options: Any) -> Any:
     """Generate + select for every row (``options``: k, strategy, judges, models, panel, …, as
     ``fscale generate``); adds output, status, strategy, calls_made, item_id, error."""
     if context_column and context_column not in ds.schema().names:
@@ -310,7 +314,7 @@ class _Result:
 def run_requests(kind: str, requests: list[Any], *, address: str | None = None,
                  actors: int = 2, batch_size: int | None = None,
                  item_concurrency: int | None = None, overrides: dict[str, Any] | None = None,
-                 settings: Any = None) -> Iterator[tuple[int, Any]]:
+                 settings: Settings | None = None) -> Iterator[tuple[int, Any]]:
     """The CLI's ``--batch --ray``: requests built by the driver, run on the actor pool;
     yields ``(index, outcome)`` in input order (an outcome has ``to_dict``, or is an
     exception for a bad input line) **as blocks finish**: the dataset is streamed, never

@@ -19,12 +19,17 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Label, Select, TextArea
 from textual.worker import Worker, WorkerState
 
-from ..engine.errors import FscaleError
-from ..engine.events import ChallengerAnswered, Decided, VoteStarted
+from ..engine.base.errors import FscaleError
+from ..engine.base.events import ChallengerAnswered, Decided, VoteStarted
 from ..messages import EngineEvent, SettingsChanged
 from ..widgets.stages import StagesView
 from ..widgets.votes import DecisionBanner, MemberCard, VoteTable
 from .base import FscaleScreen
+
+#: This screen in the app: its mode, class, F-key, footer label and title (the app, the help
+#: screen, the palette and ``fscale tui --screen`` read it without importing this module).
+SCREEN = {"mode": "ask", "class": "AskScreen", "key": "f2", "label": "Ask",
+          "title": "Ask / verify: live votes"}
 
 MODES = [("scale", "scale"), ("verify", "verify")]
 #: what the k field accepts as it is typed: digits, or (a prefix of) "auto"
@@ -192,7 +197,7 @@ class AskScreen(FscaleScreen):
     def build_request(self) -> Any:
         """The engine request for what is on the form (raises FscaleError when incomplete)."""
         from ..engine.requests import is_auto, parse_k, scale_request, verify_request
-        from ..engine.vote import new_call_id
+        from ..engine.base.calls import new_call_id
 
         mode = self.query_one("#mode", Select).value
         question = self.query_one("#question", Input).value
@@ -211,7 +216,7 @@ class AskScreen(FscaleScreen):
 
     def _alpha(self) -> float | None:
         """The α field (``-k auto --alpha``): empty means always answer."""
-        from ..engine.errors import UsageError
+        from ..engine.base.errors import UsageError
 
         text = self.query_one("#alpha", Input).value.strip()
         if not text:

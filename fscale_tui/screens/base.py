@@ -10,8 +10,11 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header
 from textual.widgets._footer import FooterKey
 
-#: the app's screen keys (F2 Ask … F7 History)
-SCREEN_KEYS = ("f2", "f3", "f4", "f5", "f6", "f7")
+from . import SCREENS
+
+#: the screens with a key in the footer (F2 Ask … F7 History), as they declare themselves
+FOOTER_SCREENS = [s for s in SCREENS.values() if s.footer]
+SCREEN_KEYS = tuple(s.key for s in FOOTER_SCREENS)
 
 
 def key_width(key: FooterKey) -> int:
@@ -20,8 +23,9 @@ def key_width(key: FooterKey) -> int:
 
 
 class FscaleFooter(Footer):
-    """The key footer. When every key would not fit, F2–F7 collapse into one "f2‥f7 screens"
-    key, so the screen's own keys fit and no description is cut mid-word (F1 lists them all)."""
+    """The key footer. When every key would not fit, the screens' keys (F2–F7) collapse into one
+    "f2‥f7 screens" key, so the screen's own keys fit and no description is cut mid-word (F1
+    lists them all)."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
@@ -38,10 +42,11 @@ class FscaleFooter(Footer):
             if self._narrow and isinstance(widget, FooterKey) and widget.key in SCREEN_KEYS:
                 if not grouped:
                     grouped = True
-                    yield FooterKey("f2", "f2‥f7", "screens", "app.switch_mode('ask')",
-                                    tooltip="F2 Ask · F3 Generate · F4 Health · F5 Ratings · "
-                                            "F6 Panels · F7 History").data_bind(
-                                                compact=Footer.compact)
+                    first, last = FOOTER_SCREENS[0], FOOTER_SCREENS[-1]
+                    tooltip = " · ".join(f"{s.key.upper()} {s.label}" for s in FOOTER_SCREENS)
+                    yield FooterKey(first.key, f"{first.key}‥{last.key}", "screens",
+                                    f"app.switch_mode('{first.mode}')",
+                                    tooltip=tooltip).data_bind(compact=Footer.compact)
                 continue
             yield widget
 
@@ -53,7 +58,7 @@ class FscaleFooter(Footer):
 class FscaleScreen(Screen):
     """A full screen with the app header and the key-binding footer around ``body()``."""
 
-    #: the mode name (``fscale_tui.app.SCREENS``)
+    #: the mode name (its module's ``SCREEN["mode"]``)
     NAME = ""
 
     def compose(self) -> ComposeResult:

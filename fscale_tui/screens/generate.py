@@ -17,11 +17,16 @@ from textual.containers import Horizontal, HorizontalScroll, Vertical
 from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
-from ..engine.errors import FscaleError
+from ..engine.base.errors import FscaleError
 from ..messages import EngineEvent, SettingsChanged
 from ..widgets.table import FillTable
 from ..widgets.votes import DecisionBanner, first_lines
 from .base import FscaleScreen
+
+#: This screen in the app: its mode, class, F-key, footer label and title (the app, the help
+#: screen, the palette and ``fscale tui --screen`` read it without importing this module).
+SCREEN = {"mode": "generate", "class": "GenerateScreen", "key": "f3", "label": "Generate",
+          "title": "Generate: candidates and judges"}
 
 #: A candidate card is never narrower than this; more cards than fit scroll sideways.
 CARD_MIN_WIDTH = 24
@@ -55,7 +60,7 @@ class CandidateCard(Static):
         lat = f"{latency_s:.2f}s" if latency_s else ""
         self._facts = [x for x in (f"answer {answer}" if answer else "", lat) if x]
         self.border_subtitle = " · ".join(self._facts)
-        from ..engine.redact import redact
+        from ..engine.base.redact import redact
 
         text = redact(text) or ""
         lines = text.strip().splitlines()[:40] if text else []
@@ -156,17 +161,14 @@ class GenerateScreen(FscaleScreen):
         self.action_run()
 
     def build_request(self) -> Any:
-        from ..engine.generate import GenerateRequest
-        from ..engine.requests import parse_k
-        from ..engine.vote import new_call_id
+        from ..engine.base.calls import GenerateRequest, new_call_id
+        from ..engine.requests import parse_k, validated
 
-        request = GenerateRequest(
+        return validated(GenerateRequest(
             question=self.query_one("#gen-question", Input).value,
             strategy=str(self.query_one("#gen-strategy", Select).value),
             panel=str(self.query_one("#gen-panel", Select).value),
-            k=parse_k(self.query_one("#gen-k", Input).value), id=new_call_id())
-        request.validate()
-        return request
+            k=parse_k(self.query_one("#gen-k", Input).value), id=new_call_id()))
 
     def action_run(self) -> None:
         """Generate candidates and select one."""
@@ -219,7 +221,7 @@ class GenerateScreen(FscaleScreen):
         """Render one event of the current run."""
         if message.run != self.run_no:
             return
-        from ..engine import events as ev
+        from ..engine.base import events as ev
 
         event = message.event
         banner = self.query_one(DecisionBanner)

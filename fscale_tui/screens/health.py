@@ -16,10 +16,15 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 from textual.worker import Worker, WorkerState
 
-from ..engine.errors import FscaleError
+from ..engine.base.errors import FscaleError
 from ..messages import EngineEvent, SettingsChanged
 from ..widgets.table import FillTable
 from .base import FscaleScreen
+
+#: This screen in the app: its mode, class, F-key, footer label and title (the app, the help
+#: screen, the palette and ``fscale tui --screen`` read it without importing this module).
+SCREEN = {"mode": "health", "class": "HealthScreen", "key": "f4", "label": "Health",
+          "title": "Health: probe every model"}
 
 STATUS_STYLE = {"ok": "green", "slow": "yellow", "rate_limited": "yellow", "dead": "red",
                 "unavailable": "red", "error": "red", "probing…": "cyan", "never": "dim"}

@@ -30,9 +30,10 @@ def bindings_text(app) -> str:
 
     parts = [INTRO, "", "[b u]everywhere[/b u]", *lines(type(app).BINDINGS),
              "  [b]ctrl+p      [/b] command palette (every action)"]
-    for name, (module, cls, title) in SCREENS.items():
-        screen = getattr(importlib.import_module(f"fscale_tui.screens.{module}"), cls)
-        parts += ["", f"[b u]{escape(title)}[/b u]", *(lines(screen.BINDINGS) or ["  (no keys)"])]
+    for entry in SCREENS.values():
+        screen = getattr(importlib.import_module(f"fscale_tui.screens.{entry.module}"), entry.cls)
+        parts += ["", f"[b u]{escape(entry.title)}[/b u]",
+                  *(lines(screen.BINDINGS) or ["  (no keys)"])]
     return "\n".join(parts)
 
 

@@ -21,10 +21,15 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Input, Static
 
-from ..engine.errors import FscaleError
+from ..engine.base.errors import FscaleError
 from ..widgets.table import FillTable
 from ..widgets.votes import first_lines
 from .base import FscaleScreen
+
+#: This screen in the app: its mode, class, F-key, footer label and title (the app, the help
+#: screen, the palette and ``fscale tui --screen`` read it without importing this module).
+SCREEN = {"mode": "history", "class": "HistoryScreen", "key": "f7", "label": "History",
+          "title": "History: past calls and feedback"}
 
 LIMIT = 500
 

@@ -9,7 +9,7 @@ estimate ± sd (what evolve ranks by) beside its Elo rating, read from the call 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.markup import escape
 from textual import on, work
@@ -18,10 +18,18 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Static
 
-from ..engine.errors import FscaleError
+from ..engine.base.errors import FscaleError
 from ..messages import SettingsChanged
 from ..widgets.evidence import accuracy_text, elo_text
 from .base import FscaleScreen
+
+if TYPE_CHECKING:
+    from ..engine.base.settings import Settings
+
+#: This screen in the app: its mode, class, F-key, footer label and title (the app, the help
+#: screen, the palette and ``fscale tui --screen`` read it without importing this module).
+SCREEN = {"mode": "panels", "class": "PanelsScreen", "key": "f6", "label": "Panels",
+          "title": "Panels: list, edit, evolve"}
 
 
 class PanelsScreen(FscaleScreen):
@@ -76,7 +84,7 @@ class PanelsScreen(FscaleScreen):
         self._show_members(self.selected())
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> Settings:
         return self.app.settings
 
     @property

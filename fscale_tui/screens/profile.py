@@ -21,6 +21,12 @@ from textual_plotext import PlotextPlot
 
 from .base import FscaleScreen
 
+#: This screen in the app: its mode, class, F-key, footer label and title (the app, the help
+#: screen, the palette and ``fscale tui --screen`` read it without importing this module).
+SCREEN = {"mode": "profile", "class": "ProfileScreen", "key": "f8", "label": "Profile",
+          "title": "Profile: the cost/accuracy frontier (F8)",
+          "footer": False}  # F1 and ctrl+p list it (the footer has no room)
+
 KINDS = {"single": ("single model", "dot", "white"), "majority": ("top-k majority", "sd", "magenta"),
          "router": ("router", "fhd", "cyan"), "auto": ("-k auto", "hd", "red"),
          "calibrated": ("calibrated", "x", "green")}

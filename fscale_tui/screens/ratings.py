@@ -17,11 +17,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from ..engine.errors import FscaleError
+from ..engine.base.errors import FscaleError
 from ..messages import SettingsChanged
 from ..widgets.evidence import accuracy_text
 from ..widgets.table import FillTable
 from .base import FscaleScreen
+
+#: This screen in the app: its mode, class, F-key, footer label and title (the app, the help
+#: screen, the palette and ``fscale tui --screen`` read it without importing this module).
+SCREEN = {"mode": "ratings", "class": "RatingsScreen", "key": "f5", "label": "Ratings",
+          "title": "Ratings: model ratings and challengers"}
 
 SPARK = "▁▂▃▄▅▆▇█"
 #: As ``fscale ratings``: the Elo σ is left out so that the table fits 80 columns.

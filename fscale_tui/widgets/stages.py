@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from ..engine.events import Event, StageFinished, StageStarted
+from ..engine.base.events import Event, StageFinished, StageStarted
 
 #: state -> (label, style); the label carries the meaning, the colour only helps
 STAGE_LOOK = {

@@ -13,7 +13,7 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-from ..engine.events import (
+from ..engine.base.events import (
     Cancelled,
     Event,
     MemberSubstituted,
@@ -44,7 +44,7 @@ def first_lines(text: str | None, n: int = 1, width: int = 200) -> str:
     """The first ``n`` non-empty lines of ``text``, joined with ' / ' and cut at ``width``;
     secrets are masked first (server text reaches the TUI's cells and cards through here, and a
     key cut at ``width`` would no longer be recognised)."""
-    from ..engine.redact import redact
+    from ..engine.base.redact import redact
 
     text = redact(text)
     if not text:

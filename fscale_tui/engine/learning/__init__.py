@@ -1,6 +1,8 @@
 """Learning from deployment (design §7): the call log, ratings, shadow challengers, evolve.
 
-- :mod:`.calllog` — the SQLite call log + rating table, feedback.
+- :mod:`.store` — the SQLite call log + rating table: records, feedback, damaged files;
+  :mod:`.migrations` — its schema and named migrations; :mod:`.rows` — what the learning
+  reads of it (the rating replay, the rows of the label-free estimate).
 - :mod:`.service` — the call log as the engine uses it: writes on the background writer,
   ratings snapshots, reads for views.
 - :mod:`.ratings` — Elo with expected scores against leave-one-out consensus and feedback

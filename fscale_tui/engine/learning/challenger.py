@@ -63,8 +63,8 @@ EXPLORE_SD = 0.05
 BUDGET_WINDOW = 200
 
 if TYPE_CHECKING:
-    from ..config import ModelConfig
-    from ..vote import Vote
+    from ..base.settings import ModelConfig
+    from ..base.calls import Vote
 
 
 def thompson_pick(candidates: Iterable[str], ratings: Mapping[str, ModelRating],
@@ -119,7 +119,7 @@ def worth_exploring(candidates: Iterable[str], estimates: Mapping[str, Estimate]
     for m in sorted(set(candidates)):
         if m in known:
             continue
-        if families is not None and not (families - {family_of(m)}):
+        if families is not None and family_of is not None and not (families - {family_of(m)}):
             continue
         alpha, beta = _posterior(m, estimates, draws)
         n = alpha + beta
@@ -182,7 +182,7 @@ def eligible(models: Iterable["ModelConfig"], *, exclude: Iterable[str],
 
 async def collect(task: "asyncio.Task[Vote]", alias: str, grace_s: float) -> "Vote":
     """Wait at most ``grace_s`` for a running challenger, then cancel it (status cancelled)."""
-    from ..vote import Vote
+    from ..base.calls import Vote
 
     if not task.done():
         try:
@@ -216,7 +216,7 @@ class Shadows:
     async def collect(self, grace_s: float) -> list[Vote]:
         """Every shadow's vote, first drawn first: all of them get the same ``grace_s`` after
         the decision (they ran in parallel with the panel), then the rest are cancelled."""
-        from ..vote import Vote
+        from ..base.calls import Vote
 
         pending = [t for t in self.tasks if not t.done()]
         if pending:

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .ratings import ModelRating
 from .reliability import Estimate, Z
+
+if TYPE_CHECKING:
+    from ..base.settings import Settings
 
 DEFAULT_MIN_CALLS = 30
 DEFAULT_MARGIN = 10.0
@@ -156,9 +159,9 @@ def propose_panel(ratings: Mapping[str, ModelRating], current: Sequence[str], *,
                          ratings=dict(ratings), min_calls=min_calls, estimates=est)
 
 
-def apply_panel(settings: Any, proposal: PanelProposal) -> None:
+def apply_panel(settings: Settings, proposal: PanelProposal) -> None:
     """Write the proposed panel to config.toml (atomic, locked read-modify-write)."""
-    from ..config import update_user_config
+    from ..catalog.config import update_user_config
 
     def change(doc: dict[str, Any]) -> None:
         panels = doc.setdefault("panels", {})

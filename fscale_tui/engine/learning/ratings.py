@@ -35,7 +35,7 @@ it was given) from an empty table. The store uses it when feedback is replaced o
 the result is exactly what a log that never had the withdrawn feedback would give (the same
 floating-point operations in the same order as the incremental updates).
 
-This module is pure (no I/O): the SQLite store lives in :mod:`.calllog`.
+This module is pure (no I/O): the SQLite store lives in :mod:`.store`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ MIN_SUPPORT = 2  # supporters a leave-one-out majority needs to count as consens
 
 def expected_score(rating: float, opponent: float) -> float:
     """Elo expected score of ``rating`` against ``opponent`` (0..1, 0.5 when equal)."""
-    return 1.0 / (1.0 + 10.0 ** ((opponent - rating) / SCALE))
+    odds: float = 10.0 ** ((opponent - rating) / SCALE)
+    return 1.0 / (1.0 + odds)
 
 
 def sigma(games: int) -> float:
@@ -134,7 +135,7 @@ def loo_majority(replies: Sequence[Reply], index: int) -> tuple[str, list[str]] 
     others = [r for j, r in enumerate(replies) if j != index and r.answer is not None]
     if not others:
         return None
-    counts = Counter(r.answer for r in others)
+    counts = Counter(r.answer for r in others if r.answer is not None)
     label, top = counts.most_common(1)[0]
     if top < MIN_SUPPORT or top * 2 <= len(others):
         return None
@@ -154,7 +155,11 @@ def consensus_update(replies: Sequence[Reply], ratings: Mapping[str, ModelRating
     update = Update()
     # One reply per model: a model listed twice (e.g. as member and challenger) counts once.
     seen: set[str] = set()
-    unique = [r for r in replies if not (r.model in seen or seen.add(r.model))]
+    unique: list[Reply] = []
+    for r in replies:
+        if r.model not in seen:
+            seen.add(r.model)
+            unique.append(r)
     for i, reply in enumerate(unique):
         majority = loo_majority(unique, i)
         if majority is None:
@@ -176,7 +181,7 @@ def consensus_update(replies: Sequence[Reply], ratings: Mapping[str, ModelRating
 
 def feedback_update(replies: Sequence[Reply], ratings: Mapping[str, ModelRating], *,
                     truth: str | None = None, wrong: str | None = None,
-                    prefer: tuple[str, str] | None = None, k: float = K_FEEDBACK) -> Update:
+                    prefer: tuple[str, ...] | None = None, k: float = K_FEEDBACK) -> Update:
     """Games against a user's verdict on one call.
 
     ``truth``: the right label (confirm / override); every replier plays the truth (a fixed

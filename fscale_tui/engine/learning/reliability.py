@@ -35,7 +35,7 @@ rating`` prefers the backer with the higher ``accuracy``.
 :class:`ReliabilityTracker` keeps the arrays and the last estimates, reads only calls it has not
 seen, and warm-starts EM from the last fit, so a refresh costs a few iterations.
 
-Pure (numpy, no I/O): the rows come from :func:`.calllog.reliability_rows`.
+Pure (numpy, no I/O): the rows come from :func:`.rows.reliability_rows`.
 """
 
 from __future__ import annotations
@@ -251,7 +251,7 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
                 p[j] = float(init[m])
     p = np.clip(p, 1e-4, 1 - 1e-4)
     q = np.zeros((n_items, width))
-    right = np.zeros(n_models)
+    right: np.ndarray = np.zeros(n_models)
     iterations, converged = 0, False
     for iterations in range(1, max_iter + 1):
         lp, lw = np.log(p), np.log1p(-p)
@@ -349,7 +349,8 @@ def feedback_shift(free_v: np.ndarray, right_v: np.ndarray, labelled_v: np.ndarr
     pooled *= total / (total + var / tau ** 2)  # few labels in all: a small common shift
     mean = np.divide(sums, n, out=np.full(n_models, pooled), where=n > 0)
     weight = n / (n + var / tau ** 2)
-    return pooled + (mean - pooled) * weight
+    shifted: np.ndarray = pooled + (mean - pooled) * weight
+    return shifted
 
 
 def estimate(calls: Iterable[Call], **kwargs: Any) -> dict[str, Estimate]:
@@ -391,9 +392,9 @@ class ReliabilityTracker:
         added = False
         for seq, call in rows:
             self.last_seq = max(self.last_seq, seq)
-            item = self.arrays.add(Call(call.labels, call.votes))
-            if item >= 0:
-                self.item_of[seq] = item
+            added_item = self.arrays.add(Call(call.labels, call.votes))
+            if added_item >= 0:
+                self.item_of[seq] = added_item
                 self.labels_of.append(list(dict.fromkeys(call.labels)))
                 added = True
         changed = dict(feedback) != self._feedback

@@ -17,15 +17,18 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .. import storage
-from ..background import BackgroundWriter
-from ..errors import ExitCode, FscaleError
-from .calllog import (CallRecord, LearningStore, ReplyRecord, is_damage, quarantine_damaged,
+from ..base import storage
+from ..base.background import BackgroundWriter
+from ..base.errors import ExitCode, FscaleError
+from .store import (CallRecord, LearningStore, ReplyRecord, is_damage, quarantine_damaged,
                       record_from_scale)
 from .ratings import ModelRating
 from .reliability import PRIOR_A, PRIOR_B, Estimate, ReliabilityTracker
+
+if TYPE_CHECKING:
+    from ..base.settings import Settings
 
 T = TypeVar("T")
 
@@ -42,7 +45,7 @@ def _warn(message: str, key: str | None = None) -> None:
 class CallLog:
     """Logging calls, learning ratings from them, and reading them back."""
 
-    def __init__(self, settings: Any, writer: BackgroundWriter, *,
+    def __init__(self, settings: Settings, writer: BackgroundWriter, *,
                  origin: str | None = None) -> None:
         self.settings = settings
         self.writer = writer
@@ -69,7 +72,7 @@ class CallLog:
         model = self.settings.models.get(alias)
         if model is not None and model.family:
             return str(model.family)
-        from ..catalogue import family_of
+        from ..catalog.builtins import family_of
 
         return family_of(alias)
 
@@ -140,7 +143,7 @@ class CallLog:
     # -- ratings snapshot for the engine ----------------------------------------------------
     def _read_ratings(self) -> dict[str, ModelRating]:
         """The Elo table (and, as a side effect, ``estimates`` brought up to date)."""
-        from .calllog import refresh_tracker
+        from .rows import refresh_tracker
 
         path = LearningStore.for_settings(self.settings).path
         if not path.exists():

@@ -36,24 +36,24 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    import httpx
+from ..base.calls import TASK_ID_FIELD
+from ..base.errors import ConfigError
+from ..base.jsonl import JSONLError, iter_jsonl, iter_lines
+from ..base.settings import ProviderConfig, Settings
 
-    from ..config import ProviderConfig, Settings
+if TYPE_CHECKING:  # httpx is imported when the first request is made
+    import httpx
 
 TYPE = "replay"
 PROVIDER_OPTIONS = ("path",)
 MODEL_OPTIONS: tuple[str, ...] = ()
+#: Requests carry the task id (``metadata``) so that a recorded answer is found by it.
+TAKES_TASK_ID = True
 
 
-def usable(provider: Any, env: dict[str, str] | None = None) -> bool:
+def usable(provider: ProviderConfig, env: Mapping[str, str] | None = None) -> bool:
     """Recorded replies need no key."""
     return True
-
-from ..errors import ConfigError
-from ..jsonl import JSONLError, iter_jsonl, iter_lines
-
-from ..ask import TASK_ID_FIELD  # noqa: E402 - what the one ask path sends
 
 
 def canonical_messages(messages: list[dict[str, Any]]) -> str:
@@ -253,7 +253,7 @@ def replay_lines_from_calls(calls: Iterable[Mapping[str, Any]],
     whose text was not logged are skipped. The prompt hash is computed from the same messages
     ``scale`` sends, so the exported file replays the logged calls exactly.
     """
-    from ..prompts import build_messages
+    from ..base.prompts import build_messages
 
     model_ids = model_ids or {}
     for call in calls:
@@ -280,7 +280,7 @@ def replay_lines_from_calls(calls: Iterable[Mapping[str, Any]],
 
 def write_replay_file(path: Path, lines: Iterable[Mapping[str, Any]]) -> int:
     """Write replay lines atomically; returns how many."""
-    from .. import storage
+    from ..base import storage
 
     text = []
     for line in lines:

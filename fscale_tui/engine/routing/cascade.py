@@ -25,10 +25,10 @@ A cascade is a list of stages, cheapest first. A stage is written as
 - a panel name from config.toml (``strong``), or
 - model aliases joined by ``+`` (``fast-a+fast-b+slow-c``).
 
-At run time every stage is a vote of the same :class:`~fscale_tui.engine.vote.VoteRunner`
+At run time every stage is a vote of the same :class:`~fscale_tui.engine.decide.vote.VoteRunner`
 that ``scale`` uses (the engine runs them: early decision, substitution, health, events, one
 logged call): a model already asked by an earlier stage is not asked again, its vote is
-reused. Each stage's confidence c(x) comes from its voting rule (:mod:`..voting`):
+reused. Each stage's confidence c(x) comes from its voting rule (:mod:`..decide.rules`):
 
 - ``agreement``: votes for the leading label / stage members (no answer counts against it),
 - ``votes``: the same over every vote gathered so far (later stages see more votes),
@@ -36,7 +36,7 @@ reused. Each stage's confidence c(x) comes from its voting rule (:mod:`..voting`
   accuracy on this prompt's cluster (1 − Ψ); confidence = weight behind the leader / total
   weight of the stage (no answer counts against it).
 
-- ``posterior``: P(leader is right | votes), see :class:`..voting.Posterior`.
+- ``posterior``: P(leader is right | votes), see :class:`..decide.rules.posterior.Posterior`.
 
 The first stage with c(x) ≥ its calibrated threshold answers; if none does, the call abstains
 (exit code 3). A stage that calibration found can never answer is skipped (not paid for).
@@ -44,24 +44,26 @@ The first stage with c(x) ≥ its calibrated threshold answers; if none does, th
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import storage
-from ..errors import UsageError
-from ..voting import DEFAULT_SPREAD, VotingRule, rule_for
-from .calibrate import CascadeCalibrator, StageCalibration, calibrate_cascade
+from ..base import storage
+from ..base.errors import UsageError
+from ..decide.rules import DEFAULT_SPREAD, VotingRule, rule_for, signals
+from ..decide.rules.posterior import Posterior
+from .risk import calibrate_cascade
 from .profile import load_router
 from .router import Router, routing_dir
-from .tasks import Task
 
-SIGNALS = ("agreement", "votes", "weighted", "posterior")
+if TYPE_CHECKING:
+    from ..catalog.registry import Registry
+    from ..base.settings import Settings
+
 DEFAULT_SIGNAL = "weighted"
 MODES = ("adaptive", "cascade")
 ORDERS = ("routed", "routed-then-best")
@@ -76,7 +78,7 @@ UNCALIBRATED_THRESHOLD = 1.0
 DEFAULT_RELIABILITY = 0.6
 
 
-def calibration_path(settings: Any) -> Path:
+def calibration_path(settings: Settings) -> Path:
     return routing_dir(settings) / "calibration.json"
 
 
@@ -96,8 +98,8 @@ class StageSpec:
             return n
         return None
 
-    def members(self, settings: Any, router: Router | None, cluster: int, lam: float,
-                registry: Any, order: str = "routed") -> list[str]:
+    def members(self, settings: Settings, router: Router | None, cluster: int, lam: float,
+                registry: Registry, order: str = "routed") -> list[str]:
         """The stage's model aliases for a prompt of ``cluster`` (raises on unknown names)."""
         n = self.routed
         if n is not None:
@@ -134,8 +136,8 @@ def confidence(votes: Sequence[str | None], labels: Sequence[str], signal: str,
     by its model's reliability (a tie in weight is confidence 0). The same voting rules as at
     run time (:mod:`..voting`); benches and calibration on recorded answers use this.
     """
-    if signal not in SIGNALS:
-        raise UsageError(f"--signal must be one of {', '.join(SIGNALS)}")
+    if signal not in signals():
+        raise UsageError(f"--signal must be one of {', '.join(signals())}")
     if not votes:
         return None, 0.0
     names = [f"m{i}" for i in range(len(votes))]
@@ -182,7 +184,7 @@ class CascadeConfig:
         return d
 
     @classmethod
-    def load(cls, settings: Any) -> "CascadeConfig | None":
+    def load(cls, settings: Settings) -> "CascadeConfig | None":
         doc = storage.read_json(calibration_path(settings))
         if not doc.get("stages"):
             return None
@@ -193,7 +195,7 @@ class CascadeConfig:
                    stats=list(doc.get("stats") or []), mode=mode if mode in MODES else "cascade",
                    tau=doc.get("tau"), stop_after=doc.get("stop_after"),
                    spread=float(doc.get("spread") or DEFAULT_SPREAD), scores=doc.get("scores"),
-                   order=doc.get("order") if doc.get("order") in ORDERS else DEFAULT_ORDER)
+                   order=str(doc.get("order")) if doc.get("order") in ORDERS else DEFAULT_ORDER)
 
     def alpha_thresholds(self, alpha: float) -> list[float | None]:
         """Trust-or-Escalate thresholds for ``alpha`` from the stored calibration scores
@@ -210,7 +212,7 @@ class CascadeConfig:
                                    float(self.delta or 0.1))
         return [st.threshold for st in stages]
 
-    def save(self, settings: Any) -> Path:
+    def save(self, settings: Settings) -> Path:
         path = calibration_path(settings)
         doc = {**self.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if self.scores is not None:
@@ -224,7 +226,7 @@ def adaptive_stages(max_calls: int) -> list[str]:
     return [f"route:{n}" for n in range(1, max_calls + 1)]
 
 
-def default_cascade(settings: Any, router: Router | None, registry: Any) -> CascadeConfig:
+def default_cascade(settings: Settings, router: Router | None, registry: Registry) -> CascadeConfig:
     """Uncalibrated ``-k auto``: adaptive, τ = 0.67, at most 4 models, always answers.
 
     Without a profile the routed stages are the default panel's first members and every
@@ -267,7 +269,7 @@ class AutoPlan:
 class Cascade:
     """The stored (or default) cascade and the router, loaded once per engine."""
 
-    def __init__(self, settings: Any, registry: Any, config: "CascadeConfig | None" = None,
+    def __init__(self, settings: Settings, registry: Registry, config: "CascadeConfig | None" = None,
                  router: Router | None = None) -> None:
         self.settings = settings
         self.registry = registry
@@ -399,7 +401,6 @@ class Cascade:
         models ordered by price per unit of evidence on the prompt's cluster; stage k asks the
         first k+1 with the escalation-aware reliabilities of stage k and stops at τ; the last
         stage always answers."""
-        from ..voting import Posterior
         from .planner import evidence_order, shifted
 
         choice = plans.choose(budget)
@@ -466,348 +467,3 @@ def _best_case(rule: VotingRule, members: Sequence[str], labels: int) -> float:
     """The confidence of a stage whose members all give the same answer."""
     names = [f"L{i}" for i in range(labels)]
     return rule.decide([rule.ballot(m, names[0]) for m in members], names).agreement
-
-
-# -- calibration on a labelled file ---------------------------------------------------------
-
-@dataclass
-class CalibrationReport:
-    cascade: CascadeConfig
-    stages: list[StageCalibration]
-    items: int
-    coverage: float
-    risk: float | None
-    calls_per_item: float
-
-    @property
-    def answers_nothing(self) -> bool:
-        """No stage found a threshold: stored, this cascade would abstain on every call."""
-        return all(st.threshold is None for st in self.stages)
-
-    def to_dict(self) -> dict[str, Any]:
-        rows = []
-        for spec, st in zip(self.cascade.stages, self.stages):
-            rows.append({"stage": spec, "threshold": st.threshold, "reached": st.reached,
-                         "accepted": st.accepted,
-                         "coverage": round(st.accepted / self.items, 4) if self.items else 0.0,
-                         "risk": None if st.risk is None else round(st.risk, 4),
-                         "upper_bound": None if st.upper_bound is None else round(st.upper_bound, 4)})
-        return {"alpha": self.cascade.alpha, "delta": self.cascade.delta, "signal": self.cascade.signal,
-                "lambda": self.cascade.lam, "items": self.items, "stages": rows,
-                "coverage": round(self.coverage, 4),
-                "risk": None if self.risk is None else round(self.risk, 4),
-                "calls_per_item": round(self.calls_per_item, 3),
-                "answers_nothing": self.answers_nothing}
-
-
-async def stage_vote(engine: Any, stage: StagePlan, labels: tuple[str, ...],
-                     messages: list[dict[str, str]], prior: Sequence[Any], *, call_id: str,
-                     task_id: str | None = None, counter: Any = None) -> tuple[Any, list[Any]]:
-    """Every member of a stage votes (no early stop, no substitute: calibration measures the
-    stage exactly as specified); -> (tally, the stage's new votes)."""
-    from ..vote import VoteRunner
-
-    runner = VoteRunner(engine.asker, stage.members, labels, messages, call_id=call_id,
-                        rule=stage.rule, threshold=None, prior=prior, early=False,
-                        ask_kwargs={"substitute": False, "task_id": task_id, "counter": counter})
-    async for _event in runner.events():
-        pass
-    return runner.tally, runner.votes
-
-
-async def calibrate_on_tasks(engine: Any, tasks: Sequence[Task], stages: Sequence[str], *,
-                             alpha: float, delta: float, signal: str = DEFAULT_SIGNAL, lam: float = 0.0,
-                             on_progress: Callable[[int, int], None] | None = None,
-                             concurrency: int | None = None) -> CalibrationReport:
-    """Run the cascade's stages on labelled tasks and calibrate a threshold per stage.
-
-    Every stage and panel is resolved for every task before the first model call (a typo
-    costs nothing). Stage s is only run on the items no earlier stage accepted (votes are
-    reused), so calibration costs about what the cascade will cost at run time.
-    """
-    from ..client import RequestCounter
-    from ..prompts import build_messages
-
-    if signal not in SIGNALS:
-        raise UsageError(f"--signal must be one of {', '.join(SIGNALS)}")
-    if not 0 < alpha < 1 or not 0 < delta < 1:
-        raise UsageError("--alpha and --delta must be between 0 and 1")
-    specs = parse_stages(stages)
-    router = load_router(engine.settings)
-    if router is None and any(s.routed for s in specs):
-        raise UsageError("a route:N stage needs profiled models: run 'fscale profile' first")
-    cascade = CascadeConfig(stages=[s.spec for s in specs], thresholds=[None] * len(specs),
-                            signal=signal, lam=lam, alpha=alpha, delta=delta)
-    runner = Cascade(engine.settings, engine.registry, cascade, router)
-    plans = [runner.plan(t.question, t.context, thresholds=[None] * len(specs)) for t in tasks]
-    for plan in plans:  # resolve every member's provider (a missing key is an error now)
-        for st in plan.stages:
-            engine.registry.select(models=[m.alias for m in st.members])
-    limit = asyncio.Semaphore(concurrency or engine.settings.get("batch_concurrency"))
-    n = len(tasks)
-    votes: list[list[Any]] = [[] for _ in tasks]
-    counters = [RequestCounter() for _ in tasks]
-    calibrator = CascadeCalibrator(n, len(specs), alpha, delta)
-    results: list[StageCalibration] = []
-    total_jobs = n * len(specs)
-    done = 0
-
-    for s in range(len(specs)):
-        conf = np.zeros(n)
-        correct = np.zeros(n, dtype=bool)
-        reached = calibrator.remaining.copy()
-
-        async def one(i: int) -> None:
-            nonlocal done
-            t = tasks[i]
-            async with limit:
-                tally, new = await stage_vote(engine, plans[i].stages[s], t.answers,
-                                              build_messages(t.question, t.answers, t.context),
-                                              votes[i], call_id="calibrate", task_id=t.id,
-                                              counter=counters[i])
-            votes[i].extend(new)
-            conf[i], correct[i] = tally.agreement, tally.answer == t.label
-            done += 1
-            if on_progress is not None:
-                on_progress(done, total_jobs)
-
-        await asyncio.gather(*(one(i) for i in np.flatnonzero(reached)))
-        done += int((~reached).sum())
-        cal = calibrator.stage(conf, correct)
-        results.append(cal)
-        cascade.thresholds[s] = cal.threshold
-    accepted = sum(r.accepted for r in results)
-    errors_ = sum(r.errors for r in results)
-    cascade.stats = [r.to_dict() | {"stage": spec} for r, spec in zip(results, cascade.stages)]
-    for st in cascade.stats:
-        st.pop("tested", None)
-    calls = np.array([c.sent for c in counters], dtype=float)
-    return CalibrationReport(cascade, results, n, accepted / n if n else 0.0,
-                             errors_ / accepted if accepted else None,
-                             float(calls.mean()) if n else 0.0)
-
-
-# -- offline evaluation on recorded answers (the benchmark uses the same functions) ----------
-
-def stage_arrays(answers: Mapping[str, Sequence[str | None]], gold: Sequence[str],
-                 labels: Sequence[Sequence[str]], stage_members: Sequence[Sequence[Sequence[str]]],
-                 signal: str, reliability: Callable[[int, str], float] | None = None
-                 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """Confidence, correctness and cumulative call count per stage for recorded answers.
-
-    ``answers[model][i]`` is model's recorded vote on item i; ``stage_members[s][i]`` the
-    models of stage s for item i (routed stages differ per item). Same ``confidence`` as
-    run time; votes are shared between stages exactly as the engine shares them at run time.
-    """
-    n = len(gold)
-    confs, oks, calls = [], [], []
-    asked: list[list[str]] = [[] for _ in range(n)]
-    for members_per_item in stage_members:
-        conf = np.zeros(n)
-        ok = np.zeros(n, dtype=bool)
-        cnt = np.zeros(n)
-        for i in range(n):
-            members = list(members_per_item[i])
-            for m in members:
-                if m not in asked[i]:
-                    asked[i].append(m)
-            pool = asked[i] if signal == "votes" else members
-            rel = [reliability(i, m) for m in pool] if reliability else None
-            ans, c = confidence([answers[m][i] for m in pool], labels[i], signal, rel)
-            conf[i], ok[i], cnt[i] = c, ans == gold[i], len(asked[i])
-        confs.append(conf)
-        oks.append(ok)
-        calls.append(cnt)
-    return confs, oks, calls
-
-
-# -- adaptive -k auto: per-stage posteriors, the stopping rule and its calibration -----------
-
-def adaptive_arrays(answers: Mapping[str, Sequence[str | None]], gold: Sequence[str],
-                    labels: Sequence[Sequence[str]], orders: Sequence[Sequence[str]],
-                    reliability: Callable[[int, str], float], max_calls: int, *,
-                    spread: float = DEFAULT_SPREAD) -> tuple[np.ndarray, np.ndarray]:
-    """(confidence, correct), each items × ``max_calls``: column s is the ``posterior`` of
-    the first s+1 models of ``orders[i]`` (the routed order), as the run-time stages compute it."""
-    n = len(gold)
-    conf = np.zeros((n, max_calls))
-    ok = np.zeros((n, max_calls), dtype=bool)
-    for i in range(n):
-        members = list(orders[i])[:max_calls]
-        for s in range(max_calls):
-            pool = members[: s + 1]
-            ans, c = confidence([answers[m][i] for m in pool], labels[i], "posterior",
-                                [reliability(i, m) for m in pool], spread)
-            conf[i, s], ok[i, s] = c, ans is not None and ans == gold[i]
-    return conf, ok
-
-
-def adaptive_outcome(conf: np.ndarray, ok: np.ndarray, tau: float,
-                     stop_after: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per item: whether the adaptive answer is right and how many models were asked (stop
-    at the first stage with confidence ≥ τ; the last of ``stop_after`` stages answers)."""
-    m = max(1, min(stop_after, conf.shape[1]))
-    hit = conf[:, :m] >= tau - 1e-12
-    hit[:, m - 1] = True
-    stop = hit.argmax(1)
-    return ok[np.arange(len(stop)), stop], stop + 1
-
-
-def choose_stopping(conf: np.ndarray, ok: np.ndarray, *, budget: float | None = None,
-                    taus: Sequence[float] = TAU_GRID, costs: np.ndarray | None = None
-                    ) -> tuple[float, int, float, float]:
-    """The (τ, stop_after) with the best accuracy within ``budget`` calls per item (ties: fewer
-    calls) -> (τ, stop_after, accuracy, calls per item). Calls counted as models asked; with
-    ``costs`` (items × stages: what stopping after each stage costs) the budget is a mean cost."""
-    best: tuple[float, float, float, int] | None = None  # (accuracy, -calls, tau, m)
-    rows = np.arange(conf.shape[0])
-    for m in range(1, conf.shape[1] + 1):
-        for tau in taus:
-            right, calls = adaptive_outcome(conf, ok, tau, m)
-            acc, cpi = float(right.mean()), float(calls.mean())
-            spent = cpi if costs is None else float(costs[rows, calls.astype(int) - 1].mean())
-            if budget is not None and spent > budget + 1e-9:
-                continue
-            key = (acc, -cpi, tau, m)
-            if best is None or key[:2] > best[:2]:
-                best = key
-    if best is None:  # not even one call per item fits: one call is the least there is
-        right, calls = adaptive_outcome(conf, ok, 0.0, 1)
-        return 0.0, 1, float(right.mean()), float(calls.mean())
-    return float(best[2]), int(best[3]), float(best[0]), float(-best[1])
-
-
-@dataclass
-class AdaptiveReport:
-    cascade: CascadeConfig
-    items: int
-    accuracy: float  # over every item (the adaptive rule always answers)
-    calls_per_item: float
-    asked_per_item: float  # what calibration itself asked (every stage on every item)
-    budget: float | None
-    alpha_stages: list[StageCalibration] | None = None
-    alpha_coverage: float | None = None
-    alpha_risk: float | None = None
-
-    @property
-    def answers_nothing(self) -> bool:
-        return self.alpha_stages is not None and all(s.threshold is None for s in self.alpha_stages)
-
-    def to_dict(self) -> dict[str, Any]:
-        c = self.cascade
-        d: dict[str, Any] = {"mode": "adaptive", "items": self.items, "tau": c.tau,
-                             "stop_after": c.stop_after, "max_calls": len(c.stages),
-                             "spread": c.spread, "order": c.order, "lambda": c.lam, "budget": self.budget,
-                             "accuracy": round(self.accuracy, 4),
-                             "calls_per_item": round(self.calls_per_item, 3),
-                             "calibration_calls_per_item": round(self.asked_per_item, 3),
-                             "alpha": c.alpha, "delta": c.delta, "answers_nothing": self.answers_nothing}
-        if self.alpha_stages is not None:
-            d["stages"] = [{"stage": spec, "threshold": st.threshold, "reached": st.reached,
-                            "accepted": st.accepted,
-                            "risk": None if st.risk is None else round(st.risk, 4),
-                            "upper_bound": None if st.upper_bound is None else round(st.upper_bound, 4)}
-                           for spec, st in zip(c.stages, self.alpha_stages)]
-            d["coverage"] = round(self.alpha_coverage or 0.0, 4)
-            d["risk"] = None if self.alpha_risk is None else round(self.alpha_risk, 4)
-        return d
-
-
-async def calibrate_adaptive_on_tasks(engine: Any, tasks: Sequence[Task], *, max_calls: int,
-                                      budget: Any = None, alpha: float | None = None,
-                                      delta: float = 0.1, spread: float = DEFAULT_SPREAD,
-                                      lam: float = 0.0, order: str = DEFAULT_ORDER,
-                                      on_progress: Callable[[int, int], None] | None = None,
-                                      concurrency: int | None = None) -> AdaptiveReport:
-    """Ask the ``max_calls`` routed models on every labelled task, then choose the stopping
-    threshold τ and the number of stages (the best accuracy within ``budget`` calls per item)
-    and keep each item's per-stage confidence for ``--alpha`` at run time. With ``alpha``,
-    the thresholds for it are calibrated now and stored (then ``-k auto`` abstains)."""
-    from ..client import RequestCounter
-    from ..prompts import build_messages
-
-    from .budget import Budget, parse_budget
-
-    if max_calls < 1:
-        raise UsageError("--max-calls must be at least 1")
-    spec = budget if isinstance(budget, Budget) or budget is None else \
-        parse_budget(budget, bare="calls")
-    budget = spec.value if spec is not None and spec.kind == "calls" else None
-    if alpha is not None and not 0 < alpha < 1:
-        raise UsageError("--alpha must be between 0 and 1")
-    if not 0 < delta < 1:
-        raise UsageError("--delta must be between 0 and 1")
-    if spread < 2:
-        raise UsageError("--spread must be at least 2")
-    if order not in ORDERS:
-        raise UsageError(f"--order must be one of {', '.join(ORDERS)}")
-    if not tasks:
-        raise UsageError("the calibration file has no items")
-    cfg = CascadeConfig(stages=adaptive_stages(max_calls), thresholds=[None] * max_calls,
-                        signal="posterior", lam=lam, alpha=alpha, delta=delta, mode="adaptive",
-                        spread=spread, order=order)
-    router = load_router(engine.settings)
-    runner = Cascade(engine.settings, engine.registry, cfg, router)
-    plans = [runner.plan(t.question, t.context, thresholds=[None] * max_calls,
-                         labels=len(t.answers)) for t in tasks]
-    for plan in plans:  # resolve every member's provider (a missing key is an error now)
-        engine.registry.select(models=[m.alias for m in plan.stages[-1].members])
-    limit = asyncio.Semaphore(concurrency or engine.settings.get("batch_concurrency"))
-    n = len(tasks)
-    counters = [RequestCounter() for _ in tasks]
-    conf = np.zeros((n, max_calls))
-    ok = np.zeros((n, max_calls), dtype=bool)
-    done = 0
-
-    async def one(i: int) -> None:
-        nonlocal done
-        t, last = tasks[i], plans[i].stages[-1]
-        async with limit:
-            _, votes = await stage_vote(engine, last, t.answers,
-                                        build_messages(t.question, t.answers, t.context), [],
-                                        call_id="calibrate", task_id=t.id, counter=counters[i])
-        by_model = {v.model: (v.answer if v.status == "answered" else None) for v in votes}
-        members = [m.alias for m in last.members]
-        rule = last.rule
-        for s in range(max_calls):
-            pool = members[: s + 1]
-            tally = rule.decide([rule.ballot(m, by_model.get(m)) for m in pool], t.answers)
-            conf[i, s], ok[i, s] = tally.agreement, tally.answer == t.label
-        done += 1
-        if on_progress is not None:
-            on_progress(done, n)
-
-    await asyncio.gather(*(one(i) for i in range(n)))
-    costs = None
-    if spec is not None and spec.kind != "calls":
-        # A price budget: what stopping after stage s costs, from the profile's prices.
-        from .planner import load_plans
-
-        priced = load_plans(engine.settings)
-        if priced is None:
-            raise UsageError(f"--budget {spec.text} needs prices from a profile: run 'fscale "
-                             "profile' first (or give the budget in calls, e.g. 2)")
-        budget = spec.amount(float(priced.best_single["cost"]), priced.unit)
-        costs = np.zeros((n, max_calls))
-        for i in range(n):
-            spent = np.cumsum([priced.prices.get(m.alias, 0.0) for m in plans[i].stages[-1].members])
-            spent = spent[:max_calls]
-            costs[i, :len(spent)] = spent
-            costs[i, len(spent):] = spent[-1] if len(spent) else 0.0
-    tau, stop_after, acc, cpi = choose_stopping(conf, ok, budget=budget, costs=costs)
-    cfg.tau, cfg.stop_after = tau, stop_after
-    # Unrounded: a threshold is one of these values, and a call must reach it with the same
-    # arithmetic (rounded up, it was just out of reach of the very item it came from).
-    cfg.scores = {"confidence": conf.tolist(), "correct": ok.astype(int).tolist()}
-    report = AdaptiveReport(cfg, n, acc, cpi, float(np.mean([c.sent for c in counters])), budget)
-    if alpha is not None:
-        stages = calibrate_cascade([conf[:, s] for s in range(max_calls)],
-                                   [ok[:, s] for s in range(max_calls)], alpha, delta)
-        cfg.thresholds = [st.threshold for st in stages]
-        accepted = sum(st.accepted for st in stages)
-        report.alpha_stages = stages
-        report.alpha_coverage = accepted / n
-        report.alpha_risk = sum(st.errors for st in stages) / accepted if accepted else None
-    cfg.stats = [{"tau": tau, "stop_after": stop_after, "accuracy": round(acc, 4),
-                  "calls_per_item": round(cpi, 3), "items": n}]
-    return report

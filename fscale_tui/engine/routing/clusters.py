@@ -42,4 +42,5 @@ def kmeans(x: np.ndarray, k: int, *, seed: int = 0, iters: int = 60, n_init: int
 
 
 def assign(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    return (x @ centroids.T).argmax(1)
+    nearest: np.ndarray = (x @ centroids.T).argmax(1)
+    return nearest

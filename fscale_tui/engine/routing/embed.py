@@ -29,11 +29,16 @@ import sqlite3
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import UsageError
+from ..base.errors import UsageError
+from ..base.settings import ModelConfig, ProviderConfig, Settings
+from ..providers import EmbeddingHooks, embeddings
+
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_EMBEDDING = "hashed-tfidf"
 DIM = 4096
@@ -142,7 +147,7 @@ LOCAL_BATCH = 16
 CACHE_NAME = "embeddings.sqlite"
 
 
-def cache_path(settings: Any) -> Path:
+def cache_path(settings: Settings) -> Path:
     return Path(settings.paths.state_dir) / CACHE_NAME
 
 
@@ -157,7 +162,7 @@ class EmbeddingCache:
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
-            from .. import storage
+            from ..base import storage
 
             conn = storage.open_sqlite(self.path, timeout=60.0, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=60000")
@@ -221,7 +226,7 @@ class LocalEmbedder:
     async code.
     """
 
-    def __init__(self, alias: str, settings: Any = None, *, cache: EmbeddingCache | None = None,
+    def __init__(self, alias: str, settings: Settings | None = None, *, cache: EmbeddingCache | None = None,
                  max_chars: int = LOCAL_MAX_CHARS, batch: int = LOCAL_BATCH,
                  model_sha: str | None = None) -> None:
         self.alias = alias
@@ -237,50 +242,50 @@ class LocalEmbedder:
         self._server: dict[str, Any] | None = None
         self.stats = {"cached": 0, "embedded": 0, "tokens": 0, "seconds": 0.0}
 
-    def _model(self) -> tuple[Any, Any]:
+    def _model(self) -> tuple[ModelConfig, ProviderConfig, EmbeddingHooks]:
+        """The model, its provider and the provider type's embedding servers."""
         if self.settings is None:
             raise UsageError(f"embedding {self.name!r} needs the settings to find the model")
         model = self.settings.models.get(self.alias)
         provider = self.settings.providers.get(model.provider) if model is not None else None
-        if model is None or provider is None or provider.type != "local":
+        hooks = embeddings(provider) if provider is not None else None
+        if model is None or provider is None or hooks is None:
             local = sorted(a for a, m in self.settings.models.items()
-                           if (p := self.settings.providers.get(m.provider)) is not None and p.type == "local")
+                           if (p := self.settings.providers.get(m.provider)) is not None
+                           and embeddings(p) is not None)
             raise UsageError(f"embedding {self.name!r}: {self.alias!r} is not a local model "
                              f"(local models: {', '.join(local) or 'none'})")
-        return model, provider
+        return model, provider, hooks
 
     def _key_model(self) -> str:
         """The cache's model key: the weights' sha256 and how prompts are cut and pooled."""
         if self.model_sha is None:
-            from ..providers.local.provider import server_spec, weights_sha256
-
-            model, provider = self._model()
-            self.model_sha = weights_sha256(model, server_spec(model, provider, self.settings).gguf)
+            model, provider, hooks = self._model()
+            assert self.settings is not None
+            self.model_sha = hooks.weights_key(model, provider, self.settings)
         return f"{self.model_sha}:mean"
 
     def _url(self) -> str:
         if self._server is None:
-            from ..providers.local.provider import runtime_installed, start_embedding_server
-
-            model, provider = self._model()
-            if not runtime_installed():
-                from ..providers.local.provider import LOCAL_HELP
-
-                raise UsageError(f"embedding {self.name!r}: {LOCAL_HELP}")
-            self._server = start_embedding_server(model, provider, self.settings, self.emit)
+            model, provider, hooks = self._model()
+            problem = hooks.problem()
+            if problem is not None:
+                raise UsageError(f"embedding {self.name!r}: {problem}")
+            assert self.settings is not None
+            self._server = hooks.start(model, provider, self.settings, self.emit)
             self.model_sha = self._server["weights_sha256"]
         return str(self._server["base_url"])
 
     def fit(self, texts: Sequence[str]) -> "LocalEmbedder":
         return self
 
-    def _request(self, client: Any, texts: list[str]) -> np.ndarray:
-        from ..providers.local.servers import touch
-
-        if self._server is not None:
-            touch(self.settings.paths, str(self._server["name"]), int(self._server["pid"]))
-        resp = client.post(self._url() + "/embeddings",
-                           json={"model": str(self._server["name"]), "input": texts})
+    def _request(self, client: httpx.Client, texts: list[str]) -> np.ndarray:
+        if self._server is not None and self.settings is not None:
+            self._model()[2].keep_alive(self.settings, self._server)
+        url = self._url() + "/embeddings"
+        server = self._server
+        assert server is not None  # _url() started it
+        resp = client.post(url, json={"model": str(server["name"]), "input": texts})
         if resp.status_code != 200:
             raise UsageError(f"embedding {self.name!r}: the server answered HTTP {resp.status_code}: "
                              f"{resp.text[:200]}")
@@ -288,7 +293,8 @@ class LocalEmbedder:
         rows = sorted(body["data"], key=lambda d: d["index"])
         self.stats["tokens"] += int((body.get("usage") or {}).get("prompt_tokens") or 0)
         vecs = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
-        return vecs / (np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-9)
+        unit: np.ndarray = vecs / (np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-9)
+        return unit
 
     def sent(self, text: str) -> str:
         """What is embedded of ``text``: its first ``max_chars`` characters."""
@@ -345,7 +351,7 @@ class LocalEmbedder:
 
 
 def make_embedder(name: str = DEFAULT_EMBEDDING, state: dict[str, Any] | None = None, *,
-                  settings: Any = None) -> Any:
+                  settings: Settings | None = None) -> Any:
     """The embedder called ``name``; ``settings`` is needed by ``local:<alias>`` only."""
     if name == "hashed-tfidf":
         return HashedTfidf((state or {}).get("idf"))

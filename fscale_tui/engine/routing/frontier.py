@@ -19,14 +19,17 @@ router and ``-k auto`` points are cross-fitted there (what a budget is planned f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .planner import PlanSet, evidence_from_profile, load_plans
 
+if TYPE_CHECKING:
+    from ..base.settings import Settings
 
-def frontier(settings: Any) -> dict[str, Any] | None:
+
+def frontier(settings: Settings) -> dict[str, Any] | None:
     """The frontier of the stored profile (None when nothing is profiled)."""
     plans = load_plans(settings)
     if plans is None:
@@ -56,7 +59,7 @@ def frontier(settings: Any) -> dict[str, Any] | None:
             "family_rho": plans.family_rho, "points": points, "notes": notes}
 
 
-def calibrated_point(settings: Any, plans: PlanSet) -> dict[str, Any] | str | None:
+def calibrated_point(settings: Settings, plans: PlanSet) -> dict[str, Any] | str | None:
     """The stored calibration as a frontier point, or why there is none (a note)."""
     from .cascade import Cascade, CascadeConfig
     from .profile import load_router
@@ -69,7 +72,7 @@ def calibrated_point(settings: Any, plans: PlanSet) -> dict[str, Any] | str | No
     if found is None or router is None:
         return None
     ev, _ = found
-    from ..registry import Registry
+    from ..catalog.registry import Registry
 
     cascade = Cascade(settings, Registry(settings), cfg, router)
     rows = np.flatnonzero(ev.asked(range(len(ev.models))))

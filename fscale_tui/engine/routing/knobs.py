@@ -25,6 +25,8 @@ import numpy as np
 from .router import choose_smoothing, compute_psi
 
 #: λ values swept (score = Ψ + λ·cost; costs in USD per million tokens).
+#: A grid of λ: a list, or an array such as :data:`LAMBDAS`.
+Lambdas = Sequence[float] | np.ndarray
 LAMBDAS = np.concatenate([np.linspace(0, 0.3, 61), np.linspace(0.35, 2.0, 12), [3.0, 5.0, 10.0, 20.0]])
 
 
@@ -46,7 +48,7 @@ def psi_table(cluster_ids: np.ndarray, errors: np.ndarray, rows: Mapping[int, np
 
 
 def choices(psi: np.ndarray, cluster_ids: np.ndarray, costs: np.ndarray,
-            lambdas: Sequence[float] = LAMBDAS) -> np.ndarray:
+            lambdas: Lambdas = LAMBDAS) -> np.ndarray:
     """(λ × items) index of the chosen model: argmin Ψ + λ·cost (ties to the cheaper model)."""
     order = np.argsort(costs, kind="stable")  # argmin returns the first: list cheaper first
     out = np.empty((len(lambdas), len(cluster_ids)), dtype=int)
@@ -78,7 +80,7 @@ class Selection:
 
 def select_router(candidates: Mapping[str, tuple[np.ndarray, int]], correct: np.ndarray,
                   fit_rows: Mapping[int, np.ndarray], val: np.ndarray, costs: np.ndarray, *,
-                  budget: float | None = None, lambdas: Sequence[float] = LAMBDAS, folds: int = 2,
+                  budget: float | None = None, lambdas: Lambdas = LAMBDAS, folds: int = 2,
                   seed: int = 0) -> Selection:
     """Choose representation/K, s and λ on the validation items ``val`` (see the module doc).
 
@@ -128,23 +130,23 @@ def select_router(candidates: Mapping[str, tuple[np.ndarray, int]], correct: np.
                      best[0], table, mix)
 
 
-def _budget_mix(pts: list[tuple[float, float]], lambdas: Sequence[float], budget: float
+def _budget_mix(pts: list[tuple[float, float]], lambdas: Lambdas, budget: float
                 ) -> tuple[float, float, float] | None:
     """The two λ of the curve's hull around ``budget`` and the share p of the first."""
     hull = upper_hull(pts)
     if not hull or budget < hull[0][0] - 1e-12:
         return None
-    lam_of = {}
-    for lam, p in zip(lambdas, pts):
-        lam_of.setdefault((round(p[0], 12), round(p[1], 12)), float(lam))
+    lam_of: dict[tuple[float, float], float] = {}
+    for value, p in zip(lambdas, pts):
+        lam_of.setdefault((round(p[0], 12), round(p[1], 12)), float(value))
 
     def lam(point: tuple[float, float]) -> float:
         return lam_of[(round(point[0], 12), round(point[1], 12))]
 
     for a, b in zip(hull, hull[1:]):
         if budget <= b[0]:
-            p = (b[0] - budget) / (b[0] - a[0]) if b[0] > a[0] else 0.0
-            return lam(a), lam(b), float(p)
+            share = (b[0] - budget) / (b[0] - a[0]) if b[0] > a[0] else 0.0
+            return lam(a), lam(b), float(share)
     return lam(hull[-1]), lam(hull[-1]), 1.0
 
 
@@ -170,7 +172,7 @@ def lp_bound(acc: np.ndarray, weights: np.ndarray, costs: np.ndarray) -> list[tu
     eps = 1e-9
     lams = np.unique(np.concatenate([[0.0], lams - eps, lams + eps, [1e9]]))
     lams = lams[lams >= 0]
-    points = set()
+    points: set[tuple[float, float]] = set()
     for chunk in np.array_split(lams, max(1, len(lams) // 2000)):
         score = acc[None] - chunk[:, None, None] * costs[None, None, :]  # λ × c × m
         # Ties: the cheaper model first (an accurate tie costs nothing).

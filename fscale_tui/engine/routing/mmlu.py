@@ -13,7 +13,7 @@ could be extracted) and ``models.csv`` (model, usd_per_mtok, accuracy). Writes:
 - ``replay.jsonl``: per model and question ``{"model", "id", "prompt_sha256", "reply"}``, the
   reply being ``"Answer: X"`` or ``""`` (a reply with no answer, as recorded);
 - ``config.toml``: a ``[providers.mmlu]`` replay provider, the 14 models (alias, cost, tier,
-  family from :func:`fscale_tui.engine.catalogue.family_of`, the rule used for every model id)
+  family from :func:`fscale_tui.engine.catalog.builtins.family_of`, the rule used for every model id)
   and panels ``cheap`` (3 cheapest-accurate) and ``strong`` (5 most accurate).
   Append it to your config.toml (``fscale config path``).
 
@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import output
-from ..catalogue import family_of
-from ..errors import UsageError
+from ..base import output
+from ..catalog.builtins import family_of
+from ..base.errors import UsageError
 from ..providers.replay import prompt_sha256
 from .tasks import Task, write_tasks
 
@@ -72,7 +72,7 @@ def question_text(question: str, options: list[str]) -> str:
 
 
 def load_replay_set(src: Path) -> ReplaySet:
-    from ..jsonl import read_jsonl
+    from ..base.jsonl import read_jsonl
 
     questions = [obj for _, obj in read_jsonl(src / "questions.jsonl", "questions file")]
     with (src / "answers.csv").open(newline="", encoding="utf-8") as fh:
@@ -80,7 +80,8 @@ def load_replay_set(src: Path) -> ReplaySet:
     with (src / "models.csv").open(newline="", encoding="utf-8") as fh:
         meta = list(csv.DictReader(fh))
     models = [m["model"] for m in meta]
-    tasks, answers = [], {m: [] for m in models}
+    tasks: list[Task] = []
+    answers: dict[str, list[str | None]] = {m: [] for m in models}
     for q in questions:
         qid = str(q["id"])
         letters = tuple(LETTERS[: len(q["options"])])
@@ -172,7 +173,7 @@ def convert(src: Path, out: Path, *, split: list[float] | None = None, seed: int
             only_ids: set[str] | None = None, exclude_ids: set[str] | None = None) -> dict[str, Any]:
     import tomli_w
 
-    from .. import storage
+    from ..base import storage
 
     rs = load_replay_set(src)
     known = {t.id for t in rs.tasks}
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exclude-ids", type=Path, help="drop these question ids (e.g. those used for tuning)")
     args = parser.parse_args(argv)
     split = [float(x) for x in args.split.split(",")] if args.split else None
-    from ..errors import FscaleError
+    from ..base.errors import FscaleError
 
     try:
         written = convert(args.src, args.out, split=split, seed=args.seed,

@@ -59,16 +59,20 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import storage
-from ..errors import UsageError
-from ..voting import RELIABILITY_CAP
-from .budget import Budget
-from .knobs import LAMBDAS, frontier_auc, upper_hull
+from ..base import storage
+from ..base.errors import UsageError
+from ..decide.rules import RELIABILITY_CAP
+from ..base.budget import Budget
+from .knobs import LAMBDAS, Lambdas, frontier_auc, upper_hull
 from .router import DEFAULT_SMOOTHING, SWITCH_Z, compute_psi, routing_dir, switch_penalty
+
+if TYPE_CHECKING:
+    from ..base.settings import Settings
 
 PLANS = "plans.json"
 PLANS_VERSION = 6
@@ -111,13 +115,15 @@ class Evidence:
 
     @property
     def correct(self) -> np.ndarray:
-        return (self.answers == self.gold[:, None]).astype(float)
+        right: np.ndarray = (self.answers == self.gold[:, None]).astype(float)
+        return right
 
     def asked(self, models: Sequence[int]) -> np.ndarray:
         """Items on which every one of ``models`` was profiled."""
         if not len(models):
             return np.ones(len(self.gold), dtype=bool)
-        return (self.answers[:, list(models)] != NOT_ASKED).all(1)
+        profiled: np.ndarray = (self.answers[:, list(models)] != NOT_ASKED).all(1)
+        return profiled
 
 
 def encode_answers(rows: Sequence[Mapping[str, str | None]], gold: Sequence[str],
@@ -143,18 +149,21 @@ def encode_answers(rows: Sequence[Mapping[str, str | None]], gold: Sequence[str]
 
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-4, 1 - 1e-4)
-    return np.log(p / (1 - p))
+    odds: np.ndarray = np.log(p / (1 - p))
+    return odds
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    y: np.ndarray = 1.0 / (1.0 + np.exp(-x))
+    return y
 
 
 def weights(r: np.ndarray, big_l: np.ndarray) -> np.ndarray:
     """``voting.Posterior.weight``: log-odds of one vote, reliability clipped to
     [chance + 0.001, RELIABILITY_CAP]."""
     r = np.minimum(RELIABILITY_CAP, np.maximum(1.0 / big_l + 1e-3, r))
-    return np.log(r * (big_l - 1) / (1 - r))
+    w: np.ndarray = np.log(r * (big_l - 1) / (1 - r))
+    return w
 
 
 def shifted(base: np.ndarray, offset: float | np.ndarray) -> np.ndarray:
@@ -287,7 +296,8 @@ def error_structure(ev: Evidence, models: Sequence[int], rows: np.ndarray) -> tu
     a = ev.answers[rows][:, list(models)]
     wrong = (a >= 0) & (a != ev.gold[rows][:, None])
     same, both = 0.0, 0.0
-    phi_same, phi_other = [], []
+    phi_same: list[float] = []
+    phi_other: list[float] = []
     err = (a != ev.gold[rows][:, None]).astype(float)
     for x, y in itertools.combinations(range(len(models)), 2):
         w = wrong[:, x] & wrong[:, y]
@@ -301,9 +311,9 @@ def error_structure(ev: Evidence, models: Sequence[int], rows: np.ndarray) -> tu
     spread = float(min(SPREAD_MAX, max(2.0, 1.0 + 1.0 / q)))
     rho = 0.0
     if phi_same and phi_other:
-        rho = float(min(0.9, max(0.0, np.mean(phi_same) - np.mean(phi_other))))
+        rho = float(min(0.9, max(0.0, float(np.mean(phi_same)) - float(np.mean(phi_other)))))
     elif phi_same:
-        rho = float(min(0.9, max(0.0, np.mean(phi_same))))
+        rho = float(min(0.9, max(0.0, float(np.mean(phi_same)))))
     return spread, rho
 
 
@@ -582,13 +592,14 @@ def _majority(ev: Evidence, rows: np.ndarray, members: Sequence[int]) -> np.ndar
         ok = (a[:, j] >= 0)
         hit = ok & (counts[np.arange(len(rows)), np.where(ok, a[:, j], 0)] == top)
         pick = np.where(hit, a[:, j], pick)
-    return (pick == ev.gold[rows]) & (pick >= 0)
+    right: np.ndarray = (pick == ev.gold[rows]) & (pick >= 0)
+    return right
 
 
 def router_points(ev: Evidence, rows: np.ndarray, folds: Sequence[np.ndarray],
                   psi_without: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                   route_cost: np.ndarray, *, smoothing: float = DEFAULT_SMOOTHING,
-                  switch_z: float = SWITCH_Z, lambdas: Sequence[float] = LAMBDAS
+                  switch_z: float = SWITCH_Z, lambdas: Lambdas = LAMBDAS
                   ) -> list[tuple[float, float]]:
     """The router's cross-fitted (cost, accuracy) on ``rows`` for every λ of ``lambdas``.
     Scores as ``Router.rank`` computes them: Ψ + λ·cost + the switching penalty."""
@@ -607,15 +618,14 @@ def router_points(ev: Evidence, rows: np.ndarray, folds: Sequence[np.ndarray],
 
 def _spend(ev: Evidence, rows: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     """What asking ``chosen[i]`` on ``rows[i]`` costs (recorded tokens, else the mean price)."""
-    if ev.item_price is None:
-        return ev.price[chosen]
-    return ev.item_price[rows, chosen]
+    spend: np.ndarray = ev.price[chosen] if ev.item_price is None else ev.item_price[rows, chosen]
+    return spend
 
 
 def router_curve(ev: Evidence, rows: np.ndarray, folds: Sequence[np.ndarray],
                  psi_without: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                  route_cost: np.ndarray, *, smoothing: float = DEFAULT_SMOOTHING,
-                 switch_z: float = SWITCH_Z, lambdas: Sequence[float] = LAMBDAS
+                 switch_z: float = SWITCH_Z, lambdas: Lambdas = LAMBDAS
                  ) -> list[dict[str, float]]:
     """The upper hull of :func:`router_points`, labelled with λ (the smallest λ reaching each
     hull point): the router's line on the frontier."""
@@ -624,7 +634,7 @@ def router_curve(ev: Evidence, rows: np.ndarray, folds: Sequence[np.ndarray],
                          lambdas)
 
 
-def labelled_hull(points: Sequence[tuple[float, float]], lambdas: Sequence[float] = LAMBDAS
+def labelled_hull(points: Sequence[tuple[float, float]], lambdas: Lambdas = LAMBDAS
                   ) -> list[dict[str, float]]:
     """The upper hull of per-λ (cost, accuracy) points, each labelled with its smallest λ."""
     out = []
@@ -638,7 +648,7 @@ def labelled_hull(points: Sequence[tuple[float, float]], lambdas: Sequence[float
 def router_spend(ev: Evidence, rows: np.ndarray, psi: np.ndarray, counts: np.ndarray,
                  route_cost: np.ndarray, accuracy: Sequence[float], *,
                  smoothing: float = DEFAULT_SMOOTHING, switch_z: float = SWITCH_Z,
-                 lambdas: Sequence[float] = LAMBDAS) -> list[dict[str, float]]:
+                 lambdas: Lambdas = LAMBDAS) -> list[dict[str, float]]:
     """What ``route --budget`` chooses λ from: for every λ, the spend per item of the router
     *as it runs* (Ψ and the switching penalty fitted on the whole profile, ``psi``/``counts``)
     on the profiled prompts ``rows`` (spend needs no label), beside ``accuracy[λ]`` (the
@@ -777,11 +787,11 @@ def plan(ev: Evidence, rows: np.ndarray, *,
 ASSUMED_TOKENS = 1000.0
 
 
-def plans_path(settings: Any) -> Any:
+def plans_path(settings: Settings) -> Path:
     return routing_dir(settings) / PLANS
 
 
-def profile_fingerprint(settings: Any) -> str:
+def profile_fingerprint(settings: Settings) -> str:
     """What the plans depend on: the profile journal, the clusters, Ψ's smoothing and the
     configured models' prices and families (a change of any means planning again)."""
     from .profile import profiles_path
@@ -800,11 +810,11 @@ def profile_fingerprint(settings: Any) -> str:
     return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()[:16]
 
 
-def evidence_from_profile(settings: Any) -> tuple[Evidence, dict[str, Any]] | None:
+def evidence_from_profile(settings: Settings) -> tuple[Evidence, dict[str, Any]] | None:
     """The stored profile as :class:`Evidence` (configured, profiled models only), with what
     Ψ needs per model (``obs[model] = (item rows, errors)``), the clusters and the smoothing.
     None when nothing is profiled."""
-    from ..catalogue import family_of
+    from ..catalog.builtins import family_of
     from .profile import ProfileStore, PromptClusters
     from .router import ClusterModel, read_knobs
 
@@ -838,8 +848,8 @@ def evidence_from_profile(settings: Any) -> tuple[Evidence, dict[str, Any]] | No
     gold = [store.prompts[k]["label"] for k in keys]
     answers, gold_idx = encode_answers(rows, gold, names)
     labels = []
-    for k, row, g in zip(keys, rows, gold):
-        offered = store.prompts[k].get("answers")
+    for key, row, g in zip(keys, rows, gold):
+        offered = store.prompts[key].get("answers")
         labels.append(len(offered) if offered else max(2, len({g, *(a for a in row.values() if a)})))
     assigned = PromptClusters.for_store(store).assign(clusters, store, keys)
     cluster_ids = np.array([assigned.get(k, 0) for k in keys], dtype=int)
@@ -863,7 +873,7 @@ def evidence_from_profile(settings: Any) -> tuple[Evidence, dict[str, Any]] | No
                 "route_cost": costs}
 
 
-def plans_for_profile(settings: Any, *, save: bool = True) -> PlanSet | None:
+def plans_for_profile(settings: Settings, *, save: bool = True) -> PlanSet | None:
     """Plan ``-k auto`` on the stored profile (2-fold cross-fitting over its items) and keep
     the result in ``routing/plans.json``; None when nothing is profiled. Raises UsageError when
     too few items were profiled on the same models."""
@@ -901,7 +911,7 @@ def plans_for_profile(settings: Any, *, save: bool = True) -> PlanSet | None:
     return plans
 
 
-def load_plans(settings: Any, *, refresh: bool = True) -> PlanSet | None:
+def load_plans(settings: Settings, *, refresh: bool = True) -> PlanSet | None:
     """The stored plans if they belong to the current profile; else planned again (and
     stored) unless ``refresh`` is false. None when there is nothing to plan from."""
     doc = storage.read_json(plans_path(settings))

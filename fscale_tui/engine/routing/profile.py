@@ -32,16 +32,20 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import storage
-from ..config import ModelConfig
-from ..errors import UsageError
+from ..ask.context import Context
+from ..base import storage
+from ..base.errors import UsageError
+from ..base.settings import ModelConfig
 from .router import (ClusterModel, Router, choose_smoothing, read_knobs, router_from_assignments,
                      routing_dir, write_knobs)
 from .tasks import Task
+
+if TYPE_CHECKING:
+    from ..base.settings import Settings
 
 
 #: Trials after the first are sampled at least this warm, or "stability" would mean nothing.
@@ -53,7 +57,7 @@ JOURNAL = "profiles.jsonl"
 LEGACY = "profiles.json"
 
 
-def profiles_path(settings: Any) -> Path:
+def profiles_path(settings: Settings) -> Path:
     return routing_dir(settings) / JOURNAL
 
 
@@ -67,12 +71,12 @@ class Outcome:
     tokens: int | None = None  # prompt + completion tokens (estimated by replay providers)
 
 
-async def ask_model(engine: Any, model: ModelConfig, task_messages: list[dict[str, str]],
+async def ask_model(ctx: Context, model: ModelConfig, task_messages: list[dict[str, str]],
                     labels: tuple[str, ...], *, task_id: str | None = None,
                     temperature: float | None = None) -> Outcome:
     """One vote from one model through the engine's one ask path; a failure is an Outcome
     with ``error`` set. The task id reaches replay providers only (see ``ask.Asker``)."""
-    reply = await engine.asker.ask(model, task_messages, labels=labels, task_id=task_id,
+    reply = await ctx.asker.ask(model, task_messages, labels=labels, task_id=task_id,
                                    temperature=temperature)
     if not reply.ok:
         return Outcome(model.alias, None, reply.latency_s or 0.0, error=reply.error)
@@ -101,7 +105,7 @@ class ProfileStore:
         self._load()
 
     @classmethod
-    def for_settings(cls, settings: Any) -> "ProfileStore":
+    def for_settings(cls, settings: Settings) -> "ProfileStore":
         return cls(profiles_path(settings))
 
     @property
@@ -188,7 +192,7 @@ class ProfileStore:
                               for a, s, t, u in zip(item["answers"], item["latency_s"],
                                                     item["trials"], item["tokens"])]
             storage.atomic_write_text(self.path, "".join(x + "\n" for x in lines))
-        self.__init__(self.path)
+        ProfileStore.__init__(self, self.path)  # re-read the compacted journal
         return True
 
     def _migrate(self, legacy: Path) -> None:
@@ -212,7 +216,7 @@ class ProfileStore:
     def models(self) -> list[str]:
         return sorted(m for m, items in self.items.items() if items)
 
-    def observations(self, model: str, keys: Iterable[str] | None = None) -> list[tuple[str, dict, dict]]:
+    def observations(self, model: str, keys: Iterable[str] | None = None) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
         """(key, prompt, item) for a model's profiled prompts (optionally only ``keys``)."""
         items = self.items.get(model, {})
         wanted = set(keys) if keys is not None else None
@@ -232,7 +236,7 @@ class ProfileStore:
                 for key, prompt, item in self.observations(model, keys)}
 
 
-async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[ModelConfig], *,
+async def run_profile(ctx: Context, tasks: Sequence[Task], models: Sequence[ModelConfig], *,
                       trials: int = 1, resume: bool = False,
                       on_progress: Callable[[int, int], None] | None = None,
                       concurrency: int | None = None) -> dict[str, int]:
@@ -243,7 +247,7 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
     """
     if trials < 1:
         raise UsageError("--trials must be at least 1")
-    store = ProfileStore.for_settings(engine.settings)
+    store = ProfileStore.for_settings(ctx.settings)
     store.compact()
     jobs: list[tuple[ModelConfig, Task, int]] = []
     for model in models:
@@ -265,7 +269,7 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
     store.append(header)
     pending: list[dict[str, Any]] = []
     counts = {"asked": 0, "failed": 0, "skipped": sum(len(tasks) * trials for _ in models) - len(jobs)}
-    base_temp = float(engine.settings.get("temperature"))
+    base_temp = float(ctx.settings.get("temperature"))
     total = len(jobs)
     finished = 0
 
@@ -280,7 +284,7 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
     async def one(model: ModelConfig, task: Task, trial: int) -> None:
         nonlocal finished
         temp = base_temp if trial == 0 else max(base_temp, TRIAL_TEMPERATURE)
-        out = await ask_model(engine, model, task.messages(), task.answers, task_id=task.id,
+        out = await ask_model(ctx, model, task.messages(), task.answers, task_id=task.id,
                               temperature=temp)
         counts["asked"] += 1
         if out.error is not None:
@@ -311,7 +315,7 @@ async def run_profile(engine: Any, tasks: Sequence[Task], models: Sequence[Model
     by_trial: dict[int, list[tuple[ModelConfig, Task, int]]] = {}
     for job in jobs:
         by_trial.setdefault(job[2], []).append(job)
-    width = max(1, int(concurrency or engine.settings.get("batch_concurrency")))
+    width = max(1, int(concurrency or ctx.settings.get("batch_concurrency")))
     try:
         for trial in sorted(by_trial):
             queue = iter(by_trial[trial])
@@ -334,7 +338,7 @@ def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values), q))
 
 
-def summarize(store: ProfileStore, models: Sequence[str], settings: Any,
+def summarize(store: ProfileStore, models: Sequence[str], settings: Settings,
               clusters: ClusterModel | None = None, keys: Iterable[str] | None = None) -> dict[str, Any]:
     """Per-model accuracy, stability, latency, cost, no-answer rate; error correlation; Ψ.
 
@@ -408,7 +412,7 @@ def _error_correlation(errors: dict[str, dict[str, float]]) -> dict[str, Any]:
     return out
 
 
-def build_router(store: ProfileStore, settings: Any, clusters: ClusterModel | None, *,
+def build_router(store: ProfileStore, settings: Settings, clusters: ClusterModel | None, *,
                  models: Sequence[str] | None = None, keys: Iterable[str] | None = None,
                  smoothing: float | None = None) -> Router:
     """Ψ for every profiled model (only the configured ones unless ``models`` is given).
@@ -430,7 +434,7 @@ def build_router(store: ProfileStore, settings: Any, clusters: ClusterModel | No
     return router_from_assignments(clusters, obs, costs, **kwargs)
 
 
-def tune_smoothing(store: ProfileStore, settings: Any, clusters: ClusterModel | None, *,
+def tune_smoothing(store: ProfileStore, settings: Settings, clusters: ClusterModel | None, *,
                    models: Sequence[str] | None = None) -> dict[str, Any]:
     """Choose Ψ's shrinkage strength on the stored observations (cross-fitted, see
     ``router.choose_smoothing``) and store it in ``knobs.json``: every later router uses it."""
@@ -499,7 +503,7 @@ class PromptClusters:
         return {k: int(cached[k]) for k in keys}
 
 
-def load_router(settings: Any, *, models: Sequence[str] | None = None) -> Router | None:
+def load_router(settings: Settings, *, models: Sequence[str] | None = None) -> Router | None:
     """The router from the stored clusters and profiles; None when nothing is profiled."""
     store = ProfileStore.for_settings(settings)
     names = [m for m in (models or store.models()) if m in settings.models and store.observations(m)]

@@ -23,14 +23,18 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import storage
-from ..errors import UsageError
+from ..base import storage
+from ..base.errors import UsageError
 from .clusters import kmeans
 from .embed import DEFAULT_EMBEDDING, make_embedder
+
+if TYPE_CHECKING:
+    from ..base.settings import Settings
+    import numpy.typing as npt
 
 DEFAULT_K = 20
 DEFAULT_SMOOTHING = 5.0
@@ -44,7 +48,7 @@ SMOOTHING_GRID = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0)
 KNOBS = "knobs.json"
 
 
-def routing_dir(settings: Any) -> Path:
+def routing_dir(settings: Settings) -> Path:
     return settings.paths.data_dir / "routing"
 
 
@@ -66,7 +70,7 @@ class ClusterModel:
 
     @classmethod
     def fit(cls, texts: Sequence[str], k: int = DEFAULT_K, *, embedding: str = DEFAULT_EMBEDDING,
-            seed: int = 0, settings: Any = None,
+            seed: int = 0, settings: Settings | None = None,
             on_progress: Callable[[int, int], None] | None = None,
             emit: Callable[[Any], None] | None = None) -> "ClusterModel":
         """Embed ``texts`` and fit ``k`` centroids. ``settings`` is needed by a ``local:``
@@ -85,7 +89,8 @@ class ClusterModel:
         return cls(embedding, embedder, centroids, {"n": len(texts), "seed": seed})
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return self.embedder.transform(texts)
+        vectors: np.ndarray = self.embedder.transform(texts)
+        return vectors
 
     def assign(self, texts: Sequence[str]) -> np.ndarray:
         """The nearest centroid of each text. Row by row, so a text gets the same cluster
@@ -101,7 +106,7 @@ class ClusterModel:
         buf = io.BytesIO()
         arrays = {"centroids": self.centroids}
         arrays.update({f"embedder_{k}": v for k, v in self.embedder.state().items() if v is not None})
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub: **kwds as allow_pickle
         path = directory / "clusters.npz"
         self.fingerprint = hashlib.sha256(buf.getvalue()).hexdigest()
         with storage.locked(path):
@@ -111,7 +116,7 @@ class ClusterModel:
         return path
 
     @classmethod
-    def load(cls, directory: Path, settings: Any = None) -> "ClusterModel | None":
+    def load(cls, directory: Path, settings: Settings | None = None) -> "ClusterModel | None":
         path = directory / "clusters.npz"
         if not path.exists():
             return None
@@ -157,12 +162,13 @@ def switch_penalty(psi: np.ndarray, counts: np.ndarray, smoothing: float,
     overall = np.where(total > 0, (psi * counts).sum(0) / np.maximum(total, 1e-12), psi.mean(0))
     anchor = int(np.argmin(overall))
     se = np.sqrt(np.clip(psi * (1 - psi), 0.0, None) / (counts + smoothing))
-    pen = z * np.sqrt(se ** 2 + se[:, [anchor]] ** 2)
+    pen: np.ndarray = z * np.sqrt(se ** 2 + se[:, [anchor]] ** 2)
     pen[:, anchor] = 0.0
     return pen
 
 
-def choose_smoothing(observations: Mapping[str, tuple[Sequence[int], Sequence[float]]], k: int, *,
+def choose_smoothing(observations: Mapping[str, tuple[npt.ArrayLike, npt.ArrayLike]]
+                     | Mapping[int, tuple[npt.ArrayLike, npt.ArrayLike]], k: int, *,
                      grid: Sequence[float] = SMOOTHING_GRID, folds: int = 5, seed: int = 0
                      ) -> tuple[float, dict[float, float]]:
     """The shrinkage strength s of :func:`compute_psi`, chosen by cross-fitting.
@@ -207,7 +213,8 @@ class RouteChoice:
 
     @property
     def model(self) -> str:
-        return self.ranking[0]["model"]
+        best: str = self.ranking[0]["model"]
+        return best
 
     def top(self, n: int) -> list[str]:
         return [r["model"] for r in self.ranking[:n]]
@@ -322,7 +329,8 @@ class Router:
         """Vectorised argmin over ``models`` for many prompts (index into ``models``)."""
         pen = self.penalties()
         table = np.stack([self.psi[m] + lam * self.costs.get(m, 0.0) + pen[m] for m in models], axis=1)
-        return table[np.asarray(cluster_ids, dtype=int)].argmin(1)
+        chosen: np.ndarray = table[np.asarray(cluster_ids, dtype=int)].argmin(1)
+        return chosen
 
     def reliability(self, cluster: int) -> dict[str, float]:
         """1 − Ψ: each model's estimated accuracy on this kind of prompt."""
@@ -345,7 +353,7 @@ def router_from_observations(clusters: ClusterModel | None,
 
 
 def router_from_assignments(clusters: ClusterModel | None,
-                            observations: Mapping[str, tuple[Sequence[int], Sequence[float]]],
+                            observations: Mapping[str, tuple[npt.ArrayLike, npt.ArrayLike]],
                             costs: Mapping[str, float], *, smoothing: float = DEFAULT_SMOOTHING,
                             ) -> Router:
     """Build a router from ``{model: (cluster ids, errors)}`` (prompts already assigned)."""

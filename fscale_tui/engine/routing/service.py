@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..base.errors import UsageError
+from ..base.settings import Settings
 from .profile import ProfileStore, load_router, summarize, tune_smoothing
 from .router import ClusterModel, describe, read_knobs, routing_dir
 from .tasks import load_tasks
@@ -21,7 +22,7 @@ NO_PROFILE = ("no profiled model: run 'fscale profile --fit-clusters TRAIN.jsonl
 
 
 class Routing:
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     @property
@@ -122,8 +123,8 @@ class Routing:
         router = self.router(models)
         extra: dict[str, Any] = {}
         if budget is not None:
-            extra, lam = self._budgeted(budget, models, [text])
-            lam = lam[0]
+            extra, lams = self._budgeted(budget, models, [text])
+            lam = lams[0]
         choice = router.route(text, lam)
         return {**choice.to_dict(), "lambda": lam, **extra}, describe(choice, lam), \
             router.clusters is not None

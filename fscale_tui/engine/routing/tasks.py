@@ -20,8 +20,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from ..prompts import build_messages
+from ..base.errors import UsageError
+from ..base.prompts import build_messages
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def parse_task(obj: Any) -> Task:
 
 def load_tasks(path: str | Path) -> list[Task]:
     """Read a task file; a bad line or a repeated id is a usage error naming the line."""
-    from ..jsonl import read_jsonl
+    from ..base.jsonl import read_jsonl
 
     what = f"task file {str(path)!r}"
     tasks: list[Task] = []
@@ -107,7 +107,7 @@ def load_tasks(path: str | Path) -> list[Task]:
 
 
 def write_tasks(path: Path, tasks: list[Task]) -> None:
-    from .. import storage
+    from ..base import storage
 
     storage.atomic_write_text(path, "".join(json.dumps(t.to_dict(), ensure_ascii=False) + "\n"
                                             for t in tasks))

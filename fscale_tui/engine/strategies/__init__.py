@@ -13,11 +13,11 @@ strategy is one new module (plus its tests).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from ..base.plugins import load_package
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Strategy:
 _REGISTRY: dict[str, Strategy] = {}
 _LOADED = False
 #: modules of this package that hold no strategy
-_SUPPORT = {"common", "ballots"}
+_SUPPORT = {"common", "generate"}
 
 
 def register(name: str, summary: str, *, default_k: int | None = None, judges: int | str = 2,
@@ -64,9 +64,7 @@ def strategies() -> dict[str, Strategy]:
     """Every registered strategy, in display order (importing the package's modules once)."""
     global _LOADED
     if not _LOADED:
-        for info in pkgutil.iter_modules(__path__):
-            if info.name not in _SUPPORT:
-                importlib.import_module(f"{__name__}.{info.name}")
+        load_package(__name__, __path__, skip=_SUPPORT)
         _LOADED = True
     return dict(sorted(_REGISTRY.items(), key=lambda kv: (kv[1].order, kv[0])))
 

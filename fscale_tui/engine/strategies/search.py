@@ -35,13 +35,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from ..answers import extract_answer
-from ..config import ModelConfig
-from ..errors import ProviderError
-from ..events import CandidateGenerated, StepScored
+from ..base.errors import ProviderError
+from ..base.events import CandidateGenerated, StepScored
+from ..base.settings import ModelConfig
+from ..decide.answers import extract_answer
+from ..providers import continuation
 from . import register
-from .common import Candidate, GenerateResult, Run, answer_of, visible_text
+from .common import Run, answer_of, visible_text
+from ..base.calls import Candidate, GenerateResult
 from .selection import _result, verify_score
 
 CONTINUATIONS = ("continue_final_message", "prefill", "next_step")
@@ -53,21 +56,20 @@ STEP_SYSTEM = ("Solve the problem step by step. Write each step as one short par
 
 
 def continuation_mode(run: Run, model: ModelConfig) -> str:
-    provider = run.engine.settings.providers.get(model.provider)
+    provider = run.ctx.settings.providers.get(model.provider)
     for opts in (model.options, provider.options if provider else {}):
         mode = opts.get("continuation")
         if mode in CONTINUATIONS:
             return str(mode)
-    if provider is not None and provider.type == "local":
-        return "continue_final_message"
-    return "next_step"
+    default = continuation(provider) if provider is not None else None
+    return default if default in CONTINUATIONS else "next_step"
 
 
 def step_request(run: Run, model: ModelConfig, partial: str, *, last: bool
-                 ) -> tuple[list[dict[str, str]], dict]:
+                 ) -> tuple[list[dict[str, str]], dict[str, Any]]:
     """Messages and extra body fields asking ``model`` for the next step of ``partial``."""
     messages = run.base_messages(STEP_SYSTEM)
-    extra: dict = {} if last else {"stop": ["\n\n"]}
+    extra: dict[str, Any] = {} if last else {"stop": ["\n\n"]}
     if not partial:
         return messages, extra
     mode = continuation_mode(run, model)
@@ -141,7 +143,7 @@ def _finish(run: Run, finished: list[_Path], steps: int) -> GenerateResult:
     for i, p in enumerate(finished):
         c = Candidate(index=i, model=p.model, text=p.text.strip(), answer=answer_of(p.text, numeric=run.numeric),
                       score=p.score, votes=round(p.score or 0.0, 4),
-                      family=run.engine.settings.models[p.model].family if p.model in run.engine.settings.models else "")
+                      family=run.ctx.settings.models[p.model].family if p.model in run.ctx.settings.models else "")
         cands.append(c)
         run.emit(CandidateGenerated(run.call_id, c.model, c.index, c.text or "", 0.0, c.answer))
     if not cands:

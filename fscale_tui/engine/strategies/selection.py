@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
-from ..config import ModelConfig
-from ..errors import ProviderError
-from ..events import CandidateFailed, CandidateGenerated, JudgeVoted
-from .ballots import (SCORE_LABELS, choice_labels, judge_messages, p_yes, parse_choice,
+from ..base.settings import ModelConfig
+from ..base.errors import ProviderError
+from ..base.events import CandidateFailed, CandidateGenerated, JudgeVoted
+from ..decide.judgments import (SCORE_LABELS, choice_labels, judge_messages, p_yes, parse_choice,
                       parse_score, score_messages, usc_messages, yes_messages, yes_no)
 from . import register
-from .common import Candidate, GenerateResult, JudgeVote, Run, answer_of, visible_text
+from .common import Run, answer_of, visible_text
+from ..base.calls import Candidate, GenerateResult, JudgeVote
 
 
 # -- candidates --------------------------------------------------------------------------------
@@ -49,8 +51,8 @@ async def make_candidates(run: Run, k: int, *, sampling: bool) -> list[Candidate
         c.text = visible_text(reply)
         c.latency_s = reply.latency_s
         c.answer = answer_of(c.text, numeric=run.numeric)
-        run.emit(CandidateGenerated(run.call_id, model.alias, c.index, c.text, reply.latency_s,
-                                    c.answer))
+        run.emit(CandidateGenerated(run.call_id, model.alias, c.index, c.text,
+                                    reply.latency_s or 0.0, c.answer))  # answered: it has one
 
     await asyncio.gather(*(one(c) for c in cands))
     return cands
@@ -58,7 +60,7 @@ async def make_candidates(run: Run, k: int, *, sampling: bool) -> list[Candidate
 
 def given_candidates(run: Run) -> list[Candidate]:
     names = run.request.candidate_models or ("given",) * len(run.request.candidates or ())
-    models = run.engine.settings.models
+    models = run.ctx.settings.models
     cands = []
     for i, (text, name) in enumerate(zip(run.request.candidates or (), names)):
         family = models[name].family if name in models else name
@@ -70,16 +72,16 @@ def given_candidates(run: Run) -> list[Candidate]:
 
 
 def _result(run: Run, cands: list[Candidate], votes: list[JudgeVote], winner: Candidate | None,
-            *, status: str, selected_by: str, counts: dict[str, float] | None = None,
-            tied: list | None = None, answer: str | None = None) -> GenerateResult:
+            *, status: str, selected_by: str, counts: Mapping[str, float] | None = None,
+            tied: Sequence[int | str] | None = None, answer: str | None = None) -> GenerateResult:
     return GenerateResult(
         id=run.call_id, strategy=run.request.strategy, status=status,
         output=winner.text if winner else None,
         answer=answer if answer is not None else (winner.answer if winner else None),
         winner_model=winner.model if winner else None,
         winner_index=winner.index if winner else None,
-        all_outputs=cands, judge_votes=votes, counts=counts or {}, selected_by=selected_by,
-        tied=tied or [], question=run.request.question,
+        all_outputs=cands, judge_votes=votes, counts=dict(counts or {}), selected_by=selected_by,
+        tied=list(tied or []), question=run.request.question,
         generators=[g.alias for g in run.generators], judges=[j.alias for j in run.judges])
 
 
@@ -89,7 +91,7 @@ def _consistency(c: Candidate, cands: list[Candidate]) -> int:
     return sum(1 for o in cands if o.ok and o.index != c.index and o.answer == c.answer)
 
 
-def rank_by_votes(ok: list[Candidate], tally: dict[int, float]) -> tuple[Candidate, str, list[int]]:
+def rank_by_votes(ok: list[Candidate], tally: Mapping[int, float]) -> tuple[Candidate, str, list[int]]:
     """Winner by votes, then consistency, then lowest index; says which rule decided."""
     top = max(tally.get(c.index, 0) for c in ok)
     tied = [c for c in ok if tally.get(c.index, 0) == top]
@@ -136,7 +138,7 @@ async def ask_choice(run: Run, judge: ModelConfig, shown: list[Candidate], *,
     if record is not None:
         record.append(vote)
     run.emit(JudgeVoted(run.call_id, judge.alias, vote.choice_model, reply.content,
-                        vote.choice_index, tuple(order), reply.latency_s, match=match))
+                        vote.choice_index, tuple(order), reply.latency_s or 0.0, match=match))
     return vote
 
 
@@ -204,7 +206,7 @@ def majority(ok: list[Candidate]) -> tuple[str | None, Counter[str], list[str]]:
         return None, counts, []
     top = max(counts.values())
     tied = [a for a in counts if counts[a] == top]  # Counter keeps first-seen order
-    first_seen = {}
+    first_seen: dict[str, int] = {}
     for c in sorted(ok, key=lambda c: c.index):
         if c.answer is not None:
             first_seen.setdefault(c.answer, c.index)
@@ -237,7 +239,7 @@ async def verify_score(run: Run, verifier: ModelConfig, text: str, *, index: int
     use_yes = run.request.verifier == "yes" and not partial
     if use_yes:
         messages = yes_messages(run.request.question, run.request.context, text)
-        extra: dict | None = {"logprobs": True, "top_logprobs": 5}
+        extra: dict[str, Any] | None = {"logprobs": True, "top_logprobs": 5}
         labels: tuple[str, ...] = ("Yes", "No")
     else:
         messages = score_messages(run.request.question, run.request.context, text, partial=partial)

@@ -9,15 +9,18 @@ thread.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ...errors import NoProviderError, UsageError
+from ...base.errors import NoProviderError, UsageError
 from . import provider as lp
 from . import servers, weights
 
+if TYPE_CHECKING:
+    from ...base.settings import Settings
+
 
 class LocalServers:
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     @property

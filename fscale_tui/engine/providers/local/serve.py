@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from ... import output, storage
+from ...base import output, storage
 from .servers import read_state, try_locked
 
 

@@ -34,9 +34,9 @@ from typing import Any
 
 import httpx
 
-from ... import storage
-from ...errors import FscaleError, ExitCode
-from ...paths import Paths
+from ...base import storage
+from ...base.errors import FscaleError, ExitCode
+from ...base.paths import Paths
 
 SERVE_MODULE = "fscale_tui.engine.providers.local.serve"
 DEFAULT_IDLE_TIMEOUT = 900.0

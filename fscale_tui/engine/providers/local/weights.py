@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ... import storage
-from ...errors import UsageError
+from ...base import storage
+from ...base.errors import UsageError
 
 log = logging.getLogger("fscale")
 
@@ -135,7 +135,7 @@ def _stamp(path: Path) -> dict[str, int]:
 def is_verified(path: Path, sha256: str) -> bool:
     """True when ``path`` is the file we hashed and checked before (size and mtime unchanged)."""
     try:
-        recorded = json.loads(_sidecar(path).read_text())
+        recorded: dict[str, Any] = json.loads(_sidecar(path).read_text())
         return recorded.get("sha256") == sha256 and recorded.get("stamp") == _stamp(path)
     except (OSError, ValueError, AttributeError):
         return False
@@ -146,7 +146,7 @@ class JoinCancelled(Exception):
 
 
 def join_parts(parts: list[Path], target: Path, sha256: str,
-               progress: Callable[[int, int], None] | None = None,
+               progress: Callable[[int, int], object] | None = None,
                cancelled: Callable[[], bool] | None = None) -> Path:
     """Concatenate ``parts`` into ``target`` atomically and verify its sha256.
 
@@ -189,7 +189,7 @@ def builtin_path(weights: BuiltinWeights, cache_dir: Path) -> Path:
 
 
 def ensure_builtin(weights: BuiltinWeights, cache_dir: Path,
-                   progress: Callable[[int, int], None] | None = None,
+                   progress: Callable[[int, int], object] | None = None,
                    cancelled: Callable[[], bool] | None = None) -> Path:
     """The joined, verified GGUF of a built-in model, joining it on first use."""
     target = builtin_path(weights, cache_dir)
