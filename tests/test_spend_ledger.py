@@ -119,6 +119,10 @@ def test_calls_not_yet_in_the_ledger_count_once(tmp_path: Path) -> None:
     assert ledger.reserve("b", 10, SHARE, WINDOW, pending) == 6
     ledger.record(pending[:10])  # half of them arrived
     assert ledger.reserve("c", 10, SHARE, WINDOW, pending) == 0  # b holds all 6
+    # b finished (its entry waits for the writer): it no longer holds its reservation, it
+    # spent 6 shadows on 3 decisions; ten more calls earn 3 shadows.
+    pending += [("b", 3, 6)] + [(f"r{i}", 3, 0) for i in range(10)]
+    assert ledger.reserve("d", 10, SHARE, WINDOW, pending) == 3  # 93 decisions: 9.3 - 6
 
 
 @needs_redis_client

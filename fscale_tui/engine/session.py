@@ -390,6 +390,9 @@ class Engine:
         """A call's entry in the spend ledger, replacing the ``held`` shadows it reserved (on
         the writer thread)."""
         ledger = self.coordination.spend
+        window = self._spend
+        if window is not None:
+            window.queued(entry)
 
         def write() -> None:
             try:
@@ -399,6 +402,9 @@ class Engine:
 
                 storage.warnings.append(f"warning: the spend ledger was not written "
                                         f"({type(exc).__name__}: {exc})")
+            finally:
+                if window is not None:
+                    window.written(entry[0])
 
         self.writer.submit(write)
 

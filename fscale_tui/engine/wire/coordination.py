@@ -102,29 +102,39 @@ DRAWS_FILE = "challenger.json"
 SPEND_FILE = "spend.sqlite3"
 #: Calls the spend ledger keeps (the budget looks at the last 200; older ones are pruned).
 SPEND_KEEP = 1000
-#: The spend reservation, atomic on the server: the allowance over the newest ARGV[1] entries
-#: (``window_of``: the list's, then the caller's pending ones of ARGV[6] it does not have;
-#: ``allowed``'s rule with share ARGV[2]), at most ARGV[3]; when any, the entry
+#: The spend reservation, atomic on the server (``spend_view`` and ``allowed`` over the list's
+#: entries, then the caller's pending ones of ARGV[6] it does not have; window ARGV[1], share
+#: ARGV[2]): what is left once the reservations of calls in flight are taken, at most ARGV[3];
+#: when any, the entry
 #: ``[ARGV[4], 0, k]`` is pushed (ARGV[4]: the call id as JSON; written as ``json.dumps`` writes
 #: it, so ``record`` can remove it by value). Returns what was granted.
 _SPEND_RESERVE_LUA = """
 local n = tonumber(ARGV[1])
-local items = redis.call('LRANGE', KEYS[1], 0, n - 1)
-local entries, have = {}, {}
+local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[5]) - 1)
+local finished, written, held = {}, {}, {}
 for i = #items, 1, -1 do
   local e = cjson.decode(items[i])
-  have[tostring(e[1])] = true
-  entries[#entries + 1] = e
+  if tonumber(e[2]) == 0 and tonumber(e[3]) > 0 then
+    held[tostring(e[1])] = tonumber(e[3])
+  else
+    written[tostring(e[1])] = true
+    finished[#finished + 1] = e
+  end
 end
 for _, e in ipairs(cjson.decode(ARGV[6])) do
-  if not have[tostring(e[1])] then entries[#entries + 1] = e end
+  if not written[tostring(e[1])] then
+    held[tostring(e[1])] = nil
+    finished[#finished + 1] = e
+  end
 end
+local holding = 0
+for _, k in pairs(held) do holding = holding + k end
 local d, x = 0, 0
-for i = math.max(1, #entries - n + 1), #entries do
-  d = d + tonumber(entries[i][2]); x = x + tonumber(entries[i][3])
+for i = math.max(1, #finished - n + 1), #finished do
+  d = d + tonumber(finished[i][2]); x = x + tonumber(finished[i][3])
 end
 local k = math.floor(tonumber(ARGV[2]) * d - x + 1e-9)
-k = math.max(0, math.min(tonumber(ARGV[3]), k))
+k = math.max(0, math.min(tonumber(ARGV[3]), math.max(0, k) - holding))
 if k > 0 then
   redis.call('LPUSH', KEYS[1], '[' .. ARGV[4] .. ', 0, ' .. string.format('%d', k) .. ']')
   redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[5]) - 1)
@@ -252,14 +262,27 @@ class SpendLedger:
         raise NotImplementedError
 
 
-def window_of(rows: Iterable[tuple[str, int, int]], pending: Sequence[tuple[str, int, int]],
-              size: int) -> list[tuple[int, int]]:
-    """The last ``size - 1`` entries: the ledger's ``rows`` (oldest first), then the
-    ``pending`` ones it does not have yet."""
-    rows = list(rows)
-    have = {i for i, _, _ in rows}
-    entries = [(d, x) for _, d, x in rows] + [(d, x) for i, d, x in pending if i not in have]
-    return entries[-(size - 1):] if size > 1 else []
+def spend_view(rows: Iterable[tuple[str, int, int]], pending: Sequence[tuple[str, int, int]],
+               size: int) -> tuple[list[tuple[int, int]], int]:
+    """What a reservation weighs: the last ``size - 1`` finished calls (the ledger's ``rows``,
+    oldest first, then the ``pending`` ones it does not have yet: a pending call replaces its
+    own reservation) and every shadow still held by a call in flight (a reservation
+    ``(id, 0, k)``, wherever it is in the ledger: its call's decisions count as none until it
+    finishes, as in ``challenger.allowance``)."""
+    finished: list[tuple[int, int]] = []
+    written: set[str] = set()
+    held: dict[str, int] = {}
+    for i, d, x in rows:
+        if d == 0 and x > 0:
+            held[i] = x
+        else:
+            written.add(i)
+            finished.append((d, x))
+    for i, d, x in pending:
+        if i not in written:
+            held.pop(i, None)
+            finished.append((d, x))
+    return (finished[-(size - 1):] if size > 1 else []), sum(held.values())
 
 
 def allowed(entries: Iterable[tuple[int, int]], share: float) -> int:
@@ -398,9 +421,9 @@ class FileSpend(SpendLedger):
             conn.execute("BEGIN IMMEDIATE")  # one process at a time between read and insert
             try:
                 rows = conn.execute("SELECT id, decision, shadow FROM calls ORDER BY seq DESC "
-                                    "LIMIT ?", (max(0, int(size) - 1),)).fetchall()
-                entries = window_of(reversed(rows), pending, size)
-                k = min(int(want), allowed(entries, share))
+                                    "LIMIT ?", (SPEND_KEEP,)).fetchall()
+                entries, held = spend_view(reversed(rows), pending, size)
+                k = min(int(want), max(0, allowed(entries, share) - held))
                 if k > 0:
                     conn.execute("INSERT INTO calls (id, decision, shadow) VALUES (?, 0, ?)",
                                  (call_id, k))
@@ -959,6 +982,9 @@ class SpendWindow:
         self._local: list[tuple[float, tuple[str, int, int]]] = []
         self._shared: Any = None  # the ledger read the window below was built from
         self._window: collections.deque[tuple[int, int]] = collections.deque(maxlen=size)
+        #: Entries handed to the writer thread and not written yet (call id -> entry).
+        self._queued: dict[str, tuple[str, int, int]] = {}
+        self._queue_lock = threading.Lock()
 
     def _load(self) -> dict[str, Any]:
         return {"calls": self.ledger.recent(self.size)}
@@ -983,10 +1009,21 @@ class SpendWindow:
             self._shared = calls
         return self._window
 
+    def queued(self, entry: tuple[str, int, int]) -> None:
+        """``entry`` is on its way to the ledger (the writer thread has it)."""
+        with self._queue_lock:
+            self._queued[entry[0]] = entry
+
+    def written(self, call_id: str) -> None:
+        """The entry of ``call_id`` reached the ledger (or never will)."""
+        with self._queue_lock:
+            self._queued.pop(call_id, None)
+
     def pending(self) -> list[tuple[str, int, int]]:
-        """The calls recorded here that the last read of the ledger did not have yet, oldest
-        first (a copy: :meth:`SpendLedger.reserve` reads it in a thread)."""
-        return [entry for _, entry in self._local]
+        """The entries on their way to the ledger, oldest first (a copy:
+        :meth:`SpendLedger.reserve` reads it in a thread)."""
+        with self._queue_lock:
+            return list(self._queued.values())
 
     def record(self, call_id: str, decision: int, shadow: int) -> tuple[str, int, int]:
         """Count a finished call here at once; the caller writes the entry to the ledger."""
