@@ -221,21 +221,30 @@ def run_cli_pty(*args: str, stdout_path: Path | None, env: dict | None = None,
                     break
                 chunks.append(data)
             elif proc.poll() is not None:
-                # Drain what is left, then stop.
-                while select.select([master], [], [], 0)[0]:
-                    try:
-                        data = os.read(master, 65536)
-                    except OSError:
-                        data = b""
-                    if not data:
-                        break
-                    chunks.append(data)
+                chunks.append(read_rest(master, 0))  # what is left, then stop
                 break
         code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         os.close(master)
     stdout = Path(stdout_path).read_text() if stdout_path else ""
     return code, stdout, b"".join(chunks).decode("utf-8", "replace")
+
+
+def read_rest(master: int, wait: float = 0.1) -> bytes:
+    """What a pseudo-terminal still holds once its process is done writing: read until it is
+    empty for ``wait`` seconds or closed (EIO when every writer is gone)."""
+    import select
+
+    seen = b""
+    while select.select([master], [], [], wait)[0]:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen
 
 
 @pytest.fixture(scope="session")

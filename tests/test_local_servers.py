@@ -20,7 +20,7 @@ from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.providers.local import provider as lp
 from fscale_tui.engine.providers.local import servers, weights
 from fscale_tui.engine.base.paths import Paths
-from tests.conftest import needs_local_models, run_cli
+from tests.conftest import needs_local_models, read_rest, run_cli
 
 # Real llama.cpp servers: one after another on one xdist worker (tests/conftest.py).
 pytestmark = [pytest.mark.slow, needs_local_models, pytest.mark.xdist_group("serial")]
@@ -314,14 +314,7 @@ def interrupt_cli(*args: str, when: str, env: dict[str, str], timeout: float = 1
                 sent = time.monotonic()
             if proc.poll() is not None:
                 exited = time.monotonic()
-        while select.select([master], [], [], 0.1)[0]:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
+        seen += read_rest(master)
     finally:
         os.close(master)
     assert sent is not None, f"the terminal never showed {when!r}: {seen.decode(errors='replace')[-800:]}"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fscale_tui.engine.learning.store import LearningStore
-from tests.conftest import REPO, Behaviour, run_cli, write_config
+from tests.conftest import REPO, Behaviour, read_rest, run_cli, write_config
 
 N = 300
 
@@ -163,14 +163,7 @@ def test_sigterm_quits_the_tui_like_ctrl_q_with_143(server, fscale_home):
                 except OSError:
                     break
         code = proc.wait(timeout=30)
-        while select.select([master], [], [], 0.2)[0]:  # what it wrote on its way out
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
+        seen += read_rest(master, 0.2)  # what it wrote on its way out
     finally:
         os.close(master)
     assert code == 143
