@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -57,6 +58,12 @@ needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None,
 #     lag, rate-limit windows, early decisions, runs of a fixed length.
 # Every test still has its own FSCALE_HOME (tmp_path is per worker), loopback server (one per
 # worker process, on a port of its own) and environment.
+
+# A suite started in the background of a non-interactive shell (`bash .ci/run &`) inherits
+# SIGINT ignored, and so would every fscale it starts: the Ctrl-C tests would see a command
+# that cannot be interrupted. A handled signal is reset to its default in a child process.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: Environment variables that would make a test depend on the developer's machine.
 HERMETIC_UNSET = ["NVIDIA_API_KEY", "GITHUB_TOKEN", "FSCALE_K", "FSCALE_PANEL", "FSCALE_TIE_BREAK",
