@@ -47,7 +47,6 @@ take a seat, nothing is spent; at most the ``challengers`` setting per call.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -55,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from .ratings import BASE, ModelRating, sigma
 from .reliability import PEER_MIN_PAIRS, PEERS, Estimate, prior_estimate
+from ..wire.coordination import allowed
 
 #: A model is still "uncertain" (worth a shadow) while its accuracy's posterior sd is above
 #: this: 0.05 is about 100 rated replies of a 50 % model.
@@ -156,9 +156,7 @@ def allowance(window: Iterable[tuple[int, int]], share: float, reserved: int = 0
     if share <= 0:
         return 0
     recent = list(window)[-(size - 1):] if size > 1 else []
-    decision = sum(d for d, _ in recent)
-    shadow = sum(x for _, x in recent) + reserved
-    return max(0, math.floor(share * decision - shadow + 1e-9))
+    return max(0, allowed(recent, share) - reserved)  # the shared ledger's rule
 
 
 def plan(candidates: Iterable[str], estimates: Mapping[str, Estimate], *, budget: int,

@@ -105,9 +105,8 @@ SPEND_KEEP = 1000
 #: The spend reservation, atomic on the server (``spend_view`` and ``allowed`` over the list's
 #: entries, then the caller's pending ones of ARGV[6] it does not have; window ARGV[1], share
 #: ARGV[2]): what is left once the reservations of calls in flight are taken, at most ARGV[3];
-#: when any, the entry
-#: ``[ARGV[4], 0, k]`` is pushed (ARGV[4]: the call id as JSON; written as ``json.dumps`` writes
-#: it, so ``record`` can remove it by value). Returns what was granted.
+#: when any, the entry ``[ARGV[4], 0, k]`` is pushed (ARGV[4]: the call id as JSON; written as
+#: ``json.dumps`` writes it, so ``record`` can remove it by value). Returns what was granted.
 _SPEND_RESERVE_LUA = """
 local n = tonumber(ARGV[1])
 local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[5]) - 1)
@@ -253,10 +252,10 @@ class SpendLedger:
     def reserve(self, call_id: str, want: int, share: float, size: int,
                 pending: Sequence[tuple[str, int, int]] = ()) -> int:
         """Hold up to ``want`` shadows for a call that is starting, atomically across every
-        process sharing the ledger: what ``challenger.allowance`` allows over the last
-        ``size - 1`` entries (calls and reservations, then this process's ``pending`` calls
-        that are not in the ledger yet), added as the entry ``(call_id, 0, k)`` until
-        :meth:`record` replaces it. Returns ``k``. Each process's own view of the ledger is
+        process sharing the ledger: what :func:`allowed` leaves over the last ``size - 1``
+        finished calls once the reservations of calls in flight are taken (:func:`spend_view`;
+        ``pending``: this process's finished calls not in the ledger yet), added as the entry
+        ``(call_id, 0, k)`` until :meth:`record` replaces it. Returns ``k``. Each process's own view of the ledger is
         only read now and then; without this, processes starting together would each spend
         the same budget."""
         raise NotImplementedError
@@ -286,8 +285,9 @@ def spend_view(rows: Iterable[tuple[str, int, int]], pending: Sequence[tuple[str
 
 
 def allowed(entries: Iterable[tuple[int, int]], share: float) -> int:
-    """``share`` × the decisions of ``entries`` minus their shadows (``challenger.allowance``'s
-    rule, for the ledgers below it)."""
+    """The shadow budget's rule: ``share`` × the decisions of ``entries`` minus their shadows,
+    at least 0 (``challenger.allowance`` and the ledgers' reservations use it; the Redis
+    script repeats it in Lua)."""
     decision = shadow = 0
     for d, x in entries:
         decision += d
