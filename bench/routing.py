@@ -50,6 +50,7 @@ from fscale_tui.engine.routing.embed import (LOCAL_DEFAULT_ALIAS, EmbeddingCache
 from fscale_tui.engine.routing.knobs import (LAMBDAS, bound_at, choices, curve, frontier_auc,  # noqa: E402
                                              lp_bound, psi_table, select_router)
 from fscale_tui.engine.routing.mmlu import select  # noqa: E402
+from fscale_tui.engine.routing import categories as C  # noqa: E402
 from fscale_tui.engine.routing import planner as P  # noqa: E402
 from fscale_tui.engine.routing.router import compute_psi, switch_penalty  # noqa: E402
 
@@ -196,6 +197,7 @@ def run_seed(rs, correct, seed, vectors, categories, k_grid=K_GRID):
             r["budget"] = {"lambda": sel.lam_budget, "cost": c_b, "cost_share": c_b / best["cost"],
                            "accuracy": a_b, "gap_to_best_single": a_b - best["accuracy"]}
         r.update(engine_router(rs, correct, sp, ids, k, sel.smoothing, cost_vec, best, seed))
+        r.update(engine_category_router(rs, correct, sp, categories, cost_vec, best, seed))
         out["routers"][name] = r
     for rep, x in xs.items():
         est = nn_estimates(x, err, fit_rows, sp.test)
@@ -297,6 +299,45 @@ def engine_router(rs, correct, sp, ids, k, smoothing, cost_vec, best, seed):
                              "gap_to_best_single": acc_b - best["accuracy"]}}
 
 
+def engine_category_router(rs, correct, sp, categories, cost_vec, best, seed):
+    """``fscale route`` on items that carry their category (``routing.categories``): Ψ per
+    model and category from the observations (shrinkage cross-fitted), the switching rule;
+    λ = 0, and ``--budget 0.7x`` with λ read off the category router's spend on the val
+    prompts (``categories.spend_curve``, ``planner.spend_mix``), figures on test."""
+    models = list(rs.models)
+    err = 1.0 - correct
+    k = int(categories.max()) + 1
+    ev = P.Evidence(models, np.zeros((len(rs.tasks), len(models)), dtype=int),
+                    np.zeros(len(rs.tasks), dtype=int), np.full(len(rs.tasks), 10), categories, k,
+                    cost_vec, "usd", models)
+    ev.answers[correct == 0] = 1
+    obs = {m: (sp.observed(m), err[sp.observed(m), j]) for j, m in enumerate(models)}
+    s = C.choose(obs, categories, k, seed=seed)
+    psi, counts = C.psi_fitter(obs, models, categories, k, s)(np.zeros(0, dtype=int))
+    table = psi + switch_penalty(psi, counts, s)
+    test = sp.test
+    pick0 = choices(table, categories[test], cost_vec, [0.0])[0]
+    acc0 = float(correct[test, pick0].mean())
+    # λ read off the spend on the val prompts (as engine_router does), accuracy cross-fitted there
+    spend = C.spend_curve(ev, sp.val, categories, k, obs, cost_vec, smoothing=s, seed=seed)
+    amount = ROUTE_BUDGET * best["cost"]
+    mix = P.spend_mix(spend, amount)
+    (la, lb), p = mix["lambdas"], mix["p"]
+    first = np.array([P.takes_first(rs.tasks[t].text, p) for t in test])
+    pa, pb = choices(table, categories[test], cost_vec, [la, lb])
+    pick = np.where(first, pa, pb)
+    acc_b = float(correct[test, pick].mean())
+    cost_b = float(cost_vec[pick].mean())
+    return {"category": {"smoothing": s,
+                         "lambda0": {"accuracy": acc0, "gain_vs_best_single": acc0 - best["accuracy"],
+                                     "cost_share": float(cost_vec[pick0].mean()) / best["cost"]},
+                         "route_budget": {"lambdas": [la, lb], "p": p, "accuracy": acc_b,
+                                          "expected_accuracy": mix["expected_accuracy"],
+                                          "cost_share": cost_b / best["cost"],
+                                          "spend_vs_budget": cost_b / amount - 1.0,
+                                          "gap_to_best_single": acc_b - best["accuracy"]}}}
+
+
 def experiment(rs, correct, seeds, vectors, label):
     cats = {c: i for i, c in enumerate(sorted({t.category for t in rs.tasks}))}
     categories = np.array([cats[t.category] for t in rs.tasks])
@@ -339,6 +380,14 @@ def summarise(runs):
                                        - r["best_single"]["accuracy"]
                                        if (x["chosen"].rsplit("-", 1)[0] + "-K20") in r["lp_bound_route_budget"]
                                        else float("nan") for x, r in zip(rr, runs)], "max"),
+            "category_lambda0_gain": mw([x["category"]["lambda0"]["gain_vs_best_single"] for x in rr]),
+            "category_lambda0_cost_share": mw([x["category"]["lambda0"]["cost_share"] for x in rr], "max"),
+            "category_route_budget_gap": mw([x["category"]["route_budget"]["gap_to_best_single"]
+                                             for x in rr]),
+            "category_route_budget_cost_share": mw([x["category"]["route_budget"]["cost_share"]
+                                                    for x in rr], "max"),
+            "category_route_budget_spend": mw([x["category"]["route_budget"]["spend_vs_budget"]
+                                               for x in rr], "max"),
             "chosen": [x["chosen"] for x in rr], "smoothing": [x["smoothing"] for x in rr]}
     for rep in runs[0]["nn"]:
         s["nn"][rep] = mw([r["nn"][rep]["auc"] for r in runs])
@@ -481,6 +530,15 @@ def print_block(b) -> None:
             r["route_budget_spend"], lambda v: f"{100 * v:+.1f}%")
         row(f"oracle LP bound at {ROUTE_BUDGET}x, K=20 − best single (mean / max)",
             r["lp_route_budget_gap"], pts)
+        row("items with their category: λ = 0, gain vs best single", r["category_lambda0_gain"], pts)
+        row("items with their category: λ = 0, cost / best single's (max)",
+            r["category_lambda0_cost_share"], lambda v: f"{100 * v:.0f}%")
+        row(f"items with their category: route --budget {ROUTE_BUDGET}x, gap to best single",
+            r["category_route_budget_gap"], pts)
+        row(f"items with their category: route --budget {ROUTE_BUDGET}x, cost / best single's",
+            r["category_route_budget_cost_share"], lambda v: f"{100 * v:.0f}%")
+        row(f"items with their category: route --budget {ROUTE_BUDGET}x, spend / budget − 1",
+            r["category_route_budget_spend"], lambda v: f"{100 * v:+.1f}%")
     kh = s["knob_hindsight"]
     row(f"route --budget {ROUTE_BUDGET}x, knobs chosen on test per seed",
         kh["per_seed_best"], pts)

@@ -242,13 +242,18 @@ def _route_batch(routing: Any, path: str, lam: float, names: tuple[str, ...] | N
         context = obj.get("context")
         if context is not None and not isinstance(context, str):
             raise ValueError("'context' must be a string")
+        category = obj.get("category")
+        if category is not None and not isinstance(category, str):
+            raise ValueError("'category' must be a string")
         question = obj["question"]
         return {"id": None if obj.get("id") is None else str(obj["id"]),
-                "text": question if not context else f"{question}\n\n{context}"}
+                "text": question if not context else f"{question}\n\n{context}",
+                "category": category or None}
 
     items = read_batch_items(path, build)
     good = [i for i, item in enumerate(items) if not isinstance(item, Exception)]
-    routed, fitted = routing.route_many([items[i]["text"] for i in good], lam, names, budget)
+    routed, fitted = routing.route_many([items[i]["text"] for i in good], lam, names, budget,
+                                        [items[i]["category"] for i in good])
     choices = dict(zip(good, routed))
     lines = []
     for index, item in enumerate(items):
@@ -273,7 +278,7 @@ def route(
     lam: float = typer.Option(None, "--lambda", "-l", help="Cost weight λ: score = expected error + λ·cost (default 0, or what --budget implies)."),
     budget: str = typer.Option(None, "--budget", help="Spend at most this per item on average instead of giving λ: 0.7x (of the best single model's price) or 0.002 (USD); λ is chosen on the profile. Default: FSCALE_BUDGET or [routing] budget when --lambda is not given."),
     models: str = typer.Option(None, "--models", "-m", help="Only consider these models.", rich_help_panel=SELECT),
-    batch: str = typer.Option(None, "--batch", help="JSONL file of items ('-' = stdin; question, context?, id?): one JSON line per item, in input order.", rich_help_panel=OUTPUT),
+    batch: str = typer.Option(None, "--batch", help="JSONL file of items ('-' = stdin; question, context?, id?, category?): one JSON line per item, in input order; an item whose category was profiled is routed by category.", rich_help_panel=OUTPUT),
     as_json: bool = typer.Option(False, "--json", help="Print the choice and the ranking as JSON.", rich_help_panel=OUTPUT),
 ) -> None:
     """Say which model a question would be routed to, and why.

@@ -235,11 +235,25 @@ class Router:
 
     @property
     def k(self) -> int:
+        if self.categories is not None:
+            return len(self.categories)
         return self.clusters.k if self.clusters is not None else 1
 
     #: ``SWITCH_Z`` of :func:`switch_penalty` (0: plain argmin Ψ + λ·cost)
     switch_z: float = SWITCH_Z
     _penalty: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    #: A category router (:func:`profile.build_category_router`): its "clusters" are these
+    #: task categories (Ψ per model and category), found by name, not by embedding.
+    categories: tuple[str, ...] | None = None
+
+    def category_index(self, category: str | None) -> int | None:
+        """The cluster of a prompt of ``category`` (None: not a category this router knows)."""
+        if self.categories is None or category is None:
+            return None
+        try:
+            return self.categories.index(category)
+        except ValueError:
+            return None
 
     def add_model(self, name: str, cluster_ids: np.ndarray, errors: np.ndarray, cost: float) -> None:
         """A new model joins from its observations alone: no refit of the clusters or others."""

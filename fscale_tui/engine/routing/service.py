@@ -14,7 +14,7 @@ from typing import Any
 from ..base.errors import UsageError
 from ..base.settings import Settings
 from .profile import ProfileStore, load_router, summarize, tune_smoothing
-from .router import ClusterModel, describe, read_knobs, routing_dir
+from .router import ClusterModel, RouteChoice, describe, read_knobs, routing_dir
 from .tasks import load_tasks
 
 NO_PROFILE = ("no profiled model: run 'fscale profile --fit-clusters TRAIN.jsonl' and "
@@ -100,16 +100,21 @@ class Routing:
             raise UsageError(NO_PROFILE)
         return router
 
-    def budget_lambdas(self, budget: Any) -> dict[str, Any]:
+    def budget_lambdas(self, budget: Any, curve: Sequence[dict[str, float]] | None = None
+                       ) -> dict[str, Any]:
         """The router's λ for a budget (``planner.PlanSet.route_budget``: two adjacent λ
         whose spends, as the router runs, bracket it and the share of prompts routed with
-        the first) plus what the JSON reports about it."""
-        from .planner import load_plans
+        the first) plus what the JSON reports about it. ``curve``: another router's spend
+        curve (the category router's) instead of the clusters'."""
+        from .planner import load_plans, spend_mix
 
         plans = load_plans(self.settings)
         if plans is None:
             raise UsageError(NO_PROFILE)
-        mix = plans.route_budget(budget)
+        if curve is None:
+            mix = plans.route_budget(budget)
+        else:
+            mix = spend_mix(curve, budget.amount(float(plans.best_single["cost"]), plans.unit))
         usd = plans.unit == "usd"
         return {**mix, "budget": {**budget.to_dict(), "amount": mix["amount"], "unit": plans.unit,
                                   "relative_to": plans.best_single["model"],
@@ -117,42 +122,73 @@ class Routing:
                 "expected_cost_usd": mix["expected_cost"] if usd else None}
 
     def route(self, text: str, lam: float = 0.0, models: Sequence[str] | None = None,
-              budget: Any = None) -> tuple[dict[str, Any], str, bool]:
+              budget: Any = None, category: str | None = None) -> tuple[dict[str, Any], str, bool]:
         """-> (the choice as JSON, why in words, whether clusters are fitted). With a
-        ``budget`` λ comes from the profile (see :meth:`budget_lambdas`)."""
-        router = self.router(models)
-        extra: dict[str, Any] = {}
-        if budget is not None:
-            extra, lams = self._budgeted(budget, models, [text])
-            lam = lams[0]
-        choice = router.route(text, lam)
-        return {**choice.to_dict(), "lambda": lam, **extra}, describe(choice, lam), \
-            router.clusters is not None
+        ``budget`` λ comes from the profile (see :meth:`budget_lambdas`). A ``category`` the
+        profile knows routes by category (``routing.categories``)."""
+        out, fitted = self.route_many([text], lam, models, budget, [category])
+        choice = out[0]
+        ranked = RouteChoice(choice["cluster"], choice["ranking"])
+        return choice, describe(ranked, choice["lambda"]), fitted
 
     def route_many(self, texts: Sequence[str], lam: float = 0.0,
-                   models: Sequence[str] | None = None, budget: Any = None
+                   models: Sequence[str] | None = None, budget: Any = None,
+                   categories: Sequence[str | None] | None = None
                    ) -> tuple[list[dict[str, Any]], bool]:
-        """Many prompts with the router loaded (and the prompts embedded) once."""
+        """Many prompts with the router loaded (and the prompts embedded) once. A prompt
+        whose category (``categories[i]``) the profile knows is routed by the category router
+        (``routing.categories``; its own λ for a budget), every other by the clusters."""
         router = self.router(models)
         texts = list(texts)
-        if budget is None:
-            return ([{**c.to_dict(), "lambda": lam} for c in router.route_many(texts, lam, None)],
-                    router.clusters is not None)
-        extra, lams = self._budgeted(budget, models, texts)
         out: list[dict[str, Any]] = [{} for _ in texts]
-        for value in sorted(set(lams)):
-            idx = [i for i, x in enumerate(lams) if x == value]
+        by_cat: dict[int, int] = {}  # prompt -> category index
+        if categories is not None and any(categories):
+            from . import categories as bycat
+
+            found = bycat.load(self.settings)
+            if found is not None:
+                cat_router, curve = found
+                for i, c in enumerate(categories):
+                    j = cat_router.category_index(c)
+                    if j is not None:
+                        by_cat[i] = j
+        rest = [i for i in range(len(texts)) if i not in by_cat]
+        if budget is None:
+            lams = [lam] * len(texts)
+        else:
+            extra, cluster_lams = self._budgeted(budget, models, [texts[i] for i in rest])
+            lams = [0.0] * len(texts)
+            for i, value in zip(rest, cluster_lams):
+                lams[i] = value
+        if by_cat:
+            names = list(models) if models else None
+            cat_extra: dict[str, Any] = {}
+            if budget is not None:
+                cat_extra, cat_lams = self._budgeted(budget, models, [texts[i] for i in by_cat], curve)
+                for i, value in zip(by_cat, cat_lams):
+                    lams[i] = value
+            ranked: dict[tuple[int, float], RouteChoice] = {}
+            for i, j in by_cat.items():
+                key = (j, lams[i])
+                if key not in ranked:
+                    ranked[key] = cat_router.rank(j, lams[i], names)
+                out[i] = {**ranked[key].to_dict(), "lambda": lams[i], "routed_by": "category",
+                          "category": cat_router.categories[j] if cat_router.categories else None,
+                          **cat_extra}
+        for value in sorted({lams[i] for i in rest}):
+            idx = [i for i in rest if lams[i] == value]
             for i, c in zip(idx, router.route_many([texts[i] for i in idx], value, None)):
-                out[i] = {**c.to_dict(), "lambda": value, **extra}
+                out[i] = {**c.to_dict(), "lambda": value, **(extra if budget is not None else {})}
         return out, router.clusters is not None
 
-    def _budgeted(self, budget: Any, models: Sequence[str] | None,
-                  texts: Sequence[str]) -> tuple[dict[str, Any], list[float]]:
+    def _budgeted(self, budget: Any, models: Sequence[str] | None, texts: Sequence[str],
+                  curve: Sequence[dict[str, float]] | None = None
+                  ) -> tuple[dict[str, Any], list[float]]:
         from .planner import takes_first
 
         if models:
             raise UsageError("--budget plans over every profiled model: drop --models")
-        mix = self.budget_lambdas(budget)
+        mix = self.budget_lambdas(budget, curve)
         (la, lb), p = mix["lambdas"], mix["p"]
         extra = {"budget": mix["budget"], "expected_cost_usd": mix["expected_cost_usd"],
                  "expected_accuracy": round(mix["expected_accuracy"], 4)}

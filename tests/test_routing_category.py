@@ -1,0 +1,90 @@
+"""Routing by the items' own category (issue 20, ``route --budget 0.7x`` within a point of the
+best single model): a prompt whose category was profiled is routed by the category router
+(Ψ per model and category), its budget spent on that router's own λ sweep. End to end on a
+replay provider: the cheap model is as good as the dear one on one category and poor on the
+other, and nothing in the question's text says which category it is (the clusters cannot)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import tomli_w
+
+from fscale_tui.engine.providers.replay import prompt_sha256
+from fscale_tui.engine.routing.tasks import Task
+from tests.conftest import run_cli
+
+LABELS = ("A", "B", "C", "D")
+#: name -> (price per million tokens, accuracy on "recall", accuracy on "reasoning")
+MODELS = {"cheap": (0.1, 0.85, 0.3), "dear": (3.0, 0.86, 0.86)}
+
+
+def write_setup(home: Path, n: int = 300, seed: int = 3) -> tuple[list[Task], Path]:
+    rng = random.Random(seed)
+    tasks, lines = [], []
+    for i in range(n):
+        category = rng.choice(["recall", "reasoning"])
+        gold = LABELS[rng.randrange(4)]
+        t = Task(id=f"q{i}", question=f"Question {i}: which of the options is the right one?",
+                 answers=LABELS, label=gold, category=category)
+        tasks.append(t)
+        sha = prompt_sha256(t.messages())
+        for m, (_cost, on_recall, on_reasoning) in MODELS.items():
+            acc = on_recall if category == "recall" else on_reasoning
+            a = gold if rng.random() < acc else rng.choice([x for x in LABELS if x != gold])
+            lines.append({"model": f"v/{m}", "id": t.id, "prompt_sha256": sha, "reply": f"Answer: {a}"})
+    (home / "replay.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    doc = {"providers": {"rec": {"type": "replay", "path": "replay.jsonl"}},
+           "models": {m: {"provider": "rec", "id": f"v/{m}", "cost": c, "family": m}
+                      for m, (c, _r, _s) in MODELS.items()},
+           "panels": {"default": list(MODELS), "all": list(MODELS)}}
+    (home / "config.toml").write_text(tomli_w.dumps(doc))
+    path = home / "tasks.jsonl"
+    path.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in tasks))
+    return tasks, path
+
+
+def test_route_budget_routes_items_by_their_category(fscale_home):
+    tasks, path = write_setup(fscale_home)
+    for args in (("--fit-clusters", str(path), "--clusters", "2"), (str(path), "--panel", "all")):
+        proc = run_cli("profile", *args, "-q")
+        assert proc.returncode == 0, proc.stderr
+    rec = {}
+    for line in (fscale_home / "replay.jsonl").read_text().splitlines():
+        d = json.loads(line)
+        rec[(d["model"][2:], d["id"])] = d["reply"][-1]
+    items = fscale_home / "items.jsonl"
+    items.write_text("".join(json.dumps({"id": t.id, "question": t.question, "category": t.category})
+                             + "\n" for t in tasks))
+    proc = run_cli("route", "--batch", str(items), "--budget", "0.55x")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [x["id"] for x in lines] == [t.id for t in tasks]
+    spend = np.mean([MODELS[x["model"]][0] for x in lines]) / MODELS["dear"][0]
+    assert abs(spend / 0.55 - 1.0) <= 0.1, spend  # the budget is spent (±10 %)
+    accuracy = np.mean([rec[(x["model"], t.id)] == t.label for x, t in zip(lines, tasks)])
+    dear = np.mean([rec[("dear", t.id)] == t.label for t in tasks])
+    # the cheap model answers the recall items, where it is as good: within a point of the
+    # dear model at 0.55x its price (by the clusters: about 14 points under it)
+    assert accuracy >= dear - 0.01, (accuracy, dear)
+    assert all(x["model"] == "dear" for x, t in zip(lines, tasks) if t.category == "reasoning")
+    assert all(x["routed_by"] == "category" and x["category"] == t.category
+               for x, t in zip(lines, tasks))
+    # λ = 0 stays on the best model; an item without a category (or of one never profiled)
+    # is routed by the clusters as before
+    zero = json.loads(run_cli("route", "--batch", str(items), "--lambda", "0").stdout.splitlines()[0])
+    assert zero["model"] == "dear" and zero["routed_by"] == "category"
+    other = fscale_home / "other.jsonl"
+    other.write_text(json.dumps({"id": "x", "question": tasks[0].question}) + "\n"
+                     + json.dumps({"id": "y", "question": tasks[1].question, "category": "poetry"}) + "\n")
+    proc = run_cli("route", "--batch", str(other), "--budget", "0.55x")
+    assert proc.returncode == 0, proc.stderr
+    assert all("routed_by" not in json.loads(x) for x in proc.stdout.splitlines())
+    bad = fscale_home / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "z", "question": "q?", "category": 3}) + "\n")
+    proc = run_cli("route", "--batch", str(bad))
+    line = json.loads(proc.stdout)
+    assert proc.returncode == 4 and line["status"] == "error" and "category" in line["error"]
