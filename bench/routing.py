@@ -24,6 +24,9 @@ Everything runs in-process on the recorded answers with the engine's own functio
     ``route --budget 0.7x`` is also run for every knob setting (clusters, Ψ's shrinkage s,
     the switching rule's z) and judged on test: the router with its knobs chosen in
     hindsight (``knob_hindsight``), beside the oracle LP bound.
+    The same two figures for items that carry their category (``engine_category_router``:
+    the category router of ``routing.categories``, as ``fscale route --batch`` runs it on
+    items with a ``category``).
     The local-embedding variant runs on the questions whose vectors are in ``--embed-cache``
     (a random subset while the cache fills), with TF-IDF on the same subset beside it.
 The cascade and the adaptive ``-k auto`` are measured by ``bench/auto.py``.
