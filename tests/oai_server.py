@@ -438,8 +438,11 @@ def _parse_chunked(buf: bytearray, pos: int) -> tuple[bytes, int] | None:
 class StubOpenAIServer:
     """Scripted OpenAI chat-completions server running on a background loop thread."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, models: list[str] | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, models: list[str] | None = None,
+                 tls: Any = None) -> None:
         self.host = host
+        #: An ``ssl.SSLContext`` to serve HTTPS with (``base_url`` is then ``https://``).
+        self.tls = tls
         self.port = port
         self._lock = threading.Lock()
         self._scripts: dict[str, list[Behaviour]] = {}
@@ -491,8 +494,8 @@ class StubOpenAIServer:
     async def _bind(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Conn(self, loop), self.host, self.port, backlog=2048, reuse_address=True
-        )
+            lambda: _Conn(self, loop), self.host, self.port, backlog=2048, reuse_address=True,
+            ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _shutdown(self) -> None:
@@ -540,7 +543,7 @@ class StubOpenAIServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/v1"
 
     @property
     def connections_opened(self) -> int:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # the HTTP stack is imported when the first request is made
 
 #: Failures after which a seat goes to a substitute rather than just counting as failed.
 SUBSTITUTABLE = frozenset({"dead", "unavailable", "rate_limited", "auth", "server", "timeout",
-                           "network", "malformed", "bad_request"})
+                           "network", "tls", "malformed", "bad_request"})
 #: Health verdicts that later calls (and processes) honour by skipping the model.
 DOWN = ("dead", "unavailable", "rate_limited")
 Emit = Callable[[Event], None]

@@ -69,8 +69,9 @@ class ProviderError(Exception):
     """One HTTP call to a provider failed after its retries.
 
     ``kind`` is one of: ``rate_limited`` (429), ``dead`` (410), ``unavailable`` (404),
-    ``auth`` (401/403), ``server`` (5xx), ``timeout``, ``network`` (connection errors, streams
-    cut mid-way), ``malformed`` (a 200 whose body is not a chat completion), ``bad_request``.
+    ``auth`` (401/403), ``server`` (5xx), ``timeout``, ``network`` (connection refused or reset,
+    streams cut mid-way), ``tls`` (the server's certificate did not verify; not retried),
+    ``malformed`` (a 200 whose body is not a chat completion), ``bad_request``.
     Messages never contain API keys.
     """
 

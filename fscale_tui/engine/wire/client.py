@@ -32,7 +32,7 @@ from ..base.errors import ProviderError
 from ..base.settings import ModelConfig, ProviderConfig, Settings
 from .ratelimit import SendLimiter, make_limiter
 from ..base.redact import redact, register_secrets
-from .http import ConnectionDropped, make_client
+from .http import CertificateRejected, ConnectionDropped, make_client
 
 RETRYABLE = {"rate_limited", "server", "timeout", "network"}
 USER_AGENT = "fscale"
@@ -96,7 +96,9 @@ def _transport_error(exc: httpx.TransportError) -> ProviderError:
     """
     if isinstance(exc, ConnectionDropped):
         return ProviderError("network", redact(str(exc)) or "connection dropped", retry_after=0.0)
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, CertificateRejected):  # retrying cannot help: not retryable
+        return ProviderError("tls", redact(str(exc))[:200])
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ConnectError)):
         return ProviderError("network", redact(str(exc))[:200] or "protocol error")
     return ProviderError("network", f"{type(exc).__name__}: connection failed or dropped")
 

@@ -35,6 +35,10 @@ class MalformedResponse(httpx.RemoteProtocolError):
     """The server's response is not valid HTTP/1.1 (bad status line, header or framing)."""
 
 
+class CertificateRejected(httpx.ConnectError):
+    """The server's TLS certificate did not verify (no trusted root, wrong host, expired)."""
+
+
 def _session() -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=256, limit_per_host=0, keepalive_timeout=15.0)
     session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
@@ -60,13 +64,29 @@ class Transport(AiohttpTransport):
     """``AiohttpTransport`` with fscale's session and exception mapping."""
 
     def __init__(self) -> None:
-        super().__init__(client=_session, verify=ssl_context())
+        # The CA bundle is loaded on the first https request, not here: a run on plain-HTTP
+        # providers (the local models, a loopback server) never pays for it. Until then the
+        # context trusts no root, so it could only fail closed.
+        super().__init__(client=_session, verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme == "https":
+            self.ssl_context = ssl_context()
         try:
             return await super().handle_async_request(request)
         except httpx.HTTPError as exc:
             cause = exc.__cause__
+            # httpx-aiohttp maps every connector error to ConnectTimeout: a refused connection
+            # or a rejected certificate would read "no reply within 30s" after a millisecond.
+            if isinstance(cause, aiohttp.ClientConnectorCertificateError):
+                raise CertificateRejected(
+                    f"the TLS certificate of {request.url.host} did not verify "
+                    f"({getattr(cause.certificate_error, 'verify_message', '') or 'untrusted'})",
+                    request=request) from None
+            if isinstance(cause, aiohttp.ClientConnectorError):
+                raise httpx.ConnectError(f"cannot connect to {request.url.host}:{request.url.port} "
+                                         f"({cause.strerror or 'connection failed'})",
+                                         request=request) from None
             if isinstance(cause, aiohttp.ServerDisconnectedError):
                 raise ConnectionDropped("the server closed the connection without a response",
                                         request=request) from None
