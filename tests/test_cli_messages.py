@@ -126,20 +126,41 @@ def _prose(doc: str) -> list[str]:
             if p.strip() and not any(line.startswith(" ") for line in p.splitlines())]
 
 
+_MARKER = "-- end of help --"
+_EVERY_HELP = f"""
+import sys
+from fscale_tui.cli import main
+for line in sys.stdin.read().splitlines():
+    sys.argv = ["fscale", *line.split(), "--help"]
+    try:
+        main()
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+    print({_MARKER!r}, flush=True)
+"""
+
+
 def test_help_wraps_prose_at_the_terminal_width_not_at_the_docstring_line_breaks():
     """At a wide terminal every prose paragraph of every --help is one line: a docstring's hard
     line breaks no longer survive ("... or --alpha without" / "a calibration)")."""
     from fscale_tui.cli import load_command
 
     env = {**os.environ, "COLUMNS": "400", "NO_COLOR": "1", "TERM": "dumb"}
-    for path in _commands():
+    paths = _commands()
+    # One process prints every help (as `fscale PATH --help` would), each followed by a marker.
+    proc = subprocess.run([sys.executable, "-c", _EVERY_HELP], env=env, capture_output=True,
+                          text=True, cwd=REPO, timeout=120,
+                          input="".join(" ".join(path) + "\n" for path in paths))
+    assert proc.returncode == 0, proc.stderr
+    helps = proc.stdout.split(_MARKER + "\n")
+    assert len(helps) == len(paths) + 1 and not helps[-1].strip(), proc.stdout[-500:]
+    for path, text in zip(paths, helps):
         command = load_command(path[0])
         if len(path) > 1:
             command = command.commands[path[1]]
-        proc = subprocess.run([sys.executable, "-m", "fscale_tui", *path, "--help"], env=env,
-                              capture_output=True, text=True, cwd=REPO, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        shown = [" ".join(line.split()) for line in proc.stdout.splitlines()]
+        shown = [" ".join(line.split()) for line in text.splitlines()]
+        assert shown and any(shown), path
         for paragraph in _prose(command.help or ""):
             if len(paragraph) > 350:
                 continue

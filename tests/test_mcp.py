@@ -176,7 +176,7 @@ async def test_cancelling_a_call_cancels_its_requests_and_the_server_stays_up(
     assert sorted(m.split(":")[0] for m in seen) == ["fast-a", "fast-b"]
 
 
-@pytest.mark.parametrize("name, arguments, message", [
+BAD_ARGUMENTS = [
     ("scale", {"question": "q?"}, "bad arguments for scale: answers: Field required"),
     ("scale", {"question": "q?", "answers": ["YES", "NO"], "k": "seven"},
      "bad arguments for scale: k: "),
@@ -192,18 +192,27 @@ async def test_cancelling_a_call_cancels_its_requests_and_the_server_stays_up(
     ("route", {"question": "q?"}, "fscale profile"),
     ("health", {"models": ["nope"]}, "nope"),
     ("teleport", {}, "no tool 'teleport'; the tools are scale, verify"),
-])
+]
+
+
 async def test_bad_arguments_are_tool_errors_with_the_cli_message_and_the_server_stays_up(
-        server, stub_config, errlog, name, arguments, message):
+        server, stub_config, errlog):
+    """One server takes every bad call in turn, each followed by a good one that still works."""
     server.set_default(Behaviour(reply="YES"))
+    wrong = []
     async with mcp_session(errlog) as session:
-        bad = await session.call_tool(name, arguments)
-        ok = await session.call_tool("scale", {"question": "q?", "answers": ["YES", "NO"]})
-    text = text_of(bad)
-    assert bad.is_error and text.startswith("fscale: error: ") and message in text, text
-    assert text.endswith("(usage_error, exit code 2)") and "\n" not in text
-    assert bad.meta["fscale"]["exit"] == "usage_error" and bad.meta["fscale"]["exit_code"] == 2
-    assert not ok.is_error and ok.structured_content["answer"] == "YES"
+        for name, arguments, message in BAD_ARGUMENTS:
+            bad = await session.call_tool(name, arguments)
+            ok = await session.call_tool("scale", {"question": "q?", "answers": ["YES", "NO"]})
+            text = text_of(bad)
+            if not (bad.is_error and text.startswith("fscale: error: ") and message in text
+                    and text.endswith("(usage_error, exit code 2)") and "\n" not in text
+                    and bad.meta["fscale"]["exit"] == "usage_error"
+                    and bad.meta["fscale"]["exit_code"] == 2
+                    and not ok.is_error and ok.structured_content["answer"] == "YES"):
+                wrong.append((name, arguments, text, ok.is_error))
+    assert not wrong, wrong
+    assert server.count() == len(BAD_ARGUMENTS) * 3  # the good calls only
 
 
 async def test_no_decision_is_a_result_with_its_exit_code_and_no_provider_is_an_error(
