@@ -322,14 +322,16 @@ def test_the_best_models_are_ordered_by_their_agreement_not_by_the_crowds():
     assert fooled >= 3  # what the consensus alone does
 
 
-def test_a_few_labels_correct_the_best_models_levels_not_their_order():
-    """Issue 20, item 5: with 2 % feedback the backtest was worse than with no labels on two
-    seeds: a handful of labels (about 100 for the whole stream) reordered gemini-1.5-pro and
-    Llama-3.1-70B, 8 points apart, and with them the panel's tie-breaks. The order among the
-    best models stays their mutual agreement's (every call they shared) unless the labels
-    show otherwise by two standard errors; the labels set their levels. Here 80 calls get a
-    verdict, 30 of them ones the strong model got wrong and a good one right (an unlucky but
-    honest sample: plain re-sorting put the good one first on every seed)."""
+def test_the_labelled_record_orders_the_best_models_it_compares():
+    """Issue 20, item 5: the order among the best models is what their tie-breaks follow, and
+    with 2 % feedback the backtest kept ranking Llama-3.1-70B above gemini-1.5-pro (8 points
+    better) on most runs: the peers' order there rested on a relative's agreement, and the old
+    rule let labels reorder only by two unpaired standard errors of the corrected levels, which
+    keep part of the label-free error. Now the models with labels are ordered by their paired
+    record on the labelled calls both answered (the same calls: their difficulty cancels), and
+    the levels stay the feedback-corrected ones, reassigned in that order. Here 80 calls get a
+    verdict, on 30 of which mid-1 was right and strong wrong: mid-1 goes first (before: strong
+    kept first place against the labels)."""
     for seed in range(3):
         truths: list[str] = []
         calls = trap_calls(4000, seed, truths)
@@ -342,21 +344,70 @@ def test_a_few_labels_correct_the_best_models_levels_not_their_order():
         for i in unlucky + [i for i in range(0, 4000, 50) if i not in unlucky][:50]:
             calls[i].truth = truths[i]
         fed = REL.estimate(calls)
-        assert sorted(top, key=lambda m: -fed[m].accuracy) == top, seed
+        assert max(top, key=lambda m: fed[m].accuracy) == "mid-1", seed
         assert fed["strong"].feedback == 80
-        assert {round(fed[m].accuracy, 3) for m in top} != {round(free[m].accuracy, 3) for m in top}
 
 
-def test_clear_label_evidence_still_reorders_the_best_models():
-    """The order is kept against noise, not against evidence: two models far apart on their
-    labels swap (two sd of the labelled difference)."""
-    level = np.array([0.60, 0.80, 0.50])  # the peers' order: a, b, c; the labels: b ≫ a
-    # 200 labels each: b is better by 4 standard errors, it goes first with its own level.
-    assert list(REL.keep_order(level, np.array([200, 200, 200]))) == [0.60, 0.80, 0.50]
-    # 20 labels each: not evidence enough, a keeps first place (and takes the top level).
-    assert list(REL.keep_order(level, np.array([20, 20, 20]))) == [0.80, 0.60, 0.50]
-    assert list(REL.keep_order(np.array([0.60, 0.66, 0.5]), np.array([80, 80, 80]))) == \
-        [0.66, 0.60, 0.50]
+def test_too_few_shared_labels_do_not_reorder_the_best_models():
+    """Noise is no evidence: a record on fewer than ORDER_MIN_SHARED shared labelled calls (here
+    every one of them against the strong model) leaves the peers' order as it was."""
+    truths: list[str] = []
+    calls = trap_calls(4000, 0, truths)
+    answer = [dict(c.votes) for c in calls]
+    unlucky = [i for i, a in enumerate(answer)
+               if a["strong"] != truths[i] and a["mid-1"] == truths[i]][:REL.ORDER_MIN_SHARED - 1]
+    for i in unlucky:
+        calls[i].truth = truths[i]
+    fed = REL.estimate(calls)
+    assert max(fed, key=lambda m: fed[m].accuracy) == "strong"
+
+
+def test_label_order_moves_a_model_up_only_on_its_paired_record():
+    """``label_order``: by level, except where a model was right more often than one above it
+    on the labelled calls both replied to (at least ``min_shared``), by ``z`` standard errors
+    of the paired difference."""
+    level = np.array([0.80, 0.60, 0.50])  # a, b, c
+    right = np.zeros((40, 3))
+    right[:, 1] = 1.0  # b right on all 40
+    right[:20, 0] = 1.0  # a on half of them
+    both = np.ones((40, 3))
+    assert REL.label_order(level, right, both, z=0.0) == [1, 0, 2]
+    assert REL.label_order(level, right, both, z=2.0) == [1, 0, 2]  # 20 of 20 discordant: clear
+    # Not on the same calls: b's labelled calls are not a's, nothing is compared.
+    apart = both.copy()
+    apart[:20, 0] = 0.0
+    apart[20:, 1] = 0.0
+    assert REL.label_order(level, right, apart, z=0.0) == [0, 1, 2]
+    # Too few shared calls, and a record that is a tie: no change.
+    assert REL.label_order(level, right[:5], both[:5], z=0.0, min_shared=10) == [0, 1, 2]
+    tie = np.zeros((40, 3))
+    tie[:20, 0] = tie[20:, 1] = 1.0
+    assert REL.label_order(level, tie, both, z=0.0) == [0, 1, 2]
+
+
+def test_two_relatives_and_one_other_model_do_not_make_one_of_them_certain():
+    """Issue 20, item 5: with a panel of two relatives and one other model (gemini-1.5-pro and
+    -flash beside Llama-3.1-70B) a call has two voters (a family counts as one), the one-coin
+    model cannot tell which side is right, and EM drifted to rating the lone model's votes
+    0.998 (every disagreement the family's fault); a hundred labels then moved the fit to
+    another basin. The vote accuracy is capped at P_MAX."""
+    labels = list("ABCDEFGHIJ")
+    family = {"g-pro": "g", "g-flash": "g", "other": "o"}
+    for seed in range(3):
+        rng = random.Random(seed)
+        calls = []
+        for _ in range(2000):
+            truth, trap = rng.sample(labels, 2)
+            votes = []
+            for model, p in (("g-pro", 0.71), ("g-flash", 0.64), ("other", 0.63)):
+                answer = truth if rng.random() < p else trap if rng.random() < 0.6 else \
+                    rng.choice([x for x in labels if x != truth])
+                votes.append((model, answer))
+            calls.append(REL.Call(labels, votes))
+        est = REL.estimate(calls, family_of=family.__getitem__)
+        assert max(e.vote_accuracy for e in est.values()) <= 0.9 + 1e-9, seed
+        assert max(e.accuracy for e in est.values()) < 0.95, seed
+        assert max(est, key=lambda m: est[m].accuracy) == "g-pro", seed
 
 
 def outsider_calls(seed: int, *beside: tuple[str, float]):
