@@ -108,13 +108,18 @@ class Classifier:
     @classmethod
     def fit(cls, x: np.ndarray, categories: Sequence[str | None], keys: Sequence[str],
             clusters: str) -> "Classifier | None":
-        """None when fewer than :data:`MIN_ITEMS` prompts (or two categories) have one."""
+        """None when fewer than :data:`MIN_ITEMS` prompts (or two categories) have one, or
+        when the text does not tell the categories apart: cross-fitted, it must beat always
+        guessing the commonest category by :data:`TEXT_Z`'s strictest z standard errors."""
         known = tuple(sorted({c for c in categories if c}))
         y = index(categories, known)
         rows = np.flatnonzero(y >= 0)
         if len(known) < 2 or len(rows) < MIN_ITEMS:
             return None
         w, alpha, pred = fit_weights(np.asarray(x)[rows], y[rows], len(known))
+        n, share = len(rows), float(np.bincount(y[rows]).max()) / len(rows)
+        if (pred == y[rows]).sum() <= n * share + max(TEXT_Z) * np.sqrt(n * share * (1 - share)):
+            return None
         return cls(known, w, alpha, {keys[int(r)]: int(p) for r, p in zip(rows, pred)}, clusters)
 
     def save(self, directory: Path) -> None:

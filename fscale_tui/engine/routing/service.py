@@ -165,7 +165,9 @@ class Routing:
         given = list(categories) if categories is not None else [None] * len(texts)
         from . import categories as bycat
 
-        found = bycat.load(self.settings)
+        # The category router is loaded when a prompt says its category or one can be predicted.
+        found = (bycat.load(self.settings)
+                 if any(given) or (self.directory / bycat.FILE).exists() else None)
         # prompt -> (category index, routed by the given category or the predicted one)
         by_cat: dict[int, tuple[int, str]] = {}
         if found is not None:
