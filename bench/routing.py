@@ -324,29 +324,34 @@ def engine_category_router(rs, correct, sp, categories, cost_vec, best, seed, x)
     s = C.choose(obs, categories, k, seed=seed)
     psi, counts = C.psi_fitter(obs, models, categories, k, s)(np.zeros(0, dtype=int))
     table = psi + switch_penalty(psi, counts, s)
-    test = sp.test
-    pick0 = choices(table, categories[test], cost_vec, [0.0])[0]
-    acc0 = float(correct[test, pick0].mean())
     # λ read off the spend on the val prompts (as engine_router does), accuracy cross-fitted there
     spend = C.spend_curve(ev, sp.val, categories, k, obs, cost_vec, smoothing=s, seed=seed)
+    figures = table_figures(rs, correct, sp.test, table, categories, cost_vec, spend, best)
+    predicted = engine_predicted_router(rs, correct, sp, categories, cost_vec, best, seed, x, ev,
+                                        obs, s, psi, counts)
+    return {"predicted": predicted, "category": {"smoothing": s, **figures}}
+
+
+def table_figures(rs, correct, test, table, ids, cost_vec, spend, best):
+    """A (clusters × models) score table's test figures: λ = 0, and ``--budget 0.7x`` with
+    the two λ of ``planner.spend_mix`` around the budget on ``spend``, mixed by hash."""
+    pick0 = choices(table, ids[test], cost_vec, [0.0])[0]
+    acc0 = float(correct[test, pick0].mean())
     amount = ROUTE_BUDGET * best["cost"]
     mix = P.spend_mix(spend, amount)
     (la, lb), p = mix["lambdas"], mix["p"]
     first = np.array([P.takes_first(rs.tasks[t].text, p) for t in test])
-    pa, pb = choices(table, categories[test], cost_vec, [la, lb])
+    pa, pb = choices(table, ids[test], cost_vec, [la, lb])
     pick = np.where(first, pa, pb)
     acc_b = float(correct[test, pick].mean())
     cost_b = float(cost_vec[pick].mean())
-    predicted = engine_predicted_router(rs, correct, sp, categories, cost_vec, best, seed, x, ev,
-                                        obs, s, psi, counts)
-    return {"predicted": predicted, "category": {"smoothing": s,
-                         "lambda0": {"accuracy": acc0, "gain_vs_best_single": acc0 - best["accuracy"],
-                                     "cost_share": float(cost_vec[pick0].mean()) / best["cost"]},
-                         "route_budget": {"lambdas": [la, lb], "p": p, "accuracy": acc_b,
-                                          "expected_accuracy": mix["expected_accuracy"],
-                                          "cost_share": cost_b / best["cost"],
-                                          "spend_vs_budget": cost_b / amount - 1.0,
-                                          "gap_to_best_single": acc_b - best["accuracy"]}}}
+    return {"lambda0": {"accuracy": acc0, "gain_vs_best_single": acc0 - best["accuracy"],
+                        "cost_share": float(cost_vec[pick0].mean()) / best["cost"]},
+            "route_budget": {"lambdas": [la, lb], "p": p, "accuracy": acc_b,
+                             "expected_accuracy": mix["expected_accuracy"],
+                             "cost_share": cost_b / best["cost"],
+                             "spend_vs_budget": cost_b / amount - 1.0,
+                             "gap_to_best_single": acc_b - best["accuracy"]}}
 
 
 def engine_predicted_router(rs, correct, sp, categories, cost_vec, best, seed, x, ev, obs, s,
@@ -364,27 +369,11 @@ def engine_predicted_router(rs, correct, sp, categories, cost_vec, best, seed, x
     k = len(known)
     z = C.text_z(ev, sp.val, categories, predicted, k, obs, cost_vec, smoothing=s, seed=seed)
     table = psi + switch_penalty(psi, counts, s, z)
-    test = sp.test
-    pick0 = choices(table, predicted[test], cost_vec, [0.0])[0]
-    acc0 = float(correct[test, pick0].mean())
     spend = C.spend_curve(ev, sp.val, categories, k, obs, cost_vec, smoothing=s, seed=seed,
                           switch_z=z, routed=predicted)
-    amount = ROUTE_BUDGET * best["cost"]
-    mix = P.spend_mix(spend, amount)
-    (la, lb), p = mix["lambdas"], mix["p"]
-    first = np.array([P.takes_first(rs.tasks[t].text, p) for t in test])
-    pa, pb = choices(table, predicted[test], cost_vec, [la, lb])
-    pick = np.where(first, pa, pb)
-    acc_b = float(correct[test, pick].mean())
-    cost_b = float(cost_vec[pick].mean())
     return {"alpha": clf.alpha, "z": z,
-            "classifier_test_accuracy": float((predicted[test] == categories[test]).mean()),
-            "lambda0": {"accuracy": acc0, "gain_vs_best_single": acc0 - best["accuracy"],
-                        "cost_share": float(cost_vec[pick0].mean()) / best["cost"]},
-            "route_budget": {"lambdas": [la, lb], "p": p, "accuracy": acc_b,
-                             "cost_share": cost_b / best["cost"],
-                             "spend_vs_budget": cost_b / amount - 1.0,
-                             "gap_to_best_single": acc_b - best["accuracy"]}}
+            "classifier_test_accuracy": float((predicted[sp.test] == categories[sp.test]).mean()),
+            **table_figures(rs, correct, sp.test, table, predicted, cost_vec, spend, best)}
 
 
 def experiment(rs, correct, seeds, vectors, label):
