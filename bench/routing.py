@@ -26,7 +26,10 @@ Everything runs in-process on the recorded answers with the engine's own functio
     hindsight (``knob_hindsight``), beside the oracle LP bound.
     The same two figures for items that carry their category (``engine_category_router``:
     the category router of ``routing.categories``, as ``fscale route --batch`` runs it on
-    items with a ``category``).
+    items with a ``category``)
+    and for the same items without it (``engine_predicted_router``: the category predicted
+    from the text by ``categories.Classifier`` fitted on the train prompts, the switching z
+    chosen on val by ``categories.text_z``).
     The local-embedding variant runs on the questions whose vectors are in ``--embed-cache``
     (a random subset while the cache fills), with TF-IDF on the same subset beside it.
 The cascade and the adaptive ``-k auto`` are measured by ``bench/auto.py``.

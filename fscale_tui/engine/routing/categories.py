@@ -36,7 +36,6 @@ Arrays in, arrays out, except :func:`load`, which reads the stored profile.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -153,9 +152,33 @@ class Classifier:
             return None
 
 
-def clusters_fingerprint(directory: Path) -> str | None:
-    path = directory / "clusters.npz"
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+#: The predicted category of every profiled prompt not in the training file (an accelerator
+#: like ``prompt_clusters.json``: keyed by the clusters' fingerprint, deleting it is harmless).
+PREDICTED = "predicted_categories.json"
+
+
+def predicted_of_profile(classifier: Classifier, clusters: Any, store: Any, directory: Path,
+                         keys: Sequence[str]) -> dict[str, int]:
+    """prompt key -> the classifier's category index, embedding only prompts not cached."""
+    from ..base import storage
+
+    path = directory / PREDICTED
+    doc = storage.read_json(path)
+    cached: dict[str, int] = (doc.get("predicted") or {}) if doc.get("clusters") == classifier.clusters else {}
+    missing = [k for k in keys if k not in cached]
+    if missing:
+        ids = classifier.predict(clusters.embed([store.prompts[k].get("text") or "" for k in missing]))
+        new = {k: int(c) for k, c in zip(missing, ids)}
+        cached = {**cached, **new}
+
+        def change(d: dict[str, Any]) -> None:
+            if d.get("clusters") != classifier.clusters:
+                d.clear()
+                d["clusters"] = classifier.clusters
+            d.setdefault("predicted", {}).update(new)
+
+        storage.update_json(path, change)
+    return {k: int(cached[k]) for k in keys}
 
 
 def index(categories: Sequence[str | None], known: Sequence[str]) -> np.ndarray:
@@ -262,7 +285,7 @@ def load(settings: Settings) -> Routing | None:
     if found is None:
         return None
     ev, extra = found
-    store = ProfileStore.for_settings(settings)
+    store: ProfileStore = extra["store"]
     item_cats = [store.prompts.get(key, {}).get("category") for key in ev.keys]
     known = tuple(sorted({c for c in item_cats if c}))
     cat = index(item_cats, known)
@@ -290,13 +313,12 @@ def load(settings: Settings) -> Routing | None:
     if clusters is None or classifier is None:
         return found_router
     # Every profiled prompt's predicted category, as at route time (the training prompts'
-    # cross-fitted ones from the cache, the others' from the classifier).
-    todo = [i for i, key in enumerate(ev.keys) if key not in classifier.known]
-    guessed = dict(zip(todo, classifier.predict(clusters.embed(
-        [store.prompts[ev.keys[i]].get("text") or "" for i in todo])) if todo else []))
+    # cross-fitted ones from the classifier's file, the others' from the classifier, cached).
+    guessed = predicted_of_profile(classifier, clusters, store, directory,
+                                   [key for key in ev.keys if key not in classifier.known])
     names = classifier.categories
-    by_name = [names[classifier.known[key]] if key in classifier.known else names[guessed[i]]
-               for i, key in enumerate(ev.keys)]
+    by_name = [names[classifier.known[key]] if key in classifier.known else names[guessed[key]]
+               for key in ev.keys]
     predicted = index(by_name, known)
     z = text_z(ev, rows, cat, predicted, k, obs, route_cost, smoothing=smoothing)
     found_router.classifier = classifier
