@@ -26,7 +26,10 @@ Everything runs in-process on the recorded answers with the engine's own functio
     hindsight (``knob_hindsight``), beside the oracle LP bound.
     The same two figures for items that carry their category (``engine_category_router``:
     the category router of ``routing.categories``, as ``fscale route --batch`` runs it on
-    items with a ``category``).
+    items with a ``category``)
+    and for the same items without it (``engine_predicted_router``: the category predicted
+    from the text by ``categories.Classifier`` fitted on the train prompts, the switching z
+    chosen on val by ``categories.text_z``).
     The local-embedding variant runs on the questions whose vectors are in ``--embed-cache``
     (a random subset while the cache fills), with TF-IDF on the same subset beside it.
 The cascade and the adaptive ``-k auto`` are measured by ``bench/auto.py``.
@@ -200,7 +203,8 @@ def run_seed(rs, correct, seed, vectors, categories, k_grid=K_GRID):
             r["budget"] = {"lambda": sel.lam_budget, "cost": c_b, "cost_share": c_b / best["cost"],
                            "accuracy": a_b, "gap_to_best_single": a_b - best["accuracy"]}
         r.update(engine_router(rs, correct, sp, ids, k, sel.smoothing, cost_vec, best, seed))
-        r.update(engine_category_router(rs, correct, sp, categories, cost_vec, best, seed))
+        r.update(engine_category_router(rs, correct, sp, categories, cost_vec, best, seed,
+                                        xs[sel.name.rsplit("-", 1)[0]]))
         out["routers"][name] = r
     for rep, x in xs.items():
         est = nn_estimates(x, err, fit_rows, sp.test)
@@ -302,11 +306,16 @@ def engine_router(rs, correct, sp, ids, k, smoothing, cost_vec, best, seed):
                              "gap_to_best_single": acc_b - best["accuracy"]}}
 
 
-def engine_category_router(rs, correct, sp, categories, cost_vec, best, seed):
+def engine_category_router(rs, correct, sp, categories, cost_vec, best, seed, x):
     """``fscale route`` on items that carry their category (``routing.categories``): Ψ per
     model and category from the observations (shrinkage cross-fitted), the switching rule;
     λ = 0, and ``--budget 0.7x`` with λ read off the category router's spend on the val
-    prompts (``categories.spend_curve``, ``planner.spend_mix``), figures on test."""
+    prompts (``categories.spend_curve``, ``planner.spend_mix``), figures on test.
+    ``predicted``: the same test items *without* their category, as ``fscale route`` runs
+    them: the category predicted from the prompt's vector ``x`` (the router's representation)
+    by ``categories.Classifier`` fitted on the train prompts (as ``profile --fit-clusters``
+    does), the switching z chosen on the val prompts (``categories.text_z``), λ read off the
+    spend on the val prompts routed by their predicted categories."""
     models = list(rs.models)
     err = 1.0 - correct
     k = int(categories.max()) + 1
@@ -318,27 +327,56 @@ def engine_category_router(rs, correct, sp, categories, cost_vec, best, seed):
     s = C.choose(obs, categories, k, seed=seed)
     psi, counts = C.psi_fitter(obs, models, categories, k, s)(np.zeros(0, dtype=int))
     table = psi + switch_penalty(psi, counts, s)
-    test = sp.test
-    pick0 = choices(table, categories[test], cost_vec, [0.0])[0]
-    acc0 = float(correct[test, pick0].mean())
     # λ read off the spend on the val prompts (as engine_router does), accuracy cross-fitted there
     spend = C.spend_curve(ev, sp.val, categories, k, obs, cost_vec, smoothing=s, seed=seed)
+    figures = table_figures(rs, correct, sp.test, table, categories, cost_vec, spend, best)
+    predicted = engine_predicted_router(rs, correct, sp, categories, cost_vec, best, seed, x, ev,
+                                        obs, s, psi, counts)
+    return {"predicted": predicted, "category": {"smoothing": s, **figures}}
+
+
+def table_figures(rs, correct, test, table, ids, cost_vec, spend, best):
+    """A (clusters × models) score table's test figures: λ = 0, and ``--budget 0.7x`` with
+    the two λ of ``planner.spend_mix`` around the budget on ``spend``, mixed by hash."""
+    pick0 = choices(table, ids[test], cost_vec, [0.0])[0]
+    acc0 = float(correct[test, pick0].mean())
     amount = ROUTE_BUDGET * best["cost"]
     mix = P.spend_mix(spend, amount)
     (la, lb), p = mix["lambdas"], mix["p"]
     first = np.array([P.takes_first(rs.tasks[t].text, p) for t in test])
-    pa, pb = choices(table, categories[test], cost_vec, [la, lb])
+    pa, pb = choices(table, ids[test], cost_vec, [la, lb])
     pick = np.where(first, pa, pb)
     acc_b = float(correct[test, pick].mean())
     cost_b = float(cost_vec[pick].mean())
-    return {"category": {"smoothing": s,
-                         "lambda0": {"accuracy": acc0, "gain_vs_best_single": acc0 - best["accuracy"],
-                                     "cost_share": float(cost_vec[pick0].mean()) / best["cost"]},
-                         "route_budget": {"lambdas": [la, lb], "p": p, "accuracy": acc_b,
-                                          "expected_accuracy": mix["expected_accuracy"],
-                                          "cost_share": cost_b / best["cost"],
-                                          "spend_vs_budget": cost_b / amount - 1.0,
-                                          "gap_to_best_single": acc_b - best["accuracy"]}}}
+    return {"lambda0": {"accuracy": acc0, "gain_vs_best_single": acc0 - best["accuracy"],
+                        "cost_share": float(cost_vec[pick0].mean()) / best["cost"]},
+            "route_budget": {"lambdas": [la, lb], "p": p, "accuracy": acc_b,
+                             "expected_accuracy": mix["expected_accuracy"],
+                             "cost_share": cost_b / best["cost"],
+                             "spend_vs_budget": cost_b / amount - 1.0,
+                             "gap_to_best_single": acc_b - best["accuracy"]}}
+
+
+def engine_predicted_router(rs, correct, sp, categories, cost_vec, best, seed, x, ev, obs, s,
+                            psi, counts):
+    """Test items routed by their predicted category (see :func:`engine_category_router`)."""
+    names = [rs.tasks[int(i)].category for i in sp.train]
+    keys = [str(int(i)) for i in sp.train]
+    clf = C.Classifier.fit(x[sp.train], names, keys, "bench")
+    known = tuple(sorted({t.category for t in rs.tasks}))
+    to_known = np.array([known.index(c) for c in clf.categories])
+    predicted = np.full(len(rs.tasks), -1)
+    predicted[sp.train] = to_known[[clf.known[k] for k in keys]]  # the cache: cross-fitted
+    rest = np.setdiff1d(np.arange(len(rs.tasks)), sp.train)
+    predicted[rest] = to_known[clf.predict(x[rest])]
+    k = len(known)
+    z = C.text_z(ev, sp.val, categories, predicted, k, obs, cost_vec, smoothing=s, seed=seed)
+    table = psi + switch_penalty(psi, counts, s, z)
+    spend = C.spend_curve(ev, sp.val, categories, k, obs, cost_vec, smoothing=s, seed=seed,
+                          switch_z=z, routed=predicted)
+    return {"alpha": clf.alpha, "z": z,
+            "classifier_test_accuracy": float((predicted[sp.test] == categories[sp.test]).mean()),
+            **table_figures(rs, correct, sp.test, table, predicted, cost_vec, spend, best)}
 
 
 def experiment(rs, correct, seeds, vectors, label):
@@ -391,6 +429,18 @@ def summarise(runs):
                                                     for x in rr], "max"),
             "category_route_budget_spend": mw([x["category"]["route_budget"]["spend_vs_budget"]
                                                for x in rr], "max"),
+            "predicted_classifier_accuracy": mw([x["predicted"]["classifier_test_accuracy"] for x in rr]),
+            "predicted_z": [x["predicted"]["z"] for x in rr],
+            "predicted_lambda0_gain": mw([x["predicted"]["lambda0"]["gain_vs_best_single"] for x in rr]),
+            "predicted_lambda0_cost_share": mw([x["predicted"]["lambda0"]["cost_share"] for x in rr], "max"),
+            "predicted_route_budget_gap": mw([x["predicted"]["route_budget"]["gap_to_best_single"]
+                                              for x in rr]),
+            "predicted_route_budget_cost_share": mw([x["predicted"]["route_budget"]["cost_share"]
+                                                     for x in rr], "max"),
+            "predicted_route_budget_spend": mw([x["predicted"]["route_budget"]["spend_vs_budget"]
+                                                for x in rr], "max"),
+            "predicted_route_budget_spend_min": mw([x["predicted"]["route_budget"]["spend_vs_budget"]
+                                                    for x in rr]),
             "chosen": [x["chosen"] for x in rr], "smoothing": [x["smoothing"] for x in rr]}
     for rep in runs[0]["nn"]:
         s["nn"][rep] = mw([r["nn"][rep]["auc"] for r in runs])
@@ -542,6 +592,18 @@ def print_block(b) -> None:
             r["category_route_budget_cost_share"], lambda v: f"{100 * v:.0f}%")
         row(f"items with their category: route --budget {ROUTE_BUDGET}x, spend / budget − 1",
             r["category_route_budget_spend"], lambda v: f"{100 * v:+.1f}%")
+        row("text only (category predicted): classifier's test accuracy",
+            r["predicted_classifier_accuracy"], lambda v: f"{100 * v:.1f}%")
+        print(f"  text only: the switching z chosen on val per seed: {r['predicted_z']}")
+        row("text only (category predicted): λ = 0, gain vs best single", r["predicted_lambda0_gain"], pts)
+        row(f"text only (category predicted): route --budget {ROUTE_BUDGET}x, gap to best single",
+            r["predicted_route_budget_gap"], pts)
+        row(f"text only (category predicted): route --budget {ROUTE_BUDGET}x, cost / best single's",
+            r["predicted_route_budget_cost_share"], lambda v: f"{100 * v:.0f}%")
+        row(f"text only (category predicted): route --budget {ROUTE_BUDGET}x, spend / budget − 1 (max)",
+            r["predicted_route_budget_spend"], lambda v: f"{100 * v:+.1f}%")
+        row(f"text only (category predicted): route --budget {ROUTE_BUDGET}x, spend / budget − 1 (min)",
+            r["predicted_route_budget_spend_min"], lambda v: f"{100 * v:+.1f}%")
     kh = s["knob_hindsight"]
     row(f"route --budget {ROUTE_BUDGET}x, knobs chosen on test per seed",
         kh["per_seed_best"], pts)

@@ -148,6 +148,11 @@ def profile(
                 e = fitted["embedded"]
                 console.print(f"embedded {e['new']} prompts ({e['tokens']} tokens in {e['seconds']:g}s), "
                               f"{e['cached']} from the cache")
+            if fitted.get("categories"):
+                c = fitted["categories"]
+                console.print(f"category classifier: {c['known']} categories, "
+                              f"{100 * c['cross_fitted_accuracy']:.0f}% right (cross-fitted): "
+                              "prompts without a category are routed by the predicted one")
         if tasks is None:
             if as_json:
                 print_json({"schema": 1, **fitted})
@@ -225,11 +230,12 @@ ROUTE_SCHEMA = 1
 
 
 def route_json(routing: Any, question: str, context: str | None, lam: float,
-               names: tuple[str, ...] | None, budget: Any = None) -> tuple[dict[str, Any], str]:
+               names: tuple[str, ...] | None, budget: Any = None,
+               category: str | None = None) -> tuple[dict[str, Any], str]:
     """One question's routing as ``fscale route --json`` prints it (the MCP ``route`` tool
     returns the same), and why in words. With a ``budget`` λ comes from the profile."""
     text = question if not context else f"{question}\n\n{context}"
-    choice, why, fitted = routing.route(text, lam, names, budget)
+    choice, why, fitted = routing.route(text, lam, names, budget, category)
     return {"schema": ROUTE_SCHEMA, **choice, "clusters_fitted": fitted}, why
 
 
@@ -278,7 +284,8 @@ def route(
     lam: float = typer.Option(None, "--lambda", "-l", help="Cost weight λ: score = expected error + λ·cost (default 0, or what --budget implies)."),
     budget: str = typer.Option(None, "--budget", help="Spend at most this per item on average instead of giving λ: 0.7x (of the best single model's price) or 0.002 (USD); λ is chosen on the profile. Default: FSCALE_BUDGET or [routing] budget when --lambda is not given."),
     models: str = typer.Option(None, "--models", "-m", help="Only consider these models.", rich_help_panel=SELECT),
-    batch: str = typer.Option(None, "--batch", help="JSONL file of items ('-' = stdin; question, context?, id?, category?): one JSON line per item, in input order; an item whose category was profiled is routed by category.", rich_help_panel=OUTPUT),
+    category: str = typer.Option(None, "--category", help="The question's task category (e.g. law): a profiled category routes by category; without one it is predicted from the text when the training file had categories."),
+    batch: str = typer.Option(None, "--batch", help="JSONL file of items ('-' = stdin; question, context?, id?, category?): one JSON line per item, in input order; an item whose category was profiled is routed by category, another by its predicted category (JSON routed_by).", rich_help_panel=OUTPUT),
     as_json: bool = typer.Option(False, "--json", help="Print the choice and the ranking as JSON.", rich_help_panel=OUTPUT),
 ) -> None:
     """Say which model a question would be routed to, and why.
@@ -294,12 +301,15 @@ def route(
 
       fscale route "Is this clause enforceable?" --json | jq .ranking
 
+      fscale route "Is this clause enforceable?" --category law --budget 0.7x
+
       fscale route --batch test.jsonl --lambda 0.05 > routes.jsonl
 
       fscale route --batch test.jsonl --budget 0.7x > routes.jsonl   # λ chosen on the profile
     """
-    if batch is not None and (question is not None or context is not None):
-        raise UsageError("give a question or --batch FILE, not both (items carry their context)")
+    if batch is not None and (question is not None or context is not None or category is not None):
+        raise UsageError("give a question or --batch FILE, not both (items carry their context "
+                         "and category)")
     if batch is None and question is None:
         raise UsageError("missing QUESTION (or --batch FILE)")
     from ..engine.base.budget import configured_budget, parse_budget
@@ -314,7 +324,7 @@ def route(
     lam = 0.0 if lam is None else lam
     if batch is not None:
         raise typer.Exit(_route_batch(routing, batch, lam, names, spend))
-    obj, why = route_json(routing, question, context, lam, names, spend)
+    obj, why = route_json(routing, question, context, lam, names, spend, category or None)
     if as_json:
         print_json(obj)
         return

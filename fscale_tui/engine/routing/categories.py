@@ -19,14 +19,27 @@ prompt clusters as before. A budget is spent like the cluster router's
 its spend measured on the profiled prompts, the two λ around the budget mixed by hash; the
 expected accuracy is the cross-fitted one (2 folds).
 
+A prompt *without* a category is given one: ``fscale profile --fit-clusters`` on a training
+file whose items carry categories also fits a :class:`Classifier` (ridge regression of the
+category one-hot on the prompt representation the clusters use, the strength chosen by 5-fold
+cross-fitting on that file) and keeps it beside the clusters (``categories.npz``, with the
+cross-fitted predicted category of every training prompt). Such a prompt is routed by the
+category router with its *predicted* category and a stricter switching rule (its z chosen by
+cross-fitting on the profile from :data:`TEXT_Z`: a wrong category must not move a prompt
+off the best model), and a budget's λ is read off that router's spend on the profiled
+prompts routed by their predicted categories, as at route time. Soft routing (Σ_c p(c|x)·Ψ
+with tempered probabilities) was measured and lost to the argmax (docs/performance.md).
+
 Arrays in, arrays out, except :func:`load`, which reads the stored profile.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +52,133 @@ if TYPE_CHECKING:
 #: Fewer profiled prompts with a category than this: no category router.
 MIN_ITEMS = 50
 FOLDS = 2
+#: The classifier's ridge strengths (chosen by :data:`CLASSIFIER_FOLDS`-fold cross-fitting).
+ALPHAS = (0.3, 1.0, 3.0)
+CLASSIFIER_FOLDS = 5
+#: The switching rule's z for predicted categories (chosen on the profile, ties to the stricter).
+TEXT_Z = (SWITCH_Z, 2.33, 3.0)
+FILE = "categories.npz"
+
+
+def ridge(x: np.ndarray, y: np.ndarray, k: int, alpha: float) -> np.ndarray:
+    """(d × k) weights of ridge regression of the ±1 one-hot of ``y`` on the rows of ``x``
+    (the dual form when there are fewer rows than features)."""
+    x = np.asarray(x, dtype=np.float64)
+    target = -np.ones((len(y), k))
+    target[np.arange(len(y)), y] = 1.0
+    if len(x) <= x.shape[1]:
+        w: np.ndarray = x.T @ np.linalg.solve(x @ x.T + alpha * np.eye(len(x)), target)
+    else:
+        w = np.linalg.solve(x.T @ x + alpha * np.eye(x.shape[1]), x.T @ target)
+    return w
+
+
+def fit_weights(x: np.ndarray, y: np.ndarray, k: int, seed: int = 0
+                ) -> tuple[np.ndarray, float, np.ndarray]:
+    """-> (weights, the ridge strength with the most cross-fitted hits, each row's
+    cross-fitted predicted category)."""
+    fold = np.random.default_rng(seed).permutation(len(y)) % CLASSIFIER_FOLDS
+    pred = {a: np.zeros(len(y), dtype=int) for a in ALPHAS}
+    for f in range(CLASSIFIER_FOLDS):
+        held = fold == f
+        if held.all() or not held.any():
+            continue
+        for a in ALPHAS:
+            pred[a][held] = (x[held] @ ridge(x[~held], y[~held], k, a)).argmax(1)
+    alpha = max(ALPHAS, key=lambda a: (int((pred[a] == y).sum()), -a))
+    return ridge(x, y, k, alpha).astype(np.float32), alpha, pred[alpha]
+
+
+@dataclasses.dataclass
+class Classifier:
+    """A prompt's category from its vector (the clusters' representation): argmax x·W."""
+
+    categories: tuple[str, ...]
+    weights: np.ndarray  # (d × categories)
+    alpha: float
+    #: prompt key -> the cross-fitted predicted category of a training prompt
+    known: dict[str, int]
+    #: sha256 of the clusters.npz the vectors come from (a refit makes this stale)
+    clusters: str
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray((np.asarray(x, dtype=np.float32) @ self.weights).argmax(1), dtype=int)
+
+    @classmethod
+    def fit(cls, x: np.ndarray, categories: Sequence[str | None], keys: Sequence[str],
+            clusters: str) -> "Classifier | None":
+        """None when fewer than :data:`MIN_ITEMS` prompts (or two categories) have one, or
+        when the text does not tell the categories apart: cross-fitted, it must beat always
+        guessing the commonest category by :data:`TEXT_Z`'s strictest z standard errors."""
+        known = tuple(sorted({c for c in categories if c}))
+        y = index(categories, known)
+        rows = np.flatnonzero(y >= 0)
+        if len(known) < 2 or len(rows) < MIN_ITEMS:
+            return None
+        w, alpha, pred = fit_weights(np.asarray(x)[rows], y[rows], len(known))
+        n, share = len(rows), float(np.bincount(y[rows]).max()) / len(rows)
+        if (pred == y[rows]).sum() <= n * share + max(TEXT_Z) * np.sqrt(n * share * (1 - share)):
+            return None
+        return cls(known, w, alpha, {keys[int(r)]: int(p) for r, p in zip(rows, pred)}, clusters)
+
+    def save(self, directory: Path) -> None:
+        from ..base import storage
+
+        buf = io.BytesIO()
+        keys = sorted(self.known)
+        np.savez(buf, weights=self.weights, alpha=np.array(self.alpha),
+                 categories=np.array(self.categories), keys=np.array(keys),
+                 predicted=np.array([self.known[k] for k in keys], dtype=int),
+                 clusters=np.array(self.clusters))
+        path = directory / FILE
+        with storage.locked(path):
+            storage.atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, directory: Path, clusters: str | None) -> "Classifier | None":
+        """The stored classifier, None when there is none or it belongs to other clusters."""
+        path = directory / FILE
+        if clusters is None or not path.exists():
+            return None
+        try:
+            with np.load(io.BytesIO(path.read_bytes())) as data:
+                if str(data["clusters"]) != clusters:
+                    return None
+                return cls(tuple(str(c) for c in data["categories"]), data["weights"],
+                           float(data["alpha"]),
+                           {str(k): int(p) for k, p in zip(data["keys"], data["predicted"])},
+                           clusters)
+        except Exception:  # unreadable: as if absent (the next --fit-clusters rewrites it)
+            return None
+
+
+#: The predicted category of every profiled prompt not in the training file (an accelerator
+#: like ``prompt_clusters.json``: keyed by the clusters' fingerprint, deleting it is harmless).
+PREDICTED = "predicted_categories.json"
+
+
+def predicted_of_profile(classifier: Classifier, clusters: Any, store: Any, directory: Path,
+                         keys: Sequence[str]) -> dict[str, int]:
+    """prompt key -> the classifier's category index, embedding only prompts not cached."""
+    from ..base import storage
+
+    path = directory / PREDICTED
+    doc = storage.read_json(path)
+    cached: dict[str, int] = (doc.get("predicted") or {}) if doc.get("clusters") == classifier.clusters else {}
+    missing = [k for k in keys if k not in cached]
+    if missing:
+        ids = classifier.predict(clusters.embed([store.prompts[k].get("text") or "" for k in missing]))
+        new = {k: int(c) for k, c in zip(missing, ids)}
+        cached = {**cached, **new}
+
+        def change(d: dict[str, Any]) -> None:
+            if d.get("clusters") != classifier.clusters:
+                d.clear()
+                d["clusters"] = classifier.clusters
+            d.setdefault("predicted", {}).update(new)
+
+        storage.update_json(path, change)
+    return {k: int(cached[k]) for k in keys}
 
 
 def index(categories: Sequence[str | None], known: Sequence[str]) -> np.ndarray:
@@ -76,14 +216,16 @@ def choose(obs: Mapping[str, tuple[np.ndarray, np.ndarray]], cat: np.ndarray, k:
 
 def spend_curve(ev: Evidence, rows: np.ndarray, cat: np.ndarray, k: int,
                 obs: Mapping[str, tuple[np.ndarray, np.ndarray]], route_cost: np.ndarray, *,
-                smoothing: float, switch_z: float = SWITCH_Z, seed: int = 0
-                ) -> list[dict[str, float]]:
+                smoothing: float, switch_z: float = SWITCH_Z, seed: int = 0,
+                routed: np.ndarray | None = None) -> list[dict[str, float]]:
     """The category router's λ sweep on ``rows`` (items with a category): per distinct
     choice, its spend as it runs (Ψ on every observation) and its cross-fitted accuracy
-    (``planner.router_spend``); what ``spend_mix`` picks a budget's λ from."""
+    (``planner.router_spend``); what ``spend_mix`` picks a budget's λ from. ``routed``: the
+    category each item is routed by (the predicted one) when it is not ``cat`` (Ψ's)."""
     from .planner import router_points, router_spend
 
-    by_cat = dataclasses.replace(ev, clusters=np.where(cat >= 0, cat, 0), k=k)
+    by = cat if routed is None else routed
+    by_cat = dataclasses.replace(ev, clusters=np.where(by >= 0, by, 0), k=k)
     psi_without = psi_fitter(obs, ev.models, cat, k, smoothing)
     fold = np.random.default_rng(seed).permutation(len(rows)) % FOLDS
     points = router_points(by_cat, rows, [rows[fold == f] for f in range(FOLDS)], psi_without,
@@ -93,10 +235,49 @@ def spend_curve(ev: Evidence, rows: np.ndarray, cat: np.ndarray, k: int,
                         smoothing=smoothing, switch_z=switch_z)
 
 
-def load(settings: Settings) -> tuple[Router, list[dict[str, float]]] | None:
-    """The category router of the stored profile and its spend curve (:func:`spend_curve`);
-    None when fewer than :data:`MIN_ITEMS` profiled prompts (or fewer than two categories)
-    have a category."""
+def text_z(ev: Evidence, rows: np.ndarray, cat: np.ndarray, predicted: np.ndarray, k: int,
+           obs: Mapping[str, tuple[np.ndarray, np.ndarray]], route_cost: np.ndarray, *,
+           smoothing: float, seed: int = 0) -> float:
+    """The switching rule's z for prompts routed by their predicted category: the z of
+    :data:`TEXT_Z` whose λ = 0 router, cross-fitted on ``rows`` (Ψ by the true category,
+    each item routed by ``predicted``), is most accurate; ties to the stricter z."""
+    from .planner import router_points
+
+    by_cat = dataclasses.replace(ev, clusters=np.where(predicted >= 0, predicted, 0), k=k)
+    psi_without = psi_fitter(obs, ev.models, cat, k, smoothing)
+    fold = np.random.default_rng(seed).permutation(len(rows)) % FOLDS
+    folds = [rows[fold == f] for f in range(FOLDS)]
+    acc = {z: router_points(by_cat, rows, folds, psi_without, route_cost, smoothing=smoothing,
+                            switch_z=z, lambdas=(0.0,))[0][1] for z in TEXT_Z}
+    return max(TEXT_Z, key=lambda z: (round(acc[z], 9), z))
+
+
+@dataclasses.dataclass
+class Routing:
+    """What :func:`load` finds: the category router and its spend curve, and — when a
+    classifier was fitted with the clusters — the router for predicted categories (the same
+    Ψ, its own z), its spend curve and the classifier."""
+
+    router: Router
+    curve: list[dict[str, float]]
+    classifier: Classifier | None = None
+    text_router: Router | None = None
+    text_curve: list[dict[str, float]] | None = None
+
+    def predict(self, clusters: Any, texts: Sequence[str]) -> list[str | None]:
+        """Each text's predicted category (None without a classifier or a category the
+        router does not know)."""
+        if self.classifier is None or self.text_router is None or clusters is None or not texts:
+            return [None] * len(texts)
+        names = self.classifier.categories
+        return [names[j] if self.text_router.category_index(names[j]) is not None else None
+                for j in self.classifier.predict(clusters.embed(list(texts)))]
+
+
+def load(settings: Settings) -> Routing | None:
+    """The category router of the stored profile and its spend curve (:func:`spend_curve`),
+    with the router for predicted categories when a classifier is stored; None when fewer
+    than :data:`MIN_ITEMS` profiled prompts (or fewer than two categories) have a category."""
     from .planner import evidence_from_profile
     from .profile import ProfileStore
 
@@ -104,7 +285,7 @@ def load(settings: Settings) -> tuple[Router, list[dict[str, float]]] | None:
     if found is None:
         return None
     ev, extra = found
-    store = ProfileStore.for_settings(settings)
+    store: ProfileStore = extra["store"]
     item_cats = [store.prompts.get(key, {}).get("category") for key in ev.keys]
     known = tuple(sorted({c for c in item_cats if c}))
     cat = index(item_cats, known)
@@ -122,5 +303,26 @@ def load(settings: Settings) -> tuple[Router, list[dict[str, float]]] | None:
     rows = np.flatnonzero((cat >= 0) & ev.asked(range(len(ev.models))))
     if len(rows) < MIN_ITEMS:
         rows = np.flatnonzero(cat >= 0)
-    return router, spend_curve(ev, rows, cat, k, obs, np.asarray(extra["route_cost"], dtype=float),
-                               smoothing=smoothing)
+    route_cost = np.asarray(extra["route_cost"], dtype=float)
+    found_router = Routing(router, spend_curve(ev, rows, cat, k, obs, route_cost, smoothing=smoothing))
+    from .router import ClusterModel, routing_dir
+
+    directory = routing_dir(settings)
+    clusters = ClusterModel.load(directory, settings)
+    classifier = Classifier.load(directory, clusters.fingerprint if clusters else None)
+    if clusters is None or classifier is None:
+        return found_router
+    # Every profiled prompt's predicted category, as at route time (the training prompts'
+    # cross-fitted ones from the classifier's file, the others' from the classifier, cached).
+    guessed = predicted_of_profile(classifier, clusters, store, directory,
+                                   [key for key in ev.keys if key not in classifier.known])
+    names = classifier.categories
+    by_name = [names[classifier.known[key]] if key in classifier.known else names[guessed[key]]
+               for key in ev.keys]
+    predicted = index(by_name, known)
+    z = text_z(ev, rows, cat, predicted, k, obs, route_cost, smoothing=smoothing)
+    found_router.classifier = classifier
+    found_router.text_router = dataclasses.replace(router, switch_z=z, _penalty=None)
+    found_router.text_curve = spend_curve(ev, rows, cat, k, obs, route_cost, smoothing=smoothing,
+                                          switch_z=z, routed=predicted)
+    return found_router

@@ -870,7 +870,7 @@ def evidence_from_profile(settings: Settings) -> tuple[Evidence, dict[str, Any]]
                   families, keys, item_price)
     smoothing = read_knobs(directory).get("smoothing")
     return ev, {"obs": obs, "k": k, "smoothing": float(smoothing or DEFAULT_SMOOTHING),
-                "route_cost": costs}
+                "route_cost": costs, "store": store}
 
 
 def plans_for_profile(settings: Settings, *, save: bool = True) -> PlanSet | None:

@@ -45,12 +45,33 @@ class Routing:
                                  settings=self.settings, on_progress=on_progress, emit=emit)
         model.meta["source"] = path
         model.save(self.directory)
-        out = {"clusters": model.k, "embedding": embedding, "prompts": len(train)}
+        out: dict[str, Any] = {"clusters": model.k, "embedding": embedding, "prompts": len(train)}
+        out.update(self._fit_classifier(model, train))
         stats = getattr(model.embedder, "stats", None)
         if stats:
             out["embedded"] = {"cached": stats["cached"], "new": stats["embedded"],
                                "tokens": stats["tokens"], "seconds": round(stats["seconds"], 2)}
         return out
+
+    def _fit_classifier(self, model: ClusterModel, train: Sequence[Any]) -> dict[str, Any]:
+        """When the training prompts carry categories, the classifier that gives prompts
+        without one a category (``categories.Classifier``), kept beside the clusters."""
+        from .categories import FILE, Classifier
+
+        path = self.directory / FILE
+        classifier = None
+        if model.fingerprint is not None and sum(1 for t in train if t.category) > 0:
+            classifier = Classifier.fit(model.embed([t.text for t in train]),
+                                        [t.category for t in train], [t.key for t in train],
+                                        model.fingerprint)
+        if classifier is None:
+            path.unlink(missing_ok=True)
+            return {}
+        classifier.save(self.directory)
+        hits = sum(classifier.known[t.key] == classifier.categories.index(t.category)
+                   for t in train if t.category)
+        return {"categories": {"known": len(classifier.categories), "alpha": classifier.alpha,
+                               "cross_fitted_accuracy": round(hits / len(classifier.known), 4)}}
 
     def tune(self, models: Sequence[str] | None = None) -> dict[str, Any]:
         """Choose Ψ's shrinkage on the stored profile (cross-fitted) and keep it for routing."""
@@ -141,44 +162,54 @@ class Routing:
         router = self.router(models)
         texts = list(texts)
         out: list[dict[str, Any]] = [{} for _ in texts]
-        by_cat: dict[int, int] = {}  # prompt -> category index
-        if categories is not None and any(categories):
-            from . import categories as bycat
+        given = list(categories) if categories is not None else [None] * len(texts)
+        from . import categories as bycat
 
-            found = bycat.load(self.settings)
-            if found is not None:
-                cat_router, curve = found
-                for i, c in enumerate(categories):
-                    j = cat_router.category_index(c)
-                    if j is not None:
-                        by_cat[i] = j
+        # The category router is loaded when a prompt says its category or one can be predicted.
+        found = (bycat.load(self.settings)
+                 if any(given) or (self.directory / bycat.FILE).exists() else None)
+        # prompt -> (category index, routed by the given category or the predicted one)
+        by_cat: dict[int, tuple[int, str]] = {}
+        if found is not None:
+            for i, c in enumerate(given):
+                j = found.router.category_index(c)
+                if j is not None:
+                    by_cat[i] = (j, "category")
+            todo = [i for i in range(len(texts)) if i not in by_cat]
+            for i, c in zip(todo, found.predict(router.clusters, [texts[i] for i in todo])):
+                j = found.router.category_index(c)
+                if j is not None:
+                    by_cat[i] = (j, "predicted-category")
         rest = [i for i in range(len(texts)) if i not in by_cat]
-        if budget is None:
-            lams = [lam] * len(texts)
-        else:
-            extra, cluster_lams = self._budgeted(budget, models, [texts[i] for i in rest])
-            lams = [0.0] * len(texts)
-            for i, value in zip(rest, cluster_lams):
-                lams[i] = value
+        lams = [lam] * len(texts)
+        extras: dict[str, dict[str, Any]] = {"clusters": {}, "category": {}, "predicted-category": {}}
+        if budget is not None:
+            assert found is not None or not by_cat
+            for how, curve in (("clusters", None),
+                               ("category", found.curve if found else None),
+                               ("predicted-category", found.text_curve if found else None)):
+                idx = rest if how == "clusters" else [i for i in by_cat if by_cat[i][1] == how]
+                if idx:
+                    extras[how], values = self._budgeted(budget, models, [texts[i] for i in idx], curve)
+                    for i, value in zip(idx, values):
+                        lams[i] = value
         if by_cat:
+            assert found is not None
             names = list(models) if models else None
-            cat_extra: dict[str, Any] = {}
-            if budget is not None:
-                cat_extra, cat_lams = self._budgeted(budget, models, [texts[i] for i in by_cat], curve)
-                for i, value in zip(by_cat, cat_lams):
-                    lams[i] = value
-            ranked: dict[tuple[int, float], RouteChoice] = {}
-            for i, j in by_cat.items():
-                key = (j, lams[i])
+            ranked: dict[tuple[int, float, str], RouteChoice] = {}
+            for i, (j, how) in by_cat.items():
+                key = (j, lams[i], how)
                 if key not in ranked:
-                    ranked[key] = cat_router.rank(j, lams[i], names)
-                out[i] = {**ranked[key].to_dict(), "lambda": lams[i], "routed_by": "category",
-                          "category": cat_router.categories[j] if cat_router.categories else None,
-                          **cat_extra}
+                    use = found.text_router if how == "predicted-category" else found.router
+                    assert use is not None
+                    ranked[key] = use.rank(j, lams[i], names)
+                out[i] = {**ranked[key].to_dict(), "lambda": lams[i], "routed_by": how,
+                          "category": found.router.categories[j] if found.router.categories else None,
+                          **extras[how]}
         for value in sorted({lams[i] for i in rest}):
             idx = [i for i in rest if lams[i] == value]
             for i, c in zip(idx, router.route_many([texts[i] for i in idx], value, None)):
-                out[i] = {**c.to_dict(), "lambda": value, **(extra if budget is not None else {})}
+                out[i] = {**c.to_dict(), "lambda": value, "routed_by": "clusters", **extras["clusters"]}
         return out, router.clusters is not None
 
     def _budgeted(self, budget: Any, models: Sequence[str] | None, texts: Sequence[str],
