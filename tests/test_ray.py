@@ -65,7 +65,11 @@ def test_scale_dataset_answers_every_row_in_order_under_the_limit(ray_cluster, s
     assert all(r["answer"] == "YES" and r["status"] == "decided" for r in got)
     assert all(json.loads(r["votes"]) for r in got)
     assert "_fscale_calls" not in out.schema().names
-    assert sum(r["calls_made"] for r in got) == server.count()
+    # A send that an early decision cancels may never reach the server (a loaded machine can
+    # cancel it between the limiter's token and the first byte): it counts as made, not as seen.
+    made = sum(r["calls_made"] for r in got)
+    cancelled = sum(v["status"] == "cancelled" for r in got for v in json.loads(r["votes"]))
+    assert made - cancelled <= server.count() <= made
     assert server.max_in_window(window) <= rpm
     engine = Engine(load_settings())
     try:
