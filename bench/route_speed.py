@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         for q, r in zip(singles, routed):
             s, out = fscale(REPO, home, "route", q, "--lambda", LAMBDA, "--json")
             times.append(s)
-            assert json.loads(out)["model"] == r["model"]
+            one = json.loads(out)
+            assert one["model"] == r["model"], (one, r)
         results["single_median_s"] = round(statistics.median(times), 3)
         if args.before is not None:
             old = work / "home-before"
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             for q, r in zip(singles, routed):
                 s, out = fscale(args.before.resolve(), old, "route", q, "--lambda", LAMBDA, "--json")
                 times.append(s)
-                assert json.loads(out)["model"] == r["model"]
+                assert json.loads(out)["model"]  # another router version may pick another model
             results["before_single_median_s"] = round(statistics.median(times), 3)
             results["before_items_estimate_s"] = round(n_items * statistics.median(times), 1)
     print(json.dumps(results))
