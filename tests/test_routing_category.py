@@ -156,3 +156,42 @@ def test_route_budget_predicts_the_category_of_items_without_one(fscale_home):
     assert one["routed_by"] == "category" and one["category"] == "reasoning" and one["model"] == "dear"
     proc = run_cli("route", "--batch", str(items), "--category", "recall")
     assert proc.returncode == 2 and "--batch" in proc.stderr
+
+
+def test_route_keeps_the_category_router_until_the_profile_changes(fscale_home):
+    """The category router (Ψ per model and category, its z and spend curves) is built once and
+    kept in ``routing/category_router.json``: a later ``route`` reads it (a changed copy of it
+    routes), profiling more makes it stale (the route follows the new profile), and deleting it
+    only means building it again."""
+    tasks, path = write_setup(fscale_home)
+    first = fscale_home / "first.jsonl"
+    first.write_text("".join(path.read_text().splitlines(keepends=True)[:200]))
+    for args in (("--fit-clusters", str(path), "--clusters", "2"), (str(first), "--panel", "all")):
+        proc = run_cli("profile", *args, "-q")
+        assert proc.returncode == 0, proc.stderr
+
+    def route() -> dict:
+        proc = run_cli("route", tasks[0].question, "--category", "reasoning", "--lambda", "0", "--json")
+        assert proc.returncode == 0, proc.stderr
+        out = json.loads(proc.stdout)
+        assert out["routed_by"] == "category"
+        return out
+
+    assert route()["model"] == "dear"
+    cache = next(fscale_home.rglob("category_router.json"))
+    doc = json.loads(cache.read_text())
+    j = doc["routing"]["categories"].index("reasoning")
+    # the cached Ψ is what routes: make the cheap model look flawless on reasoning
+    doc["routing"]["psi"]["cheap"]["values"][j] = 0.0
+    cache.write_text(json.dumps(doc))
+    assert route()["model"] == "cheap"
+    # profiling more changes the profile: the cache is stale, built again from the profile
+    proc = run_cli("profile", str(path), "--panel", "all", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert route()["model"] == "dear"
+    rebuilt = json.loads(cache.read_text())
+    assert rebuilt["fingerprint"] != doc["fingerprint"]
+    assert rebuilt["routing"]["psi"]["cheap"]["values"][j] > 0.5
+    assert sum(rebuilt["routing"]["counts"]["dear"]["values"]) > sum(doc["routing"]["counts"]["dear"]["values"])
+    cache.unlink()
+    assert route()["model"] == "dear" and cache.exists()

@@ -274,10 +274,97 @@ class Routing:
                 for j in self.classifier.predict(clusters.embed(list(texts)))]
 
 
+#: What :func:`load` builds from the profile (Ψ, the switching z, the spend curves), kept so a
+#: single ``route`` does not build it again: keyed by :func:`fingerprint`, deleting it is harmless.
+CACHE = "category_router.json"
+CACHE_VERSION = 1
+
+
+def fingerprint(settings: Settings) -> str:
+    """What the category router depends on: the profile, the clusters, the configured models
+    (``planner.profile_fingerprint``) and the classifier (``categories.npz``)."""
+    import hashlib
+
+    from .planner import profile_fingerprint
+    from .router import routing_dir
+
+    path = routing_dir(settings) / FILE
+    try:
+        st = path.stat()
+        stat: tuple[Any, ...] = (st.st_size, st.st_mtime_ns)
+    except FileNotFoundError:
+        stat = (None,)
+    parts = (CACHE_VERSION, profile_fingerprint(settings), stat)
+    return hashlib.sha256(repr(parts).encode("utf-8")).hexdigest()[:16]
+
+
+def _arrays(d: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    return {m: {"dtype": str(a.dtype), "values": np.asarray(a).tolist()} for m, a in d.items()}
+
+
+def _unarrays(d: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    return {m: np.asarray(a["values"], dtype=a["dtype"]) for m, a in d.items()}
+
+
+def _to_cache(found: Routing | None, key: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {"version": CACHE_VERSION, "fingerprint": key, "routing": None}
+    if found is not None:
+        r = found.router
+        doc["routing"] = {
+            "psi": _arrays(r.psi), "counts": _arrays(r.counts), "costs": r.costs,
+            "smoothing": r.smoothing, "switch_z": r.switch_z, "categories": list(r.categories or ()),
+            "curve": found.curve,
+            "classifier": found.classifier.clusters if found.classifier is not None else None,
+            "text_z": found.text_router.switch_z if found.text_router is not None else None,
+            "text_curve": found.text_curve}
+    return doc
+
+
+def _from_cache(doc: Mapping[str, Any], directory: Path) -> Routing | None:
+    d = doc["routing"]
+    if d is None:
+        return None
+    router = Router(None, _unarrays(d["psi"]), _unarrays(d["counts"]),
+                    {m: float(c) for m, c in d["costs"].items()}, float(d["smoothing"]),
+                    switch_z=float(d["switch_z"]), categories=tuple(d["categories"]))
+    found = Routing(router, list(d["curve"]))
+    if d["classifier"] is not None:
+        classifier = Classifier.load(directory, d["classifier"])
+        if classifier is None:  # the classifier changed under the same stat: build again
+            raise ValueError("stale classifier")
+        found.classifier = classifier
+        found.text_router = dataclasses.replace(router, switch_z=float(d["text_z"]), _penalty=None)
+        found.text_curve = list(d["text_curve"])
+    return found
+
+
 def load(settings: Settings) -> Routing | None:
     """The category router of the stored profile and its spend curve (:func:`spend_curve`),
     with the router for predicted categories when a classifier is stored; None when fewer
-    than :data:`MIN_ITEMS` profiled prompts (or fewer than two categories) have a category."""
+    than :data:`MIN_ITEMS` profiled prompts (or fewer than two categories) have a category.
+    Kept in :data:`CACHE` while the profile, clusters and classifier stay as they are."""
+    from ..base import storage
+    from .router import routing_dir
+
+    directory = routing_dir(settings)
+    key = fingerprint(settings)
+    doc = storage.read_json(directory / CACHE)
+    if doc.get("version") == CACHE_VERSION and doc.get("fingerprint") == key:
+        try:
+            return _from_cache(doc, directory)
+        except (KeyError, TypeError, ValueError):
+            pass
+    found = build(settings)
+    try:
+        with storage.locked(directory / CACHE):
+            storage.write_json(directory / CACHE, _to_cache(found, key))
+    except OSError:  # an accelerator: a home that cannot take it routes all the same
+        pass
+    return found
+
+
+def build(settings: Settings) -> Routing | None:
+    """:func:`load` without the cache."""
     from .planner import evidence_from_profile
     from .profile import ProfileStore
 
