@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -379,3 +380,38 @@ def test_sqlite_files_are_opened_only_through_the_state_helper():
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
                  if "sqlite3.connect(" in p.read_text() and p.name != "storage.py"]
     assert offenders == []
+
+
+def _open_together(path: str, barrier, results) -> None:
+    from fscale_tui.engine.learning.store import LearningStore
+
+    barrier.wait()
+    try:
+        with LearningStore(Path(path)) as store:
+            store.count()
+        results.put("ok")
+    except Exception as exc:  # what the process would have died of
+        results.put(repr(exc))
+
+
+def test_processes_opening_a_new_store_together_all_open_it_in_wal(tmp_path):
+    """Eight processes opening a new call log at the same moment (CLIs started together on a
+    fresh home): some died of "database is locked" when switching it to WAL (6 in 20 rounds)."""
+    ctx = multiprocessing.get_context("fork")
+    failures = []
+    for round_ in range(12):
+        path = tmp_path / f"r{round_}" / "learning.db"
+        path.parent.mkdir()
+        barrier, results = ctx.Barrier(8), ctx.Queue()
+        procs = [ctx.Process(target=_open_together, args=(str(path), barrier, results))
+                 for _ in range(8)]
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=60) for _ in procs]
+        for p in procs:
+            p.join(60)
+        failures += [x for x in outcomes if x != "ok"]
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+    assert not failures, failures

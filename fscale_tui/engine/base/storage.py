@@ -319,6 +319,32 @@ def update_json(path: Path, change: Callable[[dict[str, Any]], T]) -> T:
 SQLITE_SIDES = ("-wal", "-shm", "-journal")
 
 
+def use_wal(conn: "sqlite3.Connection", *, timeout: float) -> None:
+    """Put a SQLite database in WAL mode (the mode is kept in the file: a no-op once it is).
+
+    The switch needs the database to itself. When several processes open a new database at the
+    same moment (CLIs started together on a fresh home), SQLite answers "database is locked" at
+    once, without waiting on the busy timeout, to all but one of them; and if the one that won
+    failed too, the file stays in rollback mode. So the switch is retried until ``timeout``.
+    """
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower() == "wal":
+                return
+            raise sqlite3.OperationalError("database is locked (journal mode not switched)")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
 def open_sqlite(path: Path, *, timeout: float, readonly: bool = False,
                 check_same_thread: bool = True) -> "sqlite3.Connection":
     """The one way fscale opens a SQLite database (call log, send limiter, embedding cache).

@@ -257,7 +257,7 @@ class LearningStore:
             if self.readonly:
                 return conn
             if str(self.path) != ":memory:":
-                conn.execute("PRAGMA journal_mode = WAL")
+                storage.use_wal(conn, timeout=BUSY_TIMEOUT_MS / 1000)
             conn.execute("PRAGMA synchronous = NORMAL")
             migrate(conn)
         except BaseException:

@@ -166,10 +166,7 @@ class EmbeddingCache:
 
             conn = storage.open_sqlite(self.path, timeout=60.0, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=60000")
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-            except sqlite3.OperationalError:
-                pass  # another process is switching it right now: it is WAL either way
+            storage.use_wal(conn, timeout=60.0)
             conn.execute("CREATE TABLE IF NOT EXISTS vectors (model TEXT NOT NULL, text_sha TEXT NOT NULL, "
                          "vec BLOB NOT NULL, PRIMARY KEY (model, text_sha)) WITHOUT ROWID")
             self._conn = conn

@@ -373,10 +373,7 @@ class FileSpend(SpendLedger):
         if self._conn is None:
             conn = storage.open_sqlite(self.path, timeout=5.0, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 5000")
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-            except Exception:  # another process is switching it now: WAL either way
-                pass
+            storage.use_wal(conn, timeout=5.0)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("CREATE TABLE IF NOT EXISTS calls (seq INTEGER PRIMARY KEY "
                          "AUTOINCREMENT, id TEXT, decision INTEGER NOT NULL, shadow INTEGER "

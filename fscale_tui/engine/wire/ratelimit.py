@@ -137,10 +137,7 @@ class SQLiteLimiter(SendLimiter):
 
         conn = storage.open_sqlite(self.path, timeout=timeout, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout=%d" % int(timeout * 1000))
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-        except sqlite3.OperationalError:
-            pass  # another process is switching it right now: it is WAL either way
+        storage.use_wal(conn, timeout=timeout)
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("CREATE TABLE IF NOT EXISTS gcra (key TEXT PRIMARY KEY, tat REAL NOT NULL)")
         return conn
