@@ -66,7 +66,7 @@ FAKE_KEY = "nvapi-readme-test-not-a-key"
 
 #: Commands the test does not run: (pattern matched against the command, reason).
 NOT_RUN: list[tuple[str, str]] = [
-    (r"^(uv )?pip install\b", "installs the package: the test runs in the environment it produced"),
+    (r"^pip install\b", "installs the package: the test runs in the environment it produced"),
     (r"^python3 -m venv\b", "makes a virtualenv: the test runs in the environment it produced"),
     (r"^apt-get\b", "installs system packages (as root); the tests that need them skip without"),
     (r"^python -m pytest\b", "runs the whole test suite, this test included"),
@@ -439,8 +439,8 @@ def ci_commands(text: str) -> list[str]:
             if line.strip() and not CI_SCAFFOLDING.match(line.strip())]
 
 
-#: The install line of "Install and test" (uv: the same packages as pip, in a fraction of the time).
-INSTALL = "uv pip install --compile-bytecode -e "
+#: The install line of "Install and test".
+INSTALL = "pip install -e "
 
 
 def test_ci_runs_exactly_the_readme_install_and_test_lines() -> None:
