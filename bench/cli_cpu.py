@@ -4,7 +4,7 @@ loopback OpenAI server: ``scale`` (one vote, and ``-k 3``), ``history``, ``confi
     python bench/cli_cpu.py [--runs 7] [--before DIR]
 
 Each case starts a fresh ``python -m fscale_tui`` and reads the child's user + system CPU time
-(``RUSAGE_CHILDREN``), which does not grow when other processes compete for the cores; the
+(``bench/startup.py``'s ``one_run``), which does not grow when other processes compete for the cores; the
 median per case is printed. ``--before DIR`` runs the same cases on another checkout (e.g.
 ``git archive <commit> | tar -x -C DIR``) interleaved with this one, in one sitting, and prints
 the ratio. Both checkouts are byte-compiled first, so neither pays for compiling its sources.
@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,20 +24,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.startup import one_run  # noqa: E402
 from tests.conftest import write_config  # noqa: E402
 from tests.oai_server import Behaviour, StubOpenAIServer  # noqa: E402
 
 CASES = [["scale", "q?", "-a", "YES,NO", "--json"], ["scale", "q?", "-a", "YES,NO", "-k", "3"],
          ["history", "--json"], ["config", "show"], ["--help"]]
-
-
-def cpu_of(checkout: Path, args: list[str], env: dict[str, str]) -> float:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run([sys.executable, "-m", "fscale_tui", *args], env=env, cwd=checkout,
-                          capture_output=True, text=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    assert proc.returncode == 0, proc.stderr
-    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def main() -> int:
@@ -60,7 +50,9 @@ def main() -> int:
         for _ in range(args.runs):
             for case in CASES:
                 for name, path in checkouts.items():
-                    times.setdefault((name, " ".join(case)), []).append(cpu_of(path, case, env))
+                    cmd = [sys.executable, "-m", "fscale_tui", *case]
+                    cpu, _wall = one_run(cmd, env, cwd=path, check=True)
+                    times.setdefault((name, " ".join(case)), []).append(cpu)
     for case in CASES:
         label = " ".join(case)
         now = statistics.median(times[("now", label)])

@@ -38,12 +38,15 @@ CASES: dict[str, list[str]] = {
 }
 
 
-def one_run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(cpu_s, wall_s) of one process, from its own rusage."""
+def one_run(cmd: list[str], env: dict[str, str], cwd: Path = REPO,
+            check: bool = False) -> tuple[float, float]:
+    """(cpu_s, wall_s) of one process, from its own rusage; ``check``: it must exit 0."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env, cwd=REPO)
-    _, _status, usage = os.wait4(proc.pid, 0)
+                            stderr=subprocess.DEVNULL, env=env, cwd=cwd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if check and os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {os.waitstatus_to_exitcode(status)}")
     wall = time.perf_counter() - t0
     proc.returncode = 0  # reaped by wait4; keep Popen from waiting again
     return usage.ru_utime + usage.ru_stime, wall
