@@ -396,6 +396,19 @@ def summarise(runs):
          "lp_bound_at_budget": {}}
     for name in runs[0]["routers"]:
         rr = [r["routers"][name] for r in runs]
+
+        def router_summary(kind, rr=rr):
+            """λ = 0 and --budget figures of the category (or predicted-category) router."""
+            at = {"lambda0": [x[kind]["lambda0"] for x in rr],
+                  "route_budget": [x[kind]["route_budget"] for x in rr]}
+            return {f"{kind}_lambda0_gain": mw([x["gain_vs_best_single"] for x in at["lambda0"]]),
+                    f"{kind}_lambda0_cost_share": mw([x["cost_share"] for x in at["lambda0"]], "max"),
+                    f"{kind}_route_budget_gap": mw([x["gap_to_best_single"] for x in at["route_budget"]]),
+                    f"{kind}_route_budget_cost_share": mw([x["cost_share"] for x in at["route_budget"]],
+                                                          "max"),
+                    f"{kind}_route_budget_spend": mw([x["spend_vs_budget"] for x in at["route_budget"]],
+                                                     "max")}
+
         s["routers"][name] = {
             "auc": mw([x["auc"] for x in rr]),
             "best_accuracy": mw([x["best"]["accuracy"] for x in rr]),
@@ -421,24 +434,9 @@ def summarise(runs):
                                        - r["best_single"]["accuracy"]
                                        if (x["chosen"].rsplit("-", 1)[0] + "-K20") in r["lp_bound_route_budget"]
                                        else float("nan") for x, r in zip(rr, runs)], "max"),
-            "category_lambda0_gain": mw([x["category"]["lambda0"]["gain_vs_best_single"] for x in rr]),
-            "category_lambda0_cost_share": mw([x["category"]["lambda0"]["cost_share"] for x in rr], "max"),
-            "category_route_budget_gap": mw([x["category"]["route_budget"]["gap_to_best_single"]
-                                             for x in rr]),
-            "category_route_budget_cost_share": mw([x["category"]["route_budget"]["cost_share"]
-                                                    for x in rr], "max"),
-            "category_route_budget_spend": mw([x["category"]["route_budget"]["spend_vs_budget"]
-                                               for x in rr], "max"),
-            "predicted_classifier_accuracy": mw([x["predicted"]["classifier_test_accuracy"] for x in rr]),
-            "predicted_z": [x["predicted"]["z"] for x in rr],
-            "predicted_lambda0_gain": mw([x["predicted"]["lambda0"]["gain_vs_best_single"] for x in rr]),
-            "predicted_lambda0_cost_share": mw([x["predicted"]["lambda0"]["cost_share"] for x in rr], "max"),
-            "predicted_route_budget_gap": mw([x["predicted"]["route_budget"]["gap_to_best_single"]
-                                              for x in rr]),
-            "predicted_route_budget_cost_share": mw([x["predicted"]["route_budget"]["cost_share"]
-                                                     for x in rr], "max"),
-            "predicted_route_budget_spend": mw([x["predicted"]["route_budget"]["spend_vs_budget"]
-                                                for x in rr], "max"),
+            **router_summary("category"), "predicted_classifier_accuracy":
+                mw([x["predicted"]["classifier_test_accuracy"] for x in rr]),
+            "predicted_z": [x["predicted"]["z"] for x in rr], **router_summary("predicted"),
             "predicted_route_budget_spend_min": mw([x["predicted"]["route_budget"]["spend_vs_budget"]
                                                     for x in rr]),
             "chosen": [x["chosen"] for x in rr], "smoothing": [x["smoothing"] for x in rr]}
