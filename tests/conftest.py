@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tomli_w
 
+from tests.cli_zygote import Zygote
 from tests.oai_server import Behaviour, StubOpenAIServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -161,11 +165,41 @@ def mid(alias: str) -> str:
     return STUB_MODELS[alias][0]
 
 
+_zygote: dict[str, Any] = {}
+#: The worker's environment before any test changed it: the zygote starts with this one.
+_START_ENV = dict(os.environ)
+_zygote_lock = threading.Lock()
+
+
+def _the_zygote() -> Zygote | None:
+    """This worker's preloaded fscale (tests/cli_zygote.py), started on first use; ``None``
+    when ``FSCALE_TEST_FORK=0`` or when it could not start (every call is then a subprocess)."""
+    with _zygote_lock:
+        if "z" not in _zygote:
+            _zygote["z"] = None
+            if os.environ.get("FSCALE_TEST_FORK", "1") != "0":
+                try:
+                    _zygote["z"] = Zygote(str(REPO), env=_START_ENV)
+                except (OSError, RuntimeError, ValueError) as exc:
+                    sys.stderr.write(f"tests: no preloaded fscale, subprocesses instead ({exc})\n")
+                else:
+                    atexit.register(_zygote["z"].close)
+        return _zygote["z"]
+
+
 def run_cli(*args: str, input: str | None = None, env: dict | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run ``python -m fscale_tui`` in a subprocess with the test's environment."""
+    """Run ``python -m fscale_tui ARGS`` with the test's environment, in a process of its own:
+    forked from this worker's preloaded fscale (tests/cli_zygote.py: same pipes, exit status
+    and shutdown, without importing everything again) or, when the environment differs in
+    what the preload read, started as a subprocess."""
     full_env = dict(os.environ)
     full_env.update(env or {})
+    zygote = _the_zygote()
+    if zygote is not None:
+        done = zygote.run(list(args), env=full_env, cwd=str(REPO), input=input, timeout=timeout)
+        if done is not None:
+            return done  # type: ignore[no-any-return]
     return subprocess.run([sys.executable, "-m", "fscale_tui", *args], input=input,
                           capture_output=True, text=True, env=full_env, timeout=timeout,
                           stdin=None if input is not None else subprocess.DEVNULL, cwd=REPO)

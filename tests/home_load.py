@@ -63,7 +63,14 @@ class Tally:
             self.problems.append(text)
 
 
+#: How a writer runs ``fscale ARGS`` (env, timeout) -> CompletedProcess; the tests set their
+#: ``run_cli`` (a fork of the worker's preloaded fscale: less CPU beside the TUI, same files).
+RUN_CLI: Any = None
+
+
 def _cli(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    if RUN_CLI is not None:
+        return RUN_CLI(*args, env={"FSCALE_HOME": str(home)}, timeout=timeout)  # type: ignore[no-any-return]
     env = dict(os.environ, FSCALE_HOME=str(home))
     return subprocess.run([sys.executable, "-m", "fscale_tui", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout,

@@ -209,8 +209,9 @@ def test_ten_thousand_lines_with_ten_percent_bad_of_thirty_kinds(server, stub_co
             lines.append(json.dumps({"id": f"g{i}", "question": f"is {i} even?"}).encode())
     batch = tmp_path / "items.jsonl"
     _write_batch(batch, lines)
-    proc = _run_batch(batch, "--concurrency", "32")
+    proc = _run_batch(batch, "--concurrency", "32", "-k", "1")  # one request per good line
     out = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert server.count() == 9_000
     assert len(out) == 10_000 and [o["index"] for o in out] == list(range(10_000))
     errors = {o["index"] for o in out if o["status"] == "error"}
     assert errors == bad

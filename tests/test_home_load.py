@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import Behaviour, write_config
+from tests import home_load
+from tests.conftest import Behaviour, run_cli, write_config
 from tests.home_load import run
 
 # A 20-second run whose counts are asserted: not beside another heavy test (tests/conftest.py).
 pytestmark = pytest.mark.xdist_group("serial")
 
 
-async def test_the_tui_and_four_cli_writers_share_one_home(server, fscale_home):
+async def test_the_tui_and_four_cli_writers_share_one_home(server, fscale_home, monkeypatch):
+    monkeypatch.setattr(home_load, "RUN_CLI", run_cli)
     write_config(fscale_home, server)
     server.set_default(Behaviour(reply="YES"))
     tally = await run(fscale_home, seconds=20, writers=4)

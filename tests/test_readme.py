@@ -49,7 +49,8 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from tests.conftest import (HERMETIC_UNSET, REPO, Behaviour, StubOpenAIServer, needs_jq,
+from tests.cli_zygote import write_shim
+from tests.conftest import (HERMETIC_UNSET, _the_zygote, REPO, Behaviour, StubOpenAIServer, needs_jq,
                             needs_local_models, needs_matplotlib)
 
 # One module fixture for the whole README, blocks run top to bottom, and the local examples start
@@ -238,9 +239,10 @@ def reader(tmp_path_factory: pytest.TempPathFactory):
     for name, content in FILES.items():
         (workdir / name).parent.mkdir(parents=True, exist_ok=True)
         (workdir / name).write_text(content)
-    shim = bindir / "fscale"  # this checkout's CLI, whatever is installed
-    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m fscale_tui "$@"\n')
-    shim.chmod(0o755)
+    # `fscale` is this checkout's CLI, whatever is installed, forked from the worker's preloaded
+    # fscale (tests/cli_zygote.py) when the example's environment allows it.
+    write_shim(str(bindir / "fscale"))
+    zygote = _the_zygote()
     # The local examples find the weights joined (the run's one copy, linked in by the test
     # below): joining them on a first call is tested in tests/test_local_servers.py.
     with StubOpenAIServer() as server:
@@ -264,6 +266,8 @@ def reader(tmp_path_factory: pytest.TempPathFactory):
         base.update(FSCALE_HOME=str(home), PYTHONPATH=str(REPO), EDITOR="true", NO_COLOR="1",
                     PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
                     FSCALE_RETRY_BASE="0.01")
+        if zygote is not None:
+            base["FSCALE_TEST_ZYGOTE"] = zygote.path
         base.pop("FSCALE_LOCAL", None)
         # The remote examples leave the embedded local models out (FSCALE_LOCAL=off): `fscale
         # health` would otherwise start them too; the local examples have them.
