@@ -173,10 +173,7 @@ def serve(path: str) -> dict[str, Any]:
             if differ:
                 for fd in fds:
                     os.close(fd)
-                try:
-                    conn.send(json.dumps({"refused": differ}).encode())
-                except OSError:
-                    pass
+                _send(conn, {"refused": differ})
                 conn.close()
                 continue
             sys.stdout.flush()
@@ -195,12 +192,16 @@ def serve(path: str) -> dict[str, Any]:
                 return job
             for fd in fds:
                 os.close(fd)
-            try:
-                conn.send(json.dumps({"pid": pid}).encode())
-            except OSError:
-                pass
+            _send(conn, {"pid": pid})
             waiting[pid] = conn
         _reap(waiting)
+
+
+def _send(conn: socket.socket, message: dict[str, Any]) -> None:
+    try:
+        conn.send(json.dumps(message).encode())
+    except OSError:  # the caller is gone (a test that timed out): nobody to tell
+        pass
 
 
 def _reap(waiting: dict[int, socket.socket]) -> None:
@@ -213,10 +214,7 @@ def _reap(waiting: dict[int, socket.socket]) -> None:
             return
         conn = waiting.pop(pid, None)
         if conn is not None:
-            try:
-                conn.send(json.dumps({"status": status}).encode())
-            except OSError:
-                pass
+            _send(conn, {"status": status})
             conn.close()
 
 
