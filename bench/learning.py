@@ -27,9 +27,11 @@ train/val/test and picks 4 ``onboarded`` models. The stream is the train+val que
 the 4 onboarded ones are added to config.toml after the first third of the stream (a user adding
 models). The run starts from the 3 worst models of the starting catalogue (models.csv accuracy)
 and uses no label unless ``--feedback-rate`` > 0 (a user confirming, or overriding with the gold
-letter, that fraction of calls at random, drawn from a generator of its own so that the runs
-with and without feedback see the same arrival orders and shadow draws until the labels change
-something). The score is the last ``--last`` (1,000) calls — all test questions — against the
+letter, that fraction of calls at random, drawn from a generator of its own). Each call's
+arrival order and shadow draws come from a generator seeded by (seed, call) (``--rng call``,
+common random numbers): runs of one seed with and without feedback, or with two
+configurations, see the same arrivals and draws on every call and differ only where what they
+learned differs (``--rng shared``: one generator per run, the figures before). The score is the last ``--last`` (1,000) calls — all test questions — against the
 best fixed 3-model panel *in hindsight on those same calls*: the best of all 15 × 14 × 13
 ordered panels (3 members and the order that breaks their ties, as ``tie_break = "order"``),
 chosen on those 1,000 calls. A no-decision counts as wrong.
@@ -200,7 +202,19 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
     from fscale_tui.engine.decide.rules.majority import Majority
 
     order, sp = stream_of(rs, seed, args.tune)
-    rng = random.Random(seed)
+    # Common random numbers (``--rng call``): each call's arrival order and shadow draws come
+    # from generators of their own, seeded by (seed, call), so two runs of one seed (with and
+    # without feedback, or two configurations) see the same arrivals and the same draws on
+    # every call whatever the other calls consumed. With one generator per run (``--rng
+    # shared``, the figures before) the first label, or any change of a posterior (a Beta
+    # draw's rejection sampler takes a varying count of numbers), reshuffled every later call.
+    shared = random.Random(seed)
+
+    def call_rng(n: int, stream: int) -> random.Random:
+        if args.rng == "shared":
+            return shared
+        return random.Random(((seed * 1_000_003 + n) * 4 + stream) * 1_009 + args.rng_salt)
+
     # Which calls get feedback is drawn from its own stream: with one shared generator, giving
     # feedback would also reshuffle every later arrival order and shadow draw, and the runs
     # with and without feedback would differ by that noise rather than by the labels.
@@ -223,7 +237,12 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
     registry = Registry(settings)
     store = LearningStore.for_settings(settings)
     from fscale_tui.engine.catalog.builtins import family_of
+    from fscale_tui.engine.learning import evolve as EVOLVE
 
+    if args.min_families is not None:  # what a proposed panel must span
+        EVOLVE.MIN_FAMILIES = args.min_families
+    if args.pool_unlabelled is not None:
+        REL.POOL_UNLABELLED = bool(args.pool_unlabelled)
     tracker = REL.ReliabilityTracker(a=args.prior[0], b=args.prior[1],
                                      family_of=family_of if args.families else None,
                                      bias_sd=knobs.bias_sd, peers=knobs.peers)
@@ -261,13 +280,13 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
         pool = eligible(settings.models.values(), exclude=names, available=registry.available,
                         allow_thinking=False)
         if elo:
-            one = thompson_pick(pool, table, rng)
+            one = thompson_pick(pool, table, call_rng(n, 1))
             shadow = [one] if one else []
         else:
             seats = [estimates[a].accuracy for a in names if a in estimates]
             bar = min(seats) if len(seats) == len(names) else None  # as the engine does
             shadow = plan(pool, estimates, budget=allowance(window, args.shadow_budget),
-                          max_k=max_challengers, rng=rng, voters=names, bar=bar,
+                          max_k=max_challengers, rng=call_rng(n, 1), voters=names, bar=bar,
                           explore_sd=knobs.explore_sd, min_together=knobs.min_together,
                           peers=knobs.peers,
                           family_of=lambda a, models=settings.models: models[a].family)
@@ -283,7 +302,7 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
 
         position = {a: i for i, a in enumerate(names)}
         arrival = names[:]
-        rng.shuffle(arrival)
+        call_rng(n, 0).shuffle(arrival)
         votes: list[Vote] = []
         decided_early = False
         for i, alias in enumerate(arrival):
@@ -539,6 +558,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="a model is worth a shadow until it replied on this many calls together "
                          "with the call's strongest voter (default: the engine's "
                          "reliability.PEER_MIN_PAIRS; grid allowed)")
+    ap.add_argument("--rng", choices=("call", "shared"), default="call",
+                    help="each call's arrival order and shadow draws from a generator seeded by "
+                         "(seed, call): common random numbers, so runs of one seed differ only by "
+                         "what they learned (default); or one generator per run (the figures "
+                         "before)")
+    ap.add_argument("--rng-salt", type=int, default=0,
+                    help="with --rng call: another draw of the per-call generators (another "
+                         "sample of the same seeds)")
+    ap.add_argument("--min-families", type=int, default=None,
+                    help="families a proposed panel must span when another family qualifies "
+                         "(default: the engine's evolve.MIN_FAMILIES; 1: off)")
+    ap.add_argument("--pool-unlabelled", type=int, choices=(0, 1), default=None,
+                    help="1: a model without a labelled reply takes the pooled feedback "
+                         "correction (the rule before); 0: only its own labelled replies move "
+                         "it (default: the engine's reliability.POOL_UNLABELLED)")
     ap.add_argument("--no-ceiling", dest="ceiling", action="store_false",
                     help="skip the label-free ceiling (every model on every call)")
     ap.add_argument("--shadow-budget", type=float, default=None,

@@ -39,6 +39,12 @@ ACCURACY_MARGIN = 0.01
 #: estimate already scores each model without its family's votes, so a family's shared
 #: mistakes do not inflate it.
 FAMILY_MARGIN = 0.0
+#: Families a panel of two or more seats must span when a qualified model of another family
+#: exists: a panel of one family is one voter (its members share their mistakes), the estimate
+#: cannot score its calls, and on the tuning streams of bench/learning.py such panels locked
+#: themselves in (all-Llama panels 12-22 points below the best with per-call random numbers).
+#: 1: no rule.
+MIN_FAMILIES = 2
 
 
 @dataclass
@@ -127,8 +133,13 @@ def propose_panel(ratings: Mapping[str, ModelRating], current: Sequence[str], *,
     seats: dict[str, int] = {}  # family -> seats it holds
     while len(chosen) < size:
         best: tuple[float, str] | None = None
+        held_by = {family_of(m) or m for m in chosen}
+        # The last seat of a panel so far of one family goes to another family when one
+        # qualifies.
+        lone = MIN_FAMILIES > 1 and size > 1 and len(chosen) == size - 1 \
+            and len(held_by) == 1 and any((family_of(m) or m) not in held_by for m in ranked)
         for m in ranked:
-            if m in chosen:
+            if m in chosen or (lone and (family_of(m) or m) in held_by):
                 continue
             held = seats.get(family_of(m) or m, 0)
             worth = score(m) - (same * held if held else 0.0)

@@ -379,7 +379,8 @@ def feedback_shift(free_v: np.ndarray, right_v: np.ndarray, labelled_v: np.ndarr
     On a labelled reply the rectifier is ``right − s`` (``s`` = what the votes alone said; a
     no-answer is 0 − 0). The pooled mean over every labelled reply is the estimate's common
     optimism; each model's own mean deviates from it by its own bias, shrunk toward the pool by
-    ``n / (n + var/tau²)`` so one or two verdicts move a model little and many move it fully."""
+    ``n / (n + var/tau²)`` so one or two verdicts move a model little and many move it fully.
+    A model without a labelled reply is not moved (:data:`POOL_UNLABELLED`)."""
     d = np.where(labelled_v, right_v.astype(float) - free_v, 0.0)
     n = np.bincount(rm, weights=labelled_r.astype(float), minlength=n_models)
     total = float(n.sum())
@@ -396,7 +397,18 @@ def feedback_shift(free_v: np.ndarray, right_v: np.ndarray, labelled_v: np.ndarr
     mean = np.divide(sums, n, out=np.full(n_models, pooled), where=n > 0)
     weight = n / (n + var / tau ** 2)
     shifted: np.ndarray = pooled + (mean - pooled) * weight
+    if not POOL_UNLABELLED:
+        shifted = np.where(n > 0, shifted, 0.0)
     return shifted
+
+
+#: Whether a model without a labelled reply takes the pooled correction. The labelled replies
+#: are mostly the panel's, and their pool is the crowd's optimism about itself; applied to an
+#: outsider the crowd misjudges the other way (the best model before it has a seat) it pushed
+#: it further from the truth and kept it out. Off (a level moves only on the model's own
+#: labelled replies): chosen on bench/learning.py's tuning streams (seeds 100-109, 2 %
+#: feedback; docs/performance.md, "Learning").
+POOL_UNLABELLED = False
 
 
 #: Labels reorder two models when one was right more often than the other on the labelled calls
