@@ -79,9 +79,17 @@ class _RecordingEnviron(collections.abc.MutableMapping):  # type: ignore[type-ar
         return dict(self._real)
 
 
+#: Modules the zygote leaves to the child: views that import textual or the MCP SDK, Ray's
+#: integration (it imports Ray), and the local model server (a process of its own).
+SKIPPED = ("fscale_tui.app", "fscale_tui.screens", "fscale_tui.widgets", "fscale_tui.messages",
+           "fscale_tui.cli.tui",
+           "fscale_tui.cli.mcp", "fscale_tui.integrations", "fscale_tui.__main__",
+           "fscale_tui.engine.providers.local.serve")
+
+
 def preload() -> set[str]:
-    """Import what a one-shot command imports (never textual nor the MCP SDK); return the
-    environment variables read meanwhile."""
+    """Import every module a one-shot command may import, at start-up or while it runs (never
+    textual nor the MCP SDK); return the environment variables read meanwhile."""
     read: set[str] = set()
     real = os.environ
     os.environ = _RecordingEnviron(real, read)  # type: ignore[assignment]
@@ -91,8 +99,17 @@ def preload() -> set[str]:
         for name, module in cli.commands().items():
             if module not in ("tui", "mcp"):
                 cli.load_command(name)
-        for module in ("fscale_tui.engine.session", "aiohttp", "rich.progress", "rich.table",
-                       "rich.markdown", "rich.syntax"):
+        import pkgutil
+
+        import fscale_tui
+
+        # every module of the engine and the one-shot commands (what they import at run time:
+        # the HTTP stack, msgspec, pydantic through typer), not the TUI's nor Ray's
+        for info in pkgutil.walk_packages(fscale_tui.__path__, "fscale_tui."):
+            if not info.name.startswith(SKIPPED):
+                importlib.import_module(info.name)
+        for module in ("typer._adapters", "rich.progress", "rich.table", "rich.markdown",
+                       "rich.syntax", "pydantic"):
             importlib.import_module(module)
     finally:
         os.environ = real  # type: ignore[assignment]
