@@ -51,15 +51,17 @@ needs_jq = pytest.mark.skipif(shutil.which("jq") is None,
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None,
                                 reason="needs tmux (apt-get install tmux)")
 
-# The suite runs on two workers (pyproject: `-n 2 --dist loadgroup`). Tests that must not run
+# The suite runs on three workers (pyproject: `-n 3 --dist loadgroup`). Tests that must not run
 # beside each other carry `pytest.mark.xdist_group("serial")`: the group runs on one worker, one
 # test after another (it is the biggest group, so it starts first and never ends the run alone):
-#   - real llama.cpp servers (~1 GB and both cores each) and the local Ray cluster (a module
-#     fixture), which would slow everything beside them;
-#   - the README's examples (a module fixture whose blocks run top to bottom; the local ones
-#     start the local panel);
+#   - real llama.cpp servers (~1 GB and both cores each), which would slow everything beside
+#     them;
 #   - tests that assert on wall-clock time or on what fits in a time window: the event loop's
 #     lag, rate-limit windows, early decisions, runs of a fixed length.
+# Two module fixtures make groups of their own, each on one worker, beside the serial group
+# (which was the run's longest path with them: 4 min 59 s of a 5 min 16 s run):
+#   - `xdist_group("ray")`: the local Ray cluster (tests/test_ray.py);
+#   - `xdist_group("readme")`: the README's examples, whose blocks run top to bottom.
 # Every test still has its own FSCALE_HOME (tmp_path is per worker), loopback server (one per
 # worker process, on a port of its own) and environment.
 

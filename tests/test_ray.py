@@ -16,9 +16,9 @@ from tests.conftest import REPO, STUB_MODELS, Behaviour, mid
 
 ray = pytest.importorskip("ray", reason="needs Ray: the [ray] extra (pip install -e '.[ray]')")
 
-# The module's Ray cluster takes both cores: its tests run on one xdist worker, beside no other
-# heavy test (tests/conftest.py).
-pytestmark = pytest.mark.xdist_group("serial")
+# The module's Ray cluster (a module fixture): its tests run one after another on one xdist
+# worker, a group of their own (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 @pytest.fixture(scope="module")

@@ -53,9 +53,9 @@ from tests.cli_zygote import write_shim
 from tests.conftest import (HERMETIC_UNSET, _the_zygote, REPO, Behaviour, StubOpenAIServer, needs_jq,
                             needs_local_models, needs_matplotlib)
 
-# One module fixture for the whole README, blocks run top to bottom, and the local examples start
-# the local panel: one xdist worker runs these, beside no other heavy test (tests/conftest.py).
-pytestmark = pytest.mark.xdist_group("serial")
+# One module fixture for the whole README, blocks run top to bottom: one xdist worker runs these,
+# one after another; a group of their own, beside the serial group (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("readme")
 
 README = REPO / "README.md"
 #: The pages whose examples run, in the order a reader meets them: the README, then docs/.

@@ -48,9 +48,10 @@ async def ask(pilot, question: str = "Is it safe?", answers: str | None = None) 
 
 
 async def test_pending_rows_fill_in_in_arrival_order(server, stub_config):
-    server.script(mid("fast-a"), Behaviour(reply="Answer: NO", latency=1.2))
-    server.script(mid("fast-b"), Behaviour(reply="Answer: YES", latency=1.6))
-    server.script(mid("slow-c"), Behaviour(reply="Answer: YES", latency=0.8,
+    # a second between replies: a loaded machine can hold a reply back for a few hundred ms
+    server.script(mid("fast-a"), Behaviour(reply="Answer: NO", latency=1.5))
+    server.script(mid("fast-b"), Behaviour(reply="Answer: YES", latency=2.5))
+    server.script(mid("slow-c"), Behaviour(reply="Answer: YES", latency=0.5,
                                            reasoning_content="The user asks.\nLooks fine."))
     app = FscaleApp()
     async with app.run_test(size=SIZE) as pilot:
