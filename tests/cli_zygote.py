@@ -107,7 +107,10 @@ def preload() -> set[str]:
         # the HTTP stack, msgspec, pydantic through typer), not the TUI's nor Ray's
         for info in pkgutil.walk_packages(fscale_tui.__path__, "fscale_tui."):
             if not info.name.startswith(SKIPPED):
-                importlib.import_module(info.name)
+                try:
+                    importlib.import_module(info.name)
+                except ImportError:  # an extra that is not installed: the child finds out
+                    pass
         for module in ("typer._adapters", "rich.progress", "rich.table", "rich.markdown",
                        "rich.syntax", "pydantic"):
             importlib.import_module(module)
