@@ -362,11 +362,11 @@ def test_max_in_window(srv, client):
     for _ in range(4):
         ask(client, "w")
     ask(client, "v")
-    time.sleep(0.4)
+    time.sleep(1.5)  # the bursts are further apart than the window, however loaded the machine
     for _ in range(3):
         ask(client, "w")
-    assert srv.max_in_window(0.3) == 5
-    assert srv.max_in_window(0.3, model="w") == 4
+    assert srv.max_in_window(1.0) == 5
+    assert srv.max_in_window(1.0, model="w") == 4
     assert srv.max_in_window(60) == 8
     assert srv.max_in_window(60, model="w") == 7
     assert srv.max_in_window(60, model="nobody") == 0
