@@ -129,27 +129,28 @@ def propose_panel(ratings: Mapping[str, ModelRating], current: Sequence[str], *,
     qualified = [m for m in dict.fromkeys(candidates)
                  if value(m) is not None and evidence(m) >= min_calls]
     ranked = sorted(qualified, key=lambda m: (-score(m), m))
+    def family(m: str) -> str:
+        return family_of(m) or m
+
     chosen: list[str] = []
     seats: dict[str, int] = {}  # family -> seats it holds
     while len(chosen) < size:
         best: tuple[float, str] | None = None
-        held_by = {family_of(m) or m for m in chosen}
         # The last seat of a panel so far of one family goes to another family when one
         # qualifies.
-        lone = MIN_FAMILIES > 1 and size > 1 and len(chosen) == size - 1 \
-            and len(held_by) == 1 and any((family_of(m) or m) not in held_by for m in ranked)
+        lone = (MIN_FAMILIES > 1 and size > 1 and len(chosen) == size - 1 and len(seats) == 1
+                and any(family(m) not in seats for m in ranked))
         for m in ranked:
-            if m in chosen or (lone and (family_of(m) or m) in held_by):
+            if m in chosen or (lone and family(m) in seats):
                 continue
-            held = seats.get(family_of(m) or m, 0)
+            held = seats.get(family(m), 0)
             worth = score(m) - (same * held if held else 0.0)
             if best is None or worth > best[0]:
                 best = (worth, m)
         if best is None:
             break
         chosen.append(best[1])
-        fam = family_of(best[1]) or best[1]
-        seats[fam] = seats.get(fam, 0) + 1
+        seats[family(best[1])] = seats.get(family(best[1]), 0) + 1
     # Seats nobody qualified for keep their current holders (best-rated first).
     for m in sorted(cur, key=lambda m: -score(m) if score(m) != float("-inf") else 0.0):
         if len(chosen) >= size:
