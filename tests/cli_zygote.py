@@ -152,9 +152,9 @@ def serve(path: str) -> dict[str, Any]:
     listener.bind(path)
     listener.listen(64)
     gc.freeze()  # the preloaded objects: shared pages the children's collections never touch
-    sys.stdout.write(json.dumps({"ready": True, "env_read": sorted(read)}) + "\n")
     _own_path[:] = [entry for entry in sys.path[1:]
                     if entry not in os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    sys.stdout.write(json.dumps({"ready": True, "env_read": sorted(read)}) + "\n")
     sys.stdout.flush()
     waiting: dict[int, socket.socket] = {}
     import selectors
@@ -310,8 +310,7 @@ class Zygote:
             self.log.seek(0)
             raise RuntimeError("the zygote did not start: " + self.log.read().decode()[-2000:])
         self.env_read: set[str] = set(json.loads(line)["env_read"])
-        self.forked = self.refused = 0
-        self.refusals: list[Any] = []
+        self.refused = 0  # calls answered "run it as a real process"
 
     def run(self, argv: list[str], *, env: dict[str, str], cwd: str, input: str | None,
             timeout: float) -> Any:
@@ -345,10 +344,8 @@ class Zygote:
                 if fd is not None:
                     os.close(fd)
             self.refused += 1
-            self.refusals.append(reply.get("refused"))
             return None
         pid = int(reply["pid"])
-        self.forked += 1
         chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
         pending = memoryview((input or "").encode(encoding))
         selector = selectors.DefaultSelector()
@@ -412,11 +409,6 @@ class Zygote:
 
     def close(self) -> None:
         import shutil
-
-        stats = os.environ.get("FSCALE_TEST_FORK_STATS")  # a file: "forked refused" per worker
-        if stats:
-            with open(stats, "a", encoding="utf-8") as fh:
-                fh.write(f"{self.forked} {self.refused} {self.refusals}\n")
 
         if self.process.poll() is None:
             self.process.kill()

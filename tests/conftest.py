@@ -173,7 +173,7 @@ _START_ENV = dict(os.environ)
 _zygote_lock = threading.Lock()
 
 
-def _the_zygote() -> Zygote | None:
+def the_zygote() -> Zygote | None:
     """This worker's preloaded fscale (tests/cli_zygote.py), started on first use; ``None``
     when ``FSCALE_TEST_FORK=0`` or when it could not start (every call is then a subprocess)."""
     with _zygote_lock:
@@ -197,7 +197,7 @@ def run_cli(*args: str, input: str | None = None, env: dict | None = None,
     what the preload read, started as a subprocess."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    zygote = _the_zygote()
+    zygote = the_zygote()
     if zygote is not None:
         done = zygote.run(list(args), env=full_env, cwd=str(REPO), input=input, timeout=timeout)
         if done is not None:

@@ -50,8 +50,8 @@ import pytest
 import tomli_w
 
 from tests.cli_zygote import write_shim
-from tests.conftest import (HERMETIC_UNSET, _the_zygote, REPO, Behaviour, StubOpenAIServer, needs_jq,
-                            needs_local_models, needs_matplotlib)
+from tests.conftest import (HERMETIC_UNSET, REPO, Behaviour, StubOpenAIServer, needs_jq,
+                            needs_local_models, needs_matplotlib, the_zygote)
 
 # One module fixture for the whole README, blocks run top to bottom: one xdist worker runs these,
 # one after another; a group of their own, beside the serial group (tests/conftest.py).
@@ -242,7 +242,7 @@ def reader(tmp_path_factory: pytest.TempPathFactory):
     # `fscale` is this checkout's CLI, whatever is installed, forked from the worker's preloaded
     # fscale (tests/cli_zygote.py) when the example's environment allows it.
     write_shim(str(bindir / "fscale"))
-    zygote = _the_zygote()
+    zygote = the_zygote()
     # The local examples find the weights joined (the run's one copy, linked in by the test
     # below): joining them on a first call is tested in tests/test_local_servers.py.
     with StubOpenAIServer() as server:
