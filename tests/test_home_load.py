@@ -10,7 +10,7 @@ from tests import home_load
 from tests.conftest import Behaviour, run_cli, write_config
 from tests.home_load import run
 
-# A 20-second run whose counts are asserted: not beside another heavy test (tests/conftest.py).
+# A 10-second run whose counts are asserted: not beside another heavy test (tests/conftest.py).
 pytestmark = pytest.mark.xdist_group("serial")
 
 
@@ -18,7 +18,7 @@ async def test_the_tui_and_four_cli_writers_share_one_home(server, fscale_home, 
     monkeypatch.setattr(home_load, "RUN_CLI", run_cli)
     write_config(fscale_home, server)
     server.set_default(Behaviour(reply="YES"))
-    tally = await run(fscale_home, seconds=20, writers=4)
+    tally = await run(fscale_home, seconds=10, writers=4)
     assert tally.problems == []
     assert len(tally.tui_questions) >= 2 and tally.cli_runs >= 4
     assert tally.tui_lost == 0 and tally.cli_lost == 0 and tally.deleted_held_max == 0

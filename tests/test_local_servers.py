@@ -20,7 +20,7 @@ from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.providers.local import provider as lp
 from fscale_tui.engine.providers.local import servers, weights
 from fscale_tui.engine.base.paths import Paths
-from tests.conftest import needs_local_models, read_rest, run_cli
+from tests.conftest import link_joined_weights, needs_local_models, read_rest, run_cli
 
 # Real llama.cpp servers: one after another on one xdist worker (tests/conftest.py).
 pytestmark = [pytest.mark.slow, needs_local_models, pytest.mark.xdist_group("serial")]
@@ -35,6 +35,29 @@ def home(local_home: Path):
     """FSCALE_HOME with the run's one joined copy of the weights (tests/conftest.py); small
     servers; every server stopped after."""
     return local_home
+
+
+@pytest.fixture(scope="module")
+def _warm_home(tmp_path_factory: pytest.TempPathFactory, joined_weights: Path):
+    """One home for the module's tests that only ask the real models a question: its servers
+    start on the first of them and stay up for the others (a cold start is seconds of both
+    cores); stopped when the module ends. Tests of starting, reusing and stopping servers keep
+    a home of their own (``home``)."""
+    warm = tmp_path_factory.mktemp("warm-local-home")
+    link_joined_weights(joined_weights, warm / "cache")
+    yield warm
+    paths = Paths.resolve({"FSCALE_HOME": str(warm)})
+    for name in servers.known_servers(paths):
+        servers.stop_server(paths, name)
+
+
+@pytest.fixture
+def warm_home(_warm_home: Path, small_local_servers: Path, monkeypatch: pytest.MonkeyPatch):
+    """``home``'s settings (small servers), on the module's shared home (``_warm_home``)."""
+    monkeypatch.setenv("FSCALE_HOME", str(_warm_home))
+    yield _warm_home
+    # small_local_servers stops the servers of the test's own home, not the shared ones.
+    monkeypatch.setenv("FSCALE_HOME", str(small_local_servers))
 
 
 def _spec(**over):
@@ -104,7 +127,7 @@ def test_an_idle_server_stops_by_itself(home):
     assert "idle for 1.5s" in servers.log_path(paths, ID_05).read_text()
 
 
-def test_label_constrained_answers_from_the_real_model(home):
+def test_label_constrained_answers_from_the_real_model(warm_home):
     from fscale_tui.engine.session import Engine
     from fscale_tui.engine.base.calls import ScaleRequest
 
@@ -123,7 +146,7 @@ def test_label_constrained_answers_from_the_real_model(home):
 
 
 @pytest.mark.parametrize("member", lp.LOCAL_PANEL)
-def test_each_panel_member_states_a_fact_then_its_reply_parses_to_a_label(home, member):
+def test_each_panel_member_states_a_fact_then_its_reply_parses_to_a_label(warm_home, member):
     """Every member of the local panel writes a short reason before the constrained
     'Answer: <label>' (one line for "brief", one sentence for "sentence"), opening with its
     lead-in ("Fact: " or its ``reason_lead``); the engine's parser reads the label from the
@@ -154,7 +177,7 @@ def test_each_panel_member_states_a_fact_then_its_reply_parses_to_a_label(home, 
 
 
 @pytest.mark.parametrize("strategy", ["weighted", "beam"])
-def test_verifier_scores_come_back_from_the_grammar_constrained_local_model(home, strategy):
+def test_verifier_scores_come_back_from_the_grammar_constrained_local_model(warm_home, strategy):
     """The verifier's reply is forced into 'Answer: <1..10>' by the label grammar: the scores
     are read from it, so weighted and step search decide with real scores (was: every score
     null, exit 3)."""
