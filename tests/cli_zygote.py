@@ -87,9 +87,10 @@ SKIPPED = ("fscale_tui.app", "fscale_tui.screens", "fscale_tui.widgets", "fscale
            "fscale_tui.engine.providers.local.serve")
 
 
-def preload() -> set[str]:
+def preload(extra: tuple[str, ...] = ()) -> set[str]:
     """Import every module a one-shot command may import, at start-up or while it runs (never
-    textual nor the MCP SDK); return the environment variables read meanwhile."""
+    textual nor the MCP SDK), then the ``extra`` modules (the MCP server's zygote: the SDK and
+    ``fscale_tui.cli.mcp``); return the environment variables read meanwhile."""
     read: set[str] = set()
     real = os.environ
     os.environ = _RecordingEnviron(real, read)  # type: ignore[assignment]
@@ -112,14 +113,15 @@ def preload() -> set[str]:
                 except ImportError:  # an extra that is not installed: the child finds out
                     pass
         for module in ("typer._adapters", "rich.progress", "rich.table", "rich.markdown",
-                       "rich.syntax", "pydantic"):
+                       "rich.syntax", "pydantic", *extra):
             importlib.import_module(module)
     finally:
         os.environ = real  # type: ignore[assignment]
     # typer.rich_utils reads _TYPER_FORCE_DISABLE_TERMINAL when imported, which the command
     # itself sets (NO_COLOR) before it renders help: it must be imported by the child.
+    allowed = {module.split(".")[0] for module in extra}
     for forbidden in ("textual", "mcp", "typer.rich_utils"):
-        if forbidden in sys.modules:
+        if forbidden in sys.modules and forbidden not in allowed:
             raise RuntimeError(f"the zygote must not import {forbidden}")
     return read
 
@@ -138,9 +140,9 @@ def incompatible(env: dict[str, str], read: set[str]) -> list[str]:
     return sorted(name for name in names if env.get(name) != os.environ.get(name))
 
 
-def serve(path: str) -> dict[str, Any]:
+def serve(path: str, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Serve forks on the socket at ``path``; returns only in a forked child (its job)."""
-    read = preload()
+    read = preload(extra)
     if threading.active_count() != 1:
         raise RuntimeError("a module started a thread while imported: cannot fork safely")
     wake_r, wake_w = socket.socketpair()
@@ -293,7 +295,8 @@ class Zygote:
     """The test side: starts the zygote and runs calls through it (``None`` when a call must be
     a real subprocess instead)."""
 
-    def __init__(self, repo: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, repo: str, env: dict[str, str] | None = None,
+                 preload: tuple[str, ...] = ()) -> None:
         import subprocess
         import tempfile
 
@@ -302,7 +305,7 @@ class Zygote:
         self.env = dict(os.environ if env is None else env)
         self.log = open(os.path.join(self.folder, "zygote.log"), "w+b")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.cli_zygote", self.path], cwd=repo, env=self.env,
+            [sys.executable, "-m", "tests.cli_zygote", self.path, *preload], cwd=repo, env=self.env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
@@ -422,5 +425,5 @@ class Zygote:
 if __name__ == "__main__":
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    child_job = serve(sys.argv[1])
+    child_job = serve(sys.argv[1], tuple(sys.argv[2:]))
     run_child(child_job)  # a SystemExit from here ends the child as it would end the command

@@ -173,20 +173,32 @@ _START_ENV = dict(os.environ)
 _zygote_lock = threading.Lock()
 
 
-def the_zygote() -> Zygote | None:
-    """This worker's preloaded fscale (tests/cli_zygote.py), started on first use; ``None``
-    when ``FSCALE_TEST_FORK=0`` or when it could not start (every call is then a subprocess)."""
+#: What each kind of zygote preloads beyond the one-shot commands: ``fscale mcp``'s children
+#: need the MCP SDK (about a second of CPU to import, in each of test_mcp's servers), which
+#: the one-shot commands' zygote must never hold.
+ZYGOTE_PRELOAD: dict[str, tuple[str, ...]] = {
+    "cli": (),
+    "mcp": ("fscale_tui.cli.mcp", "mcp.server.mcpserver", "mcp.server.mcpserver.exceptions",
+            "mcp.server.stdio", "mcp.shared.exceptions", "mcp.types"),
+}
+
+
+def the_zygote(kind: str = "cli") -> Zygote | None:
+    """This worker's preloaded fscale of ``kind`` (tests/cli_zygote.py; ``ZYGOTE_PRELOAD``),
+    started on first use; ``None`` when ``FSCALE_TEST_FORK=0`` or when it could not start
+    (every call is then a subprocess)."""
     with _zygote_lock:
-        if "z" not in _zygote:
-            _zygote["z"] = None
+        if kind not in _zygote:
+            _zygote[kind] = None
             if os.environ.get("FSCALE_TEST_FORK", "1") != "0":
                 try:
-                    _zygote["z"] = Zygote(str(REPO), env=_START_ENV)
+                    _zygote[kind] = Zygote(str(REPO), env=_START_ENV,
+                                           preload=ZYGOTE_PRELOAD[kind])
                 except (OSError, RuntimeError, ValueError) as exc:
                     sys.stderr.write(f"tests: no preloaded fscale, subprocesses instead ({exc})\n")
                 else:
-                    atexit.register(_zygote["z"].close)
-        return _zygote["z"]
+                    atexit.register(_zygote[kind].close)
+        return _zygote[kind]
 
 
 def run_cli(*args: str, input: str | None = None, env: dict | None = None,

@@ -26,7 +26,8 @@ pytest.importorskip("mcp.server.mcpserver", reason="the [mcp] extra (MCP SDK 2.x
 import anyio  # noqa: E402
 from mcp import ClientSession, StdioServerParameters, stdio_client  # noqa: E402
 
-from tests.conftest import REPO, Behaviour, mid, run_cli, write_config  # noqa: E402
+from tests.cli_zygote import write_shim  # noqa: E402
+from tests.conftest import REPO, Behaviour, mid, run_cli, the_zygote, write_config  # noqa: E402
 from tests.test_readme import _run, parse_readme, reader  # noqa: E402,F401 (reader: a fixture)
 
 TOOLS = {"scale", "verify", "generate", "route", "health", "models"}
@@ -35,9 +36,17 @@ TOOLS = {"scale", "verify", "generate", "route", "health", "models"}
 @asynccontextmanager
 async def mcp_session(errlog: Path, env: dict[str, str] | None = None
                       ) -> AsyncIterator[ClientSession]:
-    """``fscale mcp`` in a subprocess (this test's environment: FSCALE_HOME, ...), initialised."""
-    params = StdioServerParameters(command=sys.executable, args=["-m", "fscale_tui", "mcp"],
-                                   env={**os.environ, **(env or {})}, cwd=str(REPO))
+    """``fscale mcp`` in a process of its own (this test's environment: FSCALE_HOME, ...),
+    initialised: forked from the worker's zygote that holds the MCP SDK (through the shell shim
+    of tests/cli_zygote.py, whose pipes the server gets), or a fresh ``python -m fscale_tui``."""
+    full = {**os.environ, **(env or {})}
+    command, args = sys.executable, ["-m", "fscale_tui", "mcp"]
+    zygote = the_zygote("mcp")
+    if zygote is not None:
+        command, args = str(errlog.parent / "fscale-shim"), ["mcp"]
+        write_shim(command)
+        full["FSCALE_TEST_ZYGOTE"] = zygote.path
+    params = StdioServerParameters(command=command, args=args, env=full, cwd=str(REPO))
     with open(errlog, "a") as err:
         async with stdio_client(params, errlog=err) as (read, write):
             async with ClientSession(read, write) as session:
