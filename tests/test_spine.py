@@ -160,7 +160,9 @@ def test_the_event_loop_never_stalls_while_another_process_holds_the_log(
     max_lag, ticks, decided, holder = asyncio.run(go())
     holder.wait(timeout=10)
     assert ticks > 50
-    assert max_lag < 0.05, f"the event loop stalled {max_lag * 1000:.0f} ms"
+    # A log write on the loop would stall it for the lock's 3 s (or the busy timeout); 0.3 s
+    # leaves room for a loaded machine's scheduling (50 ms was once missed by 4 ms at load 6).
+    assert max_lag < 0.3, f"the event loop stalled {max_lag * 1000:.0f} ms"
     assert decided < 2.5  # the calls did not wait for the 3 s lock (the log writes did)
     with LearningStore.for_settings(load_settings()) as store:
         assert store.count() == 7  # nothing lost: written once the lock was released
