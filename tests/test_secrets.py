@@ -68,6 +68,19 @@ def test_redactor_masks_registered_values_and_bearer_tokens():
     assert redact("ollama/llama3 via lm-studio") == "ollama/llama3 via lm-studio"
 
 
+def test_a_short_text_redacted_before_its_secret_was_registered_is_masked_after():
+    """Short texts' results are remembered (a batch repeats its keys and labels): registering
+    a secret forgets them, so a text seen before is masked now."""
+    text = "key zz-later-value-77"
+    assert redact(text) == text and redact(text) == text  # seen twice: remembered
+    register_secrets(["zz-later-value-77"])
+    assert redact(text) == f"key {MASK}"
+    long_text = "x" * 100 + " zz-even-later-99"
+    assert redact(long_text) == long_text
+    register_secrets(["zz-even-later-99"])
+    assert redact(long_text).endswith(MASK)
+
+
 # -- end to end: a server that echoes the key back -------------------------------------------------
 
 def _all_text_in_db(path) -> str:

@@ -60,6 +60,10 @@ _secrets: set[str] = set()
 #: contains a gram at a multiple of _GRAM_STRIDE, and the first and last grams start and end it.
 _grams: dict[str, list[tuple[str, int]]] = {}
 _by_length: list[str] = []
+#: What :func:`redact` gave for short strings (a result's keys, labels, model names, statuses
+#: recur on every item of a batch): emptied whenever a secret is registered, and when full.
+_memo: dict[str, str] = {}
+_MEMO_LEN, _MEMO_SIZE = 64, 4096
 
 
 def register_secrets(values: Iterable[str | None]) -> None:
@@ -74,6 +78,7 @@ def register_secrets(values: Iterable[str | None]) -> None:
             for offset in sorted(offsets):
                 _grams.setdefault(value[offset:offset + _GRAM], []).append((value, offset))
             _by_length = sorted(_secrets, key=len, reverse=True)
+            _memo.clear()
 
 
 #: Query parameters and environment variables whose value is a credential.
@@ -154,6 +159,17 @@ def redact(text: str | None) -> str | None:
     every token-shaped string masked."""
     if not text:
         return text
+    if len(text) <= _MEMO_LEN:
+        done = _memo.get(text)
+        if done is None:
+            if len(_memo) >= _MEMO_SIZE:
+                _memo.clear()
+            done = _memo[text] = _redact(text)
+        return done
+    return _redact(text)
+
+
+def _redact(text: str) -> str:
     for secret in _by_length:
         if secret in text:
             text = text.replace(secret, MASK)
