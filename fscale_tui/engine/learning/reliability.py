@@ -579,6 +579,17 @@ def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
                 chosen.append(j)
         return chosen
 
+    def through(j: int, by: list[int], logu: Mapping[int, float]) -> float | None:
+        """``log u`` of model ``j`` from its agreement with the placed models ``by`` (never a
+        relative: they would vouch for it with their shared mistakes), or None."""
+        w = np.array([paired[j, t] if known[j, t]
+                      and (family is None or family[j] != family[t]) else 0
+                      for t in by], dtype=float)
+        if w.sum() <= 0:
+            return None
+        return float(sum(wt * (logc[j, t] - logu[t]) for wt, t in zip(w, by) if wt > 0)
+                     / w.sum())
+
     def place(anchors: list[int]) -> dict[int, float]:
         top = len(anchors)
         pairs = [(int(a), int(b)) for a, b in zip(*np.triu_indices(top, 1))]
@@ -588,14 +599,10 @@ def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
         y_obs = np.array([logc[anchors[x], anchors[y]] for x, y in pairs])  # all known
         logu = dict(zip(anchors, np.linalg.lstsq(design, y_obs, rcond=None)[0]))
         for j in range(n_models):
-            if j in logu or replies[j] < min_pairs:
-                continue
-            w = np.array([paired[j, t] if known[j, t]
-                          and (family is None or family[j] != family[t]) else 0
-                          for t in anchors], dtype=float)
-            if w.sum() > 0:
-                logu[j] = float(sum(wt * (logc[j, t] - logu[t])
-                                    for wt, t in zip(w, anchors) if wt > 0) / w.sum())
+            if j not in logu and replies[j] >= min_pairs:
+                u = through(j, anchors, logu)
+                if u is not None:
+                    logu[j] = u
         return logu
 
     anchors = pick(np.argsort(-acc, kind="stable"))
@@ -618,15 +625,9 @@ def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
     placed = [t for t in logu if t not in anchors]
     weakest = min(logu[t] for t in anchors)
     for j in range(n_models):
-        if j in logu or replies[j] < min_pairs:
-            continue
-        w = np.array([paired[j, t] if known[j, t]
-                      and (family is None or family[j] != family[t]) else 0
-                      for t in placed], dtype=float)
-        if w.sum() > 0:
-            through = float(sum(wt * (logc[j, t] - logu[t])
-                                for wt, t in zip(w, placed) if wt > 0) / w.sum())
-            below[j] = through < weakest + math.log(1.0 - BELOW)
+        if j not in logu and replies[j] >= min_pairs:
+            u = through(j, placed, logu)
+            below[j] = u is not None and u < weakest + math.log(1.0 - BELOW)
     members = np.array(sorted(logu, key=lambda j: -logu[j]))
     levels = np.sort(acc[members])[::-1]
     out[members] = levels - acc[members]
