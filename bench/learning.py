@@ -243,6 +243,13 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
         EVOLVE.MIN_FAMILIES = args.min_families
     if args.pool_unlabelled is not None:
         REL.POOL_UNLABELLED = bool(args.pool_unlabelled)
+    if args.reanchor is not None:
+        REL.REANCHOR = args.reanchor
+    REL.PEER_MIN_PAIRS = knobs.min_together  # the peers' order and the shadows alike
+    if args.below is not None:
+        REL.BELOW = args.below
+    if args.order_z is not None:
+        REL.ORDER_Z = args.order_z
     tracker = REL.ReliabilityTracker(a=args.prior[0], b=args.prior[1],
                                      family_of=family_of if args.families else None,
                                      bias_sd=knobs.bias_sd, peers=knobs.peers)
@@ -294,10 +301,11 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
         request = ScaleRequest(question=f"MMLU-Pro #{task.id}", answers=labels)
         call_id = f"{tag}-{n}"
 
-        def vote(alias: str, item: int = item, labels: tuple = labels) -> Vote:
+        def vote(alias: str, item: int = item, labels: tuple = labels,
+                 latency: float = 0.0) -> Vote:
             a = rs.answers[alias][item]
             ok = a is not None and a in labels
-            return Vote(alias, answer=a if ok else None, latency_s=0.0, raw=a,
+            return Vote(alias, answer=a if ok else None, latency_s=latency, raw=a,
                         status="answered" if ok else "no_answer")
 
         position = {a: i for i, a in enumerate(names)}
@@ -306,7 +314,7 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
         votes: list[Vote] = []
         decided_early = False
         for i, alias in enumerate(arrival):
-            votes.append(vote(alias))
+            votes.append(vote(alias, latency=0.1 * (i + 1)))  # arrival order, as live
             pending = [1.0] * (len(arrival) - i - 1)
             if pending and rule.can_decide_early(ballots(votes, rule, position), labels, pending):
                 decided_early = True
@@ -573,6 +581,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="1: a model without a labelled reply takes the pooled feedback "
                          "correction (the rule before); 0: only its own labelled replies move "
                          "it (default: the engine's reliability.POOL_UNLABELLED)")
+    ap.add_argument("--reanchor", type=int, default=None,
+                    help="times the peers' anchors are chosen again down the agreement's order "
+                         "(default: the engine's reliability.REANCHOR; 0: the consensus's choice)")
+    ap.add_argument("--below", type=float, default=None,
+                    help="a model placed through the anchors' partners this share below the "
+                         "weakest anchor needs no shadow beside the best (default: the engine's "
+                         "reliability.BELOW; 1: never)")
+    ap.add_argument("--order-z", type=float, default=None,
+                    help="labels reorder two models when one was right more often on the "
+                         "labelled calls both replied to by this many standard errors (default: "
+                         "the engine's reliability.ORDER_Z)")
     ap.add_argument("--no-ceiling", dest="ceiling", action="store_false",
                     help="skip the label-free ceiling (every model on every call)")
     ap.add_argument("--shadow-budget", type=float, default=None,

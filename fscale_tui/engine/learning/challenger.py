@@ -119,7 +119,9 @@ def worth_exploring(candidates: Iterable[str], estimates: Mapping[str, Estimate]
       calls (:func:`.reliability.peer_offsets`), with one of them is enough to place it (a
       new strongest voter does not start every outsider over); an estimate made beside
       weaker panels is the crowd's, whose shared mistakes misjudge the best models most, so
-      no ``bar`` applies here.
+      no ``bar`` applies here — unless its agreement with the models the best ones placed
+      already puts it clearly below them (``Estimate.below_peers``): the comparisons it had
+      beside the panels before count, and it is not asked again.
     """
     known = set(known)
     voters = list(voters)
@@ -140,7 +142,7 @@ def worth_exploring(candidates: Iterable[str], estimates: Mapping[str, Estimate]
         sd = (alpha * beta / (n * n * (n + 1.0))) ** 0.5
         e = estimates.get(m)
         unpaired = bool(anchors) and min_together > 0 and e is not None and e.replies > 0 \
-            and max(e.together.get(v, 0) for v in anchors) < min_together
+            and max(e.together.get(v, 0) for v in anchors) < min_together and not e.below_peers
         if unpaired or (sd > explore_sd and (bar is None or alpha / n + 2 * sd >= bar)):
             out.append(m)
     return out

@@ -41,7 +41,7 @@ Pure (numpy, no I/O): the rows come from :func:`.rows.reliability_rows`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,13 @@ BIAS_SD = 0.1
 PEERS = 3
 #: Calls two of those models must have both replied to before their agreement counts.
 PEER_MIN_PAIRS = 50
+#: A model compared with none of the anchors but with models they placed is "below the peers"
+#: when its agreement with those puts its ``u`` (accuracy above chance) this share under the
+#: weakest anchor's: the shadow challengers need not compare it with the best models
+#: (:func:`.challenger.worth_exploring`). 1: never.
+BELOW = 0.2
+#: Times the anchors are chosen again down the agreement's order (0: the consensus's choice).
+REANCHOR = 3
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,9 @@ class Estimate:
     feedback: int = 0  # of its votes, on calls whose label feedback fixed
     #: Calls it replied to together with each other model (what its order among them rests on).
     together: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+    #: Compared with none of the best models but placed clearly below them through the models
+    #: it was compared with (:data:`BELOW`): no shadow needs to compare it with them.
+    below_peers: bool = field(default=False, compare=False, repr=False)
 
     @property
     def answer_rate(self) -> float:
@@ -129,6 +139,11 @@ class Call:
     votes: Sequence[tuple[str, str | None]]  # (model, label or None for no answer)
     truth: str | None = None
     wrong: str | None = None
+    #: Models whose reply was waited for only because the replies before it did not settle
+    #: the call (a member after the first majority to arrive, :func:`.rows.late_members`):
+    #: whether it replied depends on the others' answers, so its agreement with them is no
+    #: fair sample of how often they agree.
+    late: Collection[str] = ()
 
 
 @dataclass
@@ -145,6 +160,7 @@ class VoteArrays:
     v_label: list[int] = field(default_factory=list)
     r_model: list[int] = field(default_factory=list)  # per reply (no answers included)
     r_item: list[int] = field(default_factory=list)
+    r_late: list[bool] = field(default_factory=list)  # per reply: Call.late
 
     def model_id(self, model: str) -> int:
         j = self.index.get(model)
@@ -172,10 +188,12 @@ class VoteArrays:
         self.n_labels.append(len(labels))
         self.truth.append(pos.get(call.truth, -1) if call.truth is not None else -1)
         self.wrong.append(pos.get(call.wrong, -1) if call.wrong is not None else -1)
+        late = set(call.late)
         for model, answer in votes:
             j = self.model_id(model)
             self.r_model.append(j)
             self.r_item.append(item)
+            self.r_late.append(model in late)
             if answer is not None:
                 self.v_item.append(item)
                 self.v_model.append(j)
@@ -327,8 +345,10 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
     on_feedback = np.bincount(vm, weights=fed[vi].astype(float), minlength=n_models)
     right_free = np.bincount(vm, weights=free_v * informative_v, minlength=n_models) \
         if iterations else right
-    offset, together, best = peer_offsets(vi, vm, vl, ri, rm, L, right_free, n_replies,
-                                          PEERS if peers is None else peers, family=fam)
+    offset, together, best, below = peer_offsets(vi, vm, vl, ri, rm, L, right_free, n_replies,
+                                          PEERS if peers is None else peers, PEER_MIN_PAIRS,
+                                          family=fam,
+                                          late=np.asarray(arrays.r_late, dtype=bool))
     right = right_free + offset * n_replies
     shift = np.zeros(n_models)
     if clamped.size and iterations:
@@ -355,7 +375,7 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
             right[best] = np.sort(right[best] / n_replies[best])[::-1] * n_replies[best]
             group = np.union1d(best, np.flatnonzero(replied.sum(axis=0) >= LABELLED_MIN))
             level = right[group] / n_replies[group]
-            order = label_order(level, was_right[:, group], replied[:, group])
+            order = label_order(level, was_right[:, group], replied[:, group], z=ORDER_Z)
             level[order] = np.sort(level)[::-1]
             right[group] = level * n_replies[group]
     out: dict[str, Estimate] = {}
@@ -366,7 +386,7 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
                           int(all_votes[j]), float(right[j]), float(p[j]), float(alpha),
                           float(beta), int(on_feedback[j]),
                           {arrays.models[t]: int(together[j, t])
-                           for t in np.flatnonzero(together[j])})
+                           for t in np.flatnonzero(together[j])}, bool(below[j]))
     return Fit(out, iterations, converged, q)
 
 
@@ -416,7 +436,11 @@ POOL_UNLABELLED = False
 #: majority) on the tuning streams of bench/learning.py, seeds 100-109 with 2 % feedback: mean
 #: gap 0.78, worst 2.50 points; 1: 1.10 and 2.80; the unpaired test at 2 sd that came before
 #: (levels from the feedback correction, which keep part of the consensus's error): 1.81, 4.40.
-ORDER_Z = 0.0
+#: 2 since the peers' order counts only fair samples (:attr:`Call.late`) and its anchors are
+#: chosen again (:data:`REANCHOR`): the label-free order was then mostly right and a dozen
+#: labels moved it away (same seeds, per-call draws: 0: 1.19 / 3.50; 1: 0.47 / 3.00; 2:
+#: 0.36 / 1.20; no labels 0.40 / 1.90).
+ORDER_Z = 2.0
 #: Labelled calls two models must share before their record reorders them.
 ORDER_MIN_SHARED = 10
 #: Labelled replies that put a model outside the best ones in the group the labels order.
@@ -460,12 +484,18 @@ def label_order(level: np.ndarray, right: np.ndarray, replied: np.ndarray,
 def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
                  rm: np.ndarray, n_labels: np.ndarray, right: np.ndarray, replies: np.ndarray,
                  k: int, min_pairs: int = PEER_MIN_PAIRS,
-                 family: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 family: np.ndarray | None = None, late: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per model: what to add to its label-free P(reply right) so that the best models are
     ordered by their agreement with the strongest others only; the calls each pair of models
-    replied to together (``models × models``); and the anchors, best first (empty when the
-    order is not fitted).
+    replied to together (``models × models``); the anchors, best first (empty when the
+    order is not fitted); and which models are placed clearly below the anchors only through
+    the models they placed (:data:`BELOW`).
+
+    Agreement is counted only on **fair** pairs: neither reply ``late`` (a member heard only
+    because the first ones to arrive disagreed: counted, the best model looked like the one
+    that disagrees). The anchors are chosen down the consensus's ranking, then again down the
+    fitted order (:data:`REANCHOR` times, until they stay the same).
 
     The consensus misjudges the best models most: weaker models share mistakes (the same
     tempting wrong option), so a model better than the consensus disagrees with it exactly
@@ -493,11 +523,14 @@ def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
     # Calls each pair of models replied to together, and on how many they gave the same label.
     order = np.lexsort((rm, ri))
     r_i, r_m = ri[order], rm[order]
+    fair = np.ones(r_i.size, dtype=bool) if late is None or late.size != ri.size \
+        else ~late[order]
     together = np.zeros((n_models, n_models), dtype=np.int64)
+    paired = np.zeros((n_models, n_models))  # of those, both replies fair (neither late)
     agree = np.zeros((n_models, n_models))
     chance_sum = np.zeros((n_models, n_models))
     if r_i.size == 0:
-        return out, together, np.zeros(0, dtype=np.int64)
+        return out, together, np.zeros(0, dtype=np.int64), np.zeros(n_models, dtype=bool)
     label = np.full(r_i.size, -1, dtype=np.int64)  # each reply's label (-1: no answer)
     key_r = r_i * n_models + r_m
     key_v = vi * n_models + vm
@@ -512,54 +545,94 @@ def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
             continue
         first = starts[sizes == size]
         idx = first[:, None] + np.arange(size)[None, :]  # calls × voters
-        mods, labs = r_m[idx], label[idx]
+        mods, labs, ok = r_m[idx], label[idx], fair[idx]
         ch = chance_of[r_i[first]]
         for x in range(size):
             for y in range(x + 1, size):
                 a, b = mods[:, x], mods[:, y]
+                both = (ok[:, x] & ok[:, y]).astype(float)
                 same = ((labs[:, x] == labs[:, y]) & (labs[:, x] >= 0)).astype(float)
                 np.add.at(together, (a, b), 1)
-                np.add.at(agree, (a, b), same)
-                np.add.at(chance_sum, (a, b), ch)
+                np.add.at(paired, (a, b), both)
+                np.add.at(agree, (a, b), same * both)
+                np.add.at(chance_sum, (a, b), ch * both)
     together += together.T
+    paired += paired.T
     agree += agree.T
     chance_sum += chance_sum.T
     if k < 3 or n_models < 3:
-        return out, together, np.zeros(0, dtype=np.int64)
+        return out, together, np.zeros(0, dtype=np.int64), np.zeros(n_models, dtype=bool)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rate = agree / together
-        chance = chance_sum / together
+        rate = agree / paired
+        chance = chance_sum / paired
         lift = (rate - chance) / (1.0 - chance)
-    known = (together >= min_pairs) & (lift > 0)
+    known = (paired >= min_pairs) & (lift > 0)
     logc = np.where(known, np.log(np.where(known, lift, 1.0)), np.nan)
-    anchors: list[int] = []  # down the ranking: each one paired with every anchor before it
-    for j in np.argsort(-acc, kind="stable"):
-        j = int(j)
-        if len(anchors) >= k:
+
+    def pick(ranking: Iterable[int]) -> list[int]:
+        chosen: list[int] = []  # down the ranking: each one paired with every anchor before it
+        for j in ranking:
+            j = int(j)
+            if len(chosen) >= k:
+                break
+            if replies[j] >= min_pairs and all(known[j, t] for t in chosen):
+                chosen.append(j)
+        return chosen
+
+    def through(j: int, by: list[int], logu: Mapping[int, float]) -> float | None:
+        """``log u`` of model ``j`` from its agreement with the placed models ``by`` (never a
+        relative: they would vouch for it with their shared mistakes), or None."""
+        w = np.array([paired[j, t] if known[j, t]
+                      and (family is None or family[j] != family[t]) else 0
+                      for t in by], dtype=float)
+        if w.sum() <= 0:
+            return None
+        return float(sum(wt * (logc[j, t] - logu[t]) for wt, t in zip(w, by) if wt > 0)
+                     / w.sum())
+
+    def place(anchors: list[int]) -> dict[int, float]:
+        top = len(anchors)
+        pairs = [(int(a), int(b)) for a, b in zip(*np.triu_indices(top, 1))]
+        design = np.zeros((len(pairs), top))
+        for r, (x, y) in enumerate(pairs):
+            design[r, x] = design[r, y] = 1.0
+        y_obs = np.array([logc[anchors[x], anchors[y]] for x, y in pairs])  # all known
+        logu = dict(zip(anchors, np.linalg.lstsq(design, y_obs, rcond=None)[0]))
+        for j in range(n_models):
+            if j not in logu and replies[j] >= min_pairs:
+                u = through(j, anchors, logu)
+                if u is not None:
+                    logu[j] = u
+        return logu
+
+    anchors = pick(np.argsort(-acc, kind="stable"))
+    if len(anchors) < 3:
+        return out, together, np.zeros(0, dtype=np.int64), np.zeros(n_models, dtype=bool)
+    logu = place(anchors)
+    seen = [sorted(anchors)]
+    for _ in range(REANCHOR):
+        # The anchors are meant to be the best models, and the consensus that chose them
+        # misjudges the best models most: choose them again down the agreement's order.
+        again = pick(sorted(logu, key=lambda j: -logu[j]))
+        if len(again) < 3 or sorted(again) in seen:
             break
-        if replies[j] >= min_pairs and all(known[j, t] for t in anchors):
-            anchors.append(j)
-    top = len(anchors)
-    if top < 3:
-        return out, together, np.zeros(0, dtype=np.int64)
-    pairs = [(int(a), int(b)) for a, b in zip(*np.triu_indices(top, 1))]
-    design = np.zeros((len(pairs), top))
-    for r, (x, y) in enumerate(pairs):
-        design[r, x] = design[r, y] = 1.0
-    y_obs = np.array([logc[anchors[x], anchors[y]] for x, y in pairs])  # all known
-    logu = dict(zip(anchors, np.linalg.lstsq(design, y_obs, rcond=None)[0]))
+        seen.append(sorted(again))
+        anchors, logu = again, place(again)
+    # A model compared with none of the anchors but with models they placed (say, asked
+    # beside a panel the best models have since replaced) is placed through those: only to
+    # tell whether it is clearly below every anchor (:data:`BELOW`), never for its level.
+    below = np.zeros(n_models, dtype=bool)
+    placed = [t for t in logu if t not in anchors]
+    weakest = min(logu[t] for t in anchors)
     for j in range(n_models):
-        if j in logu or replies[j] < min_pairs:
-            continue
-        w = np.array([together[j, t] if known[j, t] and (family is None or family[j] != family[t])
-                      else 0 for t in anchors], dtype=float)
-        if w.sum() > 0:
-            logu[j] = float(sum(wt * (logc[j, t] - logu[t])
-                                for wt, t in zip(w, anchors) if wt > 0) / w.sum())
+        if j not in logu and replies[j] >= min_pairs:
+            u = through(j, placed, logu)
+            below[j] = u is not None and u < weakest + math.log(1.0 - BELOW)
     members = np.array(sorted(logu, key=lambda j: -logu[j]))
     levels = np.sort(acc[members])[::-1]
     out[members] = levels - acc[members]
-    return out, together, np.array(sorted(anchors, key=lambda j: -logu[j]), dtype=np.int64)
+    return out, together, np.array(sorted(anchors, key=lambda j: -logu[j]), dtype=np.int64), \
+        below
 
 
 def estimate(calls: Iterable[Call], **kwargs: Any) -> dict[str, Estimate]:
@@ -602,7 +675,7 @@ class ReliabilityTracker:
         added = False
         for seq, call in rows:
             self.last_seq = max(self.last_seq, seq)
-            added_item = self.arrays.add(Call(call.labels, call.votes))
+            added_item = self.arrays.add(Call(call.labels, call.votes, late=call.late))
             if added_item >= 0:
                 self.item_of[seq] = added_item
                 self.labels_of.append(list(dict.fromkeys(call.labels)))

@@ -131,16 +131,39 @@ def reliability_rows(conn: sqlite3.Connection, after_seq: int = 0
     calls = {int(row[0]): row[1] for row in conn.execute(
         "SELECT seq, labels FROM calls WHERE seq > ? AND kind = 'scale' ORDER BY seq",
         (after_seq,))}
-    marks_r, marks_s = ",".join("?" * len(RATED_ROLES)), ",".join("?" * len(RATED_STATUSES))
+    marks_r = ",".join("?" * len(RATED_ROLES))
     votes: dict[int, list[tuple[str, str | None]]] = {}
+    members: dict[int, list[tuple[str, str, float | None]]] = {}
     for r in conn.execute(  # a range on the replies_by_call index: only the new calls' rows
-            f"SELECT call_seq, model, answer, status FROM replies WHERE call_seq > ? "
-            f"AND role IN ({marks_r}) AND status IN ({marks_s}) ORDER BY call_seq, rowid",
-            (after_seq, *RATED_ROLES, *RATED_STATUSES)):
-        if r[0] in calls:
+            f"SELECT call_seq, model, answer, status, role, latency_s FROM replies "
+            f"WHERE call_seq > ? AND role IN ({marks_r}) ORDER BY call_seq, rowid",
+            (after_seq, *RATED_ROLES)):
+        if r[0] not in calls:
+            continue
+        if r[4] == "member":
+            members.setdefault(r[0], []).append((r[1], r[3], r[5]))
+        if r[3] in RATED_STATUSES:
             votes.setdefault(r[0], []).append((r[1], r[2] if r[3] == "answered" else None))
-    return [(seq, Call(json.loads(labels or "[]"), votes.get(seq, [])))
+    return [(seq, Call(json.loads(labels or "[]"), votes.get(seq, []),
+                       late=late_members(members.get(seq, []))))
             for seq, labels in calls.items()]
+
+
+def late_members(members: list[tuple[str, str, float | None]]) -> frozenset[str]:
+    """The members of one call (``(model, status, latency_s)``, all asked at once) whose reply
+    was waited for only because the ones that arrived before it did not settle the call: those
+    rated after the first majority of the panel to arrive (no decision can be made before
+    that many votes; an early decision cancels the rest). Whether such a reply exists depends
+    on the earlier replies' answers (a third member is heard only when the first two
+    disagreed), so its agreement with them is no fair sample of how often they agree.
+    Replies without a latency keep the log's order."""
+    asked = [m for m in members if m[1] != "replaced"]
+    first = len(asked) // 2 + 1
+    rated = [m for m in asked if m[1] in RATED_STATUSES]
+    if len(rated) <= first:
+        return frozenset()
+    order = sorted(range(len(rated)), key=lambda i: (rated[i][2] is None, rated[i][2] or 0.0, i))
+    return frozenset(rated[i][0] for i in order[first:])
 
 
 def label_feedback(conn: sqlite3.Connection) -> dict[int, tuple[str | None, str | None]]:
