@@ -48,10 +48,11 @@ async def ask(pilot, question: str = "Is it safe?", answers: str | None = None) 
 
 
 async def test_pending_rows_fill_in_in_arrival_order(server, stub_config):
-    # a second between replies: a loaded machine can hold a reply back for a few hundred ms
-    server.script(mid("fast-a"), Behaviour(reply="Answer: NO", latency=1.5))
-    server.script(mid("fast-b"), Behaviour(reply="Answer: YES", latency=2.5))
-    server.script(mid("slow-c"), Behaviour(reply="Answer: YES", latency=0.5,
+    # a second between replies, and 1.5 s before the first: a loaded machine can hold a reply
+    # back for a few hundred ms, and the rows' first render (0.5 s was once too short in CI)
+    server.script(mid("fast-a"), Behaviour(reply="Answer: NO", latency=2.5))
+    server.script(mid("fast-b"), Behaviour(reply="Answer: YES", latency=3.5))
+    server.script(mid("slow-c"), Behaviour(reply="Answer: YES", latency=1.5,
                                            reasoning_content="The user asks.\nLooks fine."))
     app = FscaleApp()
     async with app.run_test(size=SIZE) as pilot:
