@@ -360,9 +360,7 @@ def small_local_servers(fscale_home: Path, monkeypatch: pytest.MonkeyPatch) -> I
     monkeypatch.setenv("FSCALE_LOCAL_PARALLEL", "1")
     monkeypatch.setenv("FSCALE_LOCAL_IDLE_TIMEOUT", "120")
     yield fscale_home
-    paths = Paths.resolve()
-    for name in servers.known_servers(paths):
-        servers.stop_server(paths, name)
+    servers.stop_all(Paths.resolve())
 
 
 @pytest.fixture

@@ -46,9 +46,7 @@ def _warm_home(tmp_path_factory: pytest.TempPathFactory, joined_weights: Path):
     warm = tmp_path_factory.mktemp("warm-local-home")
     link_joined_weights(joined_weights, warm / "cache")
     yield warm
-    paths = Paths.resolve({"FSCALE_HOME": str(warm)})
-    for name in servers.known_servers(paths):
-        servers.stop_server(paths, name)
+    servers.stop_all(Paths.resolve({"FSCALE_HOME": str(warm)}))
 
 
 @pytest.fixture
@@ -276,9 +274,7 @@ def test_first_run_on_a_terminal_shows_joining_and_server_start(fscale_home, tmp
         assert code == 0 and json.loads(stdout)["answer"] == "negative"
         assert "joining" not in stderr and "starting the local server" not in stderr
     finally:
-        paths = Paths.resolve()
-        for name in servers.known_servers(paths):
-            servers.stop_server(paths, name)
+        servers.stop_all(Paths.resolve())
 
 
 # -- Ctrl-C on a cold start (issue 22) ---------------------------------------------------------
@@ -368,9 +364,7 @@ def test_ctrl_c_while_the_weights_are_joined_exits_and_keeps_no_partial_file(
             assert not path.exists() or weights.is_verified(path, w.sha256)
         print(f"SIGINT during the join: exit after {took:.2f}s")
     finally:
-        paths = Paths.resolve()
-        for name in servers.known_servers(paths):
-            servers.stop_server(paths, name)
+        servers.stop_all(Paths.resolve())
 
 
 def test_ctrl_c_while_the_servers_start_stops_the_servers_it_started(home: Path):

@@ -87,12 +87,11 @@ class LocalServers:
     def stop(self, names: list[str] | None = None) -> list[str]:
         """Stop the servers of ``names`` (aliases, model ids, or the server names that
         ``fscale local status`` lists; default: every known one); returns those stopped."""
+        if not names:
+            return servers.stop_all(self.settings.paths)
         known = servers.known_servers(self.settings.paths)
-        if names:
-            others = [n for n in names if n not in known]
-            chosen = [n for n in names if n in known] + (list(self.targets(others)) if others else [])
-        else:
-            chosen = known
+        others = [n for n in names if n not in known]
+        chosen = [n for n in names if n in known] + (list(self.targets(others)) if others else [])
         return [name for name in dict.fromkeys(chosen)
                 if servers.stop_server(self.settings.paths, name)]
 

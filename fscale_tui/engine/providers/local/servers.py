@@ -358,3 +358,8 @@ def known_servers(paths: Paths) -> list[str]:
         if state is not None:
             names.append(str(state.get("name") or p.stem))
     return names
+
+
+def stop_all(paths: Paths) -> list[str]:
+    """Stop every server of this home (:func:`known_servers`); returns those that were running."""
+    return [name for name in known_servers(paths) if stop_server(paths, name)]
