@@ -523,8 +523,7 @@ def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
     # Calls each pair of models replied to together, and on how many they gave the same label.
     order = np.lexsort((rm, ri))
     r_i, r_m = ri[order], rm[order]
-    fair = np.ones(r_i.size, dtype=bool) if late is None or late.size != ri.size \
-        else ~late[order]
+    fair = np.ones(r_i.size, dtype=bool) if late is None else ~late[order]
     together = np.zeros((n_models, n_models), dtype=np.int64)
     paired = np.zeros((n_models, n_models))  # of those, both replies fair (neither late)
     agree = np.zeros((n_models, n_models))
