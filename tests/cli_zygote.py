@@ -5,7 +5,8 @@ The suite starts several hundred one-shot ``fscale`` processes; most of each one
 Python importing typer, rich, aiohttp and fscale itself (``bench/cli_cpu.py``). A forked child
 is still a process of its own: its own pid, environment, working directory, stdin/stdout/stderr
 (real pipes, passed over a Unix socket), signal dispositions and exit status, and it shuts the
-interpreter down the usual way (atexit, flushing, threads joined). Only the imports are shared.
+interpreter down the usual way (threads joined, atexit, a last collection, flushing: see
+:func:`end_child`) short of tearing the preloaded modules down. Only the imports are shared.
 
 What a fresh process would see differently, and how it is kept out:
 
@@ -259,6 +260,39 @@ def run_child(job: dict[str, Any]) -> None:
     runpy.run_module("fscale_tui", run_name="__main__", alter_sys=True)
 
 
+def end_child(job: dict[str, Any]) -> None:
+    """Run the command in the forked child and end it as ``Py_FinalizeEx`` would: the exit
+    status of its ``SystemExit``, non-daemon threads joined, atexit handlers (logging, the
+    background writers' drain), the unreachable objects finalized (their warnings included),
+    stdout and stderr flushed; then ``os._exit``.
+
+    What is skipped is the teardown of the preloaded modules: it only drops references to the
+    objects every child shares with the zygote, and writing their reference counts copies each
+    shared page (half of a fork's cost: ``python bench/suite_fork.py``). An exception other than
+    ``SystemExit``, or a flush that fails (a reader gone), takes the interpreter's own way out,
+    with its message and status."""
+    import atexit
+
+    try:
+        run_child(job)
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = None
+    if code is not None and not isinstance(code, int):
+        raise SystemExit(code)  # printed to stderr, status 1: Python's own way
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    gc.collect()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except Exception:
+        raise SystemExit(code) from None  # the interpreter reports it (status 120)
+    os._exit((code or 0) & 0xFF)
+
+
 #: An ``fscale`` executable for shell examples: it hands its own stdin/stdout/stderr to the
 #: zygote and exits as the forked command does; refused (or with no zygote), it becomes
 #: ``python -m fscale_tui`` itself.
@@ -425,5 +459,4 @@ class Zygote:
 if __name__ == "__main__":
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
-    child_job = serve(sys.argv[1], tuple(sys.argv[2:]))
-    run_child(child_job)  # a SystemExit from here ends the child as it would end the command
+    end_child(serve(sys.argv[1], tuple(sys.argv[2:])))
