@@ -325,6 +325,43 @@ def write_shim(path: str) -> None:
     os.chmod(path, 0o755)
 
 
+class ForkedProcess:
+    """A forked command, as much of :class:`subprocess.Popen` as the tests use: ``pid``,
+    ``poll()``, ``wait(timeout)``, ``kill()`` and ``returncode`` (the zygote reports the
+    ``waitpid`` status on the call's socket)."""
+
+    def __init__(self, pid: int, sock: socket.socket, args: list[str]) -> None:
+        self.pid, self.sock, self.args = pid, sock, args
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self._receive(block=False) if self.returncode is None else self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        import subprocess
+
+        if self.returncode is None and self._receive(block=True, timeout=timeout) is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+    def _receive(self, *, block: bool, timeout: float | None = None) -> int | None:
+        """The status once the zygote has sent it (``None`` until then)."""
+        self.sock.settimeout(timeout if block else 0.0)
+        try:
+            message = self.sock.recv(1 << 16)
+        except (BlockingIOError, TimeoutError):
+            self.sock.settimeout(None)
+            return None
+        self.sock.close()
+        self.returncode = os.waitstatus_to_exitcode(int(json.loads(message)["status"]))
+        return self.returncode
+
+
 class Zygote:
     """The test side: starts the zygote and runs calls through it (``None`` when a call must be
     a real subprocess instead)."""
@@ -349,6 +386,27 @@ class Zygote:
         self.env_read: set[str] = set(json.loads(line)["env_read"])
         self.refused = 0  # calls answered "run it as a real process"
 
+    def start(self, argv: list[str], *, env: dict[str, str], cwd: str,
+              fds: tuple[int, int, int]) -> ForkedProcess | None:
+        """Fork ``python -m fscale_tui ARGV`` with ``fds`` as its stdin, stdout and stderr (the
+        caller keeps its copies), or ``None`` when it must be a real process (the environment
+        differs in what the preload read)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.connect(self.path)
+            socket.send_fds(sock, [json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode()],
+                            list(fds))
+            reply = json.loads(sock.recv(1 << 16))
+        except BaseException:
+            sock.close()
+            raise
+        if "pid" not in reply:
+            sock.close()
+            self.refused += 1
+            return None
+        return ForkedProcess(int(reply["pid"]), sock,
+                             [sys.executable, "-m", "fscale_tui", *argv])
+
     def run(self, argv: list[str], *, env: dict[str, str], cwd: str, input: str | None,
             timeout: float) -> Any:
         """``subprocess.run(..., capture_output=True, text=True)``'s result, from a fork."""
@@ -366,23 +424,17 @@ class Zygote:
             in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            sock.connect(self.path)
-            socket.send_fds(sock, [json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode()],
-                            [in_r, out_w, err_w])
+            child = self.start(argv, env=env, cwd=cwd, fds=(in_r, out_w, err_w))
         finally:
             for fd in (in_r, out_w, err_w):
                 os.close(fd)
-        reply = json.loads(sock.recv(1 << 16))
-        if "pid" not in reply:  # refused: the environment differs in what the preload read
-            sock.close()
+        if child is None:  # refused: the environment differs in what the preload read
             for fd in (out_r, err_r, in_w):
                 if fd is not None:
                     os.close(fd)
-            self.refused += 1
             return None
-        pid = int(reply["pid"])
+        pid, sock = child.pid, child.sock
         chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
         pending = memoryview((input or "").encode(encoding))
         selector = selectors.DefaultSelector()

@@ -247,10 +247,12 @@ def earn_shadow_budget(decision_calls: int = 1000) -> None:
 
 
 def run_cli_pty(*args: str, stdout_path: Path | None, env: dict | None = None,
-                timeout: float = 60, columns: int = 100) -> tuple[int, str, str]:
+                timeout: float = 60, columns: int = 100, fork: bool = True) -> tuple[int, str, str]:
     """Run ``python -m fscale_tui`` with stderr on a real pseudo-terminal and stdout redirected
     to ``stdout_path`` (``fscale ... > out.jsonl`` typed in a terminal); with
-    ``stdout_path=None`` stdout is the terminal too.
+    ``stdout_path=None`` stdout is the terminal too. Forked from the preloaded fscale like
+    :func:`run_cli` (the terminal's slave end handed over as the child's stderr), or a
+    subprocess when the environment differs in what the preload read (or ``fork`` is false).
 
     Returns (exit code, what landed in the stdout file, what the terminal showed).
     """
@@ -266,12 +268,20 @@ def run_cli_pty(*args: str, stdout_path: Path | None, env: dict | None = None,
     full_env.update(env or {})
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    zygote = the_zygote() if fork else None
     try:
         with open(stdout_path or os.devnull, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "fscale_tui", *args],
-                                    stdin=subprocess.DEVNULL,
-                                    stdout=out if stdout_path else slave, stderr=slave,
-                                    env=full_env, cwd=REPO)
+            proc: Any = None
+            if zygote is not None:  # forked with the terminal as its stderr (and stdout)
+                with open(os.devnull, "rb") as devnull:
+                    proc = zygote.start(list(args), env=full_env, cwd=str(REPO),
+                                        fds=(devnull.fileno(),
+                                             out.fileno() if stdout_path else slave, slave))
+            if proc is None:
+                proc = subprocess.Popen([sys.executable, "-m", "fscale_tui", *args],
+                                        stdin=subprocess.DEVNULL,
+                                        stdout=out if stdout_path else slave, stderr=slave,
+                                        env=full_env, cwd=REPO)
     finally:
         os.close(slave)
     chunks: list[bytes] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ import time
 import pytest
 
 from tests.cli_zygote import Zygote, write_shim
-from tests.conftest import REPO, Behaviour, mid, run_cli
+from tests.conftest import REPO, Behaviour, mid, run_cli, run_cli_pty, the_zygote
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,26 @@ def test_a_fork_gives_what_a_fresh_process_gives(zygote, server, stub_config, ar
     assert (forked.returncode, _same(forked.stdout), _same(forked.stderr)) == (
         fresh.returncode, _same(fresh.stdout), _same(fresh.stderr))
     assert forked.stdout.strip() or forked.stderr.strip()
+
+
+def test_a_fork_on_a_terminal_shows_what_a_fresh_process_shows(server, stub_config, tmp_path):
+    """run_cli_pty forks with the terminal as the child's stderr: the same styled lines, the
+    same file on stdout and exit code as a fresh process given the same terminal."""
+    server.script(mid("slow-c"), *[Behaviour(latency=5)] * 4)  # decided without it, both ways
+    worker = the_zygote()
+    refused = worker.refused if worker is not None else 0
+    got = []
+    for fork in (True, False):  # each in a home of its own: the first's calls change the second's
+        home = tmp_path / f"home-{fork}"
+        home.mkdir()
+        shutil.copy(stub_config, home / "config.toml")
+        got.append(run_cli_pty("scale", "Is it?", "-a", "YES,NO", fork=fork,
+                               stdout_path=tmp_path / f"out-{fork}.txt",
+                               env={"FSCALE_HOME": str(home)}))
+    assert got[0][0] == 0 and "\x1b[" in got[0][2]  # a terminal: styled
+    forked, fresh = ((code, _same(out), _same(screen)) for code, out, screen in got)
+    assert forked == fresh
+    assert worker is None or worker.refused == refused  # the first was a fork indeed
 
 
 def test_each_call_has_its_own_process_environment_and_exit_code(zygote, tmp_path):
