@@ -407,15 +407,18 @@ class Zygote:
         return ForkedProcess(int(reply["pid"]), sock,
                              [sys.executable, "-m", "fscale_tui", *argv])
 
-    def run(self, argv: list[str], *, env: dict[str, str], cwd: str, input: str | None,
-            timeout: float) -> Any:
-        """``subprocess.run(..., capture_output=True, text=True)``'s result, from a fork."""
+    def run(self, argv: list[str | bytes], *, env: dict[str, str], cwd: str,
+            input: str | bytes | None, timeout: float, text: bool = True) -> Any:
+        """``subprocess.run(..., capture_output=True, text=text)``'s result, from a fork. An
+        argument given as bytes reaches the child as a fresh interpreter decodes it
+        (``os.fsdecode``: undecodable bytes as surrogates)."""
         import locale
         import selectors
         import subprocess
         import time
 
         args = [sys.executable, "-m", "fscale_tui", *argv]
+        argv = [os.fsdecode(a) for a in argv]
         deadline = time.monotonic() + timeout
         encoding = locale.getpreferredencoding(False)
         if input is None:
@@ -436,7 +439,7 @@ class Zygote:
             return None
         pid, sock = child.pid, child.sock
         chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
-        pending = memoryview((input or "").encode(encoding))
+        pending = memoryview(input if isinstance(input, bytes) else (input or "").encode(encoding))
         selector = selectors.DefaultSelector()
         selector.register(out_r, selectors.EVENT_READ)
         selector.register(err_r, selectors.EVENT_READ)
@@ -487,14 +490,17 @@ class Zygote:
         finally:
             sock.close()
 
-        def text(fd: int) -> str:
-            decoded = b"".join(chunks[fd]).decode(encoding)
+        def output(fd: int) -> str | bytes:
+            raw = b"".join(chunks[fd])
+            if not text:
+                return raw
+            decoded = raw.decode(encoding)
             return decoded.replace("\r\n", "\n").replace("\r", "\n")  # as text=True does
 
         if timed_out:
-            raise subprocess.TimeoutExpired(args, timeout, text(out_r), text(err_r))
+            raise subprocess.TimeoutExpired(args, timeout, output(out_r), output(err_r))
         return subprocess.CompletedProcess(args, os.waitstatus_to_exitcode(status),
-                                           text(out_r), text(err_r))
+                                           output(out_r), output(err_r))
 
     def close(self) -> None:
         import shutil

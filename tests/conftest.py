@@ -201,32 +201,70 @@ def the_zygote(kind: str = "cli") -> Zygote | None:
         return _zygote[kind]
 
 
-def run_cli(*args: str, input: str | None = None, env: dict | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess:
+def run_cli(*args: str | bytes, input: str | bytes | None = None, env: dict | None = None,
+            timeout: float = 60, text: bool = True) -> subprocess.CompletedProcess:
     """Run ``python -m fscale_tui ARGS`` with the test's environment, in a process of its own:
     forked from this worker's preloaded fscale (tests/cli_zygote.py: same pipes, exit status
     and shutdown, without importing everything again) or, when the environment differs in
-    what the preload read, started as a subprocess."""
+    what the preload read, started as a subprocess. ``text=False``: bytes in and out (an
+    argument may be bytes too, e.g. one that is not UTF-8)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     zygote = the_zygote()
     if zygote is not None:
-        done = zygote.run(list(args), env=full_env, cwd=str(REPO), input=input, timeout=timeout)
+        done = zygote.run(list(args), env=full_env, cwd=str(REPO), input=input, timeout=timeout,
+                          text=text)
         if done is not None:
             return done  # type: ignore[no-any-return]
     return subprocess.run([sys.executable, "-m", "fscale_tui", *args], input=input,
-                          capture_output=True, text=True, env=full_env, timeout=timeout,
+                          capture_output=True, text=text, env=full_env, timeout=timeout,
                           stdin=None if input is not None else subprocess.DEVNULL, cwd=REPO)
 
 
-def start_cli(home: Path | str, *args: str, env: dict | None = None) -> subprocess.Popen:
-    """Start ``python -m fscale_tui`` in the background with its own FSCALE_HOME (a "host")."""
-    full = dict(os.environ)
-    full.update(env or {})
-    full["FSCALE_HOME"] = str(home)
-    return subprocess.Popen([sys.executable, "-m", "fscale_tui", *args], env=full, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
+class BackgroundCli:
+    """A ``python -m fscale_tui`` running beside the test (:func:`run_cli` in a thread: a fork
+    of the preloaded fscale, or a subprocess), with the part of :class:`subprocess.Popen` the
+    tests use: ``communicate(timeout)``, ``wait(timeout)`` and ``returncode``."""
+
+    def __init__(self, args: tuple[str, ...], env: dict | None, timeout: float = 600) -> None:
+        self.args = args
+        self._done: subprocess.CompletedProcess | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(env, timeout), daemon=True)
+        self._thread.start()
+
+    def _run(self, env: dict | None, timeout: float) -> None:
+        try:
+            self._done = run_cli(*self.args, env=env, timeout=timeout)
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the test's thread by communicate())
+            self._error = exc
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._done is None else self._done.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise subprocess.TimeoutExpired(["fscale", *self.args], timeout or 0)
+        if self._error is not None:
+            raise self._error
+        assert self._done is not None
+        return self._done.stdout, self._done.stderr
+
+    def wait(self, timeout: float | None = None) -> int:
+        self.communicate(timeout)
+        assert self._done is not None
+        return self._done.returncode
+
+
+def start_cli(home: Path | str | None, *args: str, env: dict | None = None) -> BackgroundCli:
+    """Start ``python -m fscale_tui`` in the background, with its own FSCALE_HOME (a "host")
+    unless ``home`` is None (the test's)."""
+    full = dict(env or {})
+    if home is not None:
+        full["FSCALE_HOME"] = str(home)
+    return BackgroundCli(args, full)
 
 
 __all__ = ["Behaviour", "StubOpenAIServer", "write_config", "mid", "run_cli", "run_cli_pty", "start_cli",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from fscale_tui.engine.base import storage
 from fscale_tui.engine.catalog.config import load_settings
 from fscale_tui.engine.base.errors import ConfigError
 from fscale_tui.engine.base.paths import Paths
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, start_cli
 
 
 def test_fscale_home_puts_everything_under_one_dir(fscale_home):
@@ -134,9 +133,8 @@ def test_several_processes_updating_state_lose_nothing(tmp_path):
 
 def test_panels_set_from_several_processes_at_once(fscale_home):
     """Concurrent CLI processes writing config.toml: every panel survives."""
-    procs = [subprocess.Popen([sys.executable, "-m", "fscale_tui", "panels", "set", f"p{i}",
-                               "llama-3.1-8b,gemma-2-9b"], cwd=REPO, env=dict(os.environ),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(5)]
+    procs = [start_cli(None, "panels", "set", f"p{i}", "llama-3.1-8b,gemma-2-9b")
+             for i in range(5)]
     for p in procs:
         assert p.wait(60) == 0
     names = json.loads(run_cli("panels", "--json").stdout)

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO, Behaviour
+from tests.conftest import Behaviour, run_cli
 
 BAD = b"the context \xff\xfe is not UTF-8\n"
 
 
 def run_bytes(*args: bytes | str, stdin: bytes) -> subprocess.CompletedProcess:
     """``python -m fscale_tui ARGS`` with raw bytes on stdin (and possibly in argv)."""
-    argv = [a if isinstance(a, bytes) else a.encode() for a in args]
-    return subprocess.run([sys.executable.encode(), b"-m", b"fscale_tui", *argv], input=stdin,
-                          capture_output=True, env=dict(os.environ), cwd=REPO, timeout=60)
+    return run_cli(*args, input=stdin, text=False)
 
 
 @pytest.mark.parametrize("args", [

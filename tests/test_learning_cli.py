@@ -14,7 +14,7 @@ from fscale_tui.engine.ask.health import HealthStore
 from fscale_tui.engine.learning.store import CallRecord, LearningStore, ReplyRecord
 from fscale_tui.engine.session import Engine
 from fscale_tui.engine.base.calls import ScaleRequest
-from tests.conftest import Behaviour, earn_shadow_budget, mid, run_cli
+from tests.conftest import Behaviour, earn_shadow_budget, mid, run_cli, start_cli
 
 OUTSIDERS = {"fast-c", "fast-d", "fast-a2"}  # stub models outside the default panel (not thinking)
 
@@ -284,20 +284,14 @@ def test_learning_commands_do_not_import_textual(args):
 def test_four_cli_processes_log_every_call_and_rating(server, stub_config, tmp_path):
     """Acceptance 2 end to end: 4 concurrent `fscale scale --batch` processes with challengers."""
     import os
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
 
     server.set_default(Behaviour(reply="YES"))
     server.script(mid("slow-c"), Behaviour(reply="NO"))
     items = tmp_path / "items.jsonl"
     items.write_text("".join(json.dumps({"question": f"q{i}?"}) + "\n" for i in range(15)))
     env = dict(os.environ, FSCALE_CHALLENGER="1", FSCALE_LOCAL="off")
-    procs = [subprocess.Popen([sys.executable, "-m", "fscale_tui", "scale", "--batch", str(items),
-                               "-a", "YES,NO", "--concurrency", "4"], env=env, cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]
+    procs = [start_cli(None, "scale", "--batch", str(items), "-a", "YES,NO", "--concurrency", "4",
+                       env=env) for _ in range(4)]
     shadows = decisions = 0
     for p in procs:
         out, err = p.communicate(timeout=120)
