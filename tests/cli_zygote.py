@@ -19,9 +19,11 @@ What a fresh process would see differently, and how it is kept out:
   there is none and refuses to start otherwise (every call is then a subprocess);
 - the string hash seed is the zygote's, shared by its children.
 
-Tests of the process boundary itself (start-up imports, signals, a real terminal) start real
-processes (``start_cli``, ``run_cli_pty``, ``python -c``); ``FSCALE_TEST_FORK=0`` makes every
-``run_cli`` a subprocess too. ``tests/test_cli_zygote.py`` checks both give the same results.
+``run_cli``, ``start_cli`` (``run_cli`` in a thread) and ``run_cli_pty`` (the terminal handed
+over like a pipe) fork. Tests of the process boundary itself (start-up imports, signals, the
+TUI in a real terminal) start real processes (``subprocess``, ``python -c``);
+``FSCALE_TEST_FORK=0`` makes every call a subprocess too. ``tests/test_cli_zygote.py`` checks
+both give the same results, on pipes and on a terminal.
 
 Protocol (``AF_UNIX``/``SOCK_SEQPACKET``, so each message is one packet): the client sends
 ``{"argv", "env", "cwd"}`` as JSON with its three pipe ends attached (``SCM_RIGHTS``); the
