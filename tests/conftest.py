@@ -236,7 +236,7 @@ class BackgroundCli:
     def _run(self, env: dict | None, timeout: float) -> None:
         try:
             self._done = run_cli(*self.args, env=env, timeout=timeout)
-        except BaseException as exc:  # noqa: BLE001 (re-raised in the test's thread by communicate())
+        except BaseException as exc:  # noqa: BLE001 (communicate() raises it in the test)
             self._error = exc
 
     @property
