@@ -439,7 +439,6 @@ class Zygote:
                 if fd is not None:
                     os.close(fd)
             return None
-        pid, sock = child.pid, child.sock
         chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
         pending = memoryview(input if isinstance(input, bytes) else (input or "").encode(encoding))
         selector = selectors.DefaultSelector()
@@ -480,17 +479,13 @@ class Zygote:
             if fd is not None:
                 os.close(fd)
         if timed_out:
-            os.kill(pid, signal.SIGKILL)
-        sock.settimeout(None if timed_out else max(deadline - time.monotonic(), 0.01))
+            child.kill()
         try:
-            status = int(json.loads(sock.recv(1 << 16))["status"])
-        except TimeoutError:
-            os.kill(pid, signal.SIGKILL)
-            sock.settimeout(None)
-            status = int(json.loads(sock.recv(1 << 16))["status"])
+            code = child.wait(None if timed_out else max(deadline - time.monotonic(), 0.01))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            code = child.wait()
             timed_out = True
-        finally:
-            sock.close()
 
         def output(fd: int) -> str | bytes:
             raw = b"".join(chunks[fd])
@@ -501,8 +496,7 @@ class Zygote:
 
         if timed_out:
             raise subprocess.TimeoutExpired(args, timeout, output(out_r), output(err_r))
-        return subprocess.CompletedProcess(args, os.waitstatus_to_exitcode(status),
-                                           output(out_r), output(err_r))
+        return subprocess.CompletedProcess(args, code, output(out_r), output(err_r))
 
     def close(self) -> None:
         import shutil
