@@ -345,10 +345,9 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
     on_feedback = np.bincount(vm, weights=fed[vi].astype(float), minlength=n_models)
     right_free = np.bincount(vm, weights=free_v * informative_v, minlength=n_models) \
         if iterations else right
-    offset, together, best, below = peer_offsets(vi, vm, vl, ri, rm, L, right_free, n_replies,
-                                          PEERS if peers is None else peers, PEER_MIN_PAIRS,
-                                          family=fam,
-                                          late=np.asarray(arrays.r_late, dtype=bool))
+    offset, together, best, below = peer_offsets(
+        vi, vm, vl, ri, rm, L, right_free, n_replies, PEERS if peers is None else peers,
+        PEER_MIN_PAIRS, family=fam, late=np.asarray(arrays.r_late, dtype=bool))
     right = right_free + offset * n_replies
     shift = np.zeros(n_models)
     if clamped.size and iterations:
