@@ -2,7 +2,7 @@
 replay, honestly split (issue 20).
 
     python bench/auto.py [--src /work/shared/data/mmlu_pro_replay] [--seeds 5] [--json]
-                         [--budgets 0.5x,0.7x] [--cascade]
+                         [--budgets 0.5x,0.7x] [--cascade] [--clusters tfidf|category]
 
 Protocol (``bench/protocol.py``), per seed: questions train 40 % / val 30 % / test 30 %; 11
 models profiled on train, 4 onboarded on val only. Clusters are fitted on train prompts; Ψ's
@@ -139,22 +139,26 @@ def majority(rs, idx, members):
     return np.array(out)
 
 
-def one_seed(rs, correct, seed, *, budgets, cascade=False, bound=True):
+def one_seed(rs, correct, seed, *, budgets, cascade=False, bound=True, by_category=False):
     models = list(rs.models)
     sp = honest_split(rs, seed)
     texts = [t.text for t in rs.tasks]
     cm = ClusterModel.fit([texts[i] for i in sp.train], DEFAULT_K, seed=seed)
-    cl = cm.assign(texts)
-    ev = evidence(rs, cl, cm.k)
+    cl, k = cm.assign(texts), cm.k
+    kmeans = cl  # the calibrated cascades route by the fitted clusters either way
+    if by_category:  # the planner's clusters are the 14 MMLU-Pro categories
+        names = sorted({t.category for t in rs.tasks})
+        cl, k = np.array([names.index(t.category) for t in rs.tasks]), len(names)
+    ev = evidence(rs, cl, k)
     err = 1.0 - correct
     obs = {m: (cl[sp.observed(m)], err[sp.observed(m), j]) for j, m in enumerate(models)}
-    smoothing, _ = choose_smoothing(obs, cm.k, seed=seed)
+    smoothing, _ = choose_smoothing(obs, k, seed=seed)
 
     def psi_without(held):
         cols = []
         for j, m in enumerate(models):
             rows = np.setdiff1d(sp.observed(m), held, assume_unique=True)
-            cols.append(compute_psi(cl[rows], err[rows, j], cm.k, smoothing=smoothing))
+            cols.append(compute_psi(cl[rows], err[rows, j], k, smoothing=smoothing))
         return np.stack([c[0] for c in cols], 1), np.stack([c[1] for c in cols], 1)
 
     psi_full, _ = psi_without(np.zeros(0, dtype=int))
@@ -200,12 +204,12 @@ def one_seed(rs, correct, seed, *, budgets, cascade=False, bound=True):
         if bound:
             pool = P.choose_pool(ev, correct[sp.val].mean(0))
             row["class_bound"] = class_bound(ev, test, pool, plans.spread, plans.family_rho,
-                                             ch.amount, cm.k)
+                                             ch.amount, k)
             row["bound_vs_best_single"] = (None if row["class_bound"] is None
                                            else row["class_bound"] - float(single_ok.mean()))
         out["budgets"][spec] = row
     if cascade:
-        out["cascade"] = cascade_figures(rs, correct, sp, cm, cl, models, measured)
+        out["cascade"] = cascade_figures(rs, correct, sp, cm, kmeans, models, measured)
     return out
 
 
@@ -402,6 +406,9 @@ def main() -> int:
     ap.add_argument("--budgets", default="0.5x,0.7x", help="-k auto --budget values to measure")
     ap.add_argument("--cascade", action="store_true", help="also the calibrated cascades (--alpha)")
     ap.add_argument("--no-bound", action="store_true", help="skip the planner class in hindsight")
+    ap.add_argument("--clusters", choices=("tfidf", "category"), default="tfidf",
+                    help="the planner's clusters: K-means on the prompts (what fscale fits) or "
+                         "the items' MMLU-Pro category (a probe)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     budgets = [b.strip() for b in args.budgets.split(",") if b.strip()]
@@ -410,7 +417,7 @@ def main() -> int:
     runs = []
     for seed in range(args.seeds):
         runs.append(one_seed(rs, correct, seed, budgets=budgets, cascade=args.cascade,
-                             bound=not args.no_bound))
+                             bound=not args.no_bound, by_category=args.clusters == "category"))
         if not args.json:
             r = runs[-1]
             print(f"seed {seed}: default {r['default']['plan']} {pct(r['default']['accuracy'])} at "
