@@ -43,14 +43,16 @@ it and the best of all panels whose ties follow that ranking — what no label-f
 this estimate can beat.
 
 Knobs (``--challengers``, ``--evolve-every``, ``--min-calls``, ``--z``, ``--prior``,
-``--bias-sd``, ``--family-margin``, ``--explore-sd``) were chosen with ``--tune``: streams built
+``--family-margin``, ``--explore-sd``, ``--order-alpha``) were chosen with ``--tune``: streams built
 from each tuning seed's train questions then val questions only (seeds 100–104, never the
 reported ones; the score is the last 1,000 calls, all val).
 
     python bench/learning.py                                   # seeds 0-4, no labels and 2 %
     python bench/learning.py --tune --seeds 100,101,102,103,104 --challengers 1,2,3
-    python bench/learning.py --tune --seeds 100,101,102,103,104 --bias-sd 0.1,0.2,0.3,0.5 \
+    python bench/learning.py --tune --seeds 100,101,102,103,104 \
         --family-margin 0,0.05 --explore-sd 0.05,0.07 --no-ceiling
+    python bench/learning.py --tune --seeds 100,101,102,103,104,105,106,107,108,109 \
+        --feedback-rate 0.1 --no-ceiling                       # labels on 10 % of the calls
     python bench/learning.py --ranking elo                     # the old Elo decisions
     python bench/learning.py --speed                           # the estimate on a 20k-call log
 
@@ -167,15 +169,14 @@ class Knobs(typing.NamedTuple):
 
     challengers: int  # most shadows per call
     evolve_every: int  # calls between evolves
-    bias_sd: float  # reliability.BIAS_SD: how far one model's feedback correction may go
     family_margin: float  # evolve.FAMILY_MARGIN: what a seat held by the family costs
     explore_sd: float  # challenger.EXPLORE_SD: a model is worth a shadow while its sd is above
     peers: int = 3  # reliability.PEERS: the top models ordered by their mutual agreement
     min_together: int = 50  # reliability.PEER_MIN_PAIRS: calls with the strongest voter
 
     def __str__(self) -> str:
-        return (f"≤{self.challengers} shadows, evolve every {self.evolve_every}, bias sd "
-                f"{self.bias_sd:g}, family margin {self.family_margin:g}, explore sd "
+        return (f"≤{self.challengers} shadows, evolve every {self.evolve_every}, "
+                f"family margin {self.family_margin:g}, explore sd "
                 f"{self.explore_sd:g}, peers {self.peers}, together {self.min_together}")
 
 
@@ -224,7 +225,7 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
     join_at = len(order) // 3
     max_challengers, evolve_every = knobs.challengers, knobs.evolve_every
     tag = (f"{'tune' if args.tune else 'run'}-{seed}-fb{feedback_rate:g}-c{max_challengers}"
-           f"-e{evolve_every}-b{knobs.bias_sd:g}-f{knobs.family_margin:g}-x{knobs.explore_sd:g}"
+           f"-e{evolve_every}-f{knobs.family_margin:g}-x{knobs.explore_sd:g}"
            f"-p{knobs.peers}-t{knobs.min_together}")
     home = out / f"home-{tag}"
     shutil.rmtree(home, ignore_errors=True)
@@ -241,18 +242,16 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
 
     if args.min_families is not None:  # what a proposed panel must span
         EVOLVE.MIN_FAMILIES = args.min_families
-    if args.pool_unlabelled is not None:
-        REL.POOL_UNLABELLED = bool(args.pool_unlabelled)
     if args.reanchor is not None:
         REL.REANCHOR = args.reanchor
     REL.PEER_MIN_PAIRS = knobs.min_together  # the peers' order and the shadows alike
     if args.below is not None:
         REL.BELOW = args.below
-    if args.order_z is not None:
-        REL.ORDER_Z = args.order_z
+    if args.order_alpha is not None:
+        REL.ORDER_ALPHA = args.order_alpha
     tracker = REL.ReliabilityTracker(a=args.prior[0], b=args.prior[1],
                                      family_of=family_of if args.families else None,
-                                     bias_sd=knobs.bias_sd, peers=knobs.peers)
+                                     peers=knobs.peers)
     estimates: dict = {}
     elo = args.ranking == "elo"
     table: dict = {}
@@ -553,9 +552,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--family-margin", default=None,
                     help="evolve: what a seat held by a model's family costs it (default: the "
                          "engine's evolve.FAMILY_MARGIN; grid allowed)")
-    ap.add_argument("--bias-sd", default=None,
-                    help="prior sd of a model's label-free bias (default: the engine's "
-                         "reliability.BIAS_SD; grid allowed): how far feedback moves one model")
     ap.add_argument("--explore-sd", default=None,
                     help="a model is worth a shadow while its posterior sd is above this "
                          "(default: the engine's challenger.EXPLORE_SD; grid allowed)")
@@ -577,10 +573,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-families", type=int, default=None,
                     help="families a proposed panel must span when another family qualifies "
                          "(default: the engine's evolve.MIN_FAMILIES; 1: off)")
-    ap.add_argument("--pool-unlabelled", type=int, choices=(0, 1), default=None,
-                    help="1: a model without a labelled reply takes the pooled feedback "
-                         "correction (the rule before); 0: only its own labelled replies move "
-                         "it (default: the engine's reliability.POOL_UNLABELLED)")
     ap.add_argument("--reanchor", type=int, default=None,
                     help="times the peers' anchors are chosen again down the agreement's order "
                          "(default: the engine's reliability.REANCHOR; 0: the consensus's choice)")
@@ -588,10 +580,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="a model placed through the anchors' partners this share below the "
                          "weakest anchor needs no shadow beside the best (default: the engine's "
                          "reliability.BELOW; 1: never)")
-    ap.add_argument("--order-z", type=float, default=None,
-                    help="labels reorder two models when one was right more often on the "
-                         "labelled calls both replied to by this many standard errors (default: "
-                         "the engine's reliability.ORDER_Z)")
+    ap.add_argument("--order-alpha", type=float, default=None,
+                    help="labels reorder two models when their paired record on the labelled "
+                         "calls both replied to rejects 'equally good' at this level, by a test "
+                         "valid however often it is checked (default: the engine's "
+                         "reliability.ORDER_ALPHA)")
     ap.add_argument("--no-ceiling", dest="ceiling", action="store_false",
                     help="skip the label-free ceiling (every model on every call)")
     ap.add_argument("--shadow-budget", type=float, default=None,
@@ -630,11 +623,10 @@ def main(argv: list[str] | None = None) -> int:
     rates = [0.0] + ([args.feedback_rate] if args.feedback_rate > 0 else [])
     from fscale_tui.engine.learning.challenger import EXPLORE_SD
     from fscale_tui.engine.learning.evolve import FAMILY_MARGIN
-    from fscale_tui.engine.learning.reliability import BIAS_SD, PEER_MIN_PAIRS, PEERS
+    from fscale_tui.engine.learning.reliability import PEER_MIN_PAIRS, PEERS
 
-    grid = [Knobs(int(c), int(e), float(b), float(f), float(x), int(k), int(t))
+    grid = [Knobs(int(c), int(e), float(f), float(x), int(k), int(t))
             for c in args.challengers.split(",") for e in args.evolve_every.split(",")
-            for b in (args.bias_sd or str(BIAS_SD)).split(",")
             for f in (args.family_margin or str(FAMILY_MARGIN)).split(",")
             for x in (args.explore_sd or str(EXPLORE_SD)).split(",")
             for k in (args.peers or str(PEERS)).split(",")
@@ -642,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     report = []
     plotted: list[tuple[dict, dict]] = []
-    unlabelled: dict[tuple, dict] = {}  # without labels the bias sd changes nothing: run once
+    unlabelled: dict[tuple, dict] = {}  # one run per knob setting without labels
     for knobs in grid:
         by_rate: dict[float, list[dict]] = {}
         for rate in rates:
