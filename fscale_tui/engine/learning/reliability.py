@@ -399,9 +399,9 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
 #: checked (:func:`paired_evidence`): the estimate is refreshed after every few calls, and a
 #: fixed-sample test checked that often reorders on noise sooner or later. Before, two standard
 #: errors of the paired difference (``ORDER_Z = 2``), checked at every refresh: with 10 %
-#: feedback the tuning streams of bench/learning.py (seeds 100-109) ended 1.53 / 10.50 points
-#: from the best panel against 0.40 / 1.90 without labels (one run lost gemini-1.5-pro's seat);
-#: now 0.40 / 1.90 with 2 % and 10 % feedback, the same as without labels on every seed.
+#: feedback the tuning streams of bench/learning.py (seeds 100-109) ended 0.65 / 2.70 points
+#: from the best panel against 0.40 / 1.90 without labels (worse on 3 seeds, better on 2); now
+#: 0.40 / 1.90 with 2 % and 10 % feedback, the same as without labels on every seed.
 ORDER_ALPHA = 0.05
 #: Labelled calls two models must share before their record reorders them.
 ORDER_MIN_SHARED = 10
