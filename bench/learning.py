@@ -640,8 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         for rate in rates:
             rows = by_rate.setdefault(rate, [])
             for seed in seeds:
-                same = (seed, knobs.challengers, knobs.evolve_every, knobs.family_margin,
-                        knobs.explore_sd, knobs.peers, knobs.min_together)
+                same = (seed, knobs)  # every knob matters without labels too
                 if rate == 0 and same in unlabelled:
                     run = unlabelled[same]
                 else:

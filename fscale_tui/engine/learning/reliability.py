@@ -343,9 +343,7 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
     q /= q.sum(axis=1, keepdims=True)
     if clamped.size:
         q[clamped] = onehot
-    fed = np.zeros(n_items, dtype=bool)
-    fed[clamped] = True
-    on_feedback = np.bincount(vm, weights=fed[vi].astype(float), minlength=n_models)
+    on_feedback = np.bincount(vm, weights=is_clamped[vi].astype(float), minlength=n_models)
     offset, together, best, below = peer_offsets(
         vi, vm, vl, ri, rm, L, right, n_replies, PEERS if peers is None else peers,
         PEER_MIN_PAIRS, family=fam, late=np.asarray(arrays.r_late, dtype=bool))
@@ -373,10 +371,10 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
         group = group[n_replies[group] > 0]
         if group.size > 1:
             level = right[group] / n_replies[group]
-            order = label_order(level, was_right[:, group], replied[:, group])
+            beats = label_beats(was_right[:, group], replied[:, group])
+            order = order_by(level, beats)
             if order != [int(j) for j in np.argsort(-level, kind="stable")]:
                 level[order] = np.sort(level)[::-1]
-            beats = label_beats(was_right[:, group], replied[:, group])
             for above, under in zip(order, order[1:]):  # a tie must not hide what labels show
                 if beats[above, under] and level[under] >= level[above]:
                     level[under] = level[above] - 1e-6
@@ -453,7 +451,11 @@ def label_order(level: np.ndarray, right: np.ndarray, replied: np.ndarray,
     cancels), while the label-free levels keep the consensus's error; and the label-free order
     between two relatives and one other model rests on the family's shared mistakes, which no
     amount of unlabelled calls corrects."""
-    beats = label_beats(right, replied, alpha, min_shared)
+    return order_by(level, label_beats(right, replied, alpha, min_shared))
+
+
+def order_by(level: np.ndarray, beats: np.ndarray) -> list[int]:
+    """By ``level``, best first, each model moved up just above any it ``beats``."""
     order = [int(j) for j in np.argsort(-level, kind="stable")]
     for _ in range(len(order) ** 2):  # bounded: a cycle of records must not loop forever
         moved = next(((p, q) for q in range(1, len(order)) for p in range(q)
