@@ -2,7 +2,7 @@
 (issue 20, item 2: ``-k auto --budget 0.5x`` at least as accurate as the best single model).
 
     python bench/category_plans.py [--src /work/shared/data/mmlu_pro_replay] [--seeds 5]
-                                   [--budget 0.5]
+                                   [--budget 0.5] [--fit-on val|trainval] [--shrink 0,30,100,300]
 
 For each of the 14 categories one *policy* is chosen from a small menu (cheap first, the
 expensive model only on disagreement):
@@ -17,6 +17,11 @@ gemini-1.5-pro-002 on every item costs". Split as in ``bench/protocol.py`` (per 
 40/30/30); figures on **test**:
 
 - *honest*: the policies chosen on the validation questions (~127 per category), run on test;
+  ``--fit-on trainval``: on the training and validation questions (~300 per category; the
+  onboarded models' training answers are used too, so this is more data than the protocol
+  allows: a probe of whether more data would find the plans); ``--shrink K``: each category's
+  table blended with the table of all categories, worth ``K`` items (a grid of K is one row
+  each; choosing K by the test figures would be hindsight, so read the best row as a bound);
 - *hindsight*: the policies chosen on the test questions themselves — how much a plan per
   category could gain, not a result.
 
@@ -89,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=float, default=0.5,
                     help="share of what asking the best model on every item costs")
+    ap.add_argument("--fit-on", choices=("val", "trainval"), default="val",
+                    help="the questions the honest plans are chosen on")
+    ap.add_argument("--shrink", default="0",
+                    help="comma-separated: items' worth of all categories blended into each")
     args = ap.parse_args(argv)
     rs, correct = load(args.src)
     models = list(rs.models)
@@ -99,28 +108,48 @@ def main(argv: list[str] | None = None) -> int:
     policies = menu(models, price)
     unit = price / price[best]  # cost in units of one call of the best model
 
-    def table(rows: np.ndarray) -> dict[str, dict[str, tuple[float, float]]]:
-        return {c: {name: run_policy(p, rows[cats[rows] == c], answers, correct, unit, best)
-                    for name, p in policies.items()} for c in sorted(set(cats[rows]))}
+    def table(rows: np.ndarray, shrink: float = 0.0) -> dict[str, dict[str, tuple[float, float]]]:
+        """Per category and policy: (right answers, cost) on ``rows``; with ``shrink`` > 0
+        each category's figures are blended with all categories' per-item figures, worth
+        ``shrink`` items (and scaled back to the category's count)."""
+        overall = {name: run_policy(p, rows, answers, correct, unit, best)
+                   for name, p in policies.items()}
+        out = {}
+        for c in sorted(set(cats[rows])):
+            part = rows[cats[rows] == c]
+            n = len(part)
+            out[c] = {}
+            for name, p in policies.items():
+                right, cost = run_policy(p, part, answers, correct, unit, best)
+                r_all, c_all = overall[name]
+                out[c][name] = ((right + shrink * r_all / len(rows)) / (n + shrink) * n,
+                                (cost + shrink * c_all / len(rows)) / (n + shrink) * n)
+        return out
 
-    honest, hindsight = [], []
-    for seed in range(args.seeds):
-        sp = honest_split(rs, seed)
-        test_table = table(sp.test)
-        base = correct[sp.test, best].mean()
-        for out, fitted_on in ((honest, sp.val), (hindsight, sp.test)):
-            pick = choose(table(fitted_on), args.budget * len(fitted_on))
-            right = sum(test_table[c][pick[c]][0] for c in test_table)
-            cost = sum(test_table[c][pick[c]][1] for c in test_table)
-            out.append((right / len(sp.test) - base, cost / len(sp.test)))
-        print(f"seed {seed}: {BEST} {base:.1%}; honest {100 * honest[-1][0]:+.2f} points at "
-              f"{honest[-1][1]:.3f}x; hindsight {100 * hindsight[-1][0]:+.2f} at "
-              f"{hindsight[-1][1]:.3f}x")
-    for name, rows in (("honest (chosen on val)", honest), ("hindsight (chosen on test)", hindsight)):
-        g = mean_worst([100 * r[0] for r in rows])
-        c = mean_worst([r[1] for r in rows], worst="max")
-        print(f"{name}: {g['mean']:+.2f} points over {BEST} (worst {g['worst']:+.2f}) at "
-              f"{c['mean']:.3f}x its price (most {c['worst']:.3f}x); budget {args.budget}x")
+    where = "val" if args.fit_on == "val" else "train+val"
+    for n_shrink, shrink in enumerate(float(k) for k in args.shrink.split(",")):
+        honest, hindsight = [], []
+        for seed in range(args.seeds):
+            sp = honest_split(rs, seed)
+            test_table = table(sp.test)
+            base = correct[sp.test, best].mean()
+            fit = sp.val if args.fit_on == "val" else np.concatenate([sp.train, sp.val])
+            for out, fitted_on, k in ((honest, fit, shrink), (hindsight, sp.test, 0.0)):
+                pick = choose(table(fitted_on, k), args.budget * len(fitted_on))
+                right = sum(test_table[c][pick[c]][0] for c in test_table)
+                cost = sum(test_table[c][pick[c]][1] for c in test_table)
+                out.append((right / len(sp.test) - base, cost / len(sp.test)))
+            print(f"seed {seed}: {BEST} {base:.1%}; honest {100 * honest[-1][0]:+.2f} points at "
+                  f"{honest[-1][1]:.3f}x; hindsight {100 * hindsight[-1][0]:+.2f} at "
+                  f"{hindsight[-1][1]:.3f}x")
+        shown = [(f"honest (chosen on {where}, shrink {shrink:g})", honest)]
+        if n_shrink == 0:  # the hindsight plans do not depend on the shrinkage
+            shown.append(("hindsight (chosen on test)", hindsight))
+        for name, rows in shown:
+            g = mean_worst([100 * r[0] for r in rows])
+            c = mean_worst([r[1] for r in rows], worst="max")
+            print(f"{name}: {g['mean']:+.2f} points over {BEST} (worst {g['worst']:+.2f}) at "
+                  f"{c['mean']:.3f}x its price (most {c['worst']:.3f}x); budget {args.budget}x")
     return 0
 
 

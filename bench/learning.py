@@ -54,6 +54,8 @@ reported ones; the score is the last 1,000 calls, all val).
     python bench/learning.py --tune --seeds 100,101,102,103,104,105,106,107,108,109 \
         --feedback-rate 0.1 --no-ceiling                       # labels on 10 % of the calls
     python bench/learning.py --ranking elo                     # the old Elo decisions
+    python bench/learning.py --seeds 0,1,2,3,4,5,6,7,8,9 --feedback-rate 0 --no-ceiling \
+        --shadow-group 2                                       # a probe: shadows in pairs
     python bench/learning.py --speed                           # the estimate on a 20k-call log
 
 Output: one block per run, the summary (mean / worst gap), and ``--json`` (default: a new
@@ -195,6 +197,7 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
         eligible,
         plan,
         thompson_pick,
+        worth_exploring,
     )
     from fscale_tui.engine.learning.evolve import apply_panel, propose_panel
     from fscale_tui.engine.catalog.registry import Registry
@@ -291,11 +294,16 @@ def run_stream(rs, seed: int, args: argparse.Namespace, feedback_rate: float, ou
         else:
             seats = [estimates[a].accuracy for a in names if a in estimates]
             bar = min(seats) if len(seats) == len(names) else None  # as the engine does
-            shadow = plan(pool, estimates, budget=allowance(window, args.shadow_budget),
-                          max_k=max_challengers, rng=call_rng(n, 1), voters=names, bar=bar,
-                          explore_sd=knobs.explore_sd, min_together=knobs.min_together,
-                          peers=knobs.peers,
-                          family_of=lambda a, models=settings.models: models[a].family)
+            worth = dict(voters=names, bar=bar, explore_sd=knobs.explore_sd,
+                         min_together=knobs.min_together, peers=knobs.peers,
+                         family_of=lambda a, models=settings.models: models[a].family)
+            budget = allowance(window, args.shadow_budget)
+            if args.shadow_group > 1 and budget < min(
+                    args.shadow_group, max_challengers,
+                    len(worth_exploring(pool, estimates, **worth))):
+                budget = 0  # the probe: wait until the allowance pays for a group
+            shadow = plan(pool, estimates, budget=budget, max_k=max_challengers,
+                          rng=call_rng(n, 1), **worth)
         shadows_per_call.append(len(shadow))
         request = ScaleRequest(question=f"MMLU-Pro #{task.id}", answers=labels)
         call_id = f"{tag}-{n}"
@@ -590,6 +598,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shadow-budget", type=float, default=None,
                     help="shadow calls per decision call over the last 200 calls (default: the "
                          "engine's [learning] shadow_budget default)")
+    ap.add_argument("--shadow-group", type=int, default=1,
+                    help="a probe, not the engine's rule: shadows only in groups of N (as many "
+                         "outsiders as are worth it, up to N), a call waiting until the "
+                         "allowance pays for one, so outsiders answer the same calls")
     ap.add_argument("--prior", default="2,2", help="Beta prior a,b on a model's accuracy")
     ap.add_argument("--no-families", dest="families", action="store_false",
                     help="plain Dawid-Skene (no leave-family-out scoring)")
