@@ -710,6 +710,30 @@ def test_an_outsider_placed_below_the_best_through_a_former_member_needs_no_shad
     assert worth("rival") == ["rival"]  # it may be the best: compared with them it must be
 
 
+def test_below_one_turns_the_placement_below_the_peers_off(monkeypatch):
+    """``BELOW`` = 1 is documented as "never": it raised a math domain error (log 0) on every
+    estimate with a model to place through former members (``bench/learning.py --below 1``)."""
+    rng = random.Random(8)
+    labels = list("ABCD")
+
+    def say(p: float, truth: str) -> str:
+        return truth if rng.random() < p else rng.choice([x for x in labels if x != truth])
+
+    def calls(n: int, **who: float) -> list[REL.Call]:
+        out = []
+        for _ in range(n):
+            truth = rng.choice(labels)
+            out.append(REL.Call(labels, [(m, say(p, truth)) for m, p in who.items()]))
+        return out
+
+    log = (calls(300, top=0.9, good=0.8, mid=0.7) + calls(200, top=0.9, good=0.8, former=0.6)
+           + calls(300, former=0.6, weak=0.45, outsider=0.5, rival=0.85))
+    assert REL.estimate(log)["outsider"].below_peers  # placed below through the former member
+    monkeypatch.setattr(REL, "BELOW", 1.0)
+    est = REL.estimate(log)
+    assert not any(e.below_peers for e in est.values())
+
+
 def test_shadows_go_to_uncertain_outsiders_and_stop_once_known(stub_config):
     """Exploration goes where a model's place is uncertain: every outsider while nothing is
     known (as many as the budget allows), a newly added model first, and nothing once every

@@ -608,7 +608,7 @@ def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
     below = np.zeros(n_models, dtype=bool)
     placed = [t for t in logu if t not in anchors]
     weakest = min(logu[t] for t in anchors)
-    for j in range(n_models):
+    for j in range(n_models) if BELOW < 1.0 else ():  # BELOW = 1: never below
         if j not in logu and replies[j] >= min_pairs:
             u = through(j, placed, logu)
             below[j] = u is not None and u < weakest + math.log(1.0 - BELOW)
