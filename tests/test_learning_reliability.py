@@ -673,13 +673,10 @@ def test_an_outsider_compared_with_one_of_the_best_members_is_placed():
     assert worth_exploring(["outsider"], est, voters=panel, bar=settled, peers=1) == ["outsider"]
 
 
-def test_an_outsider_placed_below_the_best_through_a_former_member_needs_no_shadow():
-    """Issue 20, item 5 (shadows ≤ 0.15 per call): the run starts from weak panels, so the
-    early shadows answer beside members the best models later replace, and every outsider
-    was asked again beside the best ones (the analysis of the last closing note). An outsider
-    compared with a model the best members placed (a former member) is placed through it;
-    when that puts it clearly below the best (``BELOW``), its comparisons count and it needs
-    no more shadows. One placed above them still does."""
+def former_member_log() -> list[REL.Call]:
+    """800 calls: the best members (top 0.9, good 0.8) beside mid (0.7), then beside a former
+    member (0.6), which then answers beside a weak model (0.45), an outsider (0.5) and a rival
+    (0.85) that never met the best members."""
     rng = random.Random(8)
     labels = list("ABCD")
 
@@ -693,10 +690,19 @@ def test_an_outsider_placed_below_the_best_through_a_former_member_needs_no_shad
             out.append(REL.Call(labels, [(m, say(p, truth)) for m, p in who.items()]))
         return out
 
+    return (calls(300, top=0.9, good=0.8, mid=0.7) + calls(200, top=0.9, good=0.8, former=0.6)
+            + calls(300, former=0.6, weak=0.45, outsider=0.5, rival=0.85))
+
+
+def test_an_outsider_placed_below_the_best_through_a_former_member_needs_no_shadow():
+    """Issue 20, item 5 (shadows ≤ 0.15 per call): the run starts from weak panels, so the
+    early shadows answer beside members the best models later replace, and every outsider
+    was asked again beside the best ones (the analysis of the last closing note). An outsider
+    compared with a model the best members placed (a former member) is placed through it;
+    when that puts it clearly below the best (``BELOW``), its comparisons count and it needs
+    no more shadows. One placed above them still does."""
     panel = ["top", "good", "mid"]
-    log = (calls(300, top=0.9, good=0.8, mid=0.7) + calls(200, top=0.9, good=0.8, former=0.6)
-           + calls(300, former=0.6, weak=0.45, outsider=0.5, rival=0.85))
-    est = REL.estimate(log)
+    est = REL.estimate(former_member_log())
     for m in ("outsider", "rival"):
         assert est[m].together.get("top", 0) == est[m].together.get("good", 0) == 0
         assert est[m].together["former"] >= REL.PEER_MIN_PAIRS
@@ -713,21 +719,7 @@ def test_an_outsider_placed_below_the_best_through_a_former_member_needs_no_shad
 def test_below_one_turns_the_placement_below_the_peers_off(monkeypatch):
     """``BELOW`` = 1 is documented as "never": it raised a math domain error (log 0) on every
     estimate with a model to place through former members (``bench/learning.py --below 1``)."""
-    rng = random.Random(8)
-    labels = list("ABCD")
-
-    def say(p: float, truth: str) -> str:
-        return truth if rng.random() < p else rng.choice([x for x in labels if x != truth])
-
-    def calls(n: int, **who: float) -> list[REL.Call]:
-        out = []
-        for _ in range(n):
-            truth = rng.choice(labels)
-            out.append(REL.Call(labels, [(m, say(p, truth)) for m, p in who.items()]))
-        return out
-
-    log = (calls(300, top=0.9, good=0.8, mid=0.7) + calls(200, top=0.9, good=0.8, former=0.6)
-           + calls(300, former=0.6, weak=0.45, outsider=0.5, rival=0.85))
+    log = former_member_log()
     assert REL.estimate(log)["outsider"].below_peers  # placed below through the former member
     monkeypatch.setattr(REL, "BELOW", 1.0)
     est = REL.estimate(log)
