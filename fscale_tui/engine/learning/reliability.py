@@ -373,8 +373,7 @@ def fit(arrays: VoteArrays, *, a: float = PRIOR_A, b: float = PRIOR_B,
             level = right[group] / n_replies[group]
             beats = label_beats(was_right[:, group], replied[:, group])
             order = order_by(level, beats)
-            if order != [int(j) for j in np.argsort(-level, kind="stable")]:
-                level[order] = np.sort(level)[::-1]
+            level[order] = np.sort(level)[::-1]  # the levels, reassigned in that order
             for above, under in zip(order, order[1:]):  # a tie must not hide what labels show
                 if beats[above, under] and level[under] >= level[above]:
                     level[under] = level[above] - 1e-6
@@ -607,11 +606,12 @@ def peer_offsets(vi: np.ndarray, vm: np.ndarray, vl: np.ndarray, ri: np.ndarray,
     # tell whether it is clearly below every anchor (:data:`BELOW`), never for its level.
     below = np.zeros(n_models, dtype=bool)
     placed = [t for t in logu if t not in anchors]
-    weakest = min(logu[t] for t in anchors)
-    for j in range(n_models) if BELOW < 1.0 else ():  # BELOW = 1: never below
+    # Below this log u, clearly below every anchor (BELOW = 1: nothing is).
+    cut = min(logu[t] for t in anchors) + math.log(1.0 - BELOW) if BELOW < 1.0 else -math.inf
+    for j in range(n_models):
         if j not in logu and replies[j] >= min_pairs:
             u = through(j, placed, logu)
-            below[j] = u is not None and u < weakest + math.log(1.0 - BELOW)
+            below[j] = u is not None and u < cut
     members = np.array(sorted(logu, key=lambda j: -logu[j]))
     levels = np.sort(acc[members])[::-1]
     out[members] = levels - acc[members]
