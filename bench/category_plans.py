@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         each category's figures are blended with all categories' per-item figures, worth
         ``shrink`` items (and scaled back to the category's count)."""
         overall = {name: run_policy(p, rows, answers, correct, unit, best)
-                   for name, p in policies.items()}
+                   for name, p in policies.items()} if shrink > 0 else {}
         out = {}
         for c in sorted(set(cats[rows])):
             part = rows[cats[rows] == c]
@@ -121,35 +121,43 @@ def main(argv: list[str] | None = None) -> int:
             out[c] = {}
             for name, p in policies.items():
                 right, cost = run_policy(p, part, answers, correct, unit, best)
-                r_all, c_all = overall[name]
-                out[c][name] = ((right + shrink * r_all / len(rows)) / (n + shrink) * n,
-                                (cost + shrink * c_all / len(rows)) / (n + shrink) * n)
+                if shrink > 0:
+                    r_all, c_all = overall[name]
+                    right = (right + shrink * r_all / len(rows)) / (n + shrink) * n
+                    cost = (cost + shrink * c_all / len(rows)) / (n + shrink) * n
+                out[c][name] = (right, cost)
         return out
 
     where = "val" if args.fit_on == "val" else "train+val"
-    for n_shrink, shrink in enumerate(float(k) for k in args.shrink.split(",")):
-        honest, hindsight = [], []
-        for seed in range(args.seeds):
-            sp = honest_split(rs, seed)
-            test_table = table(sp.test)
-            base = correct[sp.test, best].mean()
-            fit = sp.val if args.fit_on == "val" else np.concatenate([sp.train, sp.val])
-            for out, fitted_on, k in ((honest, fit, shrink), (hindsight, sp.test, 0.0)):
-                pick = choose(table(fitted_on, k), args.budget * len(fitted_on))
-                right = sum(test_table[c][pick[c]][0] for c in test_table)
-                cost = sum(test_table[c][pick[c]][1] for c in test_table)
-                out.append((right / len(sp.test) - base, cost / len(sp.test)))
-            print(f"seed {seed}: {BEST} {base:.1%}; honest {100 * honest[-1][0]:+.2f} points at "
-                  f"{honest[-1][1]:.3f}x; hindsight {100 * hindsight[-1][0]:+.2f} at "
-                  f"{hindsight[-1][1]:.3f}x")
-        shown = [(f"honest (chosen on {where}, shrink {shrink:g})", honest)]
-        if n_shrink == 0:  # the hindsight plans do not depend on the shrinkage
-            shown.append(("hindsight (chosen on test)", hindsight))
-        for name, rows in shown:
-            g = mean_worst([100 * r[0] for r in rows])
-            c = mean_worst([r[1] for r in rows], worst="max")
-            print(f"{name}: {g['mean']:+.2f} points over {BEST} (worst {g['worst']:+.2f}) at "
-                  f"{c['mean']:.3f}x its price (most {c['worst']:.3f}x); budget {args.budget}x")
+    shrinks = [float(k) for k in args.shrink.split(",")]
+    honest: dict[float, list[tuple[float, float]]] = {k: [] for k in shrinks}
+    hindsight: list[tuple[float, float]] = []
+    for seed in range(args.seeds):
+        sp = honest_split(rs, seed)
+        test_table = table(sp.test)
+        base = correct[sp.test, best].mean()
+        fit = sp.val if args.fit_on == "val" else np.concatenate([sp.train, sp.val])
+
+        def on_test(fitted_on: np.ndarray, shrink: float) -> tuple[float, float]:
+            """(gain over the best model, price) on test of the plans chosen on ``fitted_on``."""
+            pick = choose(table(fitted_on, shrink), args.budget * len(fitted_on))
+            right = sum(test_table[c][pick[c]][0] for c in test_table)
+            cost = sum(test_table[c][pick[c]][1] for c in test_table)
+            return right / len(sp.test) - base, cost / len(sp.test)
+
+        hindsight.append(on_test(sp.test, 0.0))  # the hindsight plans need no shrinkage
+        for k in shrinks:
+            honest[k].append(on_test(fit, k))
+        print(f"seed {seed}: {BEST} {base:.1%}; honest "
+              + ", ".join(f"{100 * honest[k][-1][0]:+.2f} points at {honest[k][-1][1]:.3f}x"
+                          + (f" (shrink {k:g})" if len(shrinks) > 1 else "") for k in shrinks)
+              + f"; hindsight {100 * hindsight[-1][0]:+.2f} at {hindsight[-1][1]:.3f}x")
+    shown = [(f"honest (chosen on {where}, shrink {k:g})", honest[k]) for k in shrinks]
+    for name, rows in [*shown, ("hindsight (chosen on test)", hindsight)]:
+        g = mean_worst([100 * r[0] for r in rows])
+        c = mean_worst([r[1] for r in rows], worst="max")
+        print(f"{name}: {g['mean']:+.2f} points over {BEST} (worst {g['worst']:+.2f}) at "
+              f"{c['mean']:.3f}x its price (most {c['worst']:.3f}x); budget {args.budget}x")
     return 0
 
 
